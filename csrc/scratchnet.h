@@ -1,0 +1,155 @@
+/* scratchnet C API: every kernel the Python side may call.
+ *
+ * Conventions
+ *   - float32 data, row-major matrices; every matrix comes with its leading
+ *     dimension (the distance in elements between two rows).
+ *   - outputs come first in argument lists, inputs after.
+ *   - functions that can reject arguments return SN_OK or an SN_E* code and
+ *     never exit; they leave outputs untouched on error.
+ *   - no kernel allocates in its hot loop. GEMM keeps a packing workspace
+ *     per calling thread that grows once and is then reused.
+ */
+#ifndef SCRATCHNET_H
+#define SCRATCHNET_H
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define SN_OK 0
+#define SN_EINVAL 1      /* an argument is out of range (size, label, option) */
+#define SN_ENOMEM 2      /* a workspace could not be allocated */
+#define SN_ENONFINITE 3  /* a result is NaN or infinite (the input or training diverged) */
+
+/* ---- run time: CPU features, kernel choice, threads (sn_runtime.c) ---- */
+
+/* ISA levels of the GEMM micro-kernels, lowest first. */
+#define SN_ISA_GENERIC 0
+#define SN_ISA_AVX2 1     /* AVX2 + FMA */
+#define SN_ISA_AVX512 2   /* AVX-512F */
+
+int sn_isa_supported(int isa);          /* 1 if this CPU and OS can run it */
+int sn_isa_best(void);                  /* the highest supported level */
+int sn_set_isa(int isa);                /* SN_EINVAL if unsupported */
+int sn_get_isa(void);
+const char *sn_isa_name(int isa);       /* "generic", "avx2", "avx512" */
+
+void sn_set_num_threads(int n);         /* n < 1 means 1 */
+int sn_get_num_threads(void);
+int sn_max_threads(void);               /* OpenMP's default, 1 without OpenMP */
+int sn_have_openmp(void);
+const char *sn_compiler(void);
+
+/* ---- GEMM (sn_gemm.c) ----
+ * C = alpha * op(A) @ op(B) + beta * C, op(X) = X or X^T.
+ * op(A) is M x K, op(B) is K x N, C is M x N.
+ * A is stored M x K (lda >= K) or, when trans_a, K x M (lda >= M); likewise B.
+ * beta == 0 overwrites C without reading it (NaN in C does not propagate). */
+int sn_gemm_f32(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K,
+                float alpha, const float *A, int64_t lda,
+                const float *B, int64_t ldb,
+                float beta, float *C, int64_t ldc);
+
+/* Straight triple loop with float64 accumulation: the reference the fast
+ * path is tested against, and readable. */
+int sn_gemm_naive_f32(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K,
+                      float alpha, const float *A, int64_t lda,
+                      const float *B, int64_t ldb,
+                      float beta, float *C, int64_t ldc);
+
+/* ---- bias (sn_bias.c) ---- */
+/* y[i, j] += b[j] for an M x N matrix y */
+void sn_bias_add_f32(float *y, int64_t ldy, const float *b, int64_t M, int64_t N);
+/* db[j] = beta * db[j] + sum_i dy[i, j]   (column sums) */
+void sn_bias_grad_f32(float *db, const float *dy, int64_t lddy, int64_t M, int64_t N,
+                      float beta);
+
+/* ---- activations (sn_act.c); y and x may alias in forward, dx and dy in backward ---- */
+/* y = max(0, x) */
+void sn_relu_forward_f32(float *y, const float *x, int64_t n);
+/* dx = dy * (x > 0) */
+void sn_relu_backward_f32(float *dx, const float *dy, const float *x, int64_t n);
+/* y = x if x > 0 else slope * x */
+void sn_leaky_relu_forward_f32(float *y, const float *x, int64_t n, float slope);
+/* dx = dy if x > 0 else slope * dy */
+void sn_leaky_relu_backward_f32(float *dx, const float *dy, const float *x, int64_t n,
+                                float slope);
+/* y = 1 / (1 + exp(-x)) */
+void sn_sigmoid_forward_f32(float *y, const float *x, int64_t n);
+/* dx = dy * y * (1 - y), from the forward output y */
+void sn_sigmoid_backward_f32(float *dx, const float *dy, const float *y, int64_t n);
+/* y = tanh(x) */
+void sn_tanh_forward_f32(float *y, const float *x, int64_t n);
+/* dx = dy * (1 - y^2), from the forward output y */
+void sn_tanh_backward_f32(float *dx, const float *dy, const float *y, int64_t n);
+/* row-wise softmax of an M x N matrix: y_ij = exp(x_ij - m_i) / sum_k exp(x_ik - m_i) */
+void sn_softmax_forward_f32(float *y, const float *x, int64_t M, int64_t N);
+/* dx_ij = y_ij * (dy_ij - sum_k dy_ik y_ik) */
+void sn_softmax_backward_f32(float *dx, const float *dy, const float *y, int64_t M, int64_t N);
+
+/* inverted dropout: mask = (u >= p) / (1 - p) with u uniform in [0, 1) drawn
+ * from a counter-based generator keyed by seed, y = x * mask. p in [0, 1). */
+int sn_dropout_forward_f32(float *y, float *mask, const float *x, int64_t n, float p,
+                           uint64_t seed);
+/* dx = dy * mask */
+void sn_mul_f32(float *z, const float *x, const float *y, int64_t n);
+
+/* ---- losses (sn_loss.c): the mean over the batch ---- */
+/* Softmax cross-entropy from logits z (M x N) and integer labels:
+ * lse_i = m_i + log sum_j exp(z_ij - m_i), loss = mean_i (lse_i - z_i,label_i).
+ * Writes the softmax to probs for the backward pass. SN_EINVAL on a label
+ * outside [0, N), SN_ENONFINITE if the loss is not finite. */
+int sn_xent_forward_f32(double *loss, float *probs, const float *z, const int64_t *labels,
+                        int64_t M, int64_t N);
+/* dz = (probs - onehot(labels)) * scale, scale usually 1 / M */
+int sn_xent_backward_f32(float *dz, const float *probs, const int64_t *labels,
+                         int64_t M, int64_t N, float scale);
+/* soft (or one-hot) targets T: loss = mean_i sum_j T_ij (lse_i - z_ij) */
+int sn_xent_soft_forward_f32(double *loss, float *probs, const float *z, const float *T,
+                             int64_t M, int64_t N);
+/* dz = (probs - T) * scale */
+void sn_xent_soft_backward_f32(float *dz, const float *probs, const float *T, int64_t n,
+                               float scale);
+/* MSE: loss = mean (p - t)^2 over n elements */
+int sn_mse_forward_f32(double *loss, const float *p, const float *t, int64_t n);
+/* dp = (p - t) * scale, scale usually 2 / n */
+void sn_mse_backward_f32(float *dp, const float *p, const float *t, int64_t n, float scale);
+/* binary cross-entropy from logits: mean of max(z,0) - z t + log(1 + exp(-|z|)) */
+int sn_bce_logits_forward_f32(double *loss, const float *z, const float *t, int64_t n);
+/* dz = (sigmoid(z) - t) * scale, scale usually 1 / n */
+void sn_bce_logits_backward_f32(float *dz, const float *z, const float *t, int64_t n,
+                                float scale);
+
+/* ---- optimizers (sn_optim.c): one pass over a parameter buffer ----
+ * The rules of torch.optim; g is never modified (weight decay is added to a
+ * local copy). See shared/REFERENCE.md. */
+/* b <- g (first step) or mu b + (1 - dampening) g; g <- g + mu b (nesterov) or b;
+ * p <- p - lr g. buf is unused when momentum == 0. */
+void sn_sgd_step_f32(float *p, float *buf, const float *g, int64_t n, float lr,
+                     float momentum, float dampening, int nesterov, float weight_decay,
+                     int first_step);
+/* s <- s + g^2; p <- p - clr g / (sqrt(s) + eps), clr = lr / (1 + (t - 1) lr_decay) */
+void sn_adagrad_step_f32(float *p, float *sum, const float *g, int64_t n, float clr,
+                         float eps, float weight_decay);
+/* v <- alpha v + (1 - alpha) g^2; centered: a <- alpha a + (1 - alpha) g, v~ = v - a^2;
+ * d = sqrt(v~) + eps; momentum: b <- mu b + g / d, p <- p - lr b; else p <- p - lr g / d */
+void sn_rmsprop_step_f32(float *p, float *v, float *avg, float *buf, const float *g,
+                         int64_t n, float lr, float alpha, float eps, float weight_decay,
+                         float momentum, int centered);
+/* m <- b1 m + (1 - b1) g; v <- b2 v + (1 - b2) g^2;
+ * p <- p - lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps).
+ * decoupled (AdamW): p <- p (1 - lr wd) first and g is left without wd p. */
+void sn_adam_step_f32(float *p, float *m, float *v, const float *g, int64_t n, float lr,
+                      float beta1, float beta2, float eps, float weight_decay,
+                      int64_t step, int decoupled);
+
+/* ---- checks (sn_check.c) ---- */
+/* 1 if every element is finite */
+int sn_all_finite_f32(const float *x, int64_t n);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* SCRATCHNET_H */

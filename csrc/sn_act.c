@@ -1,0 +1,111 @@
+/* Activations, forward and backward side by side. */
+#include <math.h>
+
+#include "scratchnet.h"
+
+void sn_relu_forward_f32(float *y, const float *x, int64_t n)
+{
+    for (int64_t i = 0; i < n; ++i) y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+}
+
+void sn_relu_backward_f32(float *dx, const float *dy, const float *x, int64_t n)
+{
+    for (int64_t i = 0; i < n; ++i) dx[i] = x[i] > 0.0f ? dy[i] : 0.0f;
+}
+
+void sn_leaky_relu_forward_f32(float *y, const float *x, int64_t n, float slope)
+{
+    for (int64_t i = 0; i < n; ++i) y[i] = x[i] > 0.0f ? x[i] : slope * x[i];
+}
+
+void sn_leaky_relu_backward_f32(float *dx, const float *dy, const float *x, int64_t n,
+                                float slope)
+{
+    for (int64_t i = 0; i < n; ++i) dx[i] = x[i] > 0.0f ? dy[i] : slope * dy[i];
+}
+
+/* Written so exp never overflows: for x < 0, 1/(1+e^-x) = e^x / (1 + e^x). */
+void sn_sigmoid_forward_f32(float *y, const float *x, int64_t n)
+{
+    for (int64_t i = 0; i < n; ++i) {
+        if (x[i] >= 0.0f) {
+            y[i] = 1.0f / (1.0f + expf(-x[i]));
+        } else {
+            const float e = expf(x[i]);
+            y[i] = e / (1.0f + e);
+        }
+    }
+}
+
+void sn_sigmoid_backward_f32(float *dx, const float *dy, const float *y, int64_t n)
+{
+    for (int64_t i = 0; i < n; ++i) dx[i] = dy[i] * y[i] * (1.0f - y[i]);
+}
+
+void sn_tanh_forward_f32(float *y, const float *x, int64_t n)
+{
+    for (int64_t i = 0; i < n; ++i) y[i] = tanhf(x[i]);
+}
+
+void sn_tanh_backward_f32(float *dx, const float *dy, const float *y, int64_t n)
+{
+    for (int64_t i = 0; i < n; ++i) dx[i] = dy[i] * (1.0f - y[i] * y[i]);
+}
+
+void sn_softmax_forward_f32(float *y, const float *x, int64_t M, int64_t N)
+{
+    for (int64_t r = 0; r < M; ++r) {
+        const float *xr = x + r * N;
+        float *yr = y + r * N;
+        float m = xr[0];
+        for (int64_t j = 1; j < N; ++j) m = xr[j] > m ? xr[j] : m;
+        float sum = 0.0f;
+        for (int64_t j = 0; j < N; ++j) {
+            yr[j] = expf(xr[j] - m);
+            sum += yr[j];
+        }
+        const float inv = 1.0f / sum;
+        for (int64_t j = 0; j < N; ++j) yr[j] *= inv;
+    }
+}
+
+void sn_softmax_backward_f32(float *dx, const float *dy, const float *y, int64_t M, int64_t N)
+{
+    for (int64_t r = 0; r < M; ++r) {
+        const float *dyr = dy + r * N, *yr = y + r * N;
+        float *dxr = dx + r * N;
+        float dot = 0.0f;
+        for (int64_t j = 0; j < N; ++j) dot += dyr[j] * yr[j];
+        for (int64_t j = 0; j < N; ++j) dxr[j] = yr[j] * (dyr[j] - dot);
+    }
+}
+
+/* splitmix64: a counter-based generator, so element i's draw depends only on
+ * (seed, i) and the mask is the same whatever the loop order. */
+static uint64_t splitmix64(uint64_t z)
+{
+    z += 0x9E3779B97F4A7C15ull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+int sn_dropout_forward_f32(float *y, float *mask, const float *x, int64_t n, float p,
+                           uint64_t seed)
+{
+    if (!(p >= 0.0f && p < 1.0f)) return SN_EINVAL;
+    const float keep_scale = 1.0f / (1.0f - p);
+    const uint64_t key = splitmix64(seed);
+    for (int64_t i = 0; i < n; ++i) {
+        /* top 24 bits -> a float uniform in [0, 1) with every value exact */
+        const float u = (float)(splitmix64(key + (uint64_t)i) >> 40) * (1.0f / 16777216.0f);
+        mask[i] = u >= p ? keep_scale : 0.0f;
+        y[i] = x[i] * mask[i];
+    }
+    return SN_OK;
+}
+
+void sn_mul_f32(float *z, const float *x, const float *y, int64_t n)
+{
+    for (int64_t i = 0; i < n; ++i) z[i] = x[i] * y[i];
+}

@@ -1,0 +1,239 @@
+/* GEMM driver: C = alpha * op(A) @ op(B) + beta * C, BLIS-style.
+ *
+ * Loop nest (outermost first), with what each level keeps in cache:
+ *   jc: nc columns of C and op(B)
+ *     pc: kc of the shared dimension; op(B)[pc.., jc..] packed once (L3)
+ *       ic: mc rows of C; op(A)[ic.., pc..] packed once (L2)
+ *         jr, ir: one nr-wide panel of B (L1) times one mr-tall panel of A,
+ *                 the micro-kernel's register tile.
+ * Transposition is absorbed by the packing routines, so the micro-kernel
+ * sees one layout whatever trans_a and trans_b are.
+ *
+ * Threads (OpenMP) share the packing of each block and split the (jr, ir)
+ * tiles statically. Every element of C is summed in the same order whatever
+ * the thread count, so results are identical run to run and across counts. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "scratchnet.h"
+#include "sn_gemm_kernels.h"
+
+#if defined(_MSC_VER)
+#define SN_THREAD_LOCAL __declspec(thread)
+#else
+#define SN_THREAD_LOCAL _Thread_local
+#endif
+
+/* Below this many multiply-adds a second thread costs more than it saves. */
+#define SN_GEMM_PARALLEL_MIN_FLOPS (1 << 18)
+
+/* ---- packing workspace: one per calling thread, grown, never shrunk ---- */
+
+typedef struct {
+    void *raw;     /* what malloc returned */
+    float *data;   /* 64-byte aligned */
+    size_t cap;    /* floats available at data */
+} sn_buffer;
+
+static SN_THREAD_LOCAL sn_buffer g_pack_a, g_pack_b;
+
+static float *buffer_reserve(sn_buffer *buf, size_t n)
+{
+    if (buf->cap >= n) return buf->data;
+    void *raw = malloc(n * sizeof(float) + 64);
+    if (!raw) return NULL;
+    free(buf->raw);
+    buf->raw = raw;
+    buf->data = (float *)(((uintptr_t)raw + 63) & ~(uintptr_t)63);
+    buf->cap = n;
+    return buf->data;
+}
+
+/* ---- packing ---- */
+
+/* Panel p of op(A)[i0 : i0+mc, k0 : k0+kc]: rows p*mr ..., stored k-major,
+ * mr values per k, rows past mc zero-filled. */
+static void pack_a_panel(float *dst, const float *A, int64_t lda, int trans_a, int64_t i0,
+                         int64_t k0, int64_t mc, int64_t kc, int mr, int64_t p)
+{
+    const int64_t row0 = p * mr;
+    const int64_t rows = mc - row0 < mr ? mc - row0 : mr;
+    dst += p * kc * mr;
+    if (trans_a) {
+        /* op(A)(i, k) = A[k, i]: each k gives rows consecutive values */
+        for (int64_t k = 0; k < kc; ++k) {
+            const float *src = A + (k0 + k) * lda + i0 + row0;
+            float *d = dst + k * mr;
+            int64_t i = 0;
+            for (; i < rows; ++i) d[i] = src[i];
+            for (; i < mr; ++i) d[i] = 0.0f;
+        }
+    } else {
+        for (int64_t i = 0; i < rows; ++i) {
+            const float *src = A + (i0 + row0 + i) * lda + k0;
+            for (int64_t k = 0; k < kc; ++k) dst[k * mr + i] = src[k];
+        }
+        for (int64_t i = rows; i < mr; ++i)
+            for (int64_t k = 0; k < kc; ++k) dst[k * mr + i] = 0.0f;
+    }
+}
+
+/* Panel p of op(B)[k0 : k0+kc, j0 : j0+nc]: columns p*nr ..., stored k-major,
+ * nr values per k, columns past nc zero-filled. */
+static void pack_b_panel(float *dst, const float *B, int64_t ldb, int trans_b, int64_t k0,
+                         int64_t j0, int64_t kc, int64_t nc, int nr, int64_t p)
+{
+    const int64_t col0 = p * nr;
+    const int64_t cols = nc - col0 < nr ? nc - col0 : nr;
+    dst += p * kc * nr;
+    if (trans_b) {
+        /* op(B)(k, j) = B[j, k] */
+        for (int64_t j = 0; j < cols; ++j) {
+            const float *src = B + (j0 + col0 + j) * ldb + k0;
+            for (int64_t k = 0; k < kc; ++k) dst[k * nr + j] = src[k];
+        }
+        for (int64_t j = cols; j < nr; ++j)
+            for (int64_t k = 0; k < kc; ++k) dst[k * nr + j] = 0.0f;
+    } else {
+        for (int64_t k = 0; k < kc; ++k) {
+            const float *src = B + (k0 + k) * ldb + j0 + col0;
+            float *d = dst + k * nr;
+            int64_t j = 0;
+            for (; j < cols; ++j) d[j] = src[j];
+            for (; j < nr; ++j) d[j] = 0.0f;
+        }
+    }
+}
+
+/* ---- helpers ---- */
+
+/* C = beta * C, for K == 0 or alpha == 0; beta == 0 writes zeros without reading. */
+static void scale_c(float *C, int64_t ldc, int64_t M, int64_t N, float beta)
+{
+    for (int64_t i = 0; i < M; ++i) {
+        float *c = C + i * ldc;
+        if (beta == 0.0f)
+            memset(c, 0, (size_t)N * sizeof(float));
+        else
+            for (int64_t j = 0; j < N; ++j) c[j] *= beta;
+    }
+}
+
+static int check_args(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K,
+                      const float *A, int64_t lda, const float *B, int64_t ldb,
+                      const float *C, int64_t ldc)
+{
+    if (M < 0 || N < 0 || K < 0) return SN_EINVAL;
+    const int64_t a_cols = trans_a ? M : K, b_cols = trans_b ? K : N;
+    if (lda < (a_cols > 1 ? a_cols : 1) || ldb < (b_cols > 1 ? b_cols : 1) ||
+        ldc < (N > 1 ? N : 1))
+        return SN_EINVAL;
+    if (M > 0 && N > 0 && (!C || (K > 0 && (!A || !B)))) return SN_EINVAL;
+    return SN_OK;
+}
+
+/* ---- the reference ---- */
+
+int sn_gemm_naive_f32(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K,
+                      float alpha, const float *A, int64_t lda, const float *B, int64_t ldb,
+                      float beta, float *C, int64_t ldc)
+{
+    int status = check_args(trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc);
+    if (status != SN_OK) return status;
+    for (int64_t i = 0; i < M; ++i)
+        for (int64_t j = 0; j < N; ++j) {
+            double sum = 0.0;
+            for (int64_t k = 0; k < K; ++k) {
+                const float a = trans_a ? A[k * lda + i] : A[i * lda + k];
+                const float b = trans_b ? B[j * ldb + k] : B[k * ldb + j];
+                sum += (double)a * b;
+            }
+            float *c = C + i * ldc + j;
+            *c = (float)(alpha * sum + (beta == 0.0f ? 0.0 : (double)beta * *c));
+        }
+    return SN_OK;
+}
+
+/* ---- the fast path ---- */
+
+int sn_gemm_f32(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+                const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
+                float *C, int64_t ldc)
+{
+    int status = check_args(trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc);
+    if (status != SN_OK) return status;
+    if (M == 0 || N == 0) return SN_OK;
+    if (K == 0 || alpha == 0.0f) {
+        scale_c(C, ldc, M, N, beta);
+        return SN_OK;
+    }
+
+    const sn_gemm_kernel_info *ki = sn_active_gemm_kernel();
+    const int mr = ki->mr, nr = ki->nr;
+    const int64_t KC = ki->kc;
+    const int64_t MC = M < ki->mc ? M : ki->mc;
+    const int64_t NC = N < ki->nc ? N : ki->nc;
+    const int64_t kc_max = K < KC ? K : KC;
+    const int64_t mc_panels_max = (MC + mr - 1) / mr, nc_panels_max = (NC + nr - 1) / nr;
+    float *pa = buffer_reserve(&g_pack_a, (size_t)(mc_panels_max * mr * kc_max));
+    float *pb = buffer_reserve(&g_pack_b, (size_t)(nc_panels_max * nr * kc_max));
+    if (!pa || !pb) return SN_ENOMEM;
+
+    const double flops = (double)M * (double)N * (double)K;
+    const int nthreads = flops < SN_GEMM_PARALLEL_MIN_FLOPS ? 1 : sn_get_num_threads();
+    (void)nthreads;
+
+#ifdef _OPENMP
+#pragma omp parallel num_threads(nthreads) if (nthreads > 1)
+#endif
+    {
+        float tile[SN_MAX_MR * SN_MAX_NR];
+        for (int64_t jc = 0; jc < N; jc += NC) {
+            const int64_t nc = N - jc < NC ? N - jc : NC;
+            const int64_t n_jr = (nc + nr - 1) / nr;
+            for (int64_t pc = 0; pc < K; pc += KC) {
+                const int64_t kc = K - pc < KC ? K - pc : KC;
+                /* later kc blocks add to what the first one wrote */
+                const float beta_k = pc == 0 ? beta : 1.0f;
+#ifdef _OPENMP
+#pragma omp for schedule(static)
+#endif
+                for (int64_t p = 0; p < n_jr; ++p)
+                    pack_b_panel(pb, B, ldb, trans_b, pc, jc, kc, nc, nr, p);
+
+                for (int64_t ic = 0; ic < M; ic += MC) {
+                    const int64_t mc = M - ic < MC ? M - ic : MC;
+                    const int64_t n_ir = (mc + mr - 1) / mr;
+#ifdef _OPENMP
+#pragma omp for schedule(static)
+#endif
+                    for (int64_t p = 0; p < n_ir; ++p)
+                        pack_a_panel(pa, A, lda, trans_a, ic, pc, mc, kc, mr, p);
+
+#ifdef _OPENMP
+#pragma omp for schedule(static)
+#endif
+                    for (int64_t t = 0; t < n_jr * n_ir; ++t) {
+                        const int64_t jr = t / n_ir, ir = t % n_ir;
+                        const float *ap = pa + ir * kc * mr, *bp = pb + jr * kc * nr;
+                        float *c = C + (ic + ir * mr) * ldc + jc + jr * nr;
+                        const int64_t rows = mc - ir * mr < mr ? mc - ir * mr : mr;
+                        const int64_t cols = nc - jr * nr < nr ? nc - jr * nr : nr;
+                        if (rows == mr && cols == nr) {
+                            ki->kernel(kc, ap, bp, c, ldc, alpha, beta_k);
+                            continue;
+                        }
+                        /* edge tile: compute the full tile aside, keep the valid part */
+                        ki->kernel(kc, ap, bp, tile, nr, alpha, 0.0f);
+                        for (int64_t i = 0; i < rows; ++i)
+                            for (int64_t j = 0; j < cols; ++j) {
+                                const float v = tile[i * nr + j];
+                                c[i * ldc + j] = beta_k == 0.0f ? v : v + beta_k * c[i * ldc + j];
+                            }
+                    }
+                }
+            }
+        }
+    }
+    return SN_OK;
+}

@@ -1,0 +1,31 @@
+/* Portable C micro-kernel: a 4 x 16 tile. Plain loops of fixed length that
+ * compilers turn into SSE2 / NEON vector code. */
+#include "sn_gemm_kernels.h"
+
+#define MR 4
+#define NR 16
+
+static void ukernel_generic(int64_t kc, const float *a, const float *b, float *c,
+                            int64_t ldc, float alpha, float beta)
+{
+    float acc[MR][NR] = {{0}};
+    for (int64_t k = 0; k < kc; ++k) {
+        for (int i = 0; i < MR; ++i) {
+            const float ai = a[i];
+            for (int j = 0; j < NR; ++j) acc[i][j] += ai * b[j];
+        }
+        a += MR;
+        b += NR;
+    }
+    for (int i = 0; i < MR; ++i) {
+        float *ci = c + i * ldc;
+        if (beta == 0.0f) {
+            for (int j = 0; j < NR; ++j) ci[j] = alpha * acc[i][j];
+        } else {
+            for (int j = 0; j < NR; ++j) ci[j] = alpha * acc[i][j] + beta * ci[j];
+        }
+    }
+}
+
+const sn_gemm_kernel_info sn_gemm_kernel_generic = {
+    "generic", MR, NR, 256, 128, 2048, ukernel_generic};

@@ -1,0 +1,117 @@
+/* Losses, the mean over the batch, forward and backward side by side.
+ * Sums are accumulated in double: a batch of 60000 float terms would lose
+ * digits otherwise. */
+#include <math.h>
+
+#include "scratchnet.h"
+
+/* Softmax of one row into p; returns lse = m + log sum exp(z - m), the
+ * log-sum-exp with the row maximum m subtracted so exp never overflows and
+ * the sum is at least 1 (no log 0). */
+static double softmax_row(float *p, const float *z, int64_t N)
+{
+    float m = z[0];
+    for (int64_t j = 1; j < N; ++j) m = z[j] > m ? z[j] : m;
+    double sum = 0.0;
+    for (int64_t j = 0; j < N; ++j) {
+        p[j] = expf(z[j] - m);
+        sum += p[j];
+    }
+    const float inv = (float)(1.0 / sum);
+    for (int64_t j = 0; j < N; ++j) p[j] *= inv;
+    return (double)m + log(sum);
+}
+
+int sn_xent_forward_f32(double *loss, float *probs, const float *z, const int64_t *labels,
+                        int64_t M, int64_t N)
+{
+    if (M <= 0 || N <= 0) return SN_EINVAL;
+    for (int64_t i = 0; i < M; ++i)
+        if (labels[i] < 0 || labels[i] >= N) return SN_EINVAL;
+    double total = 0.0;
+    for (int64_t i = 0; i < M; ++i) {
+        const float *zi = z + i * N;
+        total += softmax_row(probs + i * N, zi, N) - zi[labels[i]];
+    }
+    *loss = total / (double)M;
+    return isfinite(*loss) ? SN_OK : SN_ENONFINITE;
+}
+
+int sn_xent_backward_f32(float *dz, const float *probs, const int64_t *labels, int64_t M,
+                         int64_t N, float scale)
+{
+    for (int64_t i = 0; i < M; ++i)
+        if (labels[i] < 0 || labels[i] >= N) return SN_EINVAL;
+    for (int64_t i = 0; i < M; ++i) {
+        const float *pi = probs + i * N;
+        float *di = dz + i * N;
+        for (int64_t j = 0; j < N; ++j) di[j] = pi[j] * scale;
+        di[labels[i]] -= scale;
+    }
+    return SN_OK;
+}
+
+int sn_xent_soft_forward_f32(double *loss, float *probs, const float *z, const float *T,
+                             int64_t M, int64_t N)
+{
+    if (M <= 0 || N <= 0) return SN_EINVAL;
+    double total = 0.0;
+    for (int64_t i = 0; i < M; ++i) {
+        const float *zi = z + i * N, *ti = T + i * N;
+        const double lse = softmax_row(probs + i * N, zi, N);
+        for (int64_t j = 0; j < N; ++j) total += (double)ti[j] * (lse - zi[j]);
+    }
+    *loss = total / (double)M;
+    return isfinite(*loss) ? SN_OK : SN_ENONFINITE;
+}
+
+void sn_xent_soft_backward_f32(float *dz, const float *probs, const float *T, int64_t n,
+                               float scale)
+{
+    for (int64_t i = 0; i < n; ++i) dz[i] = (probs[i] - T[i]) * scale;
+}
+
+int sn_mse_forward_f32(double *loss, const float *p, const float *t, int64_t n)
+{
+    if (n <= 0) return SN_EINVAL;
+    double total = 0.0;
+    for (int64_t i = 0; i < n; ++i) {
+        const double d = (double)p[i] - t[i];
+        total += d * d;
+    }
+    *loss = total / (double)n;
+    return isfinite(*loss) ? SN_OK : SN_ENONFINITE;
+}
+
+void sn_mse_backward_f32(float *dp, const float *p, const float *t, int64_t n, float scale)
+{
+    for (int64_t i = 0; i < n; ++i) dp[i] = (p[i] - t[i]) * scale;
+}
+
+int sn_bce_logits_forward_f32(double *loss, const float *z, const float *t, int64_t n)
+{
+    if (n <= 0) return SN_EINVAL;
+    double total = 0.0;
+    for (int64_t i = 0; i < n; ++i) {
+        const double zi = z[i];
+        /* max(z, 0) - z t + log(1 + exp(-|z|)): finite for any finite z */
+        total += (zi > 0.0 ? zi : 0.0) - zi * t[i] + log1p(exp(-fabs(zi)));
+    }
+    *loss = total / (double)n;
+    return isfinite(*loss) ? SN_OK : SN_ENONFINITE;
+}
+
+void sn_bce_logits_backward_f32(float *dz, const float *z, const float *t, int64_t n,
+                                float scale)
+{
+    for (int64_t i = 0; i < n; ++i) {
+        float s;
+        if (z[i] >= 0.0f) {
+            s = 1.0f / (1.0f + expf(-z[i]));
+        } else {
+            const float e = expf(z[i]);
+            s = e / (1.0f + e);
+        }
+        dz[i] = (s - t[i]) * scale;
+    }
+}

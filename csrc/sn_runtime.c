@@ -1,0 +1,150 @@
+/* Run-time choices: which GEMM micro-kernel this CPU can run, and how many
+ * threads the kernels use.
+ *
+ * An ISA is usable only if the CPU has the instructions (CPUID) AND the OS
+ * saves the wider registers on a context switch (XGETBV reads XCR0): a CPU
+ * with AVX-512 under an OS that does not enable it must not run it. */
+#include "scratchnet.h"
+#include "sn_gemm_kernels.h"
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#ifdef SN_X86_64
+#if defined(_MSC_VER)
+#include <intrin.h>
+static void cpuid(int leaf, int sub, unsigned r[4])
+{
+    int regs[4];
+    __cpuidex(regs, leaf, sub);
+    for (int i = 0; i < 4; ++i) r[i] = (unsigned)regs[i];
+}
+static unsigned long long xgetbv0(void) { return _xgetbv(0); }
+#else
+#include <cpuid.h>
+static void cpuid(int leaf, int sub, unsigned r[4])
+{
+    __cpuid_count(leaf, sub, r[0], r[1], r[2], r[3]);
+}
+static unsigned long long xgetbv0(void)
+{
+    unsigned lo, hi;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    return ((unsigned long long)hi << 32) | lo;
+}
+#endif
+
+static int detect_x86(void)
+{
+    unsigned r[4];
+    cpuid(0, 0, r);
+    const unsigned max_leaf = r[0];
+    if (max_leaf < 7) return SN_ISA_GENERIC;
+    cpuid(1, 0, r);
+    const int osxsave = (r[2] >> 27) & 1, avx = (r[2] >> 28) & 1, fma = (r[2] >> 12) & 1;
+    if (!(osxsave && avx)) return SN_ISA_GENERIC;
+    const unsigned long long xcr0 = xgetbv0();
+    /* XCR0 bits 1-2: SSE and AVX state; bits 5-7: opmask and the upper zmm */
+    const int os_avx = (xcr0 & 0x6) == 0x6, os_avx512 = (xcr0 & 0xE6) == 0xE6;
+    cpuid(7, 0, r);
+    const int avx2 = (r[1] >> 5) & 1, avx512f = (r[1] >> 16) & 1;
+    if (avx512f && fma && os_avx512) return SN_ISA_AVX512;
+    if (avx2 && fma && os_avx) return SN_ISA_AVX2;
+    return SN_ISA_GENERIC;
+}
+#endif
+
+static int g_best_isa = -1;
+static int g_isa = -1;
+static int g_num_threads = 0; /* 0: not set yet, use sn_max_threads() */
+
+int sn_isa_best(void)
+{
+    if (g_best_isa < 0) {
+#ifdef SN_X86_64
+        g_best_isa = detect_x86();
+#else
+        g_best_isa = SN_ISA_GENERIC;
+#endif
+    }
+    return g_best_isa;
+}
+
+int sn_isa_supported(int isa) { return isa >= SN_ISA_GENERIC && isa <= sn_isa_best(); }
+
+int sn_set_isa(int isa)
+{
+    if (!sn_isa_supported(isa)) return SN_EINVAL;
+    g_isa = isa;
+    return SN_OK;
+}
+
+int sn_get_isa(void)
+{
+    if (g_isa < 0) g_isa = sn_isa_best();
+    return g_isa;
+}
+
+const char *sn_isa_name(int isa)
+{
+    switch (isa) {
+    case SN_ISA_GENERIC: return "generic";
+    case SN_ISA_AVX2: return "avx2";
+    case SN_ISA_AVX512: return "avx512";
+    default: return "unknown";
+    }
+}
+
+const sn_gemm_kernel_info *sn_active_gemm_kernel(void)
+{
+#ifdef SN_X86_64
+    switch (sn_get_isa()) {
+    case SN_ISA_AVX512: return &sn_gemm_kernel_avx512;
+    case SN_ISA_AVX2: return &sn_gemm_kernel_avx2;
+    default: break;
+    }
+#endif
+    return &sn_gemm_kernel_generic;
+}
+
+int sn_have_openmp(void)
+{
+#ifdef _OPENMP
+    return 1;
+#else
+    return 0;
+#endif
+}
+
+int sn_max_threads(void)
+{
+#ifdef _OPENMP
+    return omp_get_max_threads();
+#else
+    return 1;
+#endif
+}
+
+void sn_set_num_threads(int n) { g_num_threads = n < 1 ? 1 : n; }
+
+int sn_get_num_threads(void)
+{
+    if (g_num_threads == 0) g_num_threads = sn_max_threads();
+    return g_num_threads;
+}
+
+const char *sn_compiler(void)
+{
+#if defined(__clang__)
+    return "clang " __clang_version__;
+#elif defined(__GNUC__)
+    return "gcc " __VERSION__;
+#elif defined(_MSC_VER)
+#define SN_STR2(x) #x
+#define SN_STR(x) SN_STR2(x)
+    return "msvc " SN_STR(_MSC_VER);
+#else
+    return "unknown";
+#endif
+}

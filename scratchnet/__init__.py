@@ -1,0 +1,30 @@
+"""scratchnet: a neural-network library written from scratch.
+
+The arithmetic (matrix multiply, activations, losses, backprop, optimizer
+updates) runs in scratchnet's own C, compiled into scratchnet._core; this
+package arranges it into layers, losses, optimizers and models.
+"""
+from ._version import __version__
+from . import _core, _runtime
+from . import datasets
+from ._random import manual_seed
+from ._runtime import info
+from .layers import Dense, Dropout, Flatten, LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
+from .losses import MSE, BinaryCrossEntropy, CrossEntropy
+from .model import ModelFileError, Sequential, load
+from .module import Module, Parameter
+from .optimizers import (SGD, AdaGrad, Adam, AdamW, CosineAnnealingLR, Optimizer, RMSProp,
+                         StepLR)
+
+_runtime.configure_from_environment()
+
+set_num_threads = _core.set_num_threads
+get_num_threads = _core.get_num_threads
+
+__all__ = [
+    "__version__", "datasets", "manual_seed", "info", "set_num_threads", "get_num_threads",
+    "Dense", "Dropout", "Flatten", "LeakyReLU", "ReLU", "Sigmoid", "Softmax", "Tanh",
+    "MSE", "BinaryCrossEntropy", "CrossEntropy", "ModelFileError", "Sequential", "load",
+    "Module", "Parameter", "SGD", "AdaGrad", "Adam", "AdamW", "RMSProp", "Optimizer",
+    "StepLR", "CosineAnnealingLR",
+]

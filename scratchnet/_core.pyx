@@ -1,0 +1,70 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, initializedcheck=False
+"""scratchnet._core: the one compiled module, a thin layer over csrc/.
+
+Each function checks the dtype, shape and layout of its arguments with the
+GIL held, raises a clear Python exception on anything wrong, then calls one
+C kernel with the GIL released. No arithmetic happens here.
+
+Arrays must already be float32 (labels int64) and C-contiguous: the Python
+layer converts user input before calling (see scratchnet/_validate.py);
+outputs are written in place and returned.
+"""
+import numpy as np
+
+from libc.stdint cimport int64_t, uint64_t
+from scratchnet._core cimport *
+
+
+cdef int _check(int status, str op) except -1:
+    """Map a C status to a Python exception, in one place."""
+    if status == SN_OK:
+        return 0
+    if status == SN_EINVAL:
+        raise ValueError(f"{op}: invalid argument")
+    if status == SN_ENOMEM:
+        raise MemoryError(f"{op}: could not allocate the workspace")
+    if status == SN_ENONFINITE:
+        raise FloatingPointError(f"{op}: the result is not finite (NaN or inf in the input, "
+                                 "or training diverged: try a smaller learning rate)")
+    raise RuntimeError(f"{op}: unknown status {status}")
+
+
+def _describe(a):
+    if isinstance(a, np.ndarray):
+        return f"ndarray(dtype={a.dtype}, shape={a.shape}, c_contiguous={a.flags.c_contiguous})"
+    return type(a).__name__
+
+
+cdef object _array(a, str op, str name, object dtype, bint writable):
+    """a itself, after checking it is a C-contiguous ndarray of dtype."""
+    if not (isinstance(a, np.ndarray) and a.dtype == dtype and a.flags.c_contiguous):
+        raise TypeError(f"{op}: {name} must be a C-contiguous {np.dtype(dtype).name} ndarray, "
+                        f"got {_describe(a)}")
+    if writable and not a.flags.writeable:
+        raise ValueError(f"{op}: {name} is read-only")
+    return a
+
+
+cdef object _flat(a, str op, str name, bint writable=False):
+    """A 1-D view of a C-contiguous float32 array of any shape (no copy)."""
+    return _array(a, op, name, np.float32, writable).reshape(-1)
+
+
+cdef int _same_size(str op, Py_ssize_t n, Py_ssize_t m, str name) except -1:
+    if n != m:
+        raise ValueError(f"{op}: {name} has {m} elements, expected {n}")
+    return 0
+
+
+cdef int _no_overlap(str op, out, inputs) except -1:
+    for a in inputs:
+        if a is not None and np.may_share_memory(out, a):
+            raise ValueError(f"{op}: the output must not overlap an input")
+    return 0
+
+
+include "_core_runtime.pxi"
+include "_core_gemm.pxi"
+include "_core_elementwise.pxi"
+include "_core_loss.pxi"
+include "_core_optim.pxi"

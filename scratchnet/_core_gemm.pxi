@@ -1,0 +1,87 @@
+# Matrix multiply. Operands may be row slices of larger arrays (a leading
+# dimension larger than the row length) as long as each row is contiguous.
+
+cdef int64_t _leading_dim(a, str op, str name) except -1:
+    """Elements between two rows of a row-contiguous 2-D float32 array."""
+    if not (isinstance(a, np.ndarray) and a.dtype == np.float32 and a.ndim == 2):
+        raise TypeError(f"{op}: {name} must be a 2-D float32 ndarray, got {_describe(a)}")
+    rows, cols = a.shape
+    if cols > 1 and a.strides[1] != 4:
+        raise ValueError(f"{op}: the rows of {name} must be contiguous (strides {a.strides})")
+    if rows <= 1:
+        return max(cols, 1)
+    if a.strides[0] % 4 != 0 or a.strides[0] < 4 * max(cols, 1):
+        raise ValueError(f"{op}: {name} has unsupported strides {a.strides}")
+    return a.strides[0] // 4
+
+
+def gemm(A, B, C, bint trans_a=False, bint trans_b=False, float alpha=1.0, float beta=0.0,
+         bint naive=False):
+    """C = alpha * op(A) @ op(B) + beta * C in place; returns C.
+
+    op(A) = A.T if trans_a else A (likewise B). naive=True runs the float64-
+    accumulating triple loop that the fast path is tested against."""
+    cdef int64_t lda = _leading_dim(A, "gemm", "A")
+    cdef int64_t ldb = _leading_dim(B, "gemm", "B")
+    cdef int64_t ldc = _leading_dim(C, "gemm", "C")
+    if not C.flags.writeable:
+        raise ValueError("gemm: C is read-only")
+    cdef int64_t M = A.shape[1] if trans_a else A.shape[0]
+    cdef int64_t K = A.shape[0] if trans_a else A.shape[1]
+    cdef int64_t KB = B.shape[1] if trans_b else B.shape[0]
+    cdef int64_t N = B.shape[0] if trans_b else B.shape[1]
+    if K != KB or C.shape[0] != M or C.shape[1] != N:
+        raise ValueError(f"gemm: shapes do not match: op(A) is {M}x{K}, op(B) is {KB}x{N}, "
+                         f"C is {C.shape[0]}x{C.shape[1]} (expected {M}x{N})")
+    _no_overlap("gemm", C, (A, B))
+    if M == 0 or N == 0:
+        return C
+    # memoryviews of the first element; the C code walks the rows by ld
+    cdef const float[:, :] a = A
+    cdef const float[:, :] b = B
+    cdef float[:, :] c = C
+    cdef const float *pa = &a[0, 0] if K > 0 else NULL
+    cdef const float *pb = &b[0, 0] if K > 0 else NULL
+    cdef int status
+    with nogil:
+        if naive:
+            status = sn_gemm_naive_f32(trans_a, trans_b, M, N, K, alpha, pa, lda, pb, ldb,
+                                       beta, &c[0, 0], ldc)
+        else:
+            status = sn_gemm_f32(trans_a, trans_b, M, N, K, alpha, pa, lda, pb, ldb,
+                                 beta, &c[0, 0], ldc)
+    _check(status, "gemm")
+    return C
+
+
+def bias_add(y, b):
+    """y[i, :] += b for a 2-D y; returns y."""
+    _array(y, "bias_add", "y", np.float32, True)
+    _array(b, "bias_add", "b", np.float32, False)
+    if y.ndim != 2 or b.ndim != 1 or b.shape[0] != y.shape[1]:
+        raise ValueError(f"bias_add: y must be (M, N) and b (N,), got {y.shape} and {b.shape}")
+    if y.size == 0:
+        return y
+    cdef float[:, ::1] yv = y
+    cdef const float[::1] bv = b
+    cdef int64_t M = y.shape[0], N = y.shape[1]
+    with nogil:
+        sn_bias_add_f32(&yv[0, 0], N, &bv[0], M, N)
+    return y
+
+
+def bias_grad(dy, db, float beta=0.0):
+    """db = beta * db + dy.sum(axis=0); returns db."""
+    _array(dy, "bias_grad", "dy", np.float32, False)
+    _array(db, "bias_grad", "db", np.float32, True)
+    if dy.ndim != 2 or db.ndim != 1 or db.shape[0] != dy.shape[1]:
+        raise ValueError(f"bias_grad: dy must be (M, N) and db (N,), got {dy.shape} and {db.shape}")
+    if db.shape[0] == 0:
+        return db
+    cdef float[::1] dbv = db
+    cdef const float[::1] dyv = dy.reshape(-1)
+    cdef int64_t M = dy.shape[0], N = dy.shape[1]
+    cdef const float *pdy = &dyv[0] if M > 0 else NULL
+    with nogil:
+        sn_bias_grad_f32(&dbv[0], pdy, N, M, N, beta)
+    return db

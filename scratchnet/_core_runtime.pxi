@@ -1,0 +1,52 @@
+# Run-time state: GEMM kernel choice (ISA) and threads.
+
+_ISA_BY_NAME = {"generic": SN_ISA_GENERIC, "avx2": SN_ISA_AVX2, "avx512": SN_ISA_AVX512}
+
+
+def isa_names():
+    """All ISA names this build knows, lowest first."""
+    return list(_ISA_BY_NAME)
+
+
+def supported_isas():
+    """The ISA names this CPU and OS can run, lowest first."""
+    return [name for name, isa in _ISA_BY_NAME.items() if sn_isa_supported(isa)]
+
+
+def best_isa():
+    return sn_isa_name(sn_isa_best()).decode()
+
+
+def get_isa():
+    return sn_isa_name(sn_get_isa()).decode()
+
+
+def set_isa(str name):
+    """Force the GEMM micro-kernel: 'generic', 'avx2' or 'avx512'."""
+    if name not in _ISA_BY_NAME:
+        raise ValueError(f"unknown ISA {name!r}; expected one of {isa_names()}")
+    if sn_set_isa(_ISA_BY_NAME[name]) != SN_OK:
+        raise ValueError(f"ISA {name!r} is not supported by this CPU/OS; "
+                         f"supported: {supported_isas()}")
+
+
+def set_num_threads(int n):
+    if n < 1:
+        raise ValueError(f"number of threads must be at least 1, got {n}")
+    sn_set_num_threads(n)
+
+
+def get_num_threads():
+    return sn_get_num_threads()
+
+
+def max_threads():
+    return sn_max_threads()
+
+
+def have_openmp():
+    return bool(sn_have_openmp())
+
+
+def compiler():
+    return sn_compiler().decode()

@@ -1,0 +1,18 @@
+"""The library's default random stream, for layers created without a seed.
+sn.manual_seed(n) makes everything that follows reproducible."""
+import numpy as np
+
+_default = np.random.default_rng()
+
+
+def manual_seed(seed):
+    """Reseed the generator used by layers created with seed=None."""
+    global _default
+    _default = np.random.default_rng(seed)
+
+
+def generator(seed=None):
+    """A generator of its own for seed, or a child of the default stream."""
+    if seed is not None:
+        return np.random.default_rng(seed)
+    return np.random.default_rng(_default.integers(2**63))

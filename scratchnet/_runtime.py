@@ -1,0 +1,37 @@
+"""Run-time configuration read once at import: SCRATCHNET_ISA forces a GEMM
+kernel path, OMP_NUM_THREADS (or SCRATCHNET_NUM_THREADS) the thread count."""
+import os
+import warnings
+
+from . import _core
+
+
+def configure_from_environment():
+    name = os.environ.get("SCRATCHNET_ISA", "").strip().lower()
+    if name:
+        try:
+            _core.set_isa(name)
+        except ValueError as exc:
+            warnings.warn(f"SCRATCHNET_ISA ignored: {exc}; using {_core.get_isa()}",
+                          RuntimeWarning, stacklevel=3)
+    threads = os.environ.get("SCRATCHNET_NUM_THREADS", "").strip()
+    if threads:
+        try:
+            _core.set_num_threads(int(threads))
+        except ValueError:
+            warnings.warn(f"SCRATCHNET_NUM_THREADS={threads!r} ignored: not a positive integer",
+                          RuntimeWarning, stacklevel=3)
+
+
+def info():
+    """What this build is and what it chose at run time."""
+    from ._version import __version__
+    return {
+        "version": __version__,
+        "compiler": _core.compiler(),
+        "openmp": _core.have_openmp(),
+        "isa": _core.get_isa(),
+        "isa_best": _core.best_isa(),
+        "isa_supported": _core.supported_isas(),
+        "threads": _core.get_num_threads(),
+    }

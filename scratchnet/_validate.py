@@ -1,0 +1,84 @@
+"""Input checks and conversions done once, in Python, before the C core is
+entered: user arrays of any dtype or layout become C-contiguous float32
+(labels int64), and anything that cannot be made valid raises a clear
+exception naming the problem."""
+import numbers
+
+import numpy as np
+
+
+def as_float32(a, name="input"):
+    """a as a C-contiguous float32 array (no copy when it already is one)."""
+    try:
+        arr = np.asarray(a)
+    except Exception as exc:  # ragged lists and the like
+        raise TypeError(f"{name}: cannot convert to an array: {exc}") from None
+    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
+        raise TypeError(f"{name}: expected numbers, got dtype {arr.dtype}")
+    if np.iscomplexobj(arr):
+        raise TypeError(f"{name}: complex values are not supported")
+    return np.ascontiguousarray(arr, dtype=np.float32)
+
+
+def check_finite(arr, name="input"):
+    if not np.isfinite(arr).all():
+        bad = int(arr.size - np.isfinite(arr).sum())
+        raise ValueError(f"{name}: contains {bad} non-finite value(s) (NaN or inf)")
+    return arr
+
+
+def as_features(x, n_features=None, name="x"):
+    """A non-empty (N, n_features) float32 batch; a single sample (n_features,)
+    becomes a batch of one."""
+    arr = as_float32(x, name)
+    if arr.ndim == 1 and n_features is not None and arr.shape[0] == n_features:
+        arr = arr.reshape(1, -1)
+    if arr.ndim != 2:
+        raise ValueError(f"{name}: expected a 2-D array (samples, features), got shape {arr.shape}")
+    if arr.shape[0] == 0:
+        raise ValueError(f"{name}: empty batch (0 samples)")
+    if n_features is not None and arr.shape[1] != n_features:
+        raise ValueError(f"{name}: expected {n_features} features per sample, got {arr.shape[1]} "
+                         f"(shape {arr.shape})")
+    return check_finite(arr, name)
+
+
+def as_labels(y, n_classes=None, n_samples=None, name="labels"):
+    """Integer class labels as a C-contiguous int64 vector, checked in range."""
+    arr = np.asarray(y)
+    if arr.ndim == 2 and arr.shape[1] == 1:
+        arr = arr[:, 0]
+    if arr.ndim != 1:
+        raise ValueError(f"{name}: expected a 1-D array of class labels, got shape {arr.shape}")
+    if n_samples is not None and arr.shape[0] != n_samples:
+        raise ValueError(f"{name}: {arr.shape[0]} labels for {n_samples} samples")
+    if arr.dtype.kind == "f":
+        if not np.isfinite(arr).all() or not (arr == np.round(arr)).all():
+            raise ValueError(f"{name}: class labels must be whole numbers")
+    elif arr.dtype.kind not in "iub":
+        raise TypeError(f"{name}: class labels must be integers, got dtype {arr.dtype}")
+    arr = np.ascontiguousarray(arr, dtype=np.int64)
+    if arr.size and n_classes is not None and (arr.min() < 0 or arr.max() >= n_classes):
+        bad = arr[(arr < 0) | (arr >= n_classes)]
+        raise ValueError(f"{name}: labels must be in [0, {n_classes}), got {bad[:5].tolist()}"
+                         f"{' ...' if bad.size > 5 else ''}")
+    return arr
+
+
+def positive_int(value, name):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def nonnegative_float(value, name):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not np.isfinite(value) \
+            or value < 0:
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    return float(value)
+
+
+def choice(value, options, name):
+    if value not in options:
+        raise ValueError(f"unknown {name} {value!r}; expected one of {sorted(options)}")
+    return value

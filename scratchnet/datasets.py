@@ -1,0 +1,445 @@
+"""MNIST and Fashion-MNIST: find, verify, download and parse the IDX files.
+
+Each dataset is four IDX files (raw or gzip-compressed) in one folder. Without an
+explicit ``root`` the folder is searched for in this order:
+
+1. ``$SCRATCHNET_DATA/<name>/``
+2. the user cache, ``$XDG_CACHE_HOME/scratchnet/<name>/`` (default ``~/.cache/...``)
+3. ``/usr/share/datasets/<name>/`` (Debian's dataset packages install there)
+4. the copy bundled with the package (MNIST only)
+5. a download from the public mirrors into the user cache
+
+Every file is checked against the SHA-256 of its decompressed bytes, so a file is
+accepted only if it is byte-for-byte the canonical release.
+
+This module needs only the standard library, NumPy and tqdm: it must work before
+(and without) the compiled extension.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import http.client
+import os
+import struct
+import sys
+import tempfile
+import urllib.request
+import zlib
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+__all__ = [
+    "DATASETS",
+    "FILES",
+    "MIRRORS",
+    "SHA256",
+    "MNIST_CLASSES",
+    "FASHION_MNIST_CLASSES",
+    "DatasetError",
+    "DatasetNotFoundError",
+    "DownloadError",
+    "cache_dir",
+    "class_names",
+    "download",
+    "find",
+    "load",
+    "load_fashion_mnist",
+    "load_mnist",
+    "search_path",
+]
+
+DATASETS = ("mnist", "fashion-mnist")
+
+FILES = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
+
+# SHA-256 of the decompressed IDX files (shared/datasets/SHA256SUMS).
+SHA256 = {
+    "mnist": {
+        "train-images-idx3-ubyte": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+        "train-labels-idx1-ubyte": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+        "t10k-images-idx3-ubyte": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+        "t10k-labels-idx1-ubyte": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+    },
+    "fashion-mnist": {
+        "train-images-idx3-ubyte": "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+        "train-labels-idx1-ubyte": "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+        "t10k-images-idx3-ubyte": "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+        "t10k-labels-idx1-ubyte": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+    },
+}
+
+# Base URLs holding the ``<file>.gz`` files, tried in order. $SCRATCHNET_MIRROR, when
+# set, replaces them (a "{name}" in it is replaced by the dataset name).
+MIRRORS = {
+    "mnist": [
+        "https://ossci-datasets.s3.amazonaws.com/mnist/",
+        "https://storage.googleapis.com/cvdf-datasets/mnist/",
+    ],
+    "fashion-mnist": [
+        "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+    ],
+}
+
+MNIST_CLASSES = tuple(str(digit) for digit in range(10))
+FASHION_MNIST_CLASSES = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
+_CLASSES = {"mnist": MNIST_CLASSES, "fashion-mnist": FASHION_MNIST_CLASSES}
+
+SYSTEM_DIR = Path("/usr/share/datasets")
+BUNDLED_DIR = Path(__file__).resolve().parent / "data"
+
+# Seconds to wait for a connection or for the next bytes: an offline machine fails fast.
+TIMEOUT = 10
+
+_IMAGES_MAGIC = 0x00000803
+_LABELS_MAGIC = 0x00000801
+_SIDE = 28
+_COUNTS = {"train": 60000, "t10k": 10000}
+_GZIP_MAGIC = b"\x1f\x8b"
+_CHUNK = 1 << 16
+
+
+class DatasetError(RuntimeError):
+    """A dataset file is unreadable, corrupt, truncated or not the expected one."""
+
+
+class DatasetNotFoundError(DatasetError):
+    """No folder holds the dataset's four files (and no download succeeded)."""
+
+
+class DownloadError(DatasetError):
+    """A file could not be fetched and verified from any mirror."""
+
+
+# ---------------------------------------------------------------- names and places
+
+
+def _canonical(name: str) -> str:
+    key = str(name).strip().lower().replace("_", "-")
+    if key not in DATASETS:
+        raise ValueError(
+            f"unknown dataset {name!r}; valid names: mnist, fashion-mnist (or fashion_mnist)"
+        )
+    return key
+
+
+def class_names(name: str) -> tuple[str, ...]:
+    """The ten class names of ``name``, indexed by label."""
+    return _CLASSES[_canonical(name)]
+
+
+def cache_dir(name: str) -> Path:
+    """The user cache folder of ``name``: where downloads go by default."""
+    xdg = os.environ.get("XDG_CACHE_HOME", "")
+    # The XDG spec says a relative value is invalid and must be ignored.
+    base = Path(xdg) if os.path.isabs(xdg) else Path.home() / ".cache"
+    return base / "scratchnet" / _canonical(name)
+
+
+def search_path(name: str) -> list[tuple[str, Path]]:
+    """The folders searched for ``name`` when no root is given, as (label, folder)."""
+    name = _canonical(name)
+    places = []
+    env = os.environ.get("SCRATCHNET_DATA")
+    if env:
+        places.append(("$SCRATCHNET_DATA", Path(env).expanduser() / name))
+    places.append(("user cache", cache_dir(name)))
+    places.append(("system", SYSTEM_DIR / name))
+    bundled = BUNDLED_DIR / name
+    if bundled.is_dir():
+        places.append(("bundled with scratchnet", bundled))
+    return places
+
+
+def _file_in(folder: Path, base: str) -> Path | None:
+    # Raw first: it needs no decompression. Either form is detected by its content.
+    for path in (folder / base, folder / f"{base}.gz"):
+        if path.is_file():
+            return path
+    return None
+
+
+def _files_in(folder: Path) -> dict[str, Path] | None:
+    """The four files in ``folder``, or None unless all four are there."""
+    files = {base: _file_in(folder, base) for base in FILES}
+    if any(path is None for path in files.values()):
+        return None
+    return files
+
+
+def find(name: str, root: str | os.PathLike | None = None) -> Path | None:
+    """The folder that ``load(name, root)`` would read, or None if there is none.
+
+    Only checks that the four files exist; they are verified when loaded.
+    """
+    _canonical(name)
+    places = [Path(root)] if root is not None else [path for _, path in search_path(name)]
+    for folder in places:
+        if _files_in(folder) is not None:
+            return folder
+    return None
+
+
+# ---------------------------------------------------------------- reading and checking
+
+
+def _decompressed(data: bytes, label: str) -> bytes:
+    # Detected by the magic bytes, not the suffix: a renamed file still loads.
+    if data[:2] != _GZIP_MAGIC:
+        return data
+    try:
+        return gzip.decompress(data)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise DatasetError(f"{label}: corrupt or truncated gzip data ({exc})") from exc
+
+
+def _expected_shape(base: str) -> tuple[int, ...]:
+    count = _COUNTS[base.split("-")[0]]
+    return (count, _SIDE, _SIDE) if "-images-" in base else (count,)
+
+
+def _parse_idx(data: bytes, base: str, label: str) -> np.ndarray:
+    """Check the IDX header against what ``base`` must hold; return a uint8 view."""
+    shape = _expected_shape(base)
+    magic = _IMAGES_MAGIC if len(shape) == 3 else _LABELS_MAGIC
+    header_size = 4 * (1 + len(shape))
+    if len(data) < header_size:
+        raise DatasetError(f"{label}: truncated: {len(data)} bytes, shorter than an IDX header")
+    found_magic, *dims = struct.unpack(f">{1 + len(shape)}I", data[:header_size])
+    if found_magic != magic:
+        raise DatasetError(
+            f"{label}: not an IDX {'image' if len(shape) == 3 else 'label'} file "
+            f"(magic 0x{found_magic:08x}, expected 0x{magic:08x})"
+        )
+    if tuple(dims) != shape:
+        raise DatasetError(f"{label}: header gives shape {tuple(dims)}, expected {shape}")
+    size = header_size + int(np.prod(shape))
+    if len(data) != size:
+        problem = "truncated" if len(data) < size else "trailing bytes"
+        raise DatasetError(f"{label}: {problem}: {len(data)} bytes, the header implies {size}")
+    return np.frombuffer(data, dtype=np.uint8, offset=header_size).reshape(shape)
+
+
+def _check_idx(data: bytes, name: str, base: str, label: str) -> np.ndarray:
+    """Decompress, parse and verify one file's bytes; ``label`` names it in errors."""
+    data = _decompressed(data, label)
+    array = _parse_idx(data, base, label)
+    if array.ndim == 1 and array.max() >= len(_CLASSES[name]):
+        raise DatasetError(f"{label}: label {int(array.max())} is outside 0..9")
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != SHA256[name][base]:
+        raise DatasetError(
+            f"{label}: SHA-256 mismatch: the decompressed data hashes to {digest}, "
+            f"expected {SHA256[name][base]} ({name} {base})"
+        )
+    return array
+
+
+def _read_idx(path: Path, name: str, base: str) -> np.ndarray:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise DatasetError(f"{path}: cannot read: {exc}") from exc
+    return _check_idx(data, name, base, str(path))
+
+
+def _images(raw: np.ndarray) -> np.ndarray:
+    # astype copies into a fresh C-contiguous buffer; dividing in place avoids a second one.
+    images = raw.reshape(len(raw), _SIDE * _SIDE).astype(np.float32)
+    images /= np.float32(255)
+    return images
+
+
+def _load_files(name: str, files: dict[str, Path]):
+    arrays = {base: _read_idx(path, name, base) for base, path in files.items()}
+    return tuple(
+        (
+            _images(arrays[f"{split}-images-idx3-ubyte"]),
+            arrays[f"{split}-labels-idx1-ubyte"].astype(np.int64),
+        )
+        for split in ("train", "t10k")
+    )
+
+
+# ---------------------------------------------------------------- downloading
+
+
+def _mirrors(name: str) -> list[str]:
+    override = os.environ.get("SCRATCHNET_MIRROR")
+    if override:
+        return [override.replace("{name}", name)]
+    return list(MIRRORS[name])
+
+
+def _content_length(response) -> int | None:
+    value = response.headers.get("Content-Length")
+    return int(value) if value and value.isdigit() else None
+
+
+def _copy_with_progress(response, out, total: int | None, desc: str, verbose: bool) -> int:
+    """Copy the response body to ``out``; return the number of bytes copied."""
+    # A progress bar only helps a person watching a terminal; it would litter logs.
+    show = verbose and sys.stderr.isatty()
+    received = 0
+    with tqdm(
+        total=total, desc=desc, unit="B", unit_scale=True, unit_divisor=1024,
+        disable=not show, leave=False,
+    ) as bar:
+        while chunk := response.read(_CHUNK):
+            out.write(chunk)
+            received += len(chunk)
+            bar.update(len(chunk))
+    return received
+
+
+def _fetch(url: str, dest: Path, name: str, base: str, verbose: bool) -> None:
+    """Download ``url`` to ``dest``, which appears only once its content is verified."""
+    fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+    tmp = Path(tmp_name)
+    try:
+        try:
+            # A fresh opener reads the proxy settings of the environment as it is now.
+            opener = urllib.request.build_opener()
+            with os.fdopen(fd, "wb") as out, opener.open(url, timeout=TIMEOUT) as response:
+                total = _content_length(response)
+                received = _copy_with_progress(response, out, total, base, verbose)
+        except (OSError, http.client.HTTPException, ValueError) as exc:
+            raise DownloadError(f"{url}: {exc}") from exc
+        # http.client returns a short body without complaint when the server hangs up.
+        if total is not None and received != total:
+            raise DownloadError(f"{url}: connection closed after {received} of {total} bytes")
+        _check_idx(tmp.read_bytes(), name, base, url)
+        os.replace(tmp, dest)
+    except BaseException:
+        # Also on Ctrl-C: a half-written file must never be left behind.
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _download_file(name: str, base: str, folder: Path, verbose: bool) -> Path:
+    dest = folder / f"{base}.gz"
+    failures = []
+    for mirror in _mirrors(name):
+        url = f"{mirror.rstrip('/')}/{base}.gz"
+        if verbose:
+            print(f"downloading {url}", file=sys.stderr)
+        try:
+            _fetch(url, dest, name, base, verbose)
+            return dest
+        except DatasetError as exc:
+            failures.append(str(exc))
+            if verbose:
+                print(f"  failed: {exc}", file=sys.stderr)
+    raise DownloadError(
+        f"could not download {dest} from any mirror:\n" + "\n".join(f"  {f}" for f in failures)
+    )
+
+
+def _is_valid(path: Path, name: str, base: str) -> bool:
+    try:
+        _read_idx(path, name, base)
+    except DatasetError:
+        return False
+    return True
+
+
+def download(name: str, root: str | os.PathLike | None = None, verbose: bool = True) -> Path:
+    """Fetch the four files of ``name`` into ``root`` (default: the user cache).
+
+    Files already there and valid are kept; others are downloaded and verified.
+    Returns the folder. Raises DownloadError if a file cannot be fetched.
+    """
+    name = _canonical(name)
+    folder = Path(root) if root is not None else cache_dir(name)
+    folder.mkdir(parents=True, exist_ok=True)
+    for base in FILES:
+        existing = _file_in(folder, base)
+        if existing is not None and _is_valid(existing, name, base):
+            continue
+        fetched = _download_file(name, base, folder, verbose)
+        if existing is not None and existing != fetched:
+            # A bad raw file would shadow the good .gz, as raw files are read first.
+            existing.unlink()
+    if verbose:
+        print(f"{name}: all files verified in {folder}", file=sys.stderr)
+    return folder
+
+
+# ---------------------------------------------------------------- loading
+
+
+def _not_found(name: str, places: list[tuple[str, Path]], explicit_root: bool, reason: str) -> str:
+    lines = [f"{name} not found. Looked in:"]
+    lines += [f"  {folder}  ({label})" for label, folder in places]
+    if not explicit_root and not os.environ.get("SCRATCHNET_DATA"):
+        lines.append("  ($SCRATCHNET_DATA is not set)")
+    lines.append(
+        "A folder counts only if it holds all four files: "
+        + ", ".join(FILES) + " (each raw or .gz)."
+    )
+    lines.append(reason)
+    if explicit_root and _files_in(places[0][1] / name) is not None:
+        lines.append(f"Hint: they are in {places[0][1] / name}; pass that folder as root.")
+    lines.append(
+        f"To supply them: set SCRATCHNET_DATA to a folder containing {name}/, "
+        f"pass root= (the folder holding the files), or run `scratchnet download {name}`."
+    )
+    return "\n".join(lines)
+
+
+def _locate(name: str, root, allow_download: bool) -> dict[str, Path]:
+    explicit = root is not None
+    places = [("root", Path(root))] if explicit else search_path(name)
+    for _, folder in places:
+        files = _files_in(folder)
+        if files is not None:
+            return files
+    if not allow_download:
+        reason = "Downloading is disabled (download=False)."
+        raise DatasetNotFoundError(_not_found(name, places, explicit, reason))
+    try:
+        folder = download(name, root)
+    except (DownloadError, OSError) as exc:
+        reason = f"The download failed: {exc}"
+        raise DatasetNotFoundError(_not_found(name, places, explicit, reason)) from exc
+    return _files_in(folder)
+
+
+def load(name: str, root: str | os.PathLike | None = None, download: bool = True):
+    """Load ``name`` ("mnist" or "fashion-mnist") as ``(X_train, y_train), (X_test, y_test)``.
+
+    X is float32 in [0, 1] with shape (N, 784), C-contiguous; y is int64 with shape (N,).
+    With ``root`` only that folder is used (and downloaded into, if ``download``);
+    otherwise the search path applies (see the module docstring).
+    """
+    name = _canonical(name)
+    return _load_files(name, _locate(name, root, download))
+
+
+def load_mnist(root: str | os.PathLike | None = None, download: bool = True):
+    """MNIST handwritten digits: 60000 training and 10000 test images."""
+    return load("mnist", root, download)
+
+
+def load_fashion_mnist(root: str | os.PathLike | None = None, download: bool = True):
+    """Fashion-MNIST (Zalando): 60000 training and 10000 test images of clothing."""
+    return load("fashion-mnist", root, download)

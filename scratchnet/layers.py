@@ -1,0 +1,229 @@
+"""Layers. Each keeps its parameters as float32 NumPy arrays and calls the
+C core (scratchnet._core) for all arithmetic; NumPy only allocates."""
+import numpy as np
+
+from . import _core, _random
+from ._validate import as_float32, choice, positive_int
+from .module import Module, Parameter
+
+
+def _as_batch(x, name):
+    """x as C-contiguous float32, without a copy when it already is."""
+    if isinstance(x, np.ndarray) and x.dtype == np.float32 and x.flags.c_contiguous:
+        return x
+    return as_float32(x, name)
+
+
+class Dense(Module):
+    """y = x @ weight + bias, weight of shape (in_features, out_features).
+
+    init="he": N(0, 2 / in_features), for ReLU networks (Kaiming normal);
+    init="xavier": U(-a, a), a = sqrt(6 / (in_features + out_features)).
+    Biases start at 0."""
+
+    INITS = ("he", "xavier")
+
+    def __init__(self, in_features, out_features, init="he", seed=None):
+        super().__init__()
+        self.in_features = positive_int(in_features, "in_features")
+        self.out_features = positive_int(out_features, "out_features")
+        self.init = choice(init, self.INITS, "init")
+        rng = _random.generator(seed)
+        shape = (self.in_features, self.out_features)
+        if init == "he":
+            w = rng.standard_normal(shape) * np.sqrt(2.0 / self.in_features)
+        else:
+            a = np.sqrt(6.0 / (self.in_features + self.out_features))
+            w = rng.uniform(-a, a, shape)
+        self.weight = Parameter(w, "weight")
+        self.bias = Parameter(np.zeros(self.out_features), "bias")
+        self._x = None
+        self.need_input_grad = True
+
+    def parameters(self):
+        return [self.weight, self.bias]
+
+    def output_features(self, in_features):
+        return self.out_features
+
+    def get_config(self):
+        return {"in_features": self.in_features, "out_features": self.out_features,
+                "init": self.init}
+
+    def forward(self, x, training=False):
+        x = _as_batch(x, "Dense input")
+        if x.ndim != 2 or x.shape[1] != self.in_features:
+            raise ValueError(f"Dense({self.in_features}, {self.out_features}): expected input of "
+                             f"shape (batch, {self.in_features}), got {x.shape}")
+        self._x = x
+        y = self._buffer("y", (x.shape[0], self.out_features))
+        _core.gemm(x, self.weight.data, y)
+        return _core.bias_add(y, self.bias.data)
+
+    def backward(self, dy):
+        if self._x is None:
+            raise RuntimeError("Dense.backward called before forward")
+        dy = _as_batch(dy, "Dense gradient")
+        if dy.shape != (self._x.shape[0], self.out_features):
+            raise ValueError(f"Dense.backward: gradient of shape {dy.shape}, expected "
+                             f"{(self._x.shape[0], self.out_features)}")
+        # dW = x^T @ dy ; db = sum over the batch of dy ; dx = dy @ W^T
+        _core.gemm(self._x, dy, self.weight.grad, trans_a=True)
+        _core.bias_grad(dy, self.bias.grad)
+        if not self.need_input_grad:
+            return None
+        dx = self._buffer("dx", self._x.shape)
+        return _core.gemm(dy, self.weight.data, dx, trans_b=True)
+
+
+class _Activation(Module):
+    """An element-wise activation; subclasses give the two C kernels.
+    keep_output: backward needs the forward output (sigmoid, tanh) rather
+    than the input (ReLU)."""
+
+    keep_output = False
+
+    def _forward_kernel(self, x, out):
+        raise NotImplementedError
+
+    def _backward_kernel(self, dy, cache, out):
+        raise NotImplementedError
+
+    def forward(self, x, training=False):
+        x = _as_batch(x, f"{type(self).__name__} input")
+        y = self._buffer("y", x.shape)
+        self._forward_kernel(x, y)
+        self._cache = y if self.keep_output else x
+        return y
+
+    def backward(self, dy):
+        cache = getattr(self, "_cache", None)
+        if cache is None:
+            raise RuntimeError(f"{type(self).__name__}.backward called before forward")
+        dy = _as_batch(dy, f"{type(self).__name__} gradient")
+        if dy.shape != cache.shape:
+            raise ValueError(f"{type(self).__name__}.backward: gradient of shape {dy.shape}, "
+                             f"expected {cache.shape}")
+        dx = self._buffer("dx", dy.shape)
+        self._backward_kernel(dy, cache, dx)
+        return dx
+
+
+class ReLU(_Activation):
+    """max(0, x); derivative 1 where x > 0, else 0."""
+
+    def _forward_kernel(self, x, out):
+        _core.relu_forward(x, out)
+
+    def _backward_kernel(self, dy, x, out):
+        _core.relu_backward(dy, x, out)
+
+
+class LeakyReLU(_Activation):
+    """x if x > 0 else negative_slope * x (PyTorch's default slope 0.01)."""
+
+    def __init__(self, negative_slope=0.01):
+        super().__init__()
+        self.negative_slope = float(negative_slope)
+
+    def get_config(self):
+        return {"negative_slope": self.negative_slope}
+
+    def _forward_kernel(self, x, out):
+        _core.leaky_relu_forward(x, out, self.negative_slope)
+
+    def _backward_kernel(self, dy, x, out):
+        _core.leaky_relu_backward(dy, x, out, self.negative_slope)
+
+
+class Sigmoid(_Activation):
+    """1 / (1 + exp(-x)); derivative s (1 - s)."""
+
+    keep_output = True
+
+    def _forward_kernel(self, x, out):
+        _core.sigmoid_forward(x, out)
+
+    def _backward_kernel(self, dy, y, out):
+        _core.sigmoid_backward(dy, y, out)
+
+
+class Tanh(_Activation):
+    """tanh(x); derivative 1 - tanh^2."""
+
+    keep_output = True
+
+    def _forward_kernel(self, x, out):
+        _core.tanh_forward(x, out)
+
+    def _backward_kernel(self, dy, y, out):
+        _core.tanh_backward(dy, y, out)
+
+
+class Softmax(_Activation):
+    """Softmax along the last axis, for probabilities. CrossEntropy takes the
+    logits before it (it fuses its own softmax)."""
+
+    keep_output = True
+
+    def _forward_kernel(self, x, out):
+        _core.softmax_forward(x.reshape(-1, x.shape[-1]), out.reshape(-1, x.shape[-1]))
+
+    def _backward_kernel(self, dy, y, out):
+        n = y.shape[-1]
+        _core.softmax_backward(dy.reshape(-1, n), y.reshape(-1, n), out.reshape(-1, n))
+
+
+class Dropout(Module):
+    """Inverted dropout: in training, zero each element with probability p and
+    scale the rest by 1 / (1 - p); the identity outside training."""
+
+    def __init__(self, p=0.5, seed=None):
+        super().__init__()
+        p = float(p)
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"Dropout: p must be in [0, 1), got {p}")
+        self.p = p
+        self._rng = _random.generator(seed)
+        self._mask = None
+
+    def get_config(self):
+        return {"p": self.p}
+
+    def reseed(self, rng):
+        self._rng = np.random.default_rng(rng.integers(2**63))
+
+    def forward(self, x, training=False):
+        x = _as_batch(x, "Dropout input")
+        if not training or self.p == 0.0:
+            self._mask = None
+            return x
+        y = self._buffer("y", x.shape)
+        self._mask = self._buffer("mask", x.shape)
+        _core.dropout_forward(x, y, self._mask, self.p, int(self._rng.integers(2**63)))
+        return y
+
+    def backward(self, dy):
+        dy = _as_batch(dy, "Dropout gradient")
+        if self._mask is None:
+            return dy
+        if dy.shape != self._mask.shape:
+            raise ValueError(f"Dropout.backward: gradient of shape {dy.shape}, expected "
+                             f"{self._mask.shape}")
+        return _core.mul(dy, self._mask, self._buffer("dx", dy.shape))
+
+
+class Flatten(Module):
+    """(N, d1, d2, ...) -> (N, d1 * d2 * ...)."""
+
+    def forward(self, x, training=False):
+        x = _as_batch(x, "Flatten input")
+        self._shape = x.shape
+        return x.reshape(x.shape[0], -1)
+
+    def backward(self, dy):
+        return np.ascontiguousarray(dy, dtype=np.float32).reshape(self._shape)
+
+
+LAYERS = {cls.__name__: cls for cls in
+          (Dense, ReLU, LeakyReLU, Sigmoid, Tanh, Softmax, Dropout, Flatten)}

@@ -1,0 +1,128 @@
+"""Losses, the mean over the batch. forward(predictions, targets) returns a
+Python float and caches what backward() needs; backward() returns the
+gradient with respect to the predictions (an array owned by the loss)."""
+import numpy as np
+
+from . import _core
+from ._validate import as_float32, as_labels, check_finite
+
+
+class Loss:
+    def __init__(self):
+        self._buffers = {}
+
+    def _buffer(self, key, shape):
+        buf = self._buffers.get(key)
+        if buf is None or buf.shape != shape:
+            buf = np.empty(shape, dtype=np.float32)
+            self._buffers[key] = buf
+        return buf
+
+    def __call__(self, predictions, targets):
+        return self.forward(predictions, targets)
+
+    def _check_called(self):
+        if getattr(self, "_pred", None) is None:
+            raise RuntimeError(f"{type(self).__name__}.backward called before forward")
+
+    def correct(self, predictions, targets):
+        """(right, total) decisions in a batch, or None where accuracy has no meaning."""
+        return None
+
+    def __repr__(self):
+        return f"{type(self).__name__}()"
+
+
+def _predictions(p, name):
+    p = as_float32(p, f"{name} predictions")
+    if p.ndim == 0 or p.size == 0:
+        raise ValueError(f"{name}: empty predictions (shape {p.shape})")
+    return p
+
+
+class CrossEntropy(Loss):
+    """Softmax cross-entropy from logits (N, C), fused with the softmax:
+    lse_i = m_i + log sum_j exp(z_ij - m_i), loss = mean_i (lse_i - z_i,y_i),
+    gradient (softmax(z) - onehot(y)) / N. Targets are int labels (N,) or
+    one-hot / soft targets (N, C)."""
+
+    def forward(self, logits, targets):
+        z = _predictions(logits, "CrossEntropy")
+        if z.ndim != 2:
+            raise ValueError(f"CrossEntropy: logits must be 2-D (batch, classes), got shape {z.shape}")
+        check_finite(z, "CrossEntropy logits")
+        probs = self._buffer("probs", z.shape)
+        targets_arr = np.asarray(targets)
+        if targets_arr.ndim == 2 and targets_arr.shape[1] > 1:
+            t = check_finite(as_float32(targets_arr, "CrossEntropy targets"), "CrossEntropy targets")
+            if t.shape != z.shape:
+                raise ValueError(f"CrossEntropy: targets of shape {t.shape} for logits {z.shape}")
+            loss = _core.xent_soft_forward(z, t, probs)
+        else:
+            t = as_labels(targets_arr, z.shape[1], z.shape[0], "CrossEntropy labels")
+            loss = _core.xent_forward(z, t, probs)
+        self._pred, self._targets, self._probs = z, t, probs
+        return loss
+
+    def backward(self):
+        self._check_called()
+        dz = self._buffer("dz", self._probs.shape)
+        scale = 1.0 / self._probs.shape[0]
+        if self._targets.ndim == 2:
+            return _core.xent_soft_backward(self._probs, self._targets, dz, scale)
+        return _core.xent_backward(self._probs, self._targets, dz, scale)
+
+    def correct(self, logits, targets):
+        targets = np.asarray(targets)
+        labels = targets.argmax(axis=1) if targets.ndim == 2 and targets.shape[1] > 1 else targets
+        right = int((np.asarray(logits).argmax(axis=1) == labels.reshape(-1)).sum())
+        return right, len(labels)
+
+
+def _matching_targets(t, p, name):
+    t = check_finite(as_float32(t, f"{name} targets"), f"{name} targets")
+    # (N,) targets for (N, 1) predictions are accepted, as the same numbers
+    if t.shape != p.shape and not (t.size == p.size and t.shape[:1] == p.shape[:1]):
+        raise ValueError(f"{name}: targets of shape {t.shape} do not match predictions {p.shape}")
+    return t.reshape(p.shape)
+
+
+class MSE(Loss):
+    """Mean squared error over all N*K elements; gradient 2 (p - t) / (N K)."""
+
+    def forward(self, predictions, targets):
+        p = check_finite(_predictions(predictions, "MSE"), "MSE predictions")
+        t = _matching_targets(targets, p, "MSE")
+        self._pred, self._targets = p, t
+        return _core.mse_forward(p, t)
+
+    def backward(self):
+        self._check_called()
+        dp = self._buffer("dp", self._pred.shape)
+        return _core.mse_backward(self._pred, self._targets, dp, 2.0 / self._pred.size)
+
+
+class BinaryCrossEntropy(Loss):
+    """Binary cross-entropy from logits z and targets t in [0, 1]:
+    mean of max(z, 0) - z t + log(1 + exp(-|z|)); gradient (sigmoid(z) - t) / n."""
+
+    def forward(self, logits, targets):
+        z = check_finite(_predictions(logits, "BinaryCrossEntropy"), "BinaryCrossEntropy logits")
+        t = _matching_targets(targets, z, "BinaryCrossEntropy")
+        if t.min() < 0.0 or t.max() > 1.0:
+            raise ValueError("BinaryCrossEntropy: targets must be in [0, 1], got values from "
+                             f"{t.min()} to {t.max()}")
+        self._pred, self._targets = z, t
+        return _core.bce_logits_forward(z, t)
+
+    def backward(self):
+        self._check_called()
+        dz = self._buffer("dz", self._pred.shape)
+        return _core.bce_logits_backward(self._pred, self._targets, dz, 1.0 / self._pred.size)
+
+    def correct(self, logits, targets):
+        t = np.asarray(targets, dtype=np.float32).reshape(np.shape(logits))
+        return int(((np.asarray(logits) > 0) == (t > 0.5)).sum()), t.size
+
+
+LOSSES = {cls.__name__: cls for cls in (CrossEntropy, MSE, BinaryCrossEntropy)}

@@ -1,0 +1,297 @@
+"""Sequential: a stack of layers with fit / evaluate / predict / save / load."""
+import json
+import os
+import time
+
+import numpy as np
+
+from . import _core
+from ._validate import as_features, as_labels, positive_int
+from .layers import LAYERS, Dense
+from .losses import LOSSES, CrossEntropy, Loss
+from .module import Module
+from .optimizers import Optimizer
+
+FORMAT_VERSION = 1
+_PREDICT_BATCH = 2048  # rows per forward pass in predict/evaluate: bounds memory
+
+
+class Sequential(Module):
+    def __init__(self, *layers):
+        super().__init__()
+        if len(layers) == 1 and isinstance(layers[0], (list, tuple)):
+            layers = tuple(layers[0])
+        for layer in layers:
+            if not isinstance(layer, Module):
+                raise TypeError(f"Sequential takes layers, got {type(layer).__name__}")
+        self.layers = list(layers)
+        self._name_parameters()
+        self._check_features()
+        # the first layer's input gradient is never used: skip computing it
+        for i, layer in enumerate(self.layers):
+            if isinstance(layer, Dense):
+                layer.need_input_grad = any(isinstance(l, Dense) for l in self.layers[:i])
+
+    def _name_parameters(self):
+        for i, layer in enumerate(self.layers):
+            for p, attr in zip(layer.parameters(), ("weight", "bias")):
+                p.name = f"{i}.{attr}"
+
+    def _check_features(self):
+        features = None
+        for i, layer in enumerate(self.layers):
+            if isinstance(layer, Dense):
+                if features is not None and features != layer.in_features:
+                    raise ValueError(f"layer {i} ({layer!r}) takes {layer.in_features} features "
+                                     f"but the layer before gives {features}")
+                features = layer.out_features
+
+    @property
+    def in_features(self):
+        for layer in self.layers:
+            if isinstance(layer, Dense):
+                return layer.in_features
+        return None
+
+    def parameters(self):
+        return [p for layer in self.layers for p in layer.parameters()]
+
+    def reseed(self, rng):
+        for layer in self.layers:
+            layer.reseed(rng)
+
+    def forward(self, x, training=False):
+        for layer in self.layers:
+            x = layer.forward(x, training=training)
+        return x
+
+    def backward(self, dy):
+        for layer in reversed(self.layers):
+            dy = layer.backward(dy)
+            if dy is None:  # a first Dense layer: nothing below needs a gradient
+                break
+        return dy
+
+    def __repr__(self):
+        inner = "".join(f"\n  ({i}): {layer!r}" for i, layer in enumerate(self.layers))
+        return f"Sequential({inner}\n)"
+
+    # ---- inference ----
+
+    def _inputs(self, X):
+        return as_features(X, self.in_features, "X")
+
+    def _batched_forward(self, X, batch_size=_PREDICT_BATCH):
+        """Logits for all of X in one array, forward in chunks."""
+        X = self._inputs(X)
+        out = None
+        for start in range(0, X.shape[0], batch_size):
+            y = self.forward(X[start:start + batch_size], training=False)
+            if out is None:
+                out = np.empty((X.shape[0],) + y.shape[1:], dtype=np.float32)
+            out[start:start + y.shape[0]] = y
+        return out
+
+    def predict_logits(self, X):
+        """The network's raw outputs for X."""
+        return self._batched_forward(X)
+
+    def predict_proba(self, X):
+        """Softmax probabilities (N, classes)."""
+        logits = self._batched_forward(X)
+        return _core.softmax_forward(logits, np.empty_like(logits))
+
+    def predict(self, X):
+        """int64 class labels."""
+        return self._batched_forward(X).argmax(axis=1).astype(np.int64)
+
+    def evaluate(self, X, y, loss=None, batch_size=_PREDICT_BATCH):
+        """{"loss": mean loss, "accuracy": fraction right} over all of X."""
+        loss = loss if loss is not None else CrossEntropy()
+        X = self._inputs(X)
+        if len(y) != X.shape[0]:
+            raise ValueError(f"evaluate: {len(y)} targets for {X.shape[0]} samples")
+        total, right, decisions = 0.0, 0, 0
+        for start in range(0, X.shape[0], batch_size):
+            xb, yb = X[start:start + batch_size], y[start:start + batch_size]
+            logits = self.forward(xb, training=False)
+            total += loss.forward(logits, yb) * xb.shape[0]
+            counted = loss.correct(logits, yb)
+            if counted is not None:
+                right, decisions = right + counted[0], decisions + counted[1]
+        result = {"loss": total / X.shape[0]}
+        if decisions:
+            result["accuracy"] = right / decisions
+        return result
+
+    # ---- training ----
+
+    def fit(self, X, y, optimizer, loss=None, epochs=1, batch_size=32, validation=None,
+            seed=None, verbose=1, scheduler=None, shuffle=True, callback=None):
+        """Train with minibatches; returns history, a dict of per-epoch lists
+        ("loss", "accuracy", "val_loss", "val_accuracy", "lr", "time").
+
+        seed fixes the shuffling and dropout (with the same initial weights,
+        the same seed gives the same result). verbose=1 shows a progress bar
+        per epoch, 0 is silent. callback(epoch, logs) runs after each epoch."""
+        if not isinstance(optimizer, Optimizer):
+            raise TypeError(f"fit: optimizer must be an Optimizer, got {type(optimizer).__name__}")
+        loss = loss if loss is not None else CrossEntropy()
+        if not isinstance(loss, Loss):
+            raise TypeError(f"fit: loss must be a Loss, got {type(loss).__name__}")
+        epochs = positive_int(epochs, "epochs")
+        batch_size = positive_int(batch_size, "batch_size")
+        X = self._inputs(X)
+        y = _targets(y, X.shape[0], loss, self)
+        if validation is not None:
+            Xv, yv = validation
+            Xv = self._inputs(Xv)
+            yv = _targets(yv, Xv.shape[0], loss, self)
+        rng = np.random.default_rng(seed)
+        self.reseed(rng)
+
+        history = {"loss": [], "accuracy": [], "lr": [], "time": []}
+        if validation is not None:
+            history.update(val_loss=[], val_accuracy=[])
+        n = X.shape[0]
+        xb_buf = np.empty((min(batch_size, n), X.shape[1]), dtype=np.float32)
+        for epoch in range(1, epochs + 1):
+            start_time = time.perf_counter()
+            lr = optimizer.current_lr()
+            order = rng.permutation(n) if shuffle else np.arange(n)
+            total, right, decisions = 0.0, 0, 0
+            bar = _progress(n, epoch, epochs, verbose)
+            for start in range(0, n, batch_size):
+                idx = order[start:start + batch_size]
+                xb = np.take(X, idx, axis=0, out=xb_buf[:len(idx)])
+                yb = y[idx]
+                logits = self.forward(xb, training=True)
+                batch_loss = loss.forward(logits, yb)
+                counted = loss.correct(logits, yb)
+                self.backward(loss.backward())
+                optimizer.step()
+                total += batch_loss * len(idx)
+                if counted is not None:
+                    right, decisions = right + counted[0], decisions + counted[1]
+                if bar is not None:
+                    seen = start + len(idx)
+                    logs = {"loss": f"{total / seen:.4f}"}
+                    if decisions:
+                        logs["acc"] = f"{right / decisions:.4f}"
+                    bar.set_postfix(logs, refresh=False)
+                    bar.update(len(idx))
+            history["loss"].append(total / n)
+            history["accuracy"].append(right / decisions if decisions else None)
+            history["lr"].append(lr)
+            if validation is not None:
+                val = self.evaluate(Xv, yv, loss=loss)
+                history["val_loss"].append(val["loss"])
+                history["val_accuracy"].append(val.get("accuracy"))
+            if scheduler is not None:
+                scheduler.step()
+            history["time"].append(time.perf_counter() - start_time)
+            if bar is not None:
+                bar.set_postfix(_epoch_summary(history), refresh=True)
+                bar.close()
+            if callback is not None:
+                callback(epoch, {k: v[-1] for k, v in history.items()})
+        return history
+
+    # ---- files ----
+
+    def save(self, path):
+        """One .npz: the architecture as JSON and every parameter array."""
+        arch = {"format": "scratchnet.Sequential", "version": FORMAT_VERSION,
+                "layers": [{"type": type(l).__name__, "config": l.get_config()}
+                           for l in self.layers]}
+        arrays = {p.name: p.data for p in self.parameters()}
+        arrays["__architecture__"] = np.frombuffer(json.dumps(arch).encode(), dtype=np.uint8)
+        path = os.fspath(path)
+        tmp = path + ".tmp.npz"
+        np.savez(tmp, **arrays)
+        os.replace(tmp, path)  # a crash mid-write never leaves a half file at path
+
+
+def _targets(y, n, loss, model):
+    """Targets checked against the loss: class labels for CrossEntropy (unless
+    one-hot), float arrays otherwise."""
+    arr = np.asarray(y)
+    if arr.shape[:1] != (n,):
+        raise ValueError(f"{n} samples but targets of shape {arr.shape}")
+    if isinstance(loss, CrossEntropy) and not (arr.ndim == 2 and arr.shape[1] > 1):
+        return as_labels(arr, _n_outputs(model), n, "y")
+    return arr
+
+
+def _n_outputs(model):
+    dense = [l for l in model.layers if isinstance(l, Dense)]
+    return dense[-1].out_features if dense else None
+
+
+def _progress(n, epoch, epochs, verbose):
+    if not verbose:
+        return None
+    from tqdm.auto import tqdm
+    return tqdm(total=n, desc=f"epoch {epoch}/{epochs}", unit="img", unit_scale=True,
+                leave=True, dynamic_ncols=True, mininterval=0.2)
+
+
+def _epoch_summary(history):
+    logs = {"loss": f"{history['loss'][-1]:.4f}"}
+    if history["accuracy"][-1] is not None:
+        logs["acc"] = f"{history['accuracy'][-1]:.4f}"
+    if history.get("val_loss"):
+        logs["val_loss"] = f"{history['val_loss'][-1]:.4f}"
+        if history["val_accuracy"][-1] is not None:
+            logs["val_acc"] = f"{history['val_accuracy'][-1]:.4f}"
+    return logs
+
+
+class ModelFileError(ValueError):
+    """A model file that is not a valid scratchnet model."""
+
+
+def load(path):
+    """Read a model written by Sequential.save; refuses anything else."""
+    path = os.fspath(path)
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            arrays = {k: f[k] for k in f.files}
+    except FileNotFoundError:
+        raise
+    except Exception as exc:
+        raise ModelFileError(f"{path}: not a readable .npz model file ({exc})") from None
+    if "__architecture__" not in arrays:
+        raise ModelFileError(f"{path}: no architecture record; not a scratchnet model")
+    try:
+        arch = json.loads(arrays.pop("__architecture__").tobytes().decode())
+        if arch.get("format") != "scratchnet.Sequential":
+            raise ValueError("unknown format")
+        if arch.get("version") != FORMAT_VERSION:
+            raise ValueError(f"format version {arch.get('version')} (this scratchnet reads "
+                             f"{FORMAT_VERSION})")
+        layers = []
+        for spec in arch["layers"]:
+            cls = LAYERS.get(spec["type"])
+            if cls is None:
+                raise ValueError(f"unknown layer type {spec['type']!r}")
+            layers.append(cls(**spec["config"]))
+        model = Sequential(*layers)
+    except ModelFileError:
+        raise
+    except Exception as exc:
+        raise ModelFileError(f"{path}: bad architecture record ({exc})") from None
+    params = model.parameters()
+    expected = {p.name for p in params}
+    if set(arrays) != expected:
+        raise ModelFileError(f"{path}: parameters {sorted(arrays)} do not match the "
+                             f"architecture's {sorted(expected)}")
+    for p in params:
+        a = arrays[p.name]
+        if a.shape != p.data.shape or a.dtype.kind != "f":
+            raise ModelFileError(f"{path}: {p.name} has shape {a.shape} and dtype {a.dtype}, "
+                                 f"expected {p.data.shape} float32")
+        if not np.isfinite(a).all():
+            raise ModelFileError(f"{path}: {p.name} contains NaN or inf")
+        p.data[...] = a
+    return model

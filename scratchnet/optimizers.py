@@ -1,0 +1,272 @@
+"""Optimizers with torch.optim's update rules and defaults (see
+shared/REFERENCE.md); each parameter's update is one C call over its buffer.
+
+Every optimizer also takes decay=: the learning-rate decay of the "Neural
+Networks from Scratch" book, lr_t = lr / (1 + decay * (t - 1)) at step t
+(t counts from 1), applied before the step. StepLR and CosineAnnealingLR
+change a group's lr once per epoch, as their torch namesakes do."""
+import math
+
+import numpy as np
+
+from . import _core
+from ._validate import nonnegative_float
+from .module import Parameter
+
+
+class Optimizer:
+    """Holds param_groups (a list of dicts: "params" plus hyper-parameters)
+    and per-parameter state, like torch.optim.Optimizer."""
+
+    def __init__(self, params, defaults):
+        if isinstance(params, Parameter):
+            raise TypeError("params must be a list of parameters, e.g. model.parameters()")
+        params = list(params)
+        if not params:
+            raise ValueError("optimizer got an empty parameter list")
+        groups = params if isinstance(params[0], dict) else [{"params": params}]
+        self.defaults = dict(defaults)
+        self.param_groups = []
+        for group in groups:
+            self.add_param_group(group)
+        self.state = {}
+        self.iterations = 0  # steps taken, for decay=
+
+    def add_param_group(self, group):
+        group = dict(group)
+        params = group["params"]
+        group["params"] = [params] if isinstance(params, Parameter) else list(params)
+        for p in group["params"]:
+            if not isinstance(p, Parameter):
+                raise TypeError(f"optimizer can only update Parameters, got {type(p).__name__}")
+        for key, value in self.defaults.items():
+            group.setdefault(key, value)
+        self._check_group(group)
+        group.setdefault("initial_lr", group["lr"])
+        self.param_groups.append(group)
+
+    def _check_group(self, group):
+        for key in ("lr", "weight_decay", "decay", "eps"):
+            if key in group:
+                nonnegative_float(group[key], key)
+
+    def zero_grad(self):
+        for group in self.param_groups:
+            for p in group["params"]:
+                p.grad.fill(0.0)
+
+    def current_lr(self, group=None):
+        """The learning rate the next step uses, decay included."""
+        group = group or self.param_groups[0]
+        return group["lr"] / (1.0 + group["decay"] * self.iterations)
+
+    def step(self):
+        """Update every parameter from its .grad."""
+        for group in self.param_groups:
+            lr = self.current_lr(group)
+            for p in group["params"]:
+                self._update(p, p.grad, self.state.setdefault(p, {}), group, lr)
+        self.iterations += 1
+
+    def _update(self, p, g, state, group, lr):
+        raise NotImplementedError
+
+    def _zeros(self, state, key, p):
+        if key not in state:
+            state[key] = np.zeros_like(p.data)
+        return state[key]
+
+    def state_dict(self):
+        """State and groups with parameters numbered in order (no objects)."""
+        index = {}
+        groups = []
+        for group in self.param_groups:
+            ids = []
+            for p in group["params"]:
+                index.setdefault(p, len(index))
+                ids.append(index[p])
+            groups.append({**{k: v for k, v in group.items() if k != "params"}, "params": ids})
+        state = {index[p]: {k: (v.copy() if isinstance(v, np.ndarray) else v)
+                            for k, v in s.items()} for p, s in self.state.items() if p in index}
+        return {"state": state, "param_groups": groups, "iterations": self.iterations}
+
+    def load_state_dict(self, state_dict):
+        groups = state_dict["param_groups"]
+        if len(groups) != len(self.param_groups) or any(
+                len(g["params"]) != len(mine["params"])
+                for g, mine in zip(groups, self.param_groups)):
+            raise ValueError("load_state_dict: the parameter groups do not match this optimizer")
+        params = [p for group in self.param_groups for p in group["params"]]
+        self.state = {}
+        for i, s in state_dict["state"].items():
+            p = params[int(i)]
+            for k, v in s.items():
+                if isinstance(v, np.ndarray) and v.shape != p.data.shape:
+                    raise ValueError(f"load_state_dict: state {k!r} of shape {v.shape} for a "
+                                     f"parameter of shape {p.data.shape}")
+            self.state[p] = {k: (np.array(v, dtype=np.float32) if isinstance(v, np.ndarray)
+                                 else v) for k, v in s.items()}
+        for group, saved in zip(self.param_groups, groups):
+            group.update({k: v for k, v in saved.items() if k != "params"})
+        self.iterations = int(state_dict.get("iterations", 0))
+
+    def __repr__(self):
+        group = {k: v for k, v in self.param_groups[0].items() if k not in ("params", "initial_lr")}
+        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in group.items())})"
+
+
+def _check_beta(value, name):
+    if not 0.0 <= value < 1.0:
+        raise ValueError(f"{name} must be in [0, 1), got {value!r}")
+
+
+class SGD(Optimizer):
+    """b <- g (t = 1) or mu b + (1 - dampening) g; g <- g + mu b (nesterov)
+    or b; p <- p - lr g; with g <- g + wd p first."""
+
+    def __init__(self, params, lr=1e-3, momentum=0.0, dampening=0.0, nesterov=False,
+                 weight_decay=0.0, decay=0.0):
+        if nesterov and (momentum <= 0 or dampening != 0):
+            raise ValueError("nesterov momentum needs momentum > 0 and dampening = 0")
+        nonnegative_float(momentum, "momentum")
+        super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening,
+                                      nesterov=bool(nesterov), weight_decay=weight_decay,
+                                      decay=decay))
+
+    def _update(self, p, g, state, group, lr):
+        momentum = group["momentum"]
+        buf = None
+        first = False
+        if momentum != 0.0:
+            first = "momentum_buffer" not in state
+            buf = self._zeros(state, "momentum_buffer", p)
+        _core.sgd_step(p.data, g, buf, lr, momentum, group["dampening"], group["nesterov"],
+                       group["weight_decay"], first)
+
+
+class AdaGrad(Optimizer):
+    """s <- s + g^2; p <- p - clr g / (sqrt(s) + eps), clr = lr / (1 + (t - 1) lr_decay)."""
+
+    def __init__(self, params, lr=1e-2, lr_decay=0.0, weight_decay=0.0,
+                 initial_accumulator_value=0.0, eps=1e-10, decay=0.0):
+        nonnegative_float(lr_decay, "lr_decay")
+        nonnegative_float(initial_accumulator_value, "initial_accumulator_value")
+        super().__init__(params, dict(lr=lr, lr_decay=lr_decay, weight_decay=weight_decay,
+                                      initial_accumulator_value=initial_accumulator_value,
+                                      eps=eps, decay=decay))
+
+    def _update(self, p, g, state, group, lr):
+        if "sum" not in state:
+            state["sum"] = np.full_like(p.data, group["initial_accumulator_value"])
+            state["step"] = 0
+        state["step"] += 1
+        clr = lr / (1.0 + (state["step"] - 1) * group["lr_decay"])
+        _core.adagrad_step(p.data, g, state["sum"], clr, group["eps"], group["weight_decay"])
+
+
+class RMSProp(Optimizer):
+    """v <- alpha v + (1 - alpha) g^2; p <- p - lr g / (sqrt(v) + eps), with
+    torch's momentum and centered variants."""
+
+    def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0,
+                 centered=False, decay=0.0):
+        _check_beta(alpha, "alpha")
+        nonnegative_float(momentum, "momentum")
+        super().__init__(params, dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay,
+                                      momentum=momentum, centered=bool(centered), decay=decay))
+
+    def _update(self, p, g, state, group, lr):
+        square_avg = self._zeros(state, "square_avg", p)
+        grad_avg = self._zeros(state, "grad_avg", p) if group["centered"] else None
+        buf = self._zeros(state, "momentum_buffer", p) if group["momentum"] > 0 else None
+        _core.rmsprop_step(p.data, g, square_avg, grad_avg, buf, lr, group["alpha"],
+                           group["eps"], group["weight_decay"], group["momentum"],
+                           group["centered"])
+
+
+class Adam(Optimizer):
+    """m <- b1 m + (1 - b1) g; v <- b2 v + (1 - b2) g^2;
+    p <- p - lr m^ / (sqrt(v^) + eps) with the bias corrections m^, v^."""
+
+    decoupled = False
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
+                 decay=0.0):
+        betas = tuple(float(b) for b in betas)
+        if len(betas) != 2:
+            raise ValueError(f"betas must be a pair, got {betas!r}")
+        _check_beta(betas[0], "betas[0]")
+        _check_beta(betas[1], "betas[1]")
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                                      decay=decay))
+
+    def _update(self, p, g, state, group, lr):
+        m = self._zeros(state, "exp_avg", p)
+        v = self._zeros(state, "exp_avg_sq", p)
+        state["step"] = state.get("step", 0) + 1
+        b1, b2 = group["betas"]
+        _core.adam_step(p.data, g, m, v, lr, state["step"], b1, b2, group["eps"],
+                        group["weight_decay"], self.decoupled)
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay: p <- p (1 - lr wd) before the Adam step."""
+
+    decoupled = True
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2,
+                 decay=0.0):
+        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                         decay=decay)
+
+
+OPTIMIZERS = {"sgd": SGD, "adagrad": AdaGrad, "rmsprop": RMSProp, "adam": Adam, "adamw": AdamW}
+
+
+class _EpochScheduler:
+    """Sets each group's lr from its initial lr once per epoch: call step()
+    at the end of every epoch (fit does)."""
+
+    def __init__(self, optimizer):
+        if not isinstance(optimizer, Optimizer):
+            raise TypeError(f"{type(self).__name__} needs an Optimizer, got {type(optimizer).__name__}")
+        self.optimizer = optimizer
+        self.epoch = 0
+
+    def factor(self, epoch, group):
+        raise NotImplementedError
+
+    def step(self):
+        self.epoch += 1
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.factor(self.epoch, group)
+
+    def get_last_lr(self):
+        return [group["lr"] for group in self.optimizer.param_groups]
+
+
+class StepLR(_EpochScheduler):
+    """lr = initial_lr * gamma ** (epoch // step_size)."""
+
+    def __init__(self, optimizer, step_size, gamma=0.1):
+        super().__init__(optimizer)
+        if step_size < 1:
+            raise ValueError(f"step_size must be >= 1, got {step_size}")
+        self.step_size, self.gamma = int(step_size), float(gamma)
+
+    def factor(self, epoch, group):
+        return group["initial_lr"] * self.gamma ** (epoch // self.step_size)
+
+
+class CosineAnnealingLR(_EpochScheduler):
+    """lr = eta_min + (initial_lr - eta_min) (1 + cos(pi epoch / T_max)) / 2."""
+
+    def __init__(self, optimizer, T_max, eta_min=0.0):
+        super().__init__(optimizer)
+        if T_max < 1:
+            raise ValueError(f"T_max must be >= 1, got {T_max}")
+        self.T_max, self.eta_min = int(T_max), float(eta_min)
+
+    def factor(self, epoch, group):
+        cos = (1.0 + math.cos(math.pi * min(epoch, self.T_max) / self.T_max)) / 2.0
+        return self.eta_min + (group["initial_lr"] - self.eta_min) * cos
