@@ -38,7 +38,6 @@ class Dense(Module):
         self.weight = Parameter(w, "weight")
         self.bias = Parameter(np.zeros(self.out_features), "bias")
         self._x = None
-        self.need_input_grad = True
 
     def parameters(self):
         return [self.weight, self.bias]
@@ -60,7 +59,9 @@ class Dense(Module):
         _core.gemm(x, self.weight.data, y)
         return _core.bias_add(y, self.bias.data)
 
-    def backward(self, dy):
+    def backward(self, dy, input_grad=True):
+        """Sets weight.grad and bias.grad; returns dx, or None when input_grad
+        is False (the first layer of a network needs no dx)."""
         if self._x is None:
             raise RuntimeError("Dense.backward called before forward")
         dy = _as_batch(dy, "Dense gradient")
@@ -70,7 +71,7 @@ class Dense(Module):
         # dW = x^T @ dy ; db = sum over the batch of dy ; dx = dy @ W^T
         _core.gemm(self._x, dy, self.weight.grad, trans_a=True)
         _core.bias_grad(dy, self.bias.grad)
-        if not self.need_input_grad:
+        if not input_grad:
             return None
         dx = self._buffer("dx", self._x.shape)
         return _core.gemm(dy, self.weight.data, dx, trans_b=True)

@@ -27,10 +27,6 @@ class Sequential(Module):
         self.layers = list(layers)
         self._name_parameters()
         self._check_features()
-        # the first layer's input gradient is never used: skip computing it
-        for i, layer in enumerate(self.layers):
-            if isinstance(layer, Dense):
-                layer.need_input_grad = any(isinstance(l, Dense) for l in self.layers[:i])
 
     def _name_parameters(self):
         for i, layer in enumerate(self.layers):
@@ -66,10 +62,14 @@ class Sequential(Module):
         return x
 
     def backward(self, dy):
-        for layer in reversed(self.layers):
+        """Sets every parameter's .grad. The input gradient is returned only
+        when no Dense layer is first (the usual first layer skips computing it:
+        nothing below it needs one)."""
+        for i in range(len(self.layers) - 1, -1, -1):
+            layer = self.layers[i]
+            if i == 0 and isinstance(layer, Dense):
+                return layer.backward(dy, input_grad=False)
             dy = layer.backward(dy)
-            if dy is None:  # a first Dense layer: nothing below needs a gradient
-                break
         return dy
 
     def __repr__(self):

@@ -1,0 +1,61 @@
+"""The accuracies promised for `scratchnet train` with its defaults, on the
+real datasets, run as a user runs them: the installed command line in a
+fresh process. Time is printed, never asserted (shared machines are noisy)."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import missing_data
+from scratchnet import datasets
+
+TARGETS = {"mnist": 0.980, "fashion-mnist": 0.890}
+
+
+def train_defaults(name, tmp_path):
+    if datasets.find(name) is None:
+        missing_data(f"{name} not found (set SCRATCHNET_DATA)")
+    out = tmp_path / "model.npz"
+    proc = subprocess.run(
+        [sys.executable, "-m", "scratchnet", "train", "--dataset", name, "--json",
+         "--no-download", "--out", str(out)],
+        cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr
+    metrics = json.loads(proc.stdout.strip().splitlines()[-1])
+    print(f"\n{name}: test accuracy {metrics['test_accuracy']:.4f} after "
+          f"{metrics['epochs']} epochs in {metrics['seconds']:.1f} s")
+    return metrics, out
+
+
+@pytest.mark.parametrize("name", sorted(TARGETS))
+def test_default_training_reaches_target_accuracy(name, tmp_path):
+    metrics, out = train_defaults(name, tmp_path)
+    assert metrics["test_accuracy"] >= TARGETS[name]
+    # the saved model reproduces the reported accuracy
+    proc = subprocess.run(
+        [sys.executable, "-m", "scratchnet", "evaluate", str(out), "--dataset", name,
+         "--json", "--no-download"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["test_accuracy"] == pytest.approx(metrics["test_accuracy"],
+                                                                     abs=1e-12)
+
+
+def test_seeded_mnist_training_gives_the_same_accuracy(mnist):
+    """Two short seeded runs in one process: identical weights and accuracy."""
+    import numpy as np
+
+    import scratchnet as sn
+
+    (X, y), (Xt, yt) = mnist
+    results = []
+    for _ in range(2):
+        sn.manual_seed(7)
+        model = sn.Sequential(sn.Dense(784, 64), sn.ReLU(), sn.Dropout(0.1), sn.Dense(64, 10))
+        model.fit(X[:10000], y[:10000], optimizer=sn.Adam(model.parameters()), epochs=1,
+                  batch_size=64, seed=3, verbose=0)
+        results.append((model.evaluate(Xt, yt)["accuracy"], model.parameters()[0].data.copy()))
+    assert results[0][0] == results[1][0]
+    np.testing.assert_array_equal(results[0][1], results[1][1])
+    assert results[0][0] > 0.85
