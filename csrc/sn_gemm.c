@@ -9,9 +9,10 @@
  * Transposition is absorbed by the packing routines, so the micro-kernel
  * sees one layout whatever trans_a and trans_b are.
  *
- * Threads (OpenMP) share the packing of each block and split the (jr, ir)
- * tiles statically. Every element of C is summed in the same order whatever
- * the thread count, so results are identical run to run and across counts. */
+ * Threads (OpenMP) take strips of C, each computed by this loop nest on its
+ * own (see sn_gemm_f32). Every element of C is summed in the same order
+ * whatever the thread count, so results are identical run to run and across
+ * counts. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -156,69 +157,43 @@ int sn_gemm_naive_f32(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K,
 
 /* ---- the fast path ---- */
 
-int sn_gemm_f32(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha,
-                const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
-                float *C, int64_t ldc)
+/* The blocked loop nest on one sub-problem, in the calling thread, with that
+ * thread's packing buffers. Returns SN_ENOMEM if they cannot grow. */
+static int gemm_blocked(const sn_gemm_kernel_info *ki, int trans_a, int trans_b, int64_t M,
+                        int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
+                        const float *B, int64_t ldb, float beta, float *C, int64_t ldc)
 {
-    int status = check_args(trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc);
-    if (status != SN_OK) return status;
-    if (M == 0 || N == 0) return SN_OK;
-    if (K == 0 || alpha == 0.0f) {
-        scale_c(C, ldc, M, N, beta);
-        return SN_OK;
-    }
-
-    const sn_gemm_kernel_info *ki = sn_active_gemm_kernel();
     const int mr = ki->mr, nr = ki->nr;
     const int64_t KC = ki->kc;
     const int64_t MC = M < ki->mc ? M : ki->mc;
     const int64_t NC = N < ki->nc ? N : ki->nc;
     const int64_t kc_max = K < KC ? K : KC;
-    const int64_t mc_panels_max = (MC + mr - 1) / mr, nc_panels_max = (NC + nr - 1) / nr;
-    float *pa = buffer_reserve(&g_pack_a, (size_t)(mc_panels_max * mr * kc_max));
-    float *pb = buffer_reserve(&g_pack_b, (size_t)(nc_panels_max * nr * kc_max));
+    float *pa = buffer_reserve(&g_pack_a, (size_t)(((MC + mr - 1) / mr) * mr * kc_max));
+    float *pb = buffer_reserve(&g_pack_b, (size_t)(((NC + nr - 1) / nr) * nr * kc_max));
     if (!pa || !pb) return SN_ENOMEM;
+    float tile[SN_MAX_MR * SN_MAX_NR];
 
-    const double flops = (double)M * (double)N * (double)K;
-    const int nthreads = flops < SN_GEMM_PARALLEL_MIN_FLOPS ? 1 : sn_get_num_threads();
-    (void)nthreads;
-
-#ifdef _OPENMP
-#pragma omp parallel num_threads(nthreads) if (nthreads > 1)
-#endif
-    {
-        float tile[SN_MAX_MR * SN_MAX_NR];
-        for (int64_t jc = 0; jc < N; jc += NC) {
-            const int64_t nc = N - jc < NC ? N - jc : NC;
-            const int64_t n_jr = (nc + nr - 1) / nr;
-            for (int64_t pc = 0; pc < K; pc += KC) {
-                const int64_t kc = K - pc < KC ? K - pc : KC;
-                /* later kc blocks add to what the first one wrote */
-                const float beta_k = pc == 0 ? beta : 1.0f;
-#ifdef _OPENMP
-#pragma omp for schedule(static)
-#endif
-                for (int64_t p = 0; p < n_jr; ++p)
-                    pack_b_panel(pb, B, ldb, trans_b, pc, jc, kc, nc, nr, p);
-
-                for (int64_t ic = 0; ic < M; ic += MC) {
-                    const int64_t mc = M - ic < MC ? M - ic : MC;
-                    const int64_t n_ir = (mc + mr - 1) / mr;
-#ifdef _OPENMP
-#pragma omp for schedule(static)
-#endif
-                    for (int64_t p = 0; p < n_ir; ++p)
-                        pack_a_panel(pa, A, lda, trans_a, ic, pc, mc, kc, mr, p);
-
-#ifdef _OPENMP
-#pragma omp for schedule(static)
-#endif
-                    for (int64_t t = 0; t < n_jr * n_ir; ++t) {
-                        const int64_t jr = t / n_ir, ir = t % n_ir;
-                        const float *ap = pa + ir * kc * mr, *bp = pb + jr * kc * nr;
+    for (int64_t jc = 0; jc < N; jc += NC) {
+        const int64_t nc = N - jc < NC ? N - jc : NC;
+        const int64_t n_jr = (nc + nr - 1) / nr;
+        for (int64_t pc = 0; pc < K; pc += KC) {
+            const int64_t kc = K - pc < KC ? K - pc : KC;
+            /* later kc blocks add to what the first one wrote */
+            const float beta_k = pc == 0 ? beta : 1.0f;
+            for (int64_t p = 0; p < n_jr; ++p)
+                pack_b_panel(pb, B, ldb, trans_b, pc, jc, kc, nc, nr, p);
+            for (int64_t ic = 0; ic < M; ic += MC) {
+                const int64_t mc = M - ic < MC ? M - ic : MC;
+                const int64_t n_ir = (mc + mr - 1) / mr;
+                for (int64_t p = 0; p < n_ir; ++p)
+                    pack_a_panel(pa, A, lda, trans_a, ic, pc, mc, kc, mr, p);
+                for (int64_t jr = 0; jr < n_jr; ++jr) {
+                    const float *bp = pb + jr * kc * nr;
+                    const int64_t cols = nc - jr * nr < nr ? nc - jr * nr : nr;
+                    for (int64_t ir = 0; ir < n_ir; ++ir) {
+                        const float *ap = pa + ir * kc * mr;
                         float *c = C + (ic + ir * mr) * ldc + jc + jr * nr;
                         const int64_t rows = mc - ir * mr < mr ? mc - ir * mr : mr;
-                        const int64_t cols = nc - jr * nr < nr ? nc - jr * nr : nr;
                         if (rows == mr && cols == nr) {
                             ki->kernel(kc, ap, bp, c, ldc, alpha, beta_k);
                             continue;
@@ -236,4 +211,66 @@ int sn_gemm_f32(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float
         }
     }
     return SN_OK;
+}
+
+int sn_gemm_f32(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+                const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
+                float *C, int64_t ldc)
+{
+    int status = check_args(trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc);
+    if (status != SN_OK) return status;
+    if (M == 0 || N == 0) return SN_OK;
+    if (K == 0 || alpha == 0.0f) {
+        scale_c(C, ldc, M, N, beta);
+        return SN_OK;
+    }
+    const sn_gemm_kernel_info *ki = sn_active_gemm_kernel();
+    const double flops = (double)M * (double)N * (double)K;
+    const int nthreads = flops < SN_GEMM_PARALLEL_MIN_FLOPS ? 1 : sn_get_num_threads();
+    if (nthreads == 1)
+        return gemm_blocked(ki, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+
+    /* Threads: C is cut into column strips (or row strips when it is taller
+     * than wide), each a whole GEMM with its own packing, handed out
+     * dynamically. No barrier inside: a thread the OS descheduled delays only
+     * its own strip while the others take the rest. A strip's arithmetic does
+     * not depend on which thread runs it, so results are identical whatever
+     * the thread count. Each strip repacks the other operand: a copy of
+     * M x K (or K x N) floats per strip, small next to the multiply. */
+    const int by_rows = M > N;
+    const int64_t unit = by_rows ? ki->mr : ki->nr;
+    const int64_t units = ((by_rows ? M : N) + unit - 1) / unit;
+    int64_t strips = 4 * (int64_t)nthreads;
+    if (strips > units) strips = units;
+    const int64_t per_strip = (units + strips - 1) / strips * unit;
+    strips = ((by_rows ? M : N) + per_strip - 1) / per_strip;
+    int failed = 0;
+    (void)failed;
+#ifdef _OPENMP
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nthreads)
+#endif
+    for (int64_t s = 0; s < strips; ++s) {
+        const int64_t start = s * per_strip;
+        const int64_t len = (by_rows ? M : N) - start < per_strip ? (by_rows ? M : N) - start
+                                                                  : per_strip;
+        int st;
+        if (by_rows) {
+            /* rows start.. of op(A) and C */
+            const float *As = trans_a ? A + start : A + start * lda;
+            st = gemm_blocked(ki, trans_a, trans_b, len, N, K, alpha, As, lda, B, ldb, beta,
+                              C + start * ldc, ldc);
+        } else {
+            /* columns start.. of op(B) and C */
+            const float *Bs = trans_b ? B + start * ldb : B + start;
+            st = gemm_blocked(ki, trans_a, trans_b, M, len, K, alpha, A, lda, Bs, ldb, beta,
+                              C + start, ldc);
+        }
+        if (st != SN_OK) {
+#ifdef _OPENMP
+#pragma omp atomic write
+#endif
+            failed = st;
+        }
+    }
+    return failed;
 }
