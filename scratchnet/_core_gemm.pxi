@@ -6,6 +6,8 @@ cdef int64_t _leading_dim(a, str op, str name) except -1:
     if not (isinstance(a, np.ndarray) and a.dtype == np.float32 and a.ndim == 2):
         raise TypeError(f"{op}: {name} must be a 2-D float32 ndarray, got {_describe(a)}")
     rows, cols = a.shape
+    if a.size == 0:
+        return max(cols, 1)  # nothing is read or written; NumPy gives empty arrays 0 strides
     if cols > 1 and a.strides[1] != 4:
         raise ValueError(f"{op}: the rows of {name} must be contiguous (strides {a.strides})")
     if rows <= 1:

@@ -259,7 +259,8 @@ class StepLR(_EpochScheduler):
 
 
 class CosineAnnealingLR(_EpochScheduler):
-    """lr = eta_min + (initial_lr - eta_min) (1 + cos(pi epoch / T_max)) / 2."""
+    """lr = eta_min + (initial_lr - eta_min) (1 + cos(pi epoch / T_max)) / 2,
+    and eta_min after T_max epochs (torch's version would climb back up)."""
 
     def __init__(self, optimizer, T_max, eta_min=0.0):
         super().__init__(optimizer)
