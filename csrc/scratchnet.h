@@ -59,6 +59,29 @@ int sn_gemm_naive_f32(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K,
                       const float *B, int64_t ldb,
                       float beta, float *C, int64_t ldc);
 
+/* ---- dense layers with their activation fused (sn_dense.c) ---- */
+#define SN_ACT_NONE 0
+#define SN_ACT_RELU 1
+#define SN_ACT_LEAKY_RELU 2  /* act_param: the negative slope, >= 0 */
+#define SN_ACT_SIGMOID 3
+#define SN_ACT_TANH 4
+
+/* y = act(x @ W + b): x is M x K, W is K x N, b has N values (or NULL);
+ * bias and activation are applied to each tile as the GEMM writes it. */
+int sn_dense_forward_f32(float *y, const float *x, const float *W, const float *b, int64_t M,
+                         int64_t K, int64_t N, int act, float act_param);
+/* Backward of y = x @ W + b given dz (M x N), the gradient at x @ W + b:
+ *   dW = beta dW + x^T dz;  db = beta db + sum over rows of dz;
+ *   if dz_below: dz_below = (dz @ W^T) * mask * act'(x), the gradient at the
+ *   pre-activation of the layer below, whose output was x = act(.) (then
+ *   with dropout mask, or mask NULL); act' is taken from x itself.
+ * x is M x K and holds the activations BEFORE dropout when mask is given:
+ * then x_in, the input the layer saw (x * mask), is what dW uses. */
+int sn_dense_backward_f32(float *dW, float *db, float *dz_below, const float *dz,
+                          const float *x_in, const float *W, const float *x, const float *mask,
+                          int64_t M, int64_t K, int64_t N, int act_below, float act_param,
+                          float beta);
+
 /* ---- bias (sn_bias.c) ---- */
 /* y[i, j] += b[j] for an M x N matrix y */
 void sn_bias_add_f32(float *y, int64_t ldy, const float *b, int64_t M, int64_t N);
@@ -122,6 +145,12 @@ int sn_bce_logits_forward_f32(double *loss, const float *z, const float *t, int6
 void sn_bce_logits_backward_f32(float *dz, const float *z, const float *t, int64_t n,
                                 float scale);
 
+/* Training form of softmax cross-entropy with integer labels, one pass:
+ * loss as sn_xent_forward_f32, dz = (softmax(z) - onehot) * scale, and the
+ * number of rows whose largest logit is the label's. */
+int sn_xent_train_f32(double *loss, int64_t *correct, float *dz, const float *z,
+                      const int64_t *labels, int64_t M, int64_t N, float scale);
+
 /* ---- optimizers (sn_optim.c): one pass over a parameter buffer ----
  * The rules of torch.optim; g is never modified (weight decay is added to a
  * local copy). See shared/REFERENCE.md. */
@@ -144,6 +173,73 @@ void sn_rmsprop_step_f32(float *p, float *v, float *avg, float *buf, const float
 void sn_adam_step_f32(float *p, float *m, float *v, const float *g, int64_t n, float lr,
                       float beta1, float beta2, float eps, float weight_decay,
                       int64_t step, int decoupled);
+
+/* ---- a whole optimizer step over one parameter, threads over chunks ---- */
+#define SN_OPT_SGD 0
+#define SN_OPT_ADAGRAD 1
+#define SN_OPT_RMSPROP 2
+#define SN_OPT_ADAM 3
+#define SN_OPT_ADAMW 4
+
+typedef struct {
+    int kind;                 /* SN_OPT_* */
+    float lr;                 /* the group's lr (schedules set it between epochs) */
+    float decay;              /* lr_t = lr / (1 + decay * iterations) */
+    float weight_decay;
+    float momentum, dampening; int nesterov;   /* SGD (momentum also RMSProp) */
+    float alpha; int centered;                 /* RMSProp */
+    float beta1, beta2;                        /* Adam, AdamW */
+    float eps;                                 /* AdaGrad, RMSProp, Adam */
+    float lr_decay;                            /* AdaGrad */
+    int64_t iterations;       /* steps taken so far: advanced by sn_optim_step_all */
+    int64_t step;             /* per-parameter steps so far (all parameters in step) */
+} sn_optim_cfg;
+
+typedef struct {
+    float *p;
+    const float *g;
+    float *state[3];          /* SGD: momentum; AdaGrad: sum; RMSProp: square_avg,
+                                 grad_avg, momentum; Adam: exp_avg, exp_avg_sq */
+    int64_t n;
+} sn_param;
+
+/* One optimizer step over every parameter, then iterations and step + 1. */
+int sn_optim_step_all(sn_optim_cfg *cfg, const sn_param *params, int n_params);
+
+/* ---- an MLP trained in one call per run of batches (sn_mlp.c) ---- */
+typedef struct {
+    int64_t in, out;
+    float *W, *b, *dW, *db;   /* parameters (in x out, out) and their gradients */
+    int act;                  /* SN_ACT_* after the matmul (NONE for the last layer) */
+    float act_param;
+    float dropout;            /* p of an inverted dropout after the activation, or 0 */
+    /* workspace, each max_batch rows: */
+    float *y;                 /* act(x W + b) */
+    float *y_drop, *mask;     /* after dropout, and its mask (dropout > 0 only) */
+    float *dz;                /* gradient at x W + b */
+} sn_mlp_layer;
+
+typedef struct {
+    int n_layers;
+    sn_mlp_layer *layers;
+    int64_t max_batch;
+    float *xb;                /* max_batch x layers[0].in: the gathered batch */
+    int64_t *yb;              /* max_batch labels */
+    sn_param *params;         /* 2 per layer (W, b), for the optimizer */
+} sn_mlp;
+
+/* Train on rows order[0..n) of X (rows of layers[0].in floats) in batches of
+ * batch_size: forward, softmax cross-entropy with labels, backward, one
+ * optimizer step per batch. Adds the summed loss and the number of correct
+ * predictions to *loss_sum and *correct. Dropout masks are keyed by
+ * (seed, batch number, layer). */
+int sn_mlp_train_f32(const sn_mlp *net, sn_optim_cfg *opt, const float *X,
+                     const int64_t *labels, int64_t n_classes, const int64_t *order, int64_t n,
+                     int64_t batch_size, uint64_t seed, double *loss_sum, int64_t *correct);
+
+/* Inference: out = the last layer's output for M rows of X (no dropout). M at
+ * most max_batch. */
+int sn_mlp_forward_f32(const sn_mlp *net, float *out, const float *X, int64_t M);
 
 /* ---- checks (sn_check.c) ---- */
 /* 1 if every element is finite */

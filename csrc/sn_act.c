@@ -2,6 +2,7 @@
 #include <math.h>
 
 #include "scratchnet.h"
+#include "sn_gemm_kernels.h"
 
 void sn_relu_forward_f32(float *y, const float *x, int64_t n)
 {
@@ -108,4 +109,71 @@ int sn_dropout_forward_f32(float *y, float *mask, const float *x, int64_t n, flo
 void sn_mul_f32(float *z, const float *x, const float *y, int64_t n)
 {
     for (int64_t i = 0; i < n; ++i) z[i] = x[i] * y[i];
+}
+
+/* ---- fused forms, used by the GEMM epilogue and the dense layer ---- */
+
+static inline float sigmoid1(float x)
+{
+    if (x >= 0.0f) return 1.0f / (1.0f + expf(-x));
+    const float e = expf(x);
+    return e / (1.0f + e);
+}
+
+void sn_act_rows_f32(float *c, int64_t ldc, int64_t rows, int64_t cols, const float *bias,
+                     int act, float act_param)
+{
+    for (int64_t i = 0; i < rows; ++i) {
+        float *ci = c + i * ldc;
+        if (bias)
+            for (int64_t j = 0; j < cols; ++j) ci[j] += bias[j];
+        switch (act) {
+        case SN_ACT_RELU:
+            for (int64_t j = 0; j < cols; ++j) ci[j] = ci[j] > 0.0f ? ci[j] : 0.0f;
+            break;
+        case SN_ACT_LEAKY_RELU:
+            for (int64_t j = 0; j < cols; ++j) ci[j] = ci[j] > 0.0f ? ci[j] : act_param * ci[j];
+            break;
+        case SN_ACT_SIGMOID:
+            for (int64_t j = 0; j < cols; ++j) ci[j] = sigmoid1(ci[j]);
+            break;
+        case SN_ACT_TANH:
+            for (int64_t j = 0; j < cols; ++j) ci[j] = tanhf(ci[j]);
+            break;
+        default:
+            break;
+        }
+    }
+}
+
+/* act'(x) written with the output y = act(x): ReLU (y > 0); LeakyReLU with a
+ * positive slope 1 or slope (y keeps the sign of x); sigmoid y (1 - y);
+ * tanh 1 - y^2. */
+void sn_dact_rows_f32(float *c, int64_t ldc, int64_t rows, int64_t cols, const float *y,
+                      const float *mask, int64_t ldy, int act, float act_param)
+{
+    for (int64_t i = 0; i < rows; ++i) {
+        float *ci = c + i * ldc;
+        const float *yi = y + i * ldy;
+        if (mask) {
+            const float *mi = mask + i * ldy;
+            for (int64_t j = 0; j < cols; ++j) ci[j] *= mi[j];
+        }
+        switch (act) {
+        case SN_ACT_RELU:
+            for (int64_t j = 0; j < cols; ++j) ci[j] = yi[j] > 0.0f ? ci[j] : 0.0f;
+            break;
+        case SN_ACT_LEAKY_RELU:
+            for (int64_t j = 0; j < cols; ++j) ci[j] = yi[j] > 0.0f ? ci[j] : act_param * ci[j];
+            break;
+        case SN_ACT_SIGMOID:
+            for (int64_t j = 0; j < cols; ++j) ci[j] *= yi[j] * (1.0f - yi[j]);
+            break;
+        case SN_ACT_TANH:
+            for (int64_t j = 0; j < cols; ++j) ci[j] *= 1.0f - yi[j] * yi[j];
+            break;
+        default:
+            break;
+        }
+    }
 }

@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "scratchnet.h"
+#include "sn_fpmode.h"
 #include "sn_gemm_kernels.h"
 
 #if defined(_MSC_VER)
@@ -25,8 +26,11 @@
 #define SN_THREAD_LOCAL _Thread_local
 #endif
 
-/* Below this many multiply-adds a second thread costs more than it saves. */
-#define SN_GEMM_PARALLEL_MIN_FLOPS (1 << 18)
+/* Below this many multiply-adds a second thread costs more than it saves
+ * (waking it, and each strip packing its own copy of one operand). */
+#ifndef SN_GEMM_PARALLEL_MIN_FLOPS
+#define SN_GEMM_PARALLEL_MIN_FLOPS (1 << 22)
+#endif
 
 /* ---- packing workspace: one per calling thread, grown, never shrunk ---- */
 
@@ -159,9 +163,22 @@ int sn_gemm_naive_f32(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K,
 
 /* The blocked loop nest on one sub-problem, in the calling thread, with that
  * thread's packing buffers. Returns SN_ENOMEM if they cannot grow. */
+static void apply_epilogue(const sn_epilogue *ep, float *c, int64_t ldc, int64_t i0,
+                           int64_t j0, int64_t rows, int64_t cols)
+{
+    if (ep->kind == SN_EPI_BIAS_ACT)
+        sn_act_rows_f32(c, ldc, rows, cols, ep->bias ? ep->bias + j0 : NULL, ep->act,
+                        ep->act_param);
+    else if (ep->kind == SN_EPI_DACT)
+        sn_dact_rows_f32(c, ldc, rows, cols, ep->y + i0 * ep->ldy + j0,
+                         ep->mask ? ep->mask + i0 * ep->ldy + j0 : NULL, ep->ldy, ep->act,
+                         ep->act_param);
+}
+
 static int gemm_blocked(const sn_gemm_kernel_info *ki, int trans_a, int trans_b, int64_t M,
                         int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
-                        const float *B, int64_t ldb, float beta, float *C, int64_t ldc)
+                        const float *B, int64_t ldb, float beta, float *C, int64_t ldc,
+                        const sn_epilogue *ep)
 {
     const int mr = ki->mr, nr = ki->nr;
     const int64_t KC = ki->kc;
@@ -180,6 +197,7 @@ static int gemm_blocked(const sn_gemm_kernel_info *ki, int trans_a, int trans_b,
             const int64_t kc = K - pc < KC ? K - pc : KC;
             /* later kc blocks add to what the first one wrote */
             const float beta_k = pc == 0 ? beta : 1.0f;
+            const int last_k = pc + kc == K && ep != NULL;
             for (int64_t p = 0; p < n_jr; ++p)
                 pack_b_panel(pb, B, ldb, trans_b, pc, jc, kc, nc, nr, p);
             for (int64_t ic = 0; ic < M; ic += MC) {
@@ -196,15 +214,18 @@ static int gemm_blocked(const sn_gemm_kernel_info *ki, int trans_a, int trans_b,
                         const int64_t rows = mc - ir * mr < mr ? mc - ir * mr : mr;
                         if (rows == mr && cols == nr) {
                             ki->kernel(kc, ap, bp, c, ldc, alpha, beta_k);
-                            continue;
+                        } else {
+                            /* edge tile: compute the full tile aside, keep the valid part */
+                            ki->kernel(kc, ap, bp, tile, nr, alpha, 0.0f);
+                            for (int64_t i = 0; i < rows; ++i)
+                                for (int64_t j = 0; j < cols; ++j) {
+                                    const float v = tile[i * nr + j];
+                                    c[i * ldc + j] =
+                                        beta_k == 0.0f ? v : v + beta_k * c[i * ldc + j];
+                                }
                         }
-                        /* edge tile: compute the full tile aside, keep the valid part */
-                        ki->kernel(kc, ap, bp, tile, nr, alpha, 0.0f);
-                        for (int64_t i = 0; i < rows; ++i)
-                            for (int64_t j = 0; j < cols; ++j) {
-                                const float v = tile[i * nr + j];
-                                c[i * ldc + j] = beta_k == 0.0f ? v : v + beta_k * c[i * ldc + j];
-                            }
+                        if (last_k)
+                            apply_epilogue(ep, c, ldc, ic + ir * mr, jc + jr * nr, rows, cols);
                     }
                 }
             }
@@ -217,30 +238,53 @@ int sn_gemm_f32(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float
                 const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
                 float *C, int64_t ldc)
 {
+    return sn_gemm_epi_f32(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc,
+                           NULL);
+}
+
+/* The epilogue's arrays, seen from row i0 and column j0 of C. */
+static sn_epilogue epilogue_at(const sn_epilogue *ep, int64_t i0, int64_t j0)
+{
+    sn_epilogue sub = *ep;
+    if (sub.bias) sub.bias += j0;
+    if (sub.y) sub.y += i0 * sub.ldy + j0;
+    if (sub.mask) sub.mask += i0 * sub.ldy + j0;
+    return sub;
+}
+
+int sn_gemm_epi_f32(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+                    const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
+                    float *C, int64_t ldc, const sn_epilogue *ep)
+{
     int status = check_args(trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc);
     if (status != SN_OK) return status;
     if (M == 0 || N == 0) return SN_OK;
+    if (ep && ep->kind == SN_EPI_NONE) ep = NULL;
     if (K == 0 || alpha == 0.0f) {
         scale_c(C, ldc, M, N, beta);
+        if (ep) apply_epilogue(ep, C, ldc, 0, 0, M, N);
         return SN_OK;
     }
     const sn_gemm_kernel_info *ki = sn_active_gemm_kernel();
     const double flops = (double)M * (double)N * (double)K;
     const int nthreads = flops < SN_GEMM_PARALLEL_MIN_FLOPS ? 1 : sn_get_num_threads();
-    if (nthreads == 1)
-        return gemm_blocked(ki, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    if (nthreads == 1) {
+        const unsigned fp = sn_fp_enter();
+        status = gemm_blocked(ki, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc,
+                              ep);
+        sn_fp_leave(fp);
+        return status;
+    }
 
-    /* Threads: C is cut into column strips (or row strips when it is taller
-     * than wide), each a whole GEMM with its own packing, handed out
-     * dynamically. No barrier inside: a thread the OS descheduled delays only
-     * its own strip while the others take the rest. A strip's arithmetic does
-     * not depend on which thread runs it, so results are identical whatever
-     * the thread count. Each strip repacks the other operand: a copy of
-     * M x K (or K x N) floats per strip, small next to the multiply. */
+    /* Threads: C is cut into one column strip per thread (row strips when C
+     * is taller than wide: then the smaller operand, B, is the one packed
+     * twice), each a whole GEMM with its own packing, with no barrier inside.
+     * A strip's arithmetic does not depend on which thread runs it, so
+     * results are identical whatever the thread count. */
     const int by_rows = M > N;
     const int64_t unit = by_rows ? ki->mr : ki->nr;
     const int64_t units = ((by_rows ? M : N) + unit - 1) / unit;
-    int64_t strips = 4 * (int64_t)nthreads;
+    int64_t strips = nthreads;
     if (strips > units) strips = units;
     const int64_t per_strip = (units + strips - 1) / strips * unit;
     strips = ((by_rows ? M : N) + per_strip - 1) / per_strip;
@@ -254,17 +298,22 @@ int sn_gemm_f32(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float
         const int64_t len = (by_rows ? M : N) - start < per_strip ? (by_rows ? M : N) - start
                                                                   : per_strip;
         int st;
+        const unsigned fp = sn_fp_enter();
+        const sn_epilogue sub = ep ? epilogue_at(ep, by_rows ? start : 0, by_rows ? 0 : start)
+                                   : (sn_epilogue){0};
+        const sn_epilogue *sub_ep = ep ? &sub : NULL;
         if (by_rows) {
             /* rows start.. of op(A) and C */
             const float *As = trans_a ? A + start : A + start * lda;
             st = gemm_blocked(ki, trans_a, trans_b, len, N, K, alpha, As, lda, B, ldb, beta,
-                              C + start * ldc, ldc);
+                              C + start * ldc, ldc, sub_ep);
         } else {
             /* columns start.. of op(B) and C */
             const float *Bs = trans_b ? B + start * ldb : B + start;
             st = gemm_blocked(ki, trans_a, trans_b, M, len, K, alpha, A, lda, Bs, ldb, beta,
-                              C + start, ldc);
+                              C + start, ldc, sub_ep);
         }
+        sn_fp_leave(fp);
         if (st != SN_OK) {
 #ifdef _OPENMP
 #pragma omp atomic write

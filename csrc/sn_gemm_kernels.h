@@ -33,6 +33,37 @@ extern const sn_gemm_kernel_info sn_gemm_kernel_avx2;
 extern const sn_gemm_kernel_info sn_gemm_kernel_avx512;
 #endif
 
+/* What the GEMM does to each finished tile of C while it is still in L1,
+ * instead of another pass over C in memory (offsets are those of C):
+ *   SN_EPI_BIAS_ACT: c = act(c + bias[j])                   (dense forward)
+ *   SN_EPI_DACT:     c = c * act'(y[i, j]) * mask[i, j]     (dense backward:
+ *                    the gradient reaching the layer below, with the
+ *                    derivative of its activation taken from its output y) */
+#define SN_EPI_NONE 0
+#define SN_EPI_BIAS_ACT 1
+#define SN_EPI_DACT 2
+
+typedef struct {
+    int kind;
+    int act;
+    float act_param;
+    const float *bias;   /* SN_EPI_BIAS_ACT: N values, or NULL */
+    const float *y;      /* SN_EPI_DACT: M x N, leading dimension ldy */
+    const float *mask;   /* SN_EPI_DACT: M x N (ldy) or NULL */
+    int64_t ldy;
+} sn_epilogue;
+
+/* C = alpha op(A) op(B) + beta C, then the epilogue (NULL: none) */
+int sn_gemm_epi_f32(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+                    const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
+                    float *C, int64_t ldc, const sn_epilogue *ep);
+
+/* act(v) and act'(y) from the output y, for the SN_ACT_* codes (sn_act.c) */
+void sn_act_rows_f32(float *c, int64_t ldc, int64_t rows, int64_t cols, const float *bias,
+                     int act, float act_param);
+void sn_dact_rows_f32(float *c, int64_t ldc, int64_t rows, int64_t cols, const float *y,
+                      const float *mask, int64_t ldy, int act, float act_param);
+
 /* the kernel of the ISA chosen at run time (sn_runtime.c) */
 const sn_gemm_kernel_info *sn_active_gemm_kernel(void);
 

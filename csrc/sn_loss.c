@@ -115,3 +115,26 @@ void sn_bce_logits_backward_f32(float *dz, const float *z, const float *t, int64
         dz[i] = (s - t[i]) * scale;
     }
 }
+
+int sn_xent_train_f32(double *loss, int64_t *correct, float *dz, const float *z,
+                      const int64_t *labels, int64_t M, int64_t N, float scale)
+{
+    if (M <= 0 || N <= 0) return SN_EINVAL;
+    for (int64_t i = 0; i < M; ++i)
+        if (labels[i] < 0 || labels[i] >= N) return SN_EINVAL;
+    double total = 0.0;
+    int64_t right = 0;
+    for (int64_t i = 0; i < M; ++i) {
+        const float *zi = z + i * N;
+        float *di = dz + i * N;
+        int64_t best = 0;
+        for (int64_t j = 1; j < N; ++j) best = zi[j] > zi[best] ? j : best;
+        right += best == labels[i];
+        total += softmax_row(di, zi, N) - zi[labels[i]];
+        for (int64_t j = 0; j < N; ++j) di[j] *= scale;
+        di[labels[i]] -= scale;
+    }
+    *loss = total;
+    *correct = right;
+    return isfinite(total) ? SN_OK : SN_ENONFINITE;
+}

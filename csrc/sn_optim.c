@@ -2,12 +2,15 @@
  * torch.optim's documented algorithms (shared/REFERENCE.md). The gradient
  * buffer is read, never written: weight decay is added to a local copy. */
 #include <math.h>
+#include <stddef.h>
 
 #include "scratchnet.h"
+#include "sn_fpmode.h"
 
 void sn_sgd_step_f32(float *p, float *buf, const float *g, int64_t n, float lr, float momentum,
                      float dampening, int nesterov, float weight_decay, int first_step)
 {
+    const unsigned fp = sn_fp_enter();
     for (int64_t i = 0; i < n; ++i) {
         float d = g[i] + weight_decay * p[i];
         if (momentum != 0.0f) {
@@ -17,22 +20,26 @@ void sn_sgd_step_f32(float *p, float *buf, const float *g, int64_t n, float lr, 
         }
         p[i] -= lr * d;
     }
+    sn_fp_leave(fp);
 }
 
 void sn_adagrad_step_f32(float *p, float *sum, const float *g, int64_t n, float clr, float eps,
                          float weight_decay)
 {
+    const unsigned fp = sn_fp_enter();
     for (int64_t i = 0; i < n; ++i) {
         const float d = g[i] + weight_decay * p[i];
         sum[i] += d * d;
         p[i] -= clr * d / (sqrtf(sum[i]) + eps);
     }
+    sn_fp_leave(fp);
 }
 
 void sn_rmsprop_step_f32(float *p, float *v, float *avg, float *buf, const float *g, int64_t n,
                          float lr, float alpha, float eps, float weight_decay, float momentum,
                          int centered)
 {
+    const unsigned fp = sn_fp_enter();
     for (int64_t i = 0; i < n; ++i) {
         const float d = g[i] + weight_decay * p[i];
         v[i] = alpha * v[i] + (1.0f - alpha) * d * d;
@@ -49,6 +56,7 @@ void sn_rmsprop_step_f32(float *p, float *v, float *avg, float *buf, const float
             p[i] -= lr * d / denom;
         }
     }
+    sn_fp_leave(fp);
 }
 
 void sn_adam_step_f32(float *p, float *m, float *v, const float *g, int64_t n, float lr,
@@ -62,6 +70,7 @@ void sn_adam_step_f32(float *p, float *m, float *v, const float *g, int64_t n, f
     const float inv_sqrt_bc2 = (float)(1.0 / sqrt(bc2));
     const float decay = decoupled ? 1.0f - lr * weight_decay : 1.0f;
     const float wd = decoupled ? 0.0f : weight_decay;
+    const unsigned fp = sn_fp_enter();
     for (int64_t i = 0; i < n; ++i) {
         p[i] *= decay;
         const float d = g[i] + wd * p[i];
@@ -69,4 +78,64 @@ void sn_adam_step_f32(float *p, float *m, float *v, const float *g, int64_t n, f
         v[i] = beta2 * v[i] + (1.0f - beta2) * d * d;
         p[i] -= step_size * m[i] / (sqrtf(v[i]) * inv_sqrt_bc2 + eps);
     }
+    sn_fp_leave(fp);
+}
+
+/* ---- one step over many parameters ---- */
+
+/* Elements per chunk a thread takes: large enough that the thread start-up
+ * is paid back, small enough to split a 100k-weight layer. */
+#define SN_OPTIM_CHUNK 16384
+
+static void step_chunk(const sn_optim_cfg *c, const sn_param *q, int64_t lo, int64_t hi,
+                       float lr, int first)
+{
+    float *p = q->p + lo, *s0 = q->state[0], *s1 = q->state[1], *s2 = q->state[2];
+    const float *g = q->g + lo;
+    const int64_t n = hi - lo;
+    s0 = s0 ? s0 + lo : NULL;
+    s1 = s1 ? s1 + lo : NULL;
+    s2 = s2 ? s2 + lo : NULL;
+    switch (c->kind) {
+    case SN_OPT_SGD:
+        sn_sgd_step_f32(p, s0, g, n, lr, c->momentum, c->dampening, c->nesterov,
+                        c->weight_decay, first);
+        break;
+    case SN_OPT_ADAGRAD:
+        sn_adagrad_step_f32(p, s0, g, n, lr / (1.0f + (float)c->step * c->lr_decay), c->eps,
+                            c->weight_decay);
+        break;
+    case SN_OPT_RMSPROP:
+        sn_rmsprop_step_f32(p, s0, s1, s2, g, n, lr, c->alpha, c->eps, c->weight_decay,
+                            c->momentum, c->centered);
+        break;
+    default: /* Adam, AdamW */
+        sn_adam_step_f32(p, s0, s1, g, n, lr, c->beta1, c->beta2, c->eps, c->weight_decay,
+                         c->step + 1, c->kind == SN_OPT_ADAMW);
+        break;
+    }
+}
+
+int sn_optim_step_all(sn_optim_cfg *cfg, const sn_param *params, int n_params)
+{
+    if (cfg->kind < SN_OPT_SGD || cfg->kind > SN_OPT_ADAMW) return SN_EINVAL;
+    const float lr = cfg->lr / (1.0f + cfg->decay * (float)cfg->iterations);
+    const int first = cfg->step == 0;
+    for (int k = 0; k < n_params; ++k) {
+        const sn_param *q = &params[k];
+        const int64_t chunks = (q->n + SN_OPTIM_CHUNK - 1) / SN_OPTIM_CHUNK;
+        const int nthreads = chunks > 1 ? sn_get_num_threads() : 1;
+        (void)nthreads;
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) num_threads(nthreads) if (nthreads > 1)
+#endif
+        for (int64_t ch = 0; ch < chunks; ++ch) {
+            const int64_t lo = ch * SN_OPTIM_CHUNK;
+            const int64_t hi = lo + SN_OPTIM_CHUNK < q->n ? lo + SN_OPTIM_CHUNK : q->n;
+            step_chunk(cfg, q, lo, hi, lr, first);
+        }
+    }
+    cfg->iterations += 1;
+    cfg->step += 1;
+    return SN_OK;
 }

@@ -77,3 +77,69 @@ cdef extern from "scratchnet.h" nogil:
                           int64_t step, int decoupled)
 
     int sn_all_finite_f32(const float *x, int64_t n)
+
+    int SN_ACT_NONE
+    int SN_ACT_RELU
+    int SN_ACT_LEAKY_RELU
+    int SN_ACT_SIGMOID
+    int SN_ACT_TANH
+    int SN_OPT_SGD
+    int SN_OPT_ADAGRAD
+    int SN_OPT_RMSPROP
+    int SN_OPT_ADAM
+    int SN_OPT_ADAMW
+
+    int sn_dense_forward_f32(float *y, const float *x, const float *W, const float *b,
+                             int64_t M, int64_t K, int64_t N, int act, float act_param)
+    int sn_dense_backward_f32(float *dW, float *db, float *dz_below, const float *dz,
+                              const float *x_in, const float *W, const float *x,
+                              const float *mask, int64_t M, int64_t K, int64_t N,
+                              int act_below, float act_param, float beta)
+    int sn_xent_train_f32(double *loss, int64_t *correct, float *dz, const float *z,
+                          const int64_t *labels, int64_t M, int64_t N, float scale)
+
+    ctypedef struct sn_optim_cfg:
+        int kind
+        float lr, decay, weight_decay, momentum, dampening
+        int nesterov
+        float alpha
+        int centered
+        float beta1, beta2, eps, lr_decay
+        int64_t iterations, step
+
+    ctypedef struct sn_param:
+        float *p
+        const float *g
+        float *state[3]
+        int64_t n
+
+    int sn_optim_step_all(sn_optim_cfg *cfg, const sn_param *params, int n_params)
+
+    ctypedef struct sn_mlp_layer:
+        int64_t in_ "in"
+        int64_t out
+        float *W
+        float *b
+        float *dW
+        float *db
+        int act
+        float act_param
+        float dropout
+        float *y
+        float *y_drop
+        float *mask
+        float *dz
+
+    ctypedef struct sn_mlp:
+        int n_layers
+        sn_mlp_layer *layers
+        int64_t max_batch
+        float *xb
+        int64_t *yb
+        sn_param *params
+
+    int sn_mlp_train_f32(const sn_mlp *net, sn_optim_cfg *opt, const float *X,
+                         const int64_t *labels, int64_t n_classes, const int64_t *order,
+                         int64_t n, int64_t batch_size, uint64_t seed, double *loss_sum,
+                         int64_t *correct)
+    int sn_mlp_forward_f32(const sn_mlp *net, float *out, const float *X, int64_t M)

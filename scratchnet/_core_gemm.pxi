@@ -87,3 +87,34 @@ def bias_grad(dy, db, float beta=0.0):
     with nogil:
         sn_bias_grad_f32(&dbv[0], pdy, N, M, N, beta)
     return db
+
+
+def dense_forward(x, W, b, out, str act="none", float act_param=0.0):
+    """out = act(x @ W + b), bias and activation applied as the GEMM writes
+    each tile; act is a name of ACTIVATIONS; returns out."""
+    _array(x, "dense_forward", "x", np.float32, False)
+    _array(W, "dense_forward", "W", np.float32, False)
+    _array(b, "dense_forward", "b", np.float32, False)
+    _array(out, "dense_forward", "out", np.float32, True)
+    if act not in ACTIVATIONS:
+        raise ValueError(f"dense_forward: unknown activation {act!r}")
+    if x.ndim != 2 or W.ndim != 2 or x.shape[1] != W.shape[0] or b.shape != (W.shape[1],) \
+            or out.shape != (x.shape[0], W.shape[1]):
+        raise ValueError(f"dense_forward: shapes x {x.shape}, W {W.shape}, b {b.shape}, "
+                         f"out {out.shape} do not fit y = x @ W + b")
+    _no_overlap("dense_forward", out, (x, W, b))
+    cdef int64_t M = x.shape[0], K = x.shape[1], N = W.shape[1]
+    if M == 0 or N == 0:
+        return out
+    cdef const float[::1] xv = x.reshape(-1)
+    cdef const float[::1] wv = W.reshape(-1)
+    cdef const float[::1] bv = b
+    cdef float[::1] ov = out.reshape(-1)
+    cdef int code = ACTIVATIONS[act]
+    cdef int status
+    with nogil:
+        status = sn_dense_forward_f32(&ov[0], &xv[0] if K > 0 else NULL,
+                                      &wv[0] if K > 0 else NULL, &bv[0], M, K, N, code,
+                                      act_param)
+    _check(status, "dense_forward")
+    return out

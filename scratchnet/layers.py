@@ -56,8 +56,7 @@ class Dense(Module):
                              f"shape (batch, {self.in_features}), got {x.shape}")
         self._x = x
         y = self._buffer("y", (x.shape[0], self.out_features))
-        _core.gemm(x, self.weight.data, y)
-        return _core.bias_add(y, self.bias.data)
+        return _core.dense_forward(x, self.weight.data, self.bias.data, y)
 
     def backward(self, dy, input_grad=True):
         """Sets weight.grad and bias.grad; returns dx, or None when input_grad

@@ -5,7 +5,7 @@ import time
 
 import numpy as np
 
-from . import _core
+from . import _core, _fused
 from ._validate import as_features, as_labels, positive_int
 from .layers import LAYERS, Dense
 from .losses import LOSSES, CrossEntropy, Loss
@@ -84,12 +84,25 @@ class Sequential(Module):
     def _batched_forward(self, X, batch_size=_PREDICT_BATCH):
         """Logits for all of X in one array, forward in chunks."""
         X = self._inputs(X)
+        specs = _fused.layer_specs(self.layers)
+        if specs is not None:
+            return self._fused_forward(specs, X, batch_size)
         out = None
         for start in range(0, X.shape[0], batch_size):
             y = self.forward(X[start:start + batch_size], training=False)
             if out is None:
                 out = np.empty((X.shape[0],) + y.shape[1:], dtype=np.float32)
             out[start:start + y.shape[0]] = y
+        return out
+
+    def _fused_forward(self, specs, X, batch_size):
+        rows = min(X.shape[0], batch_size)
+        plan = getattr(self, "_inference", None)
+        if plan is None or not plan.valid_for(specs, rows):
+            plan = self._inference = _fused.Inference(specs, rows)
+        out = np.empty((X.shape[0], specs[-1][0].out_features), dtype=np.float32)
+        for start in range(0, X.shape[0], batch_size):
+            plan.mlp.forward(X[start:start + batch_size], out[start:start + batch_size])
         return out
 
     def predict_logits(self, X):
@@ -154,6 +167,7 @@ class Sequential(Module):
         if validation is not None:
             history.update(val_loss=[], val_accuracy=[])
         n = X.shape[0]
+        fast = _fused.trainer(self, optimizer, loss, y, min(batch_size, n))
         xb_buf = np.empty((min(batch_size, n), X.shape[1]), dtype=np.float32)
         for epoch in range(1, epochs + 1):
             start_time = time.perf_counter()
@@ -161,7 +175,10 @@ class Sequential(Module):
             order = rng.permutation(n) if shuffle else np.arange(n)
             total, right, decisions = 0.0, 0, 0
             bar = _progress(n, epoch, epochs, verbose)
-            for start in range(0, n, batch_size):
+            if fast is not None:
+                total, right = self._fast_epoch(fast, X, y, order, batch_size, bar)
+                decisions = n
+            for start in range(0 if fast is None else n, n, batch_size):
                 idx = order[start:start + batch_size]
                 xb = np.take(X, idx, axis=0, out=xb_buf[:len(idx)])
                 yb = y[idx]
@@ -196,6 +213,23 @@ class Sequential(Module):
             if callback is not None:
                 callback(epoch, {k: v[-1] for k, v in history.items()})
         return history
+
+    def _fast_epoch(self, fast, X, y, order, batch_size, bar):
+        """One epoch through the C trainer, in about 20 runs of batches so the
+        progress bar moves; returns (summed loss, correct)."""
+        n_batches = -(-X.shape[0] // batch_size)
+        per_run = max(1, -(-n_batches // 20)) * batch_size
+        total, right = 0.0, 0
+        for start in range(0, X.shape[0], per_run):
+            idx = order[start:start + per_run]
+            run_loss, run_right = fast.run(X, y, idx, batch_size)
+            total, right = total + run_loss, right + run_right
+            if bar is not None:
+                seen = start + len(idx)
+                bar.set_postfix({"loss": f"{total / seen:.4f}", "acc": f"{right / seen:.4f}"},
+                                refresh=False)
+                bar.update(len(idx))
+        return total, right
 
     # ---- files ----
 

@@ -1,0 +1,97 @@
+/* A multi-layer perceptron trained batch after batch without leaving C:
+ * gather the batch, forward through fused dense layers, softmax
+ * cross-entropy, backward with the activation derivative folded into each
+ * input-gradient GEMM, one optimizer step. The caller (NumPy) owns every
+ * buffer; nothing is allocated here. */
+#include <stddef.h>
+#include <string.h>
+
+#include "scratchnet.h"
+#include "sn_fpmode.h"
+
+/* The input layer l saw: the batch x0, or the layer below's output (after
+ * its dropout, if any). */
+static const float *layer_input(const sn_mlp *net, const float *x0, int l, int training)
+{
+    if (l == 0) return x0;
+    const sn_mlp_layer *below = &net->layers[l - 1];
+    return training && below->dropout > 0.0f ? below->y_drop : below->y;
+}
+
+static int forward(const sn_mlp *net, const float *x0, int64_t M, int training, uint64_t seed)
+{
+    for (int l = 0; l < net->n_layers; ++l) {
+        const sn_mlp_layer *L = &net->layers[l];
+        int status = sn_dense_forward_f32(L->y, layer_input(net, x0, l, training), L->W, L->b, M,
+                                          L->in, L->out, L->act, L->act_param);
+        if (status != SN_OK) return status;
+        if (training && L->dropout > 0.0f) {
+            status = sn_dropout_forward_f32(L->y_drop, L->mask, L->y, M * L->out, L->dropout,
+                                            seed * 1000003u + (uint64_t)l);
+            if (status != SN_OK) return status;
+        }
+    }
+    return SN_OK;
+}
+
+static int backward(const sn_mlp *net, int64_t M)
+{
+    for (int l = net->n_layers - 1; l >= 0; --l) {
+        const sn_mlp_layer *L = &net->layers[l];
+        const sn_mlp_layer *below = l > 0 ? &net->layers[l - 1] : NULL;
+        int status = sn_dense_backward_f32(
+            L->dW, L->db, below ? below->dz : NULL, L->dz, layer_input(net, net->xb, l, 1), L->W,
+            below ? below->y : NULL, below && below->dropout > 0.0f ? below->mask : NULL, M,
+            L->in, L->out, below ? below->act : SN_ACT_NONE, below ? below->act_param : 0.0f,
+            0.0f);
+        if (status != SN_OK) return status;
+    }
+    return SN_OK;
+}
+
+int sn_mlp_train_f32(const sn_mlp *net, sn_optim_cfg *opt, const float *X,
+                     const int64_t *labels, int64_t n_classes, const int64_t *order, int64_t n,
+                     int64_t batch_size, uint64_t seed, double *loss_sum, int64_t *correct)
+{
+    if (net->n_layers < 1 || batch_size < 1 || batch_size > net->max_batch ||
+        net->layers[net->n_layers - 1].out != n_classes)
+        return SN_EINVAL;
+    const int64_t in = net->layers[0].in;
+    const sn_mlp_layer *last = &net->layers[net->n_layers - 1];
+    const unsigned fp = sn_fp_enter();
+    int status = SN_OK;
+    for (int64_t start = 0, batch = 0; start < n && status == SN_OK;
+         start += batch_size, ++batch) {
+        const int64_t M = n - start < batch_size ? n - start : batch_size;
+        for (int64_t i = 0; i < M; ++i) {
+            const int64_t row = order[start + i];
+            memcpy(net->xb + i * in, X + row * in, (size_t)in * sizeof(float));
+            net->yb[i] = labels[row];
+        }
+        status = forward(net, net->xb, M, 1, seed + (uint64_t)batch);
+        if (status != SN_OK) break;
+        double batch_loss;
+        int64_t batch_correct;
+        status = sn_xent_train_f32(&batch_loss, &batch_correct, last->dz, last->y, net->yb, M,
+                                   n_classes, 1.0f / (float)M);
+        if (status != SN_OK) break;
+        *loss_sum += batch_loss;
+        *correct += batch_correct;
+        status = backward(net, M);
+        if (status != SN_OK) break;
+        status = sn_optim_step_all(opt, net->params, 2 * net->n_layers);
+    }
+    sn_fp_leave(fp);
+    return status;
+}
+
+int sn_mlp_forward_f32(const sn_mlp *net, float *out, const float *X, int64_t M)
+{
+    if (net->n_layers < 1 || M < 1 || M > net->max_batch) return SN_EINVAL;
+    const unsigned fp = sn_fp_enter();
+    int status = forward(net, X, M, 0, 0);
+    const sn_mlp_layer *last = &net->layers[net->n_layers - 1];
+    if (status == SN_OK) memcpy(out, last->y, (size_t)(M * last->out) * sizeof(float));
+    sn_fp_leave(fp);
+    return status;
+}

@@ -1,0 +1,179 @@
+# A whole MLP as one C object: Sequential.fit hands it runs of batches and
+# predict hands it inputs, one C call each. It points into the parameter,
+# gradient and optimizer-state arrays it was built from and keeps them alive.
+
+from libc.stdlib cimport calloc, free
+
+ACTIVATIONS = {"none": SN_ACT_NONE, "relu": SN_ACT_RELU, "leaky_relu": SN_ACT_LEAKY_RELU,
+               "sigmoid": SN_ACT_SIGMOID, "tanh": SN_ACT_TANH}
+OPTIMIZER_KINDS = {"sgd": SN_OPT_SGD, "adagrad": SN_OPT_ADAGRAD, "rmsprop": SN_OPT_RMSPROP,
+                   "adam": SN_OPT_ADAM, "adamw": SN_OPT_ADAMW}
+
+
+cdef float *_fptr(a, str name, Py_ssize_t n) except? NULL:
+    """Pointer to a C-contiguous float32 array of n elements (None -> NULL)."""
+    if a is None:
+        return NULL
+    cdef float[::1] v = _flat(a, "MLP", name, True)
+    _same_size("MLP", n, v.shape[0], name)
+    return &v[0]
+
+
+cdef class MLP:
+    """layers: a list of (W, b, dW, db, activation, act_param, dropout) with
+    W of shape (in, out); max_batch: the most rows one batch may have."""
+    cdef sn_mlp net
+    cdef sn_optim_cfg opt
+    cdef list keep          # every array the C struct points into
+    cdef readonly int64_t max_batch
+    cdef readonly tuple sizes
+
+    def __cinit__(self):
+        self.net.layers = NULL
+        self.net.params = NULL
+
+    def __init__(self, list layers, int64_t max_batch):
+        if not layers or max_batch < 1:
+            raise ValueError("MLP: needs at least one layer and max_batch >= 1")
+        cdef sn_mlp_layer *L
+        cdef int64_t fan_in, fan_out
+        self.keep = []
+        self.max_batch = max_batch
+        n = len(layers)
+        self.net.layers = <sn_mlp_layer *>calloc(n, sizeof(sn_mlp_layer))
+        self.net.params = <sn_param *>calloc(2 * n, sizeof(sn_param))
+        if self.net.layers == NULL or self.net.params == NULL:
+            raise MemoryError("MLP: out of memory")
+        self.net.n_layers = n
+        self.net.max_batch = max_batch
+        sizes = []
+        for i, (W, b, dW, db, act, act_param, dropout) in enumerate(layers):
+            _array(W, "MLP", "W", np.float32, True)
+            if W.ndim != 2:
+                raise ValueError(f"MLP: layer {i} weight must be 2-D, got {W.shape}")
+            fan_in, fan_out = W.shape
+            if sizes and sizes[len(sizes) - 1] != fan_in:
+                raise ValueError(f"MLP: layer {i} takes {fan_in} features, the layer before "
+                                 f"gives {sizes[len(sizes) - 1]}")
+            if act not in ACTIVATIONS:
+                raise ValueError(f"MLP: unknown activation {act!r}")
+            if not (0.0 <= dropout < 1.0) or act_param < 0:
+                raise ValueError(f"MLP: layer {i}: bad dropout {dropout} or slope {act_param}")
+            if i == 0:
+                sizes.append(fan_in)
+            sizes.append(fan_out)
+            ws = {key: np.zeros((max_batch, fan_out), np.float32)
+                  for key in (("y", "dz", "y_drop", "mask") if dropout > 0 else ("y", "dz"))}
+            self.keep += [W, b, dW, db, *ws.values()]
+            L = &self.net.layers[i]
+            L.in_, L.out = fan_in, fan_out
+            L.W = _fptr(W, "W", fan_in * fan_out)
+            L.b = _fptr(b, "b", fan_out)
+            L.dW = _fptr(dW, "dW", fan_in * fan_out)
+            L.db = _fptr(db, "db", fan_out)
+            L.act, L.act_param, L.dropout = ACTIVATIONS[act], act_param, dropout
+            L.y = _fptr(ws["y"], "y", max_batch * fan_out)
+            L.dz = _fptr(ws["dz"], "dz", max_batch * fan_out)
+            L.y_drop = _fptr(ws.get("y_drop"), "y_drop", max_batch * fan_out)
+            L.mask = _fptr(ws.get("mask"), "mask", max_batch * fan_out)
+            for k, (p, g, size) in enumerate(((W, dW, fan_in * fan_out), (b, db, fan_out))):
+                self.net.params[2 * i + k].p = _fptr(p, "param", size)
+                self.net.params[2 * i + k].g = _fptr(g, "grad", size)
+                self.net.params[2 * i + k].n = size
+        xb = np.zeros((max_batch, sizes[0]), np.float32)
+        yb = np.zeros(max_batch, np.int64)
+        self.keep += [xb, yb]
+        self.net.xb = _fptr(xb, "xb", max_batch * sizes[0])
+        cdef int64_t[::1] ybv = yb
+        self.net.yb = &ybv[0]
+        self.sizes = tuple(sizes)
+        self.opt.kind = -1
+
+    def __dealloc__(self):
+        free(self.net.layers)
+        free(self.net.params)
+
+    def set_optimizer(self, str kind, dict hyper, list states, int64_t iterations,
+                      int64_t step):
+        """hyper: the group's hyper-parameters; states: per parameter (W0, b0,
+        W1, ...) a list of up to 3 state arrays (or None)."""
+        if kind not in OPTIMIZER_KINDS:
+            raise ValueError(f"MLP: unknown optimizer {kind!r}")
+        if len(states) != 2 * self.net.n_layers:
+            raise ValueError("MLP: one state list per parameter expected")
+        self.opt.kind = OPTIMIZER_KINDS[kind]
+        self.opt.lr = hyper["lr"]
+        self.opt.decay = hyper.get("decay", 0.0)
+        self.opt.weight_decay = hyper.get("weight_decay", 0.0)
+        self.opt.momentum = hyper.get("momentum", 0.0)
+        self.opt.dampening = hyper.get("dampening", 0.0)
+        self.opt.nesterov = hyper.get("nesterov", False)
+        self.opt.alpha = hyper.get("alpha", 0.99)
+        self.opt.centered = hyper.get("centered", False)
+        self.opt.beta1, self.opt.beta2 = hyper.get("betas", (0.9, 0.999))
+        self.opt.eps = hyper.get("eps", 1e-8)
+        self.opt.lr_decay = hyper.get("lr_decay", 0.0)
+        self.opt.iterations, self.opt.step = iterations, step
+        for k, arrays in enumerate(states):
+            for j in range(3):
+                a = arrays[j] if j < len(arrays) else None
+                self.net.params[k].state[j] = _fptr(a, "optimizer state", self.net.params[k].n)
+                if a is not None:
+                    self.keep.append(a)
+
+    @property
+    def iterations(self):
+        return self.opt.iterations
+
+    @property
+    def step(self):
+        return self.opt.step
+
+    def train(self, X, labels, order, int64_t batch_size, uint64_t seed):
+        """Train on X[order] in batches; returns (summed loss, correct count)."""
+        if self.opt.kind < 0:
+            raise RuntimeError("MLP.train: set_optimizer first")
+        _array(X, "MLP.train", "X", np.float32, False)
+        _array(labels, "MLP.train", "labels", np.int64, False)
+        _array(order, "MLP.train", "order", np.int64, False)
+        n_classes = self.sizes[len(self.sizes) - 1]
+        if X.ndim != 2 or X.shape[1] != self.sizes[0] or labels.shape != (X.shape[0],):
+            raise ValueError(f"MLP.train: X {X.shape} and labels {labels.shape} do not fit "
+                             f"a network of sizes {self.sizes}")
+        if not 1 <= batch_size <= self.max_batch:
+            raise ValueError(f"MLP.train: batch_size must be in [1, {self.max_batch}]")
+        if order.size == 0:
+            return 0.0, 0
+        if order.min() < 0 or order.max() >= X.shape[0]:
+            raise ValueError("MLP.train: order holds indices outside X")
+        if labels.size and (labels.min() < 0 or labels.max() >= n_classes):
+            raise ValueError(f"MLP.train: labels must be in [0, {n_classes})")
+        cdef const float[:, ::1] xv = X
+        cdef const int64_t[::1] lv = labels
+        cdef const int64_t[::1] ov = order
+        cdef double loss_sum = 0.0
+        cdef int64_t correct = 0, n = order.shape[0], ncls = n_classes
+        cdef int status
+        with nogil:
+            status = sn_mlp_train_f32(&self.net, &self.opt, &xv[0, 0], &lv[0], ncls, &ov[0],
+                                      n, batch_size, seed, &loss_sum, &correct)
+        _check(status, "training step")
+        return loss_sum, correct
+
+    def forward(self, X, out):
+        """out = the network's output for X (inference: no dropout)."""
+        _array(X, "MLP.forward", "X", np.float32, False)
+        _array(out, "MLP.forward", "out", np.float32, True)
+        if X.ndim != 2 or X.shape[1] != self.sizes[0] or not 1 <= X.shape[0] <= self.max_batch:
+            raise ValueError(f"MLP.forward: X of shape {X.shape} for sizes {self.sizes} "
+                             f"and at most {self.max_batch} rows")
+        if out.shape != (X.shape[0], self.sizes[len(self.sizes) - 1]):
+            raise ValueError(f"MLP.forward: out has shape {out.shape}")
+        cdef const float[:, ::1] xv = X
+        cdef float[:, ::1] ov = out
+        cdef int64_t M = X.shape[0]
+        cdef int status
+        with nogil:
+            status = sn_mlp_forward_f32(&self.net, &ov[0, 0], &xv[0, 0], M)
+        _check(status, "MLP.forward")
+        return out

@@ -1,0 +1,155 @@
+"""The fast path: a Sequential of dense layers and element-wise activations
+(and dropout) becomes one C object, scratchnet._core.MLP, that trains whole
+runs of batches and runs inference in one call each. Sequential uses it
+whenever the model, loss and optimizer are ones it covers, and falls back to
+the layer-by-layer path otherwise; both compute the same thing."""
+import numpy as np
+
+from . import _core
+from .layers import Dense, Dropout, LeakyReLU, ReLU, Sigmoid, Tanh
+from .losses import CrossEntropy
+from .optimizers import SGD, AdaGrad, Adam, AdamW, RMSProp
+
+_ACTIVATION_NAMES = {ReLU: "relu", LeakyReLU: "leaky_relu", Sigmoid: "sigmoid", Tanh: "tanh"}
+_OPTIMIZER_NAMES = {SGD: "sgd", AdaGrad: "adagrad", RMSProp: "rmsprop", Adam: "adam",
+                    AdamW: "adamw"}
+
+
+def layer_specs(layers):
+    """[(dense, activation name, slope, dropout p)] for Dense [activation]
+    [Dropout] groups ending in a bare Dense, or None if the model has any
+    other shape."""
+    specs, i = [], 0
+    while i < len(layers):
+        dense = layers[i]
+        if type(dense) is not Dense:
+            return None
+        i += 1
+        act, slope, p = "none", 0.0, 0.0
+        if i < len(layers) and type(layers[i]) in _ACTIVATION_NAMES:
+            act = _ACTIVATION_NAMES[type(layers[i])]
+            if act == "leaky_relu":
+                slope = layers[i].negative_slope
+                if slope < 0:
+                    return None
+            i += 1
+        if i < len(layers) and type(layers[i]) is Dropout:
+            p = layers[i].p
+            i += 1
+        specs.append((dense, act, slope, p))
+    if not specs or specs[-1][1] != "none" or specs[-1][3] != 0.0:
+        return None  # the last layer must give raw logits
+    return specs
+
+
+def build(specs, max_batch, dropout=True):
+    return _core.MLP([(d.weight.data, d.bias.data, d.weight.grad, d.bias.grad, act, slope,
+                       p if dropout else 0.0) for d, act, slope, p in specs], max_batch)
+
+
+def _steps_taken(optimizer, params):
+    """The steps the parameters have taken, if they all took the same number
+    (the C step keeps one count for all), else None. SGD counts only whether
+    a first step happened: its momentum buffer exists."""
+    kind = _OPTIMIZER_NAMES[type(optimizer)]
+    steps = set()
+    for p in params:
+        state = optimizer.state.get(p, {})
+        if kind == "sgd":
+            steps.add(1 if "momentum_buffer" in state else 0)
+        elif kind == "rmsprop":
+            steps.add(0)
+        else:
+            steps.add(state.get("step", 0))
+    return steps.pop() if len(steps) == 1 else None
+
+
+def _optimizer_state(optimizer, params):
+    """The state arrays of each parameter, created as the Python step would."""
+    group = optimizer.param_groups[0]
+    kind = _OPTIMIZER_NAMES[type(optimizer)]
+    states = []
+    for p in params:
+        state = optimizer.state.setdefault(p, {})
+        if kind == "sgd":
+            arrays = [optimizer._zeros(state, "momentum_buffer", p)] \
+                if group["momentum"] != 0 else []
+        elif kind == "adagrad":
+            if "sum" not in state:
+                state["sum"] = np.full_like(p.data, group["initial_accumulator_value"])
+                state["step"] = 0
+            arrays = [state["sum"]]
+        elif kind == "rmsprop":
+            arrays = [optimizer._zeros(state, "square_avg", p),
+                      optimizer._zeros(state, "grad_avg", p) if group["centered"] else None,
+                      optimizer._zeros(state, "momentum_buffer", p)
+                      if group["momentum"] > 0 else None]
+        else:
+            arrays = [optimizer._zeros(state, "exp_avg", p),
+                      optimizer._zeros(state, "exp_avg_sq", p)]
+        states.append(arrays)
+    return states
+
+
+class Trainer:
+    """Trains a Sequential through one _core.MLP; made by trainer() below."""
+
+    def __init__(self, model, specs, optimizer, batch_size):
+        self.model, self.optimizer = model, optimizer
+        self.params = [p for d, *_ in specs for p in (d.weight, d.bias)]
+        self.kind = _OPTIMIZER_NAMES[type(optimizer)]
+        self.mlp = build(specs, batch_size)
+        # dropout masks come from the Dropout layers' own streams (fit reseeds
+        # them), so the shuffling stream is the same as on the slow path
+        dropouts = [layer for layer in model.layers if isinstance(layer, Dropout)]
+        self.rng = dropouts[0]._rng if dropouts else None
+
+    def run(self, X, y, order, batch_size):
+        """Train on X[order]; returns (summed loss, correct)."""
+        step = _steps_taken(self.optimizer, self.params)
+        if step is None:
+            raise RuntimeError("optimizer state went out of step")
+        arrays = _optimizer_state(self.optimizer, self.params)
+        group = self.optimizer.param_groups[0]
+        self.mlp.set_optimizer(self.kind, group, arrays, self.optimizer.iterations, step)
+        seed = int(self.rng.integers(2**63)) if self.rng is not None else 0
+        result = self.mlp.train(X, y, order, batch_size, seed)
+        self.optimizer.iterations = self.mlp.iterations
+        if self.kind in ("adagrad", "adam", "adamw"):
+            for p in self.params:
+                self.optimizer.state[p]["step"] = self.mlp.step
+        return result
+
+
+def trainer(model, optimizer, loss, y, batch_size):
+    """A Trainer when the fast path covers this model, loss and optimizer,
+    else None."""
+    if type(loss) is not CrossEntropy or y.ndim != 1:
+        return None
+    if type(optimizer) not in _OPTIMIZER_NAMES or len(optimizer.param_groups) != 1:
+        return None
+    specs = layer_specs(model.layers)
+    if specs is None:
+        return None
+    params = [p for d, *_ in specs for p in (d.weight, d.bias)]
+    group_params = optimizer.param_groups[0]["params"]
+    if len(group_params) != len(params) or any(a is not b for a, b in zip(group_params, params)):
+        return None
+    if _steps_taken(optimizer, params) is None:
+        return None
+    return Trainer(model, specs, optimizer, batch_size)
+
+
+class Inference:
+    """Forward passes of a Sequential through one _core.MLP, rebuilt when a
+    parameter array has been replaced."""
+
+    def __init__(self, specs, max_batch):
+        self.arrays = [a for d, *_ in specs for a in (d.weight.data, d.bias.data)]
+        self.mlp = build(specs, max_batch, dropout=False)
+        self.max_batch = max_batch
+
+    def valid_for(self, specs, rows):
+        arrays = [a for d, *_ in specs for a in (d.weight.data, d.bias.data)]
+        return rows <= self.max_batch and len(arrays) == len(self.arrays) and all(
+            a is b for a, b in zip(arrays, self.arrays))

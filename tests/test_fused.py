@@ -1,0 +1,223 @@
+"""The fast path (scratchnet._fused, _core.MLP and the fused dense kernels)
+against the layer-by-layer path and float64 references."""
+import numpy as np
+import pytest
+
+import scratchnet as sn
+from scratchnet import _core, _fused
+
+from reference import cross_entropy, layer_forward
+
+ACTS = {"none": None, "relu": sn.ReLU, "leaky_relu": lambda: sn.LeakyReLU(0.1),
+        "sigmoid": sn.Sigmoid, "tanh": sn.Tanh}
+
+
+def data(n=300, features=20, classes=5, seed=0):
+    rng = np.random.default_rng(seed)
+    centers = rng.standard_normal((classes, features)) * 2
+    y = rng.integers(0, classes, n)
+    return (centers[y] + rng.standard_normal((n, features))).astype(np.float32), y
+
+
+def build(act="relu", seed=0, dropout=0.0, hidden=(16, 12)):
+    layers, f = [], 20
+    for i, h in enumerate(hidden):
+        layers.append(sn.Dense(f, h, seed=seed + i))
+        if ACTS[act] is not None:
+            layers.append(ACTS[act]())
+        if dropout:
+            layers.append(sn.Dropout(dropout))
+        f = h
+    return sn.Sequential(*layers, sn.Dense(f, 5, seed=seed + 9))
+
+
+def slow_fit(model, *args, **kwargs):
+    """fit through the layer-by-layer path (the fast path switched off)."""
+    original = _fused.trainer
+    _fused.trainer = lambda *a, **k: None
+    try:
+        return model.fit(*args, **kwargs)
+    finally:
+        _fused.trainer = original
+
+
+OPTIMIZERS = {
+    "sgd": lambda ps: sn.SGD(ps, lr=0.05),
+    "sgd-momentum-nesterov-wd": lambda ps: sn.SGD(ps, lr=0.05, momentum=0.9, nesterov=True,
+                                                  weight_decay=1e-3),
+    "sgd-dampening-decay": lambda ps: sn.SGD(ps, lr=0.05, momentum=0.8, dampening=0.3,
+                                             decay=1e-2),
+    "adagrad": lambda ps: sn.AdaGrad(ps, lr=0.05, lr_decay=1e-3, weight_decay=1e-4),
+    "rmsprop-centered-momentum": lambda ps: sn.RMSProp(ps, lr=1e-3, momentum=0.5,
+                                                       centered=True),
+    "adam": lambda ps: sn.Adam(ps, lr=1e-2, weight_decay=1e-4),
+    "adamw": lambda ps: sn.AdamW(ps, lr=1e-2),
+}
+
+
+@pytest.mark.parametrize("opt_name", sorted(OPTIMIZERS))
+@pytest.mark.parametrize("act", sorted(ACTS))
+def test_fast_fit_matches_layer_by_layer_fit(act, opt_name):
+    X, y = data()
+    fast, slow = build(act), build(act)
+    assert _fused.trainer(fast, OPTIMIZERS[opt_name](fast.parameters()), sn.CrossEntropy(),
+                          y, 32) is not None
+    h_fast = fast.fit(X, y, optimizer=OPTIMIZERS[opt_name](fast.parameters()), epochs=3,
+                      batch_size=32, seed=1, verbose=0)
+    h_slow = slow_fit(slow, X, y, optimizer=OPTIMIZERS[opt_name](slow.parameters()), epochs=3,
+                      batch_size=32, seed=1, verbose=0)
+    np.testing.assert_allclose(h_fast["loss"], h_slow["loss"], rtol=1e-4)
+    for a, b in zip(fast.parameters(), slow.parameters()):
+        np.testing.assert_allclose(a.data, b.data, rtol=1e-3, atol=1e-5, err_msg=a.name)
+
+
+def test_fast_and_slow_fits_can_alternate_on_one_optimizer():
+    """State made by one path (momentum buffers, Adam steps) is used by the other."""
+    X, y = data()
+    for make in (lambda ps: sn.Adam(ps, lr=1e-2), lambda ps: sn.SGD(ps, lr=0.05, momentum=0.9)):
+        a, b = build(), build()
+        opt_a, opt_b = make(a.parameters()), make(b.parameters())
+        a.fit(X, y, optimizer=opt_a, epochs=1, batch_size=50, seed=0, verbose=0)
+        slow_fit(a, X, y, optimizer=opt_a, epochs=1, batch_size=50, seed=1, verbose=0)
+        slow_fit(b, X, y, optimizer=opt_b, epochs=1, batch_size=50, seed=0, verbose=0)
+        b.fit(X, y, optimizer=opt_b, epochs=1, batch_size=50, seed=1, verbose=0)
+        assert opt_a.iterations == opt_b.iterations == 12
+        for p, q in zip(a.parameters(), b.parameters()):
+            np.testing.assert_allclose(p.data, q.data, rtol=1e-3, atol=1e-5)
+
+
+def test_fast_path_is_taken_only_where_it_applies():
+    X, y = data()
+    model = build()
+    opt = sn.SGD(model.parameters(), lr=0.1)
+    assert _fused.trainer(model, opt, sn.CrossEntropy(), y, 32) is not None
+    assert _fused.trainer(model, opt, sn.MSE(), y, 32) is None
+    onehot = np.eye(5, dtype=np.float32)[y]
+    assert _fused.trainer(model, opt, sn.CrossEntropy(), onehot, 32) is None
+    partial = sn.SGD(model.parameters()[:2], lr=0.1)
+    assert _fused.trainer(model, partial, sn.CrossEntropy(), y, 32) is None
+    ends_in_relu = sn.Sequential(sn.Dense(20, 5), sn.ReLU())
+    assert _fused.layer_specs(ends_in_relu.layers) is None
+    with_softmax = sn.Sequential(sn.Dense(20, 8), sn.Softmax(), sn.Dense(8, 5))
+    assert _fused.layer_specs(with_softmax.layers) is None
+
+
+def test_fast_dropout_training_is_seeded_and_learns():
+    X, y = data(n=600)
+    results = []
+    for _ in range(2):
+        model = build(dropout=0.3)
+        model.fit(X, y, optimizer=sn.Adam(model.parameters(), lr=1e-2), epochs=5, batch_size=32,
+                  seed=4, verbose=0)
+        results.append([p.data.copy() for p in model.parameters()])
+        assert model.evaluate(X, y)["accuracy"] > 0.9
+    for a, b in zip(*results):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("act", sorted(ACTS))
+def test_fast_inference_matches_the_reference(act):
+    X, _ = data(n=70)
+    model = build(act)
+    want = X.astype(np.float64)
+    for layer in model.layers:
+        want = layer_forward(layer, want)
+    np.testing.assert_allclose(model.predict_logits(X), want, rtol=1e-4, atol=1e-5)
+    # batch larger than the chunk: several calls, same answer
+    np.testing.assert_allclose(model._batched_forward(X, batch_size=16), want, rtol=1e-4,
+                               atol=1e-5)
+
+
+def test_inference_sees_replaced_parameter_arrays():
+    X, _ = data(n=10)
+    model = build()
+    before = model.predict_logits(X)
+    model.layers[0].weight.data = np.zeros_like(model.layers[0].weight.data)
+    after = model.predict_logits(X)
+    assert not np.allclose(before, after)
+    ref = X.astype(np.float64)
+    for layer in model.layers:
+        ref = layer_forward(layer, ref)
+    np.testing.assert_allclose(after, ref, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("act_name, act_code", sorted(_core.ACTIVATIONS.items()))
+@pytest.mark.parametrize("M, K, N", [(1, 1, 1), (7, 33, 129), (129, 300, 33), (300, 7, 2)])
+def test_mlp_train_step_gradients_match_reference(act_name, act_code, M, K, N):
+    """One SGD step with lr 0 through _core.MLP leaves the gradients of a
+    two-layer net in .grad: compare with a float64 reference backprop."""
+    rng = np.random.default_rng(M + K + N)
+    C = 3
+    W1 = rng.standard_normal((K, N)).astype(np.float32) * 0.3
+    b1 = rng.standard_normal(N).astype(np.float32) * 0.1
+    W2 = rng.standard_normal((N, C)).astype(np.float32) * 0.3
+    b2 = rng.standard_normal(C).astype(np.float32) * 0.1
+    grads = [np.zeros_like(a) for a in (W1, b1, W2, b2)]
+    slope = 0.1 if act_name == "leaky_relu" else 0.0
+    mlp = _core.MLP([(W1, b1, grads[0], grads[1], act_name, slope, 0.0),
+                     (W2, b2, grads[2], grads[3], "none", 0.0, 0.0)], M)
+    mlp.set_optimizer("sgd", {"lr": 0.0}, [[], [], [], []], 0, 0)
+    X = rng.standard_normal((M, K)).astype(np.float32)
+    labels = rng.integers(0, C, M)
+    loss_sum, correct = mlp.train(X, labels, np.arange(M), M, 0)
+
+    acts = {"none": lambda z: z, "relu": lambda z: np.maximum(z, 0),
+            "leaky_relu": lambda z: np.where(z > 0, z, slope * z),
+            "sigmoid": lambda z: 1 / (1 + np.exp(-z)), "tanh": np.tanh}
+    dacts = {"none": lambda h: np.ones_like(h), "relu": lambda h: (h > 0) * 1.0,
+             "leaky_relu": lambda h: np.where(h > 0, 1.0, slope),
+             "sigmoid": lambda h: h * (1 - h), "tanh": lambda h: 1 - h ** 2}
+    x64 = X.astype(np.float64)
+    h = acts[act_name](x64 @ W1 + b1)
+    z = h @ W2 + b2
+    p = np.exp(z - z.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    dz = (p - np.eye(C)[labels]) / M
+    dh = dz @ W2.T.astype(np.float64) * dacts[act_name](h)
+    want = [x64.T @ dh, dh.sum(0), h.T @ dz, dz.sum(0)]
+    assert loss_sum / M == pytest.approx(cross_entropy(z, labels), rel=1e-4)
+    assert correct == int((z.argmax(1) == labels).sum())
+    for g, w, name in zip(grads, want, ("W1", "b1", "W2", "b2")):
+        np.testing.assert_allclose(g, w, rtol=2e-3, atol=2e-5 * np.sqrt(K), err_msg=name)
+
+
+def test_mlp_rejects_bad_arguments():
+    W = np.zeros((4, 3), np.float32)
+    b = np.zeros(3, np.float32)
+    ok = [(W, b, W.copy(), b.copy(), "relu", 0.0, 0.0)]
+    with pytest.raises(ValueError, match="activation"):
+        _core.MLP([(W, b, W.copy(), b.copy(), "gelu", 0.0, 0.0)], 8)
+    with pytest.raises(ValueError):
+        _core.MLP([], 8)
+    with pytest.raises(ValueError, match="takes 5 features"):
+        _core.MLP(ok + [(np.zeros((5, 2), np.float32), np.zeros(2, np.float32),
+                         np.zeros((5, 2), np.float32), np.zeros(2, np.float32), "none", 0, 0)], 8)
+    with pytest.raises(TypeError):
+        _core.MLP([(W.astype(np.float64), b, W.copy(), b.copy(), "relu", 0.0, 0.0)], 8)
+    mlp = _core.MLP(ok, 8)
+    X = np.zeros((10, 4), np.float32)
+    with pytest.raises(RuntimeError, match="set_optimizer"):
+        mlp.train(X, np.zeros(10, np.int64), np.arange(10), 8, 0)
+    mlp.set_optimizer("sgd", {"lr": 0.1}, [[], []], 0, 0)
+    with pytest.raises(ValueError, match="labels"):
+        mlp.train(X, np.full(10, 3), np.arange(10), 8, 0)
+    with pytest.raises(ValueError, match="order"):
+        mlp.train(X, np.zeros(10, np.int64), np.array([0, 10]), 8, 0)
+    with pytest.raises(ValueError, match="batch_size"):
+        mlp.train(X, np.zeros(10, np.int64), np.arange(10), 9, 0)
+    with pytest.raises(ValueError, match="rows"):
+        mlp.forward(np.zeros((9, 4), np.float32), np.zeros((9, 3), np.float32))
+
+
+def test_dense_kernels_against_reference():
+    rng = np.random.default_rng(5)
+    for M, K, N in [(1, 784, 128), (33, 7, 129), (128, 300, 10)]:
+        x = rng.standard_normal((M, K)).astype(np.float32)
+        W = rng.standard_normal((K, N)).astype(np.float32)
+        b = rng.standard_normal(N).astype(np.float32)
+        for name in _core.ACTIVATIONS:
+            y = _core.dense_forward(x, W, b, np.empty((M, N), np.float32), name, 0.05)
+            z = x.astype(np.float64) @ W + b
+            want = {"none": z, "relu": np.maximum(z, 0), "leaky_relu": np.where(z > 0, z, 0.05 * z),
+                    "sigmoid": 1 / (1 + np.exp(-z)), "tanh": np.tanh(z)}[name]
+            np.testing.assert_allclose(y, want, rtol=1e-4, atol=1e-4 * np.sqrt(K))
