@@ -237,9 +237,9 @@ int sn_mlp_train_f32(const sn_mlp *net, sn_optim_cfg *opt, const float *X,
                      const int64_t *labels, int64_t n_classes, const int64_t *order, int64_t n,
                      int64_t batch_size, uint64_t seed, double *loss_sum, int64_t *correct);
 
-/* Inference: out = the last layer's output for M rows of X (no dropout). M at
- * most max_batch. */
-int sn_mlp_forward_f32(const sn_mlp *net, float *out, const float *X, int64_t M);
+/* Inference: out = the last layer's output for M rows of X (no dropout), or
+ * its row-wise softmax when softmax is 1. M at most max_batch. */
+int sn_mlp_forward_f32(const sn_mlp *net, float *out, const float *X, int64_t M, int softmax);
 
 /* ---- checks (sn_check.c) ---- */
 /* 1 if every element is finite */

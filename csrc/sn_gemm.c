@@ -28,6 +28,7 @@
 
 /* Below this many multiply-adds a second thread costs more than it saves
  * (waking it, and each strip packing its own copy of one operand). */
+#define SN_SMALL_PARALLEL_MIN_FLOPS (1 << 16)
 #ifndef SN_GEMM_PARALLEL_MIN_FLOPS
 #define SN_GEMM_PARALLEL_MIN_FLOPS (1 << 22)
 #endif
@@ -267,6 +268,29 @@ int sn_gemm_epi_f32(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, f
     }
     const sn_gemm_kernel_info *ki = sn_active_gemm_kernel();
     const double flops = (double)M * (double)N * (double)K;
+    if (M <= SN_SMALL_M) {
+        /* few rows: no packing; threads take column strips (each streams its
+         * part of B through its own core's cache) */
+        const int nt = flops < SN_SMALL_PARALLEL_MIN_FLOPS || N < 32 ? 1 : sn_get_num_threads();
+        const int64_t per = ((N + nt - 1) / nt + 15) / 16 * 16;
+        (void)per;
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+#endif
+        for (int t = 0; t < nt; ++t) {
+            const int64_t j0 = t * per, len = N - j0 < per ? N - j0 : per;
+            if (len <= 0) continue;
+            const unsigned fp = sn_fp_enter();
+            ki->small(trans_a, trans_b, M, len, K, alpha, A, lda,
+                      trans_b ? B + j0 * ldb : B + j0, ldb, beta, C + j0, ldc);
+            if (ep) {
+                const sn_epilogue sub = epilogue_at(ep, 0, j0);
+                apply_epilogue(&sub, C + j0, ldc, 0, 0, M, len);
+            }
+            sn_fp_leave(fp);
+        }
+        return SN_OK;
+    }
     const int nthreads = flops < SN_GEMM_PARALLEL_MIN_FLOPS ? 1 : sn_get_num_threads();
     if (nthreads == 1) {
         const unsigned fp = sn_fp_enter();

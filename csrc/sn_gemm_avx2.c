@@ -67,6 +67,12 @@ static void ukernel_avx2(int64_t kc, const float *a, const float *b, float *c, i
 #undef SN_STORE_ROW
 }
 
+
+#define SN_SMALL_NAME small_gemm_avx2
+#define SN_SMALL_NB 64
+#define SN_SMALL_TARGET SN_TARGET_AVX2
+#include "sn_gemm_small.h"
+
 const sn_gemm_kernel_info sn_gemm_kernel_avx2 = {
-    "avx2", MR, NR, 256, 96, 2048, ukernel_avx2};
+    "avx2", MR, NR, 256, 96, 2048, ukernel_avx2, small_gemm_avx2};
 #endif

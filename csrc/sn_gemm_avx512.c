@@ -49,6 +49,12 @@ static void ukernel_avx512(int64_t kc, const float *a, const float *b, float *c,
     }
 }
 
+
+#define SN_SMALL_NAME small_gemm_avx512
+#define SN_SMALL_NB 128
+#define SN_SMALL_TARGET SN_TARGET_AVX512
+#include "sn_gemm_small.h"
+
 const sn_gemm_kernel_info sn_gemm_kernel_avx512 = {
-    "avx512", MR, NR, 256, 144, 2048, ukernel_avx512};
+    "avx512", MR, NR, 256, 144, 2048, ukernel_avx512, small_gemm_avx512};
 #endif

@@ -27,5 +27,11 @@ static void ukernel_generic(int64_t kc, const float *a, const float *b, float *c
     }
 }
 
+
+#define SN_SMALL_NAME small_gemm_generic
+#define SN_SMALL_NB 64
+#define SN_SMALL_TARGET 
+#include "sn_gemm_small.h"
+
 const sn_gemm_kernel_info sn_gemm_kernel_generic = {
-    "generic", MR, NR, 256, 128, 2048, ukernel_generic};
+    "generic", MR, NR, 256, 128, 2048, ukernel_generic, small_gemm_generic};

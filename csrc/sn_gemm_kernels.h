@@ -16,11 +16,20 @@
 typedef void (*sn_ukernel_fn)(int64_t kc, const float *a, const float *b, float *c,
                               int64_t ldc, float alpha, float beta);
 
+/* GEMM of a few rows without packing (sn_gemm_small.h) */
+typedef void (*sn_small_gemm_fn)(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K,
+                                 float alpha, const float *A, int64_t lda, const float *B,
+                                 int64_t ldb, float beta, float *C, int64_t ldc);
+
+/* C with at most this many rows skips packing */
+#define SN_SMALL_M 4
+
 typedef struct {
     const char *name;
     int mr, nr;          /* register tile */
     int64_t kc, mc, nc;  /* cache blocks: kc x nr panel of B in L1, mc x kc of A in L2 */
     sn_ukernel_fn kernel;
+    sn_small_gemm_fn small;
 } sn_gemm_kernel_info;
 
 #define SN_MAX_MR 16

@@ -85,13 +85,18 @@ int sn_mlp_train_f32(const sn_mlp *net, sn_optim_cfg *opt, const float *X,
     return status;
 }
 
-int sn_mlp_forward_f32(const sn_mlp *net, float *out, const float *X, int64_t M)
+int sn_mlp_forward_f32(const sn_mlp *net, float *out, const float *X, int64_t M, int softmax)
 {
     if (net->n_layers < 1 || M < 1 || M > net->max_batch) return SN_EINVAL;
     const unsigned fp = sn_fp_enter();
     int status = forward(net, X, M, 0, 0);
     const sn_mlp_layer *last = &net->layers[net->n_layers - 1];
-    if (status == SN_OK) memcpy(out, last->y, (size_t)(M * last->out) * sizeof(float));
+    if (status == SN_OK) {
+        if (softmax)
+            sn_softmax_forward_f32(out, last->y, M, last->out);
+        else
+            memcpy(out, last->y, (size_t)(M * last->out) * sizeof(float));
+    }
     sn_fp_leave(fp);
     return status;
 }

@@ -142,4 +142,5 @@ cdef extern from "scratchnet.h" nogil:
                          const int64_t *labels, int64_t n_classes, const int64_t *order,
                          int64_t n, int64_t batch_size, uint64_t seed, double *loss_sum,
                          int64_t *correct)
-    int sn_mlp_forward_f32(const sn_mlp *net, float *out, const float *X, int64_t M)
+    int sn_mlp_forward_f32(const sn_mlp *net, float *out, const float *X, int64_t M,
+                           int softmax)

@@ -160,8 +160,9 @@ cdef class MLP:
         _check(status, "training step")
         return loss_sum, correct
 
-    def forward(self, X, out):
-        """out = the network's output for X (inference: no dropout)."""
+    def forward(self, X, out, bint softmax=False):
+        """out = the network's output for X (inference: no dropout), or its
+        softmax; returns out."""
         _array(X, "MLP.forward", "X", np.float32, False)
         _array(out, "MLP.forward", "out", np.float32, True)
         if X.ndim != 2 or X.shape[1] != self.sizes[0] or not 1 <= X.shape[0] <= self.max_batch:
@@ -174,6 +175,6 @@ cdef class MLP:
         cdef int64_t M = X.shape[0]
         cdef int status
         with nogil:
-            status = sn_mlp_forward_f32(&self.net, &ov[0, 0], &xv[0, 0], M)
+            status = sn_mlp_forward_f32(&self.net, &ov[0, 0], &xv[0, 0], M, softmax)
         _check(status, "MLP.forward")
         return out

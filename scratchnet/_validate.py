@@ -6,6 +6,8 @@ import numbers
 
 import numpy as np
 
+from . import _core
+
 
 def as_float32(a, name="input"):
     """a as a C-contiguous float32 array (no copy when it already is one)."""
@@ -30,6 +32,11 @@ def check_finite(arr, name="input"):
 def as_features(x, n_features=None, name="x"):
     """A non-empty (N, n_features) float32 batch; a single sample (n_features,)
     becomes a batch of one."""
+    if type(x) is np.ndarray and x.dtype == np.float32 and x.ndim == 2 \
+            and x.flags.c_contiguous and x.shape[0] and x.shape[1] == n_features:
+        if not _core.all_finite(x):  # the common case, checked in C without temporaries
+            check_finite(x, name)
+        return x
     arr = as_float32(x, name)
     if arr.ndim == 1 and n_features is not None and arr.shape[0] == n_features:
         arr = arr.reshape(1, -1)

@@ -81,28 +81,40 @@ class Sequential(Module):
     def _inputs(self, X):
         return as_features(X, self.in_features, "X")
 
-    def _batched_forward(self, X, batch_size=_PREDICT_BATCH):
-        """Logits for all of X in one array, forward in chunks."""
+    def _batched_forward(self, X, batch_size=_PREDICT_BATCH, softmax=False):
+        """Outputs (or their softmax) for all of X in one array, forward in
+        chunks."""
         X = self._inputs(X)
-        specs = _fused.layer_specs(self.layers)
+        specs = self._specs()
         if specs is not None:
-            return self._fused_forward(specs, X, batch_size)
+            return self._fused_forward(specs, X, batch_size, softmax)
         out = None
         for start in range(0, X.shape[0], batch_size):
             y = self.forward(X[start:start + batch_size], training=False)
             if out is None:
                 out = np.empty((X.shape[0],) + y.shape[1:], dtype=np.float32)
             out[start:start + y.shape[0]] = y
-        return out
+        return _core.softmax_forward(out, out) if softmax else out
 
-    def _fused_forward(self, specs, X, batch_size):
+    def _specs(self):
+        """The fast path's view of the layers (None if it does not apply),
+        remembered while the layer list stays the same."""
+        key = tuple(self.layers)
+        cached = getattr(self, "_specs_cache", None)
+        if cached is None or cached[0] != key:
+            cached = self._specs_cache = (key, _fused.layer_specs(self.layers))
+        return cached[1]
+
+    def _fused_forward(self, specs, X, batch_size, softmax):
         rows = min(X.shape[0], batch_size)
         plan = getattr(self, "_inference", None)
         if plan is None or not plan.valid_for(specs, rows):
             plan = self._inference = _fused.Inference(specs, rows)
         out = np.empty((X.shape[0], specs[-1][0].out_features), dtype=np.float32)
+        if X.shape[0] <= batch_size:
+            return plan.mlp.forward(X, out, softmax)
         for start in range(0, X.shape[0], batch_size):
-            plan.mlp.forward(X[start:start + batch_size], out[start:start + batch_size])
+            plan.mlp.forward(X[start:start + batch_size], out[start:start + batch_size], softmax)
         return out
 
     def predict_logits(self, X):
@@ -111,8 +123,7 @@ class Sequential(Module):
 
     def predict_proba(self, X):
         """Softmax probabilities (N, classes)."""
-        logits = self._batched_forward(X)
-        return _core.softmax_forward(logits, np.empty_like(logits))
+        return self._batched_forward(X, softmax=True)
 
     def predict(self, X):
         """int64 class labels."""

@@ -1,0 +1,62 @@
+/* Internal: GEMM without packing, for a few rows of C (M <= SN_SMALL_M),
+ * such as inference on one image. Packing B would copy all of it for one
+ * pass over it; here each row of C is computed straight from A and B.
+ *
+ * Included by each per-ISA file with SN_SMALL_NAME (the function's name),
+ * SN_SMALL_TARGET (its target attribute) and SN_SMALL_NB (columns of C kept
+ * in registers at once: 128 floats = 8 zmm, 64 = 8 ymm) defined, so the same
+ * plain loops are compiled for SSE2, AVX2 and AVX-512. */
+
+SN_SMALL_TARGET
+static void SN_SMALL_NAME(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K,
+                          float alpha, const float *A, int64_t lda, const float *B,
+                          int64_t ldb, float beta, float *C, int64_t ldc)
+{
+    for (int64_t i = 0; i < M; ++i) {
+        float *c = C + i * ldc;
+        /* a_ik = op(A)(i, k) */
+        const float *a = trans_a ? A + i : A + i * lda;
+        const int64_t a_step = trans_a ? lda : 1;
+        if (!trans_b) {
+            /* c[j] = sum_k a_ik B[k, j]: rows of B scaled and added, one
+             * block of SN_SMALL_NB columns at a time */
+            for (int64_t j0 = 0; j0 < N; j0 += SN_SMALL_NB) {
+                const int64_t nb = N - j0 < SN_SMALL_NB ? N - j0 : SN_SMALL_NB;
+                float acc[SN_SMALL_NB] = {0};
+                if (nb == SN_SMALL_NB) {
+                    for (int64_t k = 0; k < K; ++k) {
+                        const float aik = a[k * a_step];
+                        const float *b = B + k * ldb + j0;
+                        for (int j = 0; j < SN_SMALL_NB; ++j) acc[j] += aik * b[j];
+                    }
+                } else {
+                    for (int64_t k = 0; k < K; ++k) {
+                        const float aik = a[k * a_step];
+                        const float *b = B + k * ldb + j0;
+                        for (int64_t j = 0; j < nb; ++j) acc[j] += aik * b[j];
+                    }
+                }
+                for (int64_t j = 0; j < nb; ++j)
+                    c[j0 + j] = beta == 0.0f ? alpha * acc[j]
+                                             : alpha * acc[j] + beta * c[j0 + j];
+            }
+        } else {
+            /* c[j] = dot(op(A) row i, B row j): 16 partial sums, added in a
+             * fixed order at the end */
+            for (int64_t j = 0; j < N; ++j) {
+                const float *b = B + j * ldb;
+                float part[16] = {0};
+                int64_t k = 0;
+                if (a_step == 1)
+                    for (; k + 16 <= K; k += 16)
+                        for (int l = 0; l < 16; ++l) part[l] += a[k + l] * b[k + l];
+                for (; k < K; ++k) part[k % 16] += a[k * a_step] * b[k];
+                float sum = 0.0f;
+                for (int l = 0; l < 16; ++l) sum += part[l];
+                c[j] = beta == 0.0f ? alpha * sum : alpha * sum + beta * c[j];
+            }
+        }
+    }
+}
+
+#undef SN_SMALL_NB
