@@ -238,7 +238,7 @@ int sn_mlp_train_f32(const sn_mlp *net, sn_optim_cfg *opt, const float *X,
                      int64_t batch_size, uint64_t seed, double *loss_sum, int64_t *correct);
 
 /* Inference: out = the last layer's output for M rows of X (no dropout), or
- * its row-wise softmax when softmax is 1. M at most max_batch. */
+ * its row-wise softmax when softmax is 1; any M, max_batch rows at a time. */
 int sn_mlp_forward_f32(const sn_mlp *net, float *out, const float *X, int64_t M, int softmax);
 
 /* ---- checks (sn_check.c) ---- */

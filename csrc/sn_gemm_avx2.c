@@ -69,6 +69,7 @@ static void ukernel_avx2(int64_t kc, const float *a, const float *b, float *c, i
 
 
 #define SN_SMALL_NAME small_gemm_avx2
+#define SN_SMALL_BLOCKS small_blocks_avx2
 #define SN_SMALL_NB 64
 #define SN_SMALL_TARGET SN_TARGET_AVX2
 #include "sn_gemm_small.h"

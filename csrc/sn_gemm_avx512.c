@@ -51,6 +51,7 @@ static void ukernel_avx512(int64_t kc, const float *a, const float *b, float *c,
 
 
 #define SN_SMALL_NAME small_gemm_avx512
+#define SN_SMALL_BLOCKS small_blocks_avx512
 #define SN_SMALL_NB 128
 #define SN_SMALL_TARGET SN_TARGET_AVX512
 #include "sn_gemm_small.h"

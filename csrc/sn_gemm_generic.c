@@ -29,6 +29,7 @@ static void ukernel_generic(int64_t kc, const float *a, const float *b, float *c
 
 
 #define SN_SMALL_NAME small_gemm_generic
+#define SN_SMALL_BLOCKS small_blocks_generic
 #define SN_SMALL_NB 64
 #define SN_SMALL_TARGET 
 #include "sn_gemm_small.h"

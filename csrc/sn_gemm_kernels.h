@@ -16,6 +16,14 @@
 typedef void (*sn_ukernel_fn)(int64_t kc, const float *a, const float *b, float *c,
                               int64_t ldc, float alpha, float beta);
 
+#if defined(_MSC_VER)
+#define SN_ALWAYS_INLINE __forceinline
+#elif defined(__GNUC__) || defined(__clang__)
+#define SN_ALWAYS_INLINE __attribute__((always_inline))
+#else
+#define SN_ALWAYS_INLINE
+#endif
+
 /* GEMM of a few rows without packing (sn_gemm_small.h) */
 typedef void (*sn_small_gemm_fn)(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K,
                                  float alpha, const float *A, int64_t lda, const float *B,

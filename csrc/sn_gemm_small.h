@@ -7,6 +7,27 @@
  * in registers at once: 128 floats = 8 zmm, 64 = 8 ymm) defined, so the same
  * plain loops are compiled for SSE2, AVX2 and AVX-512. */
 
+/* c[j0 : j0 + w) for as many whole blocks of w columns as fit from j0;
+ * returns the first column left over. Always inlined with a constant w, so
+ * acc has a fixed length and lives in registers. */
+SN_SMALL_TARGET SN_ALWAYS_INLINE
+static inline int64_t SN_SMALL_BLOCKS(const int w, int64_t j0, int64_t N, int64_t K, float alpha,
+                                      const float *a, int64_t a_step, const float *B,
+                                      int64_t ldb, float beta, float *c)
+{
+    for (; j0 + w <= N; j0 += w) {
+        float acc[SN_SMALL_NB] = {0};
+        for (int64_t k = 0; k < K; ++k) {
+            const float aik = a[k * a_step];
+            const float *b = B + k * ldb + j0;
+            for (int j = 0; j < w; ++j) acc[j] += aik * b[j];
+        }
+        for (int j = 0; j < w; ++j)
+            c[j0 + j] = beta == 0.0f ? alpha * acc[j] : alpha * acc[j] + beta * c[j0 + j];
+    }
+    return j0;
+}
+
 SN_SMALL_TARGET
 static void SN_SMALL_NAME(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K,
                           float alpha, const float *A, int64_t lda, const float *B,
@@ -20,26 +41,13 @@ static void SN_SMALL_NAME(int trans_a, int trans_b, int64_t M, int64_t N, int64_
         if (!trans_b) {
             /* c[j] = sum_k a_ik B[k, j]: rows of B scaled and added, one
              * block of SN_SMALL_NB columns at a time */
-            for (int64_t j0 = 0; j0 < N; j0 += SN_SMALL_NB) {
-                const int64_t nb = N - j0 < SN_SMALL_NB ? N - j0 : SN_SMALL_NB;
-                float acc[SN_SMALL_NB] = {0};
-                if (nb == SN_SMALL_NB) {
-                    for (int64_t k = 0; k < K; ++k) {
-                        const float aik = a[k * a_step];
-                        const float *b = B + k * ldb + j0;
-                        for (int j = 0; j < SN_SMALL_NB; ++j) acc[j] += aik * b[j];
-                    }
-                } else {
-                    for (int64_t k = 0; k < K; ++k) {
-                        const float aik = a[k * a_step];
-                        const float *b = B + k * ldb + j0;
-                        for (int64_t j = 0; j < nb; ++j) acc[j] += aik * b[j];
-                    }
-                }
-                for (int64_t j = 0; j < nb; ++j)
-                    c[j0 + j] = beta == 0.0f ? alpha * acc[j]
-                                             : alpha * acc[j] + beta * c[j0 + j];
-            }
+            /* blocks of SN_SMALL_NB columns, then of 64 and 16, then single
+             * ones: fixed-length loops the compiler keeps in registers */
+            int64_t j0 = 0;
+            j0 = SN_SMALL_BLOCKS(SN_SMALL_NB, j0, N, K, alpha, a, a_step, B, ldb, beta, c);
+            j0 = SN_SMALL_BLOCKS(64, j0, N, K, alpha, a, a_step, B, ldb, beta, c);
+            j0 = SN_SMALL_BLOCKS(16, j0, N, K, alpha, a, a_step, B, ldb, beta, c);
+            SN_SMALL_BLOCKS(1, j0, N, K, alpha, a, a_step, B, ldb, beta, c);
         } else {
             /* c[j] = dot(op(A) row i, B row j): 16 partial sums, added in a
              * fixed order at the end */
@@ -60,3 +68,4 @@ static void SN_SMALL_NAME(int trans_a, int trans_b, int64_t M, int64_t N, int64_
 }
 
 #undef SN_SMALL_NB
+#undef SN_SMALL_BLOCKS

@@ -87,15 +87,21 @@ int sn_mlp_train_f32(const sn_mlp *net, sn_optim_cfg *opt, const float *X,
 
 int sn_mlp_forward_f32(const sn_mlp *net, float *out, const float *X, int64_t M, int softmax)
 {
-    if (net->n_layers < 1 || M < 1 || M > net->max_batch) return SN_EINVAL;
+    if (net->n_layers < 1 || M < 0) return SN_EINVAL;
     const unsigned fp = sn_fp_enter();
-    int status = forward(net, X, M, 0, 0);
+    const int64_t in = net->layers[0].in;
     const sn_mlp_layer *last = &net->layers[net->n_layers - 1];
-    if (status == SN_OK) {
+    int status = SN_OK;
+    /* in chunks of max_batch rows, the size of the workspace */
+    for (int64_t start = 0; start < M && status == SN_OK; start += net->max_batch) {
+        const int64_t rows = M - start < net->max_batch ? M - start : net->max_batch;
+        status = forward(net, X + start * in, rows, 0, 0);
+        if (status != SN_OK) break;
+        float *o = out + start * last->out;
         if (softmax)
-            sn_softmax_forward_f32(out, last->y, M, last->out);
+            sn_softmax_forward_f32(o, last->y, rows, last->out);
         else
-            memcpy(out, last->y, (size_t)(M * last->out) * sizeof(float));
+            memcpy(o, last->y, (size_t)(rows * last->out) * sizeof(float));
     }
     sn_fp_leave(fp);
     return status;

@@ -11,8 +11,11 @@ outputs are written in place and returned.
 """
 import numpy as np
 
+cimport numpy as cnp
 from libc.stdint cimport int64_t, uint64_t
 from scratchnet._core cimport *
+
+cnp.import_array()
 
 
 cdef int _check(int status, str op) except -1:

@@ -138,18 +138,3 @@ def trainer(model, optimizer, loss, y, batch_size):
     if _steps_taken(optimizer, params) is None:
         return None
     return Trainer(model, specs, optimizer, batch_size)
-
-
-class Inference:
-    """Forward passes of a Sequential through one _core.MLP, rebuilt when a
-    parameter array has been replaced."""
-
-    def __init__(self, specs, max_batch):
-        self.arrays = [a for d, *_ in specs for a in (d.weight.data, d.bias.data)]
-        self.mlp = build(specs, max_batch, dropout=False)
-        self.max_batch = max_batch
-
-    def valid_for(self, specs, rows):
-        arrays = [a for d, *_ in specs for a in (d.weight.data, d.bias.data)]
-        return rows <= self.max_batch and len(arrays) == len(self.arrays) and all(
-            a is b for a, b in zip(arrays, self.arrays))

@@ -9,7 +9,7 @@ from . import _core, _fused
 from ._validate import as_features, as_labels, positive_int
 from .layers import LAYERS, Dense
 from .losses import LOSSES, CrossEntropy, Loss
-from .module import Module
+from .module import Module, Parameter
 from .optimizers import Optimizer
 
 FORMAT_VERSION = 1
@@ -81,13 +81,28 @@ class Sequential(Module):
     def _inputs(self, X):
         return as_features(X, self.in_features, "X")
 
-    def _batched_forward(self, X, batch_size=_PREDICT_BATCH, softmax=False):
-        """Outputs (or their softmax) for all of X in one array, forward in
-        chunks."""
+    def _plan(self):
+        """The fast path's compiled network (scratchnet._core.MLP), or None
+        where it does not apply; rebuilt when the layer list or a parameter
+        array is replaced (in-place changes need nothing: it reads the arrays
+        themselves)."""
+        key = (tuple(self.layers), Parameter.version)
+        cached = getattr(self, "_plan_cache", None)
+        if cached is None or cached[0] != key:
+            specs = _fused.layer_specs(self.layers)
+            plan = _fused.build(specs, _PREDICT_BATCH, dropout=False) if specs else None
+            self._plan_cache = cached = (key, plan)
+        return cached[1]
+
+    def _outputs(self, X, softmax=False, batch_size=_PREDICT_BATCH):
+        """Outputs (or their softmax) for all of X in one array."""
+        plan = self._plan()
+        if plan is not None:
+            if not (type(X) is np.ndarray and X.dtype == np.float32 and X.ndim == 2
+                    and X.flags.c_contiguous and X.shape[0] and X.shape[1] == plan.sizes[0]):
+                X = self._inputs(X)  # converts, or raises the error that names the problem
+            return plan.predict(X, softmax)
         X = self._inputs(X)
-        specs = self._specs()
-        if specs is not None:
-            return self._fused_forward(specs, X, batch_size, softmax)
         out = None
         for start in range(0, X.shape[0], batch_size):
             y = self.forward(X[start:start + batch_size], training=False)
@@ -96,38 +111,17 @@ class Sequential(Module):
             out[start:start + y.shape[0]] = y
         return _core.softmax_forward(out, out) if softmax else out
 
-    def _specs(self):
-        """The fast path's view of the layers (None if it does not apply),
-        remembered while the layer list stays the same."""
-        key = tuple(self.layers)
-        cached = getattr(self, "_specs_cache", None)
-        if cached is None or cached[0] != key:
-            cached = self._specs_cache = (key, _fused.layer_specs(self.layers))
-        return cached[1]
-
-    def _fused_forward(self, specs, X, batch_size, softmax):
-        rows = min(X.shape[0], batch_size)
-        plan = getattr(self, "_inference", None)
-        if plan is None or not plan.valid_for(specs, rows):
-            plan = self._inference = _fused.Inference(specs, rows)
-        out = np.empty((X.shape[0], specs[-1][0].out_features), dtype=np.float32)
-        if X.shape[0] <= batch_size:
-            return plan.mlp.forward(X, out, softmax)
-        for start in range(0, X.shape[0], batch_size):
-            plan.mlp.forward(X[start:start + batch_size], out[start:start + batch_size], softmax)
-        return out
-
     def predict_logits(self, X):
         """The network's raw outputs for X."""
-        return self._batched_forward(X)
+        return self._outputs(X)
 
     def predict_proba(self, X):
         """Softmax probabilities (N, classes)."""
-        return self._batched_forward(X, softmax=True)
+        return self._outputs(X, softmax=True)
 
     def predict(self, X):
         """int64 class labels."""
-        return self._batched_forward(X).argmax(axis=1).astype(np.int64)
+        return self._outputs(X).argmax(axis=1).astype(np.int64)
 
     def evaluate(self, X, y, loss=None, batch_size=_PREDICT_BATCH):
         """{"loss": mean loss, "accuracy": fraction right} over all of X."""

@@ -6,10 +6,23 @@ class Parameter:
     """A trainable array and its gradient: two float32 arrays of one shape,
     the buffers the C kernels read and write. backward() overwrites .grad."""
 
+    # bumped whenever any parameter's array is replaced, so compiled networks
+    # that point into the old arrays know to rebuild (Sequential._plan)
+    version = 0
+
     def __init__(self, data, name=""):
-        self.data = np.ascontiguousarray(data, dtype=np.float32)
-        self.grad = np.zeros_like(self.data)
+        self.data = data
+        self.grad = np.zeros_like(self._data)
         self.name = name
+
+    @property
+    def data(self):
+        return self._data
+
+    @data.setter
+    def data(self, value):
+        self._data = np.ascontiguousarray(value, dtype=np.float32)
+        Parameter.version += 1
 
     @property
     def shape(self):

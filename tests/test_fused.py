@@ -123,9 +123,13 @@ def test_fast_inference_matches_the_reference(act):
     for layer in model.layers:
         want = layer_forward(layer, want)
     np.testing.assert_allclose(model.predict_logits(X), want, rtol=1e-4, atol=1e-5)
-    # batch larger than the chunk: several calls, same answer
-    np.testing.assert_allclose(model._batched_forward(X, batch_size=16), want, rtol=1e-4,
-                               atol=1e-5)
+    # more rows than the workspace: C works through them in chunks
+    specs = _fused.layer_specs(model.layers)
+    chunked = _fused.build(specs, 16, dropout=False).predict(X)
+    np.testing.assert_allclose(chunked, want, rtol=1e-4, atol=1e-5)
+    proba = _fused.build(specs, 16, dropout=False).predict(X, True)
+    e = np.exp(want - want.max(1, keepdims=True))
+    np.testing.assert_allclose(proba, e / e.sum(1, keepdims=True), rtol=1e-4, atol=1e-6)
 
 
 def test_inference_sees_replaced_parameter_arrays():
@@ -205,8 +209,12 @@ def test_mlp_rejects_bad_arguments():
         mlp.train(X, np.zeros(10, np.int64), np.array([0, 10]), 8, 0)
     with pytest.raises(ValueError, match="batch_size"):
         mlp.train(X, np.zeros(10, np.int64), np.arange(10), 9, 0)
-    with pytest.raises(ValueError, match="rows"):
-        mlp.forward(np.zeros((9, 4), np.float32), np.zeros((9, 3), np.float32))
+    with pytest.raises(ValueError, match="4 features"):
+        mlp.predict(np.zeros((9, 5), np.float32))
+    with pytest.raises(TypeError, match="float32"):
+        mlp.predict(np.zeros((9, 4)))
+    with pytest.raises(ValueError, match="non-finite"):
+        mlp.predict(np.full((2, 4), np.nan, np.float32))
 
 
 def test_dense_kernels_against_reference():
