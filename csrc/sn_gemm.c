@@ -162,6 +162,16 @@ int sn_gemm_naive_f32(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K,
 
 /* ---- the fast path ---- */
 
+static int getenv_direct(void)
+{
+    static int v = -1;
+    if (v < 0) {
+        const char *e = getenv("SN_DIRECT");
+        v = e ? atoi(e) : 1;
+    }
+    return v;
+}
+
 /* The blocked loop nest on one sub-problem, in the calling thread, with that
  * thread's packing buffers. Returns SN_ENOMEM if they cannot grow. */
 static void apply_epilogue(const sn_epilogue *ep, float *c, int64_t ldc, int64_t i0,
@@ -190,6 +200,10 @@ static int gemm_blocked(const sn_gemm_kernel_info *ki, int trans_a, int trans_b,
     float *pb = buffer_reserve(&g_pack_b, (size_t)(((NC + nr - 1) / nr) * nr * kc_max));
     if (!pa || !pb) return SN_ENOMEM;
     float tile[SN_MAX_MR * SN_MAX_NR];
+    /* Reading panels in place saves a copy when the whole of op(A) fits in
+     * one mc block (small problems, where the copy is a large share). */
+    const int direct_b = !trans_b && M <= MC && getenv_direct();
+    const int direct_a = trans_a && getenv_direct();
 
     for (int64_t jc = 0; jc < N; jc += NC) {
         const int64_t nc = N - jc < NC ? N - jc : NC;
@@ -199,25 +213,35 @@ static int gemm_blocked(const sn_gemm_kernel_info *ki, int trans_a, int trans_b,
             /* later kc blocks add to what the first one wrote */
             const float beta_k = pc == 0 ? beta : 1.0f;
             const int last_k = pc + kc == K && ep != NULL;
-            for (int64_t p = 0; p < n_jr; ++p)
-                pack_b_panel(pb, B, ldb, trans_b, pc, jc, kc, nc, nr, p);
+            /* B not transposed already has the panel layout, rows ldb apart:
+             * read it in place, packing only a ragged last panel */
+            for (int64_t p = direct_b ? n_jr - 1 : 0; p < n_jr; ++p)
+                if (!direct_b || nc - p * nr < nr)
+                    pack_b_panel(pb, B, ldb, trans_b, pc, jc, kc, nc, nr, p);
             for (int64_t ic = 0; ic < M; ic += MC) {
                 const int64_t mc = M - ic < MC ? M - ic : MC;
                 const int64_t n_ir = (mc + mr - 1) / mr;
-                for (int64_t p = 0; p < n_ir; ++p)
-                    pack_a_panel(pa, A, lda, trans_a, ic, pc, mc, kc, mr, p);
+                /* likewise a transposed A: its rows are the panel's columns */
+                for (int64_t p = direct_a ? n_ir - 1 : 0; p < n_ir; ++p)
+                    if (!direct_a || mc - p * mr < mr)
+                        pack_a_panel(pa, A, lda, trans_a, ic, pc, mc, kc, mr, p);
                 for (int64_t jr = 0; jr < n_jr; ++jr) {
-                    const float *bp = pb + jr * kc * nr;
                     const int64_t cols = nc - jr * nr < nr ? nc - jr * nr : nr;
+                    const int b_in_place = direct_b && cols == nr;
+                    const float *bp = b_in_place ? B + pc * ldb + jc + jr * nr : pb + jr * kc * nr;
+                    const int64_t b_ks = b_in_place ? ldb : nr;
                     for (int64_t ir = 0; ir < n_ir; ++ir) {
-                        const float *ap = pa + ir * kc * mr;
+                        const int a_in_place = direct_a && mc - ir * mr >= mr;
+                        const float *ap = a_in_place ? A + pc * lda + ic + ir * mr
+                                                     : pa + ir * kc * mr;
+                        const int64_t a_ks = a_in_place ? lda : mr;
                         float *c = C + (ic + ir * mr) * ldc + jc + jr * nr;
                         const int64_t rows = mc - ir * mr < mr ? mc - ir * mr : mr;
                         if (rows == mr && cols == nr) {
-                            ki->kernel(kc, ap, bp, c, ldc, alpha, beta_k);
+                            ki->kernel(kc, ap, a_ks, bp, b_ks, c, ldc, alpha, beta_k);
                         } else {
                             /* edge tile: compute the full tile aside, keep the valid part */
-                            ki->kernel(kc, ap, bp, tile, nr, alpha, 0.0f);
+                            ki->kernel(kc, ap, a_ks, bp, b_ks, tile, nr, alpha, 0.0f);
                             for (int64_t i = 0; i < rows; ++i)
                                 for (int64_t j = 0; j < cols; ++j) {
                                     const float v = tile[i * nr + j];
@@ -300,12 +324,15 @@ int sn_gemm_epi_f32(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, f
         return status;
     }
 
-    /* Threads: C is cut into one column strip per thread (row strips when C
-     * is taller than wide: then the smaller operand, B, is the one packed
-     * twice), each a whole GEMM with its own packing, with no barrier inside.
+    /* Threads: C is cut into one strip of columns or rows per thread, each a
+     * whole GEMM with its own packing, with no barrier inside.
      * A strip's arithmetic does not depend on which thread runs it, so
      * results are identical whatever the thread count. */
-    const int by_rows = M > N;
+    /* Split where no operand is copied twice: a transposed A is read in
+     * place (see gemm_blocked), so column strips share it; a plain B is read
+     * in place, so row strips share it. Otherwise each strip packs the
+     * other operand: split so that the smaller one is the one copied. */
+    const int by_rows = trans_a ? N < 2 * ki->nr : (!trans_b ? 1 : M > N);
     const int64_t unit = by_rows ? ki->mr : ki->nr;
     const int64_t units = ((by_rows ? M : N) + unit - 1) / unit;
     int64_t strips = nthreads;

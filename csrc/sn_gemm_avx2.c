@@ -18,8 +18,8 @@
 #define NR 16
 
 SN_TARGET_AVX2
-static void ukernel_avx2(int64_t kc, const float *a, const float *b, float *c, int64_t ldc,
-                         float alpha, float beta)
+static void ukernel_avx2(int64_t kc, const float *a, int64_t a_ks, const float *b,
+                         int64_t b_ks, float *c, int64_t ldc, float alpha, float beta)
 {
     __m256 c00 = _mm256_setzero_ps(), c01 = _mm256_setzero_ps();
     __m256 c10 = _mm256_setzero_ps(), c11 = _mm256_setzero_ps();
@@ -42,8 +42,8 @@ static void ukernel_avx2(int64_t kc, const float *a, const float *b, float *c, i
         c40 = _mm256_fmadd_ps(ai, b0, c40); c41 = _mm256_fmadd_ps(ai, b1, c41);
         ai = _mm256_broadcast_ss(a + 5);
         c50 = _mm256_fmadd_ps(ai, b0, c50); c51 = _mm256_fmadd_ps(ai, b1, c51);
-        a += MR;
-        b += NR;
+        a += a_ks;
+        b += b_ks;
     }
     const __m256 va = _mm256_set1_ps(alpha);
 #define SN_STORE_ROW(i, r0, r1)                                                   \

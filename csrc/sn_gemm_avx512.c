@@ -17,8 +17,8 @@
 #define NR 32
 
 SN_TARGET_AVX512
-static void ukernel_avx512(int64_t kc, const float *a, const float *b, float *c,
-                           int64_t ldc, float alpha, float beta)
+static void ukernel_avx512(int64_t kc, const float *a, int64_t a_ks, const float *b,
+                         int64_t b_ks, float *c, int64_t ldc, float alpha, float beta)
 {
     __m512 acc[MR][2];
     for (int i = 0; i < MR; ++i) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
@@ -32,8 +32,8 @@ static void ukernel_avx512(int64_t kc, const float *a, const float *b, float *c,
             acc[i][0] = _mm512_fmadd_ps(ai, b0, acc[i][0]);
             acc[i][1] = _mm512_fmadd_ps(ai, b1, acc[i][1]);
         }
-        a += MR;
-        b += NR;
+        a += a_ks;
+        b += b_ks;
     }
     const __m512 va = _mm512_set1_ps(alpha);
     for (int i = 0; i < MR; ++i) {

@@ -5,8 +5,8 @@
 #define MR 4
 #define NR 16
 
-static void ukernel_generic(int64_t kc, const float *a, const float *b, float *c,
-                            int64_t ldc, float alpha, float beta)
+static void ukernel_generic(int64_t kc, const float *a, int64_t a_ks, const float *b,
+                             int64_t b_ks, float *c, int64_t ldc, float alpha, float beta)
 {
     float acc[MR][NR] = {{0}};
     for (int64_t k = 0; k < kc; ++k) {
@@ -14,8 +14,8 @@ static void ukernel_generic(int64_t kc, const float *a, const float *b, float *c
             const float ai = a[i];
             for (int j = 0; j < NR; ++j) acc[i][j] += ai * b[j];
         }
-        a += MR;
-        b += NR;
+        a += a_ks;
+        b += b_ks;
     }
     for (int i = 0; i < MR; ++i) {
         float *ci = c + i * ldc;

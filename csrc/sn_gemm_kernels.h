@@ -3,8 +3,11 @@
  * A micro-kernel multiplies one packed MR x kc panel of op(A) by one packed
  * kc x NR panel of op(B) and writes the MR x NR tile
  *     C = alpha * (A_panel @ B_panel) + beta * C      (beta == 0: C not read).
- * Packed A holds, for each k, MR consecutive values (a column of the panel);
- * packed B holds, for each k, NR consecutive values (a row of the panel).
+ * The A panel holds, for each k, MR consecutive values (a column of the
+ * panel), a_ks floats after those of k - 1; the B panel holds, for each k,
+ * NR consecutive values (a row of the panel), b_ks floats apart. Packed
+ * panels have a_ks = MR and b_ks = NR; a panel read in place from the matrix
+ * (B not transposed, or A transposed) has its leading dimension.
  * Panels at the matrix edge are zero-padded by the packing routines, so the
  * kernel always computes a full tile; the driver redirects edge tiles to a
  * scratch tile and copies the valid part. */
@@ -13,8 +16,8 @@
 
 #include <stdint.h>
 
-typedef void (*sn_ukernel_fn)(int64_t kc, const float *a, const float *b, float *c,
-                              int64_t ldc, float alpha, float beta);
+typedef void (*sn_ukernel_fn)(int64_t kc, const float *a, int64_t a_ks, const float *b,
+                              int64_t b_ks, float *c, int64_t ldc, float alpha, float beta);
 
 #if defined(_MSC_VER)
 #define SN_ALWAYS_INLINE __forceinline

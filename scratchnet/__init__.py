@@ -4,6 +4,17 @@ The arithmetic (matrix multiply, activations, losses, backprop, optimizer
 updates) runs in scratchnet's own C, compiled into scratchnet._core; this
 package arranges it into layers, losses, optimizers and models.
 """
+import os as _os
+
+# GNU OpenMP's default lets worker threads sleep almost as soon as a parallel
+# region ends; waking one costs about 50 us here, more than a small layer's
+# GEMM takes, so threads would not help training at all. Spinning a little
+# (a few milliseconds at most) before sleeping keeps them ready between the
+# GEMMs of a batch. Set before the OpenMP runtime loads with _core; a value
+# of the user's own wins.
+if "OMP_WAIT_POLICY" not in _os.environ:
+    _os.environ.setdefault("GOMP_SPINCOUNT", "200000")
+
 from ._version import __version__
 from . import _core, _runtime
 from . import datasets
