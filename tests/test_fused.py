@@ -229,3 +229,24 @@ def test_dense_kernels_against_reference():
             want = {"none": z, "relu": np.maximum(z, 0), "leaky_relu": np.where(z > 0, z, 0.05 * z),
                     "sigmoid": 1 / (1 + np.exp(-z)), "tanh": np.tanh(z)}[name]
             np.testing.assert_allclose(y, want, rtol=1e-4, atol=1e-4 * np.sqrt(K))
+
+
+def test_training_is_identical_with_one_or_two_threads():
+    """Every element's sums run in the same order whatever the thread count."""
+    rng = np.random.default_rng(11)
+    X = rng.standard_normal((1000, 300)).astype(np.float32)
+    y = rng.integers(0, 10, 1000)
+    old = sn.get_num_threads()
+    weights = []
+    try:
+        for threads in (1, 2):
+            sn.set_num_threads(threads)
+            model = sn.Sequential(sn.Dense(300, 200, seed=0), sn.ReLU(), sn.Dropout(0.1),
+                                  sn.Dense(200, 150, seed=1), sn.Tanh(), sn.Dense(150, 10, seed=2))
+            model.fit(X, y, optimizer=sn.Adam(model.parameters()), epochs=2, batch_size=100,
+                      seed=0, verbose=0)
+            weights.append([p.data.copy() for p in model.parameters()] + [model.predict_proba(X)])
+    finally:
+        sn.set_num_threads(old)
+    for a, b in zip(*weights):
+        np.testing.assert_array_equal(a, b)
