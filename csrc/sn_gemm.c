@@ -295,15 +295,19 @@ int sn_gemm_epi_f32(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, f
     if (M <= SN_SMALL_M) {
         /* few rows: no packing; threads take column strips (each streams its
          * part of B through its own core's cache) */
-        const int nt = flops < SN_SMALL_PARALLEL_MIN_FLOPS || N < 32 ? 1 : sn_get_num_threads();
+        const int nt = flops < SN_SMALL_PARALLEL_MIN_FLOPS || N < 32 ? 1 : sn_parallel_threads();
         const int64_t per = ((N + nt - 1) / nt + 15) / 16 * 16;
+        const double t_start = SN_NOW();
+        double work = 0.0;
         (void)per;
+        (void)t_start;
 #ifdef _OPENMP
-#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nt) if (nt > 1) reduction(+ : work)
 #endif
         for (int t = 0; t < nt; ++t) {
             const int64_t j0 = t * per, len = N - j0 < per ? N - j0 : per;
             if (len <= 0) continue;
+            const double t0 = SN_NOW();
             const unsigned fp = sn_fp_enter();
             ki->small(trans_a, trans_b, M, len, K, alpha, A, lda,
                       trans_b ? B + j0 * ldb : B + j0, ldb, beta, C + j0, ldc);
@@ -312,10 +316,12 @@ int sn_gemm_epi_f32(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, f
                 apply_epilogue(&sub, C + j0, ldc, 0, 0, M, len);
             }
             sn_fp_leave(fp);
+            work += SN_NOW() - t0;
         }
+        sn_parallel_done(SN_NOW() - t_start, work, nt);
         return SN_OK;
     }
-    const int nthreads = flops < SN_GEMM_PARALLEL_MIN_FLOPS ? 1 : sn_get_num_threads();
+    const int nthreads = flops < SN_GEMM_PARALLEL_MIN_FLOPS ? 1 : sn_parallel_threads();
     if (nthreads == 1) {
         const unsigned fp = sn_fp_enter();
         status = gemm_blocked(ki, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc,
@@ -340,11 +346,14 @@ int sn_gemm_epi_f32(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, f
     const int64_t per_strip = (units + strips - 1) / strips * unit;
     strips = ((by_rows ? M : N) + per_strip - 1) / per_strip;
     int failed = 0;
-    (void)failed;
+    double work = 0.0;
+    const double t_start = SN_NOW();
+    (void)t_start;
 #ifdef _OPENMP
-#pragma omp parallel for schedule(dynamic, 1) num_threads(nthreads)
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nthreads) reduction(+ : work)
 #endif
     for (int64_t s = 0; s < strips; ++s) {
+        const double t0 = SN_NOW();
         const int64_t start = s * per_strip;
         const int64_t len = (by_rows ? M : N) - start < per_strip ? (by_rows ? M : N) - start
                                                                   : per_strip;
@@ -365,6 +374,7 @@ int sn_gemm_epi_f32(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, f
                               C + start, ldc, sub_ep);
         }
         sn_fp_leave(fp);
+        work += SN_NOW() - t0;
         if (st != SN_OK) {
 #ifdef _OPENMP
 #pragma omp atomic write
@@ -372,5 +382,6 @@ int sn_gemm_epi_f32(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, f
             failed = st;
         }
     }
+    sn_parallel_done(SN_NOW() - t_start, work, nthreads);
     return failed;
 }

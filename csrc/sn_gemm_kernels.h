@@ -84,6 +84,18 @@ void sn_act_rows_f32(float *c, int64_t ldc, int64_t rows, int64_t cols, const fl
 void sn_dact_rows_f32(float *c, int64_t ldc, int64_t rows, int64_t cols, const float *y,
                       const float *mask, int64_t ldy, int act, float act_param);
 
+/* Threads for the next parallel region (1 while backing off under
+ * contention), and the report of how it went: its wall time and the summed
+ * busy time of its work items, in seconds (sn_runtime.c). */
+int sn_parallel_threads(void);
+void sn_parallel_done(double wall, double work, int nthreads);
+#ifdef _OPENMP
+#include <omp.h>
+#define SN_NOW() omp_get_wtime()
+#else
+#define SN_NOW() 0.0
+#endif
+
 /* the kernel of the ISA chosen at run time (sn_runtime.c) */
 const sn_gemm_kernel_info *sn_active_gemm_kernel(void);
 

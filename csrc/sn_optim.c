@@ -6,6 +6,7 @@
 
 #include "scratchnet.h"
 #include "sn_fpmode.h"
+#include "sn_gemm_kernels.h"
 
 void sn_sgd_step_f32(float *p, float *buf, const float *g, int64_t n, float lr, float momentum,
                      float dampening, int nesterov, float weight_decay, int first_step)
@@ -124,16 +125,22 @@ int sn_optim_step_all(sn_optim_cfg *cfg, const sn_param *params, int n_params)
     for (int k = 0; k < n_params; ++k) {
         const sn_param *q = &params[k];
         const int64_t chunks = (q->n + SN_OPTIM_CHUNK - 1) / SN_OPTIM_CHUNK;
-        const int nthreads = chunks > 1 ? sn_get_num_threads() : 1;
-        (void)nthreads;
+        const int nthreads = chunks > 1 ? sn_parallel_threads() : 1;
+        const double t_start = SN_NOW();
+        double work = 0.0;
+        (void)t_start;
 #ifdef _OPENMP
-#pragma omp parallel for schedule(static) num_threads(nthreads) if (nthreads > 1)
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nthreads) if (nthreads > 1) \
+    reduction(+ : work)
 #endif
         for (int64_t ch = 0; ch < chunks; ++ch) {
+            const double t0 = SN_NOW();
             const int64_t lo = ch * SN_OPTIM_CHUNK;
             const int64_t hi = lo + SN_OPTIM_CHUNK < q->n ? lo + SN_OPTIM_CHUNK : q->n;
             step_chunk(cfg, q, lo, hi, lr, first);
+            work += SN_NOW() - t0;
         }
+        sn_parallel_done(SN_NOW() - t_start, work, nthreads);
     }
     cfg->iterations += 1;
     cfg->step += 1;

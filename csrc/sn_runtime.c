@@ -134,6 +134,39 @@ int sn_get_num_threads(void)
     return g_num_threads;
 }
 
+/* ---- back-off under contention ----
+ * A parallel region ends when every thread of the team has arrived. If the
+ * OS has given another program the second core, the caller waits for a
+ * thread that is not running, once per region: a training step of a few
+ * hundred microseconds can take milliseconds. The regions here hand work
+ * out dynamically, so a thread that runs does the work of one that does not;
+ * what is left is the wait at the end. When a region's wall time is far
+ * above what its work needed spread over the team, the next regions run in
+ * the calling thread alone for a while (longer after each repeat), then
+ * threads are tried again. The thread count never changes a result. */
+static int g_serial_left = 0;   /* regions still to run serially */
+static int g_backoff = 16;      /* the length of the next back-off */
+
+int sn_parallel_threads(void)
+{
+    if (g_serial_left > 0) {
+        --g_serial_left;
+        return 1;
+    }
+    return sn_get_num_threads();
+}
+
+void sn_parallel_done(double wall, double work, int nthreads)
+{
+    if (nthreads < 2) return;
+    if (wall > 2.0 * work / nthreads + 50e-6) {
+        g_serial_left = g_backoff;
+        if (g_backoff < 4096) g_backoff *= 2;
+    } else if (g_backoff > 16) {
+        g_backoff /= 2;
+    }
+}
+
 const char *sn_compiler(void)
 {
 #if defined(__clang__)
