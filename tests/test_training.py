@@ -59,3 +59,19 @@ def test_seeded_mnist_training_gives_the_same_accuracy(mnist):
     assert results[0][0] == results[1][0]
     np.testing.assert_array_equal(results[0][1], results[1][1])
     assert results[0][0] > 0.85
+
+
+def test_fresh_process_passes_the_seed_accuracy(tmp_path):
+    """examples/mnist_in_seconds.py: import, load, train, evaluate in one new
+    process; the accuracy is asserted, the time only printed."""
+    if datasets.find("mnist") is None:
+        missing_data("mnist not found")
+    script = os.path.join(os.path.dirname(__file__), "..", "examples", "mnist_in_seconds.py")
+    if not os.path.exists(script):
+        pytest.skip("examples/ are not shipped with the installed package")
+    proc = subprocess.run([sys.executable, script], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    print("\n" + proc.stdout.strip())
+    accuracy = float(proc.stdout.split("test accuracy ")[1].split("%")[0])
+    assert accuracy >= 97.42
