@@ -204,6 +204,8 @@ static int gemm_blocked(const sn_gemm_kernel_info *ki, int trans_a, int trans_b,
      * one mc block (small problems, where the copy is a large share). */
     const int direct_b = !trans_b && M <= MC && getenv_direct();
     const int direct_a = trans_a && getenv_direct();
+    /* a plain A is read in place by the row kernel, where there is one */
+    const int rows_a = !trans_a && ki->kernel_rows != NULL && getenv_direct();
 
     for (int64_t jc = 0; jc < N; jc += NC) {
         const int64_t nc = N - jc < NC ? N - jc : NC;
@@ -222,8 +224,8 @@ static int gemm_blocked(const sn_gemm_kernel_info *ki, int trans_a, int trans_b,
                 const int64_t mc = M - ic < MC ? M - ic : MC;
                 const int64_t n_ir = (mc + mr - 1) / mr;
                 /* likewise a transposed A: its rows are the panel's columns */
-                for (int64_t p = direct_a ? n_ir - 1 : 0; p < n_ir; ++p)
-                    if (!direct_a || mc - p * mr < mr)
+                for (int64_t p = direct_a || rows_a ? n_ir - 1 : 0; p < n_ir; ++p)
+                    if (!(direct_a || rows_a) || mc - p * mr < mr)
                         pack_a_panel(pa, A, lda, trans_a, ic, pc, mc, kc, mr, p);
                 for (int64_t jr = 0; jr < n_jr; ++jr) {
                     const int64_t cols = nc - jr * nr < nr ? nc - jr * nr : nr;
@@ -231,17 +233,20 @@ static int gemm_blocked(const sn_gemm_kernel_info *ki, int trans_a, int trans_b,
                     const float *bp = b_in_place ? B + pc * ldb + jc + jr * nr : pb + jr * kc * nr;
                     const int64_t b_ks = b_in_place ? ldb : nr;
                     for (int64_t ir = 0; ir < n_ir; ++ir) {
-                        const int a_in_place = direct_a && mc - ir * mr >= mr;
+                        const int full = mc - ir * mr >= mr;
+                        const int a_in_place = direct_a && full, a_rows = rows_a && full;
                         const float *ap = a_in_place ? A + pc * lda + ic + ir * mr
+                                          : a_rows   ? A + (ic + ir * mr) * lda + pc
                                                      : pa + ir * kc * mr;
-                        const int64_t a_ks = a_in_place ? lda : mr;
+                        const int64_t a_ks = a_in_place || a_rows ? lda : mr;
+                        const sn_ukernel_fn kernel = a_rows ? ki->kernel_rows : ki->kernel;
                         float *c = C + (ic + ir * mr) * ldc + jc + jr * nr;
                         const int64_t rows = mc - ir * mr < mr ? mc - ir * mr : mr;
                         if (rows == mr && cols == nr) {
-                            ki->kernel(kc, ap, a_ks, bp, b_ks, c, ldc, alpha, beta_k);
+                            kernel(kc, ap, a_ks, bp, b_ks, c, ldc, alpha, beta_k);
                         } else {
                             /* edge tile: compute the full tile aside, keep the valid part */
-                            ki->kernel(kc, ap, a_ks, bp, b_ks, tile, nr, alpha, 0.0f);
+                            kernel(kc, ap, a_ks, bp, b_ks, tile, nr, alpha, 0.0f);
                             for (int64_t i = 0; i < rows; ++i)
                                 for (int64_t j = 0; j < cols; ++j) {
                                     const float v = tile[i * nr + j];

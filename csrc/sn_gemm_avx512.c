@@ -16,25 +16,10 @@
 #define MR 12
 #define NR 32
 
-SN_TARGET_AVX512
-static void ukernel_avx512(int64_t kc, const float *a, int64_t a_ks, const float *b,
-                         int64_t b_ks, float *c, int64_t ldc, float alpha, float beta)
+/* C tile = alpha * acc + beta * C (beta == 0: C not read) */
+SN_TARGET_AVX512 SN_ALWAYS_INLINE
+static inline void store_tile(__m512 acc[MR][2], float *c, int64_t ldc, float alpha, float beta)
 {
-    __m512 acc[MR][2];
-    for (int i = 0; i < MR; ++i) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
-    for (int64_t k = 0; k < kc; ++k) {
-        const __m512 b0 = _mm512_loadu_ps(b), b1 = _mm512_loadu_ps(b + 16);
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC unroll 12
-#endif
-        for (int i = 0; i < MR; ++i) {
-            const __m512 ai = _mm512_set1_ps(a[i]);
-            acc[i][0] = _mm512_fmadd_ps(ai, b0, acc[i][0]);
-            acc[i][1] = _mm512_fmadd_ps(ai, b1, acc[i][1]);
-        }
-        a += a_ks;
-        b += b_ks;
-    }
     const __m512 va = _mm512_set1_ps(alpha);
     for (int i = 0; i < MR; ++i) {
         float *ci = c + i * ldc;
@@ -49,6 +34,58 @@ static void ukernel_avx512(int64_t kc, const float *a, int64_t a_ks, const float
     }
 }
 
+/* acc[i] += a_i * (b0, b1) */
+#define SN_FMA_ROW(i, ai_ptr)                                              \
+    do {                                                                   \
+        const __m512 ai = _mm512_set1_ps(*(ai_ptr));                       \
+        acc[i][0] = _mm512_fmadd_ps(ai, b0, acc[i][0]);                    \
+        acc[i][1] = _mm512_fmadd_ps(ai, b1, acc[i][1]);                    \
+    } while (0)
+
+SN_TARGET_AVX512
+static void ukernel_avx512(int64_t kc, const float *a, int64_t a_ks, const float *b,
+                           int64_t b_ks, float *c, int64_t ldc, float alpha, float beta)
+{
+    __m512 acc[MR][2];
+    for (int i = 0; i < MR; ++i) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
+    for (int64_t k = 0; k < kc; ++k) {
+        const __m512 b0 = _mm512_loadu_ps(b), b1 = _mm512_loadu_ps(b + 16);
+        SN_FMA_ROW(0, a + 0); SN_FMA_ROW(1, a + 1); SN_FMA_ROW(2, a + 2);
+        SN_FMA_ROW(3, a + 3); SN_FMA_ROW(4, a + 4); SN_FMA_ROW(5, a + 5);
+        SN_FMA_ROW(6, a + 6); SN_FMA_ROW(7, a + 7); SN_FMA_ROW(8, a + 8);
+        SN_FMA_ROW(9, a + 9); SN_FMA_ROW(10, a + 10); SN_FMA_ROW(11, a + 11);
+        a += a_ks;
+        b += b_ks;
+    }
+    store_tile(acc, c, ldc, alpha, beta);
+}
+
+/* The same tile with A read in place from 12 rows lda apart (A not
+ * transposed), instead of from a packed panel: row i of the tile at
+ * a + i * lda, consecutive in k. Four base pointers and three multiples of
+ * lda address the twelve rows. */
+SN_TARGET_AVX512
+static void ukernel_rows_avx512(int64_t kc, const float *a, int64_t lda, const float *b,
+                                int64_t b_ks, float *c, int64_t ldc, float alpha, float beta)
+{
+    __m512 acc[MR][2];
+    for (int i = 0; i < MR; ++i) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
+    const float *a0 = a, *a4 = a + 4 * lda, *a8 = a + 8 * lda;
+    const int64_t l1 = lda, l2 = 2 * lda, l3 = 3 * lda;
+    for (int64_t k = 0; k < kc; ++k) {
+        const __m512 b0 = _mm512_loadu_ps(b), b1 = _mm512_loadu_ps(b + 16);
+        SN_FMA_ROW(0, a0); SN_FMA_ROW(1, a0 + l1); SN_FMA_ROW(2, a0 + l2);
+        SN_FMA_ROW(3, a0 + l3); SN_FMA_ROW(4, a4); SN_FMA_ROW(5, a4 + l1);
+        SN_FMA_ROW(6, a4 + l2); SN_FMA_ROW(7, a4 + l3); SN_FMA_ROW(8, a8);
+        SN_FMA_ROW(9, a8 + l1); SN_FMA_ROW(10, a8 + l2); SN_FMA_ROW(11, a8 + l3);
+        ++a0;
+        ++a4;
+        ++a8;
+        b += b_ks;
+    }
+    store_tile(acc, c, ldc, alpha, beta);
+}
+#undef SN_FMA_ROW
 
 #define SN_SMALL_NAME small_gemm_avx512
 #define SN_SMALL_BLOCKS small_blocks_avx512
@@ -57,5 +94,5 @@ static void ukernel_avx512(int64_t kc, const float *a, int64_t a_ks, const float
 #include "sn_gemm_small.h"
 
 const sn_gemm_kernel_info sn_gemm_kernel_avx512 = {
-    "avx512", MR, NR, 256, 144, 2048, ukernel_avx512, small_gemm_avx512};
+    "avx512", MR, NR, 256, 144, 2048, ukernel_avx512, small_gemm_avx512, ukernel_rows_avx512};
 #endif

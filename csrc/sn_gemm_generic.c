@@ -35,4 +35,4 @@ static void ukernel_generic(int64_t kc, const float *a, int64_t a_ks, const floa
 #include "sn_gemm_small.h"
 
 const sn_gemm_kernel_info sn_gemm_kernel_generic = {
-    "generic", MR, NR, 256, 128, 2048, ukernel_generic, small_gemm_generic};
+    "generic", MR, NR, 256, 128, 2048, ukernel_generic, small_gemm_generic, NULL};

@@ -14,6 +14,7 @@
 #ifndef SN_GEMM_KERNELS_H
 #define SN_GEMM_KERNELS_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 typedef void (*sn_ukernel_fn)(int64_t kc, const float *a, int64_t a_ks, const float *b,
@@ -41,6 +42,9 @@ typedef struct {
     int64_t kc, mc, nc;  /* cache blocks: kc x nr panel of B in L1, mc x kc of A in L2 */
     sn_ukernel_fn kernel;
     sn_small_gemm_fn small;
+    /* the kernel with A read in place from mr rows: a_ks is then the row
+     * stride lda and consecutive k are adjacent (NULL: always pack A) */
+    sn_ukernel_fn kernel_rows;
 } sn_gemm_kernel_info;
 
 #define SN_MAX_MR 16
