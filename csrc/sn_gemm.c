@@ -162,15 +162,6 @@ int sn_gemm_naive_f32(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K,
 
 /* ---- the fast path ---- */
 
-static int getenv_direct(void)
-{
-    static int v = -1;
-    if (v < 0) {
-        const char *e = getenv("SN_DIRECT");
-        v = e ? atoi(e) : 1;
-    }
-    return v;
-}
 
 /* The blocked loop nest on one sub-problem, in the calling thread, with that
  * thread's packing buffers. Returns SN_ENOMEM if they cannot grow. */
@@ -202,10 +193,10 @@ static int gemm_blocked(const sn_gemm_kernel_info *ki, int trans_a, int trans_b,
     float tile[SN_MAX_MR * SN_MAX_NR];
     /* Reading panels in place saves a copy when the whole of op(A) fits in
      * one mc block (small problems, where the copy is a large share). */
-    const int direct_b = !trans_b && M <= MC && getenv_direct();
-    const int direct_a = trans_a && getenv_direct();
+    const int direct_b = !trans_b && M <= MC;
+    const int direct_a = trans_a;
     /* a plain A is read in place by the row kernel, where there is one */
-    const int rows_a = !trans_a && ki->kernel_rows != NULL && getenv_direct();
+    const int rows_a = !trans_a && ki->kernel_rows != NULL;
 
     for (int64_t jc = 0; jc < N; jc += NC) {
         const int64_t nc = N - jc < NC ? N - jc : NC;

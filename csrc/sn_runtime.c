@@ -159,7 +159,9 @@ int sn_parallel_threads(void)
 void sn_parallel_done(double wall, double work, int nthreads)
 {
     if (nthreads < 2) return;
-    if (wall > 2.0 * work / nthreads + 50e-6) {
+    /* a thread the OS has descheduled costs a time slice (milliseconds);
+     * waking one that slept costs tens of microseconds, and is no reason */
+    if (wall > 2.0 * work / nthreads + 250e-6) {
         g_serial_left = g_backoff;
         if (g_backoff < 4096) g_backoff *= 2;
     } else if (g_backoff > 16) {
