@@ -141,6 +141,11 @@ def cmd_info(args):
     return 0
 
 
+def cmd_bench(args):
+    from . import bench  # imported here: only this command needs it
+    return bench.cli(quick=args.quick, as_json=args.json, threads=args.threads)
+
+
 def make_parser():
     parser = argparse.ArgumentParser(prog="scratchnet",
                                      description="Train and run neural networks whose "
@@ -192,6 +197,13 @@ def make_parser():
     p = sub.add_parser("info", help="version, compiler, kernel path, threads")
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=cmd_info)
+
+    p = sub.add_parser("bench", help="time scratchnet against NumPy and PyTorch (GEMM, MNIST MLP)")
+    p.add_argument("--quick", action="store_true", help="fewer GEMM shapes and rounds")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--threads", type=_positive(int), default=2,
+                   help="threads for all three libraries (default 2)")
+    p.set_defaults(run=cmd_bench)
     return parser
 
 

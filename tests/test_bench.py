@@ -1,0 +1,92 @@
+"""`scratchnet bench --quick --json`, run in-process: the structure of its
+output, and that the GEMM results it checked were right. No timing is
+asserted: the machine is shared and noisy."""
+import argparse
+import contextlib
+import io
+import json
+
+import pytest
+
+from scratchnet import bench, cli
+
+HAVE_TORCH = bench.import_torch() is not None
+PRESENT = ("scratchnet", "numpy", "torch") if HAVE_TORCH else ("scratchnet", "numpy")
+
+
+@pytest.fixture(scope="module")
+def quick_run(mnist):  # mnist: skip, or fail in CI, when the data cannot be found
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = cli.main(["bench", "--quick", "--json"])
+    return code, json.loads(out.getvalue())
+
+
+def check_values(values):
+    for name in ("scratchnet", "numpy", "torch"):
+        if name in PRESENT:
+            assert values[name] > 0
+        else:
+            assert values.get(name) is None
+
+
+def test_quick_bench_gemm_rows_are_verified(quick_run):
+    code, report = quick_run
+    assert code == 0
+    assert report["config"]["threads"] == 2 and report["config"]["isa"]
+    assert (report["config"]["torch"] is not None) == HAVE_TORCH
+    assert "other_cpu" in report["gemm"]
+    rows = report["gemm"]["rows"]
+    assert [r["shape"] for r in rows] == [s.label for s in bench.GEMM_SETTINGS["quick"]["shapes"]]
+    for row in rows:
+        assert row["ok"] is True, row
+        assert 0 <= row["max_rel_err"] <= bench.GEMM_TOLERANCE
+        check_values(row["gflops"])
+        assert row["speedup_vs_numpy"] > 0
+        assert (row["speedup_vs_torch"] is not None) == HAVE_TORCH
+    transposed = {(r["trans_a"], r["trans_b"]) for r in rows}
+    assert {(True, False), (False, True)} <= transposed  # both backward-pass products
+
+
+def test_quick_bench_mlp_rows_learn(quick_run):
+    _, report = quick_run
+    train, latency = report["mlp"]["rows"]
+    assert (train["row"], train["unit"]) == ("sgd-b128", "s/epoch")
+    assert (latency["row"], latency["unit"]) == ("infer-b1", "us/call")
+    for row in (train, latency):
+        check_values(row)
+    assert set(train["accuracy"]) == set(PRESENT)
+    for accuracy in train["accuracy"].values():  # 2 epochs on 10,000 images
+        assert accuracy > 0.85
+    assert latency["accuracy"] is None
+
+
+def test_tables_print_every_row(quick_run):
+    _, report = quick_run
+    out = io.StringIO()
+    bench.print_gemm_table(report["gemm"], 3, out)
+    bench.print_mlp_table(report["mlp"], 1, 10_000, out)
+    text = out.getvalue()
+    for row in report["gemm"]["rows"]:
+        assert row["shape"] in text
+    for row in report["mlp"]["rows"]:
+        assert row["label"] in text
+    assert "WRONG" not in text
+
+
+def test_a_wrong_gemm_result_is_flagged(monkeypatch, capsys):
+    monkeypatch.setattr(bench, "GEMM_TOLERANCE", -1.0)  # no result can pass
+    code = bench.run(gemm=dict(shapes=bench.parse_shapes("8"), repeat=1, block=0.0))
+    out, err = capsys.readouterr()
+    assert code == 1
+    assert "WRONG" in out and "square 8" in err
+
+
+def test_command_line_values_are_checked():
+    assert [(s.m, s.k, s.n) for s in bench.parse_shapes("64, 2x3x4")] == [(64, 64, 64), (2, 3, 4)]
+    assert bench.parse_rows("sgd-b32,infer-b1") == ["sgd-b32", "infer-b1"]
+    for bad in ("0", "2x3", "ax2x3", ""):
+        with pytest.raises(argparse.ArgumentTypeError):
+            bench.parse_shapes(bad)
+    with pytest.raises(argparse.ArgumentTypeError):
+        bench.parse_rows("sgd-b64")
