@@ -28,7 +28,7 @@
 
 /* Below this many multiply-adds a second thread costs more than it saves
  * (waking it, and each strip packing its own copy of one operand). */
-#define SN_SMALL_PARALLEL_MIN_FLOPS (1 << 16)
+#define SN_SMALL_PARALLEL_MIN_FLOPS (1 << 18)
 #ifndef SN_GEMM_PARALLEL_MIN_FLOPS
 #define SN_GEMM_PARALLEL_MIN_FLOPS (1 << 22)
 #endif
@@ -273,6 +273,24 @@ static sn_epilogue epilogue_at(const sn_epilogue *ep, int64_t i0, int64_t j0)
     return sub;
 }
 
+/* Columns j0 .. j0+len of a GEMM of few rows, with the epilogue. */
+static void small_strip(const sn_gemm_kernel_info *ki, int trans_a, int trans_b, int64_t M,
+                        int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
+                        const float *B, int64_t ldb, float beta, float *C, int64_t ldc,
+                        const sn_epilogue *ep, int64_t j0, int64_t len)
+{
+    (void)N;
+    if (len <= 0) return;
+    const unsigned fp = sn_fp_enter();
+    ki->small(trans_a, trans_b, M, len, K, alpha, A, lda, trans_b ? B + j0 * ldb : B + j0, ldb,
+              beta, C + j0, ldc);
+    if (ep) {
+        const sn_epilogue sub = epilogue_at(ep, 0, j0);
+        apply_epilogue(&sub, C + j0, ldc, 0, 0, M, len);
+    }
+    sn_fp_leave(fp);
+}
+
 int sn_gemm_epi_f32(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha,
                     const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
                     float *C, int64_t ldc, const sn_epilogue *ep)
@@ -289,29 +307,27 @@ int sn_gemm_epi_f32(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, f
     const sn_gemm_kernel_info *ki = sn_active_gemm_kernel();
     const double flops = (double)M * (double)N * (double)K;
     if (M <= SN_SMALL_M) {
-        /* few rows: no packing; threads take column strips (each streams its
-         * part of B through its own core's cache) */
+        /* few rows: no packing; each thread takes the same column strip call
+         * after call (static), so its part of B stays in its own core's L2 */
         const int nt = flops < SN_SMALL_PARALLEL_MIN_FLOPS || N < 32 ? 1 : sn_parallel_threads();
+        if (nt == 1) {
+            small_strip(ki, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, ep,
+                        0, N);
+            return SN_OK;
+        }
         const int64_t per = ((N + nt - 1) / nt + 15) / 16 * 16;
         const double t_start = SN_NOW();
         double work = 0.0;
         (void)per;
         (void)t_start;
 #ifdef _OPENMP
-#pragma omp parallel for schedule(dynamic, 1) num_threads(nt) if (nt > 1) reduction(+ : work)
+#pragma omp parallel for schedule(static) num_threads(nt) reduction(+ : work)
 #endif
         for (int t = 0; t < nt; ++t) {
-            const int64_t j0 = t * per, len = N - j0 < per ? N - j0 : per;
-            if (len <= 0) continue;
             const double t0 = SN_NOW();
-            const unsigned fp = sn_fp_enter();
-            ki->small(trans_a, trans_b, M, len, K, alpha, A, lda,
-                      trans_b ? B + j0 * ldb : B + j0, ldb, beta, C + j0, ldc);
-            if (ep) {
-                const sn_epilogue sub = epilogue_at(ep, 0, j0);
-                apply_epilogue(&sub, C + j0, ldc, 0, 0, M, len);
-            }
-            sn_fp_leave(fp);
+            const int64_t j0 = t * per;
+            small_strip(ki, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, ep,
+                        j0, N - j0 < per ? N - j0 : per);
             work += SN_NOW() - t0;
         }
         sn_parallel_done(SN_NOW() - t_start, work, nt);

@@ -41,13 +41,26 @@ static void SN_SMALL_NAME(int trans_a, int trans_b, int64_t M, int64_t N, int64_
         if (!trans_b) {
             /* c[j] = sum_k a_ik B[k, j]: rows of B scaled and added, one
              * block of SN_SMALL_NB columns at a time */
-            /* blocks of SN_SMALL_NB columns, then of 64 and 16, then single
-             * ones: fixed-length loops the compiler keeps in registers */
+            /* blocks of SN_SMALL_NB columns, then of 64 and 16: fixed-length
+             * loops the compiler keeps in registers */
             int64_t j0 = 0;
             j0 = SN_SMALL_BLOCKS(SN_SMALL_NB, j0, N, K, alpha, a, a_step, B, ldb, beta, c);
             j0 = SN_SMALL_BLOCKS(64, j0, N, K, alpha, a, a_step, B, ldb, beta, c);
             j0 = SN_SMALL_BLOCKS(16, j0, N, K, alpha, a, a_step, B, ldb, beta, c);
-            SN_SMALL_BLOCKS(1, j0, N, K, alpha, a, a_step, B, ldb, beta, c);
+            if (j0 < N) {
+                /* fewer than 16 left: one short block, its columns summed side
+                 * by side (one column at a time would be a chain of K
+                 * dependent adds) */
+                const int64_t nb = N - j0;
+                float acc[16] = {0};
+                for (int64_t k = 0; k < K; ++k) {
+                    const float aik = a[k * a_step];
+                    const float *b = B + k * ldb + j0;
+                    for (int64_t j = 0; j < nb; ++j) acc[j] += aik * b[j];
+                }
+                for (int64_t j = 0; j < nb; ++j)
+                    c[j0 + j] = beta == 0.0f ? alpha * acc[j] : alpha * acc[j] + beta * c[j0 + j];
+            }
         } else {
             /* c[j] = dot(op(A) row i, B row j): 16 partial sums, added in a
              * fixed order at the end */

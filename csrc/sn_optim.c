@@ -126,12 +126,15 @@ int sn_optim_step_all(sn_optim_cfg *cfg, const sn_param *params, int n_params)
         const sn_param *q = &params[k];
         const int64_t chunks = (q->n + SN_OPTIM_CHUNK - 1) / SN_OPTIM_CHUNK;
         const int nthreads = chunks > 1 ? sn_parallel_threads() : 1;
+        if (nthreads == 1) {
+            step_chunk(cfg, q, 0, q->n, lr, first);
+            continue;
+        }
         const double t_start = SN_NOW();
         double work = 0.0;
         (void)t_start;
 #ifdef _OPENMP
-#pragma omp parallel for schedule(dynamic, 1) num_threads(nthreads) if (nthreads > 1) \
-    reduction(+ : work)
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nthreads) reduction(+ : work)
 #endif
         for (int64_t ch = 0; ch < chunks; ++ch) {
             const double t0 = SN_NOW();
