@@ -30,7 +30,7 @@
  * (waking it, and each strip packing its own copy of one operand). */
 #define SN_SMALL_PARALLEL_MIN_FLOPS (1 << 18)
 #ifndef SN_GEMM_PARALLEL_MIN_FLOPS
-#define SN_GEMM_PARALLEL_MIN_FLOPS (1 << 22)
+#define SN_GEMM_PARALLEL_MIN_FLOPS (1 << 20)
 #endif
 
 /* ---- packing workspace: one per calling thread, grown, never shrunk ---- */
