@@ -2,7 +2,7 @@
 #include <math.h>
 
 #include "scratchnet.h"
-#include "sn_gemm_kernels.h"
+#include "sn_internal.h"
 
 void sn_relu_forward_f32(float *y, const float *x, int64_t n)
 {
@@ -53,21 +53,26 @@ void sn_tanh_backward_f32(float *dx, const float *dy, const float *y, int64_t n)
     for (int64_t i = 0; i < n; ++i) dx[i] = dy[i] * (1.0f - y[i] * y[i]);
 }
 
+/* Softmax of one row into p; returns lse = m + log sum exp(z - m), the
+ * log-sum-exp with the row maximum m subtracted so exp never overflows and
+ * the sum is at least 1 (no log 0). The sum is kept in double. */
+double sn_softmax_row_f32(float *p, const float *z, int64_t N)
+{
+    float m = z[0];
+    for (int64_t j = 1; j < N; ++j) m = z[j] > m ? z[j] : m;
+    double sum = 0.0;
+    for (int64_t j = 0; j < N; ++j) {
+        p[j] = expf(z[j] - m);
+        sum += p[j];
+    }
+    const float inv = (float)(1.0 / sum);
+    for (int64_t j = 0; j < N; ++j) p[j] *= inv;
+    return (double)m + log(sum);
+}
+
 void sn_softmax_forward_f32(float *y, const float *x, int64_t M, int64_t N)
 {
-    for (int64_t r = 0; r < M; ++r) {
-        const float *xr = x + r * N;
-        float *yr = y + r * N;
-        float m = xr[0];
-        for (int64_t j = 1; j < N; ++j) m = xr[j] > m ? xr[j] : m;
-        float sum = 0.0f;
-        for (int64_t j = 0; j < N; ++j) {
-            yr[j] = expf(xr[j] - m);
-            sum += yr[j];
-        }
-        const float inv = 1.0f / sum;
-        for (int64_t j = 0; j < N; ++j) yr[j] *= inv;
-    }
+    for (int64_t r = 0; r < M; ++r) sn_softmax_row_f32(y + r * N, x + r * N, N);
 }
 
 void sn_softmax_backward_f32(float *dx, const float *dy, const float *y, int64_t M, int64_t N)

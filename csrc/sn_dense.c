@@ -3,7 +3,7 @@
 #include <stddef.h>
 
 #include "scratchnet.h"
-#include "sn_gemm_kernels.h"
+#include "sn_internal.h"
 
 static int act_ok(int act, float act_param)
 {

@@ -18,7 +18,7 @@
 
 #include "scratchnet.h"
 #include "sn_fpmode.h"
-#include "sn_gemm_kernels.h"
+#include "sn_internal.h"
 
 #if defined(_MSC_VER)
 #define SN_THREAD_LOCAL __declspec(thread)

@@ -3,7 +3,7 @@
  * broadcast A value: 15 of the 16 ymm registers.
  * Compiled for AVX2 through a function attribute, never with -mavx2 for the
  * whole file, so the rest of the library runs on any x86-64. */
-#include "sn_gemm_kernels.h"
+#include "sn_internal.h"
 
 #ifdef SN_X86_64
 #include <immintrin.h>

@@ -2,7 +2,7 @@
  * (12 rows x 2 vectors of 16), plus 2 registers for the B row and 1 for the
  * broadcast A value: 27 of the 32 zmm registers. Each k step does 24 FMAs
  * for 2 vector loads and 12 broadcasts. */
-#include "sn_gemm_kernels.h"
+#include "sn_internal.h"
 
 #ifdef SN_X86_64
 #include <immintrin.h>

@@ -2,7 +2,7 @@
  * compilers turn into SSE2 / NEON vector code: 12 accumulator registers of
  * 4 floats, 2 for the B row, 1 for the broadcast, within SSE2's 16 (a wider
  * tile spills and runs 3x slower). */
-#include "sn_gemm_kernels.h"
+#include "sn_internal.h"
 
 #define MR 6
 #define NR 8

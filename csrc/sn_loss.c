@@ -4,23 +4,7 @@
 #include <math.h>
 
 #include "scratchnet.h"
-
-/* Softmax of one row into p; returns lse = m + log sum exp(z - m), the
- * log-sum-exp with the row maximum m subtracted so exp never overflows and
- * the sum is at least 1 (no log 0). */
-static double softmax_row(float *p, const float *z, int64_t N)
-{
-    float m = z[0];
-    for (int64_t j = 1; j < N; ++j) m = z[j] > m ? z[j] : m;
-    double sum = 0.0;
-    for (int64_t j = 0; j < N; ++j) {
-        p[j] = expf(z[j] - m);
-        sum += p[j];
-    }
-    const float inv = (float)(1.0 / sum);
-    for (int64_t j = 0; j < N; ++j) p[j] *= inv;
-    return (double)m + log(sum);
-}
+#include "sn_internal.h"
 
 int sn_xent_forward_f32(double *loss, float *probs, const float *z, const int64_t *labels,
                         int64_t M, int64_t N)
@@ -31,7 +15,7 @@ int sn_xent_forward_f32(double *loss, float *probs, const float *z, const int64_
     double total = 0.0;
     for (int64_t i = 0; i < M; ++i) {
         const float *zi = z + i * N;
-        total += softmax_row(probs + i * N, zi, N) - zi[labels[i]];
+        total += sn_softmax_row_f32(probs + i * N, zi, N) - zi[labels[i]];
     }
     *loss = total / (double)M;
     return isfinite(*loss) ? SN_OK : SN_ENONFINITE;
@@ -58,7 +42,7 @@ int sn_xent_soft_forward_f32(double *loss, float *probs, const float *z, const f
     double total = 0.0;
     for (int64_t i = 0; i < M; ++i) {
         const float *zi = z + i * N, *ti = T + i * N;
-        const double lse = softmax_row(probs + i * N, zi, N);
+        const double lse = sn_softmax_row_f32(probs + i * N, zi, N);
         for (int64_t j = 0; j < N; ++j) total += (double)ti[j] * (lse - zi[j]);
     }
     *loss = total / (double)M;
@@ -130,7 +114,7 @@ int sn_xent_train_f32(double *loss, int64_t *correct, float *dz, const float *z,
         int64_t best = 0;
         for (int64_t j = 1; j < N; ++j) best = zi[j] > zi[best] ? j : best;
         right += best == labels[i];
-        total += softmax_row(di, zi, N) - zi[labels[i]];
+        total += sn_softmax_row_f32(di, zi, N) - zi[labels[i]];
         for (int64_t j = 0; j < N; ++j) di[j] *= scale;
         di[labels[i]] -= scale;
     }

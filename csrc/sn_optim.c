@@ -6,7 +6,7 @@
 
 #include "scratchnet.h"
 #include "sn_fpmode.h"
-#include "sn_gemm_kernels.h"
+#include "sn_internal.h"
 
 void sn_sgd_step_f32(float *p, float *buf, const float *g, int64_t n, float lr, float momentum,
                      float dampening, int nesterov, float weight_decay, int first_step)

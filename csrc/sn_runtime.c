@@ -5,7 +5,7 @@
  * saves the wider registers on a context switch (XGETBV reads XCR0): a CPU
  * with AVX-512 under an OS that does not enable it must not run it. */
 #include "scratchnet.h"
-#include "sn_gemm_kernels.h"
+#include "sn_internal.h"
 
 #ifdef _OPENMP
 #include <omp.h>

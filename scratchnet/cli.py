@@ -1,4 +1,4 @@
-"""The scratchnet command line: train, evaluate, predict, download, info."""
+"""The scratchnet command line: train, evaluate, predict, download, info, bench."""
 import argparse
 import json
 import sys

@@ -5,19 +5,10 @@ import numpy as np
 
 from . import _core
 from ._validate import as_float32, as_labels, check_finite
+from .module import BufferOwner
 
 
-class Loss:
-    def __init__(self):
-        self._buffers = {}
-
-    def _buffer(self, key, shape):
-        buf = self._buffers.get(key)
-        if buf is None or buf.shape != shape:
-            buf = np.empty(shape, dtype=np.float32)
-            self._buffers[key] = buf
-        return buf
-
+class Loss(BufferOwner):
     def __call__(self, predictions, targets):
         return self.forward(predictions, targets)
 

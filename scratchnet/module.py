@@ -32,16 +32,29 @@ class Parameter:
         return f"Parameter(name={self.name!r}, shape={self.data.shape})"
 
 
-class Module:
+class BufferOwner:
+    """Keeps output arrays that are reused from call to call: a new array is
+    allocated only when the shape changes (a new batch size)."""
+
+    def __init__(self):
+        self._buffers = {}
+
+    def _buffer(self, key, shape):
+        """A float32 array of this shape owned by the object, reused across calls."""
+        buf = self._buffers.get(key)
+        if buf is None or buf.shape != shape:
+            buf = np.empty(shape, dtype=np.float32)
+            self._buffers[key] = buf
+        return buf
+
+
+class Module(BufferOwner):
     """Base of layers and models: forward(x, training) caches what backward
     needs; backward(dy) returns dx and sets every parameter's .grad.
 
     Output arrays are owned by the module and reused from batch to batch (no
     allocation per batch): an array returned by forward or backward is valid
     until the next call of the same method. Copy it to keep it."""
-
-    def __init__(self):
-        self._buffers = {}
 
     def forward(self, x, training=False):
         raise NotImplementedError
@@ -69,14 +82,6 @@ class Module:
     def output_features(self, in_features):
         """Features per sample of the output for in_features of input."""
         return in_features
-
-    def _buffer(self, key, shape):
-        """A float32 array of this shape owned by the module, reused across calls."""
-        buf = self._buffers.get(key)
-        if buf is None or buf.shape != shape:
-            buf = np.empty(shape, dtype=np.float32)
-            self._buffers[key] = buf
-        return buf
 
     def __repr__(self):
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())

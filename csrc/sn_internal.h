@@ -1,4 +1,7 @@
-/* Internal: the GEMM micro-kernels and their blocking parameters.
+/* Internal to csrc/ (not part of the API in scratchnet.h): the GEMM
+ * micro-kernels and their blocking parameters, the GEMM epilogue, fused
+ * activation helpers and the threads back-off.
+ *
  *
  * A micro-kernel multiplies one packed MR x kc panel of op(A) by one packed
  * kc x NR panel of op(B) and writes the MR x NR tile
@@ -11,8 +14,8 @@
  * Panels at the matrix edge are zero-padded by the packing routines, so the
  * kernel always computes a full tile; the driver redirects edge tiles to a
  * scratch tile and copies the valid part. */
-#ifndef SN_GEMM_KERNELS_H
-#define SN_GEMM_KERNELS_H
+#ifndef SN_INTERNAL_H
+#define SN_INTERNAL_H
 
 #include <stddef.h>
 #include <stdint.h>
@@ -81,6 +84,9 @@ typedef struct {
 int sn_gemm_epi_f32(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha,
                     const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
                     float *C, int64_t ldc, const sn_epilogue *ep);
+
+/* softmax of one row of N into p; returns its log-sum-exp (sn_act.c) */
+double sn_softmax_row_f32(float *p, const float *z, int64_t N);
 
 /* act(v) and act'(y) from the output y, for the SN_ACT_* codes (sn_act.c) */
 void sn_act_rows_f32(float *c, int64_t ldc, int64_t rows, int64_t cols, const float *bias,
