@@ -36,6 +36,12 @@ int sn_set_isa(int isa);                /* SN_EINVAL if unsupported */
 int sn_get_isa(void);
 const char *sn_isa_name(int isa);       /* "generic", "avx2", "avx512" */
 
+/* The GEMM blocking of an ISA's kernel: out = {mr, nr, kc, mc, nc, small_m,
+ * parallel_min} (register tile, cache blocks, the most rows computed without
+ * packing, the multiply-adds from which threads are used). SN_EINVAL for an
+ * unknown ISA. For tests and curious users. */
+int sn_gemm_blocking(int isa, int64_t out[7]);
+
 void sn_set_num_threads(int n);         /* n < 1 means 1 */
 int sn_get_num_threads(void);
 int sn_max_threads(void);               /* OpenMP's default, 1 without OpenMP */

@@ -26,13 +26,6 @@
 #define SN_THREAD_LOCAL _Thread_local
 #endif
 
-/* Below this many multiply-adds a second thread costs more than it saves
- * (waking it, and each strip packing its own copy of one operand). */
-#define SN_SMALL_PARALLEL_MIN_FLOPS (1 << 18)
-#ifndef SN_GEMM_PARALLEL_MIN_FLOPS
-#define SN_GEMM_PARALLEL_MIN_FLOPS (1 << 20)
-#endif
-
 /* ---- packing workspace: one per calling thread, grown, never shrunk ---- */
 
 typedef struct {

@@ -39,6 +39,11 @@ typedef void (*sn_small_gemm_fn)(int trans_a, int trans_b, int64_t M, int64_t N,
 /* C with at most this many rows skips packing */
 #define SN_SMALL_M 4
 
+/* Below these many multiply-adds a second thread costs more than it saves
+ * (waking it, and each strip packing its own copy of an operand). */
+#define SN_SMALL_PARALLEL_MIN_FLOPS (1 << 18)
+#define SN_GEMM_PARALLEL_MIN_FLOPS (1 << 20)
+
 typedef struct {
     const char *name;
     int mr, nr;          /* register tile */

@@ -108,6 +108,27 @@ const sn_gemm_kernel_info *sn_active_gemm_kernel(void)
     return &sn_gemm_kernel_generic;
 }
 
+int sn_gemm_blocking(int isa, int64_t out[7])
+{
+    const sn_gemm_kernel_info *ki = NULL;
+    switch (isa) {
+    case SN_ISA_GENERIC: ki = &sn_gemm_kernel_generic; break;
+#ifdef SN_X86_64
+    case SN_ISA_AVX2: ki = &sn_gemm_kernel_avx2; break;
+    case SN_ISA_AVX512: ki = &sn_gemm_kernel_avx512; break;
+#endif
+    default: return SN_EINVAL;
+    }
+    out[0] = ki->mr;
+    out[1] = ki->nr;
+    out[2] = ki->kc;
+    out[3] = ki->mc;
+    out[4] = ki->nc;
+    out[5] = SN_SMALL_M;
+    out[6] = SN_GEMM_PARALLEL_MIN_FLOPS;
+    return SN_OK;
+}
+
 int sn_have_openmp(void)
 {
 #ifdef _OPENMP

@@ -16,6 +16,7 @@ cdef extern from "scratchnet.h" nogil:
     int sn_set_isa(int isa)
     int sn_get_isa()
     const char *sn_isa_name(int isa)
+    int sn_gemm_blocking(int isa, int64_t out[7])
     void sn_set_num_threads(int n)
     int sn_get_num_threads()
     int sn_max_threads()

@@ -30,6 +30,18 @@ def set_isa(str name):
                          f"supported: {supported_isas()}")
 
 
+def gemm_blocking(str name):
+    """The GEMM blocking of an ISA's kernel: register tile mr x nr, cache
+    blocks kc, mc, nc, small_m (the most rows computed without packing) and
+    parallel_min (the multiply-adds from which a GEMM uses threads)."""
+    if name not in _ISA_BY_NAME:
+        raise ValueError(f"unknown ISA {name!r}; expected one of {isa_names()}")
+    cdef int64_t out[7]
+    _check(sn_gemm_blocking(_ISA_BY_NAME[name], out), "gemm_blocking")
+    return dict(mr=out[0], nr=out[1], kc=out[2], mc=out[3], nc=out[4], small_m=out[5],
+                parallel_min=out[6])
+
+
 def set_num_threads(int n):
     if n < 1:
         raise ValueError(f"number of threads must be at least 1, got {n}")

@@ -29,13 +29,9 @@ F64 = np.float64
 EPS32 = float(np.finfo(np.float32).eps)  # 2^-23
 ISAS = _core.supported_isas()
 
-# register tile (mr, nr) and cache blocks (kc, mc, nc) of each micro-kernel,
-# from csrc/sn_gemm_{generic,avx2,avx512}.c
-BLOCKING = {
-    "generic": dict(mr=4, nr=16, kc=256, mc=128, nc=2048),
-    "avx2": dict(mr=6, nr=16, kc=256, mc=96, nc=2048),
-    "avx512": dict(mr=12, nr=32, kc=256, mc=144, nc=2048),
-}
+# register tile (mr, nr), cache blocks (kc, mc, nc) and the unpacked-rows
+# limit (small_m) of each micro-kernel, as the C code reports them
+BLOCKING = {isa: _core.gemm_blocking(isa) for isa in ISAS}
 
 
 # --------------------------------------------------------------------------- helpers
@@ -306,7 +302,7 @@ def _edge_cases(isa, count, seed):
                     out.add(v + d)
         return sorted(out)
 
-    Ms = around([mr, 2 * mr, mc, 2 * mc], hi=300)
+    Ms = around([b["small_m"], mr, 2 * mr, mc, 2 * mc], hi=300)
     Ns = around([nr, 2 * nr, 5 * nr])
     Ks = around([kc, 2 * kc], hi=520) + [1, 2, 3]
     cases = [(int(rng.choice(Ms)), int(rng.choice(Ns)), int(rng.choice(Ks)))
@@ -396,10 +392,10 @@ def test_gemm_threads_block_edges(isa):
     b = BLOCKING[isa]
     mr, nr, kc, mc = b["mr"], b["nr"], b["kc"], b["mc"]
     rng = rng_for("thread_edges", isa)
-    for M, N, K, (ta, tb) in ((mc + 1, 2 * nr + 1, kc + 1, (False, False)),
-                              (min(2 * mc - 1, 300), nr - 1, 2 * kc + 3, (True, False)),
-                              (3 * mr + 1, 5 * nr + 2, kc - 1, (False, True))):
-        assert M * N * K > 2**18  # above the size where a second thread is used
+    for M, N, K, (ta, tb) in ((mc + 1, 8 * nr + 1, kc + 1, (False, False)),
+                              (min(2 * mc - 1, 300), 4 * nr - 1, 2 * kc + 3, (True, False)),
+                              (9 * mr + 1, 5 * nr + 2, 4 * kc - 1, (False, True))):
+        assert M * N * K >= b["parallel_min"]  # a size where a second thread is used
         A, B = operands(rng, M, N, K, ta, tb)
         C0 = randn(rng, M, N)
         results = []
