@@ -181,27 +181,10 @@ class Sequential(Module):
             total, right, decisions = 0.0, 0, 0
             bar = _progress(n, epoch, epochs, verbose)
             if fast is not None:
-                total, right = self._fast_epoch(fast, X, y, order, batch_size, bar)
-                decisions = n
-            for start in range(0 if fast is None else n, n, batch_size):
-                idx = order[start:start + batch_size]
-                xb = np.take(X, idx, axis=0, out=xb_buf[:len(idx)])
-                yb = y[idx]
-                logits = self.forward(xb, training=True)
-                batch_loss = loss.forward(logits, yb)
-                counted = loss.correct(logits, yb)
-                self.backward(loss.backward())
-                optimizer.step()
-                total += batch_loss * len(idx)
-                if counted is not None:
-                    right, decisions = right + counted[0], decisions + counted[1]
-                if bar is not None:
-                    seen = start + len(idx)
-                    logs = {"loss": f"{total / seen:.4f}"}
-                    if decisions:
-                        logs["acc"] = f"{right / decisions:.4f}"
-                    bar.set_postfix(logs, refresh=False)
-                    bar.update(len(idx))
+                total, right, decisions = self._fast_epoch(fast, X, y, order, batch_size, bar)
+            else:
+                total, right, decisions = self._layer_epoch(X, y, order, batch_size, loss,
+                                                            optimizer, xb_buf, bar)
             history["loss"].append(total / n)
             history["accuracy"].append(right / decisions if decisions else None)
             history["lr"].append(lr)
@@ -221,7 +204,7 @@ class Sequential(Module):
 
     def _fast_epoch(self, fast, X, y, order, batch_size, bar):
         """One epoch through the C trainer, in about 20 runs of batches so the
-        progress bar moves; returns (summed loss, correct)."""
+        progress bar moves; returns (summed loss, right, decisions)."""
         n_batches = -(-X.shape[0] // batch_size)
         per_run = max(1, -(-n_batches // 20)) * batch_size
         total, right = 0.0, 0
@@ -229,12 +212,26 @@ class Sequential(Module):
             idx = order[start:start + per_run]
             run_loss, run_right = fast.run(X, y, idx, batch_size)
             total, right = total + run_loss, right + run_right
-            if bar is not None:
-                seen = start + len(idx)
-                bar.set_postfix({"loss": f"{total / seen:.4f}", "acc": f"{right / seen:.4f}"},
-                                refresh=False)
-                bar.update(len(idx))
-        return total, right
+            _advance(bar, len(idx), start + len(idx), total, right, start + len(idx))
+        return total, right, X.shape[0]
+
+    def _layer_epoch(self, X, y, order, batch_size, loss, optimizer, xb_buf, bar):
+        """One epoch layer by layer, for what the C trainer does not cover;
+        returns (summed loss, right, decisions)."""
+        total, right, decisions = 0.0, 0, 0
+        for start in range(0, X.shape[0], batch_size):
+            idx = order[start:start + batch_size]
+            xb = np.take(X, idx, axis=0, out=xb_buf[:len(idx)])
+            yb = y[idx]
+            logits = self.forward(xb, training=True)
+            total += loss.forward(logits, yb) * len(idx)
+            counted = loss.correct(logits, yb)
+            if counted is not None:
+                right, decisions = right + counted[0], decisions + counted[1]
+            self.backward(loss.backward())
+            optimizer.step()
+            _advance(bar, len(idx), start + len(idx), total, right, decisions)
+        return total, right, decisions
 
     # ---- files ----
 
@@ -273,6 +270,18 @@ def _progress(n, epoch, epochs, verbose):
     from tqdm.auto import tqdm
     return tqdm(total=n, desc=f"epoch {epoch}/{epochs}", unit="img", unit_scale=True,
                 leave=True, dynamic_ncols=True, mininterval=0.2)
+
+
+def _advance(bar, count, seen, total, right, decisions):
+    """Move the progress bar by count samples, showing the running loss and
+    accuracy (when there is one)."""
+    if bar is None:
+        return
+    logs = {"loss": f"{total / seen:.4f}"}
+    if decisions:
+        logs["acc"] = f"{right / decisions:.4f}"
+    bar.set_postfix(logs, refresh=False)
+    bar.update(count)
 
 
 def _epoch_summary(history):
