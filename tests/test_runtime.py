@@ -1,0 +1,67 @@
+"""Run-time choices: the kernel path (ISA), threads, and the floating-point
+mode kernels run in."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import scratchnet as sn
+from scratchnet import _core
+
+
+def run_info(env_extra):
+    env = dict(os.environ, **env_extra)
+    proc = subprocess.run([sys.executable, "-c", "import json, scratchnet; "
+                           "print(json.dumps(scratchnet.info()))"],
+                          capture_output=True, text=True, env=env, cwd=os.path.dirname(__file__),
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout), proc.stderr
+
+
+@pytest.mark.parametrize("isa", _core.supported_isas())
+def test_scratchnet_isa_forces_the_kernel_path(isa):
+    info, _ = run_info({"SCRATCHNET_ISA": isa})
+    assert info["isa"] == isa
+    assert info["isa_best"] == _core.best_isa()
+
+
+def test_unknown_or_unsupported_isa_warns_and_falls_back():
+    info, err = run_info({"SCRATCHNET_ISA": "sse9"})
+    assert info["isa"] == _core.best_isa()
+    assert "SCRATCHNET_ISA ignored" in err
+    with pytest.raises(ValueError, match="unknown ISA"):
+        _core.set_isa("sse9")
+
+
+def test_thread_count_from_the_environment():
+    info, _ = run_info({"SCRATCHNET_NUM_THREADS": "1"})
+    assert info["threads"] == 1
+    info, _ = run_info({"OMP_NUM_THREADS": "1"})
+    assert info["threads"] == 1
+
+
+def test_kernels_flush_subnormals_and_restore_the_callers_mode():
+    """Inside the kernels subnormal inputs count as 0 and subnormal results
+    become 0 (FTZ/DAZ); outside, NumPy in the same thread still sees IEEE
+    gradual underflow."""
+    tiny = np.float32(1e-20)
+    subnormal = np.float32(1e-39)
+    assert subnormal != 0 and tiny * tiny != 0  # IEEE: 1e-40 is representable
+    A = np.full((8, 8), tiny, np.float32)
+    C = _core.gemm(A, A, np.empty((8, 8), np.float32))
+    assert not C.any()  # each product 1e-40 flushed to zero
+    S = np.full((8, 8), subnormal, np.float32)
+    C = _core.gemm(S, np.ones((8, 8), np.float32), np.empty((8, 8), np.float32))
+    assert not C.any()  # subnormal inputs read as zero
+    p = sn.Parameter(np.full(4, 1e-30, np.float32))
+    p.grad[...] = 1e-9
+    opt = sn.SGD([p], lr=1e-1)
+    opt.step()  # 1e-30 - 1e-10: normal numbers, unaffected
+    np.testing.assert_allclose(p.data, 1e-30 - 1e-10, rtol=1e-6)
+    # the caller's mode is back: NumPy still makes subnormals
+    assert tiny * tiny != 0
+    assert np.float32(1e-38) / np.float32(100) != 0
