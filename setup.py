@@ -5,7 +5,16 @@ default: no -march=native and no fast-math, because the wheel must run on any
 CPU of its platform; the SIMD kernels carry their own target attributes and
 are picked at run time (csrc/sn_runtime.c). OpenMP is used when a test
 compile shows the compiler has it, and the code falls back to serial loops
-otherwise.
+otherwise:
+
+    gcc / clang (Linux)   -fopenmp (libgomp; auditwheel bundles it in wheels)
+    Apple clang (macOS)   -Xpreprocessor -fopenmp ... -lomp, only where libomp
+                          is installed (e.g. Homebrew's); serial otherwise
+    MSVC (Windows)        /openmp (vcomp)
+
+SCRATCHNET_OPENMP=0 skips OpenMP (the release workflow builds macOS wheels
+serial, so they carry no libomp). The chosen flags are printed in the build
+log ("scratchnet: compiler ..., flags ...").
 """
 import os
 import sys
@@ -20,17 +29,71 @@ from setuptools.command.build_ext import build_ext
 UNIX_FLAGS = ["-O3", "-std=c11", "-fno-strict-aliasing", "-fno-math-errno", "-Wall", "-Wno-unused-function"]
 MSVC_FLAGS = ["/O2"]
 
+# The OpenMP constructs csrc/ uses (parallel for over int64_t with dynamic
+# schedule, num_threads and a reduction; a named critical section): a compiler whose
+# OpenMP cannot build these gets the serial fallback instead of a failed build.
+OMP_PROBE = r"""
+#include <omp.h>
+#include <stdint.h>
+int main(void)
+{
+    double work = 0.0;
+    int failed = 0;
+    const int nthreads = omp_get_max_threads();
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nthreads) reduction(+ : work)
+    for (int64_t i = 0; i < 4; ++i) {
+        work += (double)i;
+        if (i == 5) {
+#pragma omp critical(probe_status)
+            failed = 1;
+        }
+    }
+    return nthreads < 1 || work != 6.0 || failed;
+}
+"""
 
-def compiler_has_openmp(compiler, flag):
-    """Compile and link a tiny OpenMP program with flag; True if it works."""
+
+def macos_libomp_dirs():
+    """(include, lib) folders of a libomp install on macOS, or None.
+
+    LIBOMP_PREFIX wins; otherwise Homebrew's usual prefixes are tried."""
+    prefixes = [os.environ.get("LIBOMP_PREFIX", ""), "/opt/homebrew/opt/libomp",
+                "/usr/local/opt/libomp"]
+    for prefix in filter(None, prefixes):
+        inc, lib = os.path.join(prefix, "include"), os.path.join(prefix, "lib")
+        if os.path.isfile(os.path.join(inc, "omp.h")):
+            return inc, lib
+    return None
+
+
+def openmp_candidates(ctype):
+    """(compile flags, link flags) to try in order for this compiler."""
+    if ctype == "msvc":
+        return [(["/openmp"], [])]          # MSVC links vcomp by itself
+    if sys.platform == "darwin":
+        # Apple clang has no -fopenmp driver flag: the preprocessor flag plus
+        # libomp, found on the default paths or where Homebrew keeps it.
+        cands = [(["-Xpreprocessor", "-fopenmp"], ["-lomp"])]
+        dirs = macos_libomp_dirs()
+        if dirs:
+            inc, lib = dirs
+            cands.append((["-Xpreprocessor", "-fopenmp", "-I" + inc],
+                          ["-L" + lib, "-lomp", "-Wl,-rpath," + lib]))
+        cands.append((["-fopenmp"], ["-fopenmp"]))   # gcc or LLVM clang on macOS
+        return cands
+    return [(["-fopenmp"], ["-fopenmp"])]
+
+
+def compiler_has_openmp(compiler, compile_flags, link_flags):
+    """Compile and link a small OpenMP program with these flags; True if it works."""
     with tempfile.TemporaryDirectory() as tmp:
         src = os.path.join(tmp, "omp_probe.c")
         with open(src, "w") as f:
-            f.write("#include <omp.h>\nint main(void) { return omp_get_max_threads() < 1; }\n")
+            f.write(OMP_PROBE)
         try:
-            objs = compiler.compile([src], output_dir=tmp, extra_postargs=[flag])
+            objs = compiler.compile([src], output_dir=tmp, extra_postargs=compile_flags)
             compiler.link_executable(objs, os.path.join(tmp, "omp_probe"),
-                                     extra_postargs=[flag])
+                                     extra_postargs=link_flags)
         except Exception:
             return False
     return True
@@ -39,18 +102,16 @@ def compiler_has_openmp(compiler, flag):
 class BuildExt(build_ext):
     def build_extensions(self):
         ctype = self.compiler.compiler_type
-        if ctype == "msvc":
-            compile_flags, omp_flag = list(MSVC_FLAGS), "/openmp"
-        else:
-            compile_flags, omp_flag = list(UNIX_FLAGS), "-fopenmp"
-        use_openmp = os.environ.get("SCRATCHNET_OPENMP", "1") != "0" and \
-            compiler_has_openmp(self.compiler, omp_flag)
-        print(f"scratchnet: compiler {ctype}, flags {compile_flags}, "
-              f"OpenMP {'on (' + omp_flag + ')' if use_openmp else 'off'}")
+        compile_flags = list(MSVC_FLAGS if ctype == "msvc" else UNIX_FLAGS)
+        omp = None
+        if os.environ.get("SCRATCHNET_OPENMP", "1") != "0":
+            omp = next((c for c in openmp_candidates(ctype)
+                        if compiler_has_openmp(self.compiler, *c)), None)
+        print(f"scratchnet: compiler {ctype} ({sys.platform}), flags {compile_flags}, "
+              f"OpenMP {'on ' + str(omp[0] + omp[1]) if omp else 'off (serial)'}")
         for ext in self.extensions:
-            ext.extra_compile_args = compile_flags + ([omp_flag] if use_openmp else [])
-            if use_openmp and ctype != "msvc":
-                ext.extra_link_args = [omp_flag]
+            ext.extra_compile_args = compile_flags + (omp[0] if omp else [])
+            ext.extra_link_args = omp[1] if omp else []
         super().build_extensions()
 
 

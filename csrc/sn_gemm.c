@@ -382,7 +382,7 @@ int sn_gemm_epi_f32(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, f
         work += SN_NOW() - t0;
         if (st != SN_OK) {
 #ifdef _OPENMP
-#pragma omp atomic write
+#pragma omp critical(sn_gemm_status)
 #endif
             failed = st;
         }

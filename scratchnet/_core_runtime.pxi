@@ -61,4 +61,4 @@ def have_openmp():
 
 
 def compiler():
-    return sn_compiler().decode()
+    return sn_compiler().decode().strip()
