@@ -115,5 +115,3 @@ class BinaryCrossEntropy(Loss):
         t = np.asarray(targets, dtype=np.float32).reshape(np.shape(logits))
         return int(((np.asarray(logits) > 0) == (t > 0.5)).sum()), t.size
 
-
-LOSSES = {cls.__name__: cls for cls in (CrossEntropy, MSE, BinaryCrossEntropy)}

@@ -8,7 +8,7 @@ import numpy as np
 from . import _core, _fused
 from ._validate import as_features, as_labels, positive_int
 from .layers import LAYERS, Dense
-from .losses import LOSSES, CrossEntropy, Loss
+from .losses import CrossEntropy, Loss
 from .module import Module, Parameter
 from .optimizers import Optimizer
 
