@@ -59,6 +59,10 @@ typedef struct {
 #define SN_MAX_NR 32
 
 extern const sn_gemm_kernel_info sn_gemm_kernel_generic;
+#if defined(__aarch64__) || defined(_M_ARM64)
+#define SN_ARM64 1
+extern const sn_gemm_kernel_info sn_gemm_kernel_neon; /* arm64's generic kernel */
+#endif
 #if defined(__x86_64__) || defined(_M_X64)
 #define SN_X86_64 1
 extern const sn_gemm_kernel_info sn_gemm_kernel_avx2;

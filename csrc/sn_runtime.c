@@ -105,14 +105,22 @@ const sn_gemm_kernel_info *sn_active_gemm_kernel(void)
     default: break;
     }
 #endif
+#ifdef SN_ARM64
+    return &sn_gemm_kernel_neon;
+#else
     return &sn_gemm_kernel_generic;
+#endif
 }
 
 int sn_gemm_blocking(int isa, int64_t out[7])
 {
     const sn_gemm_kernel_info *ki = NULL;
     switch (isa) {
+#ifdef SN_ARM64
+    case SN_ISA_GENERIC: ki = &sn_gemm_kernel_neon; break;
+#else
     case SN_ISA_GENERIC: ki = &sn_gemm_kernel_generic; break;
+#endif
 #ifdef SN_X86_64
     case SN_ISA_AVX2: ki = &sn_gemm_kernel_avx2; break;
     case SN_ISA_AVX512: ki = &sn_gemm_kernel_avx512; break;

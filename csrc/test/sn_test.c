@@ -137,6 +137,15 @@ static void test_flush_to_zero(void)
     check(tiny * tiny != 0.0f, "the caller keeps gradual underflow");
 }
 
+static void test_arm64_uses_neon(void)
+{
+#if defined(__aarch64__)
+    int64_t blk[7];
+    sn_gemm_blocking(SN_ISA_GENERIC, blk);
+    check(blk[0] == 8 && blk[1] == 12, "arm64: the generic path is the 8x12 NEON kernel");
+#endif
+}
+
 int main(void)
 {
     printf("scratchnet C kernels: best isa %s, %s, %d threads\n", sn_isa_name(sn_isa_best()),
@@ -145,6 +154,7 @@ int main(void)
     test_threads_identical();
     test_dense_epilogue();
     test_flush_to_zero();
+    test_arm64_uses_neon();
     printf("%d passed, %d failed\n", passed, failed);
     return failed != 0;
 }
