@@ -94,9 +94,8 @@ def _optimizer_state(optimizer, params):
 class Trainer:
     """Trains a Sequential through one _core.MLP; made by trainer() below."""
 
-    def __init__(self, model, specs, optimizer, batch_size):
-        self.model, self.optimizer = model, optimizer
-        self.params = [p for d, *_ in specs for p in (d.weight, d.bias)]
+    def __init__(self, model, specs, params, optimizer, batch_size):
+        self.optimizer, self.params = optimizer, params
         self.kind = _OPTIMIZER_NAMES[type(optimizer)]
         self.mlp = build(specs, batch_size)
         # dropout masks come from the Dropout layers' own streams (fit reseeds
@@ -137,4 +136,4 @@ def trainer(model, optimizer, loss, y, batch_size):
         return None
     if _steps_taken(optimizer, params) is None:
         return None
-    return Trainer(model, specs, optimizer, batch_size)
+    return Trainer(model, specs, params, optimizer, batch_size)
