@@ -16,7 +16,7 @@ def main(argv=None):
     parser.add_argument("--threads", type=bench.positive_int, default=2,
                         help="threads for all three libraries (default 2)")
     parser.add_argument("--repeat", type=bench.positive_int, default=None,
-                        help="timed rounds per shape (default 10, or 3 with --quick)")
+                        help="timed rounds per shape (default 7, or 3 with --quick)")
     parser.add_argument("--quick", action="store_true",
                         help="square 256 and the three 784-128-10 layer shapes, 3 rounds")
     parser.add_argument("--json", action="store_true",
