@@ -219,6 +219,8 @@ typedef struct {
     int act;                  /* SN_ACT_* after the matmul (NONE for the last layer) */
     float act_param;
     float dropout;            /* p of an inverted dropout after the activation, or 0 */
+    uint64_t dropout_seed;    /* the mask of batch b of a run is keyed by dropout_seed + b,
+                                 as the Dropout layer keys call t by its seed + t */
     /* workspace, each max_batch rows: */
     float *y;                 /* act(x W + b) */
     float *y_drop, *mask;     /* after dropout, and its mask (dropout > 0 only) */
@@ -236,16 +238,25 @@ typedef struct {
 
 /* Train on rows order[0..n) of X (rows of layers[0].in floats) in batches of
  * batch_size: forward, softmax cross-entropy with labels, backward, one
- * optimizer step per batch. Adds the summed loss and the number of correct
- * predictions to *loss_sum and *correct. Dropout masks are keyed by
- * (seed, batch number, layer). */
+ * optimizer step per batch. Adds the summed loss (a sum over rows, not the
+ * mean) and the number of correct predictions to *loss_sum and *correct.
+ * The dropout mask of layer l in the run's batch b is keyed by
+ * layers[l].dropout_seed + b (the caller advances the seeds between runs). */
 int sn_mlp_train_f32(const sn_mlp *net, sn_optim_cfg *opt, const float *X,
                      const int64_t *labels, int64_t n_classes, const int64_t *order, int64_t n,
-                     int64_t batch_size, uint64_t seed, double *loss_sum, int64_t *correct);
+                     int64_t batch_size, double *loss_sum, int64_t *correct);
+
+/* Floats of workspace sn_mlp_forward_f32 needs for chunks of `rows` rows:
+ * two activations of the widest layer, written in turn. */
+int64_t sn_mlp_forward_workspace(const sn_mlp *net, int64_t rows);
 
 /* Inference: out = the last layer's output for M rows of X (no dropout), or
- * its row-wise softmax when softmax is 1; any M, max_batch rows at a time. */
-int sn_mlp_forward_f32(const sn_mlp *net, float *out, const float *X, int64_t M, int softmax);
+ * its row-wise softmax when softmax is 1; any M, `rows` rows at a time.
+ * Uses only the caller's workspace (sn_mlp_forward_workspace(net, rows)
+ * floats) and the parameters: calls with their own workspaces may run at
+ * the same time on one net. */
+int sn_mlp_forward_f32(const sn_mlp *net, float *out, const float *X, int64_t M, int softmax,
+                       float *workspace, int64_t rows);
 
 /* ---- checks (sn_check.c) ---- */
 /* 1 if every element is finite */

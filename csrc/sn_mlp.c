@@ -9,25 +9,27 @@
 #include "scratchnet.h"
 #include "sn_fpmode.h"
 
-/* The input layer l saw: the batch x0, or the layer below's output (after
- * its dropout, if any). */
-static const float *layer_input(const sn_mlp *net, const float *x0, int l, int training)
+/* The input layer l saw in training: the batch x0, or the layer below's
+ * output (after its dropout, if any). */
+static const float *layer_input(const sn_mlp *net, const float *x0, int l)
 {
     if (l == 0) return x0;
     const sn_mlp_layer *below = &net->layers[l - 1];
-    return training && below->dropout > 0.0f ? below->y_drop : below->y;
+    return below->dropout > 0.0f ? below->y_drop : below->y;
 }
 
-static int forward(const sn_mlp *net, const float *x0, int64_t M, int training, uint64_t seed)
+/* Training forward pass of batch `batch` of a run: every layer's output
+ * kept in its workspace for the backward pass. */
+static int forward_train(const sn_mlp *net, const float *x0, int64_t M, int64_t batch)
 {
     for (int l = 0; l < net->n_layers; ++l) {
         const sn_mlp_layer *L = &net->layers[l];
-        int status = sn_dense_forward_f32(L->y, layer_input(net, x0, l, training), L->W, L->b, M,
+        int status = sn_dense_forward_f32(L->y, layer_input(net, x0, l), L->W, L->b, M,
                                           L->in, L->out, L->act, L->act_param);
         if (status != SN_OK) return status;
-        if (training && L->dropout > 0.0f) {
+        if (L->dropout > 0.0f) {
             status = sn_dropout_forward_f32(L->y_drop, L->mask, L->y, M * L->out, L->dropout,
-                                            seed * 1000003u + (uint64_t)l);
+                                            L->dropout_seed + (uint64_t)batch);
             if (status != SN_OK) return status;
         }
     }
@@ -40,7 +42,7 @@ static int backward(const sn_mlp *net, int64_t M)
         const sn_mlp_layer *L = &net->layers[l];
         const sn_mlp_layer *below = l > 0 ? &net->layers[l - 1] : NULL;
         int status = sn_dense_backward_f32(
-            L->dW, L->db, below ? below->dz : NULL, L->dz, layer_input(net, net->xb, l, 1), L->W,
+            L->dW, L->db, below ? below->dz : NULL, L->dz, layer_input(net, net->xb, l), L->W,
             below ? below->y : NULL, below && below->dropout > 0.0f ? below->mask : NULL, M,
             L->in, L->out, below ? below->act : SN_ACT_NONE, below ? below->act_param : 0.0f,
             0.0f);
@@ -51,7 +53,7 @@ static int backward(const sn_mlp *net, int64_t M)
 
 int sn_mlp_train_f32(const sn_mlp *net, sn_optim_cfg *opt, const float *X,
                      const int64_t *labels, int64_t n_classes, const int64_t *order, int64_t n,
-                     int64_t batch_size, uint64_t seed, double *loss_sum, int64_t *correct)
+                     int64_t batch_size, double *loss_sum, int64_t *correct)
 {
     if (net->n_layers < 1 || batch_size < 1 || batch_size > net->max_batch ||
         net->layers[net->n_layers - 1].out != n_classes)
@@ -68,7 +70,7 @@ int sn_mlp_train_f32(const sn_mlp *net, sn_optim_cfg *opt, const float *X,
             memcpy(net->xb + i * in, X + row * in, (size_t)in * sizeof(float));
             net->yb[i] = labels[row];
         }
-        status = forward(net, net->xb, M, 1, seed + (uint64_t)batch);
+        status = forward_train(net, net->xb, M, batch);
         if (status != SN_OK) break;
         double batch_loss;
         int64_t batch_correct;
@@ -85,23 +87,41 @@ int sn_mlp_train_f32(const sn_mlp *net, sn_optim_cfg *opt, const float *X,
     return status;
 }
 
-int sn_mlp_forward_f32(const sn_mlp *net, float *out, const float *X, int64_t M, int softmax)
+static int64_t widest_layer(const sn_mlp *net)
 {
-    if (net->n_layers < 1 || M < 0) return SN_EINVAL;
+    int64_t widest = 0;
+    for (int l = 0; l < net->n_layers; ++l)
+        widest = net->layers[l].out > widest ? net->layers[l].out : widest;
+    return widest;
+}
+
+int64_t sn_mlp_forward_workspace(const sn_mlp *net, int64_t rows)
+{
+    return 2 * rows * widest_layer(net);
+}
+
+int sn_mlp_forward_f32(const sn_mlp *net, float *out, const float *X, int64_t M, int softmax,
+                       float *workspace, int64_t rows)
+{
+    if (net->n_layers < 1 || M < 0 || rows < 1 || !workspace) return SN_EINVAL;
     const unsigned fp = sn_fp_enter();
-    const int64_t in = net->layers[0].in;
+    const int64_t in = net->layers[0].in, half = rows * widest_layer(net);
     const sn_mlp_layer *last = &net->layers[net->n_layers - 1];
     int status = SN_OK;
-    /* in chunks of max_batch rows, the size of the workspace */
-    for (int64_t start = 0; start < M && status == SN_OK; start += net->max_batch) {
-        const int64_t rows = M - start < net->max_batch ? M - start : net->max_batch;
-        status = forward(net, X + start * in, rows, 0, 0);
-        if (status != SN_OK) break;
+    for (int64_t start = 0; start < M && status == SN_OK; start += rows) {
+        const int64_t m = M - start < rows ? M - start : rows;
+        const float *x = X + start * in;
         float *o = out + start * last->out;
-        if (softmax)
-            sn_softmax_forward_f32(o, last->y, rows, last->out);
-        else
-            memcpy(o, last->y, (size_t)(rows * last->out) * sizeof(float));
+        /* hidden layers write the two halves of the workspace in turn; the
+         * last writes straight into out */
+        for (int l = 0; l < net->n_layers && status == SN_OK; ++l) {
+            const sn_mlp_layer *L = &net->layers[l];
+            float *y = L == last ? o : workspace + (l % 2) * half;
+            status = sn_dense_forward_f32(y, x, L->W, L->b, m, L->in, L->out, L->act,
+                                          L->act_param);
+            x = y;
+        }
+        if (status == SN_OK && softmax) sn_softmax_forward_f32(o, o, m, last->out);
     }
     sn_fp_leave(fp);
     return status;

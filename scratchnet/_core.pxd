@@ -126,6 +126,7 @@ cdef extern from "scratchnet.h" nogil:
         int act
         float act_param
         float dropout
+        uint64_t dropout_seed
         float *y
         float *y_drop
         float *mask
@@ -141,7 +142,7 @@ cdef extern from "scratchnet.h" nogil:
 
     int sn_mlp_train_f32(const sn_mlp *net, sn_optim_cfg *opt, const float *X,
                          const int64_t *labels, int64_t n_classes, const int64_t *order,
-                         int64_t n, int64_t batch_size, uint64_t seed, double *loss_sum,
-                         int64_t *correct)
+                         int64_t n, int64_t batch_size, double *loss_sum, int64_t *correct)
+    int64_t sn_mlp_forward_workspace(const sn_mlp *net, int64_t rows)
     int sn_mlp_forward_f32(const sn_mlp *net, float *out, const float *X, int64_t M,
-                           int softmax)
+                           int softmax, float *workspace, int64_t rows)

@@ -1,6 +1,12 @@
 # A whole MLP as one C object: Sequential.fit hands it runs of batches and
 # predict hands it inputs, one C call each. It points into the parameter,
 # gradient and optimizer-state arrays it was built from and keeps them alive.
+#
+# Threads: predict may be called from several threads at once. It runs in
+# the object's own inference workspace when that is free, and in a workspace
+# of its own for the call when another thread holds it (the test-and-set of
+# `busy` happens with the GIL held, so it is atomic). train is not for
+# concurrent use (Sequential.fit holds the model's lock).
 
 from libc.stdlib cimport calloc, free
 
@@ -21,24 +27,30 @@ cdef float *_fptr(a, str name, Py_ssize_t n) except? NULL:
 
 cdef class MLP:
     """layers: a list of (W, b, dW, db, activation, act_param, dropout) with
-    W of shape (in, out); max_batch: the most rows one batch may have."""
+    W of shape (in, out); max_batch: the most rows one training batch or one
+    inference chunk has. train=False builds an inference-only network (no
+    training workspaces; dW, db may be None)."""
     cdef sn_mlp net
     cdef sn_optim_cfg opt
     cdef list keep          # every array the C struct points into
     cdef readonly int64_t max_batch
     cdef readonly tuple sizes
+    cdef readonly bint trainable
+    cdef object work        # the inference workspace of predict
+    cdef bint busy          # a predict call is using work
 
     def __cinit__(self):
         self.net.layers = NULL
         self.net.params = NULL
 
-    def __init__(self, list layers, int64_t max_batch):
+    def __init__(self, list layers, int64_t max_batch, bint train=True):
         if not layers or max_batch < 1:
             raise ValueError("MLP: needs at least one layer and max_batch >= 1")
         cdef sn_mlp_layer *L
         cdef int64_t fan_in, fan_out
         self.keep = []
         self.max_batch = max_batch
+        self.trainable = train
         n = len(layers)
         self.net.layers = <sn_mlp_layer *>calloc(n, sizeof(sn_mlp_layer))
         self.net.params = <sn_param *>calloc(2 * n, sizeof(sn_param))
@@ -62,8 +74,9 @@ cdef class MLP:
             if i == 0:
                 sizes.append(fan_in)
             sizes.append(fan_out)
-            ws = {key: np.zeros((max_batch, fan_out), np.float32)
-                  for key in (("y", "dz", "y_drop", "mask") if dropout > 0 else ("y", "dz"))}
+            keys = ("y", "dz", "y_drop", "mask") if dropout > 0 else ("y", "dz")
+            ws = {key: np.zeros((max_batch, fan_out), np.float32) for key in keys} if train \
+                else {}
             self.keep += [W, b, dW, db, *ws.values()]
             L = &self.net.layers[i]
             L.in_, L.out = fan_in, fan_out
@@ -72,22 +85,35 @@ cdef class MLP:
             L.dW = _fptr(dW, "dW", fan_in * fan_out)
             L.db = _fptr(db, "db", fan_out)
             L.act, L.act_param, L.dropout = ACTIVATIONS[act], act_param, dropout
-            L.y = _fptr(ws["y"], "y", max_batch * fan_out)
-            L.dz = _fptr(ws["dz"], "dz", max_batch * fan_out)
+            L.y = _fptr(ws.get("y"), "y", max_batch * fan_out)
+            L.dz = _fptr(ws.get("dz"), "dz", max_batch * fan_out)
             L.y_drop = _fptr(ws.get("y_drop"), "y_drop", max_batch * fan_out)
             L.mask = _fptr(ws.get("mask"), "mask", max_batch * fan_out)
             for k, (p, g, size) in enumerate(((W, dW, fan_in * fan_out), (b, db, fan_out))):
                 self.net.params[2 * i + k].p = _fptr(p, "param", size)
                 self.net.params[2 * i + k].g = _fptr(g, "grad", size)
                 self.net.params[2 * i + k].n = size
+        self.sizes = tuple(sizes)
+        self.opt.kind = -1
+        self.work = np.empty(sn_mlp_forward_workspace(&self.net, max_batch), np.float32)
+        self.busy = False
+        if not train:
+            return
         xb = np.zeros((max_batch, sizes[0]), np.float32)
         yb = np.zeros(max_batch, np.int64)
         self.keep += [xb, yb]
         self.net.xb = _fptr(xb, "xb", max_batch * sizes[0])
         cdef int64_t[::1] ybv = yb
         self.net.yb = &ybv[0]
-        self.sizes = tuple(sizes)
-        self.opt.kind = -1
+
+    def set_dropout_seeds(self, seeds):
+        """One seed per layer: batch b of the next train() call draws layer
+        l's dropout mask with seed seeds[l] + b (layers without dropout
+        ignore theirs)."""
+        if len(seeds) != self.net.n_layers:
+            raise ValueError(f"MLP: {len(seeds)} dropout seeds for {self.net.n_layers} layers")
+        for l, seed in enumerate(seeds):
+            self.net.layers[l].dropout_seed = <uint64_t>(int(seed) & 0xFFFFFFFFFFFFFFFF)
 
     def __dealloc__(self):
         free(self.net.layers)
@@ -129,8 +155,10 @@ cdef class MLP:
     def step(self):
         return self.opt.step
 
-    def train(self, X, labels, order, int64_t batch_size, uint64_t seed):
+    def train(self, X, labels, order, int64_t batch_size):
         """Train on X[order] in batches; returns (summed loss, correct count)."""
+        if not self.trainable:
+            raise RuntimeError("MLP.train: this network was built for inference only")
         if self.opt.kind < 0:
             raise RuntimeError("MLP.train: set_optimizer first")
         _array(X, "MLP.train", "X", np.float32, False)
@@ -156,7 +184,7 @@ cdef class MLP:
         cdef int status
         with nogil:
             status = sn_mlp_train_f32(&self.net, &self.opt, &xv[0, 0], &lv[0], ncls, &ov[0],
-                                      n, batch_size, seed, &loss_sum, &correct)
+                                      n, batch_size, &loss_sum, &correct)
         _check(status, "training step")
         return loss_sum, correct
 
@@ -184,7 +212,20 @@ cdef class MLP:
         out = np.empty((M, C), np.float32)
         cdef float *po = <float *>cnp.PyArray_DATA(out)
         cdef int status
-        with nogil:
-            status = sn_mlp_forward_f32(&self.net, po, px, M, softmax)
+        cdef int64_t rows = self.max_batch
+        cdef bint own = not self.busy
+        if own:
+            self.busy = True
+            work = self.work
+        else:
+            rows = M if M < rows else rows
+            work = np.empty(sn_mlp_forward_workspace(&self.net, rows), np.float32)
+        cdef float *pw = <float *>cnp.PyArray_DATA(work)
+        try:
+            with nogil:
+                status = sn_mlp_forward_f32(&self.net, po, px, M, softmax, pw, rows)
+        finally:
+            if own:
+                self.busy = False
         _check(status, "MLP.predict")
         return out

@@ -2,11 +2,17 @@
 (and dropout) becomes one C object, scratchnet._core.MLP, that trains whole
 runs of batches and runs inference in one call each. Sequential uses it
 whenever the model, loss and optimizer are ones it covers, and falls back to
-the layer-by-layer path otherwise; both compute the same thing."""
+the layer-by-layer path otherwise; both compute the same thing, with the same
+dropout masks for a seed.
+
+SCRATCHNET_FUSED=0 in the environment (read at import) or `ENABLED = False`
+turns this path off for training and inference alike."""
+import os
+
 import numpy as np
 
 from . import _core
-from .layers import Dense, Dropout, LeakyReLU, ReLU, Sigmoid, Tanh
+from .layers import Dense, Dropout, Flatten, LeakyReLU, ReLU, Sigmoid, Tanh
 from .losses import CrossEntropy
 from .optimizers import SGD, AdaGrad, Adam, AdamW, RMSProp
 
@@ -14,18 +20,25 @@ _ACTIVATION_NAMES = {ReLU: "relu", LeakyReLU: "leaky_relu", Sigmoid: "sigmoid", 
 _OPTIMIZER_NAMES = {SGD: "sgd", AdaGrad: "adagrad", RMSProp: "rmsprop", Adam: "adam",
                     AdamW: "adamw"}
 
+ENABLED = os.environ.get("SCRATCHNET_FUSED", "1").strip() != "0"
+
 
 def layer_specs(layers):
-    """[(dense, activation name, slope, dropout p)] for Dense [activation]
-    [Dropout] groups ending in a bare Dense, or None if the model has any
-    other shape."""
+    """[(dense, activation name, slope, dropout layer or None)] for Dense
+    [activation] [Dropout] groups ending in a bare Dense, or None if the
+    model has any other shape (or the fused path is off). Leading Flatten
+    layers are allowed: Sequential flattens the input before either path."""
+    if not ENABLED:
+        return None
     specs, i = [], 0
+    while i < len(layers) and type(layers[i]) is Flatten:
+        i += 1
     while i < len(layers):
         dense = layers[i]
         if type(dense) is not Dense:
             return None
         i += 1
-        act, slope, p = "none", 0.0, 0.0
+        act, slope, dropout = "none", 0.0, None
         if i < len(layers) and type(layers[i]) in _ACTIVATION_NAMES:
             act = _ACTIVATION_NAMES[type(layers[i])]
             if act == "leaky_relu":
@@ -34,17 +47,21 @@ def layer_specs(layers):
                     return None
             i += 1
         if i < len(layers) and type(layers[i]) is Dropout:
-            p = layers[i].p
+            dropout = layers[i]
             i += 1
-        specs.append((dense, act, slope, p))
-    if not specs or specs[-1][1] != "none" or specs[-1][3] != 0.0:
-        return None  # the last layer must give raw logits
+        specs.append((dense, act, slope, dropout))
+    if not specs or specs[-1][1] != "none" or specs[-1][3] is not None:
+        return None  # the last layer must give raw outputs
     return specs
 
 
-def build(specs, max_batch, dropout=True):
-    return _core.MLP([(d.weight.data, d.bias.data, d.weight.grad, d.bias.grad, act, slope,
-                       p if dropout else 0.0) for d, act, slope, p in specs], max_batch)
+def build(specs, max_batch, train=True):
+    """The C network; train=False: for inference only (no dropout, no
+    training workspaces)."""
+    return _core.MLP([(d.weight.data, d.bias.data, d.weight.grad if train else None,
+                       d.bias.grad if train else None, act, slope,
+                       dropout.p if train and dropout is not None else 0.0)
+                      for d, act, slope, dropout in specs], max_batch, train)
 
 
 def _steps_taken(optimizer, params):
@@ -94,14 +111,11 @@ def _optimizer_state(optimizer, params):
 class Trainer:
     """Trains a Sequential through one _core.MLP; made by trainer() below."""
 
-    def __init__(self, model, specs, params, optimizer, batch_size):
+    def __init__(self, specs, params, optimizer, batch_size):
         self.optimizer, self.params = optimizer, params
         self.kind = _OPTIMIZER_NAMES[type(optimizer)]
         self.mlp = build(specs, batch_size)
-        # dropout masks come from the Dropout layers' own streams (fit reseeds
-        # them), so the shuffling stream is the same as on the slow path
-        dropouts = [layer for layer in model.layers if isinstance(layer, Dropout)]
-        self.rng = dropouts[0]._rng if dropouts else None
+        self.dropouts = [dropout for *_, dropout in specs]
 
     def run(self, X, y, order, batch_size):
         """Train on X[order]; returns (summed loss, correct)."""
@@ -111,8 +125,12 @@ class Trainer:
         arrays = _optimizer_state(self.optimizer, self.params)
         group = self.optimizer.param_groups[0]
         self.mlp.set_optimizer(self.kind, group, arrays, self.optimizer.iterations, step)
-        seed = int(self.rng.integers(2**63)) if self.rng is not None else 0
-        result = self.mlp.train(X, y, order, batch_size, seed)
+        # each Dropout layer's stream, advanced by the run's batches as the
+        # layer-by-layer path would advance it
+        batches = -(-len(order) // batch_size)
+        self.mlp.set_dropout_seeds([d.take_mask_seed(batches) if d is not None else 0
+                                    for d in self.dropouts])
+        result = self.mlp.train(X, y, order, batch_size)
         self.optimizer.iterations = self.mlp.iterations
         if self.kind in ("adagrad", "adam", "adamw"):
             for p in self.params:
@@ -136,4 +154,4 @@ def trainer(model, optimizer, loss, y, batch_size):
         return None
     if _steps_taken(optimizer, params) is None:
         return None
-    return Trainer(model, specs, params, optimizer, batch_size)
+    return Trainer(specs, params, optimizer, batch_size)

@@ -25,6 +25,7 @@ def configure_from_environment():
 
 def info():
     """What this build is and what it chose at run time."""
+    from . import _fused
     from ._version import __version__
     return {
         "version": __version__,
@@ -34,4 +35,5 @@ def info():
         "isa_best": _core.best_isa(),
         "isa_supported": _core.supported_isas(),
         "threads": _core.get_num_threads(),
+        "fused": _fused.ENABLED,  # the whole-network C path (SCRATCHNET_FUSED=0: off)
     }

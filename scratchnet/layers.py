@@ -176,7 +176,13 @@ class Softmax(_Activation):
 
 class Dropout(Module):
     """Inverted dropout: in training, zero each element with probability p and
-    scale the rest by 1 / (1 - p); the identity outside training."""
+    scale the rest by 1 / (1 - p); the identity outside training.
+
+    The random stream: the layer holds a 63-bit seed and counts its training
+    calls; call t draws its mask with the C kernel's counter-based generator
+    keyed by (seed + t). The fused C trainer keys its batches the same way
+    and advances the count, so a seed gives the same masks on both training
+    paths."""
 
     def __init__(self, p=0.5, seed=None):
         super().__init__()
@@ -184,14 +190,21 @@ class Dropout(Module):
         if not 0.0 <= p < 1.0:
             raise ValueError(f"Dropout: p must be in [0, 1), got {p}")
         self.p = p
-        self._rng = _random.generator(seed)
+        self.reseed(_random.generator(seed))
         self._mask = None
 
     def get_config(self):
         return {"p": self.p}
 
     def reseed(self, rng):
-        self._rng = np.random.default_rng(rng.integers(2**63))
+        self.seed = int(rng.integers(2**63))
+        self.calls = 0  # training calls so far: the next mask is keyed by seed + calls
+
+    def take_mask_seed(self, count=1):
+        """The key of the next mask, and the stream advanced past count masks."""
+        key = (self.seed + self.calls) % 2**64
+        self.calls += count
+        return key
 
     def forward(self, x, training=False):
         x = _as_batch(x, "Dropout input")
@@ -200,7 +213,7 @@ class Dropout(Module):
             return x
         y = self._buffer("y", x.shape)
         self._mask = self._buffer("mask", x.shape)
-        _core.dropout_forward(x, y, self._mask, self.p, int(self._rng.integers(2**63)))
+        _core.dropout_forward(x, y, self._mask, self.p, self.take_mask_seed())
         return y
 
     def backward(self, dy):

@@ -20,6 +20,15 @@ class Loss(BufferOwner):
         """(right, total) decisions in a batch, or None where accuracy has no meaning."""
         return None
 
+    def get_config(self):
+        """Constructor arguments that rebuild this loss (saved with a model)."""
+        return {}
+
+    def fresh(self):
+        """The same loss with buffers of its own (for a call that may run
+        beside others)."""
+        return type(self)(**self.get_config())
+
     def __repr__(self):
         return f"{type(self).__name__}()"
 
@@ -115,3 +124,5 @@ class BinaryCrossEntropy(Loss):
         t = np.asarray(targets, dtype=np.float32).reshape(np.shape(logits))
         return int(((np.asarray(logits) > 0) == (t > 0.5)).sum()), t.size
 
+
+LOSSES = {cls.__name__: cls for cls in (CrossEntropy, MSE, BinaryCrossEntropy)}

@@ -1,14 +1,27 @@
-"""Sequential: a stack of layers with fit / evaluate / predict / save / load."""
+"""Sequential: a stack of layers with fit / evaluate / predict / save / load.
+
+What predict and predict_proba return follows the loss the model was fitted
+with (recorded in model.loss and saved with the model): class labels and
+softmax for CrossEntropy, 0/1 labels and sigmoid for BinaryCrossEntropy, the
+outputs themselves for MSE (docs/formulas.md, "What predict returns").
+
+Threads: inference (predict, predict_proba, predict_logits, evaluate) may be
+called on one model from several threads at once and gives each call the
+single-thread answer: the fused C network takes a workspace of its own for a
+call when another call holds the shared one; the layer-by-layer path, whose
+layers keep per-call buffers, holds the model's lock across the call. fit
+holds the lock too (inference waits for a running fit on the layer path)."""
 import json
 import os
+import threading
 import time
 
 import numpy as np
 
 from . import _core, _fused
 from ._validate import as_features, as_labels, positive_int
-from .layers import LAYERS, Dense
-from .losses import CrossEntropy, Loss
+from .layers import LAYERS, Dense, Flatten, Sigmoid, Softmax
+from .losses import LOSSES, BinaryCrossEntropy, CrossEntropy, Loss, MSE
 from .module import Module, Parameter
 from .optimizers import Optimizer
 
@@ -25,8 +38,32 @@ class Sequential(Module):
             if not isinstance(layer, Module):
                 raise TypeError(f"Sequential takes layers, got {type(layer).__name__}")
         self.layers = list(layers)
+        self.loss = None  # the loss fit used: what predict and evaluate follow
+        self._lock = threading.RLock()
         self._name_parameters()
         self._check_features()
+
+    @property
+    def loss(self):
+        return self._loss
+
+    @loss.setter
+    def loss(self, value):
+        if value is not None and not isinstance(value, Loss):
+            raise TypeError(f"model.loss must be a Loss (e.g. sn.MSE()) or None, "
+                            f"got {type(value).__name__}")
+        self._loss = value
+
+    def __getstate__(self):
+        # the lock and the compiled network are rebuilt, not copied
+        state = self.__dict__.copy()
+        state.pop("_lock", None)
+        state.pop("_plan_cache", None)
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._lock = threading.RLock()
 
     def _name_parameters(self):
         for i, layer in enumerate(self.layers):
@@ -63,14 +100,25 @@ class Sequential(Module):
 
     def backward(self, dy):
         """Sets every parameter's .grad. The input gradient is returned only
-        when no Dense layer is first (the usual first layer skips computing it:
-        nothing below it needs one)."""
+        when the first layer with parameters is not a Dense one (a first
+        Dense layer, after nothing but Flatten, skips computing it: nothing
+        below it needs one)."""
+        first = self._first_dense_index()
         for i in range(len(self.layers) - 1, -1, -1):
             layer = self.layers[i]
-            if i == 0 and isinstance(layer, Dense):
+            if i == first:
                 return layer.backward(dy, input_grad=False)
             dy = layer.backward(dy)
         return dy
+
+    def _first_dense_index(self):
+        """The index of a Dense layer preceded only by Flatten layers, or None."""
+        for i, layer in enumerate(self.layers):
+            if isinstance(layer, Dense):
+                return i
+            if not isinstance(layer, Flatten):
+                return None
+        return None
 
     def __repr__(self):
         inner = "".join(f"\n  ({i}): {layer!r}" for i, layer in enumerate(self.layers))
@@ -79,6 +127,14 @@ class Sequential(Module):
     # ---- inference ----
 
     def _inputs(self, X):
+        """X as a checked (N, features) float32 batch. A model that starts
+        with Flatten also takes image-shaped input, (N, 28, 28) or
+        (N, 1, 28, 28): the rows are flattened here, once."""
+        if self.layers and isinstance(self.layers[0], Flatten) and np.ndim(X) > 2:
+            X = np.asarray(X)
+            if X.shape[0] == 0:
+                raise ValueError(f"X: empty batch (0 samples, shape {X.shape})")
+            X = X.reshape(X.shape[0], -1)
         return as_features(X, self.in_features, "X")
 
     def _plan(self):
@@ -86,16 +142,16 @@ class Sequential(Module):
         where it does not apply; rebuilt when the layer list or a parameter
         array is replaced (in-place changes need nothing: it reads the arrays
         themselves)."""
-        key = (tuple(self.layers), Parameter.version)
+        key = (tuple(self.layers), Parameter.version, _fused.ENABLED)
         cached = getattr(self, "_plan_cache", None)
         if cached is None or cached[0] != key:
             specs = _fused.layer_specs(self.layers)
-            plan = _fused.build(specs, _PREDICT_BATCH, dropout=False) if specs else None
+            plan = _fused.build(specs, _PREDICT_BATCH, train=False) if specs else None
             self._plan_cache = cached = (key, plan)
         return cached[1]
 
     def _outputs(self, X, softmax=False, batch_size=_PREDICT_BATCH):
-        """Outputs (or their softmax) for all of X in one array."""
+        """Outputs (or their softmax) for all of X in one new array."""
         plan = self._plan()
         if plan is not None:
             if not (type(X) is np.ndarray and X.dtype == np.float32 and X.ndim == 2
@@ -103,43 +159,75 @@ class Sequential(Module):
                 X = self._inputs(X)  # converts, or raises the error that names the problem
             return plan.predict(X, softmax)
         X = self._inputs(X)
-        out = None
-        for start in range(0, X.shape[0], batch_size):
-            y = self.forward(X[start:start + batch_size], training=False)
-            if out is None:
-                out = np.empty((X.shape[0],) + y.shape[1:], dtype=np.float32)
-            out[start:start + y.shape[0]] = y
+        with self._lock:  # the layers' buffers are shared by every call
+            out = None
+            for start in range(0, X.shape[0], batch_size):
+                y = self.forward(X[start:start + batch_size], training=False)
+                if out is None:
+                    out = np.empty((X.shape[0],) + y.shape[1:], dtype=np.float32)
+                out[start:start + y.shape[0]] = y
         return _core.softmax_forward(out, out) if softmax else out
 
+    def _output_kind(self, method):
+        """The recorded loss, checked to give meaning to method's result: a
+        model never fitted is taken as a classifier (CrossEntropy) when it
+        has two or more outputs."""
+        loss = self.loss
+        if loss is None:
+            if _n_outputs(self) == 1:
+                raise ValueError(f"{method}: this model has one output and no recorded loss, so "
+                                 "what its output means is unknown; fit it, or set model.loss "
+                                 "(sn.BinaryCrossEntropy() for 0/1 labels, sn.MSE() for values)")
+            return CrossEntropy
+        return type(loss)
+
     def predict_logits(self, X):
-        """The network's raw outputs for X."""
+        """The network's raw outputs for X, shape (N, outputs)."""
         return self._outputs(X)
 
     def predict_proba(self, X):
-        """Softmax probabilities (N, classes)."""
-        return self._outputs(X, softmax=True)
+        """Probabilities: softmax over the classes (N, classes) for a
+        CrossEntropy model; sigmoid of each output for BinaryCrossEntropy,
+        (N,) for a single output. A regression (MSE) model has none: raises."""
+        kind = self._output_kind("predict_proba")
+        if kind is CrossEntropy:
+            return self._outputs(X, softmax=True)
+        if kind is BinaryCrossEntropy:
+            z = self._outputs(X)
+            _core.sigmoid_forward(z, z)  # in place: z is a new array
+            return _single_column(z)
+        raise ValueError(f"predict_proba: this model was fitted with {kind.__name__}, a "
+                         "regression loss: its outputs are values, not probabilities; use "
+                         "predict()")
 
     def predict(self, X):
-        """int64 class labels."""
-        return self._outputs(X).argmax(axis=1).astype(np.int64)
+        """CrossEntropy: int64 class labels (N,), the argmax of the outputs.
+        BinaryCrossEntropy: int64 0/1 labels, 1 where sigmoid(z) >= 0.5
+        (z >= 0); (N,) for a single output, (N, outputs) otherwise.
+        MSE: the outputs themselves, float32; (N,) for a single output."""
+        kind = self._output_kind("predict")
+        out = self._outputs(X)
+        if kind is CrossEntropy:
+            return out.argmax(axis=1).astype(np.int64)
+        if kind is BinaryCrossEntropy:
+            return _single_column((out >= 0.0).astype(np.int64))
+        return _single_column(out)
 
     def evaluate(self, X, y, loss=None, batch_size=_PREDICT_BATCH):
-        """{"loss": mean loss, "accuracy": fraction right} over all of X."""
-        loss = loss if loss is not None else CrossEntropy()
+        """{"loss": mean loss, "accuracy": fraction right} over all of X, with
+        the loss fit used (model.loss) unless another is given; "accuracy"
+        only where it has a meaning (not for MSE)."""
+        loss = loss if loss is not None else (self.loss or self._output_kind("evaluate")())
+        if not isinstance(loss, Loss):
+            raise TypeError(f"evaluate: loss must be a Loss, got {type(loss).__name__}")
         X = self._inputs(X)
-        if len(y) != X.shape[0]:
-            raise ValueError(f"evaluate: {len(y)} targets for {X.shape[0]} samples")
-        total, right, decisions = 0.0, 0, 0
-        for start in range(0, X.shape[0], batch_size):
-            xb, yb = X[start:start + batch_size], y[start:start + batch_size]
-            logits = self.forward(xb, training=False)
-            total += loss.forward(logits, yb) * xb.shape[0]
-            counted = loss.correct(logits, yb)
-            if counted is not None:
-                right, decisions = right + counted[0], decisions + counted[1]
-        result = {"loss": total / X.shape[0]}
-        if decisions:
-            result["accuracy"] = right / decisions
+        y = _targets(y, X.shape[0], loss, self, "evaluate")
+        outputs = self._outputs(X, batch_size=batch_size)
+        loss = loss.fresh()  # a copy of its own: evaluate may run in several threads
+        result = {"loss": loss.forward(outputs, y)}
+        counted = loss.correct(outputs, y)
+        if counted is not None:
+            result["accuracy"] = counted[0] / counted[1]
         return result
 
     # ---- training ----
@@ -152,19 +240,28 @@ class Sequential(Module):
         seed fixes the shuffling and dropout (with the same initial weights,
         the same seed gives the same result). verbose=1 shows a progress bar
         per epoch, 0 is silent. callback(epoch, logs) runs after each epoch."""
+        with self._lock:
+            return self._fit(X, y, optimizer, loss, epochs, batch_size, validation, seed,
+                             verbose, scheduler, shuffle, callback)
+
+    def _fit(self, X, y, optimizer, loss, epochs, batch_size, validation, seed, verbose,
+             scheduler, shuffle, callback):
         if not isinstance(optimizer, Optimizer):
             raise TypeError(f"fit: optimizer must be an Optimizer, got {type(optimizer).__name__}")
-        loss = loss if loss is not None else CrossEntropy()
+        self._check_optimizer(optimizer)
+        loss = loss if loss is not None else (self.loss or CrossEntropy())
         if not isinstance(loss, Loss):
             raise TypeError(f"fit: loss must be a Loss, got {type(loss).__name__}")
+        self._check_loss(loss)
         epochs = positive_int(epochs, "epochs")
         batch_size = positive_int(batch_size, "batch_size")
         X = self._inputs(X)
-        y = _targets(y, X.shape[0], loss, self)
+        y = _targets(y, X.shape[0], loss, self, "fit")
         if validation is not None:
             Xv, yv = validation
             Xv = self._inputs(Xv)
-            yv = _targets(yv, Xv.shape[0], loss, self)
+            yv = _targets(yv, Xv.shape[0], loss, self, "fit validation")
+        self.loss = loss
         rng = np.random.default_rng(seed)
         self.reseed(rng)
 
@@ -201,6 +298,40 @@ class Sequential(Module):
             if callback is not None:
                 callback(epoch, {k: v[-1] for k, v in history.items()})
         return history
+
+    def _check_optimizer(self, optimizer):
+        """The optimizer must update every parameter of this model: one built
+        for another model, or for this one before its parameters were
+        replaced (sn.load builds new ones), would train nothing."""
+        held = {id(p) for group in optimizer.param_groups for p in group["params"]}
+        params = self.parameters()
+        missing = [p.name for p in params if id(p) not in held]
+        if missing:
+            shown = ", ".join(missing[:6]) + (" ..." if len(missing) > 6 else "")
+            raise ValueError(
+                f"fit: the optimizer does not hold {len(missing)} of this model's "
+                f"{len(params)} parameters ({shown}); it was built for another model, or "
+                "for this one before its parameters were replaced (e.g. by sn.load): "
+                f"build it with this model's parameters, "
+                f"{type(optimizer).__name__}(model.parameters(), ...)")
+
+    def _check_loss(self, loss):
+        """Refuse a loss that cannot mean what the model's outputs give."""
+        outputs = _n_outputs(self)
+        last = self.layers[-1] if self.layers else None
+        if isinstance(loss, CrossEntropy):
+            if isinstance(last, Softmax):
+                raise ValueError("fit: CrossEntropy takes logits and applies softmax itself; "
+                                 "remove the final Softmax layer (predict_proba gives "
+                                 "probabilities)")
+            if outputs == 1:
+                raise ValueError("fit: CrossEntropy needs one output per class (2 or more), "
+                                 "but the model has 1 output; for two classes with one output "
+                                 "use sn.BinaryCrossEntropy() and 0/1 targets")
+        if isinstance(loss, BinaryCrossEntropy) and isinstance(last, Sigmoid):
+            raise ValueError("fit: BinaryCrossEntropy takes logits and applies the sigmoid "
+                             "itself; remove the final Sigmoid layer (predict_proba gives "
+                             "probabilities)")
 
     def _fast_epoch(self, fast, X, y, order, batch_size, bar):
         """One epoch through the C trainer, in about 20 runs of batches so the
@@ -239,7 +370,9 @@ class Sequential(Module):
         """One .npz: the architecture as JSON and every parameter array."""
         arch = {"format": "scratchnet.Sequential", "version": FORMAT_VERSION,
                 "layers": [{"type": type(l).__name__, "config": l.get_config()}
-                           for l in self.layers]}
+                           for l in self.layers],
+                "loss": None if self.loss is None else
+                {"type": type(self.loss).__name__, "config": self.loss.get_config()}}
         arrays = {p.name: p.data for p in self.parameters()}
         arrays["__architecture__"] = np.frombuffer(json.dumps(arch).encode(), dtype=np.uint8)
         path = os.fspath(path)
@@ -248,12 +381,12 @@ class Sequential(Module):
         os.replace(tmp, path)  # a crash mid-write never leaves a half file at path
 
 
-def _targets(y, n, loss, model):
+def _targets(y, n, loss, model, where):
     """Targets checked against the loss: class labels for CrossEntropy (unless
     one-hot), float arrays otherwise."""
     arr = np.asarray(y)
     if arr.shape[:1] != (n,):
-        raise ValueError(f"{n} samples but targets of shape {arr.shape}")
+        raise ValueError(f"{where}: {n} samples but targets of shape {arr.shape}")
     if isinstance(loss, CrossEntropy) and not (arr.ndim == 2 and arr.shape[1] > 1):
         return as_labels(arr, _n_outputs(model), n, "y")
     return arr
@@ -262,6 +395,11 @@ def _targets(y, n, loss, model):
 def _n_outputs(model):
     dense = [l for l in model.layers if isinstance(l, Dense)]
     return dense[-1].out_features if dense else None
+
+
+def _single_column(a):
+    """(N, 1) -> (N,): one output gives one value per sample."""
+    return a[:, 0] if a.ndim == 2 and a.shape[1] == 1 else a
 
 
 def _progress(n, epoch, epochs, verbose):
@@ -325,6 +463,12 @@ def load(path):
                 raise ValueError(f"unknown layer type {spec['type']!r}")
             layers.append(cls(**spec["config"]))
         model = Sequential(*layers)
+        loss = arch.get("loss")  # absent in files written before losses were recorded
+        if loss is not None:
+            cls = LOSSES.get(loss["type"])
+            if cls is None:
+                raise ValueError(f"unknown loss type {loss['type']!r}")
+            model.loss = cls(**loss["config"])
     except ModelFileError:
         raise
     except Exception as exc:

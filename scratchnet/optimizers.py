@@ -50,6 +50,23 @@ class Optimizer:
             if key in group:
                 nonnegative_float(group[key], key)
 
+    @property
+    def lr(self):
+        """The learning rate of every parameter group (one value; when groups
+        were given different ones, read param_groups[i]["lr"]). Setting it
+        sets every group's lr, and the base a scheduler scales from."""
+        rates = {group["lr"] for group in self.param_groups}
+        if len(rates) != 1:
+            raise ValueError(f"the parameter groups have different learning rates "
+                             f"{sorted(rates)}: read param_groups[i]['lr']")
+        return rates.pop()
+
+    @lr.setter
+    def lr(self, value):
+        value = nonnegative_float(value, "lr")
+        for group in self.param_groups:
+            group["lr"] = group["initial_lr"] = value
+
     def zero_grad(self):
         for group in self.param_groups:
             for p in group["params"]:

@@ -32,13 +32,15 @@ def build(act="relu", seed=0, dropout=0.0, hidden=(16, 12)):
 
 
 def slow_fit(model, *args, **kwargs):
-    """fit through the layer-by-layer path (the fast path switched off)."""
-    original = _fused.trainer
-    _fused.trainer = lambda *a, **k: None
+    """fit through the layer-by-layer path (the fast path switched off, as
+    SCRATCHNET_FUSED=0 does)."""
+    original = _fused.ENABLED
+    _fused.ENABLED = False
     try:
+        assert _fused.layer_specs(model.layers) is None
         return model.fit(*args, **kwargs)
     finally:
-        _fused.trainer = original
+        _fused.ENABLED = original
 
 
 OPTIMIZERS = {
@@ -102,6 +104,60 @@ def test_fast_path_is_taken_only_where_it_applies():
     assert _fused.layer_specs(with_softmax.layers) is None
 
 
+@pytest.mark.parametrize("act", ["relu", "tanh"])
+def test_fast_dropout_training_matches_layer_by_layer(act):
+    """One dropout stream for both paths: the same seed draws the same masks,
+    so the fused C trainer and the layer-by-layer path give the same model.
+    Fails if the fused forward ignores the mask or its backward epilogue
+    skips the mask multiply (both were seen to pass the suite before)."""
+    X, y = data()
+    fast, slow = build(act, dropout=0.4), build(act, dropout=0.4)
+    kwargs = dict(epochs=2, batch_size=32, seed=3, verbose=0)
+    h_fast = fast.fit(X, y, optimizer=sn.SGD(fast.parameters(), lr=0.1, momentum=0.9),
+                      **kwargs)
+    h_slow = slow_fit(slow, X, y, optimizer=sn.SGD(slow.parameters(), lr=0.1, momentum=0.9),
+                      **kwargs)
+    np.testing.assert_allclose(h_fast["loss"], h_slow["loss"], rtol=1e-4)
+    for a, b in zip(fast.parameters(), slow.parameters()):
+        np.testing.assert_allclose(a.data, b.data, rtol=1e-3, atol=1e-5, err_msg=a.name)
+    # the streams moved on by the same number of masks
+    assert [d.calls for d in fast.layers if isinstance(d, sn.Dropout)] == \
+        [d.calls for d in slow.layers if isinstance(d, sn.Dropout)] == [20, 20]
+
+
+def test_fast_dropout_masks_have_the_right_rate_and_scale():
+    """Through the fused trainer, with lr 0 the weight gradient of the layer
+    after a dropout shows which hidden units were kept: about 1 - p of them,
+    scaled by 1 / (1 - p)."""
+    rng = np.random.default_rng(0)
+    M, K, H, p = 256, 8, 64, 0.25
+    W1 = np.eye(K, H, dtype=np.float32)  # hidden unit j < K copies input j
+    b1 = np.ones(H, np.float32)          # every hidden unit is 1 + x_j > 0
+    W2 = rng.standard_normal((H, 3)).astype(np.float32)
+    b2 = np.zeros(3, np.float32)
+    grads = [np.zeros_like(a) for a in (W1, b1, W2, b2)]
+    mlp = _core.MLP([(W1, b1, grads[0], grads[1], "relu", 0.0, p),
+                     (W2, b2, grads[2], grads[3], "none", 0.0, 0.0)], M)
+    mlp.set_optimizer("sgd", {"lr": 0.0}, [[], [], [], []], 0, 0)
+    mlp.set_dropout_seeds([12345, 0])
+    X = np.zeros((M, K), np.float32)  # hidden output is exactly 1 everywhere
+    labels = rng.integers(0, 3, M)
+    mlp.train(X, labels, np.arange(M), M)
+    # the same mask from the Python kernel, keyed the same way (seed + batch 0)
+    mask = np.empty((M, H), np.float32)
+    _core.dropout_forward(np.ones((M, H), np.float32), np.empty((M, H), np.float32), mask, p,
+                          12345)
+    assert abs((mask > 0).mean() - (1 - p)) < 0.02
+    h = mask.astype(np.float64)
+    z = h @ W2
+    probs = np.exp(z - z.max(1, keepdims=True))
+    probs /= probs.sum(1, keepdims=True)
+    dz = (probs - np.eye(3)[labels]) / M
+    np.testing.assert_allclose(grads[2], h.T @ dz, rtol=1e-3, atol=1e-6)
+    dh = (dz @ W2.T) * mask  # the backward epilogue's mask multiply
+    np.testing.assert_allclose(grads[1], dh.sum(0), rtol=1e-3, atol=1e-6)
+
+
 def test_fast_dropout_training_is_seeded_and_learns():
     X, y = data(n=600)
     results = []
@@ -125,9 +181,9 @@ def test_fast_inference_matches_the_reference(act):
     np.testing.assert_allclose(model.predict_logits(X), want, rtol=1e-4, atol=1e-5)
     # more rows than the workspace: C works through them in chunks
     specs = _fused.layer_specs(model.layers)
-    chunked = _fused.build(specs, 16, dropout=False).predict(X)
+    chunked = _fused.build(specs, 16, train=False).predict(X)
     np.testing.assert_allclose(chunked, want, rtol=1e-4, atol=1e-5)
-    proba = _fused.build(specs, 16, dropout=False).predict(X, True)
+    proba = _fused.build(specs, 16, train=False).predict(X, True)
     e = np.exp(want - want.max(1, keepdims=True))
     np.testing.assert_allclose(proba, e / e.sum(1, keepdims=True), rtol=1e-4, atol=1e-6)
 
@@ -163,7 +219,7 @@ def test_mlp_train_step_gradients_match_reference(act_name, act_code, M, K, N):
     mlp.set_optimizer("sgd", {"lr": 0.0}, [[], [], [], []], 0, 0)
     X = rng.standard_normal((M, K)).astype(np.float32)
     labels = rng.integers(0, C, M)
-    loss_sum, correct = mlp.train(X, labels, np.arange(M), M, 0)
+    loss_sum, correct = mlp.train(X, labels, np.arange(M), M)
 
     acts = {"none": lambda z: z, "relu": lambda z: np.maximum(z, 0),
             "leaky_relu": lambda z: np.where(z > 0, z, slope * z),
@@ -201,14 +257,14 @@ def test_mlp_rejects_bad_arguments():
     mlp = _core.MLP(ok, 8)
     X = np.zeros((10, 4), np.float32)
     with pytest.raises(RuntimeError, match="set_optimizer"):
-        mlp.train(X, np.zeros(10, np.int64), np.arange(10), 8, 0)
+        mlp.train(X, np.zeros(10, np.int64), np.arange(10), 8)
     mlp.set_optimizer("sgd", {"lr": 0.1}, [[], []], 0, 0)
     with pytest.raises(ValueError, match="labels"):
-        mlp.train(X, np.full(10, 3), np.arange(10), 8, 0)
+        mlp.train(X, np.full(10, 3), np.arange(10), 8)
     with pytest.raises(ValueError, match="order"):
-        mlp.train(X, np.zeros(10, np.int64), np.array([0, 10]), 8, 0)
+        mlp.train(X, np.zeros(10, np.int64), np.array([0, 10]), 8)
     with pytest.raises(ValueError, match="batch_size"):
-        mlp.train(X, np.zeros(10, np.int64), np.arange(10), 9, 0)
+        mlp.train(X, np.zeros(10, np.int64), np.arange(10), 9)
     with pytest.raises(ValueError, match="4 features"):
         mlp.predict(np.zeros((9, 5), np.float32))
     with pytest.raises(TypeError, match="float32"):
