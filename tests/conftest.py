@@ -49,3 +49,13 @@ def mnist():
 def fashion_mnist():
     """((X_train, y_train), (X_test, y_test)) of Fashion-MNIST. Shared: do not modify."""
     return _load("fashion-mnist")
+
+
+@pytest.fixture(params=["fused", "layers"])
+def training_path(request, monkeypatch):
+    """Runs a test once on each training/inference path: the fused C network
+    and the layer-by-layer path (as SCRATCHNET_FUSED=0 chooses)."""
+    from scratchnet import _fused
+
+    monkeypatch.setattr(_fused, "ENABLED", request.param == "fused")
+    return request.param

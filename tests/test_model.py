@@ -5,6 +5,9 @@ import pytest
 
 import scratchnet as sn
 
+# every test here runs on both paths: the fused C network and layer by layer
+pytestmark = pytest.mark.usefixtures("training_path")
+
 
 def blobs(n=600, features=8, classes=3, seed=0):
     """Separable Gaussian clusters: a task a small MLP learns in a few epochs."""

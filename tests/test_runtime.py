@@ -29,6 +29,21 @@ def test_scratchnet_isa_forces_the_kernel_path(isa):
     assert info["isa_best"] == _core.best_isa()
 
 
+@pytest.mark.parametrize("value, fused", [("0", False), ("1", True), (None, True)])
+def test_scratchnet_fused_turns_the_fused_path_off(value, fused):
+    env = {k: v for k, v in os.environ.items() if k != "SCRATCHNET_FUSED"}
+    if value is not None:
+        env["SCRATCHNET_FUSED"] = value
+    proc = subprocess.run(
+        [sys.executable, "-c",
+         "import json, scratchnet as sn\n"
+         "m = sn.Sequential(sn.Dense(4, 8), sn.ReLU(), sn.Dense(8, 3))\n"
+         "print(json.dumps([sn.info()['fused'], m._plan() is not None]))"],
+        capture_output=True, text=True, env=env, cwd=os.path.dirname(__file__), timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == [fused, fused]
+
+
 def test_unknown_or_unsupported_isa_warns_and_falls_back():
     info, err = run_info({"SCRATCHNET_ISA": "sse9"})
     assert info["isa"] == _core.best_isa()

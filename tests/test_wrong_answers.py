@@ -1,0 +1,234 @@
+"""Issue 7: what PyTorch and Keras users do by habit works or fails loudly.
+Each test here failed on scratchnet 0.1 (silently wrong, or an unhelpful
+error) and runs on both paths: the fused C network and layer by layer."""
+import threading
+
+import numpy as np
+import pytest
+
+import scratchnet as sn
+from scratchnet import _fused
+
+pytestmark = pytest.mark.usefixtures("training_path")
+
+XOR_X = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], np.float32)
+XOR_Y = np.array([0, 1, 1, 0])
+
+
+def xor_model():
+    sn.manual_seed(0)
+    return sn.Sequential(sn.Dense(2, 16), sn.Tanh(), sn.Dense(16, 1))
+
+
+def fit_xor():
+    model = xor_model()
+    model.fit(XOR_X, XOR_Y, optimizer=sn.Adam(model.parameters(), lr=0.05),
+              loss=sn.BinaryCrossEntropy(), epochs=300, batch_size=4, seed=0, verbose=0)
+    return model
+
+
+def sine_data(n=256):
+    x = np.linspace(-3, 3, n, dtype=np.float32).reshape(-1, 1)
+    return x, np.sin(x[:, 0])
+
+
+def fit_sine():
+    sn.manual_seed(1)
+    model = sn.Sequential(sn.Dense(1, 32), sn.Tanh(), sn.Dense(32, 1))
+    x, y = sine_data()
+    model.fit(x, y, optimizer=sn.Adam(model.parameters(), lr=0.01), loss=sn.MSE(), epochs=150,
+              batch_size=32, seed=0, verbose=0)
+    return model
+
+
+def test_binary_cross_entropy_model_predicts_labels_and_sigmoid_probabilities():
+    model = fit_xor()
+    assert model.evaluate(XOR_X, XOR_Y)["accuracy"] == 1.0
+    np.testing.assert_array_equal(model.predict(XOR_X), XOR_Y)
+    assert model.predict(XOR_X).dtype == np.int64
+    proba = model.predict_proba(XOR_X)
+    assert proba.shape == (4,)
+    z = model.predict_logits(XOR_X)[:, 0].astype(np.float64)
+    np.testing.assert_allclose(proba, 1 / (1 + np.exp(-z)), rtol=1e-5)
+    np.testing.assert_array_equal(proba >= 0.5, XOR_Y == 1)
+
+
+def test_multi_label_bce_keeps_one_column_per_output():
+    sn.manual_seed(2)
+    model = sn.Sequential(sn.Dense(2, 8), sn.ReLU(), sn.Dense(8, 3))
+    Y = np.stack([XOR_Y, 1 - XOR_Y, XOR_X[:, 0]], axis=1)
+    model.fit(XOR_X, Y, optimizer=sn.SGD(model.parameters(), lr=0.1),
+              loss=sn.BinaryCrossEntropy(), epochs=2, batch_size=4, verbose=0)
+    z = model.predict_logits(XOR_X)
+    np.testing.assert_array_equal(model.predict(XOR_X), (z >= 0).astype(np.int64))
+    assert model.predict_proba(XOR_X).shape == (4, 3)
+
+
+def test_regression_model_predicts_values_and_has_no_probabilities():
+    model = fit_sine()
+    x, y = sine_data()
+    pred = model.predict(x)
+    assert pred.shape == (256,) and pred.dtype == np.float32
+    assert np.abs(pred - y).max() < 0.15
+    with pytest.raises(ValueError, match="MSE.*not probabilities"):
+        model.predict_proba(x)
+    # evaluate defaults to the loss fit used: the mean squared error, no accuracy
+    result = model.evaluate(x, y)
+    assert set(result) == {"loss"}
+    assert result["loss"] == pytest.approx(float(np.mean((pred - y) ** 2)), rel=1e-4)
+
+
+def test_the_recorded_loss_survives_save_and_load(tmp_path):
+    model = fit_xor()
+    model.save(tmp_path / "xor.npz")
+    loaded = sn.load(tmp_path / "xor.npz")
+    assert isinstance(loaded.loss, sn.BinaryCrossEntropy)
+    np.testing.assert_array_equal(loaded.predict(XOR_X), XOR_Y)
+    np.testing.assert_allclose(loaded.predict_proba(XOR_X), model.predict_proba(XOR_X))
+    regression = fit_sine()
+    regression.save(tmp_path / "sine.npz")
+    assert isinstance(sn.load(tmp_path / "sine.npz").loss, sn.MSE)
+
+
+def test_single_output_model_without_a_loss_refuses_to_guess():
+    model = xor_model()
+    with pytest.raises(ValueError, match="one output and no recorded loss"):
+        model.predict(XOR_X)
+    model.loss = sn.BinaryCrossEntropy()
+    assert model.predict(XOR_X).shape == (4,)
+    with pytest.raises(TypeError, match="must be a Loss"):
+        model.loss = "mse"
+
+
+def test_fit_refuses_losses_the_model_cannot_mean():
+    single = xor_model()
+    with pytest.raises(ValueError, match="CrossEntropy needs one output per class"):
+        single.fit(XOR_X, XOR_Y, optimizer=sn.SGD(single.parameters()), verbose=0)
+    softmax_last = sn.Sequential(sn.Dense(2, 2), sn.Softmax())
+    with pytest.raises(ValueError, match="remove the final Softmax"):
+        softmax_last.fit(XOR_X, XOR_Y, optimizer=sn.SGD(softmax_last.parameters()), verbose=0)
+    sigmoid_last = sn.Sequential(sn.Dense(2, 1), sn.Sigmoid())
+    with pytest.raises(ValueError, match="remove the final Sigmoid"):
+        sigmoid_last.fit(XOR_X, XOR_Y, optimizer=sn.SGD(sigmoid_last.parameters()),
+                         loss=sn.BinaryCrossEntropy(), verbose=0)
+
+
+def test_fit_refuses_an_optimizer_that_does_not_hold_the_models_parameters(tmp_path):
+    X = np.random.default_rng(0).standard_normal((40, 4)).astype(np.float32)
+    y = np.arange(40) % 3
+    model = sn.Sequential(sn.Dense(4, 8), sn.ReLU(), sn.Dense(8, 3))
+    other = sn.Sequential(sn.Dense(4, 8), sn.ReLU(), sn.Dense(8, 3))
+    with pytest.raises(ValueError, match=r"does not hold 4 of this model's 4 parameters "
+                                         r"\(0\.weight, 0\.bias, 2\.weight, 2\.bias\)"):
+        model.fit(X, y, optimizer=sn.Adam(other.parameters()), verbose=0)
+    # the habit: build the optimizer, then load a checkpoint into a new model
+    opt = sn.Adam(model.parameters())
+    model.save(tmp_path / "m.npz")
+    model = sn.load(tmp_path / "m.npz")
+    with pytest.raises(ValueError, match="before its parameters were replaced"):
+        model.fit(X, y, optimizer=opt, verbose=0)
+    partial = sn.SGD(model.parameters()[:2])
+    with pytest.raises(ValueError, match=r"does not hold 2 .*\(2\.weight, 2\.bias\)"):
+        model.fit(X, y, optimizer=partial, verbose=0)
+
+
+def test_setting_lr_on_the_optimizer_takes_effect():
+    X = np.random.default_rng(0).standard_normal((64, 4)).astype(np.float32)
+    y = np.arange(64) % 3
+    model = sn.Sequential(sn.Dense(4, 8, seed=0), sn.ReLU(), sn.Dense(8, 3, seed=1))
+    opt = sn.SGD(model.parameters(), lr=0.5)
+    opt.lr = 0.0
+    assert opt.lr == 0.0 and opt.param_groups[0]["lr"] == 0.0
+    before = [p.data.copy() for p in model.parameters()]
+    model.fit(X, y, optimizer=opt, epochs=2, batch_size=16, verbose=0)
+    for a, b in zip(before, model.parameters()):
+        np.testing.assert_array_equal(a, b.data)
+    opt.lr = 1e-4
+    history = model.fit(X, y, optimizer=opt, epochs=1, batch_size=16, verbose=0)
+    assert history["lr"] == [1e-4]
+    assert not all(np.array_equal(a, b.data) for a, b in zip(before, model.parameters()))
+    # torch's way keeps working, and lr reads it back
+    opt.param_groups[0]["lr"] = 0.25
+    assert opt.lr == 0.25
+    with pytest.raises(ValueError, match="lr"):
+        opt.lr = -1.0
+
+
+def test_lr_of_several_groups():
+    model = sn.Sequential(sn.Dense(4, 8), sn.ReLU(), sn.Dense(8, 3))
+    params = model.parameters()
+    opt = sn.SGD([{"params": params[:2], "lr": 0.1}, {"params": params[2:]}], lr=0.01)
+    with pytest.raises(ValueError, match="different learning rates"):
+        opt.lr
+    opt.lr = 0.05
+    assert [g["lr"] for g in opt.param_groups] == [0.05, 0.05]
+
+
+def test_a_first_flatten_layer_takes_image_shaped_input():
+    rng = np.random.default_rng(0)
+    images = rng.random((60, 28, 28), dtype=np.float32)
+    y = np.arange(60) % 10
+    model = sn.Sequential(sn.Flatten(), sn.Dense(784, 32), sn.ReLU(), sn.Dense(32, 10))
+    model.fit(images, y, optimizer=sn.Adam(model.parameters()), epochs=1, batch_size=16,
+              verbose=0, validation=(images[:10, None], y[:10]))
+    want = model.predict_logits(images.reshape(60, -1))
+    np.testing.assert_array_equal(model.predict_logits(images), want)
+    np.testing.assert_array_equal(model.predict_logits(images[:, None]), want)
+    np.testing.assert_array_equal(model.predict(images[:, None]), want.argmax(1))
+    assert set(model.evaluate(images[:, None], y)) == {"loss", "accuracy"}
+    with pytest.raises(ValueError, match="784 features"):
+        model.predict(rng.random((5, 27, 28)))
+
+
+def one_model(seed=0):
+    sn.manual_seed(seed)
+    return sn.Sequential(sn.Dense(32, 64), sn.ReLU(), sn.Dense(64, 48), sn.Tanh(),
+                         sn.Dense(48, 10))
+
+
+def test_predicting_from_several_threads_gives_the_single_thread_answer():
+    """Four threads call predict_proba on one model with inputs of their own;
+    each gets exactly what a lone call gives (0.1 got another thread's rows
+    in 114 of 120 calls)."""
+    model = one_model()
+    rng = np.random.default_rng(0)
+    inputs = [rng.standard_normal((n, 32)).astype(np.float32) for n in (1, 700, 700, 2500)]
+    expected = [model.predict_proba(x) for x in inputs]
+    wrong, errors = [], []
+
+    def worker(k):
+        try:
+            for _ in range(30):
+                if not np.array_equal(model.predict_proba(inputs[k]), expected[k]):
+                    wrong.append(k)
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert wrong == []
+
+
+def test_evaluate_from_several_threads_gives_the_single_thread_answer():
+    model = one_model(1)
+    rng = np.random.default_rng(1)
+    data = [(rng.standard_normal((n, 32)).astype(np.float32), rng.integers(0, 10, n))
+            for n in (600, 600, 600, 2500)]  # equal shapes share layer buffers
+    expected = [model.evaluate(X, y) for X, y in data]
+    results = {k: [] for k in range(len(data))}
+
+    def worker(k):
+        for _ in range(30):
+            results[k].append(model.evaluate(*data[k]))
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(len(data))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for k, got in results.items():
+        assert got == [expected[k]] * 30
