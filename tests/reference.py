@@ -1,5 +1,5 @@
 """float64 NumPy references of scratchnet's layers and losses, written from
-shared/REFERENCE.md, and a central-difference numerical gradient."""
+docs/formulas.md, and a central-difference numerical gradient."""
 import numpy as np
 
 import scratchnet as sn

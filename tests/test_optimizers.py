@@ -1,4 +1,4 @@
-"""Every optimizer against its update rule (shared/REFERENCE.md, torch.optim's
+"""Every optimizer against its update rule (docs/formulas.md, torch.optim's
 documented algorithms) written out in float64 NumPy.
 
 Each test runs a few steps with a fresh random gradient per step on two
