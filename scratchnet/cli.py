@@ -1,12 +1,22 @@
-"""The scratchnet command line: train, evaluate, predict, download, info, bench."""
+"""The scratchnet command line: train, evaluate, predict, download, info, bench.
+
+Exit status: 0 done; 1 an error met while running (a file missing or not writable, the
+data not found, a bad model or input file, training diverged); 2 a bad command line
+(from argparse); 130 interrupted. Expected errors print a message to stderr, never a
+traceback: one line, or for missing data a short list of what to put where.
+"""
 import argparse
 import json
+import math
+import os
 import sys
+import tempfile
 import time
 
 import numpy as np
 
 from . import _core, datasets
+from ._version import __version__
 from ._random import manual_seed
 from ._runtime import info
 from .layers import Dense, Dropout, ReLU
@@ -47,14 +57,127 @@ def _hidden_sizes(text):
 def _positive(kind):
     def parse(text):
         value = kind(text)
-        if value <= 0:
+        if not (math.isfinite(value) and value > 0):
             raise argparse.ArgumentTypeError(f"must be positive, got {text}")
         return value
     return parse
 
 
+def _seed(text):
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
+
+
+def _fraction(text):
+    value = float(text)
+    if not 0.0 <= value < 1.0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
+    return value
+
+
+class CommandError(Exception):
+    """An expected failure, worded for the command line: main prints it, no traceback."""
+
+
+def _os_error(exc, path=None):
+    """'PATH: reason' rather than Python's "[Errno 2] No such file or directory: 'PATH'";
+    path names the file when the error does not."""
+    where = exc.filename if exc.filename is not None else path
+    if where is None:
+        return str(exc)
+    if exc.filename2 is not None:
+        where = f"{where} -> {exc.filename2}"
+    return f"{where}: {exc.strerror or exc}"
+
+
+def _by_hand(name, where):
+    return [f"To add {name} by hand, put these four files (each raw or .gz) in {where}:",
+            "  " + "  ".join(datasets.FILES)]
+
+
+def _not_found_message(exc, args):
+    """The command line's wording of a DatasetNotFoundError (the exception's own message
+    speaks Python: root=, download=)."""
+    name = exc.name
+    if exc.download_tried:
+        lines = [f"{name} not found, and the download failed: {exc.download_error}"]
+    else:
+        lines = [f"{name} not found (--no-download: the network was not used)"]
+    lines.append("Looked in:")
+    for label, folder in exc.places:
+        note = "--data-dir" if exc.root_given else label
+        missing = exc.missing[folder]
+        if 0 < len(missing) < len(exc.files):
+            note += "; missing " + ", ".join(missing)
+        lines.append(f"  {folder}  ({note})")
+    if exc.nested is not None:
+        lines.append(f"The files are in {exc.nested}: pass --data-dir {exc.nested}")
+    elif exc.root_given:
+        lines += _by_hand(name, exc.places[0][1])
+    else:
+        lines += _by_hand(name, "one of those folders, or in a folder DIR given as --data-dir "
+                                f"DIR (or as SCRATCHNET_DATA=DIR, with the files in DIR/{name}/)")
+    if not exc.download_tried and exc.nested is None:
+        data_dir = f" --data-dir {args.data_dir}" if args.data_dir else ""
+        lines.append(f"Or fetch them: scratchnet download {name}{data_dir}")
+    return "\n".join(lines)
+
+
 def _load_data(args):
-    return datasets.load(args.dataset, root=args.data_dir, download=not args.no_download)
+    try:
+        return datasets.load(args.dataset, root=args.data_dir, download=not args.no_download)
+    except datasets.DatasetNotFoundError as exc:
+        raise CommandError(_not_found_message(exc, args)) from None
+
+
+def _check_out(path, force):
+    """Fail before training, not after it, if the model could not be saved at path."""
+    if os.path.isdir(path):
+        raise CommandError(f"--out {path}: is a folder; give a file name, such as "
+                           f"{os.path.join(path, 'model.npz')}")
+    if os.path.lexists(path) and not force:
+        raise CommandError(f"--out {path}: already exists; pass --force to overwrite it, "
+                           "or choose another --out")
+    folder = os.path.dirname(path) or "."
+    if not os.path.isdir(folder):
+        reason = (f"{folder} is not a folder" if os.path.exists(folder)
+                  else f"the folder {folder} does not exist")
+        raise CommandError(f"--out {path}: cannot save there: {reason}")
+    try:  # the only sure test of "writable" (permissions, read-only mounts, ACLs) is to write
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".scratchnet-", suffix=".probe")
+    except OSError as exc:
+        raise CommandError(f"--out {path}: cannot save there: cannot write in the folder "
+                           f"{folder} ({exc.strerror or exc})") from None
+    os.close(fd)
+    os.unlink(probe)
+
+
+def _save(model, out, force, dataset):
+    """Save the model to out or, if that fails, to a new file in the current folder or
+    else the temporary folder. Returns (where it went or None, the error or None)."""
+    if os.path.lexists(out) and not force:  # appeared during training
+        error = FileExistsError("appeared during training; left alone")
+    else:
+        try:
+            model.save(out)
+            return out, None
+        except OSError as exc:
+            error = exc
+    for folder in (os.getcwd(), tempfile.gettempdir()):
+        try:
+            fd, fallback = tempfile.mkstemp(dir=folder, prefix=f"scratchnet-{dataset}-",
+                                            suffix=".npz")
+        except OSError:
+            continue
+        os.close(fd)
+        try:
+            model.save(fallback)  # replaces the empty file mkstemp made
+            return fallback, error
+        except OSError:
+            os.unlink(fallback)
+    return None, error
 
 
 def cmd_train(args):
@@ -62,8 +185,8 @@ def cmd_train(args):
     hidden = args.hidden if args.hidden is not None else defaults["hidden"]
     epochs = args.epochs if args.epochs is not None else defaults["epochs"]
     dropout = args.dropout if args.dropout is not None else defaults["dropout"]
-    if not 0.0 <= dropout < 1.0:
-        raise ValueError(f"--dropout must be in [0, 1), got {dropout}")
+    out = args.out or f"scratchnet-{args.dataset}.npz"
+    _check_out(out, args.force)
     if args.threads:
         _core.set_num_threads(args.threads)
     verbose = 0 if (args.quiet or args.json) else 1
@@ -76,26 +199,33 @@ def cmd_train(args):
     scheduler = CosineAnnealingLR(optimizer, epochs) if args.schedule == "cosine" else None
     if verbose:
         print(f"scratchnet {info()['version']}: training {args.dataset} "
-              f"({X.shape[0]} images), layers 784-{'-'.join(map(str, hidden))}-10, "
+              f"({X.shape[0]} images), layers {'-'.join(map(str, [784, *hidden, 10]))}, "
               f"{args.optimizer} lr={args.lr}, {epochs} epochs, batch {args.batch_size}, "
               f"kernel {_core.get_isa()}, {_core.get_num_threads()} threads")
     history = model.fit(X, y, optimizer=optimizer, epochs=epochs, batch_size=args.batch_size,
                         seed=args.seed, verbose=verbose, scheduler=scheduler)
     result = model.evaluate(Xt, yt)
     seconds = time.perf_counter() - started
-    out = args.out or f"scratchnet-{args.dataset}.npz"
-    model.save(out)
+    saved, error = _save(model, out, args.force, args.dataset)
     metrics = {"dataset": args.dataset, "test_accuracy": result["accuracy"],
                "test_loss": result["loss"], "train_loss": history["loss"][-1],
                "train_accuracy": history["accuracy"][-1], "epochs": epochs,
-               "seconds": round(seconds, 2), "model": out}
+               "seconds": round(seconds, 2), "model": saved}
+    where = f"model saved to {saved}" if saved else "model NOT saved"
     if args.json:
         print(json.dumps(metrics))
     else:
         print(f"test accuracy: {100 * result['accuracy']:.2f}%")
-        if not args.quiet:
-            print(f"test loss {result['loss']:.4f}; {seconds:.1f} s in all; model saved to {out}")
-    return 0
+        print(where if args.quiet else
+              f"test loss {result['loss']:.4f}; {seconds:.1f} s in all; {where}")
+    if error is None:
+        return 0
+    reason = _os_error(error, out)
+    if saved:
+        raise CommandError(f"could not save the model to --out ({reason}); "
+                           f"saved it to {saved} instead")
+    raise CommandError(f"could not save the model to --out ({reason}), nor in the current "
+                       "or the temporary folder: the trained model is lost")
 
 
 def cmd_evaluate(args):
@@ -110,14 +240,46 @@ def cmd_evaluate(args):
     return 0
 
 
+def _read_images(path):
+    """The images of a .npy file, as float32 in [0, 1]; refuses what would give silent
+    nonsense (unscaled float pixels, integers outside 0..255)."""
+    try:
+        X = np.load(path, allow_pickle=False)
+    except (ValueError, EOFError) as exc:
+        detail = ("Python objects, or not a .npy file at all" if "pickle" in str(exc)
+                  else str(exc) or type(exc).__name__)
+        raise CommandError(f"{path}: not a readable .npy array ({detail})") from None
+    if not isinstance(X, np.ndarray):
+        X.close()
+        raise CommandError(f"{path}: a .npz archive; predict reads one array saved by np.save")
+    if X.shape == (28, 28):  # one image
+        X = X.reshape(1, -1)
+    elif X.ndim == 3:  # a stack of images
+        X = X.reshape(X.shape[0], -1)
+    if X.dtype.kind not in "uif":
+        raise CommandError(f"{path}: values of type {X.dtype}; predict needs pixels, "
+                           "as integers 0..255 or floats 0..1")
+    if X.size == 0 or not np.isfinite(X).all():
+        return X  # the model's checks name the problem
+    low, high = X.min(), X.max()
+    if X.dtype.kind in "ui":  # raw pixels, as in the IDX files
+        if low < 0 or high > 255:
+            raise CommandError(f"{path}: integer pixels must be 0..255, found {low}..{high}")
+        return X.astype(np.float32) / np.float32(255)
+    if low < 0 or high > 1:
+        raise CommandError(f"{path}: pixel values range over {low:g}..{high:g}, but the model "
+                           "takes them scaled to 0..1: divide by 255, or save the raw pixels "
+                           "as uint8 (which predict scales)")
+    return X
+
+
 def cmd_predict(args):
     model = load(args.model)
-    X = np.load(args.inputs, allow_pickle=False)
-    if X.ndim == 3:  # a stack of images
-        X = X.reshape(X.shape[0], -1)
-    if X.dtype == np.uint8:  # raw pixels, as in the IDX files
-        X = X.astype(np.float32) / 255.0
-    labels = model.predict(X)
+    X = _read_images(args.inputs)
+    try:
+        labels = model.predict(X)
+    except ValueError as exc:  # shape, non-finite values, empty: about the file, not "X"
+        raise CommandError(f"{args.inputs}: {str(exc).removeprefix('X: ')}") from None
     if args.json:
         print(json.dumps(labels.tolist()))
     else:
@@ -126,7 +288,14 @@ def cmd_predict(args):
 
 
 def cmd_download(args):
-    folder = datasets.download(args.name, root=args.data_dir, verbose=not args.quiet)
+    folder = args.data_dir if args.data_dir else datasets.cache_dir(args.name)
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        option = "--data-dir " if args.data_dir else ""
+        raise CommandError(f"{option}{folder}: is not a folder")
+    try:
+        folder = datasets.download(args.name, root=args.data_dir, verbose=not args.quiet)
+    except datasets.DownloadError as exc:
+        raise CommandError("\n".join([str(exc), *_by_hand(args.name, folder)])) from None
     print(folder)
     return 0
 
@@ -146,63 +315,107 @@ def cmd_bench(args):
     return bench.cli(quick=args.quick, as_json=args.json, threads=args.threads)
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Adds "(default: X)" to every option with a value; an option whose default is
+    not a plain value (None: per dataset, searched, ...) states it in its own help.
+    Flags (default False) are off unless given: no "(default: False)" noise."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
+
+
+def _per_dataset(key, show=str):
+    """'(default: ...)' for a setting of DEFAULTS, naming the dataset where they differ."""
+    values = {name: show(d[key]) for name, d in DEFAULTS.items()}
+    if len(set(values.values())) == 1:
+        return f"(default: {values[DATASETS[0]]})"
+    return "(default: " + ", ".join(f"{v} for {name}" for name, v in values.items()) + ")"
+
+
 def make_parser():
-    parser = argparse.ArgumentParser(prog="scratchnet",
+    parser = argparse.ArgumentParser(prog="scratchnet", formatter_class=_HelpFormatter,
                                      description="Train and run neural networks whose "
                                                  "arithmetic is scratchnet's own C.")
+    parser.add_argument("--version", action="version", version=f"scratchnet {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    def data_options(p):
-        p.add_argument("--dataset", choices=DATASETS, default="mnist")
-        p.add_argument("--data-dir", default=None,
-                       help="folder with the IDX files (default: search, then download)")
-        p.add_argument("--no-download", action="store_true", help="never use the network")
+    def command(name, summary):
+        return sub.add_parser(name, help=summary, formatter_class=_HelpFormatter,
+                              description=summary[0].upper() + summary[1:] + ".")
 
-    p = sub.add_parser("train", help="train the default network on a dataset")
+    def data_options(p):
+        p.add_argument("--dataset", choices=DATASETS, default="mnist", help="the dataset")
+        p.add_argument("--data-dir", default=None,
+                       help="the folder holding the four IDX files (default: search "
+                            "$SCRATCHNET_DATA/<dataset>/, the user cache, "
+                            "/usr/share/datasets/<dataset>/ and the copy bundled with "
+                            "scratchnet, then download into the user cache)")
+        p.add_argument("--no-download", action="store_true",
+                       help="never use the network: fail if the files are not found")
+
+    p = command("train", "train the default network on a dataset")
     data_options(p)
     p.add_argument("--hidden", type=_hidden_sizes, default=None,
-                   help="hidden layer sizes, e.g. 512,256 (default depends on the dataset)")
-    p.add_argument("--epochs", type=_positive(int), default=None)
-    p.add_argument("--batch-size", type=_positive(int), default=128)
-    p.add_argument("--optimizer", choices=sorted(OPTIMIZERS), default="adam")
-    p.add_argument("--lr", type=_positive(float), default=1e-3)
+                   help="hidden layer sizes, e.g. 512,256 "
+                        + _per_dataset("hidden", lambda v: ",".join(map(str, v))))
+    p.add_argument("--epochs", type=_positive(int), default=None,
+                   help="passes over the training set " + _per_dataset("epochs"))
+    p.add_argument("--batch-size", type=_positive(int), default=128,
+                   help="images per training step")
+    p.add_argument("--optimizer", choices=sorted(OPTIMIZERS), default="adam",
+                   help="the optimizer")
+    p.add_argument("--lr", type=_positive(float), default=1e-3, help="learning rate")
     p.add_argument("--schedule", choices=("cosine", "none"), default="cosine",
                    help="learning-rate schedule over the epochs")
-    p.add_argument("--dropout", type=float, default=None)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=_positive(int), default=None)
-    p.add_argument("--out", default=None, help="where to save the model (.npz)")
-    p.add_argument("--json", action="store_true", help="print the final metrics as JSON")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--dropout", type=_fraction, default=None,
+                   help="dropout after each hidden layer, in [0, 1) " + _per_dataset("dropout"))
+    p.add_argument("--seed", type=_seed, default=0,
+                   help="seed of the initial weights, shuffling and dropout")
+    p.add_argument("--threads", type=_positive(int), default=None,
+                   help="threads of the C kernels (default: $SCRATCHNET_NUM_THREADS, else "
+                        f"$OMP_NUM_THREADS, else the cores: {_core.get_num_threads()} here)")
+    p.add_argument("--out", default=None,
+                   help="where to save the model, a .npz file; checked before training "
+                        "(default: scratchnet-<dataset>.npz in the current folder)")
+    p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+    p.add_argument("--json", action="store_true",
+                   help="print the final metrics and the model's path as one JSON object")
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress: print only the test accuracy and where the model went")
     p.set_defaults(run=cmd_train)
 
-    p = sub.add_parser("evaluate", help="test accuracy of a saved model")
-    p.add_argument("model")
+    p = command("evaluate", "test accuracy of a saved model")
+    p.add_argument("model", help="a model file written by `scratchnet train` (.npz)")
     data_options(p)
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the metrics as JSON")
     p.set_defaults(run=cmd_evaluate)
 
-    p = sub.add_parser("predict", help="class labels for images in a .npy file")
-    p.add_argument("model")
-    p.add_argument("inputs", help=".npy of shape (N, 784) or (N, 28, 28)")
-    p.add_argument("--json", action="store_true")
+    p = command("predict", "class labels for images in a .npy file")
+    p.add_argument("model", help="a model file written by `scratchnet train` (.npz)")
+    p.add_argument("inputs", help="a .npy of shape (N, 784), (N, 28, 28) or (28, 28): "
+                                  "pixels as integers 0..255 (scaled here) or floats 0..1")
+    p.add_argument("--json", action="store_true", help="print the labels as a JSON list")
     p.set_defaults(run=cmd_predict)
 
-    p = sub.add_parser("download", help="fetch a dataset into the cache (or --data-dir)")
-    p.add_argument("name", choices=DATASETS)
-    p.add_argument("--data-dir", default=None)
-    p.add_argument("--quiet", action="store_true")
+    p = command("download", "fetch a dataset into the user cache (or --data-dir)")
+    p.add_argument("name", choices=DATASETS, help="the dataset")
+    p.add_argument("--data-dir", default=None,
+                   help="the folder to put the four files in (default: the user cache, "
+                        f"{datasets.cache_dir(DATASETS[0]).parent}{os.sep}<name>)")
+    p.add_argument("--quiet", action="store_true", help="no progress messages")
     p.set_defaults(run=cmd_download)
 
-    p = sub.add_parser("info", help="version, compiler, kernel path, threads")
-    p.add_argument("--json", action="store_true")
+    p = command("info", "version, compiler, kernel path, threads")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(run=cmd_info)
 
-    p = sub.add_parser("bench", help="time scratchnet against NumPy and PyTorch (GEMM, MNIST MLP)")
+    p = command("bench", "time scratchnet against NumPy and PyTorch (GEMM, MNIST MLP)")
     p.add_argument("--quick", action="store_true", help="fewer GEMM shapes and rounds")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--threads", type=_positive(int), default=2,
-                   help="threads for all three libraries (default 2)")
+                   help="threads for all three libraries")
     p.set_defaults(run=cmd_bench)
     return parser
 
@@ -211,12 +424,16 @@ def main(argv=None):
     args = make_parser().parse_args(argv)
     try:
         return args.run(args)
-    except (ValueError, TypeError, OSError, RuntimeError) as exc:
-        print(f"scratchnet {args.command}: error: {exc}", file=sys.stderr)
-        return 1
+    except OSError as exc:
+        message = _os_error(exc)
+    # ArithmeticError: FloatingPointError when training diverges.
+    except (CommandError, ValueError, TypeError, RuntimeError, ArithmeticError) as exc:
+        message = str(exc)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    print(f"scratchnet {args.command}: error: {message}", file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":

@@ -123,7 +123,67 @@ class DatasetError(RuntimeError):
 
 
 class DatasetNotFoundError(DatasetError):
-    """No folder holds the dataset's four files (and no download succeeded)."""
+    """No folder holds the dataset's four files (and no download succeeded).
+
+    The message speaks Python (``root=``, ``download=``). The facts behind it are
+    attributes, so that another front end (the command line) can word its own:
+
+    - ``name``: the dataset, "mnist" or "fashion-mnist"
+    - ``files``: the four file names a folder must hold (each raw or ``.gz``)
+    - ``places``: the folders searched, in order, as (label, folder); the label of an
+      explicit root is "root"
+    - ``root_given``: whether an explicit root was the only place looked at
+    - ``missing``: {folder: the file names absent from it}, for each folder searched
+    - ``nested``: ``root/<name>`` when that holds the files (a likely mistake), else None
+    - ``download_tried``: whether a download was attempted
+    - ``download_error``: why it failed (the exception), or None
+    """
+
+    def __init__(self, name: str, places, root_given: bool = False,
+                 download_tried: bool = False, download_error: BaseException | None = None):
+        self.name = name
+        self.files = FILES
+        self.places = [(label, Path(folder)) for label, folder in places]
+        self.root_given = root_given
+        self.missing = {
+            folder: [base for base in FILES if _file_in(folder, base) is None]
+            for _, folder in self.places
+        }
+        nested = self.places[0][1] / name if root_given else None
+        self.nested = nested if nested is not None and _files_in(nested) is not None else None
+        self.download_tried = download_tried
+        self.download_error = download_error
+        super().__init__(self._python_message())
+
+    def __reduce__(self):
+        # Rebuilt from the facts (the default would call __init__ with the message alone);
+        # the state keeps what was found on disk then, not what is there when unpickled.
+        args = (self.name, self.places, self.root_given, self.download_tried, self.download_error)
+        return type(self), args, self.__dict__
+
+    def _python_message(self) -> str:
+        lines = [f"{self.name} not found. Looked in:"]
+        lines += [f"  {folder}  ({label})" for label, folder in self.places]
+        if not self.root_given and self.places[0][0] != "$SCRATCHNET_DATA":
+            lines.append("  ($SCRATCHNET_DATA is not set)")
+        lines.append(
+            "A folder counts only if it holds all four files: "
+            + ", ".join(self.files) + " (each raw or .gz)."
+        )
+        if self.download_tried:
+            lines.append(f"The download failed: {self.download_error}")
+        else:
+            lines.append("Downloading is disabled (download=False).")
+        if self.nested is not None:
+            lines.append(f"Hint: they are in {self.nested}; pass that folder as root.")
+        remedies = (
+            f"To supply them: set SCRATCHNET_DATA to a folder containing {self.name}/, "
+            "pass root= (the folder holding the files)"
+        )
+        # After a failed download, running one again is no remedy.
+        remedies += "." if self.download_tried else f", or run `scratchnet download {self.name}`."
+        lines.append(remedies)
+        return "\n".join(lines)
 
 
 class DownloadError(DatasetError):
@@ -387,25 +447,6 @@ def download(name: str, root: str | os.PathLike | None = None, verbose: bool = T
 # ---------------------------------------------------------------- loading
 
 
-def _not_found(name: str, places: list[tuple[str, Path]], explicit_root: bool, reason: str) -> str:
-    lines = [f"{name} not found. Looked in:"]
-    lines += [f"  {folder}  ({label})" for label, folder in places]
-    if not explicit_root and not os.environ.get("SCRATCHNET_DATA"):
-        lines.append("  ($SCRATCHNET_DATA is not set)")
-    lines.append(
-        "A folder counts only if it holds all four files: "
-        + ", ".join(FILES) + " (each raw or .gz)."
-    )
-    lines.append(reason)
-    if explicit_root and _files_in(places[0][1] / name) is not None:
-        lines.append(f"Hint: they are in {places[0][1] / name}; pass that folder as root.")
-    lines.append(
-        f"To supply them: set SCRATCHNET_DATA to a folder containing {name}/, "
-        f"pass root= (the folder holding the files), or run `scratchnet download {name}`."
-    )
-    return "\n".join(lines)
-
-
 def _locate(name: str, root, allow_download: bool) -> dict[str, Path]:
     explicit = root is not None
     places = [("root", Path(root))] if explicit else search_path(name)
@@ -414,13 +455,11 @@ def _locate(name: str, root, allow_download: bool) -> dict[str, Path]:
         if files is not None:
             return files
     if not allow_download:
-        reason = "Downloading is disabled (download=False)."
-        raise DatasetNotFoundError(_not_found(name, places, explicit, reason))
+        raise DatasetNotFoundError(name, places, explicit)
     try:
         folder = download(name, root)
     except (DownloadError, OSError) as exc:
-        reason = f"The download failed: {exc}"
-        raise DatasetNotFoundError(_not_found(name, places, explicit, reason)) from exc
+        raise DatasetNotFoundError(name, places, explicit, True, exc) from exc
     return _files_in(folder)
 
 

@@ -1,8 +1,11 @@
 """The command line, run in-process through scratchnet.cli.main and, for the
 entry points, as a subprocess."""
+import errno
 import json
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -68,6 +71,10 @@ def test_json_output_is_one_object(capsys, tmp_path, mnist):
     (["train", "--epochs", "0"], "must be positive"),
     (["train", "--optimizer", "lbfgs"], "invalid choice"),
     (["download", "imagenet"], "invalid choice"),
+    (["train", "--dropout", "1.5"], "must be in [0, 1)"),
+    (["train", "--lr", "nan"], "must be positive"),
+    (["train", "--lr", "inf"], "must be positive"),
+    (["train", "--seed", "-1"], "must be 0 or more"),
 ])
 def test_bad_options_are_rejected_by_the_parser(capsys, argv, message):
     with pytest.raises(SystemExit) as exc:
@@ -95,3 +102,278 @@ def test_console_entry_points(tmp_path):
         proc = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=120)
         assert proc.returncode == 0, proc.stderr
         assert json.loads(proc.stdout)["version"] == sn.__version__
+
+
+# ---------------------------------------------------------------- no silent wrong answers
+
+
+@pytest.fixture
+def small_mnist(monkeypatch, mnist):
+    """`train` on 2000 images: these tests are about what happens around training."""
+    (X, y), (Xt, yt) = mnist
+    subset = ((X[:2000], y[:2000]), (Xt[:500], yt[:500]))
+    monkeypatch.setattr(cli.datasets, "load", lambda *args, **kwargs: subset)
+
+
+def train(capsys, out, *extra):
+    return run(capsys, "train", "--epochs", "1", "--hidden", "16", "--out", str(out), *extra)
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["--version"])
+    assert exc.value.code == 0
+    assert capsys.readouterr().out == f"scratchnet {sn.__version__}\n"
+
+
+# (predict and info have flags only)
+@pytest.mark.parametrize("command", ["train", "evaluate", "download", "bench"])
+def test_every_option_with_a_value_shows_its_default(capsys, command):
+    with pytest.raises(SystemExit):
+        cli.main([command, "--help"])
+    text = capsys.readouterr().out
+    entries, options = [], text.split("options:", 1)[1]
+    for line in options.splitlines():
+        if line.startswith("  -"):
+            entries.append(line)
+        elif entries:
+            entries[-1] += line
+    entries = [" ".join(e.split()) for e in entries]
+    # "--epochs EPOCHS ..." takes a value; "--force overwrite ..." is a flag.
+    valued = [e for e in entries if e.split()[1:2] and (e.split()[1].isupper()
+                                                        or e.split()[1].startswith("{"))]
+    assert valued
+    for entry in valued:
+        assert "(default: " in entry, entry
+    if command == "train":  # the per-dataset defaults are the real ones
+        assert len(valued) == 12
+        epochs = ", ".join(f"{d['epochs']} for {name}" for name, d in cli.DEFAULTS.items())
+        assert f"(default: {epochs})" in " ".join(text.split())
+
+
+def test_train_never_replaces_a_model_silently(capsys, tmp_path, small_mnist):
+    out = tmp_path / "m.npz"
+    out.write_bytes(b"a model trained for hours")
+    code, stdout, err = train(capsys, out)
+    assert code == 1 and stdout == ""
+    assert err.count("\n") == 1 and str(out) in err and "--force" in err
+    assert out.read_bytes() == b"a model trained for hours"
+
+    code, stdout, err = train(capsys, out, "--force", "--quiet")
+    assert code == 0, err
+    assert stdout.splitlines()[-1] == f"model saved to {out}"
+    sn.load(out)
+
+
+def test_train_model_file_that_appears_during_training_is_kept(capsys, tmp_path, monkeypatch,
+                                                               small_mnist):
+    out = tmp_path / "m.npz"
+    fit = sn.Sequential.fit
+
+    def fit_while_another_run_writes_out(self, *args, **kwargs):
+        out.write_bytes(b"another run's model")
+        return fit(self, *args, **kwargs)
+
+    monkeypatch.setattr(sn.Sequential, "fit", fit_while_another_run_writes_out)
+    monkeypatch.chdir(tmp_path)
+    code, stdout, err = train(capsys, out, "--quiet")
+    assert code == 1 and "appeared during training" in err
+    assert out.read_bytes() == b"another run's model"
+    fallback = stdout.splitlines()[-1].removeprefix("model saved to ")
+    assert f"saved it to {fallback} instead" in err
+    sn.load(fallback)
+
+
+@pytest.mark.parametrize("case", ["no such folder", "a folder", "parent is a file"])
+def test_train_checks_out_before_anything_else(capsys, tmp_path, monkeypatch, case):
+    def load_data(*args, **kwargs):
+        raise AssertionError("the data was loaded although --out is unusable")
+
+    monkeypatch.setattr(cli.datasets, "load", load_data)
+    (tmp_path / "file").write_text("")
+    out, reason = {"no such folder": (tmp_path / "nope" / "m.npz", "does not exist"),
+                   "a folder": (tmp_path, "is a folder"),
+                   "parent is a file": (tmp_path / "file" / "m.npz", "is not a folder")}[case]
+    code, stdout, err = train(capsys, out)
+    assert code == 1 and stdout == ""
+    assert err.count("\n") == 1
+    assert err.startswith(f"scratchnet train: error: --out {out}: ") and reason in err
+
+
+@pytest.mark.parametrize("failing", [("out",), ("out", "cwd"), ("out", "cwd", "tmp")])
+def test_train_keeps_the_model_when_saving_fails(capsys, tmp_path, monkeypatch, small_mnist,
+                                                 failing):
+    folders = {"out": tmp_path / "out", "cwd": tmp_path / "cwd", "tmp": tmp_path / "tmp"}
+    for folder in folders.values():
+        folder.mkdir()
+    monkeypatch.chdir(folders["cwd"])
+    monkeypatch.setattr(tempfile, "tempdir", str(folders["tmp"]))
+    save = sn.Sequential.save
+
+    def save_on_a_full_disk(self, path):
+        if any(Path(path).parent == folders[name] for name in failing):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return save(self, path)
+
+    monkeypatch.setattr(sn.Sequential, "save", save_on_a_full_disk)
+    out = folders["out"] / "m.npz"
+    code, stdout, err = train(capsys, out, "--quiet")
+    assert code == 1
+    assert f"{out}: No space left on device" in err
+    assert not out.exists()
+    where = stdout.splitlines()[-1]
+    if len(failing) == 3:
+        assert where == "model NOT saved" and "the trained model is lost" in err
+        return
+    folder = folders["tmp" if "cwd" in failing else "cwd"]
+    [fallback] = folder.glob("scratchnet-mnist-*.npz")
+    assert where == f"model saved to {fallback}"
+    assert f"saved it to {fallback} instead" in err
+    sn.load(fallback)
+
+
+def test_quiet_train_says_where_the_model_went(capsys, tmp_path, small_mnist):
+    out = tmp_path / "m.npz"
+    code, stdout, err = train(capsys, out, "--quiet")
+    assert code == 0 and err == ""
+    lines = stdout.splitlines()
+    assert len(lines) == 2 and lines[0].startswith("test accuracy: ")
+    assert lines[1] == f"model saved to {out}"
+
+
+def test_diverging_training_is_an_error_not_a_traceback(capsys, tmp_path, small_mnist):
+    code, _, err = train(capsys, tmp_path / "m.npz", "--optimizer", "sgd", "--lr", "1e30",
+                         "--quiet")
+    assert code == 1 and "not finite" in err and "learning rate" in err
+
+
+def test_no_hidden_layer_is_described_right(capsys, tmp_path, small_mnist):
+    code, out, err = train(capsys, tmp_path / "m.npz", "--hidden", "")
+    assert code == 0, err
+    assert "layers 784-10," in out
+
+
+def test_os_errors_name_the_file_without_python_noise(capsys, tmp_path):
+    missing = tmp_path / "nope.npz"
+    code, _, err = run(capsys, "evaluate", str(missing))
+    assert code == 1 and err == f"scratchnet evaluate: error: {missing}: No such file or directory\n"
+    not_a_folder = tmp_path / "file"
+    not_a_folder.write_text("")
+    code, _, err = run(capsys, "download", "mnist", "--data-dir", str(not_a_folder))
+    assert code == 1 and err == f"scratchnet download: error: --data-dir {not_a_folder}: is not a folder\n"
+
+
+# ---------------------------------------------------------------- missing data, in CLI words
+
+
+@pytest.fixture
+def no_data(monkeypatch, tmp_path):
+    """No dataset anywhere, and every download refused at once by a closed local port."""
+    monkeypatch.delenv("SCRATCHNET_DATA", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(cli.datasets, "SYSTEM_DIR", tmp_path / "system")
+    monkeypatch.setattr(cli.datasets, "BUNDLED_DIR", tmp_path / "bundled")
+    monkeypatch.setenv("SCRATCHNET_MIRROR", "http://127.0.0.1:9/")
+    for var in ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+    return tmp_path
+
+
+def assert_speaks_cli(err):
+    assert "Traceback" not in err
+    assert "root=" not in err and "download=" not in err  # Python's words
+    for name in cli.datasets.FILES:
+        assert name in err
+
+
+def test_data_not_found_offline_says_what_to_put_where(capsys, no_data):
+    code, stdout, err = run(capsys, "train", "--dataset", "fashion-mnist", "--no-download",
+                            "--out", str(no_data / "m.npz"))
+    assert code == 1 and stdout == ""
+    assert err.startswith("scratchnet train: error: fashion-mnist not found (--no-download")
+    assert_speaks_cli(err)
+    for _, folder in cli.datasets.search_path("fashion-mnist"):
+        assert str(folder) in err
+    assert "--data-dir" in err and "SCRATCHNET_DATA" in err
+    assert "scratchnet download fashion-mnist" in err  # it was not what failed
+
+
+def test_data_download_failed_does_not_suggest_downloading(capsys, no_data):
+    sn.Sequential(sn.Dense(784, 10)).save(no_data / "model.npz")
+    code, _, err = run(capsys, "evaluate", str(no_data / "model.npz"), "--dataset",
+                       "fashion-mnist")
+    assert code == 1
+    assert "fashion-mnist not found, and the download failed" in err and "127.0.0.1:9" in err
+    assert_speaks_cli(err)
+    assert "scratchnet download fashion-mnist" not in err
+
+
+def test_download_command_failure_says_where_to_put_the_files(capsys, no_data):
+    code, _, err = run(capsys, "download", "fashion-mnist", "--quiet")
+    assert code == 1 and "127.0.0.1:9" in err
+    assert_speaks_cli(err)
+    assert f"in {cli.datasets.cache_dir('fashion-mnist')}:" in err
+    assert "scratchnet download fashion-mnist" not in err
+
+
+def test_data_dir_one_level_too_high_gets_the_right_option(capsys, no_data, tmp_path):
+    nested = tmp_path / "datasets" / "mnist"
+    nested.mkdir(parents=True)
+    for name in cli.datasets.FILES:
+        (nested / name).write_bytes(b"")
+    sn.Sequential(sn.Dense(784, 10)).save(tmp_path / "model.npz")
+    code, _, err = run(capsys, "evaluate", str(tmp_path / "model.npz"), "--data-dir",
+                       str(nested.parent), "--no-download")
+    assert code == 1 and f"pass --data-dir {nested}" in err
+    assert "as root" not in err and "scratchnet download" not in err
+
+
+# ---------------------------------------------------------------- predict's inputs
+
+
+@pytest.fixture
+def model_file(tmp_path):
+    """An untrained model whose biases make the input's scale matter."""
+    sn.manual_seed(0)
+    model = cli.build_model([16], 0.0)
+    rng = np.random.default_rng(0)
+    for p in model.parameters():
+        if p.data.ndim == 1:
+            p.data[:] = rng.normal(0, 3, p.data.shape)
+    path = tmp_path / "model.npz"
+    model.save(path)
+    return path
+
+
+def test_predict_scales_integer_pixels_and_takes_one_image(capsys, tmp_path, model_file, mnist):
+    (_, _), (Xt, _) = mnist
+    pixels = (Xt[:20] * 255).round()
+    model = sn.load(model_file)
+    expected = model.predict(pixels.astype(np.uint8).astype(np.float32) / 255)
+    assert (expected != model.predict(pixels.astype(np.float32))).any()  # scale matters
+    for name, array, count in [("int64.npy", pixels.astype(np.int64), 20),
+                               ("one.npy", pixels[0].reshape(28, 28).astype(np.uint8), 1)]:
+        np.save(tmp_path / name, array)
+        code, out, err = run(capsys, "predict", str(model_file), str(tmp_path / name), "--json")
+        assert code == 0, err
+        assert json.loads(out) == expected[:count].tolist()
+
+
+@pytest.mark.parametrize("name, write, message", [
+    ("float255.npy", lambda p: np.save(p, np.full((2, 784), 200.0, np.float32)), "divide by 255"),
+    ("big-ints.npy", lambda p: np.save(p, np.full((2, 784), 300)), "must be 0..255"),
+    ("strings.npy", lambda p: np.save(p, np.array(["a", "b"])), "predict needs pixels"),
+    ("wide.npy", lambda p: np.save(p, np.zeros((2, 10), np.float32)), "784 features"),
+    ("archive.npz", lambda p: np.savez(p, x=np.zeros((2, 784))), "a .npz archive"),
+    ("empty.npy", lambda p: p.write_bytes(b""), "not a readable .npy array"),
+    ("text.npy", lambda p: p.write_text("0 1 2"), "not a .npy file at all"),
+])
+def test_predict_refuses_inputs_it_would_get_wrong(capsys, tmp_path, model_file, name, write,
+                                                   message):
+    path = tmp_path / name
+    write(path)
+    code, out, err = run(capsys, "predict", str(model_file), str(path))
+    assert code == 1 and out == ""
+    assert err.startswith(f"scratchnet predict: error: {path}: ") and message in err
+    assert "allow_pickle" not in err and err.count("\n") == 1

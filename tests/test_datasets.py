@@ -7,6 +7,7 @@ points every mirror at a closed local port so no test can reach the internet.
 import gzip
 import http.server
 import os
+import pickle
 import threading
 from pathlib import Path
 from types import SimpleNamespace
@@ -304,6 +305,38 @@ def test_not_found_error_lists_every_place_and_the_remedies(tmp_path, monkeypatc
     assert "download=False" in message
     assert "SCRATCHNET_DATA" in message and "root=" in message
     assert "scratchnet download fashion-mnist" in message
+
+
+def test_not_found_error_carries_the_facts(tmp_path, monkeypatch, nowhere):
+    # The command line words its own message from these, so they must be complete.
+    monkeypatch.setenv("SCRATCHNET_DATA", str(tmp_path / "env"))
+    partial = touch_all(tmp_path / "env" / "mnist")
+    (partial / FILES[3]).unlink()
+    with pytest.raises(datasets.DatasetNotFoundError) as info:
+        datasets.load("mnist", download=False)
+    exc = info.value
+    assert exc.name == "mnist" and exc.files == FILES
+    assert exc.places == datasets.search_path("mnist")
+    assert not exc.root_given and exc.nested is None
+    assert exc.missing[partial] == [FILES[3]]
+    assert exc.missing[datasets.cache_dir("mnist")] == list(FILES)
+    assert not exc.download_tried and exc.download_error is None
+
+    # An explicit root holding <name>/, and a download that failed.
+    parent = tmp_path / "parent"
+    touch_all(parent / "mnist")
+    with pytest.raises(datasets.DatasetNotFoundError) as info:
+        datasets.load("mnist", root=parent)
+    exc = info.value
+    assert exc.places == [("root", parent)] and exc.root_given
+    assert exc.nested == parent / "mnist"
+    assert exc.download_tried and isinstance(exc.download_error, datasets.DownloadError)
+    assert "127.0.0.1:9" in str(exc.download_error)
+    # Another download is no remedy for a failed one.
+    assert "scratchnet download" not in str(exc)
+
+    copy = pickle.loads(pickle.dumps(exc))
+    assert str(copy) == str(exc) and copy.nested == exc.nested and copy.missing == exc.missing
 
 
 # ---------------------------------------------------------------- downloads
