@@ -206,6 +206,7 @@ def cmd_train(args):
                         seed=args.seed, verbose=verbose, scheduler=scheduler)
     result = model.evaluate(Xt, yt)
     seconds = time.perf_counter() - started
+    model.metadata["dataset"] = args.dataset  # evaluate's default dataset
     saved, error = _save(model, out, args.force, args.dataset)
     metrics = {"dataset": args.dataset, "test_accuracy": result["accuracy"],
                "test_loss": result["loss"], "train_loss": history["loss"][-1],
@@ -230,6 +231,11 @@ def cmd_train(args):
 
 def cmd_evaluate(args):
     model = load(args.model)
+    # the dataset the model was trained on (recorded by `train`), unless told
+    args.dataset = args.dataset or model.metadata.get("dataset") or "mnist"
+    if args.dataset not in DATASETS:
+        raise CommandError(f"{args.model}: trained on {args.dataset!r}; pass --dataset "
+                           f"({' or '.join(DATASETS)})")
     (_, _), (Xt, yt) = _load_data(args)
     result = model.evaluate(Xt, yt)
     if args.json:
@@ -345,8 +351,8 @@ def make_parser():
         return sub.add_parser(name, help=summary, formatter_class=_HelpFormatter,
                               description=summary[0].upper() + summary[1:] + ".")
 
-    def data_options(p):
-        p.add_argument("--dataset", choices=DATASETS, default="mnist", help="the dataset")
+    def data_options(p, default="mnist", dataset_help="the dataset"):
+        p.add_argument("--dataset", choices=DATASETS, default=default, help=dataset_help)
         p.add_argument("--data-dir", default=None,
                        help="the folder holding the four IDX files (default: search "
                             "$SCRATCHNET_DATA/<dataset>/, the user cache, "
@@ -388,7 +394,8 @@ def make_parser():
 
     p = command("evaluate", "test accuracy of a saved model")
     p.add_argument("model", help="a model file written by `scratchnet train` (.npz)")
-    data_options(p)
+    data_options(p, None, "the dataset (default: the one the model was trained on, as "
+                          "recorded by `scratchnet train`; else mnist)")
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
     p.set_defaults(run=cmd_evaluate)
 

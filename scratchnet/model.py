@@ -39,6 +39,7 @@ class Sequential(Module):
                 raise TypeError(f"Sequential takes layers, got {type(layer).__name__}")
         self.layers = list(layers)
         self.loss = None  # the loss fit used: what predict and evaluate follow
+        self.metadata = {}  # the user's JSON-serialisable notes, saved with the model
         self._lock = threading.RLock()
         self._name_parameters()
         self._check_features()
@@ -367,18 +368,30 @@ class Sequential(Module):
     # ---- files ----
 
     def save(self, path):
-        """One .npz: the architecture as JSON and every parameter array."""
+        """One .npz: the architecture as JSON (layers, the recorded loss,
+        model.metadata) and every parameter array. Written to a temporary
+        file and renamed, so a failure never leaves a half file at path."""
         arch = {"format": "scratchnet.Sequential", "version": FORMAT_VERSION,
                 "layers": [{"type": type(l).__name__, "config": l.get_config()}
                            for l in self.layers],
                 "loss": None if self.loss is None else
-                {"type": type(self.loss).__name__, "config": self.loss.get_config()}}
+                {"type": type(self.loss).__name__, "config": self.loss.get_config()},
+                "metadata": self.metadata}
+        try:
+            record = json.dumps(arch)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"save: model.metadata must hold JSON values only ({exc})") from None
         arrays = {p.name: p.data for p in self.parameters()}
-        arrays["__architecture__"] = np.frombuffer(json.dumps(arch).encode(), dtype=np.uint8)
+        arrays["__architecture__"] = np.frombuffer(record.encode(), dtype=np.uint8)
         path = os.fspath(path)
         tmp = path + ".tmp.npz"
-        np.savez(tmp, **arrays)
-        os.replace(tmp, path)  # a crash mid-write never leaves a half file at path
+        try:
+            np.savez(tmp, **arrays)
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):  # a disk that filled up keeps no partial file
+                os.remove(tmp)
+            raise
 
 
 def _targets(y, n, loss, model, where):
@@ -469,6 +482,7 @@ def load(path):
             if cls is None:
                 raise ValueError(f"unknown loss type {loss['type']!r}")
             model.loss = cls(**loss["config"])
+        model.metadata = dict(arch.get("metadata") or {})
     except ModelFileError:
         raise
     except Exception as exc:

@@ -377,3 +377,32 @@ def test_predict_refuses_inputs_it_would_get_wrong(capsys, tmp_path, model_file,
     assert code == 1 and out == ""
     assert err.startswith(f"scratchnet predict: error: {path}: ") and message in err
     assert "allow_pickle" not in err and err.count("\n") == 1
+
+
+def test_evaluate_defaults_to_the_dataset_the_model_was_trained_on(capsys, tmp_path,
+                                                                    monkeypatch, model_file):
+    """A Fashion-MNIST model evaluated without --dataset was scored on MNIST
+    (about 10%, silently): train records the dataset in the model file."""
+    model = sn.load(model_file)
+    model.metadata["dataset"] = "fashion-mnist"
+    model.save(tmp_path / "fashion.npz")
+    asked = []
+    rng = np.random.default_rng(0)
+    fake = (rng.random((20, 784), dtype=np.float32), rng.integers(0, 10, 20))
+
+    def fake_load(name, **kwargs):
+        asked.append(name)
+        return fake, fake
+
+    monkeypatch.setattr(cli.datasets, "load", fake_load)
+    assert run(capsys, "evaluate", str(tmp_path / "fashion.npz"), "--json")[0] == 0
+    assert run(capsys, "evaluate", str(tmp_path / "fashion.npz"), "--dataset", "mnist")[0] == 0
+    assert run(capsys, "evaluate", str(model_file))[0] == 0  # no record: mnist
+    assert asked == ["fashion-mnist", "mnist", "mnist"]
+
+
+def test_train_records_the_dataset_in_the_model(capsys, tmp_path, small_mnist):
+    out = tmp_path / "m.npz"
+    code, _, err = train(capsys, out, "--quiet")
+    assert code == 0, err
+    assert sn.load(out).metadata == {"dataset": "mnist"}

@@ -261,3 +261,24 @@ def test_threads_setting():
         sn.set_num_threads(old)
     info = sn.info()
     assert info["isa"] in info["isa_supported"] and info["threads"] >= 1
+
+
+def test_metadata_is_saved_and_a_failed_save_leaves_no_partial_file(tmp_path, monkeypatch):
+    model = small_model()
+    model.metadata = {"dataset": "blobs", "note": [1, 2]}
+    model.save(tmp_path / "m.npz")
+    assert sn.load(tmp_path / "m.npz").metadata == {"dataset": "blobs", "note": [1, 2]}
+    model.metadata["bad"] = object()
+    with pytest.raises(TypeError, match="metadata"):
+        model.save(tmp_path / "bad.npz")
+    del model.metadata["bad"]
+
+    def disk_full(path, **arrays):
+        with open(path, "wb") as f:
+            f.write(b"half a file")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(np, "savez", disk_full)
+    with pytest.raises(OSError, match="No space"):
+        model.save(tmp_path / "full.npz")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.npz"]
