@@ -172,8 +172,9 @@ class Sequential(Module):
         if validation is not None:
             history.update(val_loss=[], val_accuracy=[])
         n = X.shape[0]
-        fast = _fused.trainer(self, optimizer, loss, y, min(batch_size, n))
-        xb_buf = np.empty((min(batch_size, n), X.shape[1]), dtype=np.float32)
+        batch_size = min(batch_size, n)  # the compiled trainer holds at most n rows a batch
+        fast = _fused.trainer(self, optimizer, loss, y, batch_size)
+        xb_buf = np.empty((batch_size, X.shape[1]), dtype=np.float32)
         for epoch in range(1, epochs + 1):
             start_time = time.perf_counter()
             lr = optimizer.current_lr()

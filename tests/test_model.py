@@ -258,3 +258,11 @@ def test_threads_setting():
         sn.set_num_threads(old)
     info = sn.info()
     assert info["isa"] in info["isa_supported"] and info["threads"] >= 1
+
+
+def test_fit_on_fewer_rows_than_one_batch():
+    X, y = blobs(n=5)
+    for model in (small_model(), small_model(dropout=0.5)):  # the C trainer, and with dropout
+        history = model.fit(X, y, optimizer=sn.SGD(model.parameters(), lr=0.1), epochs=2,
+                            batch_size=32, verbose=0)
+        assert len(history["loss"]) == 2
