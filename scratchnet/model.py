@@ -2,6 +2,7 @@
 import json
 import os
 import time
+from collections import OrderedDict
 
 import numpy as np
 
@@ -29,9 +30,8 @@ class Sequential(Module):
         self._check_features()
 
     def _name_parameters(self):
-        for i, layer in enumerate(self.layers):
-            for p, attr in zip(layer.parameters(), ("weight", "bias")):
-                p.name = f"{i}.{attr}"
+        for name, p in self.named_parameters():
+            p.name = name
 
     def _check_features(self):
         features = None
@@ -75,6 +75,70 @@ class Sequential(Module):
     def __repr__(self):
         inner = "".join(f"\n  ({i}): {layer!r}" for i, layer in enumerate(self.layers))
         return f"Sequential({inner}\n)"
+
+    # ---- containers and introspection ----
+
+    def __len__(self):
+        return len(self.layers)
+
+    def __iter__(self):
+        return iter(self.layers)
+
+    def __getitem__(self, key):
+        """model[i] is a layer; model[a:b] a new Sequential sharing those layers."""
+        if isinstance(key, slice):
+            return Sequential(*self.layers[key])
+        return self.layers[key]
+
+    def named_parameters(self):
+        """[("0.weight", Parameter), ...]: layer index, then the layer's name
+        for the parameter; the names save, load and state_dict use."""
+        return [(f"{i}.{name}", p) for i, layer in enumerate(self.layers)
+                for name, p in layer.named_parameters()]
+
+    def state_dict(self):
+        """An OrderedDict of parameter name -> a copy of its array."""
+        return OrderedDict((name, p.data.copy()) for name, p in self.named_parameters())
+
+    def load_state_dict(self, state):
+        """Copy the arrays of state (as state_dict gives) into the parameters,
+        in place: optimizers and compiled networks keep pointing at the same
+        arrays. Every key and shape is checked before anything is copied."""
+        params = OrderedDict(self.named_parameters())
+        missing = [k for k in params if k not in state]
+        unexpected = [k for k in state if k not in params]
+        if missing or unexpected:
+            problems = [f"{what} keys {keys}" for what, keys in
+                        (("missing", missing), ("unexpected", unexpected)) if keys]
+            raise ValueError(f"load_state_dict: {'; '.join(problems)}")
+        arrays = {name: p.validate(state[name], f"load_state_dict: {name}")
+                  for name, p in params.items()}
+        for name, p in params.items():
+            p.data[...] = arrays[name]
+
+    def summary(self, print_fn=print):
+        """A table of the layers (index, type and config, output shape per
+        sample, parameter count) and the total; printed with print_fn (None:
+        not printed) and returned. Shapes start from the first Dense layer's
+        in_features; "?" where unknown."""
+        rows = [("#", "Layer", "Output shape", "Params")]
+        features = self.in_features
+        for i, layer in enumerate(self.layers):
+            features = _output_features(layer, features)
+            rows.append((str(i), _layer_label(layer), _shape_label(features),
+                         f"{_count(layer.parameters()):,}"))
+        widths = [max(len(row[c]) for row in rows) for c in range(4)]
+        rows.insert(1, tuple("-" * w for w in widths))
+        align = (str.rjust, str.ljust, str.ljust, str.rjust)
+        lines = ["  ".join(a(cell, w) for a, cell, w in zip(align, row, widths)).rstrip()
+                 for row in rows]
+        total = _count(self.parameters())
+        # every parameter is trained (running statistics, if any, are not Parameters)
+        lines += [f"Total params: {total:,}", f"Trainable params: {total:,}"]
+        text = "\n".join(lines)
+        if print_fn is not None:
+            print_fn(text)
+        return text
 
     # ---- inference ----
 
@@ -241,7 +305,7 @@ class Sequential(Module):
         arch = {"format": "scratchnet.Sequential", "version": FORMAT_VERSION,
                 "layers": [{"type": type(l).__name__, "config": l.get_config()}
                            for l in self.layers]}
-        arrays = {p.name: p.data for p in self.parameters()}
+        arrays = {name: p.data for name, p in self.named_parameters()}
         arrays["__architecture__"] = np.frombuffer(json.dumps(arch).encode(), dtype=np.uint8)
         path = os.fspath(path)
         tmp = path + ".tmp.npz"
@@ -258,6 +322,30 @@ def _targets(y, n, loss, model):
     if isinstance(loss, CrossEntropy) and not (arr.ndim == 2 and arr.shape[1] > 1):
         return as_labels(arr, _n_outputs(model), n, "y")
     return arr
+
+
+def _output_features(layer, features):
+    """The layer's output width for this input width; None when unknown."""
+    try:
+        return layer.output_features(features)
+    except TypeError:  # a layer that computes from a width it was not given (None)
+        return None
+
+
+def _shape_label(features):
+    if features is None:
+        return "(None, ?)"
+    dims = features if isinstance(features, tuple) else (features,)
+    return f"({', '.join(['None', *map(str, dims)])})"
+
+
+def _layer_label(layer):
+    """Dense(784, 256, 'he'): the type and its config's values."""
+    return f"{type(layer).__name__}({', '.join(map(repr, layer.get_config().values()))})"
+
+
+def _count(params):
+    return sum(p.size for p in params)
 
 
 def _n_outputs(model):

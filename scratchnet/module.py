@@ -150,6 +150,12 @@ class Module(BufferOwner):
     def parameters(self):
         return []
 
+    def named_parameters(self):
+        """(name, Parameter) pairs in the order of parameters(): the name of
+        the attribute that holds each (its position if none does)."""
+        attrs = {id(v): k for k, v in vars(self).items() if isinstance(v, Parameter)}
+        return [(attrs.get(id(p), str(i)), p) for i, p in enumerate(self.parameters())]
+
     def zero_grad(self):
         for p in self.parameters():
             p.grad.fill(0.0)
