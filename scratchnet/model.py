@@ -7,6 +7,7 @@ from collections import OrderedDict
 import numpy as np
 
 from . import _core, _fused
+from ._progress import start_epoch
 from ._validate import as_features, as_labels, positive_int
 from .layers import LAYERS, Dense
 from .losses import CrossEntropy, Loss
@@ -215,7 +216,9 @@ class Sequential(Module):
 
         seed fixes the shuffling and dropout (with the same initial weights,
         the same seed gives the same result). verbose=1 shows a progress bar
-        per epoch, 0 is silent. callback(epoch, logs) runs after each epoch."""
+        per epoch on a terminal and one line per epoch elsewhere, 2 one line
+        per epoch always, 0 nothing. callback(epoch, logs) runs after each
+        epoch."""
         if not isinstance(optimizer, Optimizer):
             raise TypeError(f"fit: optimizer must be an Optimizer, got {type(optimizer).__name__}")
         loss = loss if loss is not None else CrossEntropy()
@@ -244,7 +247,7 @@ class Sequential(Module):
             lr = optimizer.current_lr()
             order = rng.permutation(n) if shuffle else np.arange(n)
             total, right, decisions = 0.0, 0, 0
-            bar = _progress(n, epoch, epochs, verbose)
+            bar = start_epoch(n, epoch, epochs, verbose)
             if fast is not None:
                 total, right, decisions = self._fast_epoch(fast, X, y, order, batch_size, bar)
             else:
@@ -260,9 +263,7 @@ class Sequential(Module):
             if scheduler is not None:
                 scheduler.step()
             history["time"].append(time.perf_counter() - start_time)
-            if bar is not None:
-                bar.set_postfix(_epoch_summary(history), refresh=True)
-                bar.close()
+            bar.end(history)
             if callback is not None:
                 callback(epoch, {k: v[-1] for k, v in history.items()})
         return history
@@ -277,7 +278,7 @@ class Sequential(Module):
             idx = order[start:start + per_run]
             run_loss, run_right = fast.run(X, y, idx, batch_size)
             total, right = total + run_loss, right + run_right
-            _advance(bar, len(idx), start + len(idx), total, right, start + len(idx))
+            bar.advance(len(idx), start + len(idx), total, right, start + len(idx))
         return total, right, X.shape[0]
 
     def _layer_epoch(self, X, y, order, batch_size, loss, optimizer, xb_buf, bar):
@@ -295,7 +296,7 @@ class Sequential(Module):
                 right, decisions = right + counted[0], decisions + counted[1]
             self.backward(loss.backward())
             optimizer.step()
-            _advance(bar, len(idx), start + len(idx), total, right, decisions)
+            bar.advance(len(idx), start + len(idx), total, right, decisions)
         return total, right, decisions
 
     # ---- files ----
@@ -351,37 +352,6 @@ def _count(params):
 def _n_outputs(model):
     dense = [l for l in model.layers if isinstance(l, Dense)]
     return dense[-1].out_features if dense else None
-
-
-def _progress(n, epoch, epochs, verbose):
-    if not verbose:
-        return None
-    from tqdm.auto import tqdm
-    return tqdm(total=n, desc=f"epoch {epoch}/{epochs}", unit="img", unit_scale=True,
-                leave=True, dynamic_ncols=True, mininterval=0.2)
-
-
-def _advance(bar, count, seen, total, right, decisions):
-    """Move the progress bar by count samples, showing the running loss and
-    accuracy (when there is one)."""
-    if bar is None:
-        return
-    logs = {"loss": f"{total / seen:.4f}"}
-    if decisions:
-        logs["acc"] = f"{right / decisions:.4f}"
-    bar.set_postfix(logs, refresh=False)
-    bar.update(count)
-
-
-def _epoch_summary(history):
-    logs = {"loss": f"{history['loss'][-1]:.4f}"}
-    if history["accuracy"][-1] is not None:
-        logs["acc"] = f"{history['accuracy'][-1]:.4f}"
-    if history.get("val_loss"):
-        logs["val_loss"] = f"{history['val_loss'][-1]:.4f}"
-        if history["val_accuracy"][-1] is not None:
-            logs["val_acc"] = f"{history['val_accuracy'][-1]:.4f}"
-    return logs
 
 
 class ModelFileError(ValueError):
