@@ -1,14 +1,17 @@
 """Sequential: a stack of layers with fit / evaluate / predict / save / load."""
 import json
+import numbers
 import os
 import time
 from collections import OrderedDict
+from fractions import Fraction
 
 import numpy as np
 
 from . import _core, _fused
 from ._progress import start_epoch
 from ._validate import as_features, as_labels, positive_int
+from .callbacks import CallbackList
 from .layers import LAYERS, Dense
 from .losses import CrossEntropy, Loss
 from .module import Module, Parameter
@@ -210,15 +213,20 @@ class Sequential(Module):
     # ---- training ----
 
     def fit(self, X, y, optimizer, loss=None, epochs=1, batch_size=32, validation=None,
-            seed=None, verbose=1, scheduler=None, shuffle=True, callback=None):
+            seed=None, verbose=1, scheduler=None, shuffle=True, callback=None,
+            validation_split=None, callbacks=None):
         """Train with minibatches; returns history, a dict of per-epoch lists
         ("loss", "accuracy", "val_loss", "val_accuracy", "lr", "time").
 
+        validation=(Xv, yv) is evaluated after each epoch; validation_split=f
+        instead holds out the last fraction f of X, y (taken before shuffling).
         seed fixes the shuffling and dropout (with the same initial weights,
         the same seed gives the same result). verbose=1 shows a progress bar
         per epoch on a terminal and one line per epoch elsewhere, 2 one line
-        per epoch always, 0 nothing. callback(epoch, logs) runs after each
-        epoch."""
+        per epoch always, 0 nothing. callbacks: scratchnet.Callback objects
+        (see scratchnet.callbacks); callback(epoch, logs), a plain function,
+        runs after each epoch. Either may set model.stop_training = True to
+        stop after the current epoch."""
         if not isinstance(optimizer, Optimizer):
             raise TypeError(f"fit: optimizer must be an Optimizer, got {type(optimizer).__name__}")
         loss = loss if loss is not None else CrossEntropy()
@@ -228,10 +236,13 @@ class Sequential(Module):
         batch_size = positive_int(batch_size, "batch_size")
         X = self._inputs(X)
         y = _targets(y, X.shape[0], loss, self)
+        if validation_split is not None:
+            X, y, validation = _split_validation(X, y, validation_split, validation)
         if validation is not None:
             Xv, yv = validation
             Xv = self._inputs(Xv)
             yv = _targets(yv, Xv.shape[0], loss, self)
+        callbacks = CallbackList(callbacks, self, function=callback)
         rng = np.random.default_rng(seed)
         self.reseed(rng)
 
@@ -242,6 +253,8 @@ class Sequential(Module):
         batch_size = min(batch_size, n)  # the compiled trainer holds at most n rows a batch
         fast = _fused.trainer(self, optimizer, loss, y, batch_size)
         xb_buf = np.empty((batch_size, X.shape[1]), dtype=np.float32)
+        self.stop_training = False
+        callbacks.on_train_begin()
         for epoch in range(1, epochs + 1):
             start_time = time.perf_counter()
             lr = optimizer.current_lr()
@@ -264,8 +277,11 @@ class Sequential(Module):
                 scheduler.step()
             history["time"].append(time.perf_counter() - start_time)
             bar.end(history)
-            if callback is not None:
-                callback(epoch, {k: v[-1] for k, v in history.items()})
+            logs = {k: v[-1] for k, v in history.items()}
+            callbacks.on_epoch_end(epoch, logs)
+            if self.stop_training:
+                break
+        callbacks.on_train_end(logs)
         return history
 
     def _fast_epoch(self, fast, X, y, order, batch_size, bar):
@@ -347,6 +363,23 @@ def _layer_label(layer):
 
 def _count(params):
     return sum(p.size for p in params)
+
+
+def _split_validation(X, y, fraction, validation):
+    """(X, y, (Xv, yv)): the last fraction of the rows held out, as Keras
+    does: the training rows are the first floor(n (1 - fraction))."""
+    if validation is not None:
+        raise ValueError("fit: give validation= or validation_split=, not both")
+    if isinstance(fraction, bool) or not isinstance(fraction, numbers.Real) \
+            or not 0 < fraction < 1:
+        raise ValueError(f"fit: validation_split must be a fraction in (0, 1), got {fraction!r}")
+    n = X.shape[0]
+    # the decimal the user wrote, exactly: in binary 1 - 0.9 falls just short
+    # of 0.1, which would round 10 rows down to 0 training rows
+    n_train = int(n * (1 - Fraction(repr(float(fraction)))))
+    if n_train == 0:
+        raise ValueError(f"fit: validation_split={fraction} of {n} rows leaves no training rows")
+    return X[:n_train], y[:n_train], (X[n_train:], y[n_train:])
 
 
 def _n_outputs(model):
