@@ -20,6 +20,7 @@ from . import _core, _runtime
 from . import datasets
 from ._random import manual_seed
 from ._runtime import info
+from .callbacks import Callback, EarlyStopping
 from .layers import Dense, Dropout, Flatten, LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
 from .losses import MSE, BinaryCrossEntropy, CrossEntropy
 from .model import ModelFileError, Sequential, load
@@ -37,5 +38,5 @@ __all__ = [
     "Dense", "Dropout", "Flatten", "LeakyReLU", "ReLU", "Sigmoid", "Softmax", "Tanh",
     "MSE", "BinaryCrossEntropy", "CrossEntropy", "ModelFileError", "Sequential", "load",
     "Module", "Parameter", "SGD", "AdaGrad", "Adam", "AdamW", "RMSProp", "Optimizer",
-    "StepLR", "CosineAnnealingLR",
+    "StepLR", "CosineAnnealingLR", "Callback", "EarlyStopping",
 ]

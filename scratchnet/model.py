@@ -12,14 +12,19 @@ call when another call holds the shared one; the layer-by-layer path, whose
 layers keep per-call buffers, holds the model's lock across the call. fit
 holds the lock too (inference waits for a running fit on the layer path)."""
 import json
+import numbers
 import os
 import threading
 import time
+from collections import OrderedDict
+from fractions import Fraction
 
 import numpy as np
 
 from . import _core, _fused
+from ._progress import start_epoch
 from ._validate import as_features, as_labels, positive_int
+from .callbacks import CallbackList
 from .layers import LAYERS, Dense, Flatten, Sigmoid, Softmax
 from .losses import LOSSES, BinaryCrossEntropy, CrossEntropy, Loss, MSE
 from .module import Module, Parameter
@@ -67,9 +72,8 @@ class Sequential(Module):
         self._lock = threading.RLock()
 
     def _name_parameters(self):
-        for i, layer in enumerate(self.layers):
-            for p, attr in zip(layer.parameters(), ("weight", "bias")):
-                p.name = f"{i}.{attr}"
+        for name, p in self.named_parameters():
+            p.name = name
 
     def _check_features(self):
         features = None
@@ -124,6 +128,70 @@ class Sequential(Module):
     def __repr__(self):
         inner = "".join(f"\n  ({i}): {layer!r}" for i, layer in enumerate(self.layers))
         return f"Sequential({inner}\n)"
+
+    # ---- containers and introspection ----
+
+    def __len__(self):
+        return len(self.layers)
+
+    def __iter__(self):
+        return iter(self.layers)
+
+    def __getitem__(self, key):
+        """model[i] is a layer; model[a:b] a new Sequential sharing those layers."""
+        if isinstance(key, slice):
+            return Sequential(*self.layers[key])
+        return self.layers[key]
+
+    def named_parameters(self):
+        """[("0.weight", Parameter), ...]: layer index, then the layer's name
+        for the parameter; the names save, load and state_dict use."""
+        return [(f"{i}.{name}", p) for i, layer in enumerate(self.layers)
+                for name, p in layer.named_parameters()]
+
+    def state_dict(self):
+        """An OrderedDict of parameter name -> a copy of its array."""
+        return OrderedDict((name, p.data.copy()) for name, p in self.named_parameters())
+
+    def load_state_dict(self, state):
+        """Copy the arrays of state (as state_dict gives) into the parameters,
+        in place: optimizers and compiled networks keep pointing at the same
+        arrays. Every key and shape is checked before anything is copied."""
+        params = OrderedDict(self.named_parameters())
+        missing = [k for k in params if k not in state]
+        unexpected = [k for k in state if k not in params]
+        if missing or unexpected:
+            problems = [f"{what} keys {keys}" for what, keys in
+                        (("missing", missing), ("unexpected", unexpected)) if keys]
+            raise ValueError(f"load_state_dict: {'; '.join(problems)}")
+        arrays = {name: p.validate(state[name], f"load_state_dict: {name}")
+                  for name, p in params.items()}
+        for name, p in params.items():
+            p.data[...] = arrays[name]
+
+    def summary(self, print_fn=print):
+        """A table of the layers (index, type and config, output shape per
+        sample, parameter count) and the total; printed with print_fn (None:
+        not printed) and returned. Shapes start from the first Dense layer's
+        in_features; "?" where unknown."""
+        rows = [("#", "Layer", "Output shape", "Params")]
+        features = self.in_features
+        for i, layer in enumerate(self.layers):
+            features = _output_features(layer, features)
+            rows.append((str(i), _layer_label(layer), _shape_label(features),
+                         f"{_count(layer.parameters()):,}"))
+        widths = [max(len(row[c]) for row in rows) for c in range(4)]
+        rows.insert(1, tuple("-" * w for w in widths))
+        align = (str.rjust, str.ljust, str.ljust, str.rjust)
+        lines = ["  ".join(a(cell, w) for a, cell, w in zip(align, row, widths)).rstrip()
+                 for row in rows]
+        total = _count(self.parameters())
+        # every parameter is trained (running statistics, if any, are not Parameters)
+        lines += [f"Total params: {total:,}", f"Trainable params: {total:,}"]
+        text = "\n".join(lines)
+        if print_fn is not None:
+            print_fn(text)
+        return text
 
     # ---- inference ----
 
@@ -234,19 +302,29 @@ class Sequential(Module):
     # ---- training ----
 
     def fit(self, X, y, optimizer, loss=None, epochs=1, batch_size=32, validation=None,
-            seed=None, verbose=1, scheduler=None, shuffle=True, callback=None):
+            seed=None, verbose=1, scheduler=None, shuffle=True, callback=None,
+            validation_split=None, callbacks=None):
         """Train with minibatches; returns history, a dict of per-epoch lists
         ("loss", "accuracy", "val_loss", "val_accuracy", "lr", "time").
 
+        validation=(Xv, yv) is evaluated after each epoch; validation_split=f
+        instead holds out the last fraction f of X, y (taken before shuffling).
         seed fixes the shuffling and dropout (with the same initial weights,
         the same seed gives the same result). verbose=1 shows a progress bar
-        per epoch, 0 is silent. callback(epoch, logs) runs after each epoch."""
+        per epoch on a terminal and one line per epoch elsewhere, 2 one line
+        per epoch always, 0 nothing. callbacks: scratchnet.Callback objects
+        (see scratchnet.callbacks); callback(epoch, logs), a plain function,
+        runs after each epoch. Either may set model.stop_training = True to
+        stop after the current epoch.
+
+        The loss is recorded in model.loss (predict and evaluate follow it);
+        the optimizer must hold every parameter of this model."""
         with self._lock:
             return self._fit(X, y, optimizer, loss, epochs, batch_size, validation, seed,
-                             verbose, scheduler, shuffle, callback)
+                             verbose, scheduler, shuffle, callback, validation_split, callbacks)
 
     def _fit(self, X, y, optimizer, loss, epochs, batch_size, validation, seed, verbose,
-             scheduler, shuffle, callback):
+             scheduler, shuffle, callback, validation_split, callbacks):
         if not isinstance(optimizer, Optimizer):
             raise TypeError(f"fit: optimizer must be an Optimizer, got {type(optimizer).__name__}")
         self._check_optimizer(optimizer)
@@ -258,10 +336,13 @@ class Sequential(Module):
         batch_size = positive_int(batch_size, "batch_size")
         X = self._inputs(X)
         y = _targets(y, X.shape[0], loss, self, "fit")
+        if validation_split is not None:
+            X, y, validation = _split_validation(X, y, validation_split, validation)
         if validation is not None:
             Xv, yv = validation
             Xv = self._inputs(Xv)
             yv = _targets(yv, Xv.shape[0], loss, self, "fit validation")
+        callbacks = CallbackList(callbacks, self, function=callback)
         self.loss = loss
         rng = np.random.default_rng(seed)
         self.reseed(rng)
@@ -270,14 +351,17 @@ class Sequential(Module):
         if validation is not None:
             history.update(val_loss=[], val_accuracy=[])
         n = X.shape[0]
-        fast = _fused.trainer(self, optimizer, loss, y, min(batch_size, n))
-        xb_buf = np.empty((min(batch_size, n), X.shape[1]), dtype=np.float32)
+        batch_size = min(batch_size, n)  # the compiled trainer holds at most n rows a batch
+        fast = _fused.trainer(self, optimizer, loss, y, batch_size)
+        xb_buf = np.empty((batch_size, X.shape[1]), dtype=np.float32)
+        self.stop_training = False
+        callbacks.on_train_begin()
         for epoch in range(1, epochs + 1):
             start_time = time.perf_counter()
             lr = optimizer.current_lr()
             order = rng.permutation(n) if shuffle else np.arange(n)
             total, right, decisions = 0.0, 0, 0
-            bar = _progress(n, epoch, epochs, verbose)
+            bar = start_epoch(n, epoch, epochs, verbose)
             if fast is not None:
                 total, right, decisions = self._fast_epoch(fast, X, y, order, batch_size, bar)
             else:
@@ -293,11 +377,12 @@ class Sequential(Module):
             if scheduler is not None:
                 scheduler.step()
             history["time"].append(time.perf_counter() - start_time)
-            if bar is not None:
-                bar.set_postfix(_epoch_summary(history), refresh=True)
-                bar.close()
-            if callback is not None:
-                callback(epoch, {k: v[-1] for k, v in history.items()})
+            bar.end(history)
+            logs = {k: v[-1] for k, v in history.items()}
+            callbacks.on_epoch_end(epoch, logs)
+            if self.stop_training:
+                break
+        callbacks.on_train_end(logs)
         return history
 
     def _check_optimizer(self, optimizer):
@@ -344,7 +429,7 @@ class Sequential(Module):
             idx = order[start:start + per_run]
             run_loss, run_right = fast.run(X, y, idx, batch_size)
             total, right = total + run_loss, right + run_right
-            _advance(bar, len(idx), start + len(idx), total, right, start + len(idx))
+            bar.advance(len(idx), start + len(idx), total, right, start + len(idx))
         return total, right, X.shape[0]
 
     def _layer_epoch(self, X, y, order, batch_size, loss, optimizer, xb_buf, bar):
@@ -362,7 +447,7 @@ class Sequential(Module):
                 right, decisions = right + counted[0], decisions + counted[1]
             self.backward(loss.backward())
             optimizer.step()
-            _advance(bar, len(idx), start + len(idx), total, right, decisions)
+            bar.advance(len(idx), start + len(idx), total, right, decisions)
         return total, right, decisions
 
     # ---- files ----
@@ -381,7 +466,7 @@ class Sequential(Module):
             record = json.dumps(arch)
         except (TypeError, ValueError) as exc:
             raise TypeError(f"save: model.metadata must hold JSON values only ({exc})") from None
-        arrays = {p.name: p.data for p in self.parameters()}
+        arrays = {name: p.data for name, p in self.named_parameters()}
         arrays["__architecture__"] = np.frombuffer(record.encode(), dtype=np.uint8)
         path = os.fspath(path)
         tmp = path + ".tmp.npz"
@@ -405,6 +490,47 @@ def _targets(y, n, loss, model, where):
     return arr
 
 
+def _output_features(layer, features):
+    """The layer's output width for this input width; None when unknown."""
+    try:
+        return layer.output_features(features)
+    except TypeError:  # a layer that computes from a width it was not given (None)
+        return None
+
+
+def _shape_label(features):
+    if features is None:
+        return "(None, ?)"
+    dims = features if isinstance(features, tuple) else (features,)
+    return f"({', '.join(['None', *map(str, dims)])})"
+
+
+def _layer_label(layer):
+    """Dense(784, 256, 'he'): the type and its config's values."""
+    return f"{type(layer).__name__}({', '.join(map(repr, layer.get_config().values()))})"
+
+
+def _count(params):
+    return sum(p.size for p in params)
+
+
+def _split_validation(X, y, fraction, validation):
+    """(X, y, (Xv, yv)): the last fraction of the rows held out, as Keras
+    does: the training rows are the first floor(n (1 - fraction))."""
+    if validation is not None:
+        raise ValueError("fit: give validation= or validation_split=, not both")
+    if isinstance(fraction, bool) or not isinstance(fraction, numbers.Real) \
+            or not 0 < fraction < 1:
+        raise ValueError(f"fit: validation_split must be a fraction in (0, 1), got {fraction!r}")
+    n = X.shape[0]
+    # the decimal the user wrote, exactly: in binary 1 - 0.9 falls just short
+    # of 0.1, which would round 10 rows down to 0 training rows
+    n_train = int(n * (1 - Fraction(repr(float(fraction)))))
+    if n_train == 0:
+        raise ValueError(f"fit: validation_split={fraction} of {n} rows leaves no training rows")
+    return X[:n_train], y[:n_train], (X[n_train:], y[n_train:])
+
+
 def _n_outputs(model):
     dense = [l for l in model.layers if isinstance(l, Dense)]
     return dense[-1].out_features if dense else None
@@ -413,37 +539,6 @@ def _n_outputs(model):
 def _single_column(a):
     """(N, 1) -> (N,): one output gives one value per sample."""
     return a[:, 0] if a.ndim == 2 and a.shape[1] == 1 else a
-
-
-def _progress(n, epoch, epochs, verbose):
-    if not verbose:
-        return None
-    from tqdm.auto import tqdm
-    return tqdm(total=n, desc=f"epoch {epoch}/{epochs}", unit="img", unit_scale=True,
-                leave=True, dynamic_ncols=True, mininterval=0.2)
-
-
-def _advance(bar, count, seen, total, right, decisions):
-    """Move the progress bar by count samples, showing the running loss and
-    accuracy (when there is one)."""
-    if bar is None:
-        return
-    logs = {"loss": f"{total / seen:.4f}"}
-    if decisions:
-        logs["acc"] = f"{right / decisions:.4f}"
-    bar.set_postfix(logs, refresh=False)
-    bar.update(count)
-
-
-def _epoch_summary(history):
-    logs = {"loss": f"{history['loss'][-1]:.4f}"}
-    if history["accuracy"][-1] is not None:
-        logs["acc"] = f"{history['accuracy'][-1]:.4f}"
-    if history.get("val_loss"):
-        logs["val_loss"] = f"{history['val_loss'][-1]:.4f}"
-        if history["val_accuracy"][-1] is not None:
-            logs["val_acc"] = f"{history['val_accuracy'][-1]:.4f}"
-    return logs
 
 
 class ModelFileError(ValueError):

@@ -2,9 +2,19 @@
 import numpy as np
 
 
+def _array_attribute(name):
+    """Parameter.<name>, read-only: the same attribute of its data array."""
+    return property(lambda self: getattr(self._data, name), doc=f"The data's .{name}.")
+
+
 class Parameter:
     """A trainable array and its gradient: two float32 arrays of one shape,
-    the buffers the C kernels read and write. backward() overwrites .grad."""
+    the buffers the C kernels read and write. backward() overwrites .grad.
+
+    A Parameter behaves like the array it holds: np.asarray(p), p[i],
+    p[...] = 0.5, p.shape, p.dtype, p.size, p.ndim, p.T, len(p), iteration.
+    Indexing reads and writes .data in place, so compiled networks and
+    optimizers that point into it see the change."""
 
     # bumped whenever any parameter's array is replaced, so compiled networks
     # that point into the old arrays know to rebuild (Sequential._plan)
@@ -24,12 +34,73 @@ class Parameter:
         self._data = np.ascontiguousarray(value, dtype=np.float32)
         Parameter.version += 1
 
-    @property
-    def shape(self):
-        return self.data.shape
+    def validate(self, value, where=None):
+        """value as the array assign() would copy in: a finite float array
+        (or Parameter) of this shape; raises naming where (default: the
+        parameter's name) otherwise."""
+        where = where or f"parameter {self.name!r}"
+        arr = value.data if isinstance(value, Parameter) else value
+        try:
+            arr = np.asarray(arr)
+        except ValueError:  # ragged nested lists
+            arr = np.asarray(None)
+        # integer, bool or complex values in a weight are almost always a mistake
+        # (labels, masks); a float array says what it means
+        if arr.dtype.kind != "f":
+            raise TypeError(f"{where}: expected a float array of shape {self.shape}, got a "
+                            f"{type(value).__name__} of dtype {arr.dtype} (for numbers, "
+                            f"convert with .astype(np.float32))")
+        if arr.shape != self.shape:
+            raise ValueError(f"{where}: got shape {arr.shape}, expected {self.shape}")
+        if not np.isfinite(arr).all():
+            raise ValueError(f"{where}: contains non-finite values (NaN or inf)")
+        return arr
+
+    def assign(self, value, where=None):
+        """Copy value into .data in place, after validate(value, where)."""
+        self._data[...] = self.validate(value, where)
+
+    # ---- the array protocol ----
+
+    def __array__(self, dtype=None, copy=None):
+        """NumPy's view of the parameter: .data itself (no copy) unless a
+        dtype or copy=True asks for one; copy=False raises if one is needed."""
+        if copy:
+            return np.array(self._data, dtype=dtype, copy=True)
+        arr = np.asarray(self._data, dtype=dtype)
+        if copy is False and arr is not self._data:
+            raise ValueError(f"parameter {self.name!r}: a {np.dtype(dtype)} array needs a copy "
+                             f"of the float32 data, but copy=False was given")
+        return arr
+
+    def numpy(self):
+        """.data itself, not a copy (as torch's Tensor.numpy() shares memory):
+        writes to the result change the parameter."""
+        return self._data
+
+    def __getitem__(self, key):
+        return self._data[key]
+
+    def __setitem__(self, key, value):
+        self._data[key] = value
+
+    def __len__(self):
+        return len(self._data)
+
+    def __iter__(self):
+        return iter(self._data)
+
+    shape = _array_attribute("shape")
+    dtype = _array_attribute("dtype")
+    size = _array_attribute("size")
+    ndim = _array_attribute("ndim")
+    T = _array_attribute("T")
 
     def __repr__(self):
-        return f"Parameter(name={self.name!r}, shape={self.data.shape})"
+        values = np.array2string(self._data, precision=4, threshold=20, edgeitems=2,
+                                 prefix="  ")
+        return (f"Parameter(name={self.name!r}, shape={self.shape}, dtype={self.dtype},\n"
+                f"  {values})")
 
 
 class BufferOwner:
@@ -65,8 +136,25 @@ class Module(BufferOwner):
     def __call__(self, x, training=False):
         return self.forward(x, training=training)
 
+    def __setattr__(self, name, value):
+        """Assigning to an attribute that holds a Parameter copies the value
+        into it (checked: a finite float array of its shape), so optimizers
+        and compiled networks that hold the Parameter keep working."""
+        current = self.__dict__.get(name)
+        if isinstance(current, Parameter):
+            if value is not current:
+                current.assign(value, f"{self!r}.{name}")
+            return
+        super().__setattr__(name, value)
+
     def parameters(self):
         return []
+
+    def named_parameters(self):
+        """(name, Parameter) pairs in the order of parameters(): the name of
+        the attribute that holds each (its position if none does)."""
+        attrs = {id(v): k for k, v in vars(self).items() if isinstance(v, Parameter)}
+        return [(attrs.get(id(p), str(i)), p) for i, p in enumerate(self.parameters())]
 
     def zero_grad(self):
         for p in self.parameters():

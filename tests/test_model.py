@@ -282,3 +282,11 @@ def test_metadata_is_saved_and_a_failed_save_leaves_no_partial_file(tmp_path, mo
     with pytest.raises(OSError, match="No space"):
         model.save(tmp_path / "full.npz")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.npz"]
+
+
+def test_fit_on_fewer_rows_than_one_batch():
+    X, y = blobs(n=5)
+    for model in (small_model(), small_model(dropout=0.5)):  # the C trainer, and with dropout
+        history = model.fit(X, y, optimizer=sn.SGD(model.parameters(), lr=0.1), epochs=2,
+                            batch_size=32, verbose=0)
+        assert len(history["loss"]) == 2

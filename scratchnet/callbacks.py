@@ -1,0 +1,151 @@
+"""What runs between epochs of Sequential.fit: the Callback protocol and
+EarlyStopping (Keras semantics, see shared/REFERENCE.md).
+
+fit(callbacks=[...]) calls, on each callback: set_model(model) once, then
+on_train_begin(logs), on_epoch_end(epoch, logs) after every epoch (epoch
+counts from 1; logs holds this epoch's "loss", "accuracy", "val_loss",
+"val_accuracy", "lr", "time", as the history does), and on_train_end(logs)
+with the last epoch's logs. A callback stops training after the current
+epoch by setting model.stop_training = True; fit still returns the history
+so far."""
+import math
+import numbers
+
+
+class Callback:
+    """Base class: override the hooks you need; each returns nothing."""
+
+    model = None
+
+    def set_model(self, model):
+        self.model = model
+
+    def on_train_begin(self, logs=None):
+        pass
+
+    def on_epoch_end(self, epoch, logs=None):
+        pass
+
+    def on_train_end(self, logs=None):
+        pass
+
+
+class CallbackList:
+    """The callbacks of one fit, called in order. function is fit's older
+    callback= argument, a plain function(epoch, logs) run after the others."""
+
+    def __init__(self, callbacks, model, function=None):
+        if callbacks is None:
+            callbacks = []
+        elif isinstance(callbacks, Callback):
+            callbacks = [callbacks]
+        self.callbacks = [_checked(cb) for cb in callbacks]
+        if isinstance(function, Callback):  # a Callback given as callback= works too
+            self.callbacks.append(function)
+            function = None
+        if function is not None and not callable(function):
+            raise TypeError(f"callback= takes a function(epoch, logs), got "
+                            f"{type(function).__name__}")
+        self.function = function
+        for cb in self.callbacks:
+            cb.set_model(model)
+
+    def on_train_begin(self):
+        for cb in self.callbacks:
+            cb.on_train_begin({})
+
+    def on_epoch_end(self, epoch, logs):
+        for cb in self.callbacks:
+            cb.on_epoch_end(epoch, logs)
+        if self.function is not None:
+            self.function(epoch, logs)
+
+    def on_train_end(self, logs):
+        for cb in self.callbacks:
+            cb.on_train_end(logs)
+
+
+def _checked(cb):
+    if isinstance(cb, Callback):
+        return cb
+    if callable(cb):
+        raise TypeError(f"callbacks= takes Callback objects, got the function {cb!r}; pass a "
+                        f"function(epoch, logs) as callback=, or subclass scratchnet.Callback")
+    raise TypeError(f"callbacks= takes Callback objects (e.g. scratchnet.EarlyStopping()), "
+                    f"got {type(cb).__name__}")
+
+
+class EarlyStopping(Callback):
+    """Stop training when the monitored value stops improving.
+
+    An improvement is a change of more than min_delta in the right direction:
+    lower for mode="min", higher for "max"; "auto" maximises accuracies and
+    minimises everything else. After patience epochs in a row without one,
+    training stops. With restore_best, the model gets back the weights of its
+    best epoch when training ends, whether it stopped early or not.
+
+    After fit: .best is the best value seen, .best_epoch its epoch, and
+    .stopped_epoch the epoch after which training stopped (0 if it ran to
+    the end). Epochs count from 1."""
+
+    MODES = ("auto", "min", "max")
+
+    def __init__(self, monitor="val_loss", patience=5, min_delta=0.0, restore_best=False,
+                 mode="auto"):
+        if not isinstance(monitor, str):
+            raise ValueError(f"EarlyStopping: monitor must be a key of the logs such as "
+                             f"'val_loss', got {monitor!r}")
+        if isinstance(patience, bool) or not isinstance(patience, numbers.Integral) \
+                or patience < 0:
+            raise ValueError(f"EarlyStopping: patience must be an integer >= 0, got {patience!r}")
+        if isinstance(min_delta, bool) or not isinstance(min_delta, numbers.Real) \
+                or not math.isfinite(min_delta) or min_delta < 0:
+            raise ValueError(f"EarlyStopping: min_delta must be a finite number >= 0, "
+                             f"got {min_delta!r}")
+        if mode not in self.MODES:
+            raise ValueError(f"EarlyStopping: unknown mode {mode!r}; expected one of {self.MODES}")
+        self.monitor, self.patience, self.min_delta = monitor, int(patience), float(min_delta)
+        self.restore_best = bool(restore_best)
+        if mode == "auto":
+            mode = "max" if monitor.endswith(("accuracy", "acc")) else "min"
+        self.mode = mode
+        self._reset()
+
+    def _reset(self):
+        self.best = math.inf if self.mode == "min" else -math.inf
+        self.best_epoch, self.stopped_epoch, self.wait = 0, 0, 0
+        self.best_state = None
+
+    def _improves(self, value):
+        if self.mode == "min":
+            return value < self.best - self.min_delta
+        return value > self.best + self.min_delta
+
+    def on_train_begin(self, logs=None):
+        self._reset()  # a callback can serve several fits
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = self._monitored(logs or {})
+        if self._improves(value):
+            self.best, self.best_epoch, self.wait = value, epoch, 0
+            if self.restore_best:
+                self.best_state = self.model.state_dict()
+            return
+        self.wait += 1
+        if self.wait >= self.patience:
+            self.stopped_epoch = epoch
+            self.model.stop_training = True
+
+    def on_train_end(self, logs=None):
+        if self.restore_best and self.best_state is not None:
+            self.model.load_state_dict(self.best_state)
+
+    def _monitored(self, logs):
+        value = logs.get(self.monitor)
+        if value is None:
+            there = ", ".join(sorted(k for k, v in logs.items() if v is not None))
+            hint = (" (validation figures need validation= or validation_split= in fit)"
+                    if self.monitor.startswith("val_") else "")
+            raise ValueError(f"EarlyStopping: monitor {self.monitor!r} is not in the logs; "
+                             f"they have {there}{hint}")
+        return value
