@@ -31,7 +31,14 @@ class Parameter:
 
     @data.setter
     def data(self, value):
-        self._data = np.ascontiguousarray(value, dtype=np.float32)
+        """Replace the array (compiled networks rebuild); its shape must stay
+        that of the gradient, so a layer keeps its shape."""
+        data = np.ascontiguousarray(value, dtype=np.float32)
+        old = getattr(self, "_data", None)
+        if old is not None and data.shape != old.shape:
+            raise ValueError(f"parameter {self.name!r}: new data of shape {data.shape}, "
+                             f"expected {old.shape}")
+        self._data = data
         Parameter.version += 1
 
     def validate(self, value, where=None):

@@ -5,6 +5,9 @@ import pytest
 import scratchnet as sn
 from test_model import blobs, small_model
 
+# every test here runs on both paths: the fused C network and layer by layer
+pytestmark = pytest.mark.usefixtures("training_path")
+
 
 # ---- validation_split ----
 

@@ -103,3 +103,12 @@ def test_other_attributes_are_set_as_usual():
     layer.note = "abc"
     layer.init = "xavier"
     assert layer.note == "abc" and layer.init == "xavier"
+
+
+def test_replacing_data_keeps_the_shape():
+    layer = sn.Dense(3, 2)
+    layer.weight.data = np.ones((3, 2))
+    assert layer.weight.data.dtype == np.float32 and layer.weight.data.sum() == 6
+    with pytest.raises(ValueError, match=r"shape \(2, 3\), expected \(3, 2\)"):
+        layer.weight.data = np.ones((2, 3))
+    assert layer.weight.grad.shape == layer.weight.data.shape == (3, 2)

@@ -10,6 +10,9 @@ import pytest
 import scratchnet as sn
 from test_model import blobs, small_model
 
+# every test here runs on both paths: the fused C network and layer by layer
+pytestmark = pytest.mark.usefixtures("training_path")
+
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 

@@ -8,6 +8,9 @@ import pytest
 import scratchnet as sn
 from test_model import blobs, small_model
 
+# every test here runs on both paths: the fused C network and layer by layer
+pytestmark = pytest.mark.usefixtures("training_path")
+
 
 def mnist_mlp():
     return sn.Sequential(sn.Dense(784, 256, seed=0), sn.ReLU(), sn.Dense(256, 10, seed=1))
