@@ -57,6 +57,9 @@ class CrossEntropy(Loss):
             t = check_finite(as_float32(targets_arr, "CrossEntropy targets"), "CrossEntropy targets")
             if t.shape != z.shape:
                 raise ValueError(f"CrossEntropy: targets of shape {t.shape} for logits {z.shape}")
+            if t.min() < 0.0:
+                raise ValueError("CrossEntropy: soft targets must be probabilities (>= 0), got "
+                                 f"a value of {t.min()}")
             loss = _core.xent_soft_forward(z, t, probs)
         else:
             t = as_labels(targets_arr, z.shape[1], z.shape[0], "CrossEntropy labels")

@@ -58,6 +58,8 @@ class Sequential(Module):
         if value is not None and not isinstance(value, Loss):
             raise TypeError(f"model.loss must be a Loss (e.g. sn.MSE()) or None, "
                             f"got {type(value).__name__}")
+        if value is not None:
+            self._check_loss(value, "model.loss")
         self._loss = value
 
     def __getstate__(self):
@@ -221,6 +223,8 @@ class Sequential(Module):
 
     def _outputs(self, X, softmax=False, batch_size=_PREDICT_BATCH):
         """Outputs (or their softmax) for all of X in one new array."""
+        if not self.layers:
+            raise ValueError("this Sequential has no layers")
         plan = self._plan()
         if plan is not None:
             if not (type(X) is np.ndarray and X.dtype == np.float32 and X.ndim == 2
@@ -254,15 +258,27 @@ class Sequential(Module):
         """The network's raw outputs for X, shape (N, outputs)."""
         return self._outputs(X)
 
+    def _finite_outputs(self, X, method, softmax=False):
+        """The outputs for X, refused when not finite: labels or probabilities
+        made from NaN would look like answers."""
+        out = self._outputs(X, softmax=softmax)
+        if not _core.all_finite(out):
+            raise ValueError(f"{method}: the model's outputs contain NaN or inf, so its weights "
+                             "are not finite (did training diverge? try a lower learning rate "
+                             "or scaled inputs)")
+        return out
+
     def predict_proba(self, X):
         """Probabilities: softmax over the classes (N, classes) for a
-        CrossEntropy model; sigmoid of each output for BinaryCrossEntropy,
-        (N,) for a single output. A regression (MSE) model has none: raises."""
+        CrossEntropy model (the outputs themselves when the last layer is
+        Softmax); sigmoid of each output for BinaryCrossEntropy, (N,) for a
+        single output. A regression (MSE) model has none: raises."""
         kind = self._output_kind("predict_proba")
         if kind is CrossEntropy:
-            return self._outputs(X, softmax=True)
+            ends_in_softmax = isinstance(self.layers[-1], Softmax)
+            return self._finite_outputs(X, "predict_proba", softmax=not ends_in_softmax)
         if kind is BinaryCrossEntropy:
-            z = self._outputs(X)
+            z = self._finite_outputs(X, "predict_proba")
             _core.sigmoid_forward(z, z)  # in place: z is a new array
             return _single_column(z)
         raise ValueError(f"predict_proba: this model was fitted with {kind.__name__}, a "
@@ -275,7 +291,7 @@ class Sequential(Module):
         (z >= 0); (N,) for a single output, (N, outputs) otherwise.
         MSE: the outputs themselves, float32; (N,) for a single output."""
         kind = self._output_kind("predict")
-        out = self._outputs(X)
+        out = self._finite_outputs(X, "predict")
         if kind is CrossEntropy:
             return out.argmax(axis=1).astype(np.int64)
         if kind is BinaryCrossEntropy:
@@ -289,6 +305,8 @@ class Sequential(Module):
         loss = loss if loss is not None else (self.loss or self._output_kind("evaluate")())
         if not isinstance(loss, Loss):
             raise TypeError(f"evaluate: loss must be a Loss, got {type(loss).__name__}")
+        self._check_loss(loss, "evaluate")
+        batch_size = positive_int(batch_size, "batch_size")
         X = self._inputs(X)
         y = _targets(y, X.shape[0], loss, self, "evaluate")
         outputs = self._outputs(X, batch_size=batch_size)
@@ -331,7 +349,10 @@ class Sequential(Module):
         loss = loss if loss is not None else (self.loss or CrossEntropy())
         if not isinstance(loss, Loss):
             raise TypeError(f"fit: loss must be a Loss, got {type(loss).__name__}")
-        self._check_loss(loss)
+        self._check_loss(loss, "fit")
+        if scheduler is not None and getattr(scheduler, "optimizer", optimizer) is not optimizer:
+            raise ValueError("fit: the scheduler was built for another optimizer; build it "
+                             "with the one passed to fit, e.g. CosineAnnealingLR(optimizer, ...)")
         epochs = positive_int(epochs, "epochs")
         batch_size = positive_int(batch_size, "batch_size")
         X = self._inputs(X)
@@ -401,21 +422,21 @@ class Sequential(Module):
                 f"build it with this model's parameters, "
                 f"{type(optimizer).__name__}(model.parameters(), ...)")
 
-    def _check_loss(self, loss):
+    def _check_loss(self, loss, where):
         """Refuse a loss that cannot mean what the model's outputs give."""
         outputs = _n_outputs(self)
         last = self.layers[-1] if self.layers else None
         if isinstance(loss, CrossEntropy):
             if isinstance(last, Softmax):
-                raise ValueError("fit: CrossEntropy takes logits and applies softmax itself; "
-                                 "remove the final Softmax layer (predict_proba gives "
+                raise ValueError(f"{where}: CrossEntropy takes logits and applies softmax "
+                                 "itself; remove the final Softmax layer (predict_proba gives "
                                  "probabilities)")
             if outputs == 1:
-                raise ValueError("fit: CrossEntropy needs one output per class (2 or more), "
-                                 "but the model has 1 output; for two classes with one output "
-                                 "use sn.BinaryCrossEntropy() and 0/1 targets")
+                raise ValueError(f"{where}: CrossEntropy needs one output per class (2 or "
+                                 "more), but the model has 1 output; for two classes with one "
+                                 "output use sn.BinaryCrossEntropy() and 0/1 targets")
         if isinstance(loss, BinaryCrossEntropy) and isinstance(last, Sigmoid):
-            raise ValueError("fit: BinaryCrossEntropy takes logits and applies the sigmoid "
+            raise ValueError(f"{where}: BinaryCrossEntropy takes logits and applies the sigmoid "
                              "itself; remove the final Sigmoid layer (predict_proba gives "
                              "probabilities)")
 
@@ -469,6 +490,9 @@ class Sequential(Module):
         arrays = {name: p.data for name, p in self.named_parameters()}
         arrays["__architecture__"] = np.frombuffer(record.encode(), dtype=np.uint8)
         path = os.fspath(path)
+        if os.path.isdir(path):
+            raise IsADirectoryError(f"save: {path} is a folder; give a file name, e.g. "
+                                    f"{os.path.join(path, 'model.npz')}")
         tmp = path + ".tmp.npz"
         try:
             np.savez(tmp, **arrays)
@@ -549,10 +573,16 @@ def load(path):
     """Read a model written by Sequential.save; refuses anything else."""
     path = os.fspath(path)
     try:
-        with np.load(path, allow_pickle=False) as f:
-            arrays = {k: f[k] for k in f.files}
+        contents = np.load(path, allow_pickle=False)
     except FileNotFoundError:
         raise
+    except Exception as exc:
+        raise ModelFileError(f"{path}: not a readable .npz model file ({exc})") from None
+    if not isinstance(contents, np.lib.npyio.NpzFile):
+        raise ModelFileError(f"{path}: a single array (.npy), not a scratchnet model (.npz)")
+    try:
+        with contents as f:
+            arrays = {k: f[k] for k in f.files}
     except Exception as exc:
         raise ModelFileError(f"{path}: not a readable .npz model file ({exc})") from None
     if "__architecture__" not in arrays:

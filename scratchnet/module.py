@@ -103,6 +103,41 @@ class Parameter:
     ndim = _array_attribute("ndim")
     T = _array_attribute("T")
 
+    def __getattr__(self, name):
+        """The data array's other methods: p.sum(), p.mean(), p.copy(),
+        p.reshape(...), p.astype(...), p.tolist(), ... (each as on .data)."""
+        if name.startswith("_"):
+            raise AttributeError(name)
+        try:
+            return getattr(self._data, name)
+        except AttributeError:
+            raise AttributeError(f"'Parameter' object has no attribute {name!r}") from None
+
+    # Arithmetic gives plain arrays (p * 2, p + q, 1 - p, p @ x); the in-place
+    # forms (p += 1) change .data itself. == stays identity: parameters are
+    # keys of optimizer state (compare arrays with np.array_equal(p, q)).
+    def __add__(self, other): return self._data + other
+    def __radd__(self, other): return other + self._data
+    def __sub__(self, other): return self._data - other
+    def __rsub__(self, other): return other - self._data
+    def __mul__(self, other): return self._data * other
+    def __rmul__(self, other): return other * self._data
+    def __truediv__(self, other): return self._data / other
+    def __rtruediv__(self, other): return other / self._data
+    def __matmul__(self, other): return self._data @ other
+    def __rmatmul__(self, other): return other @ self._data
+    def __neg__(self): return -self._data
+    def __pow__(self, other): return self._data ** other
+
+    def _inplace(self, op, other):
+        op(self._data, other, out=self._data)
+        return self
+
+    def __iadd__(self, other): return self._inplace(np.add, other)
+    def __isub__(self, other): return self._inplace(np.subtract, other)
+    def __imul__(self, other): return self._inplace(np.multiply, other)
+    def __itruediv__(self, other): return self._inplace(np.true_divide, other)
+
     def __repr__(self):
         values = np.array2string(self._data, precision=4, threshold=20, edgeitems=2,
                                  prefix="  ")

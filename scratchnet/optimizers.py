@@ -39,6 +39,12 @@ class Optimizer:
         for p in group["params"]:
             if not isinstance(p, Parameter):
                 raise TypeError(f"optimizer can only update Parameters, got {type(p).__name__}")
+        held = {id(p) for g in self.param_groups for p in g["params"]}
+        if len({id(p) for p in group["params"]}) != len(group["params"]) or \
+                any(id(p) in held for p in group["params"]):
+            # torch refuses this too: the parameter would be stepped twice
+            raise ValueError("optimizer got a parameter more than once (in one group or "
+                             "in several)")
         for key, value in self.defaults.items():
             group.setdefault(key, value)
         self._check_group(group)

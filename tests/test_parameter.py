@@ -112,3 +112,24 @@ def test_replacing_data_keeps_the_shape():
     with pytest.raises(ValueError, match=r"shape \(2, 3\), expected \(3, 2\)"):
         layer.weight.data = np.ones((2, 3))
     assert layer.weight.grad.shape == layer.weight.data.shape == (3, 2)
+
+
+def test_arithmetic_and_array_methods_work_on_a_parameter():
+    layer = sn.Dense(3, 2, seed=0)
+    w = layer.weight
+    data = w.data.copy()
+    np.testing.assert_array_equal(w * 2, data * 2)
+    np.testing.assert_array_equal(w + w, data + data)
+    np.testing.assert_array_equal(1 - w, 1 - data)
+    np.testing.assert_array_equal(np.ones((4, 3), np.float32) @ w, np.ones((4, 3), np.float32) @ data)
+    assert w.sum() == pytest.approx(data.sum()) and w.mean() == pytest.approx(data.mean())
+    assert w.reshape(-1).shape == (6,) and w.astype(np.float64).dtype == np.float64
+    assert w.tolist() == data.tolist() and w.copy() is not w.data
+    layer.weight += 1.0  # in place: the same Parameter and the same array
+    assert layer.weight is w
+    np.testing.assert_array_equal(w.data, data + 1)
+    w *= 0.0
+    assert not w.data.any()
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        w.nope
+    assert w == w and w != layer.bias  # identity: parameters key optimizer state

@@ -232,3 +232,73 @@ def test_evaluate_from_several_threads_gives_the_single_thread_answer():
         t.join()
     for k, got in results.items():
         assert got == [expected[k]] * 30
+
+
+# ---- found by trying it as a new user (review of this changes) ----
+
+def test_predict_refuses_outputs_that_are_not_finite():
+    model = one_model()
+    x = np.ones((3, 32), np.float32)
+    model.layers[2].weight[0, 0] = np.nan
+    for method in (model.predict, model.predict_proba):
+        with pytest.raises(ValueError, match="NaN or inf.*diverge"):
+            method(x)
+    assert np.isnan(model.predict_logits(x)).all()  # the raw outputs, as they are
+
+
+def test_a_final_softmax_is_not_applied_twice():
+    sn.manual_seed(3)
+    model = sn.Sequential(sn.Dense(5, 3), sn.Softmax())
+    x = np.random.default_rng(0).standard_normal((4, 5)).astype(np.float32)
+    probs = model.predict_logits(x)
+    np.testing.assert_allclose(probs.sum(1), 1.0, rtol=1e-6)
+    np.testing.assert_array_equal(model.predict_proba(x), probs)
+    np.testing.assert_array_equal(model.predict(x), probs.argmax(1))
+    with pytest.raises(ValueError, match="remove the final Softmax"):
+        model.evaluate(x, [0, 1, 2, 0])
+
+
+def test_setting_a_loss_the_model_cannot_mean_is_refused():
+    with pytest.raises(ValueError, match="model.loss: CrossEntropy needs one output per class"):
+        xor_model().loss = sn.CrossEntropy()
+    model = one_model()
+    model.loss = sn.BinaryCrossEntropy()  # ten independent yes/no outputs: fine
+    assert model.predict(np.zeros((2, 32), np.float32)).shape == (2, 10)
+
+
+def test_a_parameter_given_twice_to_an_optimizer_is_refused():
+    model = one_model()
+    with pytest.raises(ValueError, match="more than once"):
+        sn.SGD(model.parameters() + model.parameters(), lr=0.1)
+    with pytest.raises(ValueError, match="more than once"):
+        sn.SGD([{"params": model.parameters()[:2]}, {"params": model.parameters()[1:]}])
+
+
+def test_soft_targets_must_be_probabilities():
+    model = one_model()
+    x = np.zeros((2, 32), np.float32)
+    targets = np.eye(10, dtype=np.float32)[[1, 2]] - 0.5
+    with pytest.raises(ValueError, match="soft targets must be probabilities"):
+        model.evaluate(x, targets)
+
+
+def test_a_scheduler_of_another_optimizer_is_refused():
+    model, other = one_model(), one_model()
+    opt = sn.SGD(model.parameters(), lr=0.1)
+    wrong = sn.CosineAnnealingLR(sn.SGD(other.parameters(), lr=0.1), 5)
+    with pytest.raises(ValueError, match="scheduler was built for another optimizer"):
+        model.fit(np.zeros((4, 32), np.float32), [0, 1, 2, 3], optimizer=opt, scheduler=wrong,
+                  verbose=0)
+
+
+def test_small_api_edges(tmp_path):
+    with pytest.raises(ValueError, match="no layers"):
+        sn.Sequential().predict(np.zeros((2, 3), np.float32))
+    model = one_model()
+    with pytest.raises(ValueError, match="batch_size"):
+        model.evaluate(np.zeros((2, 32), np.float32), [0, 1], batch_size=0)
+    with pytest.raises(IsADirectoryError, match="is a folder; give a file name"):
+        model.save(tmp_path)
+    np.save(tmp_path / "images.npy", np.zeros((2, 784), np.float32))
+    with pytest.raises(sn.ModelFileError, match=r"a single array \(.npy\)"):
+        sn.load(tmp_path / "images.npy")
