@@ -200,7 +200,7 @@ def cmd_train(args):
     if verbose:
         print(f"scratchnet {info()['version']}: training {args.dataset} "
               f"({X.shape[0]} images), layers {'-'.join(map(str, [784, *hidden, 10]))}, "
-              f"{args.optimizer} lr={args.lr}, {epochs} epochs, batch {args.batch_size}, "
+              f"{args.optimizer} lr={args.lr}, {epochs} epoch{'s' if epochs != 1 else ''}, batch {args.batch_size}, "
               f"kernel {_core.get_isa()}, {_core.get_num_threads()} threads")
     history = model.fit(X, y, optimizer=optimizer, epochs=epochs, batch_size=args.batch_size,
                         seed=args.seed, verbose=verbose, scheduler=scheduler)
@@ -260,7 +260,7 @@ def _read_images(path):
         raise CommandError(f"{path}: a .npz archive; predict reads one array saved by np.save")
     if X.shape == (28, 28):  # one image
         X = X.reshape(1, -1)
-    elif X.ndim == 3:  # a stack of images
+    elif X.ndim in (3, 4):  # a stack of images, (N, 28, 28) or (N, 1, 28, 28)
         X = X.reshape(X.shape[0], -1)
     if X.dtype.kind not in "uif":
         raise CommandError(f"{path}: values of type {X.dtype}; predict needs pixels, "

@@ -353,7 +353,8 @@ def test_predict_scales_integer_pixels_and_takes_one_image(capsys, tmp_path, mod
     expected = model.predict(pixels.astype(np.uint8).astype(np.float32) / 255)
     assert (expected != model.predict(pixels.astype(np.float32))).any()  # scale matters
     for name, array, count in [("int64.npy", pixels.astype(np.int64), 20),
-                               ("one.npy", pixels[0].reshape(28, 28).astype(np.uint8), 1)]:
+                               ("one.npy", pixels[0].reshape(28, 28).astype(np.uint8), 1),
+                               ("nchw.npy", pixels.reshape(20, 1, 28, 28).astype(np.uint8), 20)]:
         np.save(tmp_path / name, array)
         code, out, err = run(capsys, "predict", str(model_file), str(tmp_path / name), "--json")
         assert code == 0, err
