@@ -6,8 +6,11 @@
  *   - outputs come first in argument lists, inputs after.
  *   - functions that can reject arguments return SN_OK or an SN_E* code and
  *     never exit; they leave outputs untouched on error.
- *   - no kernel allocates in its hot loop. GEMM keeps a packing workspace
- *     per calling thread that grows once and is then reused.
+ *   - no kernel allocates in its hot loop. GEMM keeps a small fixed pool of
+ *     packing workspaces, each lent to one call at a time, grown, never
+ *     shrunk; a call that finds all of them busy allocates its own and
+ *     frees it on return. What is kept depends on how many calls ever ran
+ *     at once, not on how many threads ever called.
  */
 #ifndef SCRATCHNET_H
 #define SCRATCHNET_H
