@@ -28,6 +28,14 @@ extern "C" {
 
 /* ---- run time: CPU features, kernel choice, threads (sn_runtime.c) ---- */
 
+/* Detects the CPU's ISA and reads the default thread count, once: call it
+ * before the kernels are used from several threads (the Python module calls
+ * it at import). It never overwrites a value already set. Were it not
+ * called, the first reader of a setting below calls it. The settings are
+ * atomics: any thread may read or change them while kernels run, and a
+ * kernel call reads each once, when it starts. */
+void sn_runtime_init(void);
+
 /* ISA levels of the GEMM micro-kernels, lowest first. */
 #define SN_ISA_GENERIC 0
 #define SN_ISA_AVX2 1     /* AVX2 + FMA */

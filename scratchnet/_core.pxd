@@ -11,6 +11,7 @@ cdef extern from "scratchnet.h" nogil:
     int SN_ISA_AVX2
     int SN_ISA_AVX512
 
+    void sn_runtime_init()
     int sn_isa_supported(int isa)
     int sn_isa_best()
     int sn_set_isa(int isa)

@@ -2,14 +2,21 @@
  * for arm64 and run under qemu by tools/check_c_kernels.sh. It checks the
  * GEMM of every ISA this CPU runs (blocked, in-place panels, few-row path,
  * epilogues) against the float64-accumulating reference, threads 1 vs 2,
- * and that kernels flush subnormals but leave the caller's mode alone.
- * Prints "N passed, N failed" and exits non-zero on a failure. */
+ * GEMMs called from several threads at once while another changes the
+ * settings, and that the GEMM flushes subnormals but leaves the caller's
+ * mode alone.
+ * `sn_test threads` runs the several-threads test alone (the script runs it
+ * under ThreadSanitizer). Prints "N passed, N failed" and exits non-zero on
+ * a failure. */
 #include <math.h>
+#include <pthread.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "scratchnet.h"
+#include "sn_atomic.h"
 
 static int passed, failed;
 
@@ -146,11 +153,68 @@ static void test_arm64_uses_neon(void)
 #endif
 }
 
-int main(void)
+/* ---- GEMMs from several threads at once ----
+ * Each worker runs GEMMs large enough to use threads and to pack panels,
+ * checking each against the reference, while the main thread keeps changing
+ * the thread count and the ISA: the packing buffers must never be shared
+ * by two calls, and the settings are read without a data race. */
+
+#define SN_TEST_WORKERS 4
+
+static sn_atomic_int g_workers_done;
+
+static void *gemm_worker(void *arg)
 {
+    const unsigned id = (unsigned)(uintptr_t)arg;
+    int ok = 1;
+    for (int it = 0; it < 24; ++it) {
+        const int t = (int)(id + (unsigned)it) % 4;
+        /* 2.3M multiply-adds: above SN_GEMM_PARALLEL_MIN_FLOPS */
+        ok &= gemm_matches(t & 1, t >> 1, 150 + (int64_t)id, 130, 120, 1.0f, 0.5f,
+                           1000u * id + (unsigned)it);
+    }
+    sn_atomic_fetch_sub(&g_workers_done, 1);
+    return (void *)(uintptr_t)ok;
+}
+
+static void test_concurrent_gemm(void)
+{
+    pthread_t workers[SN_TEST_WORKERS];
+    sn_atomic_store(&g_workers_done, SN_TEST_WORKERS);
+    int started = 1;
+    for (int i = 0; i < SN_TEST_WORKERS; ++i)
+        started &= pthread_create(&workers[i], NULL, gemm_worker, (void *)(uintptr_t)i) == 0;
+    check(started, "gemm from several threads: threads started");
+    if (!started) return;
+    /* change the settings while they run */
+    for (unsigned n = 0; sn_atomic_load(&g_workers_done) > 0; ++n) {
+        sn_set_num_threads(1 + (int)(n % 3));
+        sn_set_isa((int)(n / 3 % (unsigned)(sn_isa_best() + 1)));
+        sched_yield();
+    }
+    int ok = 1;
+    for (int i = 0; i < SN_TEST_WORKERS; ++i) {
+        void *result;
+        pthread_join(workers[i], &result);
+        ok &= result != NULL;
+    }
+    check(ok, "gemm from several threads at once, settings changing: against the reference");
+    sn_set_num_threads(sn_max_threads());
+    sn_set_isa(sn_isa_best());
+}
+
+int main(int argc, char **argv)
+{
+    sn_runtime_init();
     printf("scratchnet C kernels: best isa %s, %s, %d threads\n", sn_isa_name(sn_isa_best()),
            sn_compiler(), sn_get_num_threads());
+    if (argc > 1 && strcmp(argv[1], "threads") == 0) {
+        test_concurrent_gemm();
+        printf("%d passed, %d failed\n", passed, failed);
+        return failed != 0;
+    }
     test_gemm();
+    test_concurrent_gemm();
     test_threads_identical();
     test_dense_epilogue();
     test_flush_to_zero();
