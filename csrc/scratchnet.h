@@ -171,12 +171,21 @@ int sn_xent_train_f32(double *loss, int64_t *correct, float *dz, const float *z,
 /* ---- optimizers (sn_optim.c): one pass over a parameter buffer ----
  * The rules of torch.optim; g is never modified (weight decay is added to a
  * local copy). See shared/REFERENCE.md. */
+
+/* The learning rate after steps_taken steps of decay d: lr / (1 + d steps_taken).
+ * Both decays of the library are this formula: every optimizer's decay=
+ * (lr_t = lr / (1 + decay (t - 1)) at step t, counting from 1) and
+ * AdaGrad's lr_decay (clr = lr / (1 + (t - 1) lr_decay)). The C trainer and
+ * the Python optimizers both call it, in double, so they get the same bits
+ * (Python's float is a double). */
+double sn_decayed_lr(double lr, double decay, int64_t steps_taken);
+
 /* b <- g (first step) or mu b + (1 - dampening) g; g <- g + mu b (nesterov) or b;
  * p <- p - lr g. buf is unused when momentum == 0. */
 void sn_sgd_step_f32(float *p, float *buf, const float *g, int64_t n, float lr,
                      float momentum, float dampening, int nesterov, float weight_decay,
                      int first_step);
-/* s <- s + g^2; p <- p - clr g / (sqrt(s) + eps), clr = lr / (1 + (t - 1) lr_decay) */
+/* s <- s + g^2; p <- p - clr g / (sqrt(s) + eps), clr = sn_decayed_lr(lr, lr_decay, t - 1) */
 void sn_adagrad_step_f32(float *p, float *sum, const float *g, int64_t n, float clr,
                          float eps, float weight_decay);
 /* v <- alpha v + (1 - alpha) g^2; centered: a <- alpha a + (1 - alpha) g, v~ = v - a^2;
@@ -200,14 +209,14 @@ void sn_adam_step_f32(float *p, float *m, float *v, const float *g, int64_t n, f
 
 typedef struct {
     int kind;                 /* SN_OPT_* */
-    float lr;                 /* the group's lr (schedules set it between epochs) */
-    float decay;              /* lr_t = lr / (1 + decay * iterations) */
+    double lr;                /* the group's lr (schedules set it between epochs) */
+    double decay;             /* lr_t = sn_decayed_lr(lr, decay, iterations) */
     float weight_decay;
     float momentum, dampening; int nesterov;   /* SGD (momentum also RMSProp) */
     float alpha; int centered;                 /* RMSProp */
     float beta1, beta2;                        /* Adam, AdamW */
     float eps;                                 /* AdaGrad, RMSProp, Adam */
-    float lr_decay;                            /* AdaGrad */
+    double lr_decay;                           /* AdaGrad: sn_decayed_lr(lr_t, lr_decay, step) */
     int64_t iterations;       /* steps taken so far: advanced by sn_optim_step_all */
     int64_t step;             /* per-parameter steps so far (all parameters in step) */
 } sn_optim_cfg;

@@ -58,7 +58,7 @@ class Optimizer:
     def current_lr(self, group=None):
         """The learning rate the next step uses, decay included."""
         group = group or self.param_groups[0]
-        return group["lr"] / (1.0 + group["decay"] * self.iterations)
+        return _core.decayed_lr(group["lr"], group["decay"], self.iterations)
 
     def step(self):
         """Update every parameter from its .grad."""
@@ -160,7 +160,7 @@ class AdaGrad(Optimizer):
             state["sum"] = np.full_like(p.data, group["initial_accumulator_value"])
             state["step"] = 0
         state["step"] += 1
-        clr = lr / (1.0 + (state["step"] - 1) * group["lr_decay"])
+        clr = _core.decayed_lr(lr, group["lr_decay"], state["step"] - 1)
         _core.adagrad_step(p.data, g, state["sum"], clr, group["eps"], group["weight_decay"])
 
 

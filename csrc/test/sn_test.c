@@ -3,7 +3,8 @@
  * GEMM of every ISA this CPU runs (blocked, in-place panels, few-row path,
  * epilogues) against the float64-accumulating reference, threads 1 vs 2,
  * GEMMs called from several threads at once while another changes the
- * settings, and that the GEMM flushes subnormals but leaves the caller's
+ * settings, the fused dense kernels against the element-wise ones (the
+ * same formulas, so the same bits), and that the GEMM flushes subnormals but leaves the caller's
  * mode alone.
  * `sn_test threads` runs the several-threads test alone (the script runs it
  * under ThreadSanitizer). Prints "N passed, N failed" and exits non-zero on
@@ -132,6 +133,85 @@ static void test_dense_epilogue(void)
     }
 }
 
+/* act(h) by the element-wise kernels */
+static void act_forward(float *y, const float *h, int64_t n, int act, float slope)
+{
+    switch (act) {
+    case SN_ACT_RELU: sn_relu_forward_f32(y, h, n); break;
+    case SN_ACT_LEAKY_RELU: sn_leaky_relu_forward_f32(y, h, n, slope); break;
+    case SN_ACT_SIGMOID: sn_sigmoid_forward_f32(y, h, n); break;
+    default: sn_tanh_forward_f32(y, h, n); break;
+    }
+}
+
+/* dx = dy * act'(h) by the element-wise kernels, given h and y = act(h) */
+static void act_backward(float *dx, const float *dy, const float *h, const float *y, int64_t n,
+                         int act, float slope)
+{
+    switch (act) {
+    case SN_ACT_RELU: sn_relu_backward_f32(dx, dy, h, n); break;
+    case SN_ACT_LEAKY_RELU: sn_leaky_relu_backward_f32(dx, dy, h, n, slope); break;
+    case SN_ACT_SIGMOID: sn_sigmoid_backward_f32(dx, dy, y, n); break;
+    default: sn_tanh_backward_f32(dx, dy, y, n); break;
+    }
+}
+
+/* The fused dense kernels (activation in the GEMM's epilogue) and the
+ * layer-by-layer kernels (GEMM, then bias, dropout mask and activation
+ * element-wise) apply the same formulas in the same order: same bits. */
+static void test_fused_matches_elementwise(void)
+{
+    const float slope = 0.1f;
+    for (int act = SN_ACT_RELU; act <= SN_ACT_TANH; ++act)
+        for (int64_t M = 3; M <= 40; M += 37) {
+            const int64_t K = 50, N = 70;
+            float *x = malloc(sizeof(float) * M * K), *W = malloc(sizeof(float) * K * N);
+            float *b = malloc(sizeof(float) * N), *y1 = malloc(sizeof(float) * M * N);
+            float *y2 = malloc(sizeof(float) * M * N), *dz = malloc(sizeof(float) * M * N);
+            float *h = malloc(sizeof(float) * M * K), *mask = malloc(sizeof(float) * M * K);
+            float *g1 = malloc(sizeof(float) * M * K), *g2 = malloc(sizeof(float) * M * K);
+            float *dW = malloc(sizeof(float) * K * N);
+            unsigned s = 11;
+            for (int64_t i = 0; i < M * K; ++i) h[i] = 8.0f * frand(&s);
+            for (int64_t i = 0; i < K * N; ++i) W[i] = frand(&s);
+            for (int64_t j = 0; j < N; ++j) b[j] = frand(&s);
+            for (int64_t i = 0; i < M * N; ++i) dz[i] = frand(&s);
+            for (int64_t i = 0; i < M * K; ++i) mask[i] = frand(&s) < 0.3f ? 0.0f : 1.25f;
+            act_forward(x, h, M * K, act, slope); /* the layer below's output */
+            /* forward: y = act(x W + b) */
+            int ok = sn_dense_forward_f32(y1, x, W, b, M, K, N, act, slope) == SN_OK;
+            sn_gemm_f32(0, 0, M, N, K, 1.0f, x, K, W, N, 0.0f, y2, N);
+            sn_bias_add_f32(y2, N, b, M, N);
+            act_forward(y2, y2, M * N, act, slope);
+            const int fwd = ok && memcmp(y1, y2, sizeof(float) * M * N) == 0;
+            /* backward: the gradient at h = act'(h) * mask * (dz W^T) */
+            ok = sn_dense_backward_f32(dW, NULL, g1, dz, x, W, x, mask, M, K, N, act, slope,
+                                       0.0f) == SN_OK;
+            sn_gemm_f32(0, 1, M, K, N, 1.0f, dz, N, W, N, 0.0f, g2, K);
+            sn_mul_f32(g2, g2, mask, M * K);
+            act_backward(g2, g2, h, x, M * K, act, slope);
+            const int bwd = ok && memcmp(g1, g2, sizeof(float) * M * K) == 0;
+            char what[96];
+            snprintf(what, sizeof what, "fused dense = element-wise kernels, act %d, %d rows: "
+                     "forward", act, (int)M);
+            check(fwd, what);
+            snprintf(what, sizeof what, "fused dense = element-wise kernels, act %d, %d rows: "
+                     "backward", act, (int)M);
+            check(bwd, what);
+            free(x);
+            free(W);
+            free(b);
+            free(y1);
+            free(y2);
+            free(dz);
+            free(h);
+            free(mask);
+            free(g1);
+            free(g2);
+            free(dW);
+        }
+}
+
 static void test_flush_to_zero(void)
 {
     float A[16], B[16], C[16];
@@ -217,6 +297,7 @@ int main(int argc, char **argv)
     test_concurrent_gemm();
     test_threads_identical();
     test_dense_epilogue();
+    test_fused_matches_elementwise();
     test_flush_to_zero();
     test_arm64_uses_neon();
     printf("%d passed, %d failed\n", passed, failed);
