@@ -1,5 +1,7 @@
 /* Activations, forward and backward side by side; the formulas themselves
- * are in sn_formulas.h. */
+ * are in sn_formulas.h. Called on their own, these kernels run in the
+ * caller's floating-point mode; the row forms at the end run inside the
+ * GEMM, with subnormals flushed (sn_fpmode.h). */
 #include <math.h>
 
 #include "scratchnet.h"

@@ -351,8 +351,10 @@ int sn_gemm_epi_f32(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, f
     if (M == 0 || N == 0) return SN_OK;
     if (ep && ep->kind == SN_EPI_NONE) ep = NULL;
     if (K == 0 || alpha == 0.0f) {
+        const unsigned fp = sn_fp_enter();
         scale_c(C, ldc, M, N, beta);
         if (ep) apply_epilogue(ep, C, ldc, 0, 0, M, N);
+        sn_fp_leave(fp);
         return SN_OK;
     }
     const sn_gemm_kernel_info *ki = sn_active_gemm_kernel();

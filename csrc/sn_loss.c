@@ -1,6 +1,8 @@
-/* Losses, the mean over the batch, forward and backward side by side.
- * Sums are accumulated in double: a batch of 60000 float terms would lose
- * digits otherwise. */
+/* Losses, forward and backward side by side: the forward kernels return the
+ * mean over the batch, sn_xent_train_f32 the sum (see scratchnet.h). Sums
+ * are accumulated in double: a batch of 60000 float terms would lose digits
+ * otherwise. These kernels run in the caller's floating-point mode (no
+ * flush of subnormals). */
 #include <math.h>
 
 #include "scratchnet.h"

@@ -1,5 +1,5 @@
 /* Optimizer updates, one pass over a parameter buffer each, following
- * torch.optim's documented algorithms (shared/REFERENCE.md). The gradient
+ * torch.optim's documented algorithms (docs/formulas.md). The gradient
  * buffer is read, never written: weight decay is added to a local copy. */
 #include <math.h>
 #include <stddef.h>

@@ -1,5 +1,5 @@
 """Optimizers with torch.optim's update rules and defaults (see
-shared/REFERENCE.md); each parameter's update is one C call over its buffer.
+docs/formulas.md); each parameter's update is one C call over its buffer.
 
 Every optimizer also takes decay=: the learning-rate decay of the "Neural
 Networks from Scratch" book, lr_t = lr / (1 + decay * (t - 1)) at step t

@@ -212,6 +212,34 @@ static void test_fused_matches_elementwise(void)
         }
 }
 
+/* SN_EINVAL comes before anything is written (scratchnet.h) */
+static int all_equal(const float *x, int n, float v)
+{
+    for (int i = 0; i < n; ++i)
+        if (x[i] != v) return 0;
+    return 1;
+}
+
+static void test_einval_leaves_outputs_untouched(void)
+{
+    float A[12], B[12], C[12], dW[12], dz[12], dzb[12], probs[12];
+    for (int i = 0; i < 12; ++i) A[i] = B[i] = dz[i] = 1.0f;
+    for (int i = 0; i < 12; ++i) C[i] = dW[i] = dzb[i] = probs[i] = 7.0f;
+    int ok = sn_gemm_f32(0, 0, 3, 4, 3, 1.0f, A, 2 /* lda < K */, B, 4, 0.0f, C, 4) ==
+             SN_EINVAL;
+    check(ok && all_equal(C, 12, 7.0f), "gemm: SN_EINVAL leaves C untouched");
+    /* x is 3 x 3, W would be 3 x 4: missing W is found before dW is written */
+    ok = sn_dense_backward_f32(dW, NULL, dzb, dz, A, NULL, A, NULL, 3, 3, 4, SN_ACT_NONE, 0.0f,
+                               0.0f) == SN_EINVAL;
+    check(ok && all_equal(dW, 12, 7.0f) && all_equal(dzb, 12, 7.0f),
+          "dense backward: SN_EINVAL leaves dW and dz_below untouched");
+    const int64_t labels[3] = {0, 1, 4};
+    double loss = 7.0;
+    ok = sn_xent_forward_f32(&loss, probs, A, labels, 3, 4) == SN_EINVAL;
+    check(ok && loss == 7.0 && all_equal(probs, 12, 7.0f),
+          "xent forward: a bad label leaves loss and probs untouched");
+}
+
 static void test_flush_to_zero(void)
 {
     float A[16], B[16], C[16];
@@ -220,6 +248,12 @@ static void test_flush_to_zero(void)
     int zero = 1;
     for (int i = 0; i < 16; ++i) zero &= C[i] == 0.0f;
     check(zero, "gemm flushes subnormal products to zero");
+    /* K = 0: C = beta * C alone, 1e-40 flushed as well */
+    for (int i = 0; i < 16; ++i) C[i] = 1e-20f;
+    sn_gemm_f32(0, 0, 4, 4, 0, 1.0f, A, 1, B, 4, 1e-20f, C, 4);
+    zero = 1;
+    for (int i = 0; i < 16; ++i) zero &= C[i] == 0.0f;
+    check(zero, "gemm with K = 0 flushes subnormal results of beta * C to zero");
     volatile float tiny = 1e-20f;
     check(tiny * tiny != 0.0f, "the caller keeps gradual underflow");
 }
@@ -298,6 +332,7 @@ int main(int argc, char **argv)
     test_threads_identical();
     test_dense_epilogue();
     test_fused_matches_elementwise();
+    test_einval_leaves_outputs_untouched();
     test_flush_to_zero();
     test_arm64_uses_neon();
     printf("%d passed, %d failed\n", passed, failed);
