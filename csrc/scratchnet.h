@@ -4,10 +4,25 @@
  *   - float32 data, row-major matrices; every matrix comes with its leading
  *     dimension (the distance in elements between two rows).
  *   - outputs come first in argument lists, inputs after.
- *   - functions that can reject arguments return SN_OK or an SN_E* code and
- *     never exit; they leave outputs untouched on error.
- *   - no kernel allocates in its hot loop. GEMM keeps a packing workspace
- *     per calling thread that grows once and is then reused.
+ *   - functions that can fail return SN_OK or an SN_E* code and never exit.
+ *     SN_EINVAL is returned before anything is written: outputs untouched.
+ *     SN_ENONFINITE and SN_ENOMEM can come after outputs were written: each
+ *     function below says what it leaves. sn_mlp_train_f32 goes batch by
+ *     batch: an error in one (SN_EINVAL for a bad label included) leaves the
+ *     parameters, the optimizer state and the sums as the batches before it
+ *     made them.
+ *   - subnormals: the GEMM (so the dense kernels and the GEMM epilogue), the
+ *     optimizer steps and the MLP trainer and inference run with subnormal
+ *     numbers flushed to zero (FTZ/DAZ, sn_fpmode.h) and give the caller's
+ *     floating-point mode back on return; the element-wise, softmax, bias
+ *     and loss kernels called on their own run in the caller's mode (IEEE
+ *     gradual underflow by default). So a fused sigmoid that underflows
+ *     gives 0 where sn_sigmoid_forward_f32 gives a subnormal.
+ *   - no kernel allocates in its hot loop. GEMM keeps a small fixed pool of
+ *     packing workspaces, each lent to one call at a time, grown, never
+ *     shrunk; a call that finds all of them busy allocates its own and
+ *     frees it on return. What is kept depends on how many calls ever ran
+ *     at once, not on how many threads ever called.
  */
 #ifndef SCRATCHNET_H
 #define SCRATCHNET_H
@@ -24,6 +39,14 @@ extern "C" {
 #define SN_ENONFINITE 3  /* a result is NaN or infinite (the input or training diverged) */
 
 /* ---- run time: CPU features, kernel choice, threads (sn_runtime.c) ---- */
+
+/* Detects the CPU's ISA and reads the default thread count, once: call it
+ * before the kernels are used from several threads (the Python module calls
+ * it at import). It never overwrites a value already set. Were it not
+ * called, the first reader of a setting below calls it. The settings are
+ * atomics: any thread may read or change them while kernels run, and a
+ * kernel call reads each once, when it starts. */
+void sn_runtime_init(void);
 
 /* ISA levels of the GEMM micro-kernels, lowest first. */
 #define SN_ISA_GENERIC 0
@@ -52,7 +75,9 @@ const char *sn_compiler(void);
  * C = alpha * op(A) @ op(B) + beta * C, op(X) = X or X^T.
  * op(A) is M x K, op(B) is K x N, C is M x N.
  * A is stored M x K (lda >= K) or, when trans_a, K x M (lda >= M); likewise B.
- * beta == 0 overwrites C without reading it (NaN in C does not propagate). */
+ * beta == 0 overwrites C without reading it (NaN in C does not propagate).
+ * SN_ENOMEM if a packing workspace cannot be allocated: C untouched when the
+ * call runs in one thread, partly written when it runs in several. */
 int sn_gemm_f32(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K,
                 float alpha, const float *A, int64_t lda,
                 const float *B, int64_t ldb,
@@ -65,7 +90,9 @@ int sn_gemm_naive_f32(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K,
                       const float *B, int64_t ldb,
                       float beta, float *C, int64_t ldc);
 
-/* ---- dense layers with their activation fused (sn_dense.c) ---- */
+/* ---- dense layers with their activation fused (sn_dense.c) ----
+ * SN_EINVAL as sn_gemm_f32, or for an unknown act or a negative LeakyReLU
+ * slope; SN_ENOMEM as sn_gemm_f32 (backward: dW and db may be written). */
 #define SN_ACT_NONE 0
 #define SN_ACT_RELU 1
 #define SN_ACT_LEAKY_RELU 2  /* act_param: the negative slope, >= 0 */
@@ -125,11 +152,14 @@ int sn_dropout_forward_f32(float *y, float *mask, const float *x, int64_t n, flo
 /* dx = dy * mask */
 void sn_mul_f32(float *z, const float *x, const float *y, int64_t n);
 
-/* ---- losses (sn_loss.c): the mean over the batch ---- */
+/* ---- losses (sn_loss.c) ----
+ * The *_forward kernels return the mean over the batch, sn_xent_train_f32
+ * the sum. SN_EINVAL (M, N or n < 1, a label outside [0, N)) leaves every
+ * output untouched; SN_ENONFINITE comes after the outputs were written
+ * (probs, dz, and *loss, which holds the NaN or inf). */
 /* Softmax cross-entropy from logits z (M x N) and integer labels:
  * lse_i = m_i + log sum_j exp(z_ij - m_i), loss = mean_i (lse_i - z_i,label_i).
- * Writes the softmax to probs for the backward pass. SN_EINVAL on a label
- * outside [0, N), SN_ENONFINITE if the loss is not finite. */
+ * Writes the softmax to probs for the backward pass. */
 int sn_xent_forward_f32(double *loss, float *probs, const float *z, const int64_t *labels,
                         int64_t M, int64_t N);
 /* dz = (probs - onehot(labels)) * scale, scale usually 1 / M */
@@ -152,20 +182,31 @@ void sn_bce_logits_backward_f32(float *dz, const float *z, const float *t, int64
                                 float scale);
 
 /* Training form of softmax cross-entropy with integer labels, one pass:
- * loss as sn_xent_forward_f32, dz = (softmax(z) - onehot) * scale, and the
- * number of rows whose largest logit is the label's. */
+ * loss = sum_i (lse_i - z_i,label_i), the SUM over the M rows (a caller
+ * adding batches divides once, by the number of samples), dz = (softmax(z)
+ * - onehot) * scale, and correct = the number of rows whose largest logit
+ * is the label's. */
 int sn_xent_train_f32(double *loss, int64_t *correct, float *dz, const float *z,
                       const int64_t *labels, int64_t M, int64_t N, float scale);
 
 /* ---- optimizers (sn_optim.c): one pass over a parameter buffer ----
  * The rules of torch.optim; g is never modified (weight decay is added to a
- * local copy). See shared/REFERENCE.md. */
+ * local copy). See docs/formulas.md. */
+
+/* The learning rate after steps_taken steps of decay d: lr / (1 + d steps_taken).
+ * Both decays of the library are this formula: every optimizer's decay=
+ * (lr_t = lr / (1 + decay (t - 1)) at step t, counting from 1) and
+ * AdaGrad's lr_decay (clr = lr / (1 + (t - 1) lr_decay)). The C trainer and
+ * the Python optimizers both call it, in double, so they get the same bits
+ * (Python's float is a double). */
+double sn_decayed_lr(double lr, double decay, int64_t steps_taken);
+
 /* b <- g (first step) or mu b + (1 - dampening) g; g <- g + mu b (nesterov) or b;
  * p <- p - lr g. buf is unused when momentum == 0. */
 void sn_sgd_step_f32(float *p, float *buf, const float *g, int64_t n, float lr,
                      float momentum, float dampening, int nesterov, float weight_decay,
                      int first_step);
-/* s <- s + g^2; p <- p - clr g / (sqrt(s) + eps), clr = lr / (1 + (t - 1) lr_decay) */
+/* s <- s + g^2; p <- p - clr g / (sqrt(s) + eps), clr = sn_decayed_lr(lr, lr_decay, t - 1) */
 void sn_adagrad_step_f32(float *p, float *sum, const float *g, int64_t n, float clr,
                          float eps, float weight_decay);
 /* v <- alpha v + (1 - alpha) g^2; centered: a <- alpha a + (1 - alpha) g, v~ = v - a^2;
@@ -189,14 +230,14 @@ void sn_adam_step_f32(float *p, float *m, float *v, const float *g, int64_t n, f
 
 typedef struct {
     int kind;                 /* SN_OPT_* */
-    float lr;                 /* the group's lr (schedules set it between epochs) */
-    float decay;              /* lr_t = lr / (1 + decay * iterations) */
+    double lr;                /* the group's lr (schedules set it between epochs) */
+    double decay;             /* lr_t = sn_decayed_lr(lr, decay, iterations) */
     float weight_decay;
     float momentum, dampening; int nesterov;   /* SGD (momentum also RMSProp) */
     float alpha; int centered;                 /* RMSProp */
     float beta1, beta2;                        /* Adam, AdamW */
     float eps;                                 /* AdaGrad, RMSProp, Adam */
-    float lr_decay;                            /* AdaGrad */
+    double lr_decay;                           /* AdaGrad: sn_decayed_lr(lr_t, lr_decay, step) */
     int64_t iterations;       /* steps taken so far: advanced by sn_optim_step_all */
     int64_t step;             /* per-parameter steps so far (all parameters in step) */
 } sn_optim_cfg;

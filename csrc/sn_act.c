@@ -1,46 +1,42 @@
-/* Activations, forward and backward side by side. */
+/* Activations, forward and backward side by side; the formulas themselves
+ * are in sn_formulas.h. Called on their own, these kernels run in the
+ * caller's floating-point mode; the row forms at the end run inside the
+ * GEMM, with subnormals flushed (sn_fpmode.h). */
 #include <math.h>
 
 #include "scratchnet.h"
+#include "sn_formulas.h"
 #include "sn_internal.h"
 
 void sn_relu_forward_f32(float *y, const float *x, int64_t n)
 {
-    for (int64_t i = 0; i < n; ++i) y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+    for (int64_t i = 0; i < n; ++i) y[i] = sn_relu(x[i]);
 }
 
 void sn_relu_backward_f32(float *dx, const float *dy, const float *x, int64_t n)
 {
-    for (int64_t i = 0; i < n; ++i) dx[i] = x[i] > 0.0f ? dy[i] : 0.0f;
+    for (int64_t i = 0; i < n; ++i) dx[i] = sn_relu_grad(dy[i], x[i]);
 }
 
 void sn_leaky_relu_forward_f32(float *y, const float *x, int64_t n, float slope)
 {
-    for (int64_t i = 0; i < n; ++i) y[i] = x[i] > 0.0f ? x[i] : slope * x[i];
+    for (int64_t i = 0; i < n; ++i) y[i] = sn_leaky_relu(x[i], slope);
 }
 
 void sn_leaky_relu_backward_f32(float *dx, const float *dy, const float *x, int64_t n,
                                 float slope)
 {
-    for (int64_t i = 0; i < n; ++i) dx[i] = x[i] > 0.0f ? dy[i] : slope * dy[i];
+    for (int64_t i = 0; i < n; ++i) dx[i] = sn_leaky_relu_grad(dy[i], x[i], slope);
 }
 
-/* Written so exp never overflows: for x < 0, 1/(1+e^-x) = e^x / (1 + e^x). */
 void sn_sigmoid_forward_f32(float *y, const float *x, int64_t n)
 {
-    for (int64_t i = 0; i < n; ++i) {
-        if (x[i] >= 0.0f) {
-            y[i] = 1.0f / (1.0f + expf(-x[i]));
-        } else {
-            const float e = expf(x[i]);
-            y[i] = e / (1.0f + e);
-        }
-    }
+    for (int64_t i = 0; i < n; ++i) y[i] = sn_sigmoid(x[i]);
 }
 
 void sn_sigmoid_backward_f32(float *dx, const float *dy, const float *y, int64_t n)
 {
-    for (int64_t i = 0; i < n; ++i) dx[i] = dy[i] * y[i] * (1.0f - y[i]);
+    for (int64_t i = 0; i < n; ++i) dx[i] = sn_sigmoid_grad(dy[i], y[i]);
 }
 
 void sn_tanh_forward_f32(float *y, const float *x, int64_t n)
@@ -50,7 +46,7 @@ void sn_tanh_forward_f32(float *y, const float *x, int64_t n)
 
 void sn_tanh_backward_f32(float *dx, const float *dy, const float *y, int64_t n)
 {
-    for (int64_t i = 0; i < n; ++i) dx[i] = dy[i] * (1.0f - y[i] * y[i]);
+    for (int64_t i = 0; i < n; ++i) dx[i] = sn_tanh_grad(dy[i], y[i]);
 }
 
 /* Softmax of one row into p; returns lse = m + log sum exp(z - m), the
@@ -118,13 +114,6 @@ void sn_mul_f32(float *z, const float *x, const float *y, int64_t n)
 
 /* ---- fused forms, used by the GEMM epilogue and the dense layer ---- */
 
-static inline float sigmoid1(float x)
-{
-    if (x >= 0.0f) return 1.0f / (1.0f + expf(-x));
-    const float e = expf(x);
-    return e / (1.0f + e);
-}
-
 void sn_act_rows_f32(float *c, int64_t ldc, int64_t rows, int64_t cols, const float *bias,
                      int act, float act_param)
 {
@@ -134,13 +123,13 @@ void sn_act_rows_f32(float *c, int64_t ldc, int64_t rows, int64_t cols, const fl
             for (int64_t j = 0; j < cols; ++j) ci[j] += bias[j];
         switch (act) {
         case SN_ACT_RELU:
-            for (int64_t j = 0; j < cols; ++j) ci[j] = ci[j] > 0.0f ? ci[j] : 0.0f;
+            for (int64_t j = 0; j < cols; ++j) ci[j] = sn_relu(ci[j]);
             break;
         case SN_ACT_LEAKY_RELU:
-            for (int64_t j = 0; j < cols; ++j) ci[j] = ci[j] > 0.0f ? ci[j] : act_param * ci[j];
+            for (int64_t j = 0; j < cols; ++j) ci[j] = sn_leaky_relu(ci[j], act_param);
             break;
         case SN_ACT_SIGMOID:
-            for (int64_t j = 0; j < cols; ++j) ci[j] = sigmoid1(ci[j]);
+            for (int64_t j = 0; j < cols; ++j) ci[j] = sn_sigmoid(ci[j]);
             break;
         case SN_ACT_TANH:
             for (int64_t j = 0; j < cols; ++j) ci[j] = tanhf(ci[j]);
@@ -151,9 +140,8 @@ void sn_act_rows_f32(float *c, int64_t ldc, int64_t rows, int64_t cols, const fl
     }
 }
 
-/* act'(x) written with the output y = act(x): ReLU (y > 0); LeakyReLU with a
- * positive slope 1 or slope (y keeps the sign of x); sigmoid y (1 - y);
- * tanh 1 - y^2. */
+/* c = c * act'(x), with act' written with the output y = act(x) (see
+ * sn_formulas.h). */
 void sn_dact_rows_f32(float *c, int64_t ldc, int64_t rows, int64_t cols, const float *y,
                       const float *mask, int64_t ldy, int act, float act_param)
 {
@@ -166,16 +154,17 @@ void sn_dact_rows_f32(float *c, int64_t ldc, int64_t rows, int64_t cols, const f
         }
         switch (act) {
         case SN_ACT_RELU:
-            for (int64_t j = 0; j < cols; ++j) ci[j] = yi[j] > 0.0f ? ci[j] : 0.0f;
+            for (int64_t j = 0; j < cols; ++j) ci[j] = sn_relu_grad(ci[j], yi[j]);
             break;
         case SN_ACT_LEAKY_RELU:
-            for (int64_t j = 0; j < cols; ++j) ci[j] = yi[j] > 0.0f ? ci[j] : act_param * ci[j];
+            for (int64_t j = 0; j < cols; ++j)
+                ci[j] = sn_leaky_relu_grad(ci[j], yi[j], act_param);
             break;
         case SN_ACT_SIGMOID:
-            for (int64_t j = 0; j < cols; ++j) ci[j] *= yi[j] * (1.0f - yi[j]);
+            for (int64_t j = 0; j < cols; ++j) ci[j] = sn_sigmoid_grad(ci[j], yi[j]);
             break;
         case SN_ACT_TANH:
-            for (int64_t j = 0; j < cols; ++j) ci[j] *= 1.0f - yi[j] * yi[j];
+            for (int64_t j = 0; j < cols; ++j) ci[j] = sn_tanh_grad(ci[j], yi[j]);
             break;
         default:
             break;

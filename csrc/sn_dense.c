@@ -25,6 +25,8 @@ int sn_dense_backward_f32(float *dW, float *db, float *dz_below, const float *dz
                           float beta)
 {
     if (!act_ok(act_below, act_param)) return SN_EINVAL;
+    /* W is read by the second GEMM only: check it before the first writes */
+    if (dz_below && !W && M > 0 && K > 0 && N > 0) return SN_EINVAL;
     /* dW = x_in^T @ dz  (K x N) */
     int status = sn_gemm_f32(1, 0, K, N, M, 1.0f, x_in, K, dz, N, beta, dW, N);
     if (status != SN_OK) return status;

@@ -4,10 +4,15 @@
  * few epochs a fair share of a network's weights, gradients and optimizer
  * state are subnormal and a training step can run several times slower.
  * Flushing them to zero changes no result that matters at float32 precision.
- * Every kernel that does arithmetic on such data wraps its body in
+ * The kernels that run over weights, gradients and optimizer state, in the
+ * hot loop of training, wrap their body in
  *     unsigned saved = sn_fp_enter(); ... sn_fp_leave(saved);
  * in each thread that computes (OpenMP workers included), so the caller's
- * own floating-point mode is restored on return. */
+ * own floating-point mode is restored on return: the GEMM with its
+ * epilogue (sn_gemm.c, so the dense kernels), the optimizer steps
+ * (sn_optim.c) and the MLP trainer and inference (sn_mlp.c, so everything
+ * they call). The element-wise activations, softmax, dropout, bias and
+ * loss kernels do not: called on their own they run in the caller's mode. */
 #ifndef SN_FPMODE_H
 #define SN_FPMODE_H
 

@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "scratchnet.h"
+#include "sn_atomic.h"
 #include "sn_fpmode.h"
 #include "sn_internal.h"
 
@@ -26,7 +27,17 @@
 #define SN_THREAD_LOCAL _Thread_local
 #endif
 
-/* ---- packing workspace: one per calling thread, grown, never shrunk ---- */
+/* ---- packing workspaces ----
+ * A fixed pool of slots, each a pair of buffers (panels of A, panels of B)
+ * that grows and is never shrunk. One call of gemm_blocked takes a free
+ * slot with a compare-and-swap on its flag and gives it back on return; if
+ * every slot is busy, it allocates for that call alone and frees after.
+ * So the memory kept is bounded by the number of calls that ever ran at
+ * once, not by the number of threads that ever called: a buffer per thread
+ * (thread-local) would be left behind by every thread that exits, the
+ * short-lived threads of a Python thread pool included. A thread tries the
+ * slot it had last time first, so its buffers stay in its own core's cache
+ * in the steady state. */
 
 typedef struct {
     void *raw;     /* what malloc returned */
@@ -34,7 +45,31 @@ typedef struct {
     size_t cap;    /* floats available at data */
 } sn_buffer;
 
-static SN_THREAD_LOCAL sn_buffer g_pack_a, g_pack_b;
+#define SN_PACK_SLOTS 64
+
+typedef union {
+    struct {
+        sn_atomic_int busy; /* 1 while a call owns the buffers */
+        sn_buffer a, b;
+    } s;
+    char line[64]; /* one cache line per slot: no false sharing of the flags */
+} sn_pack_slot;
+
+static sn_pack_slot g_slots[SN_PACK_SLOTS];
+static SN_THREAD_LOCAL int g_slot_hint; /* the slot this thread took last */
+
+/* The index of a slot now owned by the caller, or -1 if all are busy. */
+static int slot_take(void)
+{
+    const int hint = g_slot_hint;
+    if (sn_atomic_cas(&g_slots[hint].s.busy, 0, 1)) return hint;
+    for (int i = 0; i < SN_PACK_SLOTS; ++i)
+        if (sn_atomic_load(&g_slots[i].s.busy) == 0 && sn_atomic_cas(&g_slots[i].s.busy, 0, 1)) {
+            g_slot_hint = i;
+            return i;
+        }
+    return -1;
+}
 
 static float *buffer_reserve(sn_buffer *buf, size_t n)
 {
@@ -155,9 +190,6 @@ int sn_gemm_naive_f32(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K,
 
 /* ---- the fast path ---- */
 
-
-/* The blocked loop nest on one sub-problem, in the calling thread, with that
- * thread's packing buffers. Returns SN_ENOMEM if they cannot grow. */
 static void apply_epilogue(const sn_epilogue *ep, float *c, int64_t ldc, int64_t i0,
                            int64_t j0, int64_t rows, int64_t cols)
 {
@@ -170,19 +202,17 @@ static void apply_epilogue(const sn_epilogue *ep, float *c, int64_t ldc, int64_t
                          ep->act_param);
 }
 
-static int gemm_blocked(const sn_gemm_kernel_info *ki, int trans_a, int trans_b, int64_t M,
-                        int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
-                        const float *B, int64_t ldb, float beta, float *C, int64_t ldc,
-                        const sn_epilogue *ep)
+/* The blocked loop nest on one sub-problem, in the calling thread, packing
+ * into pa (MC x kc) and pb (kc x NC), rounded up to whole panels. */
+static void gemm_loops(const sn_gemm_kernel_info *ki, int trans_a, int trans_b, int64_t M,
+                       int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
+                       const float *B, int64_t ldb, float beta, float *C, int64_t ldc,
+                       const sn_epilogue *ep, float *pa, float *pb)
 {
     const int mr = ki->mr, nr = ki->nr;
     const int64_t KC = ki->kc;
     const int64_t MC = M < ki->mc ? M : ki->mc;
     const int64_t NC = N < ki->nc ? N : ki->nc;
-    const int64_t kc_max = K < KC ? K : KC;
-    float *pa = buffer_reserve(&g_pack_a, (size_t)(((MC + mr - 1) / mr) * mr * kc_max));
-    float *pb = buffer_reserve(&g_pack_b, (size_t)(((NC + nr - 1) / nr) * nr * kc_max));
-    if (!pa || !pb) return SN_ENOMEM;
     float tile[SN_MAX_MR * SN_MAX_NR];
     /* Reading panels in place saves a copy when the whole of op(A) fits in
      * one mc block (small problems, where the copy is a large share). */
@@ -245,7 +275,35 @@ static int gemm_blocked(const sn_gemm_kernel_info *ki, int trans_a, int trans_b,
             }
         }
     }
-    return SN_OK;
+}
+
+/* gemm_loops with packing buffers from the pool (or, all slots busy, this
+ * call's own). Returns SN_ENOMEM if they cannot grow; C is then untouched. */
+static int gemm_blocked(const sn_gemm_kernel_info *ki, int trans_a, int trans_b, int64_t M,
+                        int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
+                        const float *B, int64_t ldb, float beta, float *C, int64_t ldc,
+                        const sn_epilogue *ep)
+{
+    const int mr = ki->mr, nr = ki->nr;
+    const int64_t MC = M < ki->mc ? M : ki->mc;
+    const int64_t NC = N < ki->nc ? N : ki->nc;
+    const int64_t kc_max = K < ki->kc ? K : ki->kc;
+    const int slot = slot_take();
+    sn_buffer own_a = {NULL, NULL, 0}, own_b = {NULL, NULL, 0};
+    sn_buffer *buf_a = slot >= 0 ? &g_slots[slot].s.a : &own_a;
+    sn_buffer *buf_b = slot >= 0 ? &g_slots[slot].s.b : &own_b;
+    float *pa = buffer_reserve(buf_a, (size_t)(((MC + mr - 1) / mr) * mr * kc_max));
+    float *pb = buffer_reserve(buf_b, (size_t)(((NC + nr - 1) / nr) * nr * kc_max));
+    if (pa && pb)
+        gemm_loops(ki, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, ep, pa,
+                   pb);
+    if (slot >= 0) {
+        sn_atomic_release(&g_slots[slot].s.busy);
+    } else {
+        free(own_a.raw);
+        free(own_b.raw);
+    }
+    return pa && pb ? SN_OK : SN_ENOMEM;
 }
 
 int sn_gemm_f32(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha,
@@ -293,8 +351,10 @@ int sn_gemm_epi_f32(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, f
     if (M == 0 || N == 0) return SN_OK;
     if (ep && ep->kind == SN_EPI_NONE) ep = NULL;
     if (K == 0 || alpha == 0.0f) {
+        const unsigned fp = sn_fp_enter();
         scale_c(C, ldc, M, N, beta);
         if (ep) apply_epilogue(ep, C, ldc, 0, 0, M, N);
+        sn_fp_leave(fp);
         return SN_OK;
     }
     const sn_gemm_kernel_info *ki = sn_active_gemm_kernel();

@@ -1,9 +1,12 @@
-/* Losses, the mean over the batch, forward and backward side by side.
- * Sums are accumulated in double: a batch of 60000 float terms would lose
- * digits otherwise. */
+/* Losses, forward and backward side by side: the forward kernels return the
+ * mean over the batch, sn_xent_train_f32 the sum (see scratchnet.h). Sums
+ * are accumulated in double: a batch of 60000 float terms would lose digits
+ * otherwise. These kernels run in the caller's floating-point mode (no
+ * flush of subnormals). */
 #include <math.h>
 
 #include "scratchnet.h"
+#include "sn_formulas.h"
 #include "sn_internal.h"
 
 int sn_xent_forward_f32(double *loss, float *probs, const float *z, const int64_t *labels,
@@ -88,16 +91,7 @@ int sn_bce_logits_forward_f32(double *loss, const float *z, const float *t, int6
 void sn_bce_logits_backward_f32(float *dz, const float *z, const float *t, int64_t n,
                                 float scale)
 {
-    for (int64_t i = 0; i < n; ++i) {
-        float s;
-        if (z[i] >= 0.0f) {
-            s = 1.0f / (1.0f + expf(-z[i]));
-        } else {
-            const float e = expf(z[i]);
-            s = e / (1.0f + e);
-        }
-        dz[i] = (s - t[i]) * scale;
-    }
+    for (int64_t i = 0; i < n; ++i) dz[i] = (sn_sigmoid(z[i]) - t[i]) * scale;
 }
 
 int sn_xent_train_f32(double *loss, int64_t *correct, float *dz, const float *z,

@@ -1,5 +1,5 @@
 /* Optimizer updates, one pass over a parameter buffer each, following
- * torch.optim's documented algorithms (shared/REFERENCE.md). The gradient
+ * torch.optim's documented algorithms (docs/formulas.md). The gradient
  * buffer is read, never written: weight decay is added to a local copy. */
 #include <math.h>
 #include <stddef.h>
@@ -7,6 +7,15 @@
 #include "scratchnet.h"
 #include "sn_fpmode.h"
 #include "sn_internal.h"
+
+double sn_decayed_lr(double lr, double decay, int64_t steps_taken)
+{
+    /* two statements: a compiler that contracts a * b + c within one
+     * expression (clang's default) would make an FMA, which rounds once and
+     * can differ from Python's lr / (1 + decay * steps) in the last bit */
+    const double d = decay * (double)steps_taken;
+    return lr / (1.0 + d);
+}
 
 void sn_sgd_step_f32(float *p, float *buf, const float *g, int64_t n, float lr, float momentum,
                      float dampening, int nesterov, float weight_decay, int first_step)
@@ -88,8 +97,9 @@ void sn_adam_step_f32(float *p, float *m, float *v, const float *g, int64_t n, f
  * is paid back, small enough to split a 100k-weight layer. */
 #define SN_OPTIM_CHUNK 16384
 
+/* lr: the step's decayed learning rate; clr: AdaGrad's, decayed again */
 static void step_chunk(const sn_optim_cfg *c, const sn_param *q, int64_t lo, int64_t hi,
-                       float lr, int first)
+                       float lr, float clr, int first)
 {
     float *p = q->p + lo, *s0 = q->state[0], *s1 = q->state[1], *s2 = q->state[2];
     const float *g = q->g + lo;
@@ -103,8 +113,7 @@ static void step_chunk(const sn_optim_cfg *c, const sn_param *q, int64_t lo, int
                         c->weight_decay, first);
         break;
     case SN_OPT_ADAGRAD:
-        sn_adagrad_step_f32(p, s0, g, n, lr / (1.0f + (float)c->step * c->lr_decay), c->eps,
-                            c->weight_decay);
+        sn_adagrad_step_f32(p, s0, g, n, clr, c->eps, c->weight_decay);
         break;
     case SN_OPT_RMSPROP:
         sn_rmsprop_step_f32(p, s0, s1, s2, g, n, lr, c->alpha, c->eps, c->weight_decay,
@@ -120,14 +129,17 @@ static void step_chunk(const sn_optim_cfg *c, const sn_param *q, int64_t lo, int
 int sn_optim_step_all(sn_optim_cfg *cfg, const sn_param *params, int n_params)
 {
     if (cfg->kind < SN_OPT_SGD || cfg->kind > SN_OPT_ADAMW) return SN_EINVAL;
-    const float lr = cfg->lr / (1.0f + cfg->decay * (float)cfg->iterations);
+    /* in double, rounded once to float: what the Python optimizers pass */
+    const double lr_t = sn_decayed_lr(cfg->lr, cfg->decay, cfg->iterations);
+    const float lr = (float)lr_t;
+    const float clr = (float)sn_decayed_lr(lr_t, cfg->lr_decay, cfg->step);
     const int first = cfg->step == 0;
     for (int k = 0; k < n_params; ++k) {
         const sn_param *q = &params[k];
         const int64_t chunks = (q->n + SN_OPTIM_CHUNK - 1) / SN_OPTIM_CHUNK;
         const int nthreads = chunks > 1 ? sn_parallel_threads() : 1;
         if (nthreads == 1) {
-            step_chunk(cfg, q, 0, q->n, lr, first);
+            step_chunk(cfg, q, 0, q->n, lr, clr, first);
             continue;
         }
         const double t_start = SN_NOW();
@@ -140,7 +152,7 @@ int sn_optim_step_all(sn_optim_cfg *cfg, const sn_param *params, int n_params)
             const double t0 = SN_NOW();
             const int64_t lo = ch * SN_OPTIM_CHUNK;
             const int64_t hi = lo + SN_OPTIM_CHUNK < q->n ? lo + SN_OPTIM_CHUNK : q->n;
-            step_chunk(cfg, q, lo, hi, lr, first);
+            step_chunk(cfg, q, lo, hi, lr, clr, first);
             work += SN_NOW() - t0;
         }
         sn_parallel_done(SN_NOW() - t_start, work, nthreads);

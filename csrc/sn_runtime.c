@@ -5,6 +5,7 @@
  * saves the wider registers on a context switch (XGETBV reads XCR0): a CPU
  * with AVX-512 under an OS that does not enable it must not run it. */
 #include "scratchnet.h"
+#include "sn_atomic.h"
 #include "sn_internal.h"
 
 #ifdef _OPENMP
@@ -55,36 +56,52 @@ static int detect_x86(void)
 }
 #endif
 
-static int g_best_isa = -1;
-static int g_isa = -1;
-static int g_num_threads = 0; /* 0: not set yet, use sn_max_threads() */
+/* Settings read by every kernel call, from any thread, and changed by the
+ * setters from any thread: atomics (relaxed: nothing else hangs on them).
+ * A kernel reads each once per call, so a change made during a call is seen
+ * by the next one. -1 and 0 mean "not set yet": sn_runtime_init fills them
+ * in, from compare-and-swap so that it never overwrites a value set first. */
+static sn_atomic_int g_best_isa = -1;
+static sn_atomic_int g_isa = -1;
+static sn_atomic_int g_num_threads = 0; /* 0: not set yet, use sn_max_threads() */
 
-int sn_isa_best(void)
+void sn_runtime_init(void)
 {
-    if (g_best_isa < 0) {
+    if (sn_atomic_load(&g_best_isa) < 0) {
 #ifdef SN_X86_64
-        g_best_isa = detect_x86();
+        sn_atomic_cas(&g_best_isa, -1, detect_x86());
 #else
-        g_best_isa = SN_ISA_GENERIC;
+        sn_atomic_cas(&g_best_isa, -1, SN_ISA_GENERIC);
 #endif
     }
-    return g_best_isa;
+    sn_atomic_cas(&g_isa, -1, sn_atomic_load(&g_best_isa));
+    sn_atomic_cas(&g_num_threads, 0, sn_max_threads());
 }
+
+/* A setting, after sn_runtime_init if the program has not called it (a C
+ * program may not: the Python module does at import). */
+static int setting(sn_atomic_int *v, int unset)
+{
+    int value = sn_atomic_load(v);
+    if (value == unset) {
+        sn_runtime_init();
+        value = sn_atomic_load(v);
+    }
+    return value;
+}
+
+int sn_isa_best(void) { return setting(&g_best_isa, -1); }
 
 int sn_isa_supported(int isa) { return isa >= SN_ISA_GENERIC && isa <= sn_isa_best(); }
 
 int sn_set_isa(int isa)
 {
     if (!sn_isa_supported(isa)) return SN_EINVAL;
-    g_isa = isa;
+    sn_atomic_store(&g_isa, isa);
     return SN_OK;
 }
 
-int sn_get_isa(void)
-{
-    if (g_isa < 0) g_isa = sn_isa_best();
-    return g_isa;
-}
+int sn_get_isa(void) { return setting(&g_isa, -1); }
 
 const char *sn_isa_name(int isa)
 {
@@ -155,13 +172,9 @@ int sn_max_threads(void)
 #endif
 }
 
-void sn_set_num_threads(int n) { g_num_threads = n < 1 ? 1 : n; }
+void sn_set_num_threads(int n) { sn_atomic_store(&g_num_threads, n < 1 ? 1 : n); }
 
-int sn_get_num_threads(void)
-{
-    if (g_num_threads == 0) g_num_threads = sn_max_threads();
-    return g_num_threads;
-}
+int sn_get_num_threads(void) { return setting(&g_num_threads, 0); }
 
 /* ---- back-off under contention ----
  * A parallel region ends when every thread of the team has arrived. If the
@@ -172,29 +185,32 @@ int sn_get_num_threads(void)
  * what is left is the wait at the end. When a region's wall time is far
  * above what its work needed spread over the team, the next regions run in
  * the calling thread alone for a while (longer after each repeat), then
- * threads are tried again. The thread count never changes a result. */
-static int g_serial_left = 0;   /* regions still to run serially */
-static int g_backoff = 16;      /* the length of the next back-off */
+ * threads are tried again. The thread count never changes a result.
+ * Calls from several threads share the two counters (atomics, relaxed): a
+ * lost update only makes a back-off a little longer or shorter. */
+static sn_atomic_int g_serial_left = 0;   /* regions still to run serially */
+static sn_atomic_int g_backoff = 16;      /* the length of the next back-off */
 
 int sn_parallel_threads(void)
 {
-    if (g_serial_left > 0) {
-        --g_serial_left;
+    /* decremented only when seen positive, so racing callers take it below
+     * 0 by at most their number, and it never wraps around */
+    if (sn_atomic_load(&g_serial_left) > 0 && sn_atomic_fetch_sub(&g_serial_left, 1) > 0)
         return 1;
-    }
     return sn_get_num_threads();
 }
 
 void sn_parallel_done(double wall, double work, int nthreads)
 {
     if (nthreads < 2) return;
+    const int backoff = sn_atomic_load(&g_backoff);
     /* a thread the OS has descheduled costs a time slice (milliseconds);
      * waking one that slept costs tens of microseconds, and is no reason */
     if (wall > 2.0 * work / nthreads + 250e-6) {
-        g_serial_left = g_backoff;
-        if (g_backoff < 4096) g_backoff *= 2;
-    } else if (g_backoff > 16) {
-        g_backoff /= 2;
+        sn_atomic_store(&g_serial_left, backoff);
+        if (backoff < 4096) sn_atomic_store(&g_backoff, 2 * backoff);
+    } else if (backoff > 16) {
+        sn_atomic_store(&g_backoff, backoff / 2);
     }
 }
 

@@ -11,6 +11,7 @@ cdef extern from "scratchnet.h" nogil:
     int SN_ISA_AVX2
     int SN_ISA_AVX512
 
+    void sn_runtime_init()
     int sn_isa_supported(int isa)
     int sn_isa_best()
     int sn_set_isa(int isa)
@@ -65,6 +66,7 @@ cdef extern from "scratchnet.h" nogil:
     void sn_bce_logits_backward_f32(float *dz, const float *z, const float *t, int64_t n,
                                     float scale)
 
+    double sn_decayed_lr(double lr, double decay, int64_t steps_taken)
     void sn_sgd_step_f32(float *p, float *buf, const float *g, int64_t n, float lr,
                          float momentum, float dampening, int nesterov, float weight_decay,
                          int first_step)
@@ -101,11 +103,13 @@ cdef extern from "scratchnet.h" nogil:
 
     ctypedef struct sn_optim_cfg:
         int kind
-        float lr, decay, weight_decay, momentum, dampening
+        double lr, decay
+        float weight_decay, momentum, dampening
         int nesterov
         float alpha
         int centered
-        float beta1, beta2, eps, lr_decay
+        float beta1, beta2, eps
+        double lr_decay
         int64_t iterations, step
 
     ctypedef struct sn_param:

@@ -16,6 +16,9 @@ from libc.stdint cimport int64_t, uint64_t
 from scratchnet._core cimport *
 
 cnp.import_array()
+# the CPU's ISA and the default thread count, detected once, here, so that no
+# kernel call writes them later (any thread may call kernels)
+sn_runtime_init()
 
 
 cdef int _check(int status, str op) except -1:

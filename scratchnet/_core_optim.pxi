@@ -10,6 +10,15 @@ cdef float *_state_ptr(buf, str op, str name, Py_ssize_t n) except? NULL:
     return &v[0] if n > 0 else NULL
 
 
+def decayed_lr(double lr, double decay, int64_t steps_taken):
+    """lr / (1 + decay * steps_taken), in double: the learning rate after
+    steps_taken steps of decay (optimizers' decay=, AdaGrad's lr_decay). The
+    C trainer uses the same function, so both paths get the same bits."""
+    if steps_taken < 0:
+        raise ValueError(f"decayed_lr: steps_taken must be >= 0, got {steps_taken}")
+    return sn_decayed_lr(lr, decay, steps_taken)
+
+
 def sgd_step(p, g, buf, float lr, float momentum=0.0, float dampening=0.0,
              bint nesterov=False, float weight_decay=0.0, bint first_step=False):
     cdef float[::1] pv = _flat(p, "sgd_step", "param", True)

@@ -1,5 +1,5 @@
 """Optimizers with torch.optim's update rules and defaults (see
-shared/REFERENCE.md); each parameter's update is one C call over its buffer.
+docs/formulas.md); each parameter's update is one C call over its buffer.
 
 Every optimizer also takes decay=: the learning-rate decay of the "Neural
 Networks from Scratch" book, lr_t = lr / (1 + decay * (t - 1)) at step t
@@ -81,7 +81,7 @@ class Optimizer:
     def current_lr(self, group=None):
         """The learning rate the next step uses, decay included."""
         group = group or self.param_groups[0]
-        return group["lr"] / (1.0 + group["decay"] * self.iterations)
+        return _core.decayed_lr(group["lr"], group["decay"], self.iterations)
 
     def step(self):
         """Update every parameter from its .grad."""
@@ -183,7 +183,7 @@ class AdaGrad(Optimizer):
             state["sum"] = np.full_like(p.data, group["initial_accumulator_value"])
             state["step"] = 0
         state["step"] += 1
-        clr = lr / (1.0 + (state["step"] - 1) * group["lr_decay"])
+        clr = _core.decayed_lr(lr, group["lr_decay"], state["step"] - 1)
         _core.adagrad_step(p.data, g, state["sum"], clr, group["eps"], group["weight_decay"])
 
 

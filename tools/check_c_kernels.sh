@@ -4,6 +4,9 @@
 # code paths (FPCR flush-to-zero, the portable kernel as NEON) are checked on
 # this x86-64 machine. With --install, fetches the cross tools with apt when
 # they are missing; without them the arm64 part is reported as skipped.
+# Last, the several-threads test (`sn_test threads`) runs under gcc's
+# ThreadSanitizer, built without OpenMP: libgomp is not instrumented, so its
+# own synchronisation would be reported as races. Every data race fails it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out="$(mktemp -d)"
@@ -25,4 +28,14 @@ if command -v aarch64-linux-gnu-gcc >/dev/null && command -v qemu-aarch64 >/dev/
   qemu-aarch64 "$out/sn_test_arm64"
 else
   echo "== arm64: SKIPPED (no aarch64-linux-gnu-gcc / qemu-aarch64; run with --install)"
+fi
+
+echo "== native, ThreadSanitizer (serial kernels, several calling threads)"
+tsan_flags=(-O1 -g -std=c11 -fno-math-errno -fsanitize=thread -Wall -Wno-unknown-pragmas -Icsrc)
+if echo 'int main(void){return 0;}' | gcc -fsanitize=thread -x c - -o "$out/tsan_probe" 2>/dev/null; then
+  gcc "${tsan_flags[@]}" "${sources[@]}" -lm -pthread -o "$out/sn_test_tsan"
+  # halt_on_error: the first race ends the run with exit code 66
+  TSAN_OPTIONS="halt_on_error=1 exitcode=66" "$out/sn_test_tsan" threads
+else
+  echo "== ThreadSanitizer: SKIPPED (gcc cannot link -fsanitize=thread here)"
 fi

@@ -1,0 +1,44 @@
+/* Internal: the element-wise formulas of the activations, written once and
+ * used by every kernel that applies them: the element-wise kernels and the
+ * GEMM epilogue's rows (sn_act.c), and the loss gradients (sn_loss.c). So
+ * the layer-by-layer path and the fused path compute the same bits.
+ *
+ * The derivatives take x or y = act(x) alike where the sign is all they
+ * need: ReLU and LeakyReLU (slope >= 0) keep the sign of x, and y > 0
+ * exactly when x > 0. See docs/formulas.md. */
+#ifndef SN_FORMULAS_H
+#define SN_FORMULAS_H
+
+#include <math.h>
+
+/* max(0, x) */
+static inline float sn_relu(float x) { return x > 0.0f ? x : 0.0f; }
+
+/* dy * relu'(x): dy if x > 0, else 0 */
+static inline float sn_relu_grad(float dy, float x) { return x > 0.0f ? dy : 0.0f; }
+
+/* x if x > 0, else slope * x */
+static inline float sn_leaky_relu(float x, float slope) { return x > 0.0f ? x : slope * x; }
+
+/* dy * leaky_relu'(x): dy if x > 0, else slope * dy */
+static inline float sn_leaky_relu_grad(float dy, float x, float slope)
+{
+    return x > 0.0f ? dy : slope * dy;
+}
+
+/* 1 / (1 + e^-x), written so exp never overflows: for x < 0 it is
+ * e^x / (1 + e^x) */
+static inline float sn_sigmoid(float x)
+{
+    if (x >= 0.0f) return 1.0f / (1.0f + expf(-x));
+    const float e = expf(x);
+    return e / (1.0f + e);
+}
+
+/* dy * sigmoid'(x), from the output y = sigmoid(x): dy * y (1 - y) */
+static inline float sn_sigmoid_grad(float dy, float y) { return dy * (y * (1.0f - y)); }
+
+/* dy * tanh'(x), from the output y = tanh(x): dy * (1 - y^2) */
+static inline float sn_tanh_grad(float dy, float y) { return dy * (1.0f - y * y); }
+
+#endif

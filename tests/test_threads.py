@@ -1,0 +1,111 @@
+"""Kernels called from many Python threads: the memory they keep does not
+grow with the number of threads that ever called them, and concurrent calls
+get the single-thread answer, bit for bit."""
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+
+import numpy as np
+import pytest
+
+from scratchnet import _core
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# Run in a fresh interpreter so its peak RSS (VmHWM) is this test's alone.
+# `work` is called once in the main thread (the warm-up: imports, first
+# workspaces), then in 200 short-lived threads, 4 alive at a time; the
+# growth of the peak RSS across those threads is printed in MB.
+GROWTH_SCRIPT = """
+import threading
+import numpy as np
+import scratchnet as sn
+from scratchnet import _core
+
+def peak_mb():
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM")
+
+{setup}
+
+work()
+before = peak_mb()
+for _ in range(50):
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+print(peak_mb() - before)
+"""
+
+GEMM_SETUP = """
+rng = np.random.default_rng(0)
+A = rng.standard_normal((256, 512), dtype=np.float32)
+B = rng.standard_normal((512, 512), dtype=np.float32)  # used transposed: packed
+
+def work():
+    _core.gemm(A, B, np.empty((256, 512), np.float32), trans_b=True)
+"""
+
+PREDICT_SETUP = """
+model = sn.Sequential(sn.Dense(784, 256), sn.ReLU(), sn.Dense(256, 10))
+X = np.random.default_rng(0).random((256, 784), dtype=np.float32)
+
+def work():
+    model.predict(X)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/status")
+@pytest.mark.parametrize("setup", [GEMM_SETUP, PREDICT_SETUP], ids=["gemm", "predict"])
+def test_memory_does_not_grow_with_the_number_of_calling_threads(setup):
+    script = GROWTH_SCRIPT.format(setup=textwrap.dedent(setup))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [ROOT, os.environ.get(
+        "PYTHONPATH")])))
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    growth = float(proc.stdout.strip().splitlines()[-1])
+    assert growth < 40, f"peak RSS grew {growth:.0f} MB over 200 short-lived threads"
+
+
+@pytest.mark.parametrize("trans_a,trans_b", [(False, False), (False, True), (True, False)])
+def test_concurrent_gemm_calls_get_the_single_thread_bits(trans_a, trans_b):
+    """6 threads, each with its own operands, all multiplying at once, several
+    times over, get what the same products computed one at a time got. The
+    shapes go parallel and pack (shared packing buffers would mix them up)."""
+    rng = np.random.default_rng(1)
+    M, N, K = 200, 300, 260
+    jobs = []
+    for _ in range(6):
+        A = rng.standard_normal((K, M) if trans_a else (M, K), dtype=np.float32)
+        B = rng.standard_normal((N, K) if trans_b else (K, N), dtype=np.float32)
+        jobs.append((A, B))
+
+    def product(A, B):
+        return _core.gemm(A, B, np.empty((M, N), np.float32), trans_a=trans_a, trans_b=trans_b)
+
+    want = [product(A, B) for A, B in jobs]
+    got = [[] for _ in jobs]
+    start = threading.Barrier(len(jobs))
+
+    def run(i):
+        start.wait()
+        for _ in range(20):
+            got[i].append(product(*jobs[i]))
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(jobs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for i, results in enumerate(got):
+        assert len(results) == 20
+        for C in results:
+            np.testing.assert_array_equal(C, want[i], err_msg=f"thread {i}")
