@@ -119,6 +119,8 @@ ext = Extension(
     "scratchnet._core",
     ["scratchnet/_core.pyx", *sorted(glob("csrc/*.c"))],
     include_dirs=["csrc", numpy.get_include()],
+    # a changed header rebuilds every source (setuptools does not track includes)
+    depends=sorted(glob("csrc/*.h")),
     define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
 )
 

@@ -65,7 +65,10 @@ const char *sn_isa_name(int isa);       /* "generic", "avx2", "avx512" */
  * unknown ISA. For tests and curious users. */
 int sn_gemm_blocking(int isa, int64_t out[7]);
 
-void sn_set_num_threads(int n);         /* n < 1 means 1 */
+/* Threads a kernel may use: n < 1 means 1, n > SN_MAX_THREADS means
+ * SN_MAX_THREADS (OpenMP runtimes crash creating tens of thousands). */
+#define SN_MAX_THREADS 1024
+void sn_set_num_threads(int n);
 int sn_get_num_threads(void);
 int sn_max_threads(void);               /* OpenMP's default, 1 without OpenMP */
 int sn_have_openmp(void);

@@ -11,8 +11,11 @@
 
 #include <math.h>
 
-/* max(0, x) */
-static inline float sn_relu(float x) { return x > 0.0f ? x : 0.0f; }
+/* max(0, x); NaN stays NaN (as in PyTorch), so a network whose weights
+ * went NaN gives NaN outputs, not answers that look real. (Written out:
+ * whether a plain x > 0 ? x : 0 keeps NaN depends on the max instruction
+ * the compiler picks.) */
+static inline float sn_relu(float x) { return x > 0.0f || x != x ? x : 0.0f; }
 
 /* dy * relu'(x): dy if x > 0, else 0 */
 static inline float sn_relu_grad(float dy, float x) { return x > 0.0f ? dy : 0.0f; }

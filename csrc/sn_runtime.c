@@ -172,7 +172,10 @@ int sn_max_threads(void)
 #endif
 }
 
-void sn_set_num_threads(int n) { sn_atomic_store(&g_num_threads, n < 1 ? 1 : n); }
+void sn_set_num_threads(int n)
+{
+    sn_atomic_store(&g_num_threads, n < 1 ? 1 : n > SN_MAX_THREADS ? SN_MAX_THREADS : n);
+}
 
 int sn_get_num_threads(void) { return setting(&g_num_threads, 0); }
 

@@ -4,6 +4,7 @@ from libc.stdint cimport int64_t, uint64_t
 
 cdef extern from "scratchnet.h" nogil:
     int SN_OK
+    int SN_MAX_THREADS
     int SN_EINVAL
     int SN_ENOMEM
     int SN_ENONFINITE

@@ -43,8 +43,9 @@ def gemm_blocking(str name):
 
 
 def set_num_threads(int n):
-    if n < 1:
-        raise ValueError(f"number of threads must be at least 1, got {n}")
+    if n < 1 or n > SN_MAX_THREADS:
+        raise ValueError(f"number of threads must be in [1, {SN_MAX_THREADS}], got {n} "
+                         f"(this machine has {sn_max_threads()} by default)")
     sn_set_num_threads(n)
 
 

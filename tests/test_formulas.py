@@ -86,3 +86,15 @@ def test_fused_fit_is_the_layer_by_layer_fit_bit_for_bit(act, opt, monkeypatch):
     slow = fit(False)
     for a, b in zip(fast.parameters(), slow.parameters()):
         np.testing.assert_array_equal(a.data, b.data, err_msg=a.name)
+
+
+def test_relu_keeps_nan_in_every_kernel():
+    """NaN in, NaN out (as PyTorch): a ReLU that turned NaN into 0 let a
+    network with NaN weights give answers that looked real."""
+    x = np.array([[np.nan, 1.0, -1.0, 0.0], [2.0, 1.0, -1.0, 0.0]], np.float32)
+    out = _core.relu_forward(x, np.empty_like(x))
+    assert np.isnan(out[0, 0]) and out[0, 1:].tolist() == [1.0, 0.0, 0.0]
+    # through the GEMM epilogue: NaN * 0 fills row 0 with NaN; row 1 is finite
+    fused = _core.dense_forward(x, np.eye(4, dtype=np.float32), np.zeros(4, np.float32),
+                                np.empty_like(x), "relu", 0.0)
+    assert np.isnan(fused[0]).all() and fused[1].tolist() == [2.0, 1.0, 0.0, 0.0]

@@ -80,3 +80,12 @@ def test_kernels_flush_subnormals_and_restore_the_callers_mode():
     # the caller's mode is back: NumPy still makes subnormals
     assert tiny * tiny != 0
     assert np.float32(1e-38) / np.float32(100) != 0
+
+
+def test_thread_counts_past_the_limit_are_refused():
+    """100000 threads crashed the OpenMP runtime (a segfault in training)."""
+    old = sn.get_num_threads()
+    for bad in (0, 100000):
+        with pytest.raises(ValueError, match=r"must be in \[1, 1024\]"):
+            sn.set_num_threads(bad)
+    assert sn.get_num_threads() == old

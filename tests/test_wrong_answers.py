@@ -236,10 +236,11 @@ def test_evaluate_from_several_threads_gives_the_single_thread_answer():
 
 # ---- found by trying it as a new user (review of this changes) ----
 
-def test_predict_refuses_outputs_that_are_not_finite():
+@pytest.mark.parametrize("layer", [0, 2])  # before the ReLU (which kept NaN as 0), the Tanh
+def test_predict_refuses_outputs_that_are_not_finite(layer):
     model = one_model()
     x = np.ones((3, 32), np.float32)
-    model.layers[2].weight[0, 0] = np.nan
+    model.layers[layer].weight[0, 0] = np.nan
     for method in (model.predict, model.predict_proba):
         with pytest.raises(ValueError, match="NaN or inf.*diverge"):
             method(x)
