@@ -1,5 +1,5 @@
 """What runs between epochs of Sequential.fit: the Callback protocol and
-EarlyStopping (Keras semantics, see shared/REFERENCE.md).
+EarlyStopping (Keras semantics, see docs/formulas.md).
 
 fit(callbacks=[...]) calls, on each callback: set_model(model) once, then
 on_train_begin(logs), on_epoch_end(epoch, logs) after every epoch (epoch

@@ -4,7 +4,7 @@ GEMM runs on every ISA this CPU supports (generic, avx2, avx512), on shapes
 around the micro-kernel tiles and the cache blocks, with leading dimensions
 larger than the row length, alpha/beta, beta = 0 over NaN, K = 0, M or N = 0,
 1 vs 2 threads, and bad arguments. The element-wise kernels and the losses are
-checked against the formulas of shared/REFERENCE.md written out in float64.
+checked against the formulas of docs/formulas.md written out in float64.
 
 GEMM tolerance: the classic forward error bound of a float32 dot product of
 length K, |fl(A B) - A B| <= gamma_K |A| |B| with gamma_K ~ K u (u = 2^-24).

@@ -59,10 +59,11 @@ def test_thread_count_from_the_environment():
     assert info["threads"] == 1
 
 
-def test_kernels_flush_subnormals_and_restore_the_callers_mode():
-    """Inside the kernels subnormal inputs count as 0 and subnormal results
-    become 0 (FTZ/DAZ); outside, NumPy in the same thread still sees IEEE
-    gradual underflow."""
+def test_gemm_flushes_subnormals_and_restores_the_callers_mode():
+    """Inside the GEMM (and what flushes with it: dense layers, the MLP, the
+    optimizer steps; not the element-wise kernels) subnormal inputs count as
+    0 and subnormal results become 0 (FTZ/DAZ); outside, NumPy in the same
+    thread still sees IEEE gradual underflow."""
     tiny = np.float32(1e-20)
     subnormal = np.float32(1e-39)
     assert subnormal != 0 and tiny * tiny != 0  # IEEE: 1e-40 is representable
