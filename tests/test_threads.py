@@ -12,7 +12,6 @@ import pytest
 
 from scratchnet import _core
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Run in a fresh interpreter so its peak RSS (VmHWM) is this test's alone.
 # `work` is called once in the main thread (the warm-up: imports, first
@@ -66,10 +65,9 @@ def work():
 @pytest.mark.parametrize("setup", [GEMM_SETUP, PREDICT_SETUP], ids=["gemm", "predict"])
 def test_memory_does_not_grow_with_the_number_of_calling_threads(setup):
     script = GROWTH_SCRIPT.format(setup=textwrap.dedent(setup))
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [ROOT, os.environ.get(
-        "PYTHONPATH")])))
+    # from the tests' folder: the installed scratchnet, not the source tree's
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          env=env, timeout=300)
+                          cwd=os.path.dirname(os.path.abspath(__file__)), timeout=300)
     assert proc.returncode == 0, proc.stderr
     growth = float(proc.stdout.strip().splitlines()[-1])
     assert growth < 40, f"peak RSS grew {growth:.0f} MB over 200 short-lived threads"
