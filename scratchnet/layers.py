@@ -45,6 +45,12 @@ class Dense(Module):
     def output_features(self, in_features):
         return self.out_features
 
+    def output_shape(self, in_shape):
+        if tuple(in_shape) != (self.in_features,):
+            raise ValueError(f"{self!r} takes ({self.in_features},) per sample, got "
+                             f"{tuple(in_shape)}")
+        return (self.out_features,)
+
     def get_config(self):
         return {"in_features": self.in_features, "out_features": self.out_features,
                 "init": self.init}
@@ -228,6 +234,9 @@ class Dropout(Module):
 
 class Flatten(Module):
     """(N, d1, d2, ...) -> (N, d1 * d2 * ...)."""
+
+    def output_shape(self, in_shape):
+        return (int(np.prod(in_shape, dtype=np.int64)),)
 
     def forward(self, x, training=False):
         x = _as_batch(x, "Flatten input")

@@ -213,6 +213,18 @@ class Module(BufferOwner):
         """Features per sample of the output for in_features of input."""
         return in_features
 
+    def output_shape(self, in_shape):
+        """The per-sample output shape (a tuple, no batch axis) for a
+        per-sample input shape; raises ValueError naming the layer and both
+        shapes when the input cannot fit. Element-wise layers keep it."""
+        return tuple(in_shape)
+
+    def buffers(self):
+        """State arrays that are not trained but are saved with the model
+        (BatchNorm's running statistics), as {name: array}; loading copies
+        into these arrays in place."""
+        return {}
+
     def __repr__(self):
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
         return f"{type(self).__name__}({args})"
