@@ -322,18 +322,19 @@ def _read_idx(path: Path, name: str, base: str) -> np.ndarray:
     return _check_idx(data, name, base, str(path))
 
 
-def _images(raw: np.ndarray) -> np.ndarray:
+def _images(raw: np.ndarray, flatten: bool) -> np.ndarray:
     # astype copies into a fresh C-contiguous buffer; dividing in place avoids a second one.
-    images = raw.reshape(len(raw), _SIDE * _SIDE).astype(np.float32)
+    shape = (len(raw), _SIDE * _SIDE) if flatten else (len(raw), 1, _SIDE, _SIDE)
+    images = raw.reshape(shape).astype(np.float32)
     images /= np.float32(255)
     return images
 
 
-def _load_files(name: str, files: dict[str, Path]):
+def _load_files(name: str, files: dict[str, Path], flatten: bool = True):
     arrays = {base: _read_idx(path, name, base) for base, path in files.items()}
     return tuple(
         (
-            _images(arrays[f"{split}-images-idx3-ubyte"]),
+            _images(arrays[f"{split}-images-idx3-ubyte"], flatten),
             arrays[f"{split}-labels-idx1-ubyte"].astype(np.int64),
         )
         for split in ("train", "t10k")
@@ -463,22 +464,26 @@ def _locate(name: str, root, allow_download: bool) -> dict[str, Path]:
     return _files_in(folder)
 
 
-def load(name: str, root: str | os.PathLike | None = None, download: bool = True):
+def load(name: str, root: str | os.PathLike | None = None, download: bool = True,
+         flatten: bool = True):
     """Load ``name`` ("mnist" or "fashion-mnist") as ``(X_train, y_train), (X_test, y_test)``.
 
-    X is float32 in [0, 1] with shape (N, 784), C-contiguous; y is int64 with shape (N,).
-    With ``root`` only that folder is used (and downloaded into, if ``download``);
-    otherwise the search path applies (see the module docstring).
+    X is float32 in [0, 1], C-contiguous, with shape (N, 784), or (N, 1, 28, 28)
+    (images, NCHW, for convolutional networks) with ``flatten=False``; y is int64
+    with shape (N,). With ``root`` only that folder is used (and downloaded into,
+    if ``download``); otherwise the search path applies (see the module docstring).
     """
     name = _canonical(name)
-    return _load_files(name, _locate(name, root, download))
+    return _load_files(name, _locate(name, root, download), flatten)
 
 
-def load_mnist(root: str | os.PathLike | None = None, download: bool = True):
+def load_mnist(root: str | os.PathLike | None = None, download: bool = True,
+               flatten: bool = True):
     """MNIST handwritten digits: 60000 training and 10000 test images."""
-    return load("mnist", root, download)
+    return load("mnist", root, download, flatten)
 
 
-def load_fashion_mnist(root: str | os.PathLike | None = None, download: bool = True):
+def load_fashion_mnist(root: str | os.PathLike | None = None, download: bool = True,
+                       flatten: bool = True):
     """Fashion-MNIST (Zalando): 60000 training and 10000 test images of clothing."""
-    return load("fashion-mnist", root, download)
+    return load("fashion-mnist", root, download, flatten)

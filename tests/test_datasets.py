@@ -495,3 +495,12 @@ def test_offline_download_fails_fast(tmp_path):
     with pytest.raises(datasets.DownloadError, match="127.0.0.1:9/train-images-idx3-ubyte.gz"):
         datasets.download("fashion-mnist", root=tmp_path / "offline", verbose=False)
     assert list((tmp_path / "offline").iterdir()) == []
+
+
+def test_images_for_convolutional_networks(mnist):
+    (X, y), (Xt, yt) = mnist
+    (Xi, yi), (Xti, yti) = datasets.load("mnist", download=False, flatten=False)
+    assert Xi.shape == (60000, 1, 28, 28) and Xti.shape == (10000, 1, 28, 28)
+    assert Xi.dtype == np.float32 and Xi.flags.c_contiguous
+    np.testing.assert_array_equal(Xi.reshape(60000, -1), X)
+    np.testing.assert_array_equal(yi, y)
