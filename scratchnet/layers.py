@@ -42,13 +42,10 @@ class Dense(Module):
     def parameters(self):
         return [self.weight, self.bias]
 
-    def output_features(self, in_features):
-        return self.out_features
-
     def output_shape(self, in_shape):
         if tuple(in_shape) != (self.in_features,):
-            raise ValueError(f"{self!r} takes ({self.in_features},) per sample, got "
-                             f"{tuple(in_shape)}")
+            raise ValueError(f"{self!r} takes {self.in_features} features per sample, got "
+                             f"shape {tuple(in_shape)}")
         return (self.out_features,)
 
     def get_config(self):
@@ -247,5 +244,46 @@ class Flatten(Module):
         return np.ascontiguousarray(dy, dtype=np.float32).reshape(self._shape)
 
 
+class Reshape(Module):
+    """(N, ...) -> (N, *shape): each sample's values in a new shape (one
+    dimension may be -1: what is left), e.g. Reshape(1, 28, 28) turns rows of
+    784 pixels into images for a convolution."""
+
+    def __init__(self, *dims, shape=None):
+        super().__init__()
+        shape = tuple(shape) if shape is not None else dims
+        if len(shape) == 1 and isinstance(shape[0], (list, tuple)):
+            shape = tuple(shape[0])
+        if not shape or any(isinstance(d, bool) or not isinstance(d, (int, np.integer))
+                            or (d < 1 and d != -1) for d in shape) or list(shape).count(-1) > 1:
+            raise ValueError(f"Reshape: the shape must be positive integers (one may be -1), "
+                             f"got {shape!r}")
+        self.shape = tuple(int(d) for d in shape)
+
+    def get_config(self):
+        return {"shape": list(self.shape)}
+
+    def __repr__(self):
+        return f"Reshape{self.shape}"
+
+    def output_shape(self, in_shape):
+        size = int(np.prod(in_shape, dtype=np.int64))
+        known = int(np.prod([d for d in self.shape if d != -1], dtype=np.int64))
+        if -1 in self.shape and size % known == 0:
+            return tuple(size // known if d == -1 else d for d in self.shape)
+        if -1 not in self.shape and known == size:
+            return self.shape
+        raise ValueError(f"{self!r} cannot hold the {size} values of a sample of shape "
+                         f"{tuple(in_shape)}")
+
+    def forward(self, x, training=False):
+        x = _as_batch(x, "Reshape input")
+        self._shape = x.shape
+        return x.reshape((x.shape[0],) + self.output_shape(x.shape[1:]))
+
+    def backward(self, dy):
+        return _as_batch(dy, "Reshape gradient").reshape(self._shape)
+
+
 LAYERS = {cls.__name__: cls for cls in
-          (Dense, ReLU, LeakyReLU, Sigmoid, Tanh, Softmax, Dropout, Flatten)}
+          (Dense, ReLU, LeakyReLU, Sigmoid, Tanh, Softmax, Dropout, Flatten, Reshape)}

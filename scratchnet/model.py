@@ -11,6 +11,8 @@ single-thread answer: the fused C network takes a workspace of its own for a
 call when another call holds the shared one; the layer-by-layer path, whose
 layers keep per-call buffers, holds the model's lock across the call. fit
 holds the lock too (inference waits for a running fit on the layer path)."""
+import functools
+import inspect
 import json
 import numbers
 import os
@@ -23,11 +25,11 @@ import numpy as np
 
 from . import _core, _fused
 from ._progress import start_epoch
-from ._validate import as_features, as_labels, positive_int
+from ._validate import as_features, as_float32, as_labels, check_finite, positive_int
 from .callbacks import CallbackList
 from .layers import LAYERS, Dense, Flatten, Sigmoid, Softmax
 from .losses import LOSSES, BinaryCrossEntropy, CrossEntropy, Loss, MSE
-from .module import Module, Parameter
+from .module import Module, Parameter, checked_state
 from .optimizers import Optimizer
 
 FORMAT_VERSION = 1
@@ -47,7 +49,8 @@ class Sequential(Module):
         self.metadata = {}  # the user's JSON-serialisable notes, saved with the model
         self._lock = threading.RLock()
         self._name_parameters()
-        self._check_features()
+        self._shapes()  # a mismatch is reported now, where the input shape is known
+        self._checked_input = None  # the last per-sample input shape checked
 
     @property
     def loss(self):
@@ -77,14 +80,23 @@ class Sequential(Module):
         for name, p in self.named_parameters():
             p.name = name
 
-    def _check_features(self):
-        features = None
+    def _shapes(self, in_shape=None):
+        """The per-sample output shape of each layer for a per-sample input
+        shape; with in_shape None, unknown (None) until a Dense layer fixes
+        it. Raises ValueError naming the layer and both shapes where one
+        does not fit what the layer before gives."""
+        shapes, shape = [], in_shape
         for i, layer in enumerate(self.layers):
-            if isinstance(layer, Dense):
-                if features is not None and features != layer.in_features:
-                    raise ValueError(f"layer {i} ({layer!r}) takes {layer.in_features} features "
-                                     f"but the layer before gives {features}")
-                features = layer.out_features
+            if shape is None and isinstance(layer, Dense):
+                shape = (layer.in_features,)
+            if shape is not None:
+                try:
+                    shape = layer.output_shape(shape)
+                except ValueError as exc:
+                    raise ValueError(f"layer {i}: {exc}"
+                                     + ("" if i == 0 else " from the layer before")) from None
+            shapes.append(shape)
+        return shapes
 
     @property
     def in_features(self):
@@ -106,15 +118,16 @@ class Sequential(Module):
         return x
 
     def backward(self, dy):
-        """Sets every parameter's .grad. The input gradient is returned only
-        when the first layer with parameters is not a Dense one (a first
-        Dense layer, after nothing but Flatten, skips computing it: nothing
-        below it needs one)."""
-        first = self._first_dense_index()
+        """Sets every parameter's .grad. Returns the input gradient, except
+        when the lowest layer with parameters can skip computing its own
+        (Dense, Conv2D: backward(dy, input_grad=False)): nothing below it
+        needs one, so it is not computed and None is returned."""
+        first = next((i for i, layer in enumerate(self.layers) if layer.parameters()), None)
         for i in range(len(self.layers) - 1, -1, -1):
             layer = self.layers[i]
-            if i == first:
-                return layer.backward(dy, input_grad=False)
+            if i == first and _can_skip_input_grad(type(layer)):
+                layer.backward(dy, input_grad=False)
+                return None
             dy = layer.backward(dy)
         return dy
 
@@ -151,36 +164,49 @@ class Sequential(Module):
         return [(f"{i}.{name}", p) for i, layer in enumerate(self.layers)
                 for name, p in layer.named_parameters()]
 
+    def named_buffers(self):
+        """[("1.running_mean", array), ...]: the state that is saved but not
+        trained (BatchNorm's running statistics)."""
+        return [(f"{i}.{name}", a) for i, layer in enumerate(self.layers)
+                for name, a in layer.buffers().items()]
+
+    def _state_arrays(self):
+        """Every array save, load and state_dict handle, by name: the
+        parameters' data, then the buffers."""
+        return OrderedDict([*((name, p.data) for name, p in self.named_parameters()),
+                            *self.named_buffers()])
+
     def state_dict(self):
-        """An OrderedDict of parameter name -> a copy of its array."""
-        return OrderedDict((name, p.data.copy()) for name, p in self.named_parameters())
+        """An OrderedDict of name -> a copy of each parameter's array and
+        each buffer (as PyTorch's, running statistics included)."""
+        return OrderedDict((name, a.copy()) for name, a in self._state_arrays().items())
 
     def load_state_dict(self, state):
-        """Copy the arrays of state (as state_dict gives) into the parameters,
-        in place: optimizers and compiled networks keep pointing at the same
-        arrays. Every key and shape is checked before anything is copied."""
-        params = OrderedDict(self.named_parameters())
-        missing = [k for k in params if k not in state]
-        unexpected = [k for k in state if k not in params]
+        """Copy the arrays of state (as state_dict gives) into the parameters
+        and buffers, in place: optimizers and compiled networks keep pointing
+        at the same arrays. Every key and shape is checked before anything is
+        copied."""
+        targets = self._state_arrays()
+        missing = [k for k in targets if k not in state]
+        unexpected = [k for k in state if k not in targets]
         if missing or unexpected:
             problems = [f"{what} keys {keys}" for what, keys in
                         (("missing", missing), ("unexpected", unexpected)) if keys]
             raise ValueError(f"load_state_dict: {'; '.join(problems)}")
-        arrays = {name: p.validate(state[name], f"load_state_dict: {name}")
-                  for name, p in params.items()}
-        for name, p in params.items():
-            p.data[...] = arrays[name]
+        arrays = {name: checked_state(state[name], a.shape, f"load_state_dict: {name}")
+                  for name, a in targets.items()}
+        for name, a in targets.items():
+            a[...] = arrays[name]
 
-    def summary(self, print_fn=print):
+    def summary(self, print_fn=print, in_shape=None):
         """A table of the layers (index, type and config, output shape per
         sample, parameter count) and the total; printed with print_fn (None:
-        not printed) and returned. Shapes start from the first Dense layer's
+        not printed) and returned. Shapes start from in_shape (the per-sample
+        input shape, e.g. (1, 28, 28)), else from the first Dense layer's
         in_features; "?" where unknown."""
         rows = [("#", "Layer", "Output shape", "Params")]
-        features = self.in_features
-        for i, layer in enumerate(self.layers):
-            features = _output_features(layer, features)
-            rows.append((str(i), _layer_label(layer), _shape_label(features),
+        for i, (layer, shape) in enumerate(zip(self.layers, self._shapes(in_shape))):
+            rows.append((str(i), _layer_label(layer), _shape_label(shape),
                          f"{_count(layer.parameters()):,}"))
         widths = [max(len(row[c]) for row in rows) for c in range(4)]
         rows.insert(1, tuple("-" * w for w in widths))
@@ -198,15 +224,30 @@ class Sequential(Module):
     # ---- inference ----
 
     def _inputs(self, X):
-        """X as a checked (N, features) float32 batch. A model that starts
-        with Flatten also takes image-shaped input, (N, 28, 28) or
-        (N, 1, 28, 28): the rows are flattened here, once."""
-        if self.layers and isinstance(self.layers[0], Flatten) and np.ndim(X) > 2:
-            X = np.asarray(X)
-            if X.shape[0] == 0:
-                raise ValueError(f"X: empty batch (0 samples, shape {X.shape})")
-            X = X.reshape(X.shape[0], -1)
-        return as_features(X, self.in_features, "X")
+        """X as a checked float32 batch. A network that starts with Dense
+        (after nothing but Flatten) takes (N, features) rows, and images when
+        it starts with Flatten (flattened here, once); any other takes (N, ...)
+        samples of the shape its first layer needs, checked through every
+        layer's output_shape the first time a shape is seen."""
+        if self._first_dense_index() is not None:
+            if self.layers and isinstance(self.layers[0], Flatten) and np.ndim(X) > 2:
+                X = np.asarray(X)
+                if X.shape[0] == 0:
+                    raise ValueError(f"X: empty batch (0 samples, shape {X.shape})")
+                X = X.reshape(X.shape[0], -1)
+            return as_features(X, self.in_features, "X")
+        X = check_finite(as_float32(X, "X"), "X")
+        if X.ndim < 2 or X.shape[0] == 0:
+            raise ValueError(f"X: expected a non-empty batch (N, ...) of samples, got shape "
+                             f"{X.shape}")
+        if (tuple(self.layers), X.shape[1:]) != self._checked_input:
+            if X.ndim == 2 and self.layers[0].takes_images:
+                raise ValueError(f"X: {type(self.layers[0]).__name__} takes images (N, C, H, W), "
+                                 f"got rows of shape {X.shape}: pass images, e.g. "
+                                 "X.reshape(-1, 1, 28, 28), or load the data with flatten=False")
+            self._shapes(X.shape[1:])
+            self._checked_input = (tuple(self.layers), X.shape[1:])
+        return X
 
     def _plan(self):
         """The fast path's compiled network (scratchnet._core.MLP), or None
@@ -487,7 +528,7 @@ class Sequential(Module):
             record = json.dumps(arch)
         except (TypeError, ValueError) as exc:
             raise TypeError(f"save: model.metadata must hold JSON values only ({exc})") from None
-        arrays = {name: p.data for name, p in self.named_parameters()}
+        arrays = dict(self._state_arrays())
         arrays["__architecture__"] = np.frombuffer(record.encode(), dtype=np.uint8)
         path = os.fspath(path)
         if os.path.isdir(path):
@@ -512,14 +553,6 @@ def _targets(y, n, loss, model, where):
     if isinstance(loss, CrossEntropy) and not (arr.ndim == 2 and arr.shape[1] > 1):
         return as_labels(arr, _n_outputs(model), n, "y")
     return arr
-
-
-def _output_features(layer, features):
-    """The layer's output width for this input width; None when unknown."""
-    try:
-        return layer.output_features(features)
-    except TypeError:  # a layer that computes from a width it was not given (None)
-        return None
 
 
 def _shape_label(features):
@@ -558,6 +591,11 @@ def _split_validation(X, y, fraction, validation):
 def _n_outputs(model):
     dense = [l for l in model.layers if isinstance(l, Dense)]
     return dense[-1].out_features if dense else None
+
+
+@functools.lru_cache(maxsize=None)
+def _can_skip_input_grad(layer_type):
+    return "input_grad" in inspect.signature(layer_type.backward).parameters
 
 
 def _single_column(a):
@@ -612,17 +650,8 @@ def load(path):
         raise
     except Exception as exc:
         raise ModelFileError(f"{path}: bad architecture record ({exc})") from None
-    params = model.parameters()
-    expected = {p.name for p in params}
-    if set(arrays) != expected:
-        raise ModelFileError(f"{path}: parameters {sorted(arrays)} do not match the "
-                             f"architecture's {sorted(expected)}")
-    for p in params:
-        a = arrays[p.name]
-        if a.shape != p.data.shape or a.dtype.kind != "f":
-            raise ModelFileError(f"{path}: {p.name} has shape {a.shape} and dtype {a.dtype}, "
-                                 f"expected {p.data.shape} float32")
-        if not np.isfinite(a).all():
-            raise ModelFileError(f"{path}: {p.name} contains NaN or inf")
-        p.data[...] = a
+    try:
+        model.load_state_dict(arrays)
+    except (TypeError, ValueError) as exc:
+        raise ModelFileError(f"{path}: {exc}") from None
     return model

@@ -7,6 +7,27 @@ def _array_attribute(name):
     return property(lambda self: getattr(self._data, name), doc=f"The data's .{name}.")
 
 
+def checked_state(value, shape, where):
+    """value (an array, or a Parameter) as an array to copy into a model's
+    state of this shape: a finite float array; raises naming where."""
+    arr = value.data if isinstance(value, Parameter) else value
+    try:
+        arr = np.asarray(arr)
+    except ValueError:  # ragged nested lists
+        arr = np.asarray(None)
+    # integer, bool or complex values in a weight are almost always a mistake
+    # (labels, masks); a float array says what it means
+    if arr.dtype.kind != "f":
+        raise TypeError(f"{where}: expected a float array of shape {shape}, got a "
+                        f"{type(value).__name__} of dtype {arr.dtype} (for numbers, "
+                        f"convert with .astype(np.float32))")
+    if arr.shape != tuple(shape):
+        raise ValueError(f"{where}: got shape {arr.shape}, expected {tuple(shape)}")
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{where}: contains non-finite values (NaN or inf)")
+    return arr
+
+
 class Parameter:
     """A trainable array and its gradient: two float32 arrays of one shape,
     the buffers the C kernels read and write. backward() overwrites .grad.
@@ -45,23 +66,7 @@ class Parameter:
         """value as the array assign() would copy in: a finite float array
         (or Parameter) of this shape; raises naming where (default: the
         parameter's name) otherwise."""
-        where = where or f"parameter {self.name!r}"
-        arr = value.data if isinstance(value, Parameter) else value
-        try:
-            arr = np.asarray(arr)
-        except ValueError:  # ragged nested lists
-            arr = np.asarray(None)
-        # integer, bool or complex values in a weight are almost always a mistake
-        # (labels, masks); a float array says what it means
-        if arr.dtype.kind != "f":
-            raise TypeError(f"{where}: expected a float array of shape {self.shape}, got a "
-                            f"{type(value).__name__} of dtype {arr.dtype} (for numbers, "
-                            f"convert with .astype(np.float32))")
-        if arr.shape != self.shape:
-            raise ValueError(f"{where}: got shape {arr.shape}, expected {self.shape}")
-        if not np.isfinite(arr).all():
-            raise ValueError(f"{where}: contains non-finite values (NaN or inf)")
-        return arr
+        return checked_state(value, self.shape, where or f"parameter {self.name!r}")
 
     def assign(self, value, where=None):
         """Copy value into .data in place, after validate(value, where)."""
@@ -209,9 +214,9 @@ class Module(BufferOwner):
         """Constructor arguments that rebuild this module (for save/load)."""
         return {}
 
-    def output_features(self, in_features):
-        """Features per sample of the output for in_features of input."""
-        return in_features
+    # layers whose input is images (N, C, H, W): a model starting with one
+    # explains what to do when given flat rows
+    takes_images = False
 
     def output_shape(self, in_shape):
         """The per-sample output shape (a tuple, no batch axis) for a
