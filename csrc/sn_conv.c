@@ -245,16 +245,22 @@ int sn_conv2d_forward_f32(const sn_conv2d_cfg *cfg, float *y, const float *x, co
 /* ---- backward ---- */
 
 /* db[k] = beta db[k] + sum over n, p of dy[n, k, p]: each k summed in one
- * thread, in double, n then p */
+ * thread, in double, in 8 lanes (p mod 8; independent chains, so the adds
+ * overlap) added up in a fixed order at the end */
+#define SN_CONV_LANES 8
 static void bias_grad_unit(const conv_job *job, int64_t k)
 {
     const sn_conv2d_cfg *g = job->cfg;
-    const int64_t P = g->OH * g->OW;
+    const int64_t P = g->OH * g->OW, P8 = P / SN_CONV_LANES * SN_CONV_LANES;
+    double lane[SN_CONV_LANES] = {0};
     double sum = 0.0;
     for (int64_t n = 0; n < g->N; ++n) {
         const float *d = job->in + (n * g->K + k) * P;
-        for (int64_t p = 0; p < P; ++p) sum += d[p];
+        for (int64_t p = 0; p < P8; p += SN_CONV_LANES)
+            for (int l = 0; l < SN_CONV_LANES; ++l) lane[l] += d[p + l];
+        for (int64_t p = P8; p < P; ++p) sum += d[p];
     }
+    for (int l = 0; l < SN_CONV_LANES; ++l) sum += lane[l];
     float *db = job->out;
     const float beta = *job->b;
     db[k] = beta == 0.0f ? (float)sum : (float)(beta * (double)db[k] + sum);
