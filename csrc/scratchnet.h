@@ -306,6 +306,49 @@ int sn_mlp_forward_f32(const sn_mlp *net, float *out, const float *X, int64_t M,
 /* 1 if every element is finite */
 int sn_all_finite_f32(const float *x, int64_t n);
 
+/* ---- 2-D convolution (sn_conv.c) ----
+ * PyTorch's Conv2d (cross-correlation) on NCHW float32, zero padding:
+ *   y[n, k, oh, ow] = b[k] + sum_{c, i, j} w[k, c, i, j]
+ *                            * x[n, c, oh*sh + i - ph, ow*sw + j - pw]
+ * (x read as 0 outside the image), OH = (H + 2 ph - kh) / sh + 1 (floor),
+ * OW likewise. x is N x C x H x W, w is K x C x kh x kw, b has K values,
+ * y is N x K x OH x OW, all contiguous.
+ * Algorithm: im2col of `chunk` images at a time into col, (C kh kw) x
+ * (chunk OH OW), so that one GEMM covers the chunk; col2im adds back. The
+ * results depend on chunk (the order dW sums the chunks in) but never on
+ * the thread count. */
+typedef struct {
+    int64_t N, C, H, W;        /* input: batch, channels, height, width */
+    int64_t K;                 /* output channels */
+    int64_t kh, kw, sh, sw, ph, pw;  /* kernel, stride, zero padding */
+    int64_t OH, OW;            /* output size, set by sn_conv2d_init */
+    int64_t chunk;             /* images per GEMM, set by sn_conv2d_init (1..N);
+                                  the caller may lower it before asking for the
+                                  workspace length */
+} sn_conv2d_cfg;
+
+/* Fills cfg and derives OH, OW and a default chunk. SN_EINVAL (cfg
+ * untouched) unless N >= 0, C, H, W, K, kh, kw, sh, sw >= 1, ph, pw >= 0,
+ * and the padded image holds a kernel (H + 2 ph >= kh, W + 2 pw >= kw). */
+int sn_conv2d_init(sn_conv2d_cfg *cfg, int64_t N, int64_t C, int64_t H, int64_t W, int64_t K,
+                   int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t ph, int64_t pw);
+/* Floats of workspace forward and backward need (caller-owned; the same
+ * length serves both), or -1 for an invalid cfg. */
+int64_t sn_conv2d_workspace_len(const sn_conv2d_cfg *cfg);
+/* y = conv(x, w) + b (b may be NULL: no bias). SN_EINVAL for an invalid cfg
+ * or a NULL array (y untouched); SN_ENOMEM as sn_gemm_f32. */
+int sn_conv2d_forward_f32(const sn_conv2d_cfg *cfg, float *y, const float *x, const float *w,
+                          const float *b, float *workspace);
+/* Backward of y = conv(x, w) + b given dy (N x K x OH x OW):
+ *   dw = beta dw + sum_n dy_n @ col_n^T          (K x C kh kw)
+ *   db = beta db + sum over n, oh, ow of dy      (db NULL: skipped)
+ *   dx = col2im(w^T @ dy_n)                      (dx NULL: skipped; overwritten)
+ * SN_EINVAL for an invalid cfg or a NULL array (nothing written); SN_ENOMEM
+ * as sn_gemm_f32 (dw, db, dx may be partly written). */
+int sn_conv2d_backward_f32(const sn_conv2d_cfg *cfg, float *dw, float *db, float *dx,
+                           const float *dy, const float *x, const float *w, float beta,
+                           float *workspace);
+
 #ifdef __cplusplus
 }
 #endif
