@@ -21,6 +21,7 @@ from . import datasets
 from ._random import manual_seed
 from ._runtime import info
 from .callbacks import Callback, EarlyStopping
+from .layers_conv import Conv2D
 from .layers import Dense, Dropout, Flatten, LeakyReLU, ReLU, Reshape, Sigmoid, Softmax, Tanh
 from .losses import MSE, BinaryCrossEntropy, CrossEntropy
 from .model import ModelFileError, Sequential, load
@@ -35,7 +36,8 @@ get_num_threads = _core.get_num_threads
 
 __all__ = [
     "__version__", "datasets", "manual_seed", "info", "set_num_threads", "get_num_threads",
-    "Dense", "Dropout", "Flatten", "LeakyReLU", "ReLU", "Reshape", "Sigmoid", "Softmax", "Tanh",
+    "Conv2D", "Dense", "Dropout", "Flatten", "LeakyReLU", "ReLU", "Reshape", "Sigmoid",
+    "Softmax", "Tanh",
     "MSE", "BinaryCrossEntropy", "CrossEntropy", "ModelFileError", "Sequential", "load",
     "Module", "Parameter", "SGD", "AdaGrad", "Adam", "AdamW", "RMSProp", "Optimizer",
     "StepLR", "CosineAnnealingLR", "Callback", "EarlyStopping",

@@ -6,6 +6,7 @@ import numpy as np
 
 from . import _core, _random
 from ._validate import as_float32, choice, positive_int
+from .layers import LAYERS
 from .module import Module, Parameter
 
 
@@ -37,6 +38,7 @@ class Conv2D(Module):
     out_channels kh kw. Biases start at 0."""
 
     INITS = ("he", "xavier")
+    takes_images = True
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, init="he",
                  seed=None):
@@ -83,13 +85,6 @@ class Conv2D(Module):
             out.append((size + 2 * p - k) // s + 1)
         return tuple(out)
 
-    def output_features(self, in_features):
-        """The per-sample output shape for a per-sample shape; None (unknown)
-        for a width alone."""
-        if isinstance(in_features, tuple):
-            return self.output_shape(in_features)
-        return None
-
     def _workspace(self, x_shape):
         n = _core.conv2d_workspace_len(x_shape, self.weight.shape, self.stride, self.padding)
         return self._buffer("workspace", (n,))
@@ -120,3 +115,6 @@ class Conv2D(Module):
         dx = self._buffer("dx", x.shape) if input_grad else None
         return _core.conv2d_backward(dy, x, self.weight.data, self.weight.grad, self.bias.grad,
                                      dx, self._workspace(x.shape), self.stride, self.padding)
+
+
+LAYERS["Conv2D"] = Conv2D  # save and load find it by name

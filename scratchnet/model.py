@@ -415,7 +415,7 @@ class Sequential(Module):
         n = X.shape[0]
         batch_size = min(batch_size, n)  # the compiled trainer holds at most n rows a batch
         fast = _fused.trainer(self, optimizer, loss, y, batch_size)
-        xb_buf = np.empty((batch_size, X.shape[1]), dtype=np.float32)
+        xb_buf = np.empty((batch_size,) + X.shape[1:], dtype=np.float32)
         self.stop_training = False
         callbacks.on_train_begin()
         for epoch in range(1, epochs + 1):
