@@ -306,6 +306,34 @@ int sn_mlp_forward_f32(const sn_mlp *net, float *out, const float *X, int64_t M,
 /* 1 if every element is finite */
 int sn_all_finite_f32(const float *x, int64_t n);
 
+/* ---- pooling (sn_pool.c): NCHW float32, no padding ----
+ * planes = N * C independent H x W planes, each computed whole by one
+ * thread (the same bits for any thread count). Windows kh x kw, strides
+ * sh, sw: Ho = (H - kh) / sh + 1, Wo = (W - kw) / sw + 1. SN_EINVAL (a size
+ * < 1, a window larger than the plane, H * W > INT32_MAX) leaves outputs
+ * untouched. */
+/* *Ho, *Wo for these sizes, or SN_EINVAL */
+int sn_pool2d_out_size(int64_t *Ho, int64_t *Wo, int64_t H, int64_t W, int64_t kh, int64_t kw,
+                       int64_t sh, int64_t sw);
+/* y = max of each window; argmax = its index i * W + j within the plane:
+ * the first maximum in row-major scan order of the window; NaN wins. */
+int sn_maxpool2d_forward_f32(float *y, int32_t *argmax, const float *x, int64_t planes,
+                             int64_t H, int64_t W, int64_t kh, int64_t kw, int64_t sh, int64_t sw);
+/* dx = 0; dx[argmax[o]] += dy[o] (overlapping windows add). An index outside
+ * the plane is skipped and gives SN_EINVAL after dx was written. */
+int sn_maxpool2d_backward_f32(float *dx, const float *dy, const int32_t *argmax, int64_t planes,
+                              int64_t H, int64_t W, int64_t Ho, int64_t Wo);
+/* y = sum of the window / (kh kw) (summed in double) */
+int sn_avgpool2d_forward_f32(float *y, const float *x, int64_t planes, int64_t H, int64_t W,
+                             int64_t kh, int64_t kw, int64_t sh, int64_t sw);
+/* dx = 0; every position of a window gets dy / (kh kw) added */
+int sn_avgpool2d_backward_f32(float *dx, const float *dy, int64_t planes, int64_t H, int64_t W,
+                              int64_t kh, int64_t kw, int64_t sh, int64_t sw);
+/* global average pool: y[p] = mean of plane p's hw values (summed in double) */
+int sn_global_avgpool_forward_f32(float *y, const float *x, int64_t planes, int64_t hw);
+/* dx[p, k] = dy[p] / hw */
+int sn_global_avgpool_backward_f32(float *dx, const float *dy, int64_t planes, int64_t hw);
+
 #ifdef __cplusplus
 }
 #endif

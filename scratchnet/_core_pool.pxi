@@ -1,0 +1,161 @@
+# Pooling, batch normalisation and augmentation over NCHW float32 arrays
+# (csrc/sn_pool.c, sn_norm.c, sn_augment.c). Declared here rather than in
+# _core.pxd so this part stays in one file.
+from libc.stdint cimport int32_t
+
+cdef extern from "scratchnet.h" nogil:
+    int sn_pool2d_out_size(int64_t *Ho, int64_t *Wo, int64_t H, int64_t W, int64_t kh,
+                           int64_t kw, int64_t sh, int64_t sw)
+    int sn_maxpool2d_forward_f32(float *y, int32_t *argmax, const float *x, int64_t planes,
+                                 int64_t H, int64_t W, int64_t kh, int64_t kw, int64_t sh,
+                                 int64_t sw)
+    int sn_maxpool2d_backward_f32(float *dx, const float *dy, const int32_t *argmax,
+                                  int64_t planes, int64_t H, int64_t W, int64_t Ho, int64_t Wo)
+    int sn_avgpool2d_forward_f32(float *y, const float *x, int64_t planes, int64_t H, int64_t W,
+                                 int64_t kh, int64_t kw, int64_t sh, int64_t sw)
+    int sn_avgpool2d_backward_f32(float *dx, const float *dy, int64_t planes, int64_t H,
+                                  int64_t W, int64_t kh, int64_t kw, int64_t sh, int64_t sw)
+    int sn_global_avgpool_forward_f32(float *y, const float *x, int64_t planes, int64_t hw)
+    int sn_global_avgpool_backward_f32(float *dx, const float *dy, int64_t planes, int64_t hw)
+
+
+cdef tuple _nchw(a, str op, str name):
+    """(N, C, H, W) of a 4-D array, or ValueError naming op and the shape."""
+    if not isinstance(a, np.ndarray) or a.ndim != 4:
+        raise ValueError(f"{op}: {name} must be a 4-D (N, C, H, W) array, got "
+                         f"{_describe(a)}")
+    return tuple(a.shape)
+
+
+cdef int _shape_is(str op, str name, a, tuple want) except -1:
+    if tuple(a.shape) != want:
+        raise ValueError(f"{op}: {name} has shape {tuple(a.shape)}, expected {want}")
+    return 0
+
+
+def pool2d_out_size(int64_t H, int64_t W, int64_t kh, int64_t kw, int64_t sh, int64_t sw):
+    """(Ho, Wo) of a kh x kw window at strides (sh, sw) over H x W, no padding:
+    Ho = (H - kh) // sh + 1; ValueError when the window does not fit."""
+    cdef int64_t Ho = 0, Wo = 0
+    if sn_pool2d_out_size(&Ho, &Wo, H, W, kh, kw, sh, sw) != SN_OK:
+        raise ValueError(f"pool2d_out_size: a {kh}x{kw} window with stride ({sh}, {sw}) "
+                         f"does not fit a {H}x{W} plane")
+    return Ho, Wo
+
+
+cdef tuple _pool_shapes(str op, x, tuple kernel, tuple stride):
+    cdef int64_t N, C, H, W
+    N, C, H, W = _nchw(x, op, "x")
+    Ho, Wo = pool2d_out_size(H, W, kernel[0], kernel[1], stride[0], stride[1])
+    return (N, C, H, W), (N, C, Ho, Wo)
+
+
+def maxpool2d_forward(x, y, argmax, tuple kernel, tuple stride):
+    """y = the max of each window of x (N, C, H, W); argmax (int32, y's shape)
+    = its index in the H x W plane, the first maximum in row-major order."""
+    op = "maxpool2d_forward"
+    xs, ys = _pool_shapes(op, x, kernel, stride)
+    cdef const float[::1] xv = _flat(x, op, "x")
+    cdef float[::1] yv = _flat(y, op, "y", True)
+    cdef int32_t[::1] av = _array(argmax, op, "argmax", np.int32, True).reshape(-1)
+    _shape_is(op, "y", y, ys)
+    _shape_is(op, "argmax", argmax, ys)
+    cdef int64_t planes = xs[0] * xs[1], H = xs[2], W = xs[3]
+    cdef int64_t kh = kernel[0], kw = kernel[1], sh = stride[0], sw = stride[1]
+    cdef int status = SN_OK
+    if planes > 0:
+        with nogil:
+            status = sn_maxpool2d_forward_f32(&yv[0], &av[0], &xv[0], planes, H, W, kh, kw, sh, sw)
+    _check(status, op)
+    return y
+
+
+def maxpool2d_backward(dy, argmax, dx):
+    """dx = 0, then dx[plane, argmax] += dy (overlapping windows add)."""
+    op = "maxpool2d_backward"
+    cdef int64_t N, C, H, W
+    N, C, H, W = _nchw(dx, op, "dx")
+    ys = _nchw(dy, op, "dy")
+    if ys[:2] != (N, C):
+        raise ValueError(f"maxpool2d_backward: dy of shape {tuple(dy.shape)} does not match dx "
+                         f"of shape {tuple(dx.shape)}")
+    cdef const float[::1] dyv = _flat(dy, op, "dy")
+    cdef const int32_t[::1] av = _array(argmax, op, "argmax", np.int32, False).reshape(-1)
+    cdef float[::1] dxv = _flat(dx, op, "dx", True)
+    _shape_is(op, "argmax", argmax, ys)
+    _no_overlap(op, dx, (dy, argmax))
+    cdef int64_t Ho = ys[2], Wo = ys[3]
+    cdef int status = SN_OK
+    if N * C > 0:
+        with nogil:
+            status = sn_maxpool2d_backward_f32(&dxv[0], &dyv[0], &av[0], N * C, H, W, Ho, Wo)
+    _check(status, op)
+    return dx
+
+
+def avgpool2d_forward(x, y, tuple kernel, tuple stride):
+    """y = the mean of each window of x (N, C, H, W)."""
+    op = "avgpool2d_forward"
+    xs, ys = _pool_shapes(op, x, kernel, stride)
+    cdef const float[::1] xv = _flat(x, op, "x")
+    cdef float[::1] yv = _flat(y, op, "y", True)
+    _shape_is(op, "y", y, ys)
+    cdef int64_t planes = xs[0] * xs[1], H = xs[2], W = xs[3]
+    cdef int64_t kh = kernel[0], kw = kernel[1], sh = stride[0], sw = stride[1]
+    cdef int status = SN_OK
+    if planes > 0:
+        with nogil:
+            status = sn_avgpool2d_forward_f32(&yv[0], &xv[0], planes, H, W, kh, kw, sh, sw)
+    _check(status, op)
+    return y
+
+
+def avgpool2d_backward(dy, dx, tuple kernel, tuple stride):
+    """dx = 0, then every position of a window gets dy / (kh kw) added."""
+    op = "avgpool2d_backward"
+    xs, ys = _pool_shapes(op, dx, kernel, stride)
+    cdef const float[::1] dyv = _flat(dy, op, "dy")
+    cdef float[::1] dxv = _flat(dx, op, "dx", True)
+    _shape_is(op, "dy", dy, ys)
+    _no_overlap(op, dx, (dy,))
+    cdef int64_t planes = xs[0] * xs[1], H = xs[2], W = xs[3]
+    cdef int64_t kh = kernel[0], kw = kernel[1], sh = stride[0], sw = stride[1]
+    cdef int status = SN_OK
+    if planes > 0:
+        with nogil:
+            status = sn_avgpool2d_backward_f32(&dxv[0], &dyv[0], planes, H, W, kh, kw, sh, sw)
+    _check(status, op)
+    return dx
+
+
+def global_avgpool_forward(x, y):
+    """y (N, C) = the mean of each H x W plane of x (N, C, H, W)."""
+    op = "global_avgpool_forward"
+    cdef int64_t N, C, H, W
+    N, C, H, W = _nchw(x, op, "x")
+    cdef const float[::1] xv = _flat(x, op, "x")
+    cdef float[::1] yv = _flat(y, op, "y", True)
+    _shape_is(op, "y", y, (N, C))
+    cdef int status = SN_OK
+    if N * C > 0:
+        with nogil:
+            status = sn_global_avgpool_forward_f32(&yv[0], &xv[0], N * C, H * W)
+    _check(status, op)
+    return y
+
+
+def global_avgpool_backward(dy, dx):
+    """dx[n, c, :, :] = dy[n, c] / (H W)."""
+    op = "global_avgpool_backward"
+    cdef int64_t N, C, H, W
+    N, C, H, W = _nchw(dx, op, "dx")
+    cdef const float[::1] dyv = _flat(dy, op, "dy")
+    cdef float[::1] dxv = _flat(dx, op, "dx", True)
+    _shape_is(op, "dy", dy, (N, C))
+    _no_overlap(op, dx, (dy,))
+    cdef int status = SN_OK
+    if N * C > 0:
+        with nogil:
+            status = sn_global_avgpool_backward_f32(&dxv[0], &dyv[0], N * C, H * W)
+    _check(status, op)
+    return dx
