@@ -334,6 +334,31 @@ int sn_global_avgpool_forward_f32(float *y, const float *x, int64_t planes, int6
 /* dx[p, k] = dy[p] / hw */
 int sn_global_avgpool_backward_f32(float *dx, const float *dy, int64_t planes, int64_t hw);
 
+/* ---- batch normalisation (sn_norm.c): x is (N, C, S), S = H * W for
+ * images, 1 for features; a channel's n = N * S values are normalised
+ * together, each channel by one thread (the same bits for any thread count).
+ * Statistics in double. SN_EINVAL (a size < 1, eps <= 0, momentum outside
+ * [0, 1], n < 2 in training) leaves outputs untouched. ----
+ * training: mu, var = mean and biased variance of the channel;
+ *   running_mean <- (1 - m) running_mean + m mu,
+ *   running_var  <- (1 - m) running_var + m var n / (n - 1)   (both updated
+ *   in place; NULL skips the update);
+ * inference: mu, var = running_mean, running_var (read only, required).
+ * y = gamma (x - mu) / sqrt(var + eps) + beta; save_mean = mu and
+ * save_invstd = 1 / sqrt(var + eps) (C values each) keep what backward needs. */
+int sn_batchnorm_forward_f32(float *y, float *save_mean, float *save_invstd, float *running_mean,
+                             float *running_var, const float *x, const float *gamma,
+                             const float *beta, int64_t N, int64_t C, int64_t S, float eps,
+                             float momentum, int training);
+/* xhat = (x - save_mean) save_invstd; dbeta = sum dy; dgamma = sum dy xhat
+ * (both overwritten, sums over the channel's n values in double);
+ * training (the statistics came from the batch):
+ *   dx = gamma save_invstd (dy - dbeta / n - xhat dgamma / n);
+ * otherwise (fixed running statistics): dx = gamma save_invstd dy. */
+int sn_batchnorm_backward_f32(float *dx, float *dgamma, float *dbeta, const float *dy,
+                              const float *x, const float *save_mean, const float *save_invstd,
+                              const float *gamma, int64_t N, int64_t C, int64_t S, int training);
+
 #ifdef __cplusplus
 }
 #endif

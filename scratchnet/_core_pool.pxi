@@ -17,6 +17,14 @@ cdef extern from "scratchnet.h" nogil:
                                   int64_t W, int64_t kh, int64_t kw, int64_t sh, int64_t sw)
     int sn_global_avgpool_forward_f32(float *y, const float *x, int64_t planes, int64_t hw)
     int sn_global_avgpool_backward_f32(float *dx, const float *dy, int64_t planes, int64_t hw)
+    int sn_batchnorm_forward_f32(float *y, float *save_mean, float *save_invstd,
+                                 float *running_mean, float *running_var, const float *x,
+                                 const float *gamma, const float *beta, int64_t N, int64_t C,
+                                 int64_t S, float eps, float momentum, int training)
+    int sn_batchnorm_backward_f32(float *dx, float *dgamma, float *dbeta, const float *dy,
+                                  const float *x, const float *save_mean,
+                                  const float *save_invstd, const float *gamma, int64_t N,
+                                  int64_t C, int64_t S, int training)
 
 
 cdef tuple _nchw(a, str op, str name):
@@ -157,5 +165,75 @@ def global_avgpool_backward(dy, dx):
     if N * C > 0:
         with nogil:
             status = sn_global_avgpool_backward_f32(&dxv[0], &dyv[0], N * C, H * W)
+    _check(status, op)
+    return dx
+
+
+cdef tuple _ncs(x, str op):
+    if not isinstance(x, np.ndarray) or x.ndim != 3 or min(x.shape) < 1:
+        raise ValueError(f"{op}: x must be a non-empty 3-D (N, C, S) array, got {_describe(x)}")
+    return tuple(x.shape)
+
+
+cdef object _channels(a, str op, str name, int64_t C, bint writable):
+    """A float32 vector of C values (per channel)."""
+    cdef object v = _flat(a, op, name, writable)
+    _same_size(op, C, v.shape[0], name)
+    return v
+
+
+def batchnorm_forward(x, y, weight, bias, save_mean, save_invstd, running_mean, running_var,
+                      float eps, float momentum, bint training):
+    """Batch norm of x (N, C, S) into y. training: batch statistics (at least
+    2 values per channel), running statistics updated in place; otherwise the
+    running statistics. save_mean, save_invstd (C) receive what backward needs."""
+    op = "batchnorm_forward"
+    cdef int64_t N, C, S
+    N, C, S = _ncs(x, op)
+    if training and N * S < 2:
+        raise ValueError(f"{op}: training needs more than 1 value per channel, got x of shape "
+                         f"{tuple(x.shape)}")
+    if not eps > 0 or not 0 <= momentum <= 1:
+        raise ValueError(f"{op}: eps must be > 0 and momentum in [0, 1], got {eps}, {momentum}")
+    cdef const float[::1] xv = _flat(x, op, "x")
+    cdef float[::1] yv = _flat(y, op, "y", True)
+    _shape_is(op, "y", y, (N, C, S))
+    _no_overlap(op, y, (x,))
+    cdef const float[::1] gv = _channels(weight, op, "weight", C, False)
+    cdef const float[::1] bv = _channels(bias, op, "bias", C, False)
+    cdef float[::1] mv = _channels(save_mean, op, "save_mean", C, True)
+    cdef float[::1] sv = _channels(save_invstd, op, "save_invstd", C, True)
+    cdef float[::1] rmv = _channels(running_mean, op, "running_mean", C, training)
+    cdef float[::1] rvv = _channels(running_var, op, "running_var", C, training)
+    cdef int status, tr = training
+    with nogil:
+        status = sn_batchnorm_forward_f32(&yv[0], &mv[0], &sv[0], &rmv[0], &rvv[0], &xv[0],
+                                          &gv[0], &bv[0], N, C, S, eps, momentum, tr)
+    _check(status, op)
+    return y
+
+
+def batchnorm_backward(dy, x, weight, save_mean, save_invstd, dx, dweight, dbias,
+                       bint training):
+    """dbias = sum dy, dweight = sum dy xhat (overwritten); dx through the batch
+    statistics when training, else dx = weight save_invstd dy."""
+    op = "batchnorm_backward"
+    cdef int64_t N, C, S
+    N, C, S = _ncs(x, op)
+    cdef const float[::1] dyv = _flat(dy, op, "dy")
+    cdef const float[::1] xv = _flat(x, op, "x")
+    cdef float[::1] dxv = _flat(dx, op, "dx", True)
+    _shape_is(op, "dy", dy, (N, C, S))
+    _shape_is(op, "dx", dx, (N, C, S))
+    _no_overlap(op, dx, (dy, x))
+    cdef const float[::1] gv = _channels(weight, op, "weight", C, False)
+    cdef const float[::1] mv = _channels(save_mean, op, "save_mean", C, False)
+    cdef const float[::1] sv = _channels(save_invstd, op, "save_invstd", C, False)
+    cdef float[::1] dgv = _channels(dweight, op, "dweight", C, True)
+    cdef float[::1] dbv = _channels(dbias, op, "dbias", C, True)
+    cdef int status, tr = training
+    with nogil:
+        status = sn_batchnorm_backward_f32(&dxv[0], &dgv[0], &dbv[0], &dyv[0], &xv[0], &mv[0],
+                                           &sv[0], &gv[0], N, C, S, tr)
     _check(status, op)
     return dx

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from scratchnet import _core
+from scratchnet.layers_norm import BatchNorm1d, BatchNorm2d
 from scratchnet.layers_pool import AvgPool2D, GlobalAvgPool2D, MaxPool2D
 
 F32 = np.float32
@@ -255,3 +256,171 @@ def test_pool_core_rejects_bad_buffers():
                                  np.zeros((1, 1, 4, 4), F32))
     with pytest.raises(ValueError, match="overlap"):
         _core.avgpool2d_backward(x, x, (1, 1), (1, 1))
+
+
+# ---------------------------------------------------------------- batch norm
+
+def ref_batchnorm(x, gamma, beta, eps, mean=None, var=None):
+    """float64 reference: per channel (axis 1) over every other axis."""
+    axes = (0,) + tuple(range(2, x.ndim))
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    if mean is None:
+        mean, var = x.mean(axis=axes), x.var(axis=axes)
+    xhat = (x - mean.reshape(shape)) / np.sqrt(var.reshape(shape) + eps)
+    return gamma.reshape(shape) * xhat + beta.reshape(shape), mean, var
+
+
+BN_CASES = [(BatchNorm2d, (4, 3, 5, 6)), (BatchNorm2d, (1, 2, 3, 3)), (BatchNorm2d, (5, 1, 1, 2)),
+            (BatchNorm1d, (8, 5)), (BatchNorm1d, (2, 3)), (BatchNorm1d, (3, 4, 6))]
+
+
+def make_bn(cls, shape, rng, momentum=0.1, eps=1e-5):
+    layer = cls(shape[1], momentum=momentum, eps=eps)
+    layer.weight = rng.uniform(0.5, 1.5, shape[1]).astype(F32)
+    layer.bias = randn(rng, shape[1])
+    return layer
+
+
+@pytest.mark.parametrize("cls,shape", BN_CASES)
+def test_batchnorm_training_matches_numpy_and_finite_differences(cls, shape):
+    rng = np.random.default_rng(5)
+    layer = make_bn(cls, shape, rng)
+    x = (randn(rng, *shape) * 3 + 1).astype(F32)
+    x64 = x.astype(np.float64)
+    want, mean, var = ref_batchnorm(x64, layer.weight.data.astype(np.float64),
+                                    layer.bias.data.astype(np.float64), 1e-5)
+    y = layer.forward(x, training=True)
+    assert y.shape == x.shape == (shape[0],) + layer.output_shape(shape[1:])
+    np.testing.assert_allclose(y, want, rtol=1e-5, atol=1e-5)
+    n = x.size // shape[1]
+    np.testing.assert_allclose(layer.running_mean, 0.1 * mean, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(layer.running_var, 0.9 + 0.1 * var * n / (n - 1), rtol=1e-5)
+    direction_check(layer, x, training=True, eps=1e-2, rel=2e-2, abs_=1e-3)
+
+
+@pytest.mark.parametrize("cls,shape", BN_CASES)
+@pytest.mark.parametrize("training", [True, False])
+def test_batchnorm_matches_torch_forward_backward(cls, shape, training):
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(6)
+    layer = make_bn(cls, shape, rng)
+    layer.running_mean[...] = randn(rng, shape[1])
+    layer.running_var[...] = rng.uniform(0.5, 2, shape[1]).astype(F32)
+    rm, rv = torch.tensor(layer.running_mean), torch.tensor(layer.running_var)
+    x = randn(rng, *shape) * 2
+    xt = torch.tensor(x, requires_grad=True)
+    wt = torch.tensor(layer.weight.data, requires_grad=True)
+    bt = torch.tensor(layer.bias.data, requires_grad=True)
+    yt = torch.nn.functional.batch_norm(xt, rm, rv, wt, bt, training=training, momentum=0.1,
+                                        eps=1e-5)
+    y = layer.forward(x, training=training)
+    np.testing.assert_allclose(y, yt.detach().numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(layer.running_mean, rm.numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(layer.running_var, rv.numpy(), rtol=1e-5, atol=1e-6)
+    dy = randn(rng, *shape)
+    yt.backward(torch.tensor(dy))
+    dx = layer.backward(dy)
+    np.testing.assert_allclose(dx, xt.grad.numpy(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(layer.weight.grad, wt.grad.numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(layer.bias.grad, bt.grad.numpy(), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("cls,shape", [(BatchNorm2d, (6, 3, 4, 5)), (BatchNorm1d, (7, 4))])
+def test_batchnorm_running_statistics_follow_torch_over_steps(cls, shape):
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(7)
+    layer = cls(shape[1], momentum=0.3, eps=1e-3)
+    ref = getattr(torch.nn, cls.__name__)(shape[1], momentum=0.3, eps=1e-3)
+    mean_id, var_id = id(layer.running_mean), id(layer.running_var)
+    for step in range(5):
+        x = (randn(rng, *shape) * (step + 1) + step).astype(F32)
+        ref.train()
+        layer.forward(x, training=True)
+        ref(torch.tensor(x))
+    np.testing.assert_allclose(layer.running_mean, ref.running_mean.numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(layer.running_var, ref.running_var.numpy(), rtol=1e-5, atol=1e-6)
+    # updated in place: the arrays buffers() gave are the ones that moved
+    assert id(layer.buffers()["running_mean"]) == mean_id == id(layer.running_mean)
+    assert id(layer.buffers()["running_var"]) == var_id
+    x = randn(rng, *shape)
+    ref.eval()
+    with torch.no_grad():
+        want = ref(torch.tensor(x)).numpy()
+    before = layer.running_mean.copy()
+    np.testing.assert_allclose(layer.forward(x), want, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(layer.running_mean, before)   # inference leaves them
+
+
+def test_batchnorm_training_and_inference_differ():
+    rng = np.random.default_rng(8)
+    layer = BatchNorm2d(2)
+    assert layer.buffers().keys() == {"running_mean", "running_var"}
+    np.testing.assert_array_equal(layer.running_mean, [0, 0])
+    np.testing.assert_array_equal(layer.running_var, [1, 1])
+    x = randn(rng, 3, 2, 4, 4) * 5 + 3
+    # fresh running statistics (0, 1): inference is gamma x + beta = x
+    np.testing.assert_allclose(layer.forward(x), x, rtol=1e-5)
+    y = layer.forward(x, training=True)
+    np.testing.assert_allclose(y.mean(axis=(0, 2, 3)), 0, atol=1e-5)
+    np.testing.assert_allclose(y.var(axis=(0, 2, 3)), 1, rtol=1e-3)
+    # backward after an inference forward: dx = gamma dy / sqrt(running_var + eps)
+    layer.forward(x)
+    dy = randn(rng, *x.shape)
+    scale = 1 / np.sqrt(layer.running_var.astype(np.float64) + 1e-5)
+    np.testing.assert_allclose(layer.backward(dy), dy * scale[None, :, None, None], rtol=1e-6)
+    np.testing.assert_allclose(layer.bias.grad, dy.sum(axis=(0, 2, 3)), rtol=1e-5)
+
+
+def test_batchnorm_backward_overwrites_grad():
+    rng = np.random.default_rng(9)
+    layer = make_bn(BatchNorm1d, (6, 3), rng)
+    x, dy = randn(rng, 6, 3), randn(rng, 6, 3)
+    layer.forward(x, training=True)
+    layer.backward(dy)
+    once = layer.weight.grad.copy(), layer.bias.grad.copy()
+    layer.backward(dy)
+    np.testing.assert_array_equal(once[0], layer.weight.grad)
+    np.testing.assert_array_equal(once[1], layer.bias.grad)
+
+
+def test_batchnorm_threads_bit_identical(threads):
+    rng = np.random.default_rng(10)
+    x, dy = randn(rng, 16, 8, 20, 20), randn(rng, 16, 8, 20, 20)
+    results = []
+    for n in (1, 2):
+        threads(n)
+        layer = make_bn(BatchNorm2d, x.shape, np.random.default_rng(0))
+        y = layer.forward(x, training=True).copy()
+        dx = layer.backward(dy).copy()
+        results.append((y, dx, layer.weight.grad.copy(), layer.running_var.copy()))
+    for a, b in zip(*results):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_batchnorm_config_and_errors():
+    layer = BatchNorm2d(4, momentum=0.2, eps=1e-3)
+    assert layer.get_config() == {"num_channels": 4, "momentum": 0.2, "eps": 1e-3}
+    assert rebuild(layer).get_config() == layer.get_config()
+    assert rebuild(BatchNorm1d(3)).get_config() == {"num_features": 3, "momentum": 0.1,
+                                                    "eps": 1e-5}
+    assert [n for n, _ in layer.named_parameters()] == ["weight", "bias"]
+    assert layer.output_shape((4, 5, 6)) == (4, 5, 6)
+    assert BatchNorm1d(3).output_shape((3,)) == (3,)
+    with pytest.raises(ValueError, match=r"BatchNorm2d.*\(3, 5, 6\)"):
+        layer.output_shape((3, 5, 6))
+    with pytest.raises(ValueError, match=r"BatchNorm1d.*\(4,\)"):
+        BatchNorm1d(3).output_shape((4,))
+    with pytest.raises(ValueError, match=r"BatchNorm2d.*\(2, 4, 5\)"):
+        layer.forward(np.zeros((2, 4, 5), F32))
+    with pytest.raises(ValueError, match="more than 1 value per channel"):
+        layer.forward(np.zeros((1, 4, 1, 1), F32), training=True)
+    with pytest.raises(ValueError, match="more than 1 value per channel"):
+        BatchNorm1d(3).forward(np.zeros((1, 3), F32), training=True)
+    BatchNorm1d(3).forward(np.zeros((1, 3), F32))          # inference: fine
+    for kwargs in ({"momentum": 1.5}, {"momentum": -0.1}, {"eps": 0}, {"eps": "1"}):
+        with pytest.raises(ValueError, match="BatchNorm2d: (momentum|eps)"):
+            BatchNorm2d(2, **kwargs)
+    with pytest.raises(ValueError, match="num_channels"):
+        BatchNorm2d(0)
+    with pytest.raises(RuntimeError, match="before forward"):
+        BatchNorm2d(2).backward(np.zeros((2, 2, 1, 1), F32))
