@@ -359,6 +359,24 @@ int sn_batchnorm_backward_f32(float *dx, float *dgamma, float *dbeta, const floa
                               const float *x, const float *save_mean, const float *save_invstd,
                               const float *gamma, int64_t N, int64_t C, int64_t S, int training);
 
+/* ---- augmentation (sn_augment.c): NCHW float32 images, y and x distinct.
+ * Random draws: key = splitmix64(seed), draw k = splitmix64(key + k) (the
+ * dropout kernel's stream), so image i's draws depend only on (seed, i). ---- */
+/* shifts[2 i], shifts[2 i + 1] = (sy, sx) of image i, each uniform in
+ * [-pixels, pixels]: floor((draw >> 32) (2 pixels + 1) / 2^32) - pixels,
+ * draws 2 i and 2 i + 1 */
+int sn_random_shifts(int32_t *shifts, int64_t n, int64_t pixels, uint64_t seed);
+/* flags[i] = the top bit of draw i (1: flip image i), probability 1/2 */
+int sn_random_flips(int32_t *flags, int64_t n, uint64_t seed);
+/* y[b, c, i, j] = x[b, c, i - s sy, j - s sx] inside the plane, else 0, with
+ * (sy, sx) = shifts of image b and s = sign: +1 the shift, -1 its adjoint
+ * (the gradient moved back, 0 where the forward filled). */
+int sn_shift2d_f32(float *y, const float *x, const int32_t *shifts, int64_t N, int64_t C,
+                   int64_t H, int64_t W, int sign);
+/* y[b, c, i, j] = x[b, c, i, W - 1 - j] where flags[b], else x (its own adjoint) */
+int sn_flip2d_f32(float *y, const float *x, const int32_t *flags, int64_t N, int64_t C, int64_t H,
+                  int64_t W);
+
 #ifdef __cplusplus
 }
 #endif

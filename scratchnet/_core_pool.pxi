@@ -25,6 +25,12 @@ cdef extern from "scratchnet.h" nogil:
                                   const float *x, const float *save_mean,
                                   const float *save_invstd, const float *gamma, int64_t N,
                                   int64_t C, int64_t S, int training)
+    int sn_random_shifts(int32_t *shifts, int64_t n, int64_t pixels, uint64_t seed)
+    int sn_random_flips(int32_t *flags, int64_t n, uint64_t seed)
+    int sn_shift2d_f32(float *y, const float *x, const int32_t *shifts, int64_t N, int64_t C,
+                       int64_t H, int64_t W, int sign)
+    int sn_flip2d_f32(float *y, const float *x, const int32_t *flags, int64_t N, int64_t C,
+                      int64_t H, int64_t W)
 
 
 cdef tuple _nchw(a, str op, str name):
@@ -237,3 +243,58 @@ def batchnorm_backward(dy, x, weight, save_mean, save_invstd, dx, dweight, dbias
                                            &sv[0], &gv[0], N, C, S, tr)
     _check(status, op)
     return dx
+
+
+def random_shifts(draws, int64_t pixels, uint64_t seed):
+    """draws (N, 2) int32 = per image (sy, sx), uniform in [-pixels, pixels]."""
+    op = "random_shifts"
+    cdef int32_t[::1] dv = _array(draws, op, "draws", np.int32, True).reshape(-1)
+    if draws.ndim != 2 or draws.shape[1] != 2:
+        raise ValueError(f"{op}: draws must have shape (N, 2), got {tuple(draws.shape)}")
+    if pixels < 0:
+        raise ValueError(f"{op}: pixels must be >= 0, got {pixels}")
+    if draws.shape[0] > 0:
+        _check(sn_random_shifts(&dv[0], draws.shape[0], pixels, seed), op)
+    return draws
+
+
+def random_flips(draws, uint64_t seed):
+    """draws (N,) int32 = 1 where image i is to be flipped (probability 1/2)."""
+    op = "random_flips"
+    cdef int32_t[::1] dv = _array(draws, op, "draws", np.int32, True).reshape(-1)
+    if draws.ndim != 1:
+        raise ValueError(f"{op}: draws must be 1-D, got shape {tuple(draws.shape)}")
+    if draws.shape[0] > 0:
+        _check(sn_random_flips(&dv[0], draws.shape[0], seed), op)
+    return draws
+
+
+cdef object _move(str op, x, y, draws, tuple draw_shape, int which, int sign):
+    cdef int64_t N, C, H, W
+    N, C, H, W = _nchw(x, op, "x")
+    cdef const float[::1] xv = _flat(x, op, "x")
+    cdef float[::1] yv = _flat(y, op, "y", True)
+    cdef const int32_t[::1] dv = _array(draws, op, "draws", np.int32, False).reshape(-1)
+    _shape_is(op, "y", y, (N, C, H, W))
+    _shape_is(op, "draws", draws, (N,) + draw_shape)
+    _no_overlap(op, y, (x,))
+    cdef int status = SN_OK
+    if N > 0:
+        with nogil:
+            if which == 0:
+                status = sn_shift2d_f32(&yv[0], &xv[0], &dv[0], N, C, H, W, sign)
+            else:
+                status = sn_flip2d_f32(&yv[0], &xv[0], &dv[0], N, C, H, W)
+    _check(status, op)
+    return y
+
+
+def shift2d(x, y, shifts, bint adjoint=False):
+    """y[b, :, i, j] = x[b, :, i - sy, j - sx] (0 outside), (sy, sx) = shifts[b];
+    adjoint: the shift by (-sy, -sx), the transpose of the forward map."""
+    return _move("shift2d", x, y, shifts, (2,), 0, -1 if adjoint else 1)
+
+
+def flip2d(x, y, flags):
+    """y[b] = x[b] flipped left-right where flags[b], else x[b]."""
+    return _move("flip2d", x, y, flags, (), 1, 1)

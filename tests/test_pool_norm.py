@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from scratchnet import _core
+from scratchnet.layers_augment import RandomFlip, RandomShift
 from scratchnet.layers_norm import BatchNorm1d, BatchNorm2d
 from scratchnet.layers_pool import AvgPool2D, GlobalAvgPool2D, MaxPool2D
 
@@ -424,3 +425,117 @@ def test_batchnorm_config_and_errors():
         BatchNorm2d(0)
     with pytest.raises(RuntimeError, match="before forward"):
         BatchNorm2d(2).backward(np.zeros((2, 2, 1, 1), F32))
+
+
+# ---------------------------------------------------------------- augmentation
+
+def ref_shift(x, sy, sx):
+    """float64: y[i, j] = x[i - sy, j - sx] inside, 0 outside."""
+    H, W = x.shape[-2:]
+    y = np.zeros(x.shape)
+    for i in range(H):
+        for j in range(W):
+            if 0 <= i - sy < H and 0 <= j - sx < W:
+                y[..., i, j] = x[..., i - sy, j - sx]
+    return y
+
+
+def test_random_shift_matches_reference_and_covers_the_range():
+    rng = np.random.default_rng(11)
+    layer = RandomShift(3, seed=0)
+    x = randn(rng, 64, 2, 5, 6)
+    layer.forward(np.full(x.shape, np.nan, F32), training=True)   # the reused buffer: NaN
+    y = layer.forward(x, training=True)
+    draws = layer._buffers["draws"]
+    assert draws.shape == (64, 2)
+    assert set(np.unique(draws)) == set(range(-3, 4))     # every shift drawn, none outside
+    for b in range(64):
+        np.testing.assert_array_equal(y[b], ref_shift(x[b], *draws[b]))
+    # shifts beyond the image leave zeros only
+    big = RandomShift(50, seed=1)
+    z = big.forward(np.ones((32, 1, 3, 3), F32), training=True)
+    d = big._buffers["draws"]
+    np.testing.assert_array_equal(z.sum(axis=(1, 2, 3)) == 0, (np.abs(d) >= 3).any(axis=1))
+
+
+def test_random_flip_matches_reference_and_is_fair():
+    rng = np.random.default_rng(12)
+    layer = RandomFlip(seed=0)
+    x = randn(rng, 400, 1, 3, 4)
+    y = layer.forward(x, training=True)
+    flags = layer._buffers["draws"].astype(bool)
+    np.testing.assert_array_equal(y[flags], x[flags][..., ::-1])
+    np.testing.assert_array_equal(y[~flags], x[~flags])
+    assert 150 < flags.sum() < 250                        # p = 1/2: 200 +- 5 sigma
+
+
+@pytest.mark.parametrize("make", [lambda s: RandomShift(2, seed=s), lambda s: RandomFlip(seed=s)])
+def test_augmentation_reproducible_differs_across_calls_identity_at_inference(make):
+    rng = np.random.default_rng(13)
+    x = randn(rng, 16, 3, 6, 6)
+    a, b = make(5), make(5)
+    first = [a.forward(x, training=True).copy() for _ in range(3)]
+    again = [b.forward(x, training=True).copy() for _ in range(3)]
+    for u, v in zip(first, again):
+        np.testing.assert_array_equal(u, v)               # same seed, same draws
+    assert not np.array_equal(first[0], first[1])         # the stream advances per call
+    assert not np.array_equal(first[0], make(6).forward(x, training=True))
+    assert a.calls == 3
+    # reseed (what fit(seed=...) does) restarts the stream from the generator
+    a.reseed(np.random.default_rng(0))
+    b.reseed(np.random.default_rng(0))
+    np.testing.assert_array_equal(a.forward(x, training=True), b.forward(x, training=True))
+    # inference: the input itself, no draw taken, backward passes dy through
+    calls = a.calls
+    assert a.forward(x) is x and a.calls == calls
+    dy = randn(rng, *x.shape)
+    assert a.backward(dy) is dy
+
+
+@pytest.mark.parametrize("make", [lambda: RandomShift(3, seed=2), lambda: RandomFlip(seed=2)])
+def test_augmentation_backward_is_the_adjoint(make):
+    """<A x, w> == <x, A^T w> for the map A of one training call."""
+    rng = np.random.default_rng(14)
+    layer = make()
+    x, w = randn(rng, 20, 2, 5, 7), randn(rng, 20, 2, 5, 7)
+    Ax = layer.forward(x, training=True).astype(np.float64)
+    ATw = layer.backward(w).astype(np.float64)
+    assert (Ax * w).sum() == pytest.approx((x * ATw).sum(), rel=1e-9, abs=1e-9)
+    if isinstance(layer, RandomShift):   # the adjoint is zero where the forward filled
+        ones = layer.backward(np.ones_like(w))
+        assert (ones == 0).any() and set(np.unique(ones)) <= {0.0, 1.0}
+
+
+def test_augmentation_threads_bit_identical(threads):
+    rng = np.random.default_rng(15)
+    x = randn(rng, 32, 3, 24, 24)
+    for make in (lambda: RandomShift(4, seed=3), lambda: RandomFlip(seed=3)):
+        results = []
+        for n in (1, 2):
+            threads(n)
+            layer = make()
+            y = layer.forward(x, training=True).copy()
+            results.append((y, layer.backward(x).copy()))
+        for u, v in zip(*results):
+            np.testing.assert_array_equal(u, v)
+
+
+def test_augmentation_config_and_errors():
+    assert RandomShift(2).get_config() == {"pixels": 2}
+    assert rebuild(RandomShift(2)).pixels == 2
+    assert rebuild(RandomFlip()).get_config() == {}
+    assert RandomShift(2).output_shape((1, 28, 28)) == (1, 28, 28)
+    with pytest.raises(ValueError, match=r"RandomFlip.*\(784,\)"):
+        RandomFlip().output_shape((784,))
+    for bad in (-1, 1.5, True, "2"):
+        with pytest.raises(ValueError, match="RandomShift: pixels"):
+            RandomShift(bad)
+    with pytest.raises(ValueError, match=r"RandomShift.*\(4, 784\)"):
+        RandomShift(1).forward(np.zeros((4, 784), F32), training=True)
+    layer = RandomFlip(seed=0)
+    layer.forward(np.zeros((2, 1, 3, 3), F32), training=True)
+    with pytest.raises(ValueError, match=r"gradient of shape \(2, 1, 3, 4\)"):
+        layer.backward(np.zeros((2, 1, 3, 4), F32))
+    x = np.zeros((1, 1, 2, 2), F32)
+    with pytest.raises(ValueError, match="overlap"):
+        _core.shift2d(x, x, np.zeros((1, 2), np.int32))
