@@ -349,6 +349,77 @@ int sn_conv2d_backward_f32(const sn_conv2d_cfg *cfg, float *dw, float *db, float
                            const float *dy, const float *x, const float *w, float beta,
                            float *workspace);
 
+/* ---- pooling (sn_pool.c): NCHW float32, no padding ----
+ * planes = N * C independent H x W planes, each computed whole by one
+ * thread (the same bits for any thread count). Windows kh x kw, strides
+ * sh, sw: Ho = (H - kh) / sh + 1, Wo = (W - kw) / sw + 1. SN_EINVAL (a size
+ * < 1, a window larger than the plane, H * W > INT32_MAX) leaves outputs
+ * untouched. */
+/* *Ho, *Wo for these sizes, or SN_EINVAL */
+int sn_pool2d_out_size(int64_t *Ho, int64_t *Wo, int64_t H, int64_t W, int64_t kh, int64_t kw,
+                       int64_t sh, int64_t sw);
+/* y = max of each window; argmax = its index i * W + j within the plane:
+ * the first maximum in row-major scan order of the window; NaN wins. */
+int sn_maxpool2d_forward_f32(float *y, int32_t *argmax, const float *x, int64_t planes,
+                             int64_t H, int64_t W, int64_t kh, int64_t kw, int64_t sh, int64_t sw);
+/* dx = 0; dx[argmax[o]] += dy[o] (overlapping windows add). An index outside
+ * the plane is skipped and gives SN_EINVAL after dx was written. */
+int sn_maxpool2d_backward_f32(float *dx, const float *dy, const int32_t *argmax, int64_t planes,
+                              int64_t H, int64_t W, int64_t Ho, int64_t Wo);
+/* y = sum of the window / (kh kw) (summed in double) */
+int sn_avgpool2d_forward_f32(float *y, const float *x, int64_t planes, int64_t H, int64_t W,
+                             int64_t kh, int64_t kw, int64_t sh, int64_t sw);
+/* dx = 0; every position of a window gets dy / (kh kw) added */
+int sn_avgpool2d_backward_f32(float *dx, const float *dy, int64_t planes, int64_t H, int64_t W,
+                              int64_t kh, int64_t kw, int64_t sh, int64_t sw);
+/* global average pool: y[p] = mean of plane p's hw values (summed in double) */
+int sn_global_avgpool_forward_f32(float *y, const float *x, int64_t planes, int64_t hw);
+/* dx[p, k] = dy[p] / hw */
+int sn_global_avgpool_backward_f32(float *dx, const float *dy, int64_t planes, int64_t hw);
+
+/* ---- batch normalisation (sn_norm.c): x is (N, C, S), S = H * W for
+ * images, 1 for features; a channel's n = N * S values are normalised
+ * together, each channel by one thread (the same bits for any thread count).
+ * Statistics in double. SN_EINVAL (a size < 1, eps <= 0, momentum outside
+ * [0, 1], n < 2 in training) leaves outputs untouched. ----
+ * training: mu, var = mean and biased variance of the channel;
+ *   running_mean <- (1 - m) running_mean + m mu,
+ *   running_var  <- (1 - m) running_var + m var n / (n - 1)   (both updated
+ *   in place; NULL skips the update);
+ * inference: mu, var = running_mean, running_var (read only, required).
+ * y = gamma (x - mu) / sqrt(var + eps) + beta; save_mean = mu and
+ * save_invstd = 1 / sqrt(var + eps) (C values each) keep what backward needs. */
+int sn_batchnorm_forward_f32(float *y, float *save_mean, float *save_invstd, float *running_mean,
+                             float *running_var, const float *x, const float *gamma,
+                             const float *beta, int64_t N, int64_t C, int64_t S, float eps,
+                             float momentum, int training);
+/* xhat = (x - save_mean) save_invstd; dbeta = sum dy; dgamma = sum dy xhat
+ * (both overwritten, sums over the channel's n values in double);
+ * training (the statistics came from the batch):
+ *   dx = gamma save_invstd (dy - dbeta / n - xhat dgamma / n);
+ * otherwise (fixed running statistics): dx = gamma save_invstd dy. */
+int sn_batchnorm_backward_f32(float *dx, float *dgamma, float *dbeta, const float *dy,
+                              const float *x, const float *save_mean, const float *save_invstd,
+                              const float *gamma, int64_t N, int64_t C, int64_t S, int training);
+
+/* ---- augmentation (sn_augment.c): NCHW float32 images, y and x distinct.
+ * Random draws: key = splitmix64(seed), draw k = splitmix64(key + k) (the
+ * dropout kernel's stream), so image i's draws depend only on (seed, i). ---- */
+/* shifts[2 i], shifts[2 i + 1] = (sy, sx) of image i, each uniform in
+ * [-pixels, pixels]: floor((draw >> 32) (2 pixels + 1) / 2^32) - pixels,
+ * draws 2 i and 2 i + 1 */
+int sn_random_shifts(int32_t *shifts, int64_t n, int64_t pixels, uint64_t seed);
+/* flags[i] = the top bit of draw i (1: flip image i), probability 1/2 */
+int sn_random_flips(int32_t *flags, int64_t n, uint64_t seed);
+/* y[b, c, i, j] = x[b, c, i - s sy, j - s sx] inside the plane, else 0, with
+ * (sy, sx) = shifts of image b and s = sign: +1 the shift, -1 its adjoint
+ * (the gradient moved back, 0 where the forward filled). */
+int sn_shift2d_f32(float *y, const float *x, const int32_t *shifts, int64_t N, int64_t C,
+                   int64_t H, int64_t W, int sign);
+/* y[b, c, i, j] = x[b, c, i, W - 1 - j] where flags[b], else x (its own adjoint) */
+int sn_flip2d_f32(float *y, const float *x, const int32_t *flags, int64_t N, int64_t C, int64_t H,
+                  int64_t W);
+
 #ifdef __cplusplus
 }
 #endif

@@ -21,7 +21,10 @@ from . import datasets
 from ._random import manual_seed
 from ._runtime import info
 from .callbacks import Callback, EarlyStopping
+from .layers_augment import RandomFlip, RandomShift
 from .layers_conv import Conv2D
+from .layers_norm import BatchNorm1d, BatchNorm2d
+from .layers_pool import AvgPool2D, GlobalAvgPool2D, MaxPool2D
 from .layers import Dense, Dropout, Flatten, LeakyReLU, ReLU, Reshape, Sigmoid, Softmax, Tanh
 from .losses import MSE, BinaryCrossEntropy, CrossEntropy
 from .model import ModelFileError, Sequential, load
@@ -37,7 +40,8 @@ get_num_threads = _core.get_num_threads
 __all__ = [
     "__version__", "datasets", "manual_seed", "info", "set_num_threads", "get_num_threads",
     "Conv2D", "Dense", "Dropout", "Flatten", "LeakyReLU", "ReLU", "Reshape", "Sigmoid",
-    "Softmax", "Tanh",
+    "Softmax", "Tanh", "MaxPool2D", "AvgPool2D", "GlobalAvgPool2D", "BatchNorm1d", "BatchNorm2d",
+    "RandomShift", "RandomFlip",
     "MSE", "BinaryCrossEntropy", "CrossEntropy", "ModelFileError", "Sequential", "load",
     "Module", "Parameter", "SGD", "AdaGrad", "Adam", "AdamW", "RMSProp", "Optimizer",
     "StepLR", "CosineAnnealingLR", "Callback", "EarlyStopping",

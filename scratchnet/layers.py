@@ -177,7 +177,25 @@ class Softmax(_Activation):
         _core.softmax_backward(dy.reshape(-1, n), y.reshape(-1, n), out.reshape(-1, n))
 
 
-class Dropout(Module):
+class RandomStream:
+    """The random stream of a training-only random layer (Dropout, the
+    augmentation layers): a 63-bit seed and a count of training calls; call
+    t draws with the C kernels' counter-based generator keyed by seed + t,
+    so the fused C trainer (which advances the count by its batches) and the
+    layer-by-layer path draw the same, and fit(seed=...) reseeds it."""
+
+    def reseed(self, rng):
+        self.seed = int(rng.integers(2**63))
+        self.calls = 0  # training calls so far: the next draw is keyed by seed + calls
+
+    def take_mask_seed(self, count=1):
+        """The key of the next draw, and the stream advanced past count draws."""
+        key = (self.seed + self.calls) % 2**64
+        self.calls += count
+        return key
+
+
+class Dropout(RandomStream, Module):
     """Inverted dropout: in training, zero each element with probability p and
     scale the rest by 1 / (1 - p); the identity outside training.
 
@@ -199,15 +217,6 @@ class Dropout(Module):
     def get_config(self):
         return {"p": self.p}
 
-    def reseed(self, rng):
-        self.seed = int(rng.integers(2**63))
-        self.calls = 0  # training calls so far: the next mask is keyed by seed + calls
-
-    def take_mask_seed(self, count=1):
-        """The key of the next mask, and the stream advanced past count masks."""
-        key = (self.seed + self.calls) % 2**64
-        self.calls += count
-        return key
 
     def forward(self, x, training=False):
         x = _as_batch(x, "Dropout input")

@@ -150,6 +150,14 @@ class Parameter:
                 f"  {values})")
 
 
+def image_shape(layer, in_shape):
+    """in_shape as (channels, height, width), or a ValueError naming the layer."""
+    in_shape = tuple(in_shape)
+    if len(in_shape) != 3 or min(in_shape) < 1:
+        raise ValueError(f"{layer!r} takes (channels, height, width) per sample, got {in_shape}")
+    return in_shape
+
+
 class BufferOwner:
     """Keeps output arrays that are reused from call to call: a new array is
     allocated only when the shape changes (a new batch size)."""

@@ -70,3 +70,34 @@ def test_a_cnn_learns_and_survives_save_and_load(tmp_path):
     loaded = sn.load(tmp_path / "cnn.npz")
     np.testing.assert_array_equal(loaded.predict_logits(X), model.predict_logits(X))
     assert repr(loaded.layers[2]) == repr(model.layers[2])
+
+
+def every_layer_cnn(seed=0):
+    sn.manual_seed(seed)
+    return sn.Sequential(sn.RandomShift(1), sn.RandomFlip(), sn.Conv2D(1, 4, 3, padding=1),
+                         sn.BatchNorm2d(4), sn.ReLU(), sn.MaxPool2D(2), sn.Conv2D(4, 6, 2),
+                         sn.ReLU(), sn.AvgPool2D(1), sn.GlobalAvgPool2D(), sn.BatchNorm1d(6),
+                         sn.Dense(6, 3))
+
+
+def test_every_new_layer_in_one_model_trains_reproducibly_and_saves(tmp_path):
+    rng = np.random.default_rng(2)
+    X = rng.random((60, 1, 8, 8), dtype=np.float32)
+    y = rng.integers(0, 3, 60)
+    runs = []
+    for _ in range(2):
+        model = every_layer_cnn()
+        model.fit(X, y, optimizer=sn.Adam(model.parameters(), lr=1e-2), epochs=2,
+                  batch_size=16, seed=5, verbose=0)
+        runs.append(model)
+    for (name, a), (_, b) in zip(runs[0].state_dict().items(), runs[1].state_dict().items()):
+        np.testing.assert_array_equal(a, b, err_msg=name)  # augmentation follows fit's seed
+    model = runs[0]
+    assert model.layers[3].running_var.min() > 0 and model.layers[3].running_mean.any()
+    # inference: no augmentation, running statistics; the same twice
+    np.testing.assert_array_equal(model.predict_logits(X), model.predict_logits(X))
+    model.save(tmp_path / "cnn.npz")
+    loaded = sn.load(tmp_path / "cnn.npz")
+    np.testing.assert_array_equal(loaded.predict_logits(X), model.predict_logits(X))
+    np.testing.assert_array_equal(loaded.layers[3].running_var, model.layers[3].running_var)
+    assert [type(l) for l in loaded.layers] == [type(l) for l in model.layers]

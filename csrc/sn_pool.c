@@ -1,0 +1,188 @@
+/* Pooling over NCHW planes, forward and backward side by side (no padding).
+ * A batch of N images of C channels is N * C independent H x W planes; each
+ * plane is computed whole by one thread, so any thread count gives the same
+ * bits. Output size: Ho = (H - kh) / sh + 1, Wo = (W - kw) / sw + 1. */
+#include <stdint.h>
+#include <string.h>
+
+#include "scratchnet.h"
+#include "sn_planes.h"
+
+int sn_pool2d_out_size(int64_t *Ho, int64_t *Wo, int64_t H, int64_t W, int64_t kh, int64_t kw,
+                       int64_t sh, int64_t sw)
+{
+    if (H < 1 || W < 1 || kh < 1 || kw < 1 || sh < 1 || sw < 1 || kh > H || kw > W)
+        return SN_EINVAL;
+    *Ho = (H - kh) / sh + 1;
+    *Wo = (W - kw) / sw + 1;
+    return SN_OK;
+}
+
+/* One call's arrays and sizes; a kernel's plane function does plane p. */
+typedef struct {
+    float *out;               /* y (forward) or dx (backward) */
+    const float *in;          /* x (forward) or dy (backward) */
+    int32_t *argmax;          /* max-pool forward writes, backward reads */
+    int64_t H, W, Ho, Wo, kh, kw, sh, sw;
+} pool_call;
+
+typedef int (*plane_fn)(const pool_call *c, int64_t p);
+
+/* fn over planes [0, planes), one thread per plane; SN_EINVAL if any plane
+ * reported it. `work` (elements touched) decides whether threads pay. */
+static int over_planes(plane_fn fn, const pool_call *c, int64_t planes, int64_t work)
+{
+    const int nt = sn_plane_threads(planes, work);
+    int bad = 0;
+    (void)nt;
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1) reduction(| : bad)
+#endif
+    for (int64_t p = 0; p < planes; ++p) bad |= fn(c, p);
+    return bad ? SN_EINVAL : SN_OK;
+}
+
+static int setup(pool_call *c, int64_t planes, int64_t H, int64_t W, int64_t kh, int64_t kw,
+                 int64_t sh, int64_t sw)
+{
+    if (planes < 0 || sn_pool2d_out_size(&c->Ho, &c->Wo, H, W, kh, kw, sh, sw) != SN_OK)
+        return SN_EINVAL;
+    if (H > INT32_MAX / W) return SN_EINVAL; /* arg-max indices are int32 */
+    c->H = H, c->W = W, c->kh = kh, c->kw = kw, c->sh = sh, c->sw = sw;
+    return SN_OK;
+}
+
+/* ---- max-pool ---- */
+
+/* y = the window's maximum, argmax = its index in the plane: the first in
+ * row-major scan order (strictly greater replaces); a NaN wins, the first. */
+static int maxpool_forward_plane(const pool_call *c, int64_t p)
+{
+    const float *xp = c->in + p * c->H * c->W;
+    float *yp = c->out + p * c->Ho * c->Wo;
+    int32_t *ap = c->argmax + p * c->Ho * c->Wo;
+    for (int64_t i = 0; i < c->Ho; ++i) {
+        for (int64_t j = 0; j < c->Wo; ++j) {
+            const int64_t first = i * c->sh * c->W + j * c->sw;
+            float m = xp[first];
+            int64_t at = first;
+            for (int64_t a = 0; a < c->kh; ++a) {
+                const int64_t row = first + a * c->W;
+                for (int64_t b = 0; b < c->kw; ++b) {
+                    const float v = xp[row + b];
+                    if (v > m || (v != v && m == m)) {
+                        m = v;
+                        at = row + b;
+                    }
+                }
+            }
+            yp[i * c->Wo + j] = m;
+            ap[i * c->Wo + j] = (int32_t)at;
+        }
+    }
+    return 0;
+}
+
+int sn_maxpool2d_forward_f32(float *y, int32_t *argmax, const float *x, int64_t planes,
+                             int64_t H, int64_t W, int64_t kh, int64_t kw, int64_t sh, int64_t sw)
+{
+    pool_call c = {.out = y, .in = x, .argmax = argmax};
+    if (setup(&c, planes, H, W, kh, kw, sh, sw) != SN_OK) return SN_EINVAL;
+    return over_planes(maxpool_forward_plane, &c, planes, planes * c.Ho * c.Wo * kh * kw);
+}
+
+/* dx = 0, then dx[argmax[o]] += dy[o] over the plane's outputs in order
+ * (overlapping windows add); an index outside the plane is skipped, reported */
+static int maxpool_backward_plane(const pool_call *c, int64_t p)
+{
+    const int64_t hw = c->H * c->W, n = c->Ho * c->Wo;
+    float *dxp = c->out + p * hw;
+    const float *dyp = c->in + p * n;
+    const int32_t *ap = c->argmax + p * n;
+    int bad = 0;
+    memset(dxp, 0, (size_t)hw * sizeof(float));
+    for (int64_t o = 0; o < n; ++o) {
+        if (ap[o] < 0 || ap[o] >= hw) {
+            bad = 1;
+            continue;
+        }
+        dxp[ap[o]] += dyp[o];
+    }
+    return bad;
+}
+
+int sn_maxpool2d_backward_f32(float *dx, const float *dy, const int32_t *argmax, int64_t planes,
+                              int64_t H, int64_t W, int64_t Ho, int64_t Wo)
+{
+    if (planes < 0 || H < 1 || W < 1 || Ho < 1 || Wo < 1 || H > INT32_MAX / W) return SN_EINVAL;
+    pool_call c = {.out = dx, .in = dy, .argmax = (int32_t *)argmax, .H = H, .W = W, .Ho = Ho,
+                   .Wo = Wo};
+    return over_planes(maxpool_backward_plane, &c, planes, planes * (H * W + Ho * Wo));
+}
+
+/* ---- average pool ---- */
+
+/* y = the window's sum (in double) / (kh kw) */
+static int avgpool_forward_plane(const pool_call *c, int64_t p)
+{
+    const float *xp = c->in + p * c->H * c->W;
+    float *yp = c->out + p * c->Ho * c->Wo;
+    const double inv = 1.0 / (double)(c->kh * c->kw);
+    for (int64_t i = 0; i < c->Ho; ++i) {
+        for (int64_t j = 0; j < c->Wo; ++j) {
+            const float *w0 = xp + i * c->sh * c->W + j * c->sw;
+            double s = 0.0;
+            for (int64_t a = 0; a < c->kh; ++a)
+                for (int64_t b = 0; b < c->kw; ++b) s += w0[a * c->W + b];
+            yp[i * c->Wo + j] = (float)(s * inv);
+        }
+    }
+    return 0;
+}
+
+int sn_avgpool2d_forward_f32(float *y, const float *x, int64_t planes, int64_t H, int64_t W,
+                             int64_t kh, int64_t kw, int64_t sh, int64_t sw)
+{
+    pool_call c = {.out = y, .in = x};
+    if (setup(&c, planes, H, W, kh, kw, sh, sw) != SN_OK) return SN_EINVAL;
+    return over_planes(avgpool_forward_plane, &c, planes, planes * c.Ho * c.Wo * kh * kw);
+}
+
+/* dx = 0, then every position of a window gets dy / (kh kw) added */
+static int avgpool_backward_plane(const pool_call *c, int64_t p)
+{
+    float *dxp = c->out + p * c->H * c->W;
+    const float *dyp = c->in + p * c->Ho * c->Wo;
+    const float inv = (float)(1.0 / (double)(c->kh * c->kw));
+    memset(dxp, 0, (size_t)(c->H * c->W) * sizeof(float));
+    for (int64_t i = 0; i < c->Ho; ++i) {
+        for (int64_t j = 0; j < c->Wo; ++j) {
+            const float g = dyp[i * c->Wo + j] * inv;
+            float *w0 = dxp + i * c->sh * c->W + j * c->sw;
+            for (int64_t a = 0; a < c->kh; ++a)
+                for (int64_t b = 0; b < c->kw; ++b) w0[a * c->W + b] += g;
+        }
+    }
+    return 0;
+}
+
+int sn_avgpool2d_backward_f32(float *dx, const float *dy, int64_t planes, int64_t H, int64_t W,
+                              int64_t kh, int64_t kw, int64_t sh, int64_t sw)
+{
+    pool_call c = {.out = dx, .in = dy};
+    if (setup(&c, planes, H, W, kh, kw, sh, sw) != SN_OK) return SN_EINVAL;
+    return over_planes(avgpool_backward_plane, &c, planes,
+                       planes * (H * W + c.Ho * c.Wo * kh * kw));
+}
+
+/* ---- global average pool: the average pool whose window is the plane ---- */
+
+int sn_global_avgpool_forward_f32(float *y, const float *x, int64_t planes, int64_t hw)
+{
+    return sn_avgpool2d_forward_f32(y, x, planes, 1, hw, 1, hw, 1, 1);
+}
+
+int sn_global_avgpool_backward_f32(float *dx, const float *dy, int64_t planes, int64_t hw)
+{
+    return sn_avgpool2d_backward_f32(dx, dy, planes, 1, hw, 1, hw, 1, 1);
+}
