@@ -82,25 +82,15 @@ void sn_softmax_backward_f32(float *dx, const float *dy, const float *y, int64_t
     }
 }
 
-/* splitmix64: a counter-based generator, so element i's draw depends only on
- * (seed, i) and the mask is the same whatever the loop order. */
-static uint64_t splitmix64(uint64_t z)
-{
-    z += 0x9E3779B97F4A7C15ull;
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
 int sn_dropout_forward_f32(float *y, float *mask, const float *x, int64_t n, float p,
                            uint64_t seed)
 {
     if (!(p >= 0.0f && p < 1.0f)) return SN_EINVAL;
     const float keep_scale = 1.0f / (1.0f - p);
-    const uint64_t key = splitmix64(seed);
+    const uint64_t key = sn_splitmix64(seed);
     for (int64_t i = 0; i < n; ++i) {
         /* top 24 bits -> a float uniform in [0, 1) with every value exact */
-        const float u = (float)(splitmix64(key + (uint64_t)i) >> 40) * (1.0f / 16777216.0f);
+        const float u = (float)(sn_splitmix64(key + (uint64_t)i) >> 40) * (1.0f / 16777216.0f);
         mask[i] = u >= p ? keep_scale : 0.0f;
         y[i] = x[i] * mask[i];
     }

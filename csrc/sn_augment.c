@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "scratchnet.h"
+#include "sn_formulas.h"
 #include "sn_planes.h"
 
 int sn_random_shifts(int32_t *shifts, int64_t n, int64_t pixels, uint64_t seed)

@@ -10,6 +10,7 @@
 #define SN_FORMULAS_H
 
 #include <math.h>
+#include <stdint.h>
 
 /* max(0, x); NaN stays NaN (as in PyTorch), so a network whose weights
  * went NaN gives NaN outputs, not answers that look real. (Written out:
@@ -43,5 +44,17 @@ static inline float sn_sigmoid_grad(float dy, float y) { return dy * (y * (1.0f 
 
 /* dy * tanh'(x), from the output y = tanh(x): dy * (1 - y^2) */
 static inline float sn_tanh_grad(float dy, float y) { return dy * (1.0f - y * y); }
+
+/* splitmix64, the counter-based generator of every random kernel (dropout,
+ * augmentation): with key = sn_splitmix64(seed), draw i is
+ * sn_splitmix64(key + i), so it depends only on (seed, i), never on the
+ * loop order or the thread that computes it. */
+static inline uint64_t sn_splitmix64(uint64_t z)
+{
+    z += 0x9E3779B97F4A7C15ull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
 
 #endif

@@ -22,14 +22,4 @@ static inline int sn_plane_threads(int64_t items, int64_t work)
     return (int64_t)nt > items ? (int)items : nt;
 }
 
-/* splitmix64, as the dropout kernel uses it (sn_act.c): draw i of key k is
- * sn_splitmix64(k + i), with k = sn_splitmix64(seed). */
-static inline uint64_t sn_splitmix64(uint64_t z)
-{
-    z += 0x9E3779B97F4A7C15ull;
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
 #endif
