@@ -14,6 +14,16 @@ def _as_batch(x, name):
     return as_float32(x, name)
 
 
+def initial_weights(init, shape, fan_in, fan_out, seed=None):
+    """Initial weights of this shape: "he" N(0, 2 / fan_in) (Kaiming normal,
+    for ReLU networks); "xavier" U(-a, a), a = sqrt(6 / (fan_in + fan_out))."""
+    rng = _random.generator(seed)
+    if init == "he":
+        return rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)
+    a = np.sqrt(6.0 / (fan_in + fan_out))
+    return rng.uniform(-a, a, shape)
+
+
 class Dense(Module):
     """y = x @ weight + bias, weight of shape (in_features, out_features).
 
@@ -28,13 +38,8 @@ class Dense(Module):
         self.in_features = positive_int(in_features, "in_features")
         self.out_features = positive_int(out_features, "out_features")
         self.init = choice(init, self.INITS, "init")
-        rng = _random.generator(seed)
-        shape = (self.in_features, self.out_features)
-        if init == "he":
-            w = rng.standard_normal(shape) * np.sqrt(2.0 / self.in_features)
-        else:
-            a = np.sqrt(6.0 / (self.in_features + self.out_features))
-            w = rng.uniform(-a, a, shape)
+        w = initial_weights(init, (self.in_features, self.out_features), self.in_features,
+                            self.out_features, seed)
         self.weight = Parameter(w, "weight")
         self.bias = Parameter(np.zeros(self.out_features), "bias")
         self._x = None

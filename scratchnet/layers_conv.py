@@ -4,9 +4,9 @@ import numbers
 
 import numpy as np
 
-from . import _core, _random
+from . import _core
 from ._validate import as_float32, choice, positive_int
-from .layers import LAYERS
+from .layers import LAYERS, initial_weights
 from .module import Module, Parameter
 
 
@@ -51,13 +51,8 @@ class Conv2D(Module):
         self.init = choice(init, self.INITS, "init")
         kh, kw = self.kernel_size
         fan_in, fan_out = self.in_channels * kh * kw, self.out_channels * kh * kw
-        shape = (self.out_channels, self.in_channels, kh, kw)
-        rng = _random.generator(seed)
-        if init == "he":
-            w = rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)
-        else:
-            a = np.sqrt(6.0 / (fan_in + fan_out))
-            w = rng.uniform(-a, a, shape)
+        w = initial_weights(init, (self.out_channels, self.in_channels, kh, kw), fan_in, fan_out,
+                            seed)
         self.weight = Parameter(w, "weight")
         self.bias = Parameter(np.zeros(self.out_channels), "bias")
         self._x = None

@@ -28,7 +28,7 @@ from ._progress import start_epoch
 from ._validate import as_features, as_float32, as_labels, check_finite, positive_int
 from .callbacks import CallbackList
 from .layers import LAYERS, Dense, Flatten, Sigmoid, Softmax
-from .losses import LOSSES, BinaryCrossEntropy, CrossEntropy, Loss, MSE
+from .losses import LOSSES, BinaryCrossEntropy, CrossEntropy, Loss
 from .module import Module, Parameter, checked_state
 from .optimizers import Optimizer
 
