@@ -315,8 +315,9 @@ int sn_all_finite_f32(const float *x, int64_t n);
  * y is N x K x OH x OW, all contiguous.
  * Algorithm: im2col of `chunk` images at a time into col, (C kh kw) x
  * (chunk OH OW), so that one GEMM covers the chunk; col2im adds back. The
- * results depend on chunk (the order dW sums the chunks in) but never on
- * the thread count. */
+ * batch is cut into at most 8 slices of whole chunks, each computed by one
+ * thread with its own part of the workspace. The results depend on chunk
+ * (the order dW sums the images in) but never on the thread count. */
 typedef struct {
     int64_t N, C, H, W;        /* input: batch, channels, height, width */
     int64_t K;                 /* output channels */

@@ -342,6 +342,72 @@ static void small_strip(const sn_gemm_kernel_info *ki, int trans_a, int trans_b,
     sn_fp_leave(fp);
 }
 
+int sn_gemm_serial_f32(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+                       const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
+                       float *C, int64_t ldc, const sn_epilogue *ep)
+{
+    int status = check_args(trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc);
+    if (status != SN_OK) return status;
+    if (M == 0 || N == 0) return SN_OK;
+    if (ep && ep->kind == SN_EPI_NONE) ep = NULL;
+    const sn_gemm_kernel_info *ki = sn_active_gemm_kernel();
+    const unsigned fp = sn_fp_enter();
+    if (K == 0 || alpha == 0.0f) {
+        scale_c(C, ldc, M, N, beta);
+        if (ep) apply_epilogue(ep, C, ldc, 0, 0, M, N);
+    } else if (M <= SN_SMALL_M) {
+        small_strip(ki, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, ep, 0,
+                    N);
+    } else {
+        status = gemm_blocked(ki, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C,
+                              ldc, ep);
+    }
+    sn_fp_leave(fp);
+    return status;
+}
+
+/* One GEMM cut into strips of C (sn_gemm_epi_f32), each computed whole by
+ * one thread with its own packing, with no barrier inside. */
+typedef struct {
+    const sn_gemm_kernel_info *ki;
+    int trans_a, trans_b;
+    int64_t M, N, K;
+    float alpha, beta;
+    const float *A, *B;
+    int64_t lda, ldb, ldc;
+    float *C;
+    const sn_epilogue *ep;
+    int small;         /* few rows: strips of columns, no packing */
+    int by_rows;       /* else: strips of rows (1) or of columns (0) */
+    int64_t per_strip; /* rows or columns per strip */
+} gemm_strips;
+
+static int strip_unit(const void *ctx, int64_t s)
+{
+    const gemm_strips *g = ctx;
+    const int64_t start = s * g->per_strip, total = g->by_rows ? g->M : g->N;
+    const int64_t len = total - start < g->per_strip ? total - start : g->per_strip;
+    if (g->small) {
+        small_strip(g->ki, g->trans_a, g->trans_b, g->M, g->N, g->K, g->alpha, g->A, g->lda, g->B,
+                    g->ldb, g->beta, g->C, g->ldc, g->ep, start, len);
+        return SN_OK;
+    }
+    const sn_epilogue sub = g->ep ? epilogue_at(g->ep, g->by_rows ? start : 0,
+                                                g->by_rows ? 0 : start)
+                                  : (sn_epilogue){0};
+    const sn_epilogue *sub_ep = g->ep ? &sub : NULL;
+    if (g->by_rows) {
+        /* rows start.. of op(A) and C */
+        const float *As = g->trans_a ? g->A + start : g->A + start * g->lda;
+        return gemm_blocked(g->ki, g->trans_a, g->trans_b, len, g->N, g->K, g->alpha, As, g->lda,
+                            g->B, g->ldb, g->beta, g->C + start * g->ldc, g->ldc, sub_ep);
+    }
+    /* columns start.. of op(B) and C */
+    const float *Bs = g->trans_b ? g->B + start * g->ldb : g->B + start;
+    return gemm_blocked(g->ki, g->trans_a, g->trans_b, g->M, len, g->K, g->alpha, g->A, g->lda,
+                        Bs, g->ldb, g->beta, g->C + start, g->ldc, sub_ep);
+}
+
 int sn_gemm_epi_f32(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha,
                     const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
                     float *C, int64_t ldc, const sn_epilogue *ep)
@@ -349,104 +415,39 @@ int sn_gemm_epi_f32(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, f
     int status = check_args(trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc);
     if (status != SN_OK) return status;
     if (M == 0 || N == 0) return SN_OK;
-    if (ep && ep->kind == SN_EPI_NONE) ep = NULL;
-    if (K == 0 || alpha == 0.0f) {
-        const unsigned fp = sn_fp_enter();
-        scale_c(C, ldc, M, N, beta);
-        if (ep) apply_epilogue(ep, C, ldc, 0, 0, M, N);
-        sn_fp_leave(fp);
-        return SN_OK;
-    }
-    const sn_gemm_kernel_info *ki = sn_active_gemm_kernel();
     const double flops = (double)M * (double)N * (double)K;
-    if (M <= SN_SMALL_M) {
-        /* few rows: no packing; each thread takes the same column strip call
+    const int small = M <= SN_SMALL_M;
+    /* few multiply-adds (or none): one thread */
+    const int nthreads =
+        K == 0 || alpha == 0.0f ||
+                flops < (small ? SN_SMALL_PARALLEL_MIN_FLOPS : SN_GEMM_PARALLEL_MIN_FLOPS) ||
+                (small && N < 32)
+            ? 1
+            : sn_parallel_threads();
+    if (nthreads == 1)
+        return sn_gemm_serial_f32(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc,
+                                  ep);
+    if (ep && ep->kind == SN_EPI_NONE) ep = NULL;
+    const sn_gemm_kernel_info *ki = sn_active_gemm_kernel();
+    gemm_strips g = {ki, trans_a, trans_b, M, N, K, alpha, beta, A, B, lda, ldb, ldc, C, ep,
+                     small, 0, 0};
+    if (small) {
+        /* few rows: one column strip per thread, the same thread's call
          * after call (static), so its part of B stays in its own core's L2 */
-        const int nt = flops < SN_SMALL_PARALLEL_MIN_FLOPS || N < 32 ? 1 : sn_parallel_threads();
-        if (nt == 1) {
-            small_strip(ki, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, ep,
-                        0, N);
-            return SN_OK;
-        }
-        const int64_t per = ((N + nt - 1) / nt + 15) / 16 * 16;
-        const double t_start = SN_NOW();
-        double work = 0.0;
-        (void)per;
-        (void)t_start;
-#ifdef _OPENMP
-#pragma omp parallel for schedule(static) num_threads(nt) reduction(+ : work)
-#endif
-        for (int t = 0; t < nt; ++t) {
-            const double t0 = SN_NOW();
-            const int64_t j0 = t * per;
-            small_strip(ki, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, ep,
-                        j0, N - j0 < per ? N - j0 : per);
-            work += SN_NOW() - t0;
-        }
-        sn_parallel_done(SN_NOW() - t_start, work, nt);
-        return SN_OK;
+        g.per_strip = ((N + nthreads - 1) / nthreads + 15) / 16 * 16;
+        return sn_run_units(strip_unit, &g, (N + g.per_strip - 1) / g.per_strip, nthreads, 1);
     }
-    const int nthreads = flops < SN_GEMM_PARALLEL_MIN_FLOPS ? 1 : sn_parallel_threads();
-    if (nthreads == 1) {
-        const unsigned fp = sn_fp_enter();
-        status = gemm_blocked(ki, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc,
-                              ep);
-        sn_fp_leave(fp);
-        return status;
-    }
-
-    /* Threads: C is cut into one strip of columns or rows per thread, each a
-     * whole GEMM with its own packing, with no barrier inside.
-     * A strip's arithmetic does not depend on which thread runs it, so
-     * results are identical whatever the thread count. */
-    /* Split where no operand is copied twice: a transposed A is read in
-     * place (see gemm_blocked), so column strips share it; a plain B is read
-     * in place, so row strips share it. Otherwise each strip packs the
-     * other operand: split so that the smaller one is the one copied. */
-    const int by_rows = trans_a ? N < 2 * ki->nr : (!trans_b ? 1 : M > N);
-    const int64_t unit = by_rows ? ki->mr : ki->nr;
-    const int64_t units = ((by_rows ? M : N) + unit - 1) / unit;
-    int64_t strips = nthreads;
-    if (strips > units) strips = units;
-    const int64_t per_strip = (units + strips - 1) / strips * unit;
-    strips = ((by_rows ? M : N) + per_strip - 1) / per_strip;
-    int failed = 0;
-    double work = 0.0;
-    const double t_start = SN_NOW();
-    (void)t_start;
-#ifdef _OPENMP
-#pragma omp parallel for schedule(dynamic, 1) num_threads(nthreads) reduction(+ : work)
-#endif
-    for (int64_t s = 0; s < strips; ++s) {
-        const double t0 = SN_NOW();
-        const int64_t start = s * per_strip;
-        const int64_t len = (by_rows ? M : N) - start < per_strip ? (by_rows ? M : N) - start
-                                                                  : per_strip;
-        int st;
-        const unsigned fp = sn_fp_enter();
-        const sn_epilogue sub = ep ? epilogue_at(ep, by_rows ? start : 0, by_rows ? 0 : start)
-                                   : (sn_epilogue){0};
-        const sn_epilogue *sub_ep = ep ? &sub : NULL;
-        if (by_rows) {
-            /* rows start.. of op(A) and C */
-            const float *As = trans_a ? A + start : A + start * lda;
-            st = gemm_blocked(ki, trans_a, trans_b, len, N, K, alpha, As, lda, B, ldb, beta,
-                              C + start * ldc, ldc, sub_ep);
-        } else {
-            /* columns start.. of op(B) and C */
-            const float *Bs = trans_b ? B + start * ldb : B + start;
-            st = gemm_blocked(ki, trans_a, trans_b, M, len, K, alpha, A, lda, Bs, ldb, beta,
-                              C + start, ldc, sub_ep);
-        }
-        sn_fp_leave(fp);
-        work += SN_NOW() - t0;
-        if (st != SN_OK) {
-#ifdef _OPENMP
-#pragma omp critical(sn_gemm_status)
-#endif
-            failed = st;
-        }
-    }
-    sn_parallel_done(SN_NOW() - t_start, work, nthreads);
-    return failed;
+    /* One strip of columns or rows per thread. Split where no operand is
+     * copied twice: a transposed A is read in place (see gemm_blocked), so
+     * column strips share it; a plain B is read in place, so row strips
+     * share it. Otherwise each strip packs the other operand: split so that
+     * the smaller one is the one copied. A strip's arithmetic does not
+     * depend on which thread runs it, so results are identical whatever
+     * the thread count. */
+    g.by_rows = trans_a ? N < 2 * ki->nr : (!trans_b ? 1 : M > N);
+    const int64_t unit = g.by_rows ? ki->mr : ki->nr, total = g.by_rows ? M : N;
+    const int64_t units = (total + unit - 1) / unit;
+    const int64_t strips = nthreads < units ? nthreads : units;
+    g.per_strip = (units + strips - 1) / strips * unit;
+    return sn_run_units(strip_unit, &g, (total + g.per_strip - 1) / g.per_strip, nthreads, 0);
 }

@@ -94,6 +94,12 @@ int sn_gemm_epi_f32(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, f
                     const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
                     float *C, int64_t ldc, const sn_epilogue *ep);
 
+/* the same, computed in the calling thread alone: for callers that split
+ * their own work over threads (sn_conv.c) */
+int sn_gemm_serial_f32(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+                       const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
+                       float *C, int64_t ldc, const sn_epilogue *ep);
+
 /* softmax of one row of N into p; returns its log-sum-exp (sn_act.c) */
 double sn_softmax_row_f32(float *p, const float *z, int64_t N);
 
@@ -108,6 +114,14 @@ void sn_dact_rows_f32(float *c, int64_t ldc, int64_t rows, int64_t cols, const f
  * busy time of its work items, in seconds (sn_runtime.c). */
 int sn_parallel_threads(void);
 void sn_parallel_done(double wall, double work, int nthreads);
+/* fn(ctx, u) for u in [0, units) over nthreads threads, each unit in the
+ * flush-to-zero mode (sn_fpmode.h), the region timed and reported to
+ * sn_parallel_done. same_each_call: hand the units out statically (thread t
+ * always gets the same ones), else one at a time to whichever thread is
+ * free. Returns the first status other than SN_OK (serially, stops there). */
+typedef int (*sn_unit_fn)(const void *ctx, int64_t u);
+int sn_run_units(sn_unit_fn fn, const void *ctx, int64_t units, int nthreads, int same_each_call);
+
 #ifdef _OPENMP
 #include <omp.h>
 #define SN_NOW() omp_get_wtime()

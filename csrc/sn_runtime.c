@@ -6,6 +6,7 @@
  * with AVX-512 under an OS that does not enable it must not run it. */
 #include "scratchnet.h"
 #include "sn_atomic.h"
+#include "sn_fpmode.h"
 #include "sn_internal.h"
 
 #ifdef _OPENMP
@@ -215,6 +216,53 @@ void sn_parallel_done(double wall, double work, int nthreads)
     } else if (backoff > 16) {
         sn_atomic_store(&g_backoff, backoff / 2);
     }
+}
+
+/* unit u, timed into *work; a failure kept in *failed */
+static void run_unit(sn_unit_fn fn, const void *ctx, int64_t u, double *work, int *failed)
+{
+    const double t0 = SN_NOW();
+    const unsigned fp = sn_fp_enter();
+    const int status = fn(ctx, u);
+    sn_fp_leave(fp);
+    *work += SN_NOW() - t0;
+    if (status != SN_OK) {
+#ifdef _OPENMP
+#pragma omp critical(sn_run_units_status)
+#endif
+        *failed = status;
+    }
+}
+
+int sn_run_units(sn_unit_fn fn, const void *ctx, int64_t units, int nthreads, int same_each_call)
+{
+    int failed = SN_OK;
+    if (nthreads > units) nthreads = units > 1 ? (int)units : 1;
+    if (nthreads < 2) {
+        const unsigned fp = sn_fp_enter();
+        for (int64_t u = 0; u < units && failed == SN_OK; ++u) failed = fn(ctx, u);
+        sn_fp_leave(fp);
+        return failed;
+    }
+    double work = 0.0;
+    const double t_start = SN_NOW();
+    (void)t_start;
+    /* static: thread t takes the same units call after call (its data stays
+     * in its core's cache); dynamic: units go to whichever thread is free,
+     * so one that runs does the work of one the OS has descheduled */
+    if (same_each_call) {
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) num_threads(nthreads) reduction(+ : work)
+#endif
+        for (int64_t u = 0; u < units; ++u) run_unit(fn, ctx, u, &work, &failed);
+    } else {
+#ifdef _OPENMP
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nthreads) reduction(+ : work)
+#endif
+        for (int64_t u = 0; u < units; ++u) run_unit(fn, ctx, u, &work, &failed);
+    }
+    sn_parallel_done(SN_NOW() - t_start, work, nthreads);
+    return failed;
 }
 
 const char *sn_compiler(void)

@@ -230,6 +230,14 @@ def test_every_chunk_of_images_per_gemm(chunk):
     check_against_reference(run_core(*args, chunk=chunk), *args)
 
 
+@pytest.mark.parametrize("chunk", [1, 2, 3])
+def test_slices_of_several_chunks_and_a_ragged_end(chunk):
+    """A batch cut into the most slices, each of several chunks (dw summed
+    within a slice, then slice by slice), the last slice and chunk short."""
+    args = core_case(9, N=37, C=2, H=7, W=6, K=5, k=(3, 3), stride=1, padding=1)
+    check_against_reference(run_core(*args, chunk=chunk), *args)
+
+
 @pytest.mark.parametrize("isa", _core.supported_isas())
 def test_every_gemm_kernel(isa):
     prev = _core.get_isa()
