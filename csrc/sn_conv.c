@@ -266,6 +266,9 @@ typedef struct {
     const float *x, *w, *b, *dy;
     float beta;
     float *workspace;
+    /* the GEMM the slices call: in their own thread, or, when there is a
+     * single slice (a few images), split over the threads itself */
+    sn_gemm_epi_fn gemm;
 } conv_args;
 
 /* fn over units, on several threads when work (multiply-adds, or floats
@@ -274,6 +277,11 @@ static int run_units(sn_unit_fn fn, const conv_args *a, int64_t units, double wo
 {
     const int nt = work >= (double)SN_CONV_PARALLEL_MIN ? sn_parallel_threads() : 1;
     return sn_run_units(fn, a, units, nt, 0);
+}
+
+static sn_gemm_epi_fn slice_gemm(const sn_conv2d_cfg *cfg)
+{
+    return slice_count(cfg) > 1 ? sn_gemm_serial_f32 : sn_gemm_epi_f32;
 }
 
 /* the chunks of slice s: images [*n_lo, *n_hi) */
@@ -301,7 +309,7 @@ static int forward_slice(const void *ctx, int64_t s)
         const conv_job job = {g, n0, cn, col, Yc, a->y, a->x, a->b};
         im2col(&job);
         /* Y = w @ col   (K x cn P) */
-        const int status = sn_gemm_serial_f32(0, 0, K, cn * P, ckk, 1.0f, a->w, ckk, col,
+        const int status = a->gemm(0, 0, K, cn * P, ckk, 1.0f, a->w, ckk, col,
                                               cn * P, 0.0f, Yc, cn * P, NULL);
         if (status != SN_OK) return status;
         scatter(&job);
@@ -315,7 +323,8 @@ int sn_conv2d_forward_f32(const sn_conv2d_cfg *cfg, float *y, const float *x, co
     if (!cfg_ok(cfg)) return SN_EINVAL;
     if (cfg->N == 0) return SN_OK;
     if (!y || !x || !w || !workspace) return SN_EINVAL;
-    const conv_args a = {cfg, y, NULL, NULL, NULL, x, w, b, NULL, 0.0f, workspace};
+    const conv_args a = {cfg, y, NULL, NULL, NULL, x, w, b, NULL, 0.0f, workspace,
+                         slice_gemm(cfg)};
     const double macs = (double)cfg->N * cfg->K * cfg->OH * cfg->OW * cfg->C * cfg->kh * cfg->kw;
     return run_units(forward_slice, &a, slice_count(cfg), macs);
 }
@@ -345,12 +354,12 @@ static int backward_slice(const void *ctx, int64_t s)
             gather(&gathering);
         }
         /* dw^T (+)= col @ dY^T   (C kh kw x K) */
-        int status = sn_gemm_serial_f32(0, 1, ckk, K, cn * P, 1.0f, col, cn * P, dYs, cn * P,
+        int status = a->gemm(0, 1, ckk, K, cn * P, 1.0f, col, cn * P, dYs, cn * P,
                                         n0 == n_lo ? 0.0f : 1.0f, dwt, K, NULL);
         if (status != SN_OK) return status;
         if (!a->dx) continue;
         /* dcol = w^T @ dY   (C kh kw x cn P), into col, which dw has used */
-        status = sn_gemm_serial_f32(1, 0, ckk, cn * P, K, 1.0f, a->w, ckk, dYs, cn * P, 0.0f,
+        status = a->gemm(1, 0, ckk, cn * P, K, 1.0f, a->w, ckk, dYs, cn * P, 0.0f,
                                     col, cn * P, NULL);
         if (status != SN_OK) return status;
         col2im(&job);
@@ -413,7 +422,8 @@ int sn_conv2d_backward_f32(const sn_conv2d_cfg *cfg, float *dw, float *db, float
     if (!cfg_ok(cfg)) return SN_EINVAL;
     if (!dw || (cfg->N > 0 && (!dy || !x || !workspace || (dx && !w)))) return SN_EINVAL;
     const int64_t P = cfg->OH * cfg->OW, ckk = cfg->C * cfg->kh * cfg->kw, K = cfg->K;
-    const conv_args a = {cfg, NULL, dw, db, dx, x, w, NULL, dy, beta, workspace};
+    const conv_args a = {cfg, NULL, dw, db, dx, x, w, NULL, dy, beta, workspace,
+                         slice_gemm(cfg)};
     if (db) run_units(bias_grad_unit, &a, K, (double)cfg->N * K * P);
     if (cfg->N == 0) {
         /* no image: dw = beta dw */

@@ -90,6 +90,10 @@ typedef struct {
 } sn_epilogue;
 
 /* C = alpha op(A) op(B) + beta C, then the epilogue (NULL: none) */
+typedef int (*sn_gemm_epi_fn)(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K,
+                              float alpha, const float *A, int64_t lda, const float *B,
+                              int64_t ldb, float beta, float *C, int64_t ldc,
+                              const sn_epilogue *ep);
 int sn_gemm_epi_f32(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha,
                     const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
                     float *C, int64_t ldc, const sn_epilogue *ep);
