@@ -18,6 +18,12 @@
 
 #include "scratchnet.h"
 #include "sn_atomic.h"
+#if defined(__SSE2__) || defined(_M_X64)
+#include <xmmintrin.h>
+#define SN_HAVE_SSE 1
+#else
+#define SN_HAVE_SSE 0
+#endif
 #include "sn_fpmode.h"
 #include "sn_internal.h"
 
@@ -121,10 +127,28 @@ static void pack_b_panel(float *dst, const float *B, int64_t ldb, int trans_b, i
     const int64_t cols = nc - col0 < nr ? nc - col0 : nr;
     dst += p * kc * nr;
     if (trans_b) {
-        /* op(B)(k, j) = B[j, k] */
+        /* op(B)(k, j) = B[j, k]: a transpose, by 4 x 4 blocks in registers
+         * where SSE is there (every x86-64), the rest one value at a time */
+        int64_t k_done = 0;
+#if SN_HAVE_SSE
+        if (cols == nr && nr % 4 == 0) {
+            for (; k_done + 4 <= kc; k_done += 4)
+                for (int64_t j = 0; j < nr; j += 4) {
+                    const float *s = B + (j0 + col0 + j) * ldb + k0 + k_done;
+                    __m128 r0 = _mm_loadu_ps(s), r1 = _mm_loadu_ps(s + ldb);
+                    __m128 r2 = _mm_loadu_ps(s + 2 * ldb), r3 = _mm_loadu_ps(s + 3 * ldb);
+                    _MM_TRANSPOSE4_PS(r0, r1, r2, r3);
+                    float *d = dst + k_done * nr + j;
+                    _mm_storeu_ps(d, r0);
+                    _mm_storeu_ps(d + nr, r1);
+                    _mm_storeu_ps(d + 2 * nr, r2);
+                    _mm_storeu_ps(d + 3 * nr, r3);
+                }
+        }
+#endif
         for (int64_t j = 0; j < cols; ++j) {
             const float *src = B + (j0 + col0 + j) * ldb + k0;
-            for (int64_t k = 0; k < kc; ++k) dst[k * nr + j] = src[k];
+            for (int64_t k = k_done; k < kc; ++k) dst[k * nr + j] = src[k];
         }
         for (int64_t j = cols; j < nr; ++j)
             for (int64_t k = 0; k < kc; ++k) dst[k * nr + j] = 0.0f;
