@@ -12,8 +12,12 @@ explicit ``root`` the folder is searched for in this order:
 Every file is checked against the SHA-256 of its decompressed bytes, so a file is
 accepted only if it is byte-for-byte the canonical release.
 
+``image_to_mnist`` prepares a picture of a digit (a PNG, a JPEG or an array) the
+way MNIST's images were prepared.
+
 This module needs only the standard library, NumPy and tqdm: it must work before
-(and without) the compiled extension.
+(and without) the compiled extension. Reading image files (not arrays) needs
+Pillow, from the ``plot`` extra.
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ __all__ = [
     "class_names",
     "download",
     "find",
+    "image_to_mnist",
     "load",
     "load_fashion_mnist",
     "load_mnist",
@@ -487,3 +492,109 @@ def load_fashion_mnist(root: str | os.PathLike | None = None, download: bool = T
                        flatten: bool = True):
     """Fashion-MNIST (Zalando): 60000 training and 10000 test images of clothing."""
     return load("fashion-mnist", root, download, flatten)
+
+
+# ---------------------------------------------------------------- pictures as MNIST images
+
+_BOX = 20  # MNIST fits each digit into 20x20 pixels (keeping its aspect ratio) ...
+_INK = 0.1  # ... of ink: the share of the full ink level below which a pixel is background
+_PILLOW_HINT = "reading image files needs Pillow: pip install 'scratchnet[plot]'"
+
+
+def image_to_mnist(image) -> np.ndarray:
+    """A picture of a digit (or a piece of clothing) as a 28x28 MNIST image:
+    float32 in [0, 1], light ink on a black background, prepared the way MNIST was.
+
+    ``image`` is a file name (PNG, JPEG or any format Pillow reads: any size,
+    colour or grey, with or without transparency) or an array: (H, W) grey,
+    (H, W, 3) RGB or (H, W, 4) RGBA, as integers 0..255 or floats 0..1. Steps:
+
+    1. grey levels (luminance; transparent parts count as white paper);
+    2. inverted when the background (the median of the border pixels) is light,
+       so the ink is light on dark as in MNIST; the background level is
+       subtracted and the ink scaled to a full level of 1, and anything under
+       10% of it counts as background;
+    3. cropped to the ink's bounding box;
+    4. resized (area-weighted, anti-aliased) so its longer side is 20 pixels,
+       keeping the aspect ratio;
+    5. placed in a 28x28 field so that its centre of mass lies on the field's
+       centre (pixel 14, 14), kept whole inside the field.
+
+    Raises ValueError for an image with no ink (all one level)."""
+    grey = _grey_levels(image)
+    if grey.ndim != 2 or grey.size == 0:
+        raise ValueError(f"image_to_mnist: expected a 2-D picture, got shape {grey.shape}")
+    border = np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])
+    background = float(np.median(border))
+    if background > 0.5:  # dark ink on light paper: MNIST's ink is light on black
+        grey, background = 1.0 - grey, 1.0 - background
+    ink = grey - background
+    peak = float(ink.max())
+    if not peak > 1e-3:
+        raise ValueError("image_to_mnist: no ink found (the picture is all one level)")
+    ink = np.clip((ink / peak - _INK) / (1 - _INK), 0.0, 1.0)
+    rows, cols = np.flatnonzero(ink.any(axis=1)), np.flatnonzero(ink.any(axis=0))
+    ink = ink[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+    height, width = ink.shape
+    scale = _BOX / max(height, width)
+    height, width = max(1, round(height * scale)), max(1, round(width * scale))
+    small = _resample_matrix(ink.shape[0], height) @ ink @ _resample_matrix(ink.shape[1], width).T
+    small /= small.max()  # a thin pen stroke keeps the full ink level
+    total = small.sum()
+    centre_y = small.sum(axis=1) @ np.arange(height) / total
+    centre_x = small.sum(axis=0) @ np.arange(width) / total
+    top = min(max(round(_SIDE / 2 - centre_y), 0), _SIDE - height)
+    left = min(max(round(_SIDE / 2 - centre_x), 0), _SIDE - width)
+    out = np.zeros((_SIDE, _SIDE), np.float32)
+    out[top:top + height, left:left + width] = small
+    return out
+
+
+def _grey_levels(image) -> np.ndarray:
+    """The picture as float64 grey levels in [0, 1] (1 white)."""
+    if isinstance(image, (str, os.PathLike)):
+        return _read_picture(image)
+    pixels = np.asarray(image)
+    kind = pixels.dtype.kind
+    if kind not in "buif":
+        raise ValueError(f"image_to_mnist: pixels of type {pixels.dtype}; give numbers")
+    pixels = pixels.astype(np.float64)
+    if not np.isfinite(pixels).all():
+        raise ValueError("image_to_mnist: the picture holds NaN or infinite values")
+    if pixels.size and (kind in "ui" or pixels.max() > 1.0):
+        pixels = pixels / 255.0  # integer (or 0..255 float) pixels
+    if pixels.ndim == 3 and pixels.shape[2] == 1:
+        pixels = pixels[:, :, 0]
+    if pixels.ndim == 3 and pixels.shape[2] in (3, 4):
+        if pixels.shape[2] == 4:  # transparent parts show white paper
+            alpha = pixels[:, :, 3:]
+            pixels = pixels[:, :, :3] * alpha + (1.0 - alpha)
+        pixels = pixels @ np.array([0.299, 0.587, 0.114])  # luminance (ITU-R 601, as Pillow)
+    return pixels
+
+
+def _read_picture(path) -> np.ndarray:
+    try:
+        from PIL import Image, ImageOps
+    except ImportError:
+        raise ImportError(_PILLOW_HINT) from None
+    with Image.open(path) as picture:
+        picture = ImageOps.exif_transpose(picture)  # a phone photo stands upright
+        if picture.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
+            pixels = np.asarray(picture, dtype=np.float64)
+            return pixels / (65535.0 if pixels.max() > 255 else 255.0)
+        if "A" in picture.getbands() or "transparency" in picture.info:
+            paper = Image.new("RGBA", picture.size, "white")
+            picture = Image.alpha_composite(paper, picture.convert("RGBA"))
+        return np.asarray(picture.convert("L"), dtype=np.float64) / 255.0
+
+
+def _resample_matrix(n_in: int, n_out: int) -> np.ndarray:
+    """(n_out, n_in) weights that resize a line of n_in pixels to n_out: a tent
+    filter as wide as an output pixel when shrinking (anti-aliased, as Pillow's
+    bilinear resize), linear interpolation when enlarging."""
+    step = n_in / n_out
+    centres = (np.arange(n_out) + 0.5) * step - 0.5
+    radius = max(step, 1.0)
+    weights = np.maximum(0.0, 1.0 - np.abs(np.arange(n_in)[None, :] - centres[:, None]) / radius)
+    return weights / weights.sum(axis=1, keepdims=True)
