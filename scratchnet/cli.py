@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 
-from . import _core, datasets
+from . import _core, datasets, plot
 from ._version import __version__
 from ._random import manual_seed
 from ._runtime import info
@@ -187,6 +187,7 @@ def cmd_train(args):
     dropout = args.dropout if args.dropout is not None else defaults["dropout"]
     out = args.out or f"scratchnet-{args.dataset}.npz"
     _check_out(out, args.force)
+    _check_plots(args)
     if args.threads:
         _core.set_num_threads(args.threads)
     verbose = 0 if (args.quiet or args.json) else 1
@@ -203,7 +204,8 @@ def cmd_train(args):
               f"{args.optimizer} lr={args.lr}, {epochs} epoch{'s' if epochs != 1 else ''}, batch {args.batch_size}, "
               f"kernel {_core.get_isa()}, {_core.get_num_threads()} threads")
     history = model.fit(X, y, optimizer=optimizer, epochs=epochs, batch_size=args.batch_size,
-                        seed=args.seed, verbose=verbose, scheduler=scheduler)
+                        seed=args.seed, verbose=verbose, scheduler=scheduler,
+                        validation=(Xt, yt) if args.plots else None)
     result = model.evaluate(Xt, yt)
     seconds = time.perf_counter() - started
     model.metadata["dataset"] = args.dataset  # evaluate's default dataset
@@ -219,6 +221,7 @@ def cmd_train(args):
         print(f"test accuracy: {100 * result['accuracy']:.2f}%")
         print(where if args.quiet else
               f"test loss {result['loss']:.4f}; {seconds:.1f} s in all; {where}")
+    _write_plots(args, model, Xt, yt, history)
     if error is None:
         return 0
     reason = _os_error(error, out)
@@ -230,6 +233,7 @@ def cmd_train(args):
 
 
 def cmd_evaluate(args):
+    _check_plots(args)
     model = load(args.model)
     # the dataset the model was trained on (recorded by `train`), unless told
     args.dataset = args.dataset or model.metadata.get("dataset") or "mnist"
@@ -243,7 +247,30 @@ def cmd_evaluate(args):
                           "test_loss": result["loss"]}))
     else:
         print(f"test accuracy: {100 * result['accuracy']:.2f}%  (loss {result['loss']:.4f})")
+    _write_plots(args, model, Xt, yt)
     return 0
+
+
+def _check_plots(args):
+    """Before any work: --plots needs the plot extra, and a folder it can make."""
+    if not args.plots:
+        return
+    try:
+        plot.require()
+    except ImportError as exc:
+        raise CommandError(str(exc)) from None
+    os.makedirs(args.plots, exist_ok=True)
+
+
+def _write_plots(args, model, X, y, history=None):
+    """--plots: the run's pictures (plot.write_run_plots), the test set's test
+    figures named "test" in the curves; says where they went unless --json."""
+    if not args.plots:
+        return
+    written = plot.write_run_plots(args.plots, model, X, y, history,
+                                   datasets.class_names(args.dataset), val_label="test")
+    if not args.json:
+        print(f"plots: {', '.join(written)}")
 
 
 def _read_images(path):
@@ -293,6 +320,49 @@ def cmd_predict(args):
     return 0
 
 
+def cmd_predict_files(args):
+    """predict's files: one .npy (cmd_predict; a .npz is refused there), or
+    pictures (PNG, JPEG, ...)."""
+    files = args.inputs
+    if not any(path.lower().endswith((".npy", ".npz")) for path in files):
+        return _predict_pictures(args, files)
+    if len(files) > 1:
+        raise CommandError("give one .npy file, or image files (PNG, JPEG, ...)")
+    args.inputs = files[0]
+    return cmd_predict(args)
+
+
+def _predict_pictures(args, files):
+    """The top 3 classes of each picture, made an MNIST image by
+    datasets.image_to_mnist."""
+    model = load(args.model)
+    pictures = []
+    for path in files:
+        try:
+            pictures.append(datasets.image_to_mnist(path))
+        except ImportError as exc:  # no Pillow
+            raise CommandError(str(exc)) from None
+        except ValueError as exc:
+            raise CommandError(f"{path}: {str(exc).removeprefix('image_to_mnist: ')}") from None
+        except OSError as exc:
+            if exc.filename is None and not isinstance(exc, PermissionError):  # Pillow's
+                raise CommandError(f"{path}: not a picture Pillow can read ({exc})") from None
+            raise
+    X = plot.model_input(model, np.stack(pictures).reshape(len(files), -1))
+    probabilities = model.predict_proba(X)
+    names = plot.class_names_for(model, probabilities.shape[1])
+    top = np.argsort(-probabilities, axis=1, kind="stable")[:, :3]
+    results = [{"file": path, "top": [{"class": int(k), "name": names[k],
+                                       "probability": float(p[k])} for k in best]}
+               for path, p, best in zip(files, probabilities, top)]
+    if args.json:
+        print(json.dumps(results))
+    for result in [] if args.json else results:
+        print(f"{result['file']}: " + ", ".join(f"{c['name']} {100 * c['probability']:.1f}%"
+                                                for c in result["top"]))
+    return 0
+
+
 def cmd_download(args):
     folder = args.data_dir if args.data_dir else datasets.cache_dir(args.name)
     if os.path.exists(folder) and not os.path.isdir(folder):
@@ -338,6 +408,12 @@ def _per_dataset(key, show=str):
     if len(set(values.values())) == 1:
         return f"(default: {values[DATASETS[0]]})"
     return "(default: " + ", ".join(f"{v} for {name}" for name, v in values.items()) + ")"
+
+
+def _plots_option(p, what):
+    p.add_argument("--plots", metavar="DIR", default=None,
+                   help=f"write PNG plots into DIR (made if missing): {what}; needs "
+                        "matplotlib and Pillow, pip install 'scratchnet[plot]' (default: no plots)")
 
 
 def make_parser():
@@ -390,6 +466,8 @@ def make_parser():
                    help="print the final metrics and the model's path as one JSON object")
     p.add_argument("--quiet", action="store_true",
                    help="no progress: print only the test accuracy and where the model went")
+    _plots_option(p, "the training curves (the test set's figures as validation), "
+                     "confusion matrix and mistakes on the test set, and first-layer weights")
     p.set_defaults(run=cmd_train)
 
     p = command("evaluate", "test accuracy of a saved model")
@@ -397,14 +475,22 @@ def make_parser():
     data_options(p, None, "the dataset (default: the one the model was trained on, as "
                           "recorded by `scratchnet train`; else mnist)")
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    _plots_option(p, "the confusion matrix and the mistakes on the test set")
     p.set_defaults(run=cmd_evaluate)
 
-    p = command("predict", "class labels for images in a .npy file")
+    p = command("predict", "class labels for images in a .npy file, or the top 3 classes of "
+                           "pictures (PNG, JPEG, ...)")
     p.add_argument("model", help="a model file written by `scratchnet train` (.npz)")
-    p.add_argument("inputs", help="a .npy of shape (N, 784), (N, 28, 28) or (28, 28): "
-                                  "pixels as integers 0..255 (scaled here) or floats 0..1")
-    p.add_argument("--json", action="store_true", help="print the labels as a JSON list")
-    p.set_defaults(run=cmd_predict)
+    p.add_argument("inputs", nargs="+", metavar="FILE",
+                   help="a .npy of shape (N, 784), (N, 28, 28) or (28, 28): pixels as "
+                        "integers 0..255 (scaled here) or floats 0..1; or picture files "
+                        "of any size, colour or grey, dark ink on light or light on dark, "
+                        "each made a 28x28 image as MNIST's were "
+                        "(scratchnet.datasets.image_to_mnist; needs Pillow)")
+    p.add_argument("--json", action="store_true",
+                   help="print the labels as a JSON list (pictures: a list of "
+                        "{file, top: [{class, name, probability}, ...]})")
+    p.set_defaults(run=cmd_predict_files)
 
     p = command("download", "fetch a dataset into the user cache (or --data-dir)")
     p.add_argument("name", choices=DATASETS, help="the dataset")

@@ -1,0 +1,209 @@
+"""The command line's pictures: `train --plots DIR`, `evaluate --plots DIR`, and
+`predict MODEL FILE...` on picture files (PNG, JPEG) made here from test-set
+digits at other sizes, inverted, moved and in colour."""
+import json
+import sys
+
+import numpy as np
+import pytest
+
+import scratchnet as sn
+from scratchnet import cli, plot
+
+
+def run(capsys, *argv):
+    code = cli.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture
+def small_mnist(monkeypatch, mnist):
+    (X, y), (Xt, yt) = mnist
+    subset = ((X[:2000], y[:2000]), (Xt[:500], yt[:500]))
+    monkeypatch.setattr(cli.datasets, "load", lambda *args, **kwargs: subset)
+    return subset
+
+
+@pytest.fixture
+def drawn(monkeypatch):
+    """{file name: the figure written to it}: every PNG the plots write."""
+    pytest.importorskip("matplotlib")
+    figures, save = {}, plot.save_png
+
+    def spy(fig, path):
+        figures[path.rsplit("/", 1)[-1]] = fig
+        save(fig, path)
+
+    monkeypatch.setattr(plot, "save_png", spy)
+    return figures
+
+
+def check_files(folder, figures, names):
+    Image = pytest.importorskip("PIL.Image")
+    assert sorted(p.name for p in folder.iterdir()) == sorted(names)
+    for name in names:
+        with Image.open(folder / name) as picture:
+            width, height = figures[name].get_size_inches() * plot.DPI
+            assert picture.format == "PNG" and picture.size == (round(width), round(height))
+
+
+def test_train_and_evaluate_write_their_plots(capsys, tmp_path, small_mnist, drawn):
+    (_, _), (Xt, yt) = small_mnist
+    folder = tmp_path / "plots" / "run"  # made, parents too
+    code, out, err = run(capsys, "train", "--epochs", "2", "--hidden", "16", "--json",
+                         "--out", tmp_path / "m.npz", "--plots", folder)
+    assert code == 0, err
+    metrics = json.loads(out)  # --json: still one object, nothing else
+    names = ["training_curves.png", "confusion_matrix.png", "mistakes.png", "weights.png"]
+    check_files(folder, drawn, names)
+    curves = drawn["training_curves.png"]
+    assert [line.get_label() for line in curves.axes[0].lines] == ["training", "test"]
+    assert len(curves.data["loss"]) == 2
+    # the "validation" is the test set: its last point is the test accuracy
+    assert curves.data["val_accuracy"][-1] == pytest.approx(metrics["test_accuracy"])
+    counts = drawn["confusion_matrix.png"].data["counts"]
+    model = sn.load(tmp_path / "m.npz")
+    predicted = model.predict(Xt)
+    assert counts.sum() == len(yt) and counts.trace() == (predicted == yt).sum()
+    np.testing.assert_array_equal(drawn["mistakes.png"].data["indices"][:5],
+                                  plot.mistakes(model, Xt, yt, path=None).data["indices"][:5])
+    np.testing.assert_array_equal(drawn["weights.png"].data["images"][0],
+                                  model[0].weight.numpy()[:, 0].reshape(28, 28))
+
+    again = tmp_path / "evaluated"
+    code, out, err = run(capsys, "evaluate", tmp_path / "m.npz", "--plots", again)
+    assert code == 0, err
+    assert out.splitlines()[-1] == (f"plots: {again / 'confusion_matrix.png'}, "
+                                    f"{again / 'mistakes.png'}")
+    check_files(again, drawn, ["confusion_matrix.png", "mistakes.png"])
+    np.testing.assert_array_equal(drawn["confusion_matrix.png"].data["counts"], counts)
+
+
+def test_plots_without_the_extra_is_one_line_before_any_work(capsys, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if not installed
+    monkeypatch.setitem(sys.modules, "PIL", None)
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("the data was loaded before the plots were checked")
+
+    monkeypatch.setattr(cli.datasets, "load", no_loading)
+    model = tmp_path / "m.npz"
+    sn.Sequential(sn.Dense(784, 10)).save(model)
+    for argv in (["train", "--out", tmp_path / "new.npz", "--plots", tmp_path / "p"],
+                 ["evaluate", model, "--plots", tmp_path / "p"]):
+        code, out, err = run(capsys, *argv)
+        assert code == 1 and out == ""
+        assert err == (f"scratchnet {argv[0]}: error: plots need matplotlib and Pillow: "
+                       "pip install 'scratchnet[plot]'\n")
+    code, out, err = run(capsys, "predict", model, tmp_path / "digit.png")
+    assert code == 1 and err.count("\n") == 1 and "pip install 'scratchnet[plot]'" in err
+
+
+# ---------------------------------------------------------------- predict on pictures
+
+
+@pytest.fixture(scope="module")
+def mlp_file(mnist, tmp_path_factory):
+    """A quick MLP: 2 epochs on 20000 training images (94% on the test set; of
+    the first ten test digits it gets the 5 at index 8 wrong)."""
+    (X, y), _ = mnist
+    sn.manual_seed(0)
+    model = sn.Sequential(sn.Dense(784, 128), sn.ReLU(), sn.Dense(128, 10))
+    model.fit(X[:20000], y[:20000], optimizer=sn.Adam(model.parameters()), epochs=2,
+              batch_size=64, seed=0, verbose=0)
+    path = tmp_path_factory.mktemp("model") / "mlp.npz"
+    model.save(path)
+    return path
+
+
+def variants(digit):
+    """A test-set digit (28x28, 0..1) as the pictures a user might give: PIL
+    images and their file names."""
+    Image = pytest.importorskip("PIL.Image")
+    grey = Image.fromarray((digit * 255).round().astype(np.uint8))
+    big = grey.resize((84, 84), Image.Resampling.BILINEAR)
+    # 200 wide, 120 high, black ink on white paper, the digit off to one side
+    inverted = Image.new("L", (200, 120), 255)
+    inverted.paste(Image.fromarray(255 - np.asarray(grey.resize((100, 100)))), (90, 12))
+    # the 28x28 digit moved to a corner of a larger dark field
+    offset = Image.new("L", (64, 48), 0)
+    offset.paste(grey, (33, 2))
+    # dark red ink on yellowish paper, a JPEG
+    ink = np.asarray(big, np.float64)[:, :, None] / 255
+    paper, red = np.array([250, 245, 200]), np.array([150, 20, 20])
+    colour = Image.fromarray((paper + (red - paper) * ink).round().astype(np.uint8), "RGB")
+    return {"84x84.png": big, "200x120-inverted.png": inverted, "offset.png": offset,
+            "colour.jpg": colour}
+
+
+def test_predict_reads_pictures_of_digits(capsys, tmp_path, mlp_file, mnist):
+    (_, _), (Xt, yt) = mnist
+    files, truth = [], []
+    for k in range(10):  # the first ten test digits, as they come
+        for name, picture in variants(Xt[k].reshape(28, 28)).items():
+            path = tmp_path / f"{k}-{name}"
+            picture.save(path)
+            files.append(path)
+            truth.append((name, int(yt[k])))
+    code, out, err = run(capsys, "predict", mlp_file, *files, "--json")
+    assert code == 0, err
+    results = json.loads(out)
+    assert [r["file"] for r in results] == [str(f) for f in files]
+    right = {}
+    for result, (name, label) in zip(results, truth):
+        top = result["top"]
+        assert len(top) == 3 and len({c["class"] for c in top}) == 3
+        probabilities = [c["probability"] for c in top]
+        assert probabilities == sorted(probabilities, reverse=True) and sum(probabilities) <= 1 + 1e-6
+        assert all(c["name"] == str(c["class"]) for c in top)
+        right[name] = right.get(name, 0) + (top[0]["class"] == label)
+    assert all(count >= 9 for count in right.values()), right
+
+    code, out, err = run(capsys, "predict", mlp_file, *files[:4])
+    assert code == 0, err
+    lines = out.splitlines()
+    assert len(lines) == 4
+    for line, result in zip(lines, results):
+        shown = ", ".join(f"{c['name']} {100 * c['probability']:.1f}%" for c in result["top"])
+        assert line == f"{result['file']}: {shown}"
+
+
+def test_predict_gives_a_cnn_images_and_names_fashion_classes(capsys, tmp_path, mnist):
+    Image = pytest.importorskip("PIL.Image")
+    (_, _), (Xt, _) = mnist
+    sn.manual_seed(3)
+    model = sn.Sequential(sn.Conv2D(1, 4, 5), sn.ReLU(), sn.MaxPool2D(2), sn.Flatten(),
+                          sn.Dense(4 * 12 * 12, 10))
+    model.metadata["dataset"] = "fashion-mnist"
+    model.save(tmp_path / "cnn.npz")
+    paths = []
+    for k in range(3):
+        paths.append(tmp_path / f"{k}.png")
+        Image.fromarray((255 * (1 - Xt[k].reshape(28, 28))).astype(np.uint8)).save(paths[-1])
+    code, out, err = run(capsys, "predict", tmp_path / "cnn.npz", *paths, "--json")
+    assert code == 0, err
+    images = np.stack([sn.datasets.image_to_mnist(p) for p in paths]).reshape(3, 1, 28, 28)
+    expected = model.predict_proba(images)
+    for result, p in zip(json.loads(out), expected):
+        best = np.argsort(-p, kind="stable")[:3]
+        assert [c["class"] for c in result["top"]] == best.tolist()
+        assert [c["name"] for c in result["top"]] == [
+            sn.datasets.FASHION_MNIST_CLASSES[k] for k in best]
+        np.testing.assert_allclose([c["probability"] for c in result["top"]], p[best], rtol=1e-6)
+
+
+def test_predict_refuses_files_it_cannot_read(capsys, tmp_path, mlp_file):
+    Image = pytest.importorskip("PIL.Image")
+    (tmp_path / "notes.png").write_text("not a picture")
+    Image.new("L", (40, 40), 255).save(tmp_path / "blank.png")
+    np.save(tmp_path / "x.npy", np.zeros((1, 784), np.float32))
+    for argv, message in [([tmp_path / "notes.png"], "not a picture Pillow can read"),
+                          ([tmp_path / "blank.png"], "no ink found"),
+                          ([tmp_path / "missing.png"], "No such file"),
+                          ([tmp_path / "x.npy", tmp_path / "blank.png"], "give one .npy file")]:
+        code, out, err = run(capsys, "predict", mlp_file, *argv)
+        assert code == 1 and out == "" and err.count("\n") == 1, err
+        assert err.startswith("scratchnet predict: error: ") and message in err, err
+    code, out, err = run(capsys, "predict", mlp_file, tmp_path / "x.npy")  # .npy as before
+    assert code == 0 and out.strip().isdigit(), err
