@@ -189,8 +189,7 @@ def training_curves(history, path="training_curves.png", val_label="validation")
     ax_lr.set_title("learning rate")
     ax_lr.set_xlabel("epoch")
     ax_lr.grid(alpha=0.3)
-    seconds = sum(history.get("time") or [])
-    fig.suptitle(f"{n} epoch{'s' if n != 1 else ''}" + (f", {seconds:.1f} s" if seconds else ""))
+    fig.suptitle(f"{n} epoch{'s' if n != 1 else ''}")
     return _finish(fig, path, data)
 
 
