@@ -358,7 +358,7 @@ def _predict_pictures(args, files):
     if args.json:
         print(json.dumps(results))
     for result in [] if args.json else results:
-        print(f"{result['file']}: " + ", ".join(f"{c['name']} {100 * c['probability']:.1f}%"
+        print(f"{result['file']}: " + ", ".join(f"{c['name']} {100 * c['probability']:.3g}%"
                                                 for c in result["top"]))
     return 0
 

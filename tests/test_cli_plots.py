@@ -165,7 +165,7 @@ def test_predict_reads_pictures_of_digits(capsys, tmp_path, mlp_file, mnist):
     lines = out.splitlines()
     assert len(lines) == 4
     for line, result in zip(lines, results):
-        shown = ", ".join(f"{c['name']} {100 * c['probability']:.1f}%" for c in result["top"])
+        shown = ", ".join(f"{c['name']} {100 * c['probability']:.3g}%" for c in result["top"])
         assert line == f"{result['file']}: {shown}"
 
 
