@@ -151,6 +151,10 @@ def mnist(epochs, subset):
             _core.relu_backward(dh, z1, dh)
             _core.gemm(xb, dh, grads[0], trans_a=True)
             _core.bias_grad(dh, grads[2])
+            if epoch == 0 and start == 0:  # the first batch's gradients, in NumPy
+                n_dz2 = (probs - np.eye(10, dtype=f32)[yb]) / batch
+                n_dz1 = (n_dz2 @ Ws[1].T) * (z1 > 0)
+                check("the first batch's dW1", grads[0], xb.T @ n_dz1, tolerance=1e-4)
             for p, g in zip(Ws + bs, grads):
                 _core.sgd_step(p.reshape(-1), g.reshape(-1), None, lr)
         print(f"  epoch {epoch + 1}: mean loss {total / (len(X) // batch * batch):.4f}")
