@@ -312,7 +312,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         return CrossEntropy()
 
     def _validated(self, X, y, first, classes):
-        X, y = validate_data(self, X, y, dtype=np.float32, order="C", reset=first)
+        X, y = validate_data(self, X, y, dtype=np.float32, order="C", reset=first,
+                             ensure_all_finite=False)  # Sequential.fit checks X, in C
         check_classification_targets(y)
         if first:
             if classes is not None:
@@ -370,7 +371,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
 
     def _validated(self, X, y, first, classes):
         X, y = validate_data(self, X, y, dtype=np.float32, order="C", reset=first,
-                             multi_output=True, y_numeric=True)
+                             multi_output=True, y_numeric=True, ensure_all_finite=False)
         if first:
             self._y_1d = y.ndim == 1
             self.n_outputs_ = 1 if y.ndim == 1 else y.shape[1]
