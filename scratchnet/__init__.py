@@ -32,6 +32,15 @@ from .module import Module, Parameter
 from .optimizers import (SGD, AdaGrad, Adam, AdamW, CosineAnnealingLR, Optimizer, RMSProp,
                          StepLR)
 
+
+
+def import_onnx(path):
+    """A Sequential read from an ONNX file (needs the onnx package); see
+    scratchnet.onnx_io for the operators it reads."""
+    from .onnx_io import import_onnx as _import_onnx
+    return _import_onnx(path)
+
+
 _runtime.configure_from_environment()
 
 set_num_threads = _core.set_num_threads
@@ -43,6 +52,7 @@ __all__ = [
     "Softmax", "Tanh", "MaxPool2D", "AvgPool2D", "GlobalAvgPool2D", "BatchNorm1d", "BatchNorm2d",
     "RandomShift", "RandomFlip",
     "MSE", "BinaryCrossEntropy", "CrossEntropy", "ModelFileError", "Sequential", "load",
+    "import_onnx",
     "Module", "Parameter", "SGD", "AdaGrad", "Adam", "AdamW", "RMSProp", "Optimizer",
     "StepLR", "CosineAnnealingLR", "Callback", "EarlyStopping",
 ]

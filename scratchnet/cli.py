@@ -363,6 +363,28 @@ def _predict_pictures(args, files):
     return 0
 
 
+def _shape(text):
+    """A per-sample shape like 1,28,28."""
+    dims = text.replace(" ", "").split(",")
+    if not all(d.isdigit() and int(d) > 0 for d in dims):
+        raise argparse.ArgumentTypeError(f"a shape is positive integers like 1,28,28; got "
+                                         f"{text!r}")
+    return tuple(int(d) for d in dims)
+
+
+def cmd_export(args):
+    """Write a saved model as ONNX (scratchnet.onnx_io)."""
+    if os.path.exists(args.out) and not args.force:
+        raise CommandError(f"{args.out}: exists; pass --force to overwrite it")
+    model = load(args.model)
+    try:
+        model.export_onnx(args.out, opset=args.opset, input_shape=args.input_shape)
+    except ImportError as exc:
+        raise CommandError(str(exc)) from None
+    print(args.out)
+    return 0
+
+
 def cmd_download(args):
     folder = args.data_dir if args.data_dir else datasets.cache_dir(args.name)
     if os.path.exists(folder) and not os.path.isdir(folder):
@@ -491,6 +513,16 @@ def make_parser():
                    help="print the labels as a JSON list (pictures: a list of "
                         "{file, top: [{class, name, probability}, ...]})")
     p.set_defaults(run=cmd_predict_files)
+
+    p = command("export", "write a saved model as an ONNX file")
+    p.add_argument("model", help="a model file written by `scratchnet train` or model.save (.npz)")
+    p.add_argument("out", help="the ONNX file to write (.onnx)")
+    p.add_argument("--opset", type=_positive(int), default=17, help="the ONNX opset")
+    p.add_argument("--input-shape", type=_shape, default=None,
+                   help="the per-sample input shape, e.g. 1,28,28 (needed when the model "
+                        "does not start with a Dense layer)")
+    p.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
+    p.set_defaults(run=cmd_export)
 
     p = command("download", "fetch a dataset into the user cache (or --data-dir)")
     p.add_argument("name", choices=DATASETS, help="the dataset")

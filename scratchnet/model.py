@@ -543,6 +543,13 @@ class Sequential(Module):
                 os.remove(tmp)
             raise
 
+    def export_onnx(self, path, opset=17, input_shape=None):
+        """Write this model as an ONNX file (needs the onnx package), with a
+        dynamic batch dimension; a classifier's graph ends with Softmax, so it
+        gives predict_proba's values. See scratchnet.onnx_io."""
+        from .onnx_io import export_onnx
+        return export_onnx(self, path, opset=opset, input_shape=input_shape)
+
 
 def _targets(y, n, loss, model, where):
     """Targets checked against the loss: class labels for CrossEntropy (unless

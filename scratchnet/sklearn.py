@@ -1,0 +1,405 @@
+"""scikit-learn estimators backed by scratchnet: MLPClassifier and
+MLPRegressor, drop-in replacements for sklearn.neural_network's classes.
+
+    from scratchnet.sklearn import MLPClassifier
+    clf = MLPClassifier(hidden_layer_sizes=(128,), batch_size=128, random_state=0)
+    clf.fit(X_train, y_train).score(X_test, y_test)
+
+They take sklearn's parameter names where they apply and follow its
+conventions (parameters stored unchanged by __init__ and checked by fit,
+fitted attributes ending in "_", get_params / set_params, clone, pickle),
+and pass sklearn's estimator checks (tests/test_sklearn.py). The network is
+a scratchnet Sequential, kept in model_, trained by Sequential.fit, so the
+compiled C trainer runs it. scikit-learn is an optional dependency
+(pip install "scratchnet[sklearn]"), imported by this module only.
+
+Where they differ from sklearn's:
+- solver: "adam" and "sgd" (constant learning rate); "lbfgs" raises.
+  learning_rate, power_t, warm_start and max_fun are not taken.
+- alpha (the L2 penalty) is applied as weight decay alpha / batch_size on
+  every parameter, biases included (sklearn leaves the biases out); with
+  sklearn's small defaults the difference is negligible, and one parameter
+  group keeps the compiled trainer.
+- The classifier has one output per class (two for binary problems) and a
+  softmax, where sklearn has one logistic output for two classes; it takes
+  one label per sample (no multilabel targets).
+- Weights start as scratchnet's: He normal for relu, Xavier uniform for
+  the other activations.
+- dropout (scratchnet's own): the probability of a Dropout layer after
+  each hidden layer's activation, 0 for none.
+- The arithmetic is float32; predict_proba and the regressor's predict
+  return float64.
+"""
+import numbers
+import warnings
+
+import numpy as np
+
+try:
+    from scipy.special import softmax
+    from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.model_selection import train_test_split
+    from sklearn.utils import check_random_state
+    from sklearn.utils.multiclass import check_classification_targets
+    from sklearn.utils.validation import check_is_fitted, validate_data
+except ImportError as exc:
+    raise ImportError(f"scratchnet.sklearn needs scikit-learn 1.6 or later ({exc}): "
+                      "pip install \"scratchnet[sklearn]\"") from exc
+
+from . import _core
+from .callbacks import Callback
+from .layers import Dense, Dropout, ReLU, Sigmoid, Tanh
+from .losses import MSE, CrossEntropy
+from .model import Sequential
+from .optimizers import SGD, Adam
+
+__all__ = ["MLPClassifier", "MLPRegressor"]
+
+# the most rows the GEMM computes without packing (csrc/sn_internal.h, SN_SMALL_M)
+_SMALL_M = max(_core.gemm_blocking(isa)["small_m"] for isa in _core.supported_isas())
+_ACTIVATIONS = {"identity": None, "logistic": Sigmoid, "tanh": Tanh, "relu": ReLU}
+
+
+def _check_number(est, name, low, high=None, low_open=False, high_open=False, integer=False):
+    value = getattr(est, name)
+    kind = numbers.Integral if integer else numbers.Real
+    ok = isinstance(value, kind) and not isinstance(value, bool)
+    if ok:
+        ok = (value > low if low_open else value >= low) and \
+            (high is None or (value < high if high_open else value <= high))
+    if not ok:
+        lo, hi = "(" if low_open else "[", ")" if high_open or high is None else "]"
+        what = "an integer" if integer else "a number"
+        raise ValueError(f"{type(est).__name__}: {name} must be {what} in "
+                         f"{lo}{low}, {'inf' if high is None else high}{hi}, got {value!r}")
+
+
+class _EpochRule(Callback):
+    """After each epoch: the loss curve, verbose lines, sklearn's stopping
+    rule (training loss, or the validation score with early_stopping) and
+    the best weights seen on validation."""
+
+    def __init__(self, est, n_samples, batch_size, validation, incremental):
+        self.est, self.n, self.batch_size = est, n_samples, batch_size
+        self.validation, self.incremental = validation, incremental
+        self.stopped = False
+        self.best_state = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        est = self.est
+        weights = [layer.weight.data for layer in self.model.layers if isinstance(layer, Dense)]
+        penalty = 0.5 * est.alpha * sum(float(np.dot(w.ravel(), w.ravel())) for w in weights)
+        loss = logs["loss"] * est._loss_scale + penalty / self.batch_size
+        est.loss_curve_.append(loss)
+        est.loss_ = loss
+        est.n_iter_ += 1
+        est.t_ += self.n
+        if est.verbose:
+            print(f"Iteration {est.n_iter_}, loss = {loss:.8f}")
+        if self.incremental:
+            return
+        if self.validation is not None:
+            score = est._score_encoded(*self.validation)
+            est.validation_scores_.append(score)
+            improved = score >= est.best_validation_score_ + est.tol
+            if score > est.best_validation_score_:
+                est.best_validation_score_ = score
+                self.best_state = self.model.state_dict()
+        else:
+            improved = loss <= est.best_loss_ - est.tol
+            est.best_loss_ = min(est.best_loss_, loss)
+        est._no_improvement_count = 0 if improved else est._no_improvement_count + 1
+        if est._no_improvement_count > est.n_iter_no_change:
+            what = "Validation score" if self.validation is not None else "Training loss"
+            if est.verbose:
+                print(f"{what} did not improve more than tol={est.tol:f} for "
+                      f"{est.n_iter_no_change} consecutive epochs. Stopping.")
+            self.stopped = True
+            self.model.stop_training = True
+
+
+class _BaseMLP(BaseEstimator):
+    """What MLPClassifier and MLPRegressor share; see the module's notes."""
+
+    _loss_scale = 1.0
+
+    def __init__(self, hidden_layer_sizes=(100,), activation="relu", *, solver="adam",
+                 alpha=1e-4, batch_size="auto", learning_rate_init=1e-3, max_iter=200,
+                 shuffle=True, random_state=None, tol=1e-4, verbose=False, momentum=0.9,
+                 nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
+                 beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, dropout=0.0):
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.activation = activation
+        self.solver = solver
+        self.alpha = alpha
+        self.batch_size = batch_size
+        self.learning_rate_init = learning_rate_init
+        self.max_iter = max_iter
+        self.shuffle = shuffle
+        self.random_state = random_state
+        self.tol = tol
+        self.verbose = verbose
+        self.momentum = momentum
+        self.nesterovs_momentum = nesterovs_momentum
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.beta_1 = beta_1
+        self.beta_2 = beta_2
+        self.epsilon = epsilon
+        self.n_iter_no_change = n_iter_no_change
+        self.dropout = dropout
+
+    # ---- parameters ----
+
+    def _hidden_sizes(self):
+        sizes = self.hidden_layer_sizes
+        sizes = [sizes] if isinstance(sizes, numbers.Integral) else sizes
+        try:
+            sizes = list(sizes)
+        except TypeError:
+            sizes = None
+        if sizes is None or not all(isinstance(s, numbers.Integral) and not isinstance(s, bool)
+                                    and s > 0 for s in sizes):
+            raise ValueError(f"{type(self).__name__}: hidden_layer_sizes must be a positive "
+                             f"int or a sequence of them, got {self.hidden_layer_sizes!r}")
+        return [int(s) for s in sizes]
+
+    def _check_params(self):
+        """fit checks the parameters (sklearn's convention: __init__ and
+        set_params store them unchanged)."""
+        name = type(self).__name__
+        if self.solver == "lbfgs":
+            raise ValueError(f"{name}: solver='lbfgs' is not supported by scratchnet (a "
+                             "full-batch quasi-Newton method); use solver='adam' or 'sgd'")
+        if self.solver not in ("adam", "sgd"):
+            raise ValueError(f"{name}: solver must be 'adam' or 'sgd', got {self.solver!r}")
+        if not isinstance(self.activation, str) or self.activation not in _ACTIVATIONS:
+            raise ValueError(f"{name}: activation must be one of {sorted(_ACTIVATIONS)}, got "
+                             f"{self.activation!r}")
+        hidden = self._hidden_sizes()
+        if not (isinstance(self.batch_size, str) and self.batch_size == "auto"):
+            _check_number(self, "batch_size", 1, integer=True)
+        _check_number(self, "alpha", 0.0)
+        _check_number(self, "learning_rate_init", 0.0, low_open=True)
+        _check_number(self, "max_iter", 1, integer=True)
+        _check_number(self, "tol", 0.0)
+        _check_number(self, "momentum", 0.0, 1.0)
+        _check_number(self, "validation_fraction", 0.0, 1.0, low_open=True, high_open=True)
+        _check_number(self, "beta_1", 0.0, 1.0, high_open=True)
+        _check_number(self, "beta_2", 0.0, 1.0, high_open=True)
+        _check_number(self, "epsilon", 0.0, low_open=True)
+        _check_number(self, "n_iter_no_change", 1, integer=True)
+        _check_number(self, "dropout", 0.0, 1.0, high_open=True)
+        return hidden
+
+    # ---- the network ----
+
+    def _build(self, n_features, n_outputs, hidden, rng):
+        act = _ACTIVATIONS[self.activation]
+        init = "he" if self.activation == "relu" else "xavier"
+        layers, width = [], n_features
+        for size in hidden:
+            layers.append(Dense(width, size, init=init, seed=int(rng.integers(2**31))))
+            if act is not None:
+                layers.append(act())
+            if self.dropout:
+                layers.append(Dropout(self.dropout))
+            width = size
+        layers.append(Dense(width, n_outputs, init="xavier", seed=int(rng.integers(2**31))))
+        return Sequential(*layers)
+
+    def _optimizer(self, params, batch_size):
+        decay = self.alpha / batch_size
+        if self.solver == "sgd":
+            nesterov = bool(self.nesterovs_momentum) and self.momentum > 0
+            return SGD(params, lr=self.learning_rate_init, momentum=self.momentum,
+                       nesterov=nesterov, weight_decay=decay)
+        return Adam(params, lr=self.learning_rate_init, betas=(self.beta_1, self.beta_2),
+                    eps=self.epsilon, weight_decay=decay)
+
+    def _batch(self, n):
+        return min(200, n) if isinstance(self.batch_size, str) else min(self.batch_size, n)
+
+    def _fit(self, X, y, incremental=False, classes=None):
+        hidden = self._check_params()
+        first = not (incremental and hasattr(self, "model_"))
+        X, y = self._validated(X, y, first, classes)
+        n = X.shape[0]
+        batch_size = self._batch(n)
+        if first:
+            rng = np.random.default_rng(check_random_state(self.random_state).randint(2**31))
+            self.model_ = self._build(X.shape[1], self.n_outputs_, hidden, rng)
+            self._seed = int(rng.integers(2**31))
+            self._opt = self._optimizer(self.model_.parameters(), batch_size)
+            self.n_layers_ = len(hidden) + 2
+            self.loss_curve_, self.n_iter_, self.t_ = [], 0, 0
+            self._no_improvement_count = 0
+            use_validation = self.early_stopping and not incremental
+            self.validation_scores_ = [] if use_validation else None
+            self.best_validation_score_ = -np.inf if use_validation else None
+            self.best_loss_ = None if use_validation else np.inf
+        validation = None
+        if self.early_stopping and not incremental:
+            stratify = y if isinstance(self, ClassifierMixin) else None
+            X, Xv, y, yv = train_test_split(X, y, test_size=self.validation_fraction,
+                                            random_state=self._seed, stratify=stratify)
+            validation = (Xv, yv)
+            batch_size = self._batch(X.shape[0])
+        rule = _EpochRule(self, X.shape[0], batch_size, validation, incremental)
+        self.model_.fit(X, y, self._opt, loss=self._loss(), epochs=1 if incremental else
+                        self.max_iter, batch_size=batch_size, seed=self._seed + self.n_iter_,
+                        verbose=0, shuffle=bool(self.shuffle), callbacks=[rule])
+        if rule.best_state is not None:
+            self.model_.load_state_dict(rule.best_state)
+        if not incremental and not rule.stopped:
+            warnings.warn(f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) reached "
+                          "and the optimization hasn't converged yet.", ConvergenceWarning)
+        return self
+
+    def _logits(self, X):
+        """The network's outputs for X. Batches of up to small_m rows (4) take
+        the GEMM's unpacked path, which sums in another order than the packed
+        one: they are padded to small_m + 1 rows so that a sample's outputs do
+        not depend on the batch it comes in (sklearn's subset checks)."""
+        check_is_fitted(self)
+        X = validate_data(self, X, dtype=np.float32, order="C", reset=False)
+        n = X.shape[0]
+        if n <= _SMALL_M:
+            X = np.concatenate([X, np.repeat(X[:1], _SMALL_M + 1 - n, axis=0)])
+        return self.model_.predict_logits(X)[:n]
+
+    def __setstate__(self, state):
+        """Unpickled arrays may be read-only (joblib's memory maps): the
+        parameters and optimizer state are copied where they are, since the
+        C kernels write into them (and the compiled network refuses them)."""
+        super().__setstate__(state)
+        if "model_" in self.__dict__:
+            for p in self.model_.parameters():
+                if not (p.data.flags.writeable and p.grad.flags.writeable):
+                    p.data, p.grad = p.data.copy(), p.grad.copy()
+            for entry in self._opt.state.values():
+                for key, value in entry.items():
+                    if isinstance(value, np.ndarray) and not value.flags.writeable:
+                        entry[key] = value.copy()
+
+    @property
+    def coefs_(self):
+        """The weight matrices, (inputs, outputs) each, as sklearn's coefs_."""
+        check_is_fitted(self)
+        return [l.weight.data for l in self.model_.layers if isinstance(l, Dense)]
+
+    @property
+    def intercepts_(self):
+        check_is_fitted(self)
+        return [l.bias.data for l in self.model_.layers if isinstance(l, Dense)]
+
+    def __sklearn_is_fitted__(self):
+        return hasattr(self, "model_")
+
+    def fit(self, X, y):
+        """Train a new network on X, y (max_iter epochs at most); returns self."""
+        return self._fit(X, y)
+
+
+class MLPClassifier(ClassifierMixin, _BaseMLP):
+    """A multi-layer perceptron classifier trained by scratchnet, with
+    sklearn.neural_network.MLPClassifier's parameters (see the module's notes
+    for the differences). Fitted attributes: classes_, n_features_in_,
+    loss_, loss_curve_, best_loss_, validation_scores_,
+    best_validation_score_, n_iter_, t_, n_layers_, n_outputs_,
+    out_activation_ ("softmax"), coefs_, intercepts_, and model_, the
+    scratchnet Sequential (its predict_proba is this one's)."""
+
+    out_activation_ = "softmax"
+
+    def _loss(self):
+        return CrossEntropy()
+
+    def _validated(self, X, y, first, classes):
+        X, y = validate_data(self, X, y, dtype=np.float32, order="C", reset=first,
+                             ensure_all_finite=False)  # Sequential.fit checks X, in C
+        check_classification_targets(y)
+        if first:
+            if classes is not None:
+                self.classes_ = np.unique(np.asarray(classes))
+            else:
+                self.classes_ = np.unique(y)
+            if len(self.classes_) < 2:
+                raise ValueError(f"{type(self).__name__} needs samples of at least 2 classes, "
+                                 f"got 1 class ({self.classes_[0]!r})")
+            self.n_outputs_ = len(self.classes_)
+        index = np.searchsorted(self.classes_, y)
+        index = np.minimum(index, len(self.classes_) - 1)
+        unknown = self.classes_[index] != y
+        if np.any(unknown):
+            raise ValueError(f"{type(self).__name__}: y holds labels not in classes_ "
+                             f"{self.classes_.tolist()}: {np.unique(y[unknown]).tolist()}")
+        return X, index.astype(np.int64)
+
+    def partial_fit(self, X, y, classes=None):
+        """One epoch over X, y, continuing from the last call (the first
+        call, or the first after fit, must give every class in classes
+        unless fit ran before)."""
+        if not hasattr(self, "model_") and classes is None:
+            raise ValueError("classes must be passed on the first call to partial_fit.")
+        return self._fit(X, y, incremental=True, classes=classes)
+
+    def predict_proba(self, X):
+        """Class probabilities, (n_samples, n_classes), in the order of classes_."""
+        return softmax(self._logits(X).astype(np.float64), axis=1)
+
+    def predict_log_proba(self, X):
+        return np.log(self.predict_proba(X))
+
+    def predict(self, X):
+        proba = self.predict_proba(X)  # first: it raises NotFittedError before fit
+        return self.classes_[np.argmax(proba, axis=1)]
+
+    def _score_encoded(self, X, y):
+        return float(np.mean(np.argmax(self.model_.predict_logits(X), axis=1) == y))
+
+
+class MLPRegressor(RegressorMixin, _BaseMLP):
+    """A multi-layer perceptron regressor trained by scratchnet (squared
+    error), with sklearn.neural_network.MLPRegressor's parameters (see the
+    module's notes); one or several outputs. Fitted attributes as the
+    classifier's, without classes_; out_activation_ is "identity", and
+    loss_curve_ holds half the mean squared error (plus the L2 term), as
+    sklearn reports it."""
+
+    out_activation_ = "identity"
+    _loss_scale = 0.5
+
+    def _loss(self):
+        return MSE()
+
+    def _validated(self, X, y, first, classes):
+        X, y = validate_data(self, X, y, dtype=np.float32, order="C", reset=first,
+                             multi_output=True, y_numeric=True, ensure_all_finite=False)
+        if first:
+            self._y_1d = y.ndim == 1
+            self.n_outputs_ = 1 if y.ndim == 1 else y.shape[1]
+        y = np.ascontiguousarray(y.reshape(y.shape[0], -1), dtype=np.float32)
+        if y.shape[1] != self.n_outputs_:
+            raise ValueError(f"{type(self).__name__}: y has {y.shape[1]} outputs, the network "
+                             f"{self.n_outputs_}")
+        return X, y
+
+    def partial_fit(self, X, y):
+        """One epoch over X, y, continuing from the last call."""
+        return self._fit(X, y, incremental=True)
+
+    def predict(self, X):
+        out = self._logits(X).astype(np.float64)
+        return out.ravel() if self._y_1d else out
+
+    def _score_encoded(self, X, y):
+        from sklearn.metrics import r2_score
+        return float(r2_score(y, self.model_.predict_logits(X)))
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True
+        tags.target_tags.single_output = True
+        return tags
