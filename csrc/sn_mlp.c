@@ -51,6 +51,13 @@ static int backward(const sn_mlp *net, int64_t M)
     return SN_OK;
 }
 
+static int gradients_finite(const sn_mlp *net)
+{
+    for (int k = 0; k < 2 * net->n_layers; ++k)
+        if (!sn_all_finite_f32(net->params[k].g, net->params[k].n)) return 0;
+    return 1;
+}
+
 int sn_mlp_train_f32(const sn_mlp *net, sn_optim_cfg *opt, const float *X,
                      const int64_t *labels, int64_t n_classes, const int64_t *order, int64_t n,
                      int64_t batch_size, double *loss_sum, int64_t *correct)
@@ -72,15 +79,26 @@ int sn_mlp_train_f32(const sn_mlp *net, sn_optim_cfg *opt, const float *X,
         }
         status = forward_train(net, net->xb, M, batch);
         if (status != SN_OK) break;
+        /* a non-finite output, loss or gradient ends the run before this
+         * batch's step (SN_ENONFINITE): the parameters stay as the last
+         * finite step left them */
+        if (!sn_all_finite_f32(last->y, M * n_classes)) {
+            status = SN_ENONFINITE;
+            break;
+        }
         double batch_loss;
         int64_t batch_correct;
         status = sn_xent_train_f32(&batch_loss, &batch_correct, last->dz, last->y, net->yb, M,
                                    n_classes, 1.0f / (float)M);
         if (status != SN_OK) break;
-        *loss_sum += batch_loss;
-        *correct += batch_correct;
         status = backward(net, M);
         if (status != SN_OK) break;
+        if (!gradients_finite(net)) {
+            status = SN_ENONFINITE;
+            break;
+        }
+        *loss_sum += batch_loss;
+        *correct += batch_correct;
         status = sn_optim_step_all(opt, net->params, 2 * net->n_layers);
     }
     sn_fp_leave(fp);
