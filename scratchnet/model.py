@@ -56,6 +56,7 @@ class Sequential(Module):
         self.layers = list(layers)
         self.loss = None  # the loss fit used: what predict and evaluate follow
         self.metadata = {}  # the user's JSON-serialisable notes, saved with the model
+        self.interrupted = False  # whether Ctrl-C stopped the last fit
         self._lock = threading.RLock()
         self._name_parameters()
         self._shapes()  # a mismatch is reported now, where the input shape is known

@@ -257,18 +257,18 @@ def test_a_checkpoint_path_is_checked_before_training(tmp_path):
 
 
 def test_optimizer_and_scheduler_state_dicts_refuse_another_type_and_bad_values():
-    p = [sn.Parameter(np.ones((2, 3)))]
+    p = [sn.Parameter(np.ones((2, 3))), sn.Parameter(np.ones(3))]
     adam = sn.Adam(p, lr=0.1)
-    p[0].grad[...] = 1.0
+    for q in p:
+        q.grad[...] = 1.0
     adam.step()
     state = adam.state_dict()
     assert state["type"] == "Adam" and state["state"][0]["step"] == 1
     with pytest.raises(ValueError, match="a state of the optimizer Adam, not SGD"):
         sn.SGD(p).load_state_dict(state)
     fresh = sn.Adam(p)
-    for bad in ({"exp_avg": np.full((2, 3), np.inf, np.float32)}, {"momentum": 1},
-                {"step": 1.5}):
-        edited = {**state, "state": {0: {**state["state"][0], **bad}}}
+    for bad in ({"exp_avg": np.full(3, np.inf, np.float32)}, {"momentum": 1}, {"step": 1.5}):
+        edited = {**state, "state": {**state["state"], 1: {**state["state"][1], **bad}}}
         with pytest.raises(ValueError):
             fresh.load_state_dict(edited)
         assert fresh.state == {} and fresh.param_groups[0]["lr"] == 1e-3  # untouched
