@@ -132,8 +132,9 @@ class Sequential(Module):
         """Put the random layers' streams where random_state() was taken."""
         mine = self.random_state()
         if not isinstance(state, dict) or set(state) != set(mine):
-            raise ValueError(f"random state for layers {sorted(state) if isinstance(state, dict) else state!r}; "
-                             f"the random layers are {sorted(mine)}")
+            given = sorted(state) if isinstance(state, dict) else state
+            raise ValueError(f"random state for layers {given!r}; the random layers are "
+                             f"{sorted(mine)}")
         for key in mine:
             self.layers[int(key)].set_random_state(state[key])
 
