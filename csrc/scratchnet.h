@@ -285,7 +285,10 @@ typedef struct {
  * optimizer step per batch. Adds the summed loss (a sum over rows, not the
  * mean) and the number of correct predictions to *loss_sum and *correct.
  * The dropout mask of layer l in the run's batch b is keyed by
- * layers[l].dropout_seed + b (the caller advances the seeds between runs). */
+ * layers[l].dropout_seed + b (the caller advances the seeds between runs).
+ * A batch whose outputs, loss or any gradient are not finite ends the run
+ * with SN_ENONFINITE before its optimizer step and before its loss is added:
+ * opt->iterations then counts the batches of the run that stepped. */
 int sn_mlp_train_f32(const sn_mlp *net, sn_optim_cfg *opt, const float *X,
                      const int64_t *labels, int64_t n_classes, const int64_t *order, int64_t n,
                      int64_t batch_size, double *loss_sum, int64_t *correct);

@@ -8,6 +8,7 @@
 
 #include "scratchnet.h"
 #include "sn_fpmode.h"
+#include "sn_internal.h"
 
 /* The input layer l saw in training: the batch x0, or the layer below's
  * output (after its dropout, if any). */
@@ -51,6 +52,30 @@ static int backward(const sn_mlp *net, int64_t M)
     return SN_OK;
 }
 
+/* The finiteness check of each step's gradients, in chunks over the
+ * threads (a large layer's gradient is read about as fast as the optimizer
+ * step reads it). */
+#define SN_CHECK_CHUNK 16384
+
+static int finite_unit(const void *ctx, int64_t u)
+{
+    const sn_param *q = ctx;
+    const int64_t lo = u * SN_CHECK_CHUNK;
+    const int64_t n = q->n - lo < SN_CHECK_CHUNK ? q->n - lo : SN_CHECK_CHUNK;
+    return sn_all_finite_f32(q->g + lo, n) ? SN_OK : SN_ENONFINITE;
+}
+
+static int gradients_finite(const sn_mlp *net)
+{
+    for (int k = 0; k < 2 * net->n_layers; ++k) {
+        const sn_param *q = &net->params[k];
+        const int64_t units = (q->n + SN_CHECK_CHUNK - 1) / SN_CHECK_CHUNK;
+        const int nthreads = units > 1 ? sn_parallel_threads() : 1;
+        if (sn_run_units(finite_unit, q, units, nthreads, 1) != SN_OK) return 0;
+    }
+    return 1;
+}
+
 int sn_mlp_train_f32(const sn_mlp *net, sn_optim_cfg *opt, const float *X,
                      const int64_t *labels, int64_t n_classes, const int64_t *order, int64_t n,
                      int64_t batch_size, double *loss_sum, int64_t *correct)
@@ -72,15 +97,26 @@ int sn_mlp_train_f32(const sn_mlp *net, sn_optim_cfg *opt, const float *X,
         }
         status = forward_train(net, net->xb, M, batch);
         if (status != SN_OK) break;
+        /* a non-finite output, loss or gradient ends the run before this
+         * batch's step (SN_ENONFINITE): the parameters stay as the last
+         * finite step left them */
+        if (!sn_all_finite_f32(last->y, M * n_classes)) {
+            status = SN_ENONFINITE;
+            break;
+        }
         double batch_loss;
         int64_t batch_correct;
         status = sn_xent_train_f32(&batch_loss, &batch_correct, last->dz, last->y, net->yb, M,
                                    n_classes, 1.0f / (float)M);
         if (status != SN_OK) break;
-        *loss_sum += batch_loss;
-        *correct += batch_correct;
         status = backward(net, M);
         if (status != SN_OK) break;
+        if (!gradients_finite(net)) {
+            status = SN_ENONFINITE;
+            break;
+        }
+        *loss_sum += batch_loss;
+        *correct += batch_correct;
         status = sn_optim_step_all(opt, net->params, 2 * net->n_layers);
     }
     sn_fp_leave(fp);

@@ -28,6 +28,7 @@ from .layers_pool import AvgPool2D, GlobalAvgPool2D, MaxPool2D
 from .layers import Dense, Dropout, Flatten, LeakyReLU, ReLU, Reshape, Sigmoid, Softmax, Tanh
 from .losses import MSE, BinaryCrossEntropy, CrossEntropy
 from .model import ModelFileError, Sequential, load
+from ._training import TrainingDivergedError
 from .module import Module, Parameter
 from .optimizers import (SGD, AdaGrad, Adam, AdamW, CosineAnnealingLR, Optimizer, RMSProp,
                          StepLR)
@@ -52,7 +53,7 @@ __all__ = [
     "Softmax", "Tanh", "MaxPool2D", "AvgPool2D", "GlobalAvgPool2D", "BatchNorm1d", "BatchNorm2d",
     "RandomShift", "RandomFlip",
     "MSE", "BinaryCrossEntropy", "CrossEntropy", "ModelFileError", "Sequential", "load",
-    "import_onnx",
+    "TrainingDivergedError",
     "Module", "Parameter", "SGD", "AdaGrad", "Adam", "AdamW", "RMSProp", "Optimizer",
     "StepLR", "CosineAnnealingLR", "Callback", "EarlyStopping",
 ]

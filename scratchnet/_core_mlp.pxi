@@ -155,8 +155,12 @@ cdef class MLP:
     def step(self):
         return self.opt.step
 
-    def train(self, X, labels, order, int64_t batch_size):
-        """Train on X[order] in batches; returns (summed loss, correct count)."""
+    def train(self, X, labels, order, int64_t batch_size, bint partial=False):
+        """Train on X[order] in batches; returns (summed loss, correct count).
+        A batch whose outputs, loss or a gradient are not finite takes no
+        step and ends the run: FloatingPointError, or with partial=True
+        (summed loss, correct count, that batch's index in the run) with the
+        sums of the batches before it; the index is -1 when none failed."""
         if not self.trainable:
             raise RuntimeError("MLP.train: this network was built for inference only")
         if self.opt.kind < 0:
@@ -171,6 +175,8 @@ cdef class MLP:
         if not 1 <= batch_size <= self.max_batch:
             raise ValueError(f"MLP.train: batch_size must be in [1, {self.max_batch}]")
         if order.size == 0:
+            if partial:
+                return 0.0, 0, -1
             return 0.0, 0
         if order.min() < 0 or order.max() >= X.shape[0]:
             raise ValueError("MLP.train: order holds indices outside X")
@@ -182,9 +188,15 @@ cdef class MLP:
         cdef double loss_sum = 0.0
         cdef int64_t correct = 0, n = order.shape[0], ncls = n_classes
         cdef int status
+        cdef int64_t stepped = self.opt.iterations
         with nogil:
             status = sn_mlp_train_f32(&self.net, &self.opt, &xv[0, 0], &lv[0], ncls, &ov[0],
                                       n, batch_size, &loss_sum, &correct)
+        if partial:
+            if status == SN_ENONFINITE:
+                return loss_sum, correct, self.opt.iterations - stepped
+            _check(status, "training step")
+            return loss_sum, correct, -1
         _check(status, "training step")
         return loss_sum, correct
 

@@ -117,8 +117,11 @@ class Trainer:
         self.mlp = build(specs, batch_size)
         self.dropouts = [dropout for *_, dropout in specs]
 
-    def run(self, X, y, order, batch_size):
-        """Train on X[order]; returns (summed loss, correct)."""
+    def run(self, X, y, order, batch_size, skip=False):
+        """Train on X[order]; returns (summed loss, correct, failed): failed
+        lists the batches of the run (from 0) whose outputs, loss or gradient
+        were not finite, which took no step and are not in the sums. The run
+        ends at the first, unless skip: then it goes on after each."""
         step = _steps_taken(self.optimizer, self.params)
         if step is None:
             raise RuntimeError("optimizer state went out of step")
@@ -126,16 +129,37 @@ class Trainer:
         group = self.optimizer.param_groups[0]
         self.mlp.set_optimizer(self.kind, group, arrays, self.optimizer.iterations, step)
         # each Dropout layer's stream, advanced by the run's batches as the
-        # layer-by-layer path would advance it
+        # layer-by-layer path would advance it: batch b's mask is keyed by
+        # seed + b, a failed batch's key included
         batches = -(-len(order) // batch_size)
-        self.mlp.set_dropout_seeds([d.take_mask_seed(batches) if d is not None else 0
-                                    for d in self.dropouts])
-        result = self.mlp.train(X, y, order, batch_size)
+        seeds = [d.take_mask_seed(batches) if d is not None else 0 for d in self.dropouts]
+        total, right, failed, done = 0.0, 0, [], 0
+        try:
+            while done < batches:
+                self.mlp.set_dropout_seeds([seed + done for seed in seeds])
+                loss, correct, bad = self.mlp.train(X, y, order[done * batch_size:], batch_size,
+                                                    partial=True)
+                total, right = total + loss, right + correct
+                if bad < 0:
+                    break
+                failed.append(done + bad)
+                done += bad + 1
+                if not skip:
+                    break
+        finally:
+            self._took_steps(step)
+        return total, right, failed
+
+    def _took_steps(self, step):
+        """The C step counts back into the optimizer's state, as the Python
+        step keeps them."""
         self.optimizer.iterations = self.mlp.iterations
         if self.kind in ("adagrad", "adam", "adamw"):
             for p in self.params:
                 self.optimizer.state[p]["step"] = self.mlp.step
-        return result
+        elif self.kind == "sgd" and step == 0 and self.mlp.step == 0:
+            for p in self.params:  # no first step yet: its momentum buffer starts it
+                self.optimizer.state[p].pop("momentum_buffer", None)
 
 
 def trainer(model, optimizer, loss, y, batch_size):

@@ -48,9 +48,15 @@ class EpochDisplay:
         right of decisions correct."""
         if self.bar is None:
             return
-        logs = {"loss": total / seen, "accuracy": right / decisions if decisions else None}
+        logs = {"loss": total / seen if seen else None,
+                "accuracy": right / decisions if decisions else None}
         self.bar.set_postfix_str(_fields(logs, _TRAIN_KEYS), refresh=False)
         self.bar.update(count)
+
+    def close(self):
+        """End the display of an epoch cut short (its figures are not shown)."""
+        if self.bar is not None:
+            self.bar.close()
 
     def end(self, history):
         """Show the epoch's figures, the last entries of history."""

@@ -205,7 +205,10 @@ def cmd_train(args):
               f"kernel {_core.get_isa()}, {_core.get_num_threads()} threads")
     history = model.fit(X, y, optimizer=optimizer, epochs=epochs, batch_size=args.batch_size,
                         seed=args.seed, verbose=verbose, scheduler=scheduler,
-                        validation=(Xt, yt) if args.plots else None)
+                        validation=(Xt, yt) if args.plots else None,
+                        checkpoint=args.checkpoint, resume=args.resume)
+    if model.interrupted:  # Ctrl-C: fit said what was saved and how to resume
+        return 130
     result = model.evaluate(Xt, yt)
     seconds = time.perf_counter() - started
     model.metadata["dataset"] = args.dataset  # evaluate's default dataset
@@ -484,6 +487,13 @@ def make_parser():
                    help="where to save the model, a .npz file; checked before training "
                         "(default: scratchnet-<dataset>.npz in the current folder)")
     p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+    p.add_argument("--checkpoint", metavar="PATH", default=None,
+                   help="write a checkpoint there after every epoch (atomically), to resume "
+                        "from after Ctrl-C or a crash (default: none)")
+    p.add_argument("--resume", metavar="PATH", default=None,
+                   help="continue the run a checkpoint holds, with the options it was started "
+                        "with (--epochs counts the whole run); the result is the same as "
+                        "uninterrupted (default: start afresh)")
     p.add_argument("--json", action="store_true",
                    help="print the final metrics and the model's path as one JSON object")
     p.add_argument("--quiet", action="store_true",

@@ -22,7 +22,6 @@ Pillow, from the ``plot`` extra.
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import http.client
 import os
@@ -267,23 +266,53 @@ def find(name: str, root: str | os.PathLike | None = None) -> Path | None:
 # ---------------------------------------------------------------- reading and checking
 
 
-def _decompressed(data: bytes, label: str) -> bytes:
-    # Detected by the magic bytes, not the suffix: a renamed file still loads.
-    if data[:2] != _GZIP_MAGIC:
-        return data
-    try:
-        return gzip.decompress(data)
-    except (OSError, EOFError, zlib.error) as exc:
-        raise DatasetError(f"{label}: corrupt or truncated gzip data ({exc})") from exc
-
-
 def _expected_shape(base: str) -> tuple[int, ...]:
     count = _COUNTS[base.split("-")[0]]
     return (count, _SIDE, _SIDE) if "-images-" in base else (count,)
 
 
-def _parse_idx(data: bytes, base: str, label: str) -> np.ndarray:
-    """Check the IDX header against what ``base`` must hold; return a uint8 view."""
+def _expected_size(base: str) -> int:
+    """The bytes of the (decompressed) IDX file ``base``: header and data."""
+    shape = _expected_shape(base)
+    return 4 * (1 + len(shape)) + int(np.prod(shape))
+
+
+def _contents(f, base: str, label: str) -> bytes:
+    """The IDX bytes of the open file ``f``, gunzipped as a stream when it is gzip
+    (detected by the magic bytes, not the suffix: a renamed file still loads).
+
+    Never more than the expected size and one byte is read or decompressed: a file
+    that would give more (a wrong file, or a gzip bomb) is refused as soon as it does,
+    with its header's complaint if the header is wrong."""
+    cap = _expected_size(base) + 1
+    head = f.read(2)
+    if head != _GZIP_MAGIC:
+        return head + f.read(cap - len(head))
+    data, chunk = bytearray(), head
+    try:
+        while chunk:  # a gzip member, and any after it (as gzip reads them)
+            inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            while not inflate.eof:
+                if not chunk:
+                    raise DatasetError(f"{label}: corrupt or truncated gzip data (the stream "
+                                       "ends early)")
+                data += inflate.decompress(chunk, cap - len(data))
+                if len(data) >= cap:
+                    _parse_header(bytes(data), base, label)
+                    raise DatasetError(f"{label}: decompresses to more than the "
+                                       f"{cap - 1} bytes a {base} file holds: not that file "
+                                       "(damaged, or a gzip bomb)")
+                chunk = inflate.unconsumed_tail or f.read(_CHUNK)
+            chunk = inflate.unused_data or f.read(_CHUNK)
+            if chunk and not _GZIP_MAGIC.startswith(chunk[:2]):
+                raise DatasetError(f"{label}: trailing bytes after the gzip data")
+    except zlib.error as exc:
+        raise DatasetError(f"{label}: corrupt or truncated gzip data ({exc})") from exc
+    return bytes(data)
+
+
+def _parse_header(data: bytes, base: str, label: str) -> int:
+    """Check the IDX header against what ``base`` must hold; return its size."""
     shape = _expected_shape(base)
     magic = _IMAGES_MAGIC if len(shape) == 3 else _LABELS_MAGIC
     header_size = 4 * (1 + len(shape))
@@ -297,16 +326,22 @@ def _parse_idx(data: bytes, base: str, label: str) -> np.ndarray:
         )
     if tuple(dims) != shape:
         raise DatasetError(f"{label}: header gives shape {tuple(dims)}, expected {shape}")
-    size = header_size + int(np.prod(shape))
+    return header_size
+
+
+def _parse_idx(data: bytes, base: str, label: str) -> np.ndarray:
+    """Check the IDX header and size against what ``base`` must hold; return a uint8 view."""
+    header_size = _parse_header(data, base, label)
+    size = _expected_size(base)
     if len(data) != size:
         problem = "truncated" if len(data) < size else "trailing bytes"
         raise DatasetError(f"{label}: {problem}: {len(data)} bytes, the header implies {size}")
+    shape = _expected_shape(base)
     return np.frombuffer(data, dtype=np.uint8, offset=header_size).reshape(shape)
 
 
 def _check_idx(data: bytes, name: str, base: str, label: str) -> np.ndarray:
-    """Decompress, parse and verify one file's bytes; ``label`` names it in errors."""
-    data = _decompressed(data, label)
+    """Parse and verify one file's IDX bytes; ``label`` names it in errors."""
     array = _parse_idx(data, base, label)
     if array.ndim == 1 and array.max() >= len(_CLASSES[name]):
         raise DatasetError(f"{label}: label {int(array.max())} is outside 0..9")
@@ -319,12 +354,14 @@ def _check_idx(data: bytes, name: str, base: str, label: str) -> np.ndarray:
     return array
 
 
-def _read_idx(path: Path, name: str, base: str) -> np.ndarray:
+def _read_idx(path: Path, name: str, base: str, label: str | None = None) -> np.ndarray:
+    label = label or str(path)
     try:
-        data = path.read_bytes()
+        with open(path, "rb") as f:
+            data = _contents(f, base, label)
     except OSError as exc:
-        raise DatasetError(f"{path}: cannot read: {exc}") from exc
-    return _check_idx(data, name, base, str(path))
+        raise DatasetError(f"{label}: cannot read: {exc}") from exc
+    return _check_idx(data, name, base, label)
 
 
 def _images(raw: np.ndarray, flatten: bool) -> np.ndarray:
@@ -393,7 +430,7 @@ def _fetch(url: str, dest: Path, name: str, base: str, verbose: bool) -> None:
         # http.client returns a short body without complaint when the server hangs up.
         if total is not None and received != total:
             raise DownloadError(f"{url}: connection closed after {received} of {total} bytes")
-        _check_idx(tmp.read_bytes(), name, base, url)
+        _read_idx(tmp, name, base, url)
         os.replace(tmp, dest)
     except BaseException:
         # Also on Ctrl-C: a half-written file must never be left behind.

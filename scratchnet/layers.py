@@ -199,6 +199,21 @@ class RandomStream:
         self.calls += count
         return key
 
+    def random_state(self):
+        """Where the stream is: {"seed", "calls"} (JSON values, for checkpoints)."""
+        return {"seed": self.seed, "calls": self.calls}
+
+    def set_random_state(self, state):
+        """Put the stream where random_state() was taken; ValueError for
+        anything but a seed in [0, 2**63) and a count >= 0."""
+        if not isinstance(state, dict) or set(state) != {"seed", "calls"}:
+            raise ValueError(f"{self!r}: a random state is {{'seed', 'calls'}}, got {state!r}")
+        seed, calls = state["seed"], state["calls"]
+        for value, high in ((seed, 2**63), (calls, 2**64)):
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < high:
+                raise ValueError(f"{self!r}: bad random state {state!r}")
+        self.seed, self.calls = seed, calls
+
 
 class Dropout(RandomStream, Module):
     """Inverted dropout: in training, zero each element with probability p and

@@ -14,24 +14,33 @@ holds the lock too (inference waits for a running fit on the layer path)."""
 import functools
 import inspect
 import json
+import math
 import numbers
 import os
+import sys
 import threading
 import time
+import warnings
 from collections import OrderedDict
 from fractions import Fraction
 
 import numpy as np
 
 from . import _core, _fused
+from ._checkpoint import Checkpoint, training_record
+from ._files import ModelFileError, read_npz, read_record, write_npz
 from ._progress import start_epoch
-from ._validate import as_features, as_float32, as_labels, check_finite, positive_int
+from ._training import (NONFINITE_MODES, EpochTally, Interrupts, TrainingDivergedError,
+                        divergence_message, interrupted_message, nonfinite_problem,
+                        skipped_message)
+from ._validate import as_features, as_float32, as_labels, check_finite, choice, positive_int
 from .callbacks import CallbackList
-from .layers import LAYERS, Dense, Flatten, Sigmoid, Softmax
+from .layers import LAYERS, Dense, Flatten, RandomStream, Sigmoid, Softmax
 from .losses import LOSSES, BinaryCrossEntropy, CrossEntropy, Loss
 from .module import Module, Parameter, checked_state
 from .optimizers import Optimizer
 
+MODEL_FORMAT = "scratchnet.Sequential"
 FORMAT_VERSION = 1
 _PREDICT_BATCH = 2048  # rows per forward pass in predict/evaluate: bounds memory
 
@@ -47,6 +56,7 @@ class Sequential(Module):
         self.layers = list(layers)
         self.loss = None  # the loss fit used: what predict and evaluate follow
         self.metadata = {}  # the user's JSON-serialisable notes, saved with the model
+        self.interrupted = False  # whether Ctrl-C stopped the last fit
         self._lock = threading.RLock()
         self._name_parameters()
         self._shapes()  # a mismatch is reported now, where the input shape is known
@@ -111,6 +121,22 @@ class Sequential(Module):
     def reseed(self, rng):
         for layer in self.layers:
             layer.reseed(rng)
+
+    def random_state(self):
+        """{layer index: {"seed", "calls"}} of the random layers (Dropout,
+        augmentation): where their streams are (fit's checkpoints keep it)."""
+        return {str(i): layer.random_state() for i, layer in enumerate(self.layers)
+                if isinstance(layer, RandomStream)}
+
+    def set_random_state(self, state):
+        """Put the random layers' streams where random_state() was taken."""
+        mine = self.random_state()
+        if not isinstance(state, dict) or set(state) != set(mine):
+            given = sorted(state) if isinstance(state, dict) else state
+            raise ValueError(f"random state for layers {given!r}; the random layers are "
+                             f"{sorted(mine)}")
+        for key in mine:
+            self.layers[int(key)].set_random_state(state[key])
 
     def forward(self, x, training=False):
         for layer in self.layers:
@@ -362,7 +388,8 @@ class Sequential(Module):
 
     def fit(self, X, y, optimizer, loss=None, epochs=1, batch_size=32, validation=None,
             seed=None, verbose=1, scheduler=None, shuffle=True, callback=None,
-            validation_split=None, callbacks=None):
+            validation_split=None, callbacks=None, checkpoint=None, resume=None,
+            on_nonfinite="raise"):
         """Train with minibatches; returns history, a dict of per-epoch lists
         ("loss", "accuracy", "val_loss", "val_accuracy", "lr", "time").
 
@@ -376,14 +403,41 @@ class Sequential(Module):
         runs after each epoch. Either may set model.stop_training = True to
         stop after the current epoch.
 
+        checkpoint=PATH writes a checkpoint after every epoch, atomically (a
+        temporary file, synced, renamed: PATH is always a complete file): the
+        weights and BatchNorm statistics, the optimizer's state (moments, step
+        counts, learning rate), the scheduler's position, the random streams
+        (shuffling, dropout, augmentation), the history and the epoch.
+        resume=PATH continues from one (it may be the same PATH): epochs
+        counts the whole run, so a checkpoint of epoch 2 resumed with epochs=4
+        trains epochs 3 and 4, bit for bit as one uninterrupted fit with the
+        same seed would (the history's "time" aside). Resuming needs the
+        checkpoint's architecture, optimizer (and scheduler) type, data,
+        batch_size and shuffle; anything else is refused.
+
+        Ctrl-C (SIGINT) stops fit at the next step, with no step or file left
+        half-done: the epoch under way is dropped, the checkpoint keeps the
+        last complete epoch, one line on stderr says what was saved and how
+        to resume, and fit returns the history so far with model.interrupted
+        set. A second Ctrl-C raises KeyboardInterrupt at once.
+
+        on_nonfinite: a step whose loss or gradient is NaN or inf is never
+        applied (the weights stay those of the last finite step); then
+        "raise" (the default) raises TrainingDivergedError naming the epoch
+        and step, "warn" warns and returns the history of the complete
+        epochs, "skip_batch" skips that step, trains on, and warns once per
+        epoch that skipped any (its loss and accuracy cover the steps taken).
+
         The loss is recorded in model.loss (predict and evaluate follow it);
         the optimizer must hold every parameter of this model."""
         with self._lock:
             return self._fit(X, y, optimizer, loss, epochs, batch_size, validation, seed,
-                             verbose, scheduler, shuffle, callback, validation_split, callbacks)
+                             verbose, scheduler, shuffle, callback, validation_split, callbacks,
+                             checkpoint, resume, on_nonfinite)
 
     def _fit(self, X, y, optimizer, loss, epochs, batch_size, validation, seed, verbose,
-             scheduler, shuffle, callback, validation_split, callbacks):
+             scheduler, shuffle, callback, validation_split, callbacks, checkpoint, resume,
+             on_nonfinite):
         if not isinstance(optimizer, Optimizer):
             raise TypeError(f"fit: optimizer must be an Optimizer, got {type(optimizer).__name__}")
         self._check_optimizer(optimizer)
@@ -396,6 +450,16 @@ class Sequential(Module):
                              "with the one passed to fit, e.g. CosineAnnealingLR(optimizer, ...)")
         epochs = positive_int(epochs, "epochs")
         batch_size = positive_int(batch_size, "batch_size")
+        on_nonfinite = choice(on_nonfinite, NONFINITE_MODES, "on_nonfinite")
+        if checkpoint is not None:
+            checkpoint = os.fspath(checkpoint)
+            if os.path.isdir(checkpoint):
+                raise IsADirectoryError(f"fit: checkpoint={checkpoint} is a folder; give a "
+                                        f"file name, e.g. {os.path.join(checkpoint, 'run.ckpt')}")
+            if not os.path.isdir(os.path.dirname(checkpoint) or "."):
+                raise FileNotFoundError(f"fit: checkpoint={checkpoint}: the folder "
+                                        f"{os.path.dirname(checkpoint)} does not exist")
+            self._architecture("fit")  # the metadata can be written, known before training
         X = self._inputs(X)
         y = _targets(y, X.shape[0], loss, self, "fit")
         if validation_split is not None:
@@ -405,45 +469,80 @@ class Sequential(Module):
             Xv = self._inputs(Xv)
             yv = _targets(yv, Xv.shape[0], loss, self, "fit validation")
         callbacks = CallbackList(callbacks, self, function=callback)
-        self.loss = loss
         rng = np.random.default_rng(seed)
-        self.reseed(rng)
 
         history = {"loss": [], "accuracy": [], "lr": [], "time": []}
         if validation is not None:
             history.update(val_loss=[], val_accuracy=[])
         n = X.shape[0]
         batch_size = min(batch_size, n)  # the compiled trainer holds at most n rows a batch
+        steps = -(-n // batch_size)
+        settings = {"samples": n, "batch_size": batch_size, "shuffle": bool(shuffle)}
+        done, saved = 0, None  # epochs complete; (the file, the epoch) last checkpointed
+        if resume is not None:
+            history, done = self._resume(os.fspath(resume), optimizer, scheduler, rng,
+                                         settings, history)
+            saved = (os.fspath(resume), done)
+        else:
+            self.reseed(rng)
+        self.loss = loss
         fast = _fused.trainer(self, optimizer, loss, y, batch_size)
         xb_buf = np.empty((batch_size,) + X.shape[1:], dtype=np.float32)
-        self.stop_training = False
+        self.stop_training = self.interrupted = False
         callbacks.on_train_begin()
-        for epoch in range(1, epochs + 1):
-            start_time = time.perf_counter()
-            lr = optimizer.current_lr()
-            order = rng.permutation(n) if shuffle else np.arange(n)
-            total, right, decisions = 0.0, 0, 0
-            bar = start_epoch(n, epoch, epochs, verbose)
-            if fast is not None:
-                total, right, decisions = self._fast_epoch(fast, X, y, order, batch_size, bar)
-            else:
-                total, right, decisions = self._layer_epoch(X, y, order, batch_size, loss,
-                                                            optimizer, xb_buf, bar)
-            history["loss"].append(total / n)
-            history["accuracy"].append(right / decisions if decisions else None)
-            history["lr"].append(lr)
-            if validation is not None:
-                val = self.evaluate(Xv, yv, loss=loss)
-                history["val_loss"].append(val["loss"])
-                history["val_accuracy"].append(val.get("accuracy"))
-            if scheduler is not None:
-                scheduler.step()
-            history["time"].append(time.perf_counter() - start_time)
-            bar.end(history)
-            logs = {k: v[-1] for k, v in history.items()}
-            callbacks.on_epoch_end(epoch, logs)
-            if self.stop_training:
-                break
+        logs = {k: v[-1] for k, v in history.items()} if done else {}
+        skip = on_nonfinite == "skip_batch"
+        with Interrupts() as interrupts:
+            for epoch in range(done + 1, epochs + 1):
+                if interrupts.requested:
+                    break
+                start_time = time.perf_counter()
+                lr = optimizer.current_lr()
+                order = rng.permutation(n) if shuffle else np.arange(n)
+                bar = start_epoch(n, epoch, epochs, verbose)
+                tally = EpochTally()
+                if fast is not None:
+                    self._fast_epoch(fast, X, y, order, batch_size, bar, tally, skip, interrupts)
+                else:
+                    self._layer_epoch(X, y, order, batch_size, loss, optimizer, xb_buf, bar,
+                                      tally, skip, interrupts)
+                if tally.interrupted or tally.failed is not None:
+                    bar.close()
+                    if tally.interrupted:
+                        break
+                    message = divergence_message(epoch, tally.failed, steps, tally.problem,
+                                                 optimizer.current_lr(), X, saved)
+                    if on_nonfinite == "raise":
+                        raise TrainingDivergedError(message, epoch, tally.failed)
+                    warnings.warn(message, RuntimeWarning, stacklevel=3)
+                    break
+                if tally.skipped:
+                    warnings.warn(skipped_message(epoch, steps, tally.skipped), RuntimeWarning,
+                                  stacklevel=3)
+                history["loss"].append(tally.total / tally.samples if tally.samples else None)
+                history["accuracy"].append(tally.right / tally.decisions if tally.decisions
+                                           else None)
+                history["lr"].append(lr)
+                if validation is not None:
+                    val = self.evaluate(Xv, yv, loss=loss)
+                    history["val_loss"].append(val["loss"])
+                    history["val_accuracy"].append(val.get("accuracy"))
+                if scheduler is not None:
+                    scheduler.step()
+                history["time"].append(time.perf_counter() - start_time)
+                bar.end(history)
+                logs = {k: v[-1] for k, v in history.items()}
+                callbacks.on_epoch_end(epoch, logs)
+                done = epoch
+                if checkpoint is not None:
+                    self._write_checkpoint(checkpoint, optimizer, scheduler, rng, history, epoch,
+                                           settings)
+                    saved = (checkpoint, epoch)
+                if self.stop_training:
+                    break
+        if interrupts.requested and done < epochs:
+            self.interrupted = True
+            print(interrupted_message(done + 1, epochs, saved), file=sys.stderr, flush=True)
         callbacks.on_train_end(logs)
         return history
 
@@ -481,67 +580,137 @@ class Sequential(Module):
                              "itself; remove the final Sigmoid layer (predict_proba gives "
                              "probabilities)")
 
-    def _fast_epoch(self, fast, X, y, order, batch_size, bar):
+    def _fast_epoch(self, fast, X, y, order, batch_size, bar, tally, skip, interrupts):
         """One epoch through the C trainer, in about 20 runs of batches so the
-        progress bar moves; returns (summed loss, right, decisions)."""
+        progress bar moves and Ctrl-C is seen; sums into tally."""
         n_batches = -(-X.shape[0] // batch_size)
         per_run = max(1, -(-n_batches // 20)) * batch_size
-        total, right = 0.0, 0
         for start in range(0, X.shape[0], per_run):
+            if interrupts.requested:
+                tally.interrupted = True
+                return
             idx = order[start:start + per_run]
-            run_loss, run_right = fast.run(X, y, idx, batch_size)
-            total, right = total + run_loss, right + run_right
-            bar.advance(len(idx), start + len(idx), total, right, start + len(idx))
-        return total, right, X.shape[0]
+            run_loss, run_right, failed = fast.run(X, y, idx, batch_size, skip)
+            samples = len(idx) - sum(min(batch_size, len(idx) - b * batch_size) for b in failed)
+            tally.add(run_loss, run_right, samples, samples)
+            for b in failed:
+                problem = None if skip else nonfinite_problem(
+                    (name, p.grad) for name, p in self.named_parameters())
+                if not tally.nonfinite(start // batch_size + b + 1, problem, skip):
+                    return
+            bar.advance(len(idx), tally.samples, tally.total, tally.right, tally.decisions)
 
-    def _layer_epoch(self, X, y, order, batch_size, loss, optimizer, xb_buf, bar):
+    def _layer_epoch(self, X, y, order, batch_size, loss, optimizer, xb_buf, bar, tally, skip,
+                     interrupts):
         """One epoch layer by layer, for what the C trainer does not cover;
-        returns (summed loss, right, decisions)."""
-        total, right, decisions = 0.0, 0, 0
-        for start in range(0, X.shape[0], batch_size):
+        sums into tally. A step whose outputs, loss or gradients are not
+        finite is not applied, and the buffers (BatchNorm's statistics) its
+        forward pass moved are put back."""
+        params = self.named_parameters()
+        buffers = [a for _, a in self.named_buffers()]
+        before = [a.copy() for a in buffers]
+        for step, start in enumerate(range(0, X.shape[0], batch_size), 1):
+            if interrupts.requested:
+                tally.interrupted = True
+                return
             idx = order[start:start + batch_size]
             xb = np.take(X, idx, axis=0, out=xb_buf[:len(idx)])
             yb = y[idx]
+            for kept, a in zip(before, buffers):
+                kept[...] = a
             logits = self.forward(xb, training=True)
-            total += loss.forward(logits, yb) * len(idx)
-            counted = loss.correct(logits, yb)
-            if counted is not None:
-                right, decisions = right + counted[0], decisions + counted[1]
-            self.backward(loss.backward())
-            optimizer.step()
-            bar.advance(len(idx), start + len(idx), total, right, decisions)
-        return total, right, decisions
+            batch_loss = _finite_loss(loss, logits, yb)
+            if batch_loss is not None:
+                self.backward(loss.backward())
+                if all(_core.all_finite(p.grad) for _, p in params):
+                    counted = loss.correct(logits, yb)
+                    right, decisions = counted if counted is not None else (0, 0)
+                    tally.add(batch_loss * len(idx), right, decisions, len(idx))
+                    optimizer.step()
+                    bar.advance(len(idx), tally.samples, tally.total, tally.right,
+                                tally.decisions)
+                    continue
+            for kept, a in zip(before, buffers):
+                a[...] = kept
+            problem = (nonfinite_problem((name, p.grad) for name, p in params)
+                       if batch_loss is not None else "the loss is not finite (NaN or inf)")
+            if not tally.nonfinite(step, problem, skip):
+                return
+
+    def _write_checkpoint(self, path, optimizer, scheduler, rng, history, epoch, settings):
+        arrays = dict(self._state_arrays())
+        record = training_record(self, optimizer, scheduler, rng, history, epoch, settings,
+                                 arrays)
+        write_npz(path, arrays, {"__architecture__": self._architecture("checkpoint"),
+                                 "__training__": record}, "checkpoint")
+
+    def _resume(self, path, optimizer, scheduler, rng, settings, history):
+        """Put the model, optimizer, scheduler, random streams and rng where
+        the checkpoint at path has them; returns (its history, its epoch).
+        Anything refused leaves all as it was."""
+        arch, record, arrays = _read_file(path, "checkpoint")
+        if record is None:
+            raise ModelFileError(f"{path}: a model file, not a checkpoint (fit writes those "
+                                 "with checkpoint=PATH)")
+        saved = Checkpoint(record, arrays, path)
+        saved.check_fits(arch, self._architecture("fit"), optimizer, scheduler, settings,
+                         history)
+        backup = (self.state_dict(), optimizer.state_dict(),
+                  None if scheduler is None else scheduler.state_dict(), self.random_state())
+        try:
+            self.load_state_dict(arrays)
+            optimizer.load_state_dict(saved.optimizer)
+            if scheduler is not None:
+                scheduler.load_state_dict(saved.scheduler)
+            self.set_random_state(saved.random_layers)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            self.load_state_dict(backup[0])
+            optimizer.load_state_dict(backup[1])
+            if scheduler is not None:
+                scheduler.load_state_dict(backup[2])
+            self.set_random_state(backup[3])
+            raise ModelFileError(f"{path}: {exc}") from None
+        rng.bit_generator.state = saved.rng
+        return saved.history, saved.epoch
 
     # ---- files ----
 
-    def save(self, path):
-        """One .npz: the architecture as JSON (layers, the recorded loss,
-        model.metadata) and every parameter array. Written to a temporary
-        file and renamed, so a failure never leaves a half file at path."""
-        arch = {"format": "scratchnet.Sequential", "version": FORMAT_VERSION,
+    def _architecture(self, where):
+        """The JSON record of what the model is: its layers (type and config),
+        the recorded loss and model.metadata (TypeError naming where if the
+        metadata is not JSON)."""
+        arch = {"format": MODEL_FORMAT, "version": FORMAT_VERSION,
                 "layers": [{"type": type(l).__name__, "config": l.get_config()}
                            for l in self.layers],
                 "loss": None if self.loss is None else
                 {"type": type(self.loss).__name__, "config": self.loss.get_config()},
                 "metadata": self.metadata}
         try:
-            record = json.dumps(arch)
+            json.dumps(arch, allow_nan=False)
         except (TypeError, ValueError) as exc:
-            raise TypeError(f"save: model.metadata must hold JSON values only ({exc})") from None
-        arrays = dict(self._state_arrays())
-        arrays["__architecture__"] = np.frombuffer(record.encode(), dtype=np.uint8)
-        path = os.fspath(path)
-        if os.path.isdir(path):
-            raise IsADirectoryError(f"save: {path} is a folder; give a file name, e.g. "
-                                    f"{os.path.join(path, 'model.npz')}")
-        tmp = path + ".tmp.npz"
-        try:
-            np.savez(tmp, **arrays)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):  # a disk that filled up keeps no partial file
-                os.remove(tmp)
-            raise
+            raise TypeError(f"{where}: model.metadata must hold JSON values only ({exc})") \
+                from None
+        return arch
+
+    def save(self, path):
+        """One .npz: the architecture as JSON (layers, the recorded loss,
+        model.metadata) and every parameter array. Written to a temporary
+        file, synced and renamed, so a failure never leaves a half file at
+        path."""
+        write_npz(path, self._state_arrays(), {"__architecture__": self._architecture("save")},
+                  "save")
+
+
+def _finite_loss(loss, outputs, targets):
+    """loss.forward(outputs, targets), or None where the outputs or the loss
+    are not finite."""
+    if not _core.all_finite(outputs):
+        return None
+    try:
+        value = loss.forward(outputs, targets)
+    except FloatingPointError:
+        return None
+    return value if math.isfinite(value) else None
 
     def export_onnx(self, path, opset=17, input_shape=None):
         """Write this model as an ONNX file (needs the onnx package), with a
@@ -610,35 +779,26 @@ def _single_column(a):
     return a[:, 0] if a.ndim == 2 and a.shape[1] == 1 else a
 
 
-class ModelFileError(ValueError):
-    """A model file that is not a valid scratchnet model."""
+def _read_file(path, what):
+    """(architecture record, training record or None, the other arrays) of
+    a model or checkpoint file, read safely (scratchnet._files) and checked
+    for format and version; ModelFileError naming path otherwise."""
+    arrays = read_npz(path, what)
+    arch = read_record(arrays, "__architecture__", path, what)
+    record = read_record(arrays, "__training__", path, what) if "__training__" in arrays \
+        else None
+    if not isinstance(arch, dict) or arch.get("format") != MODEL_FORMAT:
+        raise ModelFileError(f"{path}: bad architecture record (unknown format)")
+    if arch.get("version") != FORMAT_VERSION:
+        raise ModelFileError(f"{path}: format version {arch.get('version')!r} (this scratchnet "
+                             f"reads {FORMAT_VERSION}: written by a newer scratchnet?)")
+    return arch, record, arrays
 
 
-def load(path):
-    """Read a model written by Sequential.save; refuses anything else."""
-    path = os.fspath(path)
+def _from_architecture(arch, path):
+    """A new model built as the architecture record says; ModelFileError
+    for a layer or loss that is not scratchnet's, or a bad config."""
     try:
-        contents = np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise
-    except Exception as exc:
-        raise ModelFileError(f"{path}: not a readable .npz model file ({exc})") from None
-    if not isinstance(contents, np.lib.npyio.NpzFile):
-        raise ModelFileError(f"{path}: a single array (.npy), not a scratchnet model (.npz)")
-    try:
-        with contents as f:
-            arrays = {k: f[k] for k in f.files}
-    except Exception as exc:
-        raise ModelFileError(f"{path}: not a readable .npz model file ({exc})") from None
-    if "__architecture__" not in arrays:
-        raise ModelFileError(f"{path}: no architecture record; not a scratchnet model")
-    try:
-        arch = json.loads(arrays.pop("__architecture__").tobytes().decode())
-        if arch.get("format") != "scratchnet.Sequential":
-            raise ValueError("unknown format")
-        if arch.get("version") != FORMAT_VERSION:
-            raise ValueError(f"format version {arch.get('version')} (this scratchnet reads "
-                             f"{FORMAT_VERSION})")
         layers = []
         for spec in arch["layers"]:
             cls = LAYERS.get(spec["type"])
@@ -653,10 +813,23 @@ def load(path):
                 raise ValueError(f"unknown loss type {loss['type']!r}")
             model.loss = cls(**loss["config"])
         model.metadata = dict(arch.get("metadata") or {})
-    except ModelFileError:
-        raise
+    except MemoryError:
+        raise ModelFileError(f"{path}: bad architecture record (its layers would not fit in "
+                             "memory)") from None
     except Exception as exc:
         raise ModelFileError(f"{path}: bad architecture record ({exc})") from None
+    return model
+
+
+def load(path):
+    """Read a model written by Sequential.save (or the model of a checkpoint
+    fit wrote); anything else, damaged or edited, is refused with a
+    ModelFileError naming the file and the problem. Never runs code."""
+    path = os.fspath(path)
+    arch, record, arrays = _read_file(path, "scratchnet model")
+    if record is not None:
+        Checkpoint(record, arrays, path)  # checked; sets the optimizer's arrays aside
+    model = _from_architecture(arch, path)
     try:
         model.load_state_dict(arrays)
     except (TypeError, ValueError) as exc:

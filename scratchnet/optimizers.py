@@ -5,13 +5,14 @@ Every optimizer also takes decay=: the learning-rate decay of the "Neural
 Networks from Scratch" book, lr_t = lr / (1 + decay * (t - 1)) at step t
 (t counts from 1), applied before the step. StepLR and CosineAnnealingLR
 change a group's lr once per epoch, as their torch namesakes do."""
+import inspect
 import math
 
 import numpy as np
 
 from . import _core
 from ._validate import nonnegative_float
-from .module import Parameter
+from .module import Parameter, checked_state
 
 
 class Optimizer:
@@ -99,8 +100,14 @@ class Optimizer:
             state[key] = np.zeros_like(p.data)
         return state[key]
 
+    # the names a parameter's state may hold (load_state_dict refuses others)
+    state_keys = ()
+
     def state_dict(self):
-        """State and groups with parameters numbered in order (no objects)."""
+        """The optimizer's type, its groups (hyper-parameters, the learning
+        rate as a scheduler left it, parameters numbered in order), each
+        parameter's state (moment arrays, copied, and step counts) and the
+        steps taken: plain values and arrays, no objects."""
         index = {}
         groups = []
         for group in self.param_groups:
@@ -111,31 +118,90 @@ class Optimizer:
             groups.append({**{k: v for k, v in group.items() if k != "params"}, "params": ids})
         state = {index[p]: {k: (v.copy() if isinstance(v, np.ndarray) else v)
                             for k, v in s.items()} for p, s in self.state.items() if p in index}
-        return {"state": state, "param_groups": groups, "iterations": self.iterations}
+        return {"type": type(self).__name__, "state": state, "param_groups": groups,
+                "iterations": self.iterations}
 
     def load_state_dict(self, state_dict):
+        """Take the state of state_dict (as state_dict() gives, or read back
+        from a checkpoint): all of it is checked first (the optimizer type,
+        the groups, each hyper-parameter as the constructor checks it, each
+        state array's shape and finiteness), and nothing changes when any
+        check fails."""
+        kind = state_dict.get("type", type(self).__name__)
+        if kind != type(self).__name__:
+            raise ValueError(f"load_state_dict: a state of the optimizer {kind}, not "
+                             f"{type(self).__name__}")
         groups = state_dict["param_groups"]
         if len(groups) != len(self.param_groups) or any(
                 len(g["params"]) != len(mine["params"])
                 for g, mine in zip(groups, self.param_groups)):
             raise ValueError("load_state_dict: the parameter groups do not match this optimizer")
+        hypers = [self._checked_hyper(saved, mine) for saved, mine in
+                  zip(groups, self.param_groups)]
         params = [p for group in self.param_groups for p in group["params"]]
-        self.state = {}
+        state = {}
         for i, s in state_dict["state"].items():
-            p = params[int(i)]
-            for k, v in s.items():
-                if isinstance(v, np.ndarray) and v.shape != p.data.shape:
-                    raise ValueError(f"load_state_dict: state {k!r} of shape {v.shape} for a "
-                                     f"parameter of shape {p.data.shape}")
-            self.state[p] = {k: (np.array(v, dtype=np.float32) if isinstance(v, np.ndarray)
-                                 else v) for k, v in s.items()}
-        for group, saved in zip(self.param_groups, groups):
-            group.update({k: v for k, v in saved.items() if k != "params"})
-        self.iterations = int(state_dict.get("iterations", 0))
+            i = _count(int(i) if isinstance(i, str) and i.isdigit() else i, "parameter index")
+            if i >= len(params):
+                raise ValueError(f"load_state_dict: state for parameter {i}; there are "
+                                 f"{len(params)}")
+            state[params[i]] = {k: self._checked_state(i, k, v, params[i]) for k, v in s.items()}
+        iterations = _count(state_dict.get("iterations", 0), "iterations")
+        self.state = state
+        for group, hyper in zip(self.param_groups, hypers):
+            group.update(hyper)
+        self.iterations = iterations
+
+    def _checked_hyper(self, saved, mine):
+        """saved's hyper-parameters, checked as the constructor checks them."""
+        saved = {k: v for k, v in saved.items() if k != "params"}
+        names = {k for k in mine if k != "params"}
+        if set(saved) != names:
+            raise ValueError(f"load_state_dict: hyper-parameters {sorted(saved)}, this "
+                             f"{type(self).__name__} has {sorted(names)}")
+        hyper = {k: tuple(v) if isinstance(mine[k], tuple) else v for k, v in saved.items()}
+        settings = {k: v for k, v in hyper.items() if k != "initial_lr"}
+        try:
+            _construct_probe(type(self), [Parameter(np.zeros(1))], settings, self._check_group)
+            nonnegative_float(hyper["initial_lr"], "initial_lr")
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"load_state_dict: {exc}") from None
+        return hyper
+
+    def _checked_state(self, i, key, value, p):
+        """One entry of a parameter's state: an array like the parameter, or a step count."""
+        where = f"load_state_dict: state {key!r} of parameter {i}"
+        if self.state_keys and key not in self.state_keys:
+            raise ValueError(f"{where}: {type(self).__name__} keeps no such state "
+                             f"({', '.join(self.state_keys)})")
+        if isinstance(value, np.ndarray):
+            return np.array(checked_state(value, p.data.shape, where), dtype=np.float32)
+        return _count(value, where)
 
     def __repr__(self):
         group = {k: v for k, v in self.param_groups[0].items() if k not in ("params", "initial_lr")}
         return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in group.items())})"
+
+
+def _count(value, what):
+    """value as an int >= 0 (a step count, an index), or ValueError."""
+    try:
+        ok = not isinstance(value, bool) and int(value) == value and int(value) >= 0
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ValueError(f"{what}: expected a whole number >= 0, got {value!r}")
+    return int(value)
+
+
+def _construct_probe(cls, first, settings, fallback):
+    """Check settings as cls's constructor does, by building one over first
+    (a probe); where the constructor takes other arguments, fallback(settings)."""
+    try:
+        inspect.signature(cls).bind(first, **settings)
+    except TypeError:
+        return fallback(settings)
+    cls(first, **settings)
 
 
 def _check_beta(value, name):
@@ -146,6 +212,8 @@ def _check_beta(value, name):
 class SGD(Optimizer):
     """b <- g (t = 1) or mu b + (1 - dampening) g; g <- g + mu b (nesterov)
     or b; p <- p - lr g; with g <- g + wd p first."""
+
+    state_keys = ("momentum_buffer",)
 
     def __init__(self, params, lr=1e-3, momentum=0.0, dampening=0.0, nesterov=False,
                  weight_decay=0.0, decay=0.0):
@@ -170,6 +238,8 @@ class SGD(Optimizer):
 class AdaGrad(Optimizer):
     """s <- s + g^2; p <- p - clr g / (sqrt(s) + eps), clr = lr / (1 + (t - 1) lr_decay)."""
 
+    state_keys = ("sum", "step")
+
     def __init__(self, params, lr=1e-2, lr_decay=0.0, weight_decay=0.0,
                  initial_accumulator_value=0.0, eps=1e-10, decay=0.0):
         nonnegative_float(lr_decay, "lr_decay")
@@ -190,6 +260,8 @@ class AdaGrad(Optimizer):
 class RMSProp(Optimizer):
     """v <- alpha v + (1 - alpha) g^2; p <- p - lr g / (sqrt(v) + eps), with
     torch's momentum and centered variants."""
+
+    state_keys = ("square_avg", "grad_avg", "momentum_buffer")
 
     def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0,
                  centered=False, decay=0.0):
@@ -212,6 +284,7 @@ class Adam(Optimizer):
     p <- p - lr m^ / (sqrt(v^) + eps) with the bias corrections m^, v^."""
 
     decoupled = False
+    state_keys = ("exp_avg", "exp_avg_sq", "step")
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
                  decay=0.0):
@@ -266,6 +339,33 @@ class _EpochScheduler:
 
     def get_last_lr(self):
         return [group["lr"] for group in self.optimizer.param_groups]
+
+    def _settings(self):
+        """The constructor's arguments after the optimizer, as now set."""
+        names = list(inspect.signature(type(self)).parameters)[1:]
+        return {name: getattr(self, name) for name in names}
+
+    def state_dict(self):
+        """The scheduler's type, its settings and the epochs stepped."""
+        return {"type": type(self).__name__, "epoch": self.epoch, **self._settings()}
+
+    def load_state_dict(self, state):
+        """Take the settings and epoch count of state (as state_dict gives),
+        checked as the constructor checks them; nothing changes when a check
+        fails."""
+        kind = state.get("type", type(self).__name__)
+        if kind != type(self).__name__:
+            raise ValueError(f"load_state_dict: a state of the scheduler {kind}, not "
+                             f"{type(self).__name__}")
+        settings = {k: v for k, v in state.items() if k not in ("type", "epoch")}
+        try:
+            fresh = type(self)(self.optimizer, **settings)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"load_state_dict: {exc}") from None
+        epoch = _count(state["epoch"], "load_state_dict: epoch")
+        for name in self._settings():
+            setattr(self, name, getattr(fresh, name))
+        self.epoch = epoch
 
 
 class StepLR(_EpochScheduler):

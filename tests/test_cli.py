@@ -146,7 +146,7 @@ def test_every_option_with_a_value_shows_its_default(capsys, command):
     for entry in valued:
         assert "(default: " in entry, entry
     if command == "train":  # the per-dataset defaults are the real ones
-        assert len(valued) == 13
+        assert len(valued) == 15
         epochs = ", ".join(f"{d['epochs']} for {name}" for name, d in cli.DEFAULTS.items())
         assert f"(default: {epochs})" in " ".join(text.split())
 

@@ -9,6 +9,7 @@ import http.server
 import os
 import pickle
 import threading
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -230,6 +231,39 @@ def test_label_out_of_range_is_reported(tmp_path, mnist_raw, mnist_gz):
     bad = relabel(mnist_raw[base], 17, 10)
     with pytest.raises(datasets.DatasetError, match=f"{base}: label 10 is outside 0..9"):
         load_with(tmp_path, mnist_gz, base, bad, suffix="")
+
+
+def test_a_gzip_bomb_is_refused_within_a_second(tmp_path):
+    """A label file's header, then 1 GiB of zeros in 100 gzip members: the
+    stream stops one byte past the 60008 bytes the file must have."""
+    header = (2049).to_bytes(4, "big") + (60000).to_bytes(4, "big")
+    member = gzip.compress(b"\0" * (10 << 20), compresslevel=1)
+    path = tmp_path / "train-labels-idx1-ubyte.gz"
+    with open(path, "wb") as f:
+        f.write(gzip.compress(header))
+        for _ in range(100):
+            f.write(member)
+    started = time.perf_counter()
+    with pytest.raises(datasets.DatasetError, match="decompresses to more than the 60008 bytes"):
+        datasets._read_idx(path, "mnist", "train-labels-idx1-ubyte")
+    assert time.perf_counter() - started < 1.0
+
+
+def test_a_long_file_with_a_wrong_header_says_so(tmp_path):
+    """A file far too long but with another header gets the header's complaint."""
+    idx = (2049).to_bytes(4, "big") + (60000).to_bytes(4, "big") + bytes(60000)
+    path = tmp_path / "t10k-labels-idx1-ubyte.gz"
+    path.write_bytes(gzip.compress(idx))
+    with pytest.raises(datasets.DatasetError, match=r"header gives shape \(60000,\)"):
+        datasets._read_idx(path, "mnist", "t10k-labels-idx1-ubyte")
+
+
+def test_trailing_data_after_the_gzip_stream_is_refused(tmp_path):
+    idx = (2049).to_bytes(4, "big") + (10000).to_bytes(4, "big") + bytes(10000)
+    path = tmp_path / "t10k-labels-idx1-ubyte.gz"
+    path.write_bytes(gzip.compress(idx) + b"more")
+    with pytest.raises(datasets.DatasetError, match="trailing bytes after the gzip data"):
+        datasets._read_idx(path, "mnist", "t10k-labels-idx1-ubyte")
 
 
 # ---------------------------------------------------------------- where files are found

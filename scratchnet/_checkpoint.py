@@ -1,0 +1,160 @@
+"""Training checkpoints: what fit(checkpoint=PATH) writes after every epoch
+and fit(resume=PATH) continues from.
+
+A checkpoint is a model file (the same .npz: the architecture record and the
+parameter and buffer arrays, so sn.load reads it as a model) with one more
+JSON record, "__training__", and the optimizer's state arrays, named
+"__optimizer__.state.<parameter index>.<name>". The record holds:
+
+- format, version: "scratchnet.checkpoint" and VERSION (a newer one is refused)
+- epoch: the epochs completed; history: fit's history up to there
+- optimizer: Optimizer.state_dict() (type, hyper-parameters with the current
+  learning rate, step counts; the arrays stand in as {"__array__": name})
+- scheduler: the scheduler's state_dict(), or null
+- rng: the state of fit's generator (it shuffles, and seeded the random layers)
+- random_layers: {layer index: {"seed", "calls"}} of each random layer
+  (dropout masks, augmentation)
+- fit: the samples, batch size and shuffle of the run: resuming needs the same
+"""
+import json
+
+import numpy as np
+
+from ._files import ModelFileError, join_arrays, split_arrays
+
+FORMAT = "scratchnet.checkpoint"
+VERSION = 1
+_OPTIMIZER = "__optimizer__"
+
+
+def training_record(model, optimizer, scheduler, rng, history, epoch, settings, arrays):
+    """The "__training__" record; the optimizer's arrays go into arrays."""
+    return {"format": FORMAT, "version": VERSION, "epoch": epoch, "history": history,
+            "optimizer": split_arrays(optimizer.state_dict(), _OPTIMIZER, arrays),
+            "scheduler": None if scheduler is None else scheduler.state_dict(),
+            "rng": rng.bit_generator.state, "random_layers": model.random_state(),
+            "fit": settings}
+
+
+class Checkpoint:
+    """A checkpoint's training record, checked for form: the epoch, history,
+    optimizer state (with its arrays), scheduler state, generator state,
+    random layers' states and run settings. The optimizer's arrays are taken
+    out of the arrays given; what is left is the model's."""
+
+    def __init__(self, record, arrays, path):
+        self.path = path
+        try:
+            self._read(record, arrays)
+        except ModelFileError:
+            raise
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise ModelFileError(f"{path}: bad training record ({exc})") from None
+
+    def _read(self, record, arrays):
+        if not isinstance(record, dict) or record.get("format") != FORMAT:
+            raise ValueError("not a scratchnet checkpoint record")
+        if record.get("version") != VERSION:
+            raise ModelFileError(f"{self.path}: checkpoint format version "
+                                 f"{record.get('version')!r} (this scratchnet reads {VERSION}: "
+                                 "written by a newer scratchnet?)")
+        self.epoch = _whole(record["epoch"], "epoch", 1)
+        self.history = _history(record["history"], self.epoch)
+        settings = record["fit"]
+        if set(settings) != {"samples", "batch_size", "shuffle"} \
+                or not isinstance(settings["shuffle"], bool):
+            raise ValueError(f"fit settings {settings!r}")
+        for key in ("samples", "batch_size"):
+            _whole(settings[key], key, 1)
+        self.settings = settings
+        self.rng = record["rng"]
+        np.random.Generator(np.random.PCG64()).bit_generator.state = self.rng  # checks it
+        self.random_layers = record["random_layers"]
+        if not isinstance(self.random_layers, dict):
+            raise ValueError("random_layers is not a mapping")
+        self.scheduler = record["scheduler"]
+        if self.scheduler is not None and not isinstance(self.scheduler, dict):
+            raise ValueError("scheduler is not a mapping")
+        used = set()
+        self.optimizer = join_arrays(record["optimizer"], arrays, used)
+        if not isinstance(self.optimizer, dict) or not isinstance(self.optimizer.get("type"),
+                                                                   str):
+            raise ValueError("the optimizer state has no type")
+        stray = sorted(k for k in arrays if k.startswith(_OPTIMIZER) and k not in used)
+        if stray:
+            raise ModelFileError(f"{self.path}: unexpected arrays {stray}")
+        for name in used:
+            del arrays[name]
+
+    def check_fits(self, arch, model_arch, optimizer, scheduler, settings, history):
+        """Refuse (ValueError) to resume this checkpoint into a model of
+        another architecture, with another optimizer or scheduler type, other
+        data or batch size, or with validation where it had none (or none
+        where it had)."""
+        where = f"fit: cannot resume from {self.path}"
+        theirs, mine = _plain(arch.get("layers")), _plain(model_arch["layers"])
+        if theirs != mine:
+            raise ValueError(f"{where}: it holds a model of another architecture "
+                             f"({_first_difference(theirs, mine)})")
+        kind = self.optimizer["type"]
+        if kind != type(optimizer).__name__:
+            raise ValueError(f"{where}: it was written with the optimizer {kind}, this fit "
+                             f"has {type(optimizer).__name__}; pass {kind}(model.parameters())")
+        theirs = None if self.scheduler is None else self.scheduler.get("type")
+        mine = None if scheduler is None else type(scheduler).__name__
+        if theirs != mine:
+            raise ValueError(f"{where}: it was written with scheduler={theirs}, this fit has "
+                             f"scheduler={mine}; pass the same kind")
+        if self.settings != settings:
+            raise ValueError(f"{where}: it was written by a fit over {_run(self.settings)}; "
+                             f"this one is over {_run(settings)}; resuming needs the same "
+                             "data, batch_size and shuffle")
+        if set(self.history) != set(history):
+            raise ValueError(f"{where}: it was written by a fit "
+                             f"{'with' if 'val_loss' in self.history else 'without'} "
+                             "validation data; pass validation (or validation_split) as then")
+
+
+def _whole(value, what, low=0):
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"{what} {value!r}: expected a whole number >= {low}")
+    return value
+
+
+def _history(history, epochs):
+    if not isinstance(history, dict) or "loss" not in history:
+        raise ValueError("history is not fit's history")
+    for key, values in history.items():
+        if not isinstance(values, list) or len(values) != epochs or not all(
+                v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))
+                for v in values):
+            raise ValueError(f"history[{key!r}] is not {epochs} numbers")
+    return {key: list(values) for key, values in history.items()}
+
+
+def _plain(value):
+    """value as JSON reads it back (tuples become lists)."""
+    return json.loads(json.dumps(value))
+
+
+def _first_difference(theirs, mine):
+    if not isinstance(theirs, list) or len(theirs) != len(mine):
+        count = len(theirs) if isinstance(theirs, list) else "?"
+        return f"{count} layers in the file, {len(mine)} in this model"
+    for i, (a, b) in enumerate(zip(theirs, mine)):
+        if a != b:
+            return f"layer {i}: {_label(a)} in the file, {_label(b)} in this model"
+    return "?"
+
+
+def _label(spec):
+    if not isinstance(spec, dict):
+        return repr(spec)
+    config = spec.get("config") or {}
+    args = ", ".join(f"{k}={v!r}" for k, v in config.items()) if isinstance(config, dict) else ""
+    return f"{spec.get('type')}({args})"
+
+
+def _run(settings):
+    return (f"{settings['samples']} samples in batches of {settings['batch_size']}"
+            f"{'' if settings['shuffle'] else ', unshuffled'}")

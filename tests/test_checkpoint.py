@@ -1,0 +1,289 @@
+"""fit(checkpoint=...) and fit(resume=...): a run interrupted by Ctrl-C and
+resumed from its checkpoint ends bit for bit where the uninterrupted run
+ends (weights, BatchNorm statistics, optimizer state, scheduler, history
+but its times), on both training paths; checkpoints are written atomically;
+resuming into another model, optimizer or run is refused; the command line
+does the same (tests/test_cli_resume.py)."""
+import os
+import signal
+
+import numpy as np
+import pytest
+
+import scratchnet as sn
+from scratchnet import _progress
+
+
+def blobs(n=120, features=8, classes=3, seed=0):
+    rng = np.random.default_rng(seed)
+    centers = rng.standard_normal((classes, features)) * 3
+    y = rng.integers(0, classes, n)
+    return (centers[y] + rng.standard_normal((n, features))).astype(np.float32), y
+
+
+def mlp(seed=0):
+    return sn.Sequential(sn.Dense(8, 16, seed=seed), sn.ReLU(), sn.Dropout(0.3),
+                         sn.Dense(16, 12, seed=seed + 1), sn.Tanh(), sn.Dropout(0.1),
+                         sn.Dense(12, 3, seed=seed + 2))
+
+
+OPTIMIZERS = {
+    "adam-cosine": (lambda ps: sn.Adam(ps, lr=1e-2, weight_decay=1e-4),
+                    lambda opt: sn.CosineAnnealingLR(opt, 4)),
+    "sgd-nesterov-decay-steplr": (lambda ps: sn.SGD(ps, lr=0.05, momentum=0.9, nesterov=True,
+                                                    decay=0.05),
+                                  lambda opt: sn.StepLR(opt, 1, gamma=0.7)),
+    "adagrad": (lambda ps: sn.AdaGrad(ps, lr=0.05, lr_decay=1e-2), None),
+    "rmsprop-centered-momentum": (lambda ps: sn.RMSProp(ps, lr=1e-3, momentum=0.5,
+                                                        centered=True), None),
+}
+
+
+def interrupt_during(monkeypatch, epoch, after=2):
+    """Send this process SIGINT from inside fit, in epoch `epoch`, after
+    `after` progress updates (steps on the layer path, runs of steps on the
+    C path): a Ctrl-C in the middle of an epoch, at a known place."""
+    advance = _progress.EpochDisplay.advance
+    seen = []
+
+    def advance_then_interrupt(self, *args):
+        advance(self, *args)
+        if self.label.startswith(f"epoch {epoch}/"):
+            seen.append(1)
+            if len(seen) == after:
+                os.kill(os.getpid(), signal.SIGINT)
+    monkeypatch.setattr(_progress.EpochDisplay, "advance", advance_then_interrupt)
+    return lambda: monkeypatch.setattr(_progress.EpochDisplay, "advance", advance)
+
+
+def train(model, make, X, y, epochs=4, **kwargs):
+    make_opt, make_scheduler = make
+    opt = make_opt(model.parameters())
+    scheduler = make_scheduler(opt) if make_scheduler else None
+    history = model.fit(X, y, opt, epochs=epochs, batch_size=16, seed=7, verbose=0,
+                        scheduler=scheduler, validation=(X[:30], y[:30]), **kwargs)
+    return history, opt, scheduler
+
+
+def assert_same_run(a, b):
+    """Two (model, history, optimizer, scheduler) runs ended in the same state, bit for bit."""
+    (ma, ha, oa, sa), (mb, hb, ob, sb) = a, b
+    for (name, x), y in zip(ma.state_dict().items(), mb.state_dict().values()):
+        np.testing.assert_array_equal(x, y, err_msg=name)
+    assert ma.random_state() == mb.random_state()
+    assert {k: v for k, v in ha.items() if k != "time"} == \
+        {k: v for k, v in hb.items() if k != "time"}
+    sda, sdb = oa.state_dict(), ob.state_dict()
+    assert sda["param_groups"] == sdb["param_groups"] and sda["iterations"] == sdb["iterations"]
+    assert sda["state"].keys() == sdb["state"].keys()
+    for i in sda["state"]:
+        assert sda["state"][i].keys() == sdb["state"][i].keys()
+        for key, value in sda["state"][i].items():
+            np.testing.assert_array_equal(value, sdb["state"][i][key], err_msg=f"{i}.{key}")
+    assert (sa and sa.state_dict()) == (sb and sb.state_dict())
+
+
+@pytest.mark.parametrize("case", sorted(OPTIMIZERS))
+def test_an_mlp_with_dropout_resumes_bit_identically(training_path, monkeypatch, capsys,
+                                                     tmp_path, case):
+    X, y = blobs()
+    whole = mlp()
+    h, opt, sched = train(whole, OPTIMIZERS[case], X, y)
+    uninterrupted = (whole, h, opt, sched)
+
+    ckpt = tmp_path / "run.ckpt"
+    first = mlp()
+    restore = interrupt_during(monkeypatch, epoch=3)
+    h, *_ = train(first, OPTIMIZERS[case], X, y, checkpoint=ckpt)
+    restore()
+    assert first.interrupted and len(h["loss"]) == 2  # epoch 3 was dropped
+    line = capsys.readouterr().err.strip()
+    assert line == (f"fit: interrupted in epoch 3 of 4; {ckpt} holds epoch 2: to continue, pass "
+                    f"resume='{ckpt}' to fit (scratchnet train --resume {ckpt})")
+
+    resumed = mlp(seed=100)  # other initial weights: the checkpoint's must win
+    h, opt, sched = train(resumed, OPTIMIZERS[case], X, y, checkpoint=ckpt, resume=ckpt)
+    assert not resumed.interrupted and len(h["loss"]) == 4
+    assert_same_run((resumed, h, opt, sched), uninterrupted)
+
+
+def small_cnn(seed=0):
+    sn.manual_seed(seed)
+    return sn.Sequential(sn.RandomShift(1), sn.RandomFlip(), sn.Conv2D(1, 3, 3, padding=1),
+                         sn.BatchNorm2d(3), sn.ReLU(), sn.MaxPool2D(2), sn.Flatten(),
+                         sn.Dense(48, 8), sn.BatchNorm1d(8), sn.ReLU(), sn.Dropout(0.2),
+                         sn.Dense(8, 3))
+
+
+def test_a_cnn_with_batchnorm_and_augmentation_resumes_bit_identically(monkeypatch, capsys,
+                                                                         tmp_path):
+    rng = np.random.default_rng(3)
+    X = rng.random((48, 1, 8, 8), dtype=np.float32)
+    y = rng.integers(0, 3, 48)
+    make = (lambda ps: sn.Adam(ps, lr=1e-2), lambda opt: sn.StepLR(opt, 2, gamma=0.5))
+    whole = small_cnn()
+    h, opt, sched = train(whole, make, X, y, epochs=3)
+    assert whole[3].running_mean.any()
+
+    ckpt = tmp_path / "cnn.ckpt"
+    first = small_cnn()
+    restore = interrupt_during(monkeypatch, epoch=2, after=1)
+    train(first, make, X, y, epochs=3, checkpoint=ckpt)
+    restore()
+    assert first.interrupted and "holds epoch 1" in capsys.readouterr().err
+
+    resumed = small_cnn(seed=5)
+    h2, opt2, sched2 = train(resumed, make, X, y, epochs=3, checkpoint=ckpt, resume=ckpt)
+    assert_same_run((resumed, h2, opt2, sched2), (whole, h, opt, sched))
+
+
+def test_resuming_a_finished_run_trains_nothing(tmp_path):
+    X, y = blobs()
+    model = mlp()
+    make = OPTIMIZERS["adam-cosine"]
+    h, *_ = train(model, make, X, y, epochs=2, checkpoint=tmp_path / "c")
+    again = mlp(seed=9)
+    h2, *_ = train(again, make, X, y, epochs=2, resume=tmp_path / "c")
+    assert h2 == h
+    for (name, a), b in zip(again.state_dict().items(), model.state_dict().values()):
+        np.testing.assert_array_equal(a, b, err_msg=name)
+
+
+def test_sn_load_reads_the_model_of_a_checkpoint(tmp_path):
+    X, y = blobs()
+    model = mlp()
+    train(model, OPTIMIZERS["adagrad"], X, y, epochs=1, checkpoint=tmp_path / "c")
+    loaded = sn.load(tmp_path / "c")
+    np.testing.assert_array_equal(loaded.predict_logits(X), model.predict_logits(X))
+
+
+# ---------------------------------------------------------------- refusals
+
+
+@pytest.fixture
+def checkpoint(tmp_path):
+    X, y = blobs()
+    train(mlp(), OPTIMIZERS["adam-cosine"], X, y, epochs=1, checkpoint=tmp_path / "run.ckpt")
+    return tmp_path / "run.ckpt"
+
+
+def other_architecture():
+    return sn.Sequential(sn.Dense(8, 16), sn.ReLU(), sn.Dropout(0.3), sn.Dense(16, 11),
+                         sn.Tanh(), sn.Dropout(0.1), sn.Dense(11, 3))
+
+
+@pytest.mark.parametrize("case, message", [
+    ("architecture", r"another architecture \(layer 3: Dense\(in_features=16, "
+                     r"out_features=12, init='he'\) in the file, Dense\(in_features=16, "
+                     r"out_features=11, init='he'\) in this model\)"),
+    ("optimizer", "written with the optimizer Adam, this fit has SGD"),
+    ("scheduler", "written with scheduler=CosineAnnealingLR, this fit has scheduler=None"),
+    ("batch size", "120 samples in batches of 16; this one is over 120 samples in batches of 8"),
+    ("data", "over 120 samples in batches of 16; this one is over 60 samples"),
+    ("validation", "written by a fit with validation data"),
+])
+def test_resuming_into_another_model_or_run_is_refused(checkpoint, case, message):
+    X, y = blobs()
+    model = other_architecture() if case == "architecture" else mlp(seed=3)
+    opt = (sn.SGD if case == "optimizer" else sn.Adam)(model.parameters(), lr=1e-2)
+    scheduler = None if case in ("scheduler", "optimizer") else sn.CosineAnnealingLR(opt, 4)
+    kwargs = dict(batch_size=8 if case == "batch size" else 16, seed=7, verbose=0,
+                  scheduler=scheduler, resume=checkpoint)
+    if case != "validation":
+        kwargs["validation"] = (X[:30], y[:30])
+    if case == "data":
+        X, y = X[:60], y[:60]
+    before = model.state_dict()
+    with pytest.raises(ValueError, match=message) as info:
+        model.fit(X, y, opt, epochs=3, **kwargs)
+    assert f"cannot resume from {checkpoint}" in str(info.value)
+    for (name, a), b in zip(model.state_dict().items(), before.values()):
+        np.testing.assert_array_equal(a, b, err_msg=name)
+    assert opt.iterations == 0 and not opt.state
+
+
+# ---------------------------------------------------------------- atomic writes
+
+
+def test_a_checkpoint_is_written_atomically(tmp_path, monkeypatch):
+    """Written to a temporary file, synced, then renamed over the target; a
+    write that fails leaves the previous checkpoint whole and no stray file."""
+    X, y = blobs()
+    path = tmp_path / "run.ckpt"
+    events = []
+    fsync, replace = os.fsync, os.replace
+    monkeypatch.setattr(os, "fsync", lambda fd: (events.append("fsync"), fsync(fd))[1])
+    monkeypatch.setattr(os, "replace", lambda a, b: (events.append(("replace", str(b))),
+                                                     replace(a, b))[1])
+    train(mlp(), OPTIMIZERS["adagrad"], X, y, epochs=1, checkpoint=path)
+    assert events[:2] == ["fsync", ("replace", str(path))]
+    good = path.read_bytes()
+
+    savez = np.savez
+
+    def disk_full_in_epoch_2(file, **arrays):
+        with open(file, "wb") as f:
+            f.write(b"half a checkpoint")
+        raise OSError(28, "No space left on device")
+
+    def fail_after_epoch_1(epoch, logs):
+        if epoch == 2:
+            monkeypatch.setattr(np, "savez", disk_full_in_epoch_2)
+    model = mlp()
+    with pytest.raises(OSError, match="No space"):
+        train(model, OPTIMIZERS["adagrad"], X, y, epochs=3, checkpoint=path,
+              callback=fail_after_epoch_1)
+    monkeypatch.setattr(np, "savez", savez)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.ckpt"]
+    assert path.read_bytes() != good  # epoch 1 of this run, complete
+    resumed = mlp()
+    h, *_ = train(resumed, OPTIMIZERS["adagrad"], X, y, epochs=1, resume=path)
+    assert len(h["loss"]) == 1
+
+
+def test_a_checkpoint_path_is_checked_before_training(tmp_path):
+    X, y = blobs()
+    epochs = []
+    with pytest.raises(IsADirectoryError, match="is a folder"):
+        train(mlp(), OPTIMIZERS["adagrad"], X, y, checkpoint=tmp_path,
+              callback=lambda epoch, logs: epochs.append(epoch))
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        train(mlp(), OPTIMIZERS["adagrad"], X, y, checkpoint=tmp_path / "no" / "run.ckpt",
+              callback=lambda epoch, logs: epochs.append(epoch))
+    assert epochs == []  # refused before training
+
+
+# ---------------------------------------------------------------- optimizer and scheduler state
+
+
+def test_optimizer_and_scheduler_state_dicts_refuse_another_type_and_bad_values():
+    p = [sn.Parameter(np.ones((2, 3))), sn.Parameter(np.ones(3))]
+    adam = sn.Adam(p, lr=0.1)
+    for q in p:
+        q.grad[...] = 1.0
+    adam.step()
+    state = adam.state_dict()
+    assert state["type"] == "Adam" and state["state"][0]["step"] == 1
+    with pytest.raises(ValueError, match="a state of the optimizer Adam, not SGD"):
+        sn.SGD(p).load_state_dict(state)
+    fresh = sn.Adam(p)
+    for bad in ({"exp_avg": np.full(3, np.inf, np.float32)}, {"momentum": 1}, {"step": 1.5}):
+        edited = {**state, "state": {**state["state"], 1: {**state["state"][1], **bad}}}
+        with pytest.raises(ValueError):
+            fresh.load_state_dict(edited)
+        assert fresh.state == {} and fresh.param_groups[0]["lr"] == 1e-3  # untouched
+    edited = {**state, "param_groups": [{**state["param_groups"][0], "betas": [0.9, 1.5]}]}
+    with pytest.raises(ValueError, match=r"betas\[1\]"):
+        fresh.load_state_dict(edited)
+
+    scheduler = sn.StepLR(adam, 3, gamma=0.5)
+    scheduler.step()
+    saved = scheduler.state_dict()
+    assert saved == {"type": "StepLR", "epoch": 1, "step_size": 3, "gamma": 0.5}
+    other = sn.StepLR(adam, 1)
+    other.load_state_dict(saved)
+    assert other.state_dict() == saved
+    with pytest.raises(ValueError, match="step_size"):
+        other.load_state_dict({**saved, "step_size": 0})
+    with pytest.raises(ValueError, match="a state of the scheduler StepLR, not CosineAnnealingLR"):
+        sn.CosineAnnealingLR(adam, 4).load_state_dict(saved)
