@@ -217,6 +217,12 @@ void sn_parallel_done(double wall, double work, int nthreads)
     }
 }
 
+void sn_parallel_reset(void)
+{
+    sn_atomic_store(&g_serial_left, 0);
+    sn_atomic_store(&g_backoff, 16);
+}
+
 const char *sn_compiler(void)
 {
 #if defined(__clang__)
