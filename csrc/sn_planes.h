@@ -1,6 +1,5 @@
-/* Internal to csrc/ (pooling, batch norm, augmentation): how many threads a
- * loop over independent planes (or channels, or images) takes, and the
- * counter-based generator the random layers draw from.
+/* Internal to csrc/ (pooling, batch norm, augmentation): the loop over
+ * independent planes (or channels, or images), split over threads.
  *
  * A plane is always computed whole by one thread, in the same order, so the
  * results do not depend on the thread count. */
@@ -14,12 +13,42 @@
 /* Below this many elements touched a second thread costs more than it saves. */
 #define SN_PLANES_PARALLEL_MIN ((int64_t)1 << 15)
 
-/* threads for a loop over `items` independent items touching `work` elements */
-static inline int sn_plane_threads(int64_t items, int64_t work)
+/* blocks of planes per thread, handed out dynamically: a thread that runs
+ * takes the blocks of one the OS has descheduled */
+#define SN_PLANES_BLOCKS_PER_THREAD 4
+
+/* fn(ctx, p) for one plane p; nonzero reports a bad input */
+typedef int (*sn_plane_fn)(const void *ctx, int64_t p);
+
+/* fn over planes [0, planes), touching `work` elements in all (it decides
+ * whether threads pay); returns the OR of fn's results. A parallel run
+ * reports its wall and busy times to the contention back-off. */
+static inline int sn_over_planes(sn_plane_fn fn, const void *ctx, int64_t planes, int64_t work)
 {
-    if (items < 2 || work < SN_PLANES_PARALLEL_MIN) return 1;
-    const int nt = sn_parallel_threads();
-    return (int64_t)nt > items ? (int)items : nt;
+    const int nt = planes < 2 || work < SN_PLANES_PARALLEL_MIN ? 1 : sn_parallel_threads();
+    int bad = 0;
+    if (nt == 1) {
+        for (int64_t p = 0; p < planes; ++p) bad |= fn(ctx, p);
+        return bad;
+    }
+    const int64_t want = (int64_t)nt * SN_PLANES_BLOCKS_PER_THREAD;
+    const int64_t blocks = planes < want ? planes : want;
+    const int64_t per = (planes + blocks - 1) / blocks;
+    double busy = 0.0;
+    const double t_start = SN_NOW();
+    (void)t_start;
+#ifdef _OPENMP
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nt) reduction(+ : busy) \
+    reduction(| : bad)
+#endif
+    for (int64_t blk = 0; blk < blocks; ++blk) {
+        const double t0 = SN_NOW();
+        const int64_t hi = (blk + 1) * per < planes ? (blk + 1) * per : planes;
+        for (int64_t p = blk * per; p < hi; ++p) bad |= fn(ctx, p);
+        busy += SN_NOW() - t0;
+    }
+    sn_parallel_done(SN_NOW() - t_start, busy, nt);
+    return bad;
 }
 
 #endif

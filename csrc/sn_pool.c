@@ -26,20 +26,11 @@ typedef struct {
     int64_t H, W, Ho, Wo, kh, kw, sh, sw;
 } pool_call;
 
-typedef int (*plane_fn)(const pool_call *c, int64_t p);
-
-/* fn over planes [0, planes), one thread per plane; SN_EINVAL if any plane
- * reported it. `work` (elements touched) decides whether threads pay. */
-static int over_planes(plane_fn fn, const pool_call *c, int64_t planes, int64_t work)
+/* fn over the planes; SN_EINVAL if any plane reported it. `work` (elements
+ * touched) decides whether threads pay. */
+static int over_planes(sn_plane_fn fn, const pool_call *c, int64_t planes, int64_t work)
 {
-    const int nt = sn_plane_threads(planes, work);
-    int bad = 0;
-    (void)nt;
-#ifdef _OPENMP
-#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1) reduction(| : bad)
-#endif
-    for (int64_t p = 0; p < planes; ++p) bad |= fn(c, p);
-    return bad ? SN_EINVAL : SN_OK;
+    return sn_over_planes(fn, c, planes, work) ? SN_EINVAL : SN_OK;
 }
 
 static int setup(pool_call *c, int64_t planes, int64_t H, int64_t W, int64_t kh, int64_t kw,
@@ -56,8 +47,9 @@ static int setup(pool_call *c, int64_t planes, int64_t H, int64_t W, int64_t kh,
 
 /* y = the window's maximum, argmax = its index in the plane: the first in
  * row-major scan order (strictly greater replaces); a NaN wins, the first. */
-static int maxpool_forward_plane(const pool_call *c, int64_t p)
+static int maxpool_forward_plane(const void *ctx, int64_t p)
 {
+    const pool_call *c = ctx;
     const float *xp = c->in + p * c->H * c->W;
     float *yp = c->out + p * c->Ho * c->Wo;
     int32_t *ap = c->argmax + p * c->Ho * c->Wo;
@@ -93,8 +85,9 @@ int sn_maxpool2d_forward_f32(float *y, int32_t *argmax, const float *x, int64_t 
 
 /* dx = 0, then dx[argmax[o]] += dy[o] over the plane's outputs in order
  * (overlapping windows add); an index outside the plane is skipped, reported */
-static int maxpool_backward_plane(const pool_call *c, int64_t p)
+static int maxpool_backward_plane(const void *ctx, int64_t p)
 {
+    const pool_call *c = ctx;
     const int64_t hw = c->H * c->W, n = c->Ho * c->Wo;
     float *dxp = c->out + p * hw;
     const float *dyp = c->in + p * n;
@@ -123,8 +116,9 @@ int sn_maxpool2d_backward_f32(float *dx, const float *dy, const int32_t *argmax,
 /* ---- average pool ---- */
 
 /* y = the window's sum (in double) / (kh kw) */
-static int avgpool_forward_plane(const pool_call *c, int64_t p)
+static int avgpool_forward_plane(const void *ctx, int64_t p)
 {
+    const pool_call *c = ctx;
     const float *xp = c->in + p * c->H * c->W;
     float *yp = c->out + p * c->Ho * c->Wo;
     const double inv = 1.0 / (double)(c->kh * c->kw);
@@ -149,8 +143,9 @@ int sn_avgpool2d_forward_f32(float *y, const float *x, int64_t planes, int64_t H
 }
 
 /* dx = 0, then every position of a window gets dy / (kh kw) added */
-static int avgpool_backward_plane(const pool_call *c, int64_t p)
+static int avgpool_backward_plane(const void *ctx, int64_t p)
 {
+    const pool_call *c = ctx;
     float *dxp = c->out + p * c->H * c->W;
     const float *dyp = c->in + p * c->Ho * c->Wo;
     const float inv = (float)(1.0 / (double)(c->kh * c->kw));
