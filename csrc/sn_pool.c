@@ -2,6 +2,7 @@
  * A batch of N images of C channels is N * C independent H x W planes; each
  * plane is computed whole by one thread, so any thread count gives the same
  * bits. Output size: Ho = (H - kh) / sh + 1, Wo = (W - kw) / sw + 1. */
+#include <stdbool.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -43,34 +44,91 @@ static int setup(pool_call *c, int64_t planes, int64_t H, int64_t W, int64_t kh,
     return SN_OK;
 }
 
-/* ---- max-pool ---- */
+/* ---- max-pool ----
+ * The loops below have no branch on the data and no division: the window
+ * positions are visited in scan order and each keeps or replaces a running
+ * maximum with a select, so gcc vectorises them (SSE2) across the outputs of
+ * a row. Every index fits in int32 (setup checks H W <= INT32_MAX). */
 
-/* y = the window's maximum, argmax = its index in the plane: the first in
- * row-major scan order (strictly greater replaces); a NaN wins, the first. */
+/* Whether v, met after m in the scan of a window, replaces the running
+ * maximum m: v > m (strictly: a tie keeps the first), or v is NaN and m is
+ * not (NaN wins, the first NaN). !(v <= m) holds for v > m and for a NaN v.
+ * (The callers keep it in a bool used by both selects: gcc 12 vectorises
+ * that form, not the comparison written twice.) */
+static inline bool max_takes(float v, float m) { return m == m && !(v <= m); }
+
+/* One output row of a 2x2 max-pool with column stride 2: outputs j < n from
+ * rows x0 and x1 = x0 + W; am = base + the index of the maximum. */
+static void max_row_2x2s2(float *SN_RESTRICT y, int32_t *SN_RESTRICT am,
+                          const float *SN_RESTRICT x0, const float *SN_RESTRICT x1, int32_t W,
+                          int32_t base, int64_t n)
+{
+    for (int64_t j = 0; j < n; ++j) {
+        float m = x0[2 * j], v;
+        int32_t at = 0;
+        bool t;
+        v = x0[2 * j + 1];
+        t = max_takes(v, m), at = t ? 1 : at, m = t ? v : m;
+        v = x1[2 * j];
+        t = max_takes(v, m), at = t ? W : at, m = t ? v : m;
+        v = x1[2 * j + 1];
+        t = max_takes(v, m), at = t ? W + 1 : at, m = t ? v : m;
+        y[j] = m;
+        am[j] = base + 2 * (int32_t)j + at;
+    }
+}
+
+/* One output row of a kh x kw max-pool with column stride sw: outputs j < n
+ * of windows starting at x0 + j sw. y holds the running maxima and am their
+ * offsets in the window while the window positions (a, b) are visited in
+ * scan order, each over the whole row; then am gets base + j sw added.
+ * Always inlined, so that sw = 1 and 2 get loops of their own. */
+SN_ALWAYS_INLINE
+static inline void max_row(float *SN_RESTRICT y, int32_t *SN_RESTRICT am,
+                           const float *SN_RESTRICT x0, int32_t W, int32_t kh, int32_t kw,
+                           int32_t sw, int32_t base, int64_t n)
+{
+    for (int64_t j = 0; j < n; ++j) {
+        y[j] = x0[j * sw];
+        am[j] = 0;
+    }
+    for (int32_t a = 0; a < kh; ++a)
+        for (int32_t b = a == 0; b < kw; ++b) {
+            const float *SN_RESTRICT xr = x0 + a * W + b;
+            const int32_t off = a * W + b;
+            for (int64_t j = 0; j < n; ++j) {
+                const float v = xr[j * sw], m = y[j];
+                const int32_t at = am[j];
+                const bool t = max_takes(v, m);
+                am[j] = t ? off : at;
+                y[j] = t ? v : m;
+            }
+        }
+    for (int64_t j = 0; j < n; ++j) am[j] += base + (int32_t)j * sw;
+}
+
+/* y = the window's maximum, argmax = its index in the plane: the first
+ * maximum in row-major scan order; a NaN wins, the first */
 static int maxpool_forward_plane(const void *ctx, int64_t p)
 {
     const pool_call *c = ctx;
+    const int32_t W = (int32_t)c->W, kh = (int32_t)c->kh, kw = (int32_t)c->kw;
+    const int32_t sh = (int32_t)c->sh, sw = (int32_t)c->sw, Wo = (int32_t)c->Wo;
     const float *xp = c->in + p * c->H * c->W;
     float *yp = c->out + p * c->Ho * c->Wo;
     int32_t *ap = c->argmax + p * c->Ho * c->Wo;
-    for (int64_t i = 0; i < c->Ho; ++i) {
-        for (int64_t j = 0; j < c->Wo; ++j) {
-            const int64_t first = i * c->sh * c->W + j * c->sw;
-            float m = xp[first];
-            int64_t at = first;
-            for (int64_t a = 0; a < c->kh; ++a) {
-                const int64_t row = first + a * c->W;
-                for (int64_t b = 0; b < c->kw; ++b) {
-                    const float v = xp[row + b];
-                    if (v > m || (v != v && m == m)) {
-                        m = v;
-                        at = row + b;
-                    }
-                }
-            }
-            yp[i * c->Wo + j] = m;
-            ap[i * c->Wo + j] = (int32_t)at;
-        }
+    for (int32_t i = 0; i < (int32_t)c->Ho; ++i) {
+        const int32_t base = i * sh * W;
+        float *y = yp + (int64_t)i * Wo;
+        int32_t *am = ap + (int64_t)i * Wo;
+        if (kh == 2 && kw == 2 && sw == 2)
+            max_row_2x2s2(y, am, xp + base, xp + base + W, W, base, Wo);
+        else if (sw == 1)
+            max_row(y, am, xp + base, W, kh, kw, 1, base, Wo);
+        else if (sw == 2)
+            max_row(y, am, xp + base, W, kh, kw, 2, base, Wo);
+        else
+            max_row(y, am, xp + base, W, kh, kw, sw, base, Wo);
     }
     return 0;
 }
