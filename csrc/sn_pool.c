@@ -171,23 +171,64 @@ int sn_maxpool2d_backward_f32(float *dx, const float *dy, const int32_t *argmax,
     return over_planes(maxpool_backward_plane, &c, planes, planes * (H * W + Ho * Wo));
 }
 
-/* ---- average pool ---- */
+/* ---- average pool ----
+ * Each window is summed in double in scan order (a, b) from 0.0, as a
+ * direct loop would; the loops run over the outputs of a row, so that they
+ * vectorise. */
 
-/* y = the window's sum (in double) / (kh kw) */
+/* outputs of a row summed at once in the generic loop (a double each, on the stack) */
+#define SN_POOL_CHUNK 256
+
+/* One output row of a 2x2 average pool with column stride 2, from rows x0, x1 */
+static void avg_row_2x2s2(float *SN_RESTRICT y, const float *SN_RESTRICT x0,
+                          const float *SN_RESTRICT x1, int64_t n)
+{
+    for (int64_t j = 0; j < n; ++j) {
+        const double s = ((0.0 + x0[2 * j]) + x0[2 * j + 1]) + x1[2 * j];
+        y[j] = (float)((s + x1[2 * j + 1]) * 0.25);
+    }
+}
+
+/* One output row of a kh x kw average pool with column stride sw: the sums
+ * of SN_POOL_CHUNK outputs at a time are built window position by window
+ * position. Always inlined, so that sw = 1 and 2 get loops of their own. */
+SN_ALWAYS_INLINE
+static inline void avg_row(float *SN_RESTRICT y, const float *SN_RESTRICT x0, int32_t W,
+                           int32_t kh, int32_t kw, int32_t sw, double inv, int64_t n)
+{
+    double acc[SN_POOL_CHUNK];
+    for (int64_t j0 = 0; j0 < n; j0 += SN_POOL_CHUNK) {
+        const int64_t m = n - j0 < SN_POOL_CHUNK ? n - j0 : SN_POOL_CHUNK;
+        const float *SN_RESTRICT xc = x0 + j0 * sw;
+        for (int64_t j = 0; j < m; ++j) acc[j] = 0.0;
+        for (int32_t a = 0; a < kh; ++a)
+            for (int32_t b = 0; b < kw; ++b) {
+                const float *SN_RESTRICT xr = xc + a * W + b;
+                for (int64_t j = 0; j < m; ++j) acc[j] += xr[j * sw];
+            }
+        for (int64_t j = 0; j < m; ++j) y[j0 + j] = (float)(acc[j] * inv);
+    }
+}
+
 static int avgpool_forward_plane(const void *ctx, int64_t p)
 {
     const pool_call *c = ctx;
+    const int32_t W = (int32_t)c->W, kh = (int32_t)c->kh, kw = (int32_t)c->kw;
+    const int32_t sh = (int32_t)c->sh, sw = (int32_t)c->sw;
     const float *xp = c->in + p * c->H * c->W;
     float *yp = c->out + p * c->Ho * c->Wo;
     const double inv = 1.0 / (double)(c->kh * c->kw);
     for (int64_t i = 0; i < c->Ho; ++i) {
-        for (int64_t j = 0; j < c->Wo; ++j) {
-            const float *w0 = xp + i * c->sh * c->W + j * c->sw;
-            double s = 0.0;
-            for (int64_t a = 0; a < c->kh; ++a)
-                for (int64_t b = 0; b < c->kw; ++b) s += w0[a * c->W + b];
-            yp[i * c->Wo + j] = (float)(s * inv);
-        }
+        const float *x0 = xp + i * sh * W;
+        float *y = yp + i * c->Wo;
+        if (kh == 2 && kw == 2 && sw == 2)
+            avg_row_2x2s2(y, x0, x0 + W, c->Wo);
+        else if (sw == 1)
+            avg_row(y, x0, W, kh, kw, 1, inv, c->Wo);
+        else if (sw == 2)
+            avg_row(y, x0, W, kh, kw, 2, inv, c->Wo);
+        else
+            avg_row(y, x0, W, kh, kw, sw, inv, c->Wo);
     }
     return 0;
 }
@@ -200,21 +241,52 @@ int sn_avgpool2d_forward_f32(float *y, const float *x, int64_t planes, int64_t H
     return over_planes(avgpool_forward_plane, &c, planes, planes * c.Ho * c.Wo * kh * kw);
 }
 
-/* dx = 0, then every position of a window gets dy / (kh kw) added */
+/* dx = 0, then every position of a window gets g = dy inv added, in the
+ * order of the windows (i, j): for one output row, window rows a, then
+ * columns b from the last, then j, adds to each position in that order too
+ * (a position takes one (j, b) per b, j rising as b falls). */
+SN_ALWAYS_INLINE
+static inline void avg_back_row(float *SN_RESTRICT dx0, const float *SN_RESTRICT dy, int32_t W,
+                                int32_t kh, int32_t kw, int32_t sw, float inv, int64_t n)
+{
+    for (int32_t a = 0; a < kh; ++a)
+        for (int32_t b = kw - 1; b >= 0; --b) {
+            float *SN_RESTRICT dr = dx0 + a * W + b;
+            for (int64_t j = 0; j < n; ++j) dr[j * sw] += dy[j] * inv;
+        }
+}
+
 static int avgpool_backward_plane(const void *ctx, int64_t p)
 {
     const pool_call *c = ctx;
+    const int32_t W = (int32_t)c->W, kh = (int32_t)c->kh, kw = (int32_t)c->kw;
+    const int32_t sh = (int32_t)c->sh, sw = (int32_t)c->sw;
+    const int64_t Wo = c->Wo;
     float *dxp = c->out + p * c->H * c->W;
-    const float *dyp = c->in + p * c->Ho * c->Wo;
+    const float *dyp = c->in + p * c->Ho * Wo;
     const float inv = (float)(1.0 / (double)(c->kh * c->kw));
+    if (kh == 2 && kw == 2 && sh == 2 && sw == 2) {
+        /* windows side by side: each position gets 0 + g once, or stays 0 */
+        for (int64_t i = 0; i < c->Ho; ++i) {
+            float *SN_RESTRICT d0 = dxp + 2 * i * W, *SN_RESTRICT d1 = d0 + W;
+            const float *SN_RESTRICT g = dyp + i * Wo;
+            for (int64_t j = 0; j < Wo; ++j) {
+                const float v = 0.0f + g[j] * inv;
+                d0[2 * j] = d0[2 * j + 1] = d1[2 * j] = d1[2 * j + 1] = v;
+            }
+            for (int64_t k = 2 * Wo; k < W; ++k) d0[k] = d1[k] = 0.0f;
+        }
+        memset(dxp + 2 * c->Ho * W, 0, (size_t)((c->H - 2 * c->Ho) * W) * sizeof(float));
+        return 0;
+    }
     memset(dxp, 0, (size_t)(c->H * c->W) * sizeof(float));
     for (int64_t i = 0; i < c->Ho; ++i) {
-        for (int64_t j = 0; j < c->Wo; ++j) {
-            const float g = dyp[i * c->Wo + j] * inv;
-            float *w0 = dxp + i * c->sh * c->W + j * c->sw;
-            for (int64_t a = 0; a < c->kh; ++a)
-                for (int64_t b = 0; b < c->kw; ++b) w0[a * c->W + b] += g;
-        }
+        float *dx0 = dxp + i * sh * W;
+        const float *dy = dyp + i * Wo;
+        if (sw == 1)
+            avg_back_row(dx0, dy, W, kh, kw, 1, inv, Wo);
+        else
+            avg_back_row(dx0, dy, W, kh, kw, sw, inv, Wo);
     }
     return 0;
 }
@@ -228,14 +300,48 @@ int sn_avgpool2d_backward_f32(float *dx, const float *dy, int64_t planes, int64_
                        planes * (H * W + c.Ho * c.Wo * kh * kw));
 }
 
-/* ---- global average pool: the average pool whose window is the plane ---- */
+/* ---- global average pool: the mean of each plane ---- */
+
+/* lanes of the plane sum: independent chains, so the adds overlap */
+#define SN_POOL_LANES 8
+
+/* y[p] = (sum of the plane, in double, lane k taking the values at k mod
+ * SN_POOL_LANES, the lanes added in order at the end) / hw */
+static int global_forward_plane(const void *ctx, int64_t p)
+{
+    const pool_call *c = ctx;
+    const int64_t hw = c->W, full = hw / SN_POOL_LANES * SN_POOL_LANES;
+    const float *x = c->in + p * hw;
+    double lane[SN_POOL_LANES] = {0}, sum = 0.0;
+    for (int64_t k = 0; k < full; k += SN_POOL_LANES)
+        for (int l = 0; l < SN_POOL_LANES; ++l) lane[l] += x[k + l];
+    for (int l = 0; l < SN_POOL_LANES; ++l) sum += lane[l];
+    for (int64_t k = full; k < hw; ++k) sum += x[k];
+    c->out[p] = (float)(sum / (double)hw);
+    return 0;
+}
+
+/* dx = 0 + dy / hw (as dy times the float 1 / hw, the average pool's backward) */
+static int global_backward_plane(const void *ctx, int64_t p)
+{
+    const pool_call *c = ctx;
+    const int64_t hw = c->W;
+    const float v = 0.0f + c->in[p] * (float)(1.0 / (double)hw);
+    float *dx = c->out + p * hw;
+    for (int64_t k = 0; k < hw; ++k) dx[k] = v;
+    return 0;
+}
 
 int sn_global_avgpool_forward_f32(float *y, const float *x, int64_t planes, int64_t hw)
 {
-    return sn_avgpool2d_forward_f32(y, x, planes, 1, hw, 1, hw, 1, 1);
+    pool_call c = {.out = y, .in = x};
+    if (setup(&c, planes, 1, hw, 1, hw, 1, 1) != SN_OK) return SN_EINVAL;
+    return over_planes(global_forward_plane, &c, planes, planes * hw);
 }
 
 int sn_global_avgpool_backward_f32(float *dx, const float *dy, int64_t planes, int64_t hw)
 {
-    return sn_avgpool2d_backward_f32(dx, dy, planes, 1, hw, 1, hw, 1, 1);
+    pool_call c = {.out = dx, .in = dy};
+    if (setup(&c, planes, 1, hw, 1, hw, 1, 1) != SN_OK) return SN_EINVAL;
+    return over_planes(global_backward_plane, &c, planes, planes * hw);
 }
