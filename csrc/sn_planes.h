@@ -16,15 +16,13 @@
 /* Below this many elements touched a second thread costs more than it saves. */
 #define SN_PLANES_PARALLEL_MIN ((int64_t)1 << 15)
 
-/* blocks of planes per thread, handed out dynamically: a thread that runs
- * takes the blocks of one the OS has descheduled */
-#define SN_PLANES_BLOCKS_PER_THREAD 4
-
 /* fn(ctx, p) for one plane p; nonzero reports a bad input */
 typedef int (*sn_plane_fn)(const void *ctx, int64_t p);
 
 /* fn over planes [0, planes), touching `work` elements in all (it decides
- * whether threads pay); returns the OR of fn's results. A parallel run
+ * whether threads pay); returns the OR of fn's results. Each thread takes
+ * one contiguous share of the planes (so every thread of the team computes,
+ * which the C tests' 1 vs 2 threads comparisons rely on); a parallel run
  * reports its wall and busy times to the contention back-off. */
 static inline int sn_over_planes(sn_plane_fn fn, const void *ctx, int64_t planes, int64_t work)
 {
@@ -34,20 +32,19 @@ static inline int sn_over_planes(sn_plane_fn fn, const void *ctx, int64_t planes
         for (int64_t p = 0; p < planes; ++p) bad |= fn(ctx, p);
         return bad;
     }
-    const int64_t want = (int64_t)nt * SN_PLANES_BLOCKS_PER_THREAD;
-    const int64_t blocks = planes < want ? planes : want;
-    const int64_t per = (planes + blocks - 1) / blocks;
+    const int64_t shares = planes < nt ? planes : nt;
+    const int64_t per = (planes + shares - 1) / shares;
     double busy = 0.0;
     const double t_start = SN_NOW();
     (void)t_start;
 #ifdef _OPENMP
-#pragma omp parallel for schedule(dynamic, 1) num_threads(nt) reduction(+ : busy) \
+#pragma omp parallel for schedule(static, 1) num_threads(nt) reduction(+ : busy) \
     reduction(| : bad)
 #endif
-    for (int64_t blk = 0; blk < blocks; ++blk) {
+    for (int64_t t = 0; t < shares; ++t) {
         const double t0 = SN_NOW();
-        const int64_t hi = (blk + 1) * per < planes ? (blk + 1) * per : planes;
-        for (int64_t p = blk * per; p < hi; ++p) bad |= fn(ctx, p);
+        const int64_t hi = (t + 1) * per < planes ? (t + 1) * per : planes;
+        for (int64_t p = t * per; p < hi; ++p) bad |= fn(ctx, p);
         busy += SN_NOW() - t0;
     }
     sn_parallel_done(SN_NOW() - t_start, busy, nt);
