@@ -108,9 +108,10 @@ void sn_dact_rows_f32(float *c, int64_t ldc, int64_t rows, int64_t cols, const f
  * busy time of its work items, in seconds (sn_runtime.c). */
 int sn_parallel_threads(void);
 void sn_parallel_done(double wall, double work, int nthreads);
-/* Ends a back-off at once: the next regions use the threads set (for the C
- * tests, whose 1 vs 2 threads comparisons must run two threads). */
-void sn_parallel_reset(void);
+/* on = 0: no back-off (regions use the threads set, whatever their times),
+ * any back-off under way ended; on = 1: back to normal. For the C tests,
+ * whose 1 vs 2 threads comparisons must really run two threads. */
+void sn_parallel_backoff(int on);
 #ifdef _OPENMP
 #include <omp.h>
 #define SN_NOW() omp_get_wtime()

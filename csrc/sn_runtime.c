@@ -193,6 +193,7 @@ int sn_get_num_threads(void) { return setting(&g_num_threads, 0); }
  * lost update only makes a back-off a little longer or shorter. */
 static sn_atomic_int g_serial_left = 0;   /* regions still to run serially */
 static sn_atomic_int g_backoff = 16;      /* the length of the next back-off */
+static sn_atomic_int g_backoff_on = 1;    /* 0: never back off (sn_parallel_backoff) */
 
 int sn_parallel_threads(void)
 {
@@ -205,7 +206,7 @@ int sn_parallel_threads(void)
 
 void sn_parallel_done(double wall, double work, int nthreads)
 {
-    if (nthreads < 2) return;
+    if (nthreads < 2 || !sn_atomic_load(&g_backoff_on)) return;
     const int backoff = sn_atomic_load(&g_backoff);
     /* a thread the OS has descheduled costs a time slice (milliseconds);
      * waking one that slept costs tens of microseconds, and is no reason */
@@ -217,8 +218,9 @@ void sn_parallel_done(double wall, double work, int nthreads)
     }
 }
 
-void sn_parallel_reset(void)
+void sn_parallel_backoff(int on)
 {
+    sn_atomic_store(&g_backoff_on, on != 0);
     sn_atomic_store(&g_serial_left, 0);
     sn_atomic_store(&g_backoff, 16);
 }
