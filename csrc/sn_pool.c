@@ -48,7 +48,8 @@ static int setup(pool_call *c, int64_t planes, int64_t H, int64_t W, int64_t kh,
  * The loops below have no branch on the data and no division: the window
  * positions are visited in scan order and each keeps or replaces a running
  * maximum with a select, so gcc vectorises them (SSE2) across the outputs of
- * a row. Every index fits in int32 (setup checks H W <= INT32_MAX). */
+ * a row (the few scalar iterations it leaves at the end of a row may still
+ * branch). Every index fits in int32 (setup checks H W <= INT32_MAX). */
 
 /* Whether v, met after m in the scan of a window, replaces the running
  * maximum m: v > m (strictly: a tie keeps the first), or v is NaN and m is
