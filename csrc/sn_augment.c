@@ -39,21 +39,16 @@ typedef struct {
     int sign;
 } move_call;
 
-typedef void (*move_fn)(const move_call *c, int64_t p);
-
-static void over_planes(move_fn fn, const move_call *c, int64_t planes)
+/* fn (an sn_plane_fn taking a move_call) over the planes */
+static void over_planes(sn_plane_fn fn, const move_call *c, int64_t planes)
 {
-    const int nt = sn_plane_threads(planes, planes * c->H * c->W);
-    (void)nt;
-#ifdef _OPENMP
-#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
-#endif
-    for (int64_t p = 0; p < planes; ++p) fn(c, p);
+    sn_over_planes(fn, c, planes, planes * c->H * c->W);
 }
 
 /* y[i, j] = x[i - sy, j - sx] inside the plane, 0 outside (sy, sx) = sign * shift */
-static void shift_plane(const move_call *c, int64_t p)
+static int shift_plane(const void *ctx, int64_t p)
 {
+    const move_call *c = ctx;
     const int64_t H = c->H, W = c->W, img = p / c->C;
     const int64_t sy = c->sign * (int64_t)c->draw[2 * img], sx = c->sign * (int64_t)c->draw[2 * img + 1];
     const float *xp = c->x + p * H * W;
@@ -72,6 +67,7 @@ static void shift_plane(const move_call *c, int64_t p)
         memcpy(row + j0, xp + src * W + (j0 - sx), (size_t)(j1 - j0) * sizeof(float));
         memset(row + j1, 0, (size_t)(W - j1) * sizeof(float));
     }
+    return 0;
 }
 
 int sn_shift2d_f32(float *y, const float *x, const int32_t *shifts, int64_t N, int64_t C,
@@ -84,17 +80,19 @@ int sn_shift2d_f32(float *y, const float *x, const int32_t *shifts, int64_t N, i
 }
 
 /* y[i, j] = x[i, W - 1 - j] for a flagged image, else x[i, j] */
-static void flip_plane(const move_call *c, int64_t p)
+static int flip_plane(const void *ctx, int64_t p)
 {
+    const move_call *c = ctx;
     const int64_t H = c->H, W = c->W;
     const float *xp = c->x + p * H * W;
     float *yp = c->y + p * H * W;
     if (!c->draw[p / c->C]) {
         memcpy(yp, xp, (size_t)(H * W) * sizeof(float));
-        return;
+        return 0;
     }
     for (int64_t i = 0; i < H; ++i)
         for (int64_t j = 0; j < W; ++j) yp[i * W + j] = xp[i * W + W - 1 - j];
+    return 0;
 }
 
 int sn_flip2d_f32(float *y, const float *x, const int32_t *flags, int64_t N, int64_t C, int64_t H,

@@ -459,7 +459,8 @@ int sn_gemm_epi_f32(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, f
         /* few rows: one column strip per thread, the same thread's call
          * after call (static), so its part of B stays in its own core's L2 */
         g.per_strip = ((N + nthreads - 1) / nthreads + 15) / 16 * 16;
-        return sn_run_units(strip_unit, &g, (N + g.per_strip - 1) / g.per_strip, nthreads, 1);
+        return sn_run_units(strip_unit, &g, (N + g.per_strip - 1) / g.per_strip, nthreads,
+                            SN_UNITS_STATIC);
     }
     /* One strip of columns or rows per thread. Split where no operand is
      * copied twice: a transposed A is read in place (see gemm_blocked), so

@@ -118,14 +118,21 @@ void sn_dact_rows_f32(float *c, int64_t ldc, int64_t rows, int64_t cols, const f
  * busy time of its work items, in seconds (sn_runtime.c). */
 int sn_parallel_threads(void);
 void sn_parallel_done(double wall, double work, int nthreads);
-/* fn(ctx, u) for u in [0, units) over nthreads threads, each unit in the
- * flush-to-zero mode (sn_fpmode.h), the region timed and reported to
- * sn_parallel_done. same_each_call: hand the units out statically (thread t
- * always gets the same ones), else one at a time to whichever thread is
- * free. Returns the first status other than SN_OK (serially, stops there). */
+/* fn(ctx, u) for u in [0, units) over nthreads threads, the region timed
+ * and reported to sn_parallel_done. Units are handed out one at a time to
+ * whichever thread is free, or with SN_UNITS_STATIC the same ones to the
+ * same thread every call; each runs in the flush-to-zero mode
+ * (sn_fpmode.h) unless SN_UNITS_FP_AS_IS. Returns the first status other
+ * than SN_OK (serially, stops there). */
+#define SN_UNITS_STATIC 1
+#define SN_UNITS_FP_AS_IS 2
 typedef int (*sn_unit_fn)(const void *ctx, int64_t u);
-int sn_run_units(sn_unit_fn fn, const void *ctx, int64_t units, int nthreads, int same_each_call);
+int sn_run_units(sn_unit_fn fn, const void *ctx, int64_t units, int nthreads, int flags);
 
+/* on = 0: no back-off (regions use the threads set, whatever their times),
+ * any back-off under way ended; on = 1: back to normal. For the C tests,
+ * whose 1 vs 2 threads comparisons must really run two threads. */
+void sn_parallel_backoff(int on);
 #ifdef _OPENMP
 #include <omp.h>
 #define SN_NOW() omp_get_wtime()

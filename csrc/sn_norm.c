@@ -18,16 +18,10 @@ typedef struct {
     double eps, momentum;
 } norm_call;
 
-typedef void (*channel_fn)(const norm_call *c, int64_t ch);
-
-static void over_channels(channel_fn fn, const norm_call *c)
+/* fn (an sn_plane_fn taking a norm_call) over the channels */
+static void over_channels(sn_plane_fn fn, const norm_call *c)
 {
-    const int nt = sn_plane_threads(c->C, c->N * c->C * c->S);
-    (void)nt;
-#ifdef _OPENMP
-#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
-#endif
-    for (int64_t ch = 0; ch < c->C; ++ch) fn(c, ch);
+    sn_over_planes(fn, c, c->C, c->N * c->C * c->S);
 }
 
 /* y = x * scale + shift over channel ch, scale = gamma invstd, shift = beta - mean scale */
@@ -46,8 +40,9 @@ static void normalise(const norm_call *c, int64_t ch, double mean, double invstd
 
 /* mu = sum x / n, var = sum (x - mu)^2 / n (two passes, in double);
  * running: r_mean <- (1 - m) r_mean + m mu, r_var <- (1 - m) r_var + m var n / (n - 1) */
-static void train_channel(const norm_call *c, int64_t ch)
+static int train_channel(const void *ctx, int64_t ch)
 {
+    const norm_call *c = ctx;
     const int64_t n = c->N * c->S;
     double sum = 0.0;
     for (int64_t b = 0; b < c->N; ++b) {
@@ -67,11 +62,14 @@ static void train_channel(const norm_call *c, int64_t ch)
         c->r_mean[ch] = (float)((1.0 - m) * c->r_mean[ch] + m * mu);
         c->r_var[ch] = (float)((1.0 - m) * c->r_var[ch] + m * var * (double)n / (double)(n - 1));
     }
+    return 0;
 }
 
-static void eval_channel(const norm_call *c, int64_t ch)
+static int eval_channel(const void *ctx, int64_t ch)
 {
+    const norm_call *c = ctx;
     normalise(c, ch, c->r_mean[ch], 1.0 / sqrt((double)c->r_var[ch] + c->eps));
+    return 0;
 }
 
 int sn_batchnorm_forward_f32(float *y, float *save_mean, float *save_invstd, float *running_mean,
@@ -93,7 +91,7 @@ int sn_batchnorm_forward_f32(float *y, float *save_mean, float *save_invstd, flo
 /* xhat = (x - mean) invstd; dbeta = sum dy; dgamma = sum dy xhat;
  * batch statistics: dx = gamma invstd (dy - dbeta / n - xhat dgamma / n);
  * fixed (running) statistics: dx = gamma invstd dy */
-static void backward_channel(const norm_call *c, int64_t ch, int batch_stats)
+static int backward_channel(const norm_call *c, int64_t ch, int batch_stats)
 {
     const int64_t n = c->N * c->S;
     const double mean = c->mean[ch], invstd = c->invstd[ch];
@@ -117,10 +115,11 @@ static void backward_channel(const norm_call *c, int64_t ch, int batch_stats)
             c->y[off + s] = (float)(k * ((double)c->dy[off + s] - mdy - xhat * mdyx));
         }
     }
+    return 0;
 }
 
-static void backward_batch(const norm_call *c, int64_t ch) { backward_channel(c, ch, 1); }
-static void backward_fixed(const norm_call *c, int64_t ch) { backward_channel(c, ch, 0); }
+static int backward_batch(const void *c, int64_t ch) { return backward_channel(c, ch, 1); }
+static int backward_fixed(const void *c, int64_t ch) { return backward_channel(c, ch, 0); }
 
 int sn_batchnorm_backward_f32(float *dx, float *dgamma, float *dbeta, const float *dy,
                               const float *x, const float *save_mean, const float *save_invstd,

@@ -194,6 +194,7 @@ int sn_get_num_threads(void) { return setting(&g_num_threads, 0); }
  * lost update only makes a back-off a little longer or shorter. */
 static sn_atomic_int g_serial_left = 0;   /* regions still to run serially */
 static sn_atomic_int g_backoff = 16;      /* the length of the next back-off */
+static sn_atomic_int g_backoff_on = 1;    /* 0: never back off (sn_parallel_backoff) */
 
 int sn_parallel_threads(void)
 {
@@ -206,7 +207,7 @@ int sn_parallel_threads(void)
 
 void sn_parallel_done(double wall, double work, int nthreads)
 {
-    if (nthreads < 2) return;
+    if (nthreads < 2 || !sn_atomic_load(&g_backoff_on)) return;
     const int backoff = sn_atomic_load(&g_backoff);
     /* a thread the OS has descheduled costs a time slice (milliseconds);
      * waking one that slept costs tens of microseconds, and is no reason */
@@ -219,12 +220,13 @@ void sn_parallel_done(double wall, double work, int nthreads)
 }
 
 /* unit u, timed into *work; a failure kept in *failed */
-static void run_unit(sn_unit_fn fn, const void *ctx, int64_t u, double *work, int *failed)
+static void run_unit(sn_unit_fn fn, const void *ctx, int64_t u, int flags, double *work,
+                     int *failed)
 {
     const double t0 = SN_NOW();
-    const unsigned fp = sn_fp_enter();
+    const unsigned fp = flags & SN_UNITS_FP_AS_IS ? 0 : sn_fp_enter();
     const int status = fn(ctx, u);
-    sn_fp_leave(fp);
+    if (!(flags & SN_UNITS_FP_AS_IS)) sn_fp_leave(fp);
     *work += SN_NOW() - t0;
     if (status != SN_OK) {
 #ifdef _OPENMP
@@ -234,35 +236,43 @@ static void run_unit(sn_unit_fn fn, const void *ctx, int64_t u, double *work, in
     }
 }
 
-int sn_run_units(sn_unit_fn fn, const void *ctx, int64_t units, int nthreads, int same_each_call)
+int sn_run_units(sn_unit_fn fn, const void *ctx, int64_t units, int nthreads, int flags)
 {
     int failed = SN_OK;
     if (nthreads > units) nthreads = units > 1 ? (int)units : 1;
     if (nthreads < 2) {
-        const unsigned fp = sn_fp_enter();
+        const unsigned fp = flags & SN_UNITS_FP_AS_IS ? 0 : sn_fp_enter();
         for (int64_t u = 0; u < units && failed == SN_OK; ++u) failed = fn(ctx, u);
-        sn_fp_leave(fp);
+        if (!(flags & SN_UNITS_FP_AS_IS)) sn_fp_leave(fp);
         return failed;
     }
     double work = 0.0;
     const double t_start = SN_NOW();
     (void)t_start;
     /* static: thread t takes the same units call after call (its data stays
-     * in its core's cache); dynamic: units go to whichever thread is free,
-     * so one that runs does the work of one the OS has descheduled */
-    if (same_each_call) {
+     * in its core's cache, and every thread of the team computes); dynamic:
+     * units go to whichever thread is free, so one that runs does the work
+     * of one the OS has descheduled */
+    if (flags & SN_UNITS_STATIC) {
 #ifdef _OPENMP
 #pragma omp parallel for schedule(static) num_threads(nthreads) reduction(+ : work)
 #endif
-        for (int64_t u = 0; u < units; ++u) run_unit(fn, ctx, u, &work, &failed);
+        for (int64_t u = 0; u < units; ++u) run_unit(fn, ctx, u, flags, &work, &failed);
     } else {
 #ifdef _OPENMP
 #pragma omp parallel for schedule(dynamic, 1) num_threads(nthreads) reduction(+ : work)
 #endif
-        for (int64_t u = 0; u < units; ++u) run_unit(fn, ctx, u, &work, &failed);
+        for (int64_t u = 0; u < units; ++u) run_unit(fn, ctx, u, flags, &work, &failed);
     }
     sn_parallel_done(SN_NOW() - t_start, work, nthreads);
     return failed;
+}
+
+void sn_parallel_backoff(int on)
+{
+    sn_atomic_store(&g_backoff_on, on != 0);
+    sn_atomic_store(&g_serial_left, 0);
+    sn_atomic_store(&g_backoff, 16);
 }
 
 const char *sn_compiler(void)

@@ -4,11 +4,13 @@
  * epilogues) against the float64-accumulating reference, threads 1 vs 2,
  * GEMMs called from several threads at once while another changes the
  * settings, the fused dense kernels against the element-wise ones (the
- * same formulas, so the same bits), and that the GEMM flushes subnormals but leaves the caller's
- * mode alone.
- * `sn_test threads` runs the several-threads test alone (the script runs it
- * under ThreadSanitizer). Prints "N passed, N failed" and exits non-zero on
- * a failure. */
+ * same formulas, so the same bits), that the GEMM flushes subnormals but
+ * leaves the caller's mode alone, and the CNN kernels (convolution, pooling,
+ * batch norm, augmentation) against float64 references written here from the
+ * definitions, 1 vs 2 threads, and their SN_EINVAL cases.
+ * `sn_test threads` runs the several-threads test alone (GEMMs and
+ * convolutions; the script runs it under ThreadSanitizer). Prints "N passed,
+ * N failed" and exits non-zero on a failure. */
 #include <math.h>
 #include <pthread.h>
 #include <sched.h>
@@ -18,6 +20,7 @@
 
 #include "scratchnet.h"
 #include "sn_atomic.h"
+#include "sn_internal.h"
 
 static int passed, failed;
 
@@ -267,11 +270,670 @@ static void test_arm64_uses_neon(void)
 #endif
 }
 
-/* ---- GEMMs from several threads at once ----
+/* ---- the CNN kernels: convolution, pooling, batch norm, augmentation ----
+ * Each is compared with a plain float64 reference written here from the
+ * definitions in scratchnet.h, over a table of shapes, run with 1 and with
+ * 2 threads (the same bits); the last shape of each table is large enough
+ * for the kernels to use the second thread. */
+
+/* test buffers, freed together by arena_free (each thread its own) */
+static _Thread_local void *g_arena[64];
+static _Thread_local int g_arena_n;
+
+static void *arena_alloc(size_t bytes)
+{
+    void *p = calloc(1, bytes ? bytes : 1);
+    if (!p || g_arena_n == (int)(sizeof g_arena / sizeof g_arena[0])) {
+        printf("out of test memory\n");
+        exit(2);
+    }
+    return g_arena[g_arena_n++] = p;
+}
+
+static void arena_free(void)
+{
+    while (g_arena_n > 0) free(g_arena[--g_arena_n]);
+}
+
+/* n floats, all POISON: an output a kernel leaves unwritten shows */
+#define POISON (-7e30f)
+static float *floats(int64_t n)
+{
+    float *x = arena_alloc(sizeof(float) * (size_t)n);
+    for (int64_t i = 0; i < n; ++i) x[i] = POISON;
+    return x;
+}
+
+static double *doubles(int64_t n) { return arena_alloc(sizeof(double) * (size_t)n); }
+
+/* n values in [-0.5, 0.5); levels > 0 rounds them to multiples of 1 / levels
+ * (ties on purpose) */
+static float *random_floats(int64_t n, unsigned seed, int levels)
+{
+    float *x = floats(n);
+    for (int64_t i = 0; i < n; ++i) {
+        x[i] = frand(&seed);
+        if (levels > 0) x[i] = floorf(x[i] * (float)levels) / (float)levels;
+    }
+    return x;
+}
+
+/* got[i] within tol of want[i], relative to max(1, |want|); NaN matches NaN */
+static int near(const float *got, const double *want, int64_t n, double tol)
+{
+    for (int64_t i = 0; i < n; ++i) {
+        const double err = fabs(got[i] - want[i]), scale = fmax(1.0, fabs(want[i]));
+        if (isnan(want[i]) ? !isnan(got[i]) : !(err <= tol * scale)) return 0;
+    }
+    return 1;
+}
+
+#define CNN_TOL 1e-4
+
+/* the same bits: n floats, or n int32 */
+static int same(const float *a, const float *b, int64_t n)
+{
+    return memcmp(a, b, (size_t)n * sizeof(float)) == 0;
+}
+
+static int same_i32(const int32_t *a, const int32_t *b, int64_t n)
+{
+    return memcmp(a, b, (size_t)n * sizeof(int32_t)) == 0;
+}
+
+/* "<what>, shape <i>: <part>" */
+static void check_part(int ok, const char *what, int shape, const char *part)
+{
+    char msg[160];
+    snprintf(msg, sizeof msg, "%s, shape %d: %s", what, shape, part);
+    check(ok, msg);
+}
+
+/* ---- convolution ---- */
+
+typedef struct {
+    int64_t N, C, H, W, K, kh, kw, sh, sw, ph, pw;
+} conv_shape;
+
+static const conv_shape conv_shapes[] = {
+    {1, 1, 5, 5, 1, 3, 3, 1, 1, 0, 0},     /* one of everything */
+    {2, 3, 7, 6, 4, 3, 3, 1, 1, 1, 1},     /* padding 1; no bias, no dx */
+    {3, 2, 9, 8, 3, 5, 5, 2, 2, 2, 2},     /* 5x5, stride 2, padding 2 */
+    {2, 3, 9, 10, 4, 3, 3, 2, 2, 1, 1},    /* 3x3, stride 2, padding 1 */
+    {2, 2, 6, 7, 3, 1, 1, 2, 1, 0, 0},     /* 1x1, strides (2, 1) */
+    {1, 3, 8, 5, 2, 3, 5, 1, 2, 1, 2},     /* 3x5 kernel, strides (1, 2), padding (1, 2) */
+    {3, 1, 5, 9, 2, 5, 3, 2, 1, 2, 0},     /* 5x3 kernel, padding (2, 0) */
+    {2, 2, 4, 4, 2, 5, 5, 1, 1, 1, 1},     /* a kernel larger than the image */
+    {4, 8, 20, 20, 16, 3, 3, 1, 1, 1, 1},  /* threads */
+};
+
+/* y, dw, db, dx by the definitions (dw and db starting from beta times dw0, db0) */
+static void conv_reference(const conv_shape *s, int64_t OH, int64_t OW, const float *x,
+                           const float *w, const float *b, const float *dy, const float *dw0,
+                           const float *db0, float beta, double *y, double *dw, double *db,
+                           double *dx)
+{
+    const int64_t ckk = s->C * s->kh * s->kw;
+    for (int64_t i = 0; i < s->K * ckk; ++i) dw[i] = beta * (double)dw0[i];
+    for (int64_t k = 0; k < s->K; ++k) db[k] = beta * (double)db0[k];
+    memset(dx, 0, sizeof(double) * (size_t)(s->N * s->C * s->H * s->W));
+    for (int64_t n = 0; n < s->N; ++n)
+        for (int64_t k = 0; k < s->K; ++k)
+            for (int64_t oh = 0; oh < OH; ++oh)
+                for (int64_t ow = 0; ow < OW; ++ow) {
+                    const int64_t o = ((n * s->K + k) * OH + oh) * OW + ow;
+                    double acc = b ? b[k] : 0.0;
+                    db[k] += dy[o];
+                    for (int64_t c = 0; c < s->C; ++c)
+                        for (int64_t i = 0; i < s->kh; ++i)
+                            for (int64_t j = 0; j < s->kw; ++j) {
+                                const int64_t ih = oh * s->sh + i - s->ph;
+                                const int64_t iw = ow * s->sw + j - s->pw;
+                                if (ih < 0 || ih >= s->H || iw < 0 || iw >= s->W) continue;
+                                const int64_t r = (c * s->kh + i) * s->kw + j;
+                                const int64_t at = ((n * s->C + c) * s->H + ih) * s->W + iw;
+                                acc += (double)w[k * ckk + r] * x[at];
+                                dw[k * ckk + r] += (double)dy[o] * x[at];
+                                dx[at] += (double)dy[o] * w[k * ckk + r];
+                            }
+                    y[o] = acc;
+                }
+}
+
+/* one convolution case: inputs, and the reference outputs (r*) */
+typedef struct {
+    sn_conv2d_cfg cfg;
+    int64_t nx, ny, nw;       /* elements of x, y, w */
+    int bare;                 /* no bias, db or dx */
+    const float *x, *w, *b, *dy, *dw0, *db0;
+    double *ry, *rdw, *rdb, *rdx;
+} conv_case;
+
+#define CONV_BETA 0.5f
+
+/* SN_OK and the case, or SN_EINVAL if sn_conv2d_init rejects the shape */
+static int conv_case_make(conv_case *cc, const conv_shape *s, unsigned seed, int bare)
+{
+    if (sn_conv2d_init(&cc->cfg, s->N, s->C, s->H, s->W, s->K, s->kh, s->kw, s->sh, s->sw,
+                       s->ph, s->pw) != SN_OK)
+        return SN_EINVAL;
+    const int64_t OH = cc->cfg.OH, OW = cc->cfg.OW;
+    cc->nx = s->N * s->C * s->H * s->W, cc->ny = s->N * s->K * OH * OW;
+    cc->nw = s->K * s->C * s->kh * s->kw;
+    cc->bare = bare;
+    cc->x = random_floats(cc->nx, seed, 0);
+    cc->w = random_floats(cc->nw, seed + 1, 0);
+    cc->b = bare ? NULL : random_floats(s->K, seed + 2, 0);
+    cc->dy = random_floats(cc->ny, seed + 3, 0);
+    cc->dw0 = random_floats(cc->nw, seed + 4, 0);
+    cc->db0 = random_floats(s->K, seed + 5, 0);
+    cc->ry = doubles(cc->ny), cc->rdw = doubles(cc->nw), cc->rdb = doubles(s->K);
+    cc->rdx = doubles(cc->nx);
+    conv_reference(s, OH, OW, cc->x, cc->w, cc->b, cc->dy, cc->dw0, cc->db0, CONV_BETA, cc->ry,
+                   cc->rdw, cc->rdb, cc->rdx);
+    return SN_OK;
+}
+
+/* out = {y, dw, db, dx} of forward and backward (dw, db from dw0, db0 with
+ * beta CONV_BETA); returns the OR of the statuses */
+static int conv_case_run(const conv_case *cc, float *out[4])
+{
+    const sn_conv2d_cfg *cfg = &cc->cfg;
+    const int64_t ws_len = sn_conv2d_workspace_len(cfg);
+    if (ws_len < 1) return SN_EINVAL;
+    float *ws = floats(ws_len);
+    out[0] = floats(cc->ny), out[1] = floats(cc->nw), out[2] = floats(cfg->K);
+    out[3] = floats(cc->nx);
+    memcpy(out[1], cc->dw0, sizeof(float) * (size_t)cc->nw);
+    memcpy(out[2], cc->db0, sizeof(float) * (size_t)cfg->K);
+    return sn_conv2d_forward_f32(cfg, out[0], cc->x, cc->w, cc->b, ws) |
+           sn_conv2d_backward_f32(cfg, out[1], cc->bare ? NULL : out[2],
+                                  cc->bare ? NULL : out[3], cc->dy, cc->x, cc->w, CONV_BETA, ws);
+}
+
+static void test_conv(void)
+{
+    const int n_shapes = (int)(sizeof conv_shapes / sizeof conv_shapes[0]);
+    for (int si = 0; si < n_shapes; ++si) {
+        const conv_shape *s = &conv_shapes[si];
+        conv_case cc;
+        if (conv_case_make(&cc, s, 100u * (unsigned)si, si == 1) != SN_OK) {
+            check_part(0, "conv", si, "sn_conv2d_init");
+            continue;
+        }
+        check_part(cc.cfg.OH == (s->H + 2 * s->ph - s->kh) / s->sh + 1 &&
+                       cc.cfg.OW == (s->W + 2 * s->pw - s->kw) / s->sw + 1,
+                   "conv", si, "output size");
+        /* the default chunk, then 2 or 1 images per GEMM (a partial last chunk) */
+        const int64_t chunks[2] = {cc.cfg.chunk, s->N > 2 ? 2 : 1};
+        for (int ci = 0; ci < 2; ++ci) {
+            cc.cfg.chunk = chunks[ci];
+            float *out[2][4];
+            int status = SN_OK;
+            for (int t = 0; t < 2; ++t) {
+                sn_set_num_threads(t + 1);
+                status |= conv_case_run(&cc, out[t]);
+            }
+            sn_set_num_threads(sn_max_threads());
+            char what[48];
+            snprintf(what, sizeof what, "conv (chunk %d)", (int)cc.cfg.chunk);
+            float *const *o = out[0];
+            check_part(status == SN_OK, what, si, "status");
+            check_part(near(o[0], cc.ry, cc.ny, CNN_TOL), what, si, "y against the reference");
+            check_part(near(o[1], cc.rdw, cc.nw, CNN_TOL), what, si, "dw against the reference");
+            if (cc.bare) {
+                check_part(same(o[2], cc.db0, s->K) && all_equal(o[3], (int)cc.nx, POISON), what, si,
+                           "db and dx NULL: not written");
+            } else {
+                check_part(near(o[2], cc.rdb, s->K, CNN_TOL), what, si, "db against the reference");
+                check_part(near(o[3], cc.rdx, cc.nx, CNN_TOL), what, si,
+                           "dx against the reference");
+            }
+            const int64_t n[4] = {cc.ny, cc.nw, s->K, cc.nx};
+            int bits = 1;
+            for (int k = 0; k < 4; ++k) bits &= same(out[0][k], out[1][k], n[k]);
+            check_part(bits, what, si, "1 and 2 threads, same bits");
+        }
+        arena_free();
+    }
+}
+
+static void test_conv_einval(void)
+{
+    sn_conv2d_cfg cfg, seven;
+    memset(&seven, 7, sizeof seven);
+    cfg = seven;
+    int ok = sn_conv2d_init(&cfg, 1, 1, 4, 4, 1, 7, 3, 1, 1, 1, 1) == SN_EINVAL && /* 4 + 2 < 7 */
+             sn_conv2d_init(&cfg, 1, 1, 4, 4, 1, 3, 3, 0, 1, 0, 0) == SN_EINVAL && /* stride 0 */
+             sn_conv2d_init(&cfg, 1, 1, 4, 4, 1, 3, 3, 1, 1, -1, 0) == SN_EINVAL &&
+             sn_conv2d_init(&cfg, 1, 0, 4, 4, 1, 3, 3, 1, 1, 0, 0) == SN_EINVAL;
+    check(ok && memcmp(&cfg, &seven, sizeof cfg) == 0, "conv init: SN_EINVAL, cfg untouched");
+    float x[16], w[9], y[4], dw[9], ws[64];
+    for (int i = 0; i < 16; ++i) x[i] = 1.0f;
+    for (int i = 0; i < 9; ++i) w[i] = dw[i] = 7.0f;
+    for (int i = 0; i < 4; ++i) y[i] = 7.0f;
+    ok = sn_conv2d_init(&cfg, 1, 1, 4, 4, 1, 3, 3, 1, 1, 0, 0) == SN_OK &&
+         sn_conv2d_workspace_len(&cfg) <= 64;
+    sn_conv2d_cfg bad = cfg;
+    bad.chunk = 2; /* more than N */
+    ok &= sn_conv2d_workspace_len(&bad) == -1;
+    bad = cfg;
+    bad.OW = 3; /* not what init derives */
+    ok &= sn_conv2d_forward_f32(&bad, y, x, w, NULL, ws) == SN_EINVAL;
+    ok &= sn_conv2d_forward_f32(&cfg, y, NULL, w, NULL, ws) == SN_EINVAL;
+    ok &= sn_conv2d_backward_f32(&cfg, dw, NULL, NULL, x, NULL, w, 0.0f, ws) == SN_EINVAL;
+    check(ok && all_equal(y, 4, 7.0f) && all_equal(dw, 9, 7.0f),
+          "conv forward/backward: SN_EINVAL (bad cfg, NULL array), outputs untouched");
+}
+
+/* ---- pooling ---- */
+
+typedef struct {
+    int64_t planes, H, W, kh, kw, sh, sw;
+} pool_shape;
+
+static const pool_shape pool_shapes[] = {
+    {1, 4, 4, 2, 2, 2, 2},     /* the common 2x2, stride 2 */
+    {5, 7, 9, 2, 2, 2, 2},     /* 2x2 stride 2, odd sizes: a row and a column left out */
+    {3, 7, 9, 3, 3, 2, 2},     /* overlapping windows */
+    {2, 5, 8, 2, 3, 1, 2},     /* non-square window, strides (1, 2) */
+    {4, 8, 5, 2, 1, 3, 1},     /* stride larger than the window */
+    {3, 4, 5, 4, 5, 1, 1},     /* the window is the plane */
+    {2, 9, 7, 1, 1, 2, 2},     /* 1x1 */
+    {2, 6, 30, 3, 3, 1, 1},    /* stride 1, long rows */
+    {3, 5, 40, 2, 2, 2, 2},    /* 2x2 stride 2, long rows */
+    {64, 24, 24, 2, 2, 2, 2},  /* threads */
+};
+
+/* the reference max-pool: the first maximum in scan order, NaN wins */
+static void maxpool_reference(const pool_shape *s, int64_t Ho, int64_t Wo, const float *x,
+                              const float *dy, float *y, int32_t *am, double *dx)
+{
+    memset(dx, 0, sizeof(double) * (size_t)(s->planes * s->H * s->W));
+    for (int64_t p = 0; p < s->planes; ++p)
+        for (int64_t i = 0; i < Ho; ++i)
+            for (int64_t j = 0; j < Wo; ++j) {
+                int64_t best = -1;
+                for (int64_t a = 0; a < s->kh; ++a)
+                    for (int64_t b = 0; b < s->kw; ++b) {
+                        const int64_t at = (i * s->sh + a) * s->W + j * s->sw + b;
+                        const float v = x[p * s->H * s->W + at];
+                        if (best < 0) {
+                            best = at;
+                            continue;
+                        }
+                        const float m = x[p * s->H * s->W + best];
+                        if (!isnan(m) && (isnan(v) || v > m)) best = at;
+                    }
+                const int64_t o = (p * Ho + i) * Wo + j;
+                y[o] = x[p * s->H * s->W + best];
+                am[o] = (int32_t)best;
+                dx[p * s->H * s->W + best] += dy[o];
+            }
+}
+
+/* the reference average pool, forward and backward */
+static void avgpool_reference(const pool_shape *s, int64_t Ho, int64_t Wo, const float *x,
+                              const float *dy, double *y, double *dx)
+{
+    const double inv = 1.0 / (double)(s->kh * s->kw);
+    memset(dx, 0, sizeof(double) * (size_t)(s->planes * s->H * s->W));
+    for (int64_t p = 0; p < s->planes; ++p)
+        for (int64_t i = 0; i < Ho; ++i)
+            for (int64_t j = 0; j < Wo; ++j) {
+                const int64_t o = (p * Ho + i) * Wo + j;
+                double sum = 0.0;
+                for (int64_t a = 0; a < s->kh; ++a)
+                    for (int64_t b = 0; b < s->kw; ++b) {
+                        const int64_t at = p * s->H * s->W + (i * s->sh + a) * s->W + j * s->sw + b;
+                        sum += x[at];
+                        dx[at] += dy[o] * inv;
+                    }
+                y[o] = sum * inv;
+            }
+}
+
+static void test_pool(void)
+{
+    const int n_shapes = (int)(sizeof pool_shapes / sizeof pool_shapes[0]);
+    for (int si = 0; si < n_shapes; ++si) {
+        const pool_shape *s = &pool_shapes[si];
+        int64_t Ho = 0, Wo = 0;
+        const int sized = sn_pool2d_out_size(&Ho, &Wo, s->H, s->W, s->kh, s->kw, s->sh, s->sw);
+        check_part(sized == SN_OK && Ho == (s->H - s->kh) / s->sh + 1 &&
+                       Wo == (s->W - s->kw) / s->sw + 1, "pool", si, "output size");
+        const int64_t nx = s->planes * s->H * s->W, ny = s->planes * Ho * Wo;
+        /* max-pool: 8 levels (ties in most windows), every 13th value -0 (ties
+         * of -0 and +0), every 29th NaN, every third of those with a NaN after it */
+        float *xq = random_floats(nx, 700u + (unsigned)si, 8);
+        for (int64_t i = 5; i < nx; i += 13) xq[i] = -0.0f;
+        for (int64_t i = 11; i + 1 < nx; i += 29) {
+            xq[i] = NAN;
+            if (i % 3 == 0) xq[i + 1] = NAN;
+        }
+        const float *xa = random_floats(nx, 800u + (unsigned)si, 0);
+        const float *dy = random_floats(ny, 900u + (unsigned)si, 0);
+        float *my = floats(ny);
+        double *mdx = doubles(nx), *ay = doubles(ny), *adx = doubles(nx);
+        int32_t *mam = arena_alloc(sizeof(int32_t) * (size_t)ny);
+        maxpool_reference(s, Ho, Wo, xq, dy, my, mam, mdx);
+        avgpool_reference(s, Ho, Wo, xa, dy, ay, adx);
+        float *y[2], *dx[2], *ya[2], *dxa[2];
+        int32_t *am[2];
+        int status = SN_OK;
+        for (int t = 0; t < 2; ++t) {
+            sn_set_num_threads(t + 1);
+            y[t] = floats(ny), dx[t] = floats(nx), ya[t] = floats(ny), dxa[t] = floats(nx);
+            am[t] = arena_alloc(sizeof(int32_t) * (size_t)ny);
+            memset(am[t], 0xff, sizeof(int32_t) * (size_t)ny); /* -1: unwritten */
+            status |= sn_maxpool2d_forward_f32(y[t], am[t], xq, s->planes, s->H, s->W, s->kh,
+                                               s->kw, s->sh, s->sw);
+            status |= sn_maxpool2d_backward_f32(dx[t], dy, am[t], s->planes, s->H, s->W, Ho, Wo);
+            status |= sn_avgpool2d_forward_f32(ya[t], xa, s->planes, s->H, s->W, s->kh, s->kw,
+                                               s->sh, s->sw);
+            status |= sn_avgpool2d_backward_f32(dxa[t], dy, s->planes, s->H, s->W, s->kh, s->kw,
+                                                s->sh, s->sw);
+        }
+        sn_set_num_threads(sn_max_threads());
+        check_part(status == SN_OK, "pool", si, "status");
+        /* the maximum is one of the inputs: the same bits */
+        check_part(same(y[0], my, ny) && same_i32(am[0], mam, ny), "max-pool", si,
+                   "y and argmax (first maximum in scan order, NaN wins) = the reference");
+        check_part(near(dx[0], mdx, nx, CNN_TOL), "max-pool", si, "dx against the reference");
+        check_part(near(ya[0], ay, ny, CNN_TOL), "avg-pool", si, "y against the reference");
+        check_part(near(dxa[0], adx, nx, CNN_TOL), "avg-pool", si, "dx against the reference");
+        check_part(same(y[0], y[1], ny) && same_i32(am[0], am[1], ny) && same(dx[0], dx[1], nx) &&
+                       same(ya[0], ya[1], ny) && same(dxa[0], dxa[1], nx),
+                   "pool", si, "1 and 2 threads, same bits");
+        /* global average pool: the plane's H W values */
+        float *gy[2], *gdx[2];
+        double *ry = doubles(s->planes), *rdx = doubles(nx);
+        const int64_t hw = s->H * s->W;
+        for (int64_t p = 0; p < s->planes; ++p) {
+            double sum = 0.0;
+            for (int64_t k = 0; k < hw; ++k) sum += xa[p * hw + k];
+            ry[p] = sum / (double)hw;
+            for (int64_t k = 0; k < hw; ++k) rdx[p * hw + k] = dy[p] / (double)hw;
+        }
+        status = SN_OK;
+        for (int t = 0; t < 2; ++t) {
+            sn_set_num_threads(t + 1);
+            gy[t] = floats(s->planes), gdx[t] = floats(nx);
+            status |= sn_global_avgpool_forward_f32(gy[t], xa, s->planes, hw);
+            status |= sn_global_avgpool_backward_f32(gdx[t], dy, s->planes, hw);
+        }
+        sn_set_num_threads(sn_max_threads());
+        check_part(status == SN_OK && near(gy[0], ry, s->planes, CNN_TOL) &&
+                       near(gdx[0], rdx, nx, CNN_TOL), "global avg-pool", si,
+                   "y and dx against the reference");
+        check_part(same(gy[0], gy[1], s->planes) && same(gdx[0], gdx[1], nx),
+                   "global avg-pool", si, "1 and 2 threads, same bits");
+        arena_free();
+    }
+}
+
+static void test_pool_einval(void)
+{
+    float x[20], y[20], dx[21];
+    int32_t am[20];
+    for (int i = 0; i < 20; ++i) x[i] = 1.0f, y[i] = 7.0f, am[i] = 7;
+    int ok = sn_maxpool2d_forward_f32(y, am, x, 1, 4, 5, 5, 2, 1, 1) == SN_EINVAL && /* kh > H */
+             sn_maxpool2d_forward_f32(y, am, x, 1, 4, 5, 2, 2, 0, 1) == SN_EINVAL && /* stride 0 */
+             sn_maxpool2d_forward_f32(y, am, x, 1, (int64_t)1 << 16, (int64_t)1 << 16, 2, 2, 2,
+                                      2) == SN_EINVAL && /* H W > INT32_MAX */
+             sn_avgpool2d_forward_f32(y, x, 1, 4, 5, 2, 6, 1, 1) == SN_EINVAL &&
+             sn_avgpool2d_backward_f32(y, x, 1, 0, 5, 1, 1, 1, 1) == SN_EINVAL &&
+             sn_global_avgpool_forward_f32(y, x, 1, 0) == SN_EINVAL;
+    int64_t Ho = 7, Wo = 7;
+    ok &= sn_pool2d_out_size(&Ho, &Wo, 4, 5, 2, 2, 2, 0) == SN_EINVAL && Ho == 7 && Wo == 7;
+    check(ok && all_equal(y, 20, 7.0f) && am[0] == 7 && am[19] == 7,
+          "pool: SN_EINVAL for bad sizes, outputs untouched");
+    /* an arg-max outside the 4 x 5 plane (20, then -1) is skipped and
+     * reported, the others written */
+    const int32_t bad[2][4] = {{0, 5, 20, 5}, {0, 5, -1, 5}};
+    const float dy[4] = {1.0f, 2.0f, 3.0f, 4.0f};
+    for (int k = 0; k < 2; ++k) {
+        dx[20] = 7.0f;
+        ok = sn_maxpool2d_backward_f32(dx, dy, bad[k], 1, 4, 5, 2, 2) == SN_EINVAL;
+        check(ok && dx[0] == 1.0f && dx[5] == 6.0f && dx[1] == 0.0f && dx[19] == 0.0f &&
+                  dx[20] == 7.0f,
+              "max-pool backward: an index outside the plane gives SN_EINVAL, the others written");
+    }
+}
+
+/* ---- batch normalisation ---- */
+
+typedef struct {
+    int64_t N, C, S;
+} norm_shape;
+
+static const norm_shape norm_shapes[] = {
+    {2, 3, 5}, {5, 1, 1}, {3, 4, 7}, {1, 2, 9}, {8, 8, 576} /* threads */,
+};
+
+/* training forward and backward of channel ch by the definitions, as PyTorch:
+ * the biased variance normalises, the unbiased one enters running_var */
+static void norm_reference(const norm_shape *s, int training, const float *x, const float *dy,
+                           const float *gamma, const float *beta, const float *rm0,
+                           const float *rv0, double eps, double m, double *y, double *mean,
+                           double *invstd, double *rm, double *rv, double *dx, double *dgamma,
+                           double *dbeta)
+{
+    const int64_t n = s->N * s->S;
+    for (int64_t c = 0; c < s->C; ++c) {
+#define NORM_AT(b, k) (((b) * s->C + c) * s->S + (k))
+        double mu = 0.0, var = 0.0;
+        for (int64_t b = 0; b < s->N; ++b)
+            for (int64_t k = 0; k < s->S; ++k) mu += x[NORM_AT(b, k)];
+        mu /= (double)n;
+        for (int64_t b = 0; b < s->N; ++b)
+            for (int64_t k = 0; k < s->S; ++k) {
+                const double d = x[NORM_AT(b, k)] - mu;
+                var += d * d;
+            }
+        var /= (double)n;
+        rm[c] = training ? (1 - m) * rm0[c] + m * mu : rm0[c];
+        rv[c] = training ? (1 - m) * rv0[c] + m * var * (double)n / (double)(n - 1) : rv0[c];
+        if (!training) mu = rm0[c], var = rv0[c];
+        mean[c] = mu;
+        invstd[c] = 1.0 / sqrt(var + eps);
+        double sdy = 0.0, sdyxhat = 0.0;
+        for (int64_t b = 0; b < s->N; ++b)
+            for (int64_t k = 0; k < s->S; ++k) {
+                const double xhat = (x[NORM_AT(b, k)] - mu) * invstd[c];
+                y[NORM_AT(b, k)] = gamma[c] * xhat + beta[c];
+                sdy += dy[NORM_AT(b, k)];
+                sdyxhat += dy[NORM_AT(b, k)] * xhat;
+            }
+        dbeta[c] = sdy;
+        dgamma[c] = sdyxhat;
+        for (int64_t b = 0; b < s->N; ++b)
+            for (int64_t k = 0; k < s->S; ++k) {
+                const double xhat = (x[NORM_AT(b, k)] - mu) * invstd[c];
+                const double d = dy[NORM_AT(b, k)];
+                const double g = training ? d - sdy / (double)n - xhat * sdyxhat / (double)n : d;
+                dx[NORM_AT(b, k)] = gamma[c] * invstd[c] * g;
+            }
+#undef NORM_AT
+    }
+}
+
+/* out[i] = (float)(a * in[i] + b): inputs moved away from mean 0 and variance 1 */
+static void affine(float *v, int64_t n, float a, float b)
+{
+    for (int64_t i = 0; i < n; ++i) v[i] = a * v[i] + b;
+}
+
+static void test_batchnorm(void)
+{
+    const int n_shapes = (int)(sizeof norm_shapes / sizeof norm_shapes[0]);
+    /* eps large enough that leaving it out shows at the tolerance */
+    const float eps = 1e-2f, momentum = 0.1f;
+    for (int si = 0; si < n_shapes; ++si)
+        for (int training = 1; training >= 0; --training) {
+            const norm_shape *s = &norm_shapes[si];
+            const int64_t nx = s->N * s->C * s->S, C = s->C;
+            float *x = random_floats(nx, 1000u + (unsigned)si, 0);
+            affine(x, nx, 3.0f, 1.5f);
+            const float *dy = random_floats(nx, 1100u + (unsigned)si, 0);
+            float *gamma = random_floats(C, 1200u + (unsigned)si, 0);
+            affine(gamma, C, 1.0f, 1.0f);
+            const float *beta = random_floats(C, 1300u + (unsigned)si, 0);
+            const float *rm0 = random_floats(C, 1400u + (unsigned)si, 0);
+            float *rv0 = random_floats(C, 1500u + (unsigned)si, 0);
+            affine(rv0, C, 1.0f, 1.0f);
+            double *ry = doubles(nx), *rmean = doubles(C), *rinv = doubles(C), *rrm = doubles(C);
+            double *rrv = doubles(C), *rdx = doubles(nx), *rdg = doubles(C), *rdb = doubles(C);
+            norm_reference(s, training, x, dy, gamma, beta, rm0, rv0, eps, momentum, ry, rmean,
+                           rinv, rrm, rrv, rdx, rdg, rdb);
+            float *y[2], *mean[2], *inv[2], *rm[2], *rv[2], *dx[2], *dg[2], *db[2];
+            int status = SN_OK;
+            for (int t = 0; t < 2; ++t) {
+                sn_set_num_threads(t + 1);
+                y[t] = floats(nx), dx[t] = floats(nx);
+                mean[t] = floats(C), inv[t] = floats(C), rm[t] = floats(C), rv[t] = floats(C);
+                dg[t] = floats(C), db[t] = floats(C);
+                memcpy(rm[t], rm0, sizeof(float) * (size_t)C);
+                memcpy(rv[t], rv0, sizeof(float) * (size_t)C);
+                status |= sn_batchnorm_forward_f32(y[t], mean[t], inv[t], rm[t], rv[t], x, gamma,
+                                                   beta, s->N, C, s->S, eps, momentum, training);
+                status |= sn_batchnorm_backward_f32(dx[t], dg[t], db[t], dy, x, mean[t], inv[t],
+                                                    gamma, s->N, C, s->S, training);
+            }
+            sn_set_num_threads(sn_max_threads());
+            const char *what = training ? "batch norm, training" : "batch norm, inference";
+            check_part(status == SN_OK, what, si, "status");
+            check_part(near(y[0], ry, nx, CNN_TOL) && near(mean[0], rmean, C, CNN_TOL) &&
+                           near(inv[0], rinv, C, CNN_TOL), what, si,
+                       "y, save_mean, save_invstd against the reference");
+            check_part(near(rm[0], rrm, C, CNN_TOL) && near(rv[0], rrv, C, CNN_TOL), what, si,
+                       "running mean and (unbiased) variance against the reference");
+            check_part(near(dx[0], rdx, nx, CNN_TOL) && near(dg[0], rdg, C, CNN_TOL) &&
+                           near(db[0], rdb, C, CNN_TOL), what, si,
+                       "dx, dgamma, dbeta against the reference");
+            check_part(same(y[0], y[1], nx) && same(dx[0], dx[1], nx) && same(rv[0], rv[1], C) &&
+                           same(dg[0], dg[1], C),
+                       what, si, "1 and 2 threads, same bits");
+            arena_free();
+        }
+}
+
+static void test_batchnorm_einval(void)
+{
+    float x[8], y[8], g[2] = {1.0f, 1.0f}, b[2] = {0.0f, 0.0f}, sm[2], si[2];
+    float rm[2] = {7.0f, 7.0f}, rv[2] = {7.0f, 7.0f};
+    for (int i = 0; i < 8; ++i) x[i] = (float)i, y[i] = 7.0f;
+    int ok = sn_batchnorm_forward_f32(y, sm, si, rm, rv, x, g, b, 2, 2, 2, 0.0f, 0.1f, 1) ==
+                 SN_EINVAL &&
+             sn_batchnorm_forward_f32(y, sm, si, rm, rv, x, g, b, 2, 2, 2, 1e-5f, 1.5f, 1) ==
+                 SN_EINVAL &&
+             sn_batchnorm_forward_f32(y, sm, si, rm, rv, x, g, b, 1, 2, 1, 1e-5f, 0.1f, 1) ==
+                 SN_EINVAL &&
+             sn_batchnorm_forward_f32(y, sm, si, NULL, NULL, x, g, b, 2, 2, 2, 1e-5f, 0.1f, 0) ==
+                 SN_EINVAL &&
+             sn_batchnorm_backward_f32(y, sm, si, x, x, rm, rv, g, 2, 0, 2, 1) == SN_EINVAL;
+    check(ok && all_equal(y, 8, 7.0f) && all_equal(rm, 2, 7.0f) && all_equal(rv, 2, 7.0f),
+          "batch norm: SN_EINVAL (eps 0, momentum 1.5, one value, no running statistics, C 0), "
+          "outputs untouched");
+}
+
+/* ---- augmentation ---- */
+
+/* splitmix64 written out again from its definition (Steele, Lea, Flood 2014) */
+static uint64_t test_splitmix64(uint64_t z)
+{
+    z += 0x9E3779B97F4A7C15ull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+typedef struct {
+    int64_t N, C, H, W, pixels;
+} augment_shape;
+
+static const augment_shape augment_shapes[] = {
+    {3, 2, 5, 7, 2}, {6, 1, 3, 3, 4} /* shifts past the plane */, {16, 8, 16, 16, 3} /* threads */,
+};
+
+static void test_augment(void)
+{
+    const int n_shapes = (int)(sizeof augment_shapes / sizeof augment_shapes[0]);
+    for (int si = 0; si < n_shapes; ++si) {
+        const augment_shape *s = &augment_shapes[si];
+        const int64_t nx = s->N * s->C * s->H * s->W, hw = s->H * s->W;
+        const uint64_t seed = 12345u + (uint64_t)si;
+        int32_t *shifts = arena_alloc(sizeof(int32_t) * (size_t)(2 * s->N));
+        int32_t *flags = arena_alloc(sizeof(int32_t) * (size_t)s->N);
+        int ok = sn_random_shifts(shifts, s->N, s->pixels, seed) == SN_OK &&
+                 sn_random_flips(flags, s->N, seed) == SN_OK;
+        const uint64_t key = test_splitmix64(seed), m = 2 * (uint64_t)s->pixels + 1;
+        for (int64_t k = 0; k < 2 * s->N; ++k)
+            ok &= shifts[k] == (int32_t)(((test_splitmix64(key + (uint64_t)k) >> 32) * m) >> 32) -
+                                   (int32_t)s->pixels;
+        for (int64_t k = 0; k < s->N; ++k)
+            ok &= flags[k] == (int32_t)(test_splitmix64(key + (uint64_t)k) >> 63);
+        check_part(ok, "augmentation", si, "shifts and flips = the splitmix64 draws");
+        const float *x = random_floats(nx, 1600u + (unsigned)si, 0);
+        double *rs[2], *rf = doubles(nx);
+        for (int sign = 1; sign >= -1; sign -= 2) {
+            double *r = rs[sign < 0] = doubles(nx);
+            for (int64_t p = 0; p < s->N * s->C; ++p)
+                for (int64_t i = 0; i < s->H; ++i)
+                    for (int64_t j = 0; j < s->W; ++j) {
+                        const int64_t img = p / s->C;
+                        const int64_t fi = i - sign * shifts[2 * img];
+                        const int64_t fj = j - sign * shifts[2 * img + 1];
+                        r[p * hw + i * s->W + j] = fi >= 0 && fi < s->H && fj >= 0 && fj < s->W
+                                                       ? x[p * hw + fi * s->W + fj] : 0.0;
+                        const int64_t mj = flags[img] ? s->W - 1 - j : j;
+                        rf[p * hw + i * s->W + j] = x[p * hw + i * s->W + mj];
+                    }
+        }
+        float *out[2][3];
+        int status = SN_OK;
+        for (int t = 0; t < 2; ++t) {
+            sn_set_num_threads(t + 1);
+            for (int k = 0; k < 3; ++k) out[t][k] = floats(nx);
+            status |= sn_shift2d_f32(out[t][0], x, shifts, s->N, s->C, s->H, s->W, 1);
+            status |= sn_shift2d_f32(out[t][1], x, shifts, s->N, s->C, s->H, s->W, -1);
+            status |= sn_flip2d_f32(out[t][2], x, flags, s->N, s->C, s->H, s->W);
+        }
+        sn_set_num_threads(sn_max_threads());
+        check_part(status == SN_OK && near(out[0][0], rs[0], nx, 0.0) &&
+                       near(out[0][1], rs[1], nx, 0.0), "augmentation", si,
+                   "shift and its adjoint = the reference");
+        check_part(near(out[0][2], rf, nx, 0.0), "augmentation", si, "flip = the reference");
+        check_part(same(out[0][0], out[1][0], nx) && same(out[0][1], out[1][1], nx) &&
+                       same(out[0][2], out[1][2], nx),
+                   "augmentation", si, "1 and 2 threads, same bits");
+        arena_free();
+    }
+    /* every shift in [-2, 2] is drawn */
+    int32_t draws[400];
+    int seen[5] = {0}, ok = sn_random_shifts(draws, 200, 2, 99) == SN_OK;
+    for (int k = 0; k < 400; ++k) {
+        ok &= draws[k] >= -2 && draws[k] <= 2;
+        if (ok) seen[draws[k] + 2] = 1;
+    }
+    check(ok && seen[0] && seen[1] && seen[2] && seen[3] && seen[4],
+          "random shifts: within [-pixels, pixels], each value drawn");
+    float x[4] = {1, 2, 3, 4}, y[4] = {7, 7, 7, 7};
+    int32_t sh[2] = {7, 7}, fl[1] = {1};
+    ok = sn_random_shifts(sh, 1, -1, 1) == SN_EINVAL && sn_random_flips(sh, -1, 1) == SN_EINVAL &&
+         sh[0] == 7 && sh[1] == 7 && (sh[0] = sh[1] = 0) == 0 &&
+         sn_shift2d_f32(y, x, sh, 1, 1, 2, 2, 0) == SN_EINVAL &&
+         sn_shift2d_f32(y, x, sh, 1, 0, 2, 2, 1) == SN_EINVAL &&
+         sn_flip2d_f32(y, x, fl, 1, 1, 2, 0) == SN_EINVAL;
+    check(ok && all_equal(y, 4, 7.0f), "augmentation: SN_EINVAL for bad sizes, y untouched");
+}
+
+/* ---- GEMMs and convolutions from several threads at once ----
  * Each worker runs GEMMs large enough to use threads and to pack panels,
- * checking each against the reference, while the main thread keeps changing
- * the thread count and the ISA: the packing buffers must never be shared
- * by two calls, and the settings are read without a data race. */
+ * then convolutions (each with its own workspace), checking each against
+ * the reference, while the main thread keeps changing the thread count and
+ * the ISA: the packing buffers must never be shared by two calls, and the
+ * settings are read without a data race. */
 
 #define SN_TEST_WORKERS 4
 
@@ -286,6 +948,16 @@ static void *gemm_worker(void *arg)
         /* 2.3M multiply-adds: above SN_GEMM_PARALLEL_MIN_FLOPS */
         ok &= gemm_matches(t & 1, t >> 1, 150 + (int64_t)id, 130, 120, 1.0f, 0.5f,
                            1000u * id + (unsigned)it);
+    }
+    for (int it = 0; it < 3; ++it) {
+        conv_case cc;
+        float *out[4];
+        ok &= conv_case_make(&cc, &conv_shapes[2 + (id + (unsigned)it) % 5], 5000u + id, 0) ==
+                  SN_OK &&
+              conv_case_run(&cc, out) == SN_OK && near(out[0], cc.ry, cc.ny, CNN_TOL) &&
+              near(out[1], cc.rdw, cc.nw, CNN_TOL) && near(out[2], cc.rdb, cc.cfg.K, CNN_TOL) &&
+              near(out[3], cc.rdx, cc.nx, CNN_TOL);
+        arena_free();
     }
     sn_atomic_fetch_sub(&g_workers_done, 1);
     return (void *)(uintptr_t)ok;
@@ -312,7 +984,8 @@ static void test_concurrent_gemm(void)
         pthread_join(workers[i], &result);
         ok &= result != NULL;
     }
-    check(ok, "gemm from several threads at once, settings changing: against the reference");
+    check(ok, "gemm and conv from several threads at once, settings changing: against the "
+              "reference");
     sn_set_num_threads(sn_max_threads());
     sn_set_isa(sn_isa_best());
 }
@@ -320,6 +993,9 @@ static void test_concurrent_gemm(void)
 int main(int argc, char **argv)
 {
     sn_runtime_init();
+    /* no back-off: on a busy machine it would turn the 1 vs 2 threads
+     * comparisons into 1 vs 1 */
+    sn_parallel_backoff(0);
     printf("scratchnet C kernels: best isa %s, %s, %d threads\n", sn_isa_name(sn_isa_best()),
            sn_compiler(), sn_get_num_threads());
     if (argc > 1 && strcmp(argv[1], "threads") == 0) {
@@ -335,6 +1011,13 @@ int main(int argc, char **argv)
     test_einval_leaves_outputs_untouched();
     test_flush_to_zero();
     test_arm64_uses_neon();
+    test_conv();
+    test_conv_einval();
+    test_pool();
+    test_pool_einval();
+    test_batchnorm();
+    test_batchnorm_einval();
+    test_augment();
     printf("%d passed, %d failed\n", passed, failed);
     return failed != 0;
 }
