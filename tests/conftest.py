@@ -76,3 +76,11 @@ def pytest_collection_modifyitems(config, items):
             reason = mark.args[0] if mark.args else mark.kwargs.get("reason", "")
             item.add_marker(pytest.mark.skip(reason=f"under the sanitizers: {reason}"))
 
+
+def pytest_terminal_summary(terminalreporter):
+    """The number of generated fuzz cases run (tests/test_fuzz.py), when any were."""
+    strategies = sys.modules.get("fuzz_strategies")
+    if strategies is not None and strategies.CASES["run"]:
+        terminalreporter.write_line(
+            f"fuzz: {strategies.CASES['run']} generated cases run "
+            f"(SCRATCHNET_FUZZ_EXAMPLES={strategies.TOTAL}, fixed seed)")
