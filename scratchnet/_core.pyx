@@ -46,10 +46,12 @@ def _describe(a):
 
 cdef object _array(a, str op, str name, object dtype, bint writable):
     """a itself, after checking it is an aligned, C-contiguous ndarray of dtype."""
-    if not (isinstance(a, np.ndarray) and a.dtype == dtype and a.flags.c_contiguous
-            and a.flags.aligned):
-        raise TypeError(f"{op}: {name} must be an aligned, C-contiguous {np.dtype(dtype).name} "
-                        f"ndarray, got {_describe(a)}")
+    if not (isinstance(a, np.ndarray) and a.dtype == dtype and a.flags.c_contiguous):
+        raise TypeError(f"{op}: {name} must be a C-contiguous {np.dtype(dtype).name} ndarray, "
+                        f"got {_describe(a)}")
+    if not a.flags.aligned:
+        raise TypeError(f"{op}: {name} is not aligned (a view at an odd byte offset); pass a "
+                        "copy")
     if writable and not a.flags.writeable:
         raise ValueError(f"{op}: {name} is read-only")
     return a
