@@ -155,7 +155,8 @@ def assert_close(got, ref, rtol=1e-5, atol=1e-30, skip=None, what=""):
         err = np.abs(got - ref)
     nan_ok = np.isnan(got) == np.isnan(ref32)
     inf = np.isinf(ref32) | np.isinf(got)
-    inf_ok = ~inf | (got == ref32) | (np.abs(ref) > 0.999 * F32_MAX) & (np.abs(got) > 0.999 * F32_MAX)
+    at_max = (np.abs(ref) > 0.999 * F32_MAX) & (np.abs(got) > 0.999 * F32_MAX)
+    inf_ok = ~inf | (got == ref32) | at_max
     fin = ~np.isnan(ref32) & ~inf
     val_ok = ~fin | (err <= atol + rtol * np.abs(ref) + 1e-37)  # + subnormal rounding
     bad = ~skip & ~(nan_ok & inf_ok & val_ok)
