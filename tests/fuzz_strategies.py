@@ -14,7 +14,7 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-DEFAULT_TOTAL = 2400
+DEFAULT_TOTAL = 2840  # the weights given to fuzz() in tests/test_fuzz.py add up to this
 TOTAL = int(os.environ.get("SCRATCHNET_FUZZ_EXAMPLES", DEFAULT_TOTAL))
 CASES = {"run": 0}
 

@@ -10,7 +10,7 @@ and when it does not, the call must raise a Python exception with a message
 tools/check_sanitizers.sh the same cases also run with AddressSanitizer and
 UBSan watching every memory access.
 
-SCRATCHNET_FUZZ_EXAMPLES=N runs N cases in all (default about 2,400, from a
+SCRATCHNET_FUZZ_EXAMPLES=N runs about N cases in all (default 2,840, from a
 fixed seed); the count run is printed at the end of the pytest session."""
 import contextlib
 import json

@@ -19,8 +19,13 @@
 #                      NULL (NumPy raises MemoryError, as without ASan) instead
 #                      of ending the run.
 #        UBSAN_OPTIONS halt_on_error=1, print_stacktrace=1.
-#      Both write their reports to files in a log folder (log_path), which is
-#      checked after the run: any report fails the script, and is printed.
+#      ASan writes its reports to files in a log folder (log_path), from any
+#      process, checked after the run. gcc's UBSan (libubsan beside libasan)
+#      ignores log_path and writes to stderr: pytest runs with --capture=sys
+#      so that a report of its own process reaches the output (fd 2 is not
+#      captured), which is scanned for "runtime error:"; in a process a test
+#      starts, the report ends it with an error, which that test sees.
+#      Any report fails the script.
 #   Tests marked `sanitizer_slow` (long real-data training, benchmarks,
 #   whole-wheel builds; see tests/conftest.py) are skipped under the
 #   sanitizers (SCRATCHNET_SANITIZED=1); everything else runs.
@@ -70,9 +75,16 @@ say "pytest under $SANITIZERS"
 export ASAN_OPTIONS="detect_leaks=0:allocator_may_return_null=1:halt_on_error=1:log_path=$WORK/logs/asan"
 export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1:log_path=$WORK/logs/ubsan"
 export SCRATCHNET_SANITIZED=1
-rc=0
+set +e
 (cd "$WORK/src" && LD_PRELOAD="${preload[*]:-}" PYTHONPATH="$WORK/src" \
-    "$VPY" -m pytest -q -p no:cacheprovider "${@:-tests/}") || rc=$?
+    "$VPY" -m pytest -q -p no:cacheprovider --capture=sys "${@:-tests/}") 2>&1 \
+    | tee "$WORK/pytest.log"
+rc=${PIPESTATUS[0]}
+set -e
+if grep -q -E "runtime error:|ERROR: (Address|Leak|UndefinedBehavior)Sanitizer" "$WORK/pytest.log"; then
+    echo "check_sanitizers: FAILED: a sanitizer report in the test output (above)" >&2
+    exit 1
+fi
 
 # A report is any line but ASan's warning that a huge allocation returned
 # NULL (allocator_may_return_null=1: tests that expect a MemoryError).
