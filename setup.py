@@ -15,6 +15,13 @@ otherwise:
 SCRATCHNET_OPENMP=0 skips OpenMP (the release workflow builds macOS wheels
 serial, so they carry no libomp). The chosen flags are printed in the build
 log ("scratchnet: compiler ..., flags ...").
+
+SCRATCHNET_SANITIZE=address,undefined (any comma-separated list of gcc/clang
+-fsanitize= names) builds a debugging extension instrumented by those
+sanitizers: -fsanitize=..., -fno-omit-frame-pointer, -g and -O1 when
+compiling, -fsanitize=... when linking. Unset or empty, it changes nothing.
+Such an extension needs the sanitizer runtime preloaded into Python:
+tools/check_sanitizers.sh does that and runs the tests with it.
 """
 import os
 import sys
@@ -99,10 +106,25 @@ def compiler_has_openmp(compiler, compile_flags, link_flags):
     return True
 
 
+def sanitizer_flags(ctype):
+    """(compile flags, link flags) for SCRATCHNET_SANITIZE, ([], []) when unset."""
+    names = [n.strip() for n in os.environ.get("SCRATCHNET_SANITIZE", "").split(",") if n.strip()]
+    if not names:
+        return [], []
+    bad = [n for n in names if not n.replace("-", "").isalnum()]
+    if bad or ctype == "msvc":
+        raise SystemExit(f"SCRATCHNET_SANITIZE={os.environ['SCRATCHNET_SANITIZE']!r}: expected "
+                         "gcc/clang sanitizer names such as address,undefined")
+    flag = "-fsanitize=" + ",".join(names)
+    # -O1 (after the -O3 above, so it wins): faster to build, clearer reports
+    return [flag, "-fno-omit-frame-pointer", "-g", "-O1"], [flag]
+
+
 class BuildExt(build_ext):
     def build_extensions(self):
         ctype = self.compiler.compiler_type
-        compile_flags = list(MSVC_FLAGS if ctype == "msvc" else UNIX_FLAGS)
+        san_compile, san_link = sanitizer_flags(ctype)
+        compile_flags = list(MSVC_FLAGS if ctype == "msvc" else UNIX_FLAGS) + san_compile
         omp = None
         if os.environ.get("SCRATCHNET_OPENMP", "1") != "0":
             omp = next((c for c in openmp_candidates(ctype)
@@ -111,7 +133,7 @@ class BuildExt(build_ext):
               f"OpenMP {'on ' + str(omp[0] + omp[1]) if omp else 'off (serial)'}")
         for ext in self.extensions:
             ext.extra_compile_args = compile_flags + (omp[0] if omp else [])
-            ext.extra_link_args = omp[1] if omp else []
+            ext.extra_link_args = (omp[1] if omp else []) + san_link
         super().build_extensions()
 
 

@@ -16,7 +16,8 @@ int sn_dense_forward_f32(float *y, const float *x, const float *W, const float *
 {
     if (!act_ok(act, act_param)) return SN_EINVAL;
     const sn_epilogue ep = {SN_EPI_BIAS_ACT, act, act_param, b, NULL, NULL, 0};
-    return sn_gemm_epi_f32(0, 0, M, N, K, 1.0f, x, K, W, N, 0.0f, y, N, &ep);
+    /* x's leading dimension: at least 1, as the GEMM requires, when K == 0 */
+    return sn_gemm_epi_f32(0, 0, M, N, K, 1.0f, x, K > 1 ? K : 1, W, N, 0.0f, y, N, &ep);
 }
 
 int sn_dense_backward_f32(float *dW, float *db, float *dz_below, const float *dz,

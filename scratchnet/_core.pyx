@@ -5,7 +5,9 @@ Each function checks the dtype, shape and layout of its arguments with the
 GIL held, raises a clear Python exception on anything wrong, then calls one
 C kernel with the GIL released. No arithmetic happens here.
 
-Arrays must already be float32 (labels int64) and C-contiguous: the Python
+Arrays must already be float32 (labels int64), C-contiguous and aligned (a
+view at an odd byte offset is refused: the C code reads floats through float
+pointers, which must be aligned in C): the Python
 layer converts user input before calling (see scratchnet/_validate.py);
 outputs are written in place and returned.
 """
@@ -37,15 +39,19 @@ cdef int _check(int status, str op) except -1:
 
 def _describe(a):
     if isinstance(a, np.ndarray):
-        return f"ndarray(dtype={a.dtype}, shape={a.shape}, c_contiguous={a.flags.c_contiguous})"
+        return (f"ndarray(dtype={a.dtype}, shape={a.shape}, c_contiguous={a.flags.c_contiguous}"
+                + (")" if a.flags.aligned else ", aligned=False)"))
     return type(a).__name__
 
 
 cdef object _array(a, str op, str name, object dtype, bint writable):
-    """a itself, after checking it is a C-contiguous ndarray of dtype."""
+    """a itself, after checking it is an aligned, C-contiguous ndarray of dtype."""
     if not (isinstance(a, np.ndarray) and a.dtype == dtype and a.flags.c_contiguous):
         raise TypeError(f"{op}: {name} must be a C-contiguous {np.dtype(dtype).name} ndarray, "
                         f"got {_describe(a)}")
+    if not a.flags.aligned:
+        raise TypeError(f"{op}: {name} is not aligned (a view at an odd byte offset); pass a "
+                        "copy")
     if writable and not a.flags.writeable:
         raise ValueError(f"{op}: {name} is read-only")
     return a

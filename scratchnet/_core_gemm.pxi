@@ -12,6 +12,9 @@ cdef int64_t _leading_dim(a, str op, str name) except -1:
     cdef cnp.npy_intp s0 = cnp.PyArray_STRIDE(a, 0), s1 = cnp.PyArray_STRIDE(a, 1)
     if rows == 0 or cols == 0:
         return max(cols, 1)  # nothing is read or written; NumPy gives empty arrays 0 strides
+    if not cnp.PyArray_ISALIGNED(a):
+        raise TypeError(f"{op}: {name} is not aligned (a view at an odd byte offset); pass a "
+                        "copy")
     if cols > 1 and s1 != 4:
         raise ValueError(f"{op}: the rows of {name} must be contiguous (strides {a.strides})")
     if rows <= 1:

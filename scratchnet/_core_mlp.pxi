@@ -64,6 +64,9 @@ cdef class MLP:
             if W.ndim != 2:
                 raise ValueError(f"MLP: layer {i} weight must be 2-D, got {W.shape}")
             fan_in, fan_out = W.shape
+            if fan_in < 1 or fan_out < 1:
+                raise ValueError(f"MLP: layer {i} weight has shape {W.shape}: every layer needs "
+                                 "at least one input and one output")
             if sizes and sizes[len(sizes) - 1] != fan_in:
                 raise ValueError(f"MLP: layer {i} takes {fan_in} features, the layer before "
                                  f"gives {sizes[len(sizes) - 1]}")
@@ -71,6 +74,8 @@ cdef class MLP:
                 raise ValueError(f"MLP: unknown activation {act!r}")
             if not (0.0 <= dropout < 1.0) or act_param < 0:
                 raise ValueError(f"MLP: layer {i}: bad dropout {dropout} or slope {act_param}")
+            if train and (dW is None or db is None):
+                raise ValueError(f"MLP: layer {i}: a network built for training needs dW and db")
             if i == 0:
                 sizes.append(fan_in)
             sizes.append(fan_out)
@@ -127,7 +132,8 @@ cdef class MLP:
             raise ValueError(f"MLP: unknown optimizer {kind!r}")
         if len(states) != 2 * self.net.n_layers:
             raise ValueError("MLP: one state list per parameter expected")
-        self.opt.kind = OPTIMIZER_KINDS[kind]
+        cdef int code = OPTIMIZER_KINDS[kind]
+        self.opt.kind = -1  # until every check below passes: train() refuses meanwhile
         self.opt.lr = hyper["lr"]
         self.opt.decay = hyper.get("decay", 0.0)
         self.opt.weight_decay = hyper.get("weight_decay", 0.0)
@@ -140,12 +146,28 @@ cdef class MLP:
         self.opt.eps = hyper.get("eps", 1e-8)
         self.opt.lr_decay = hyper.get("lr_decay", 0.0)
         self.opt.iterations, self.opt.step = iterations, step
+        # the state buffers the C step of these options writes: a missing one
+        # would be a NULL pointer there
+        needed = {SN_OPT_SGD: (self.opt.momentum != 0, False, False),
+                  SN_OPT_ADAGRAD: (True, False, False),
+                  SN_OPT_RMSPROP: (True, bool(self.opt.centered), self.opt.momentum > 0)}.get(
+                      code, (True, True, False))
+        rows = []
         for k, arrays in enumerate(states):
+            row = [arrays[j] if j < len(arrays) else None for j in range(3)]
             for j in range(3):
-                a = arrays[j] if j < len(arrays) else None
-                self.net.params[k].state[j] = _fptr(a, "optimizer state", self.net.params[k].n)
-                if a is not None:
-                    self.keep.append(a)
+                if row[j] is None and needed[j]:
+                    raise ValueError(f"MLP: {kind} with these options needs optimizer state "
+                                     f"{j} of parameter {k}")
+                _fptr(row[j], "optimizer state", self.net.params[k].n)  # checks it
+            rows.append(row)
+        for k, row in enumerate(rows):
+            for j in range(3):
+                self.net.params[k].state[j] = _fptr(row[j], "optimizer state",
+                                                    self.net.params[k].n)
+                if row[j] is not None:
+                    self.keep.append(row[j])
+        self.opt.kind = code
 
     @property
     def iterations(self):
@@ -206,9 +228,10 @@ cdef class MLP:
         float32 ndarray with finite values (checked here, cheaply: this is the
         path of one-image latency)."""
         if not (cnp.PyArray_Check(X) and cnp.PyArray_TYPE(X) == cnp.NPY_FLOAT32 and
-                cnp.PyArray_IS_C_CONTIGUOUS(X) and cnp.PyArray_NDIM(X) == 2):
-            raise TypeError(f"MLP.predict: X must be a 2-D C-contiguous float32 ndarray, "
-                            f"got {_describe(X)}")
+                cnp.PyArray_IS_C_CONTIGUOUS(X) and cnp.PyArray_ISALIGNED(X) and
+                cnp.PyArray_NDIM(X) == 2):
+            raise TypeError(f"MLP.predict: X must be a 2-D aligned, C-contiguous float32 "
+                            f"ndarray, got {_describe(X)}")
         cdef int64_t M = cnp.PyArray_DIM(X, 0), K = cnp.PyArray_DIM(X, 1)
         cdef int64_t C = self.sizes[len(self.sizes) - 1]
         if K != self.sizes[0] or M == 0:

@@ -58,24 +58,30 @@ def pool2d_out_size(int64_t H, int64_t W, int64_t kh, int64_t kw, int64_t sh, in
 
 
 cdef tuple _pool_shapes(str op, x, tuple kernel, tuple stride):
+    """(x's shape, y's shape, (kh, kw, sh, sw)); kernel and stride checked to be
+    pairs of ints (indexing a shorter tuple here would read past its end:
+    bounds checks are off in this module)."""
     cdef int64_t N, C, H, W
     N, C, H, W = _nchw(x, op, "x")
-    Ho, Wo = pool2d_out_size(H, W, kernel[0], kernel[1], stride[0], stride[1])
-    return (N, C, H, W), (N, C, Ho, Wo)
+    kh, kw = _pair(kernel, op, "kernel")
+    sh, sw = _pair(stride, op, "stride")
+    Ho, Wo = pool2d_out_size(H, W, kh, kw, sh, sw)
+    return (N, C, H, W), (N, C, Ho, Wo), (kh, kw, sh, sw)
 
 
 def maxpool2d_forward(x, y, argmax, tuple kernel, tuple stride):
     """y = the max of each window of x (N, C, H, W); argmax (int32, y's shape)
     = its index in the H x W plane, the first maximum in row-major order."""
     op = "maxpool2d_forward"
-    xs, ys = _pool_shapes(op, x, kernel, stride)
+    xs, ys, window = _pool_shapes(op, x, kernel, stride)
     cdef const float[::1] xv = _flat(x, op, "x")
     cdef float[::1] yv = _flat(y, op, "y", True)
     cdef int32_t[::1] av = _array(argmax, op, "argmax", np.int32, True).reshape(-1)
     _shape_is(op, "y", y, ys)
     _shape_is(op, "argmax", argmax, ys)
     cdef int64_t planes = xs[0] * xs[1], H = xs[2], W = xs[3]
-    cdef int64_t kh = kernel[0], kw = kernel[1], sh = stride[0], sw = stride[1]
+    cdef int64_t kh, kw, sh, sw
+    kh, kw, sh, sw = window
     cdef int status = SN_OK
     if planes > 0:
         with nogil:
@@ -110,12 +116,13 @@ def maxpool2d_backward(dy, argmax, dx):
 def avgpool2d_forward(x, y, tuple kernel, tuple stride):
     """y = the mean of each window of x (N, C, H, W)."""
     op = "avgpool2d_forward"
-    xs, ys = _pool_shapes(op, x, kernel, stride)
+    xs, ys, window = _pool_shapes(op, x, kernel, stride)
     cdef const float[::1] xv = _flat(x, op, "x")
     cdef float[::1] yv = _flat(y, op, "y", True)
     _shape_is(op, "y", y, ys)
     cdef int64_t planes = xs[0] * xs[1], H = xs[2], W = xs[3]
-    cdef int64_t kh = kernel[0], kw = kernel[1], sh = stride[0], sw = stride[1]
+    cdef int64_t kh, kw, sh, sw
+    kh, kw, sh, sw = window
     cdef int status = SN_OK
     if planes > 0:
         with nogil:
@@ -127,13 +134,14 @@ def avgpool2d_forward(x, y, tuple kernel, tuple stride):
 def avgpool2d_backward(dy, dx, tuple kernel, tuple stride):
     """dx = 0, then every position of a window gets dy / (kh kw) added."""
     op = "avgpool2d_backward"
-    xs, ys = _pool_shapes(op, dx, kernel, stride)
+    xs, ys, window = _pool_shapes(op, dx, kernel, stride)
     cdef const float[::1] dyv = _flat(dy, op, "dy")
     cdef float[::1] dxv = _flat(dx, op, "dx", True)
     _shape_is(op, "dy", dy, ys)
     _no_overlap(op, dx, (dy,))
     cdef int64_t planes = xs[0] * xs[1], H = xs[2], W = xs[3]
-    cdef int64_t kh = kernel[0], kw = kernel[1], sh = stride[0], sw = stride[1]
+    cdef int64_t kh, kw, sh, sw
+    kh, kw, sh, sw = window
     cdef int status = SN_OK
     if planes > 0:
         with nogil:

@@ -1,6 +1,6 @@
 """Input checks and conversions done once, in Python, before the C core is
-entered: user arrays of any dtype or layout become C-contiguous float32
-(labels int64), and anything that cannot be made valid raises a clear
+entered: user arrays of any dtype or layout become aligned, C-contiguous
+float32 (labels int64), and anything that cannot be made valid raises a clear
 exception naming the problem."""
 import numbers
 
@@ -9,8 +9,15 @@ import numpy as np
 from . import _core
 
 
+def contiguous(a, dtype):
+    """a as an aligned, C-contiguous ndarray of dtype (no copy when it already
+    is one). np.ascontiguousarray alone keeps a view at an odd byte offset."""
+    arr = np.ascontiguousarray(a, dtype=dtype)
+    return arr if arr.flags.aligned else arr.copy()
+
+
 def as_float32(a, name="input"):
-    """a as a C-contiguous float32 array (no copy when it already is one)."""
+    """a as an aligned, C-contiguous float32 array (no copy when it already is one)."""
     try:
         arr = np.asarray(a)
     except Exception as exc:  # ragged lists and the like
@@ -19,7 +26,7 @@ def as_float32(a, name="input"):
         raise TypeError(f"{name}: expected numbers, got dtype {arr.dtype}")
     if np.iscomplexobj(arr):
         raise TypeError(f"{name}: complex values are not supported")
-    return np.ascontiguousarray(arr, dtype=np.float32)
+    return contiguous(arr, np.float32)
 
 
 def check_finite(arr, name="input"):
@@ -33,7 +40,8 @@ def as_features(x, n_features=None, name="x"):
     """A non-empty (N, n_features) float32 batch; a single sample (n_features,)
     becomes a batch of one."""
     if type(x) is np.ndarray and x.dtype == np.float32 and x.ndim == 2 \
-            and x.flags.c_contiguous and x.shape[0] and x.shape[1] == n_features:
+            and x.flags.c_contiguous and x.flags.aligned and x.shape[0] \
+            and x.shape[1] == n_features:
         if not _core.all_finite(x):  # the common case, checked in C without temporaries
             check_finite(x, name)
         return x
@@ -64,7 +72,7 @@ def as_labels(y, n_classes=None, n_samples=None, name="labels"):
             raise ValueError(f"{name}: class labels must be whole numbers")
     elif arr.dtype.kind not in "iub":
         raise TypeError(f"{name}: class labels must be integers, got dtype {arr.dtype}")
-    arr = np.ascontiguousarray(arr, dtype=np.int64)
+    arr = contiguous(arr, np.int64)
     if arr.size and n_classes is not None and (arr.min() < 0 or arr.max() >= n_classes):
         bad = arr[(arr < 0) | (arr >= n_classes)]
         raise ValueError(f"{name}: labels must be in [0, {n_classes}), got {bad[:5].tolist()}"

@@ -8,8 +8,9 @@ from .module import Module, Parameter
 
 
 def _as_batch(x, name):
-    """x as C-contiguous float32, without a copy when it already is."""
-    if isinstance(x, np.ndarray) and x.dtype == np.float32 and x.flags.c_contiguous:
+    """x as aligned, C-contiguous float32, without a copy when it already is."""
+    if isinstance(x, np.ndarray) and x.dtype == np.float32 and x.flags.c_contiguous \
+            and x.flags.aligned:
         return x
     return as_float32(x, name)
 

@@ -5,8 +5,8 @@ import numbers
 import numpy as np
 
 from . import _core
-from ._validate import as_float32, choice, positive_int
-from .layers import LAYERS, initial_weights
+from ._validate import choice, positive_int
+from .layers import LAYERS, _as_batch, initial_weights
 from .module import Module, Parameter
 
 
@@ -17,13 +17,6 @@ def _pair(value, name, minimum):
                                   and v >= minimum for v in items):
         raise ValueError(f"{name} must be an int >= {minimum} or a pair of them, got {value!r}")
     return (int(items[0]), int(items[1]))
-
-
-def _as_batch(x, name):
-    """x as C-contiguous float32, without a copy when it already is."""
-    if isinstance(x, np.ndarray) and x.dtype == np.float32 and x.flags.c_contiguous:
-        return x
-    return as_float32(x, name)
 
 
 class Conv2D(Module):

@@ -295,7 +295,8 @@ class Sequential(Module):
         plan = self._plan()
         if plan is not None:
             if not (type(X) is np.ndarray and X.dtype == np.float32 and X.ndim == 2
-                    and X.flags.c_contiguous and X.shape[0] and X.shape[1] == plan.sizes[0]):
+                    and X.flags.c_contiguous and X.flags.aligned and X.shape[0]
+                    and X.shape[1] == plan.sizes[0]):
                 X = self._inputs(X)  # converts, or raises the error that names the problem
             return plan.predict(X, softmax)
         X = self._inputs(X)

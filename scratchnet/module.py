@@ -1,6 +1,8 @@
 """Parameter and Module: the two building blocks every layer shares."""
 import numpy as np
 
+from ._validate import contiguous
+
 
 def _array_attribute(name):
     """Parameter.<name>, read-only: the same attribute of its data array."""
@@ -54,7 +56,7 @@ class Parameter:
     def data(self, value):
         """Replace the array (compiled networks rebuild); its shape must stay
         that of the gradient, so a layer keeps its shape."""
-        data = np.ascontiguousarray(value, dtype=np.float32)
+        data = contiguous(value, np.float32)
         old = getattr(self, "_data", None)
         if old is not None and data.shape != old.shape:
             raise ValueError(f"parameter {self.name!r}: new data of shape {data.shape}, "

@@ -7,6 +7,7 @@ silently skipping them).
 """
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -59,3 +60,27 @@ def training_path(request, monkeypatch):
 
     monkeypatch.setattr(_fused, "ENABLED", request.param == "fused")
     return request.param
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under tools/check_sanitizers.sh (SCRATCHNET_SANITIZED=1), skip the tests
+    marked sanitizer_skip(reason): the long ones (full real-data training,
+    benchmarks) take many times longer with AddressSanitizer, and a memory
+    measurement counts ASan's shadow memory and quarantine. Everything else
+    (kernels, layers, models, save/load, CLI, fuzzing) runs."""
+    if os.environ.get("SCRATCHNET_SANITIZED") != "1":
+        return
+    for item in items:
+        mark = item.get_closest_marker("sanitizer_skip")
+        if mark is not None:
+            reason = mark.args[0] if mark.args else mark.kwargs.get("reason", "")
+            item.add_marker(pytest.mark.skip(reason=f"under the sanitizers: {reason}"))
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The number of generated fuzz cases run (tests/test_fuzz.py), when any were."""
+    strategies = sys.modules.get("fuzz_strategies")
+    if strategies is not None and strategies.CASES["run"]:
+        terminalreporter.write_line(
+            f"fuzz: {strategies.CASES['run']} generated cases run "
+            f"(SCRATCHNET_FUZZ_EXAMPLES={strategies.TOTAL}, fixed seed)")

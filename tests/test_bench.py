@@ -10,6 +10,8 @@ import pytest
 
 from scratchnet import bench, cli
 
+pytestmark = pytest.mark.sanitizer_skip("benchmarks")
+
 HAVE_TORCH = bench.import_torch() is not None
 PRESENT = ("scratchnet", "numpy", "torch") if HAVE_TORCH else ("scratchnet", "numpy")
 

@@ -62,6 +62,7 @@ def work():
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/status")
+@pytest.mark.sanitizer_skip("peak RSS includes ASan's shadow memory and quarantine")
 @pytest.mark.parametrize("setup", [GEMM_SETUP, PREDICT_SETUP], ids=["gemm", "predict"])
 def test_memory_does_not_grow_with_the_number_of_calling_threads(setup):
     script = GROWTH_SCRIPT.format(setup=textwrap.dedent(setup))

@@ -29,6 +29,7 @@ def train_defaults(name, tmp_path):
     return metrics, out
 
 
+@pytest.mark.sanitizer_skip("full real-data training (minutes under ASan)")
 @pytest.mark.parametrize("name", sorted(TARGETS))
 def test_default_training_reaches_target_accuracy(name, tmp_path):
     metrics, out = train_defaults(name, tmp_path)
@@ -61,6 +62,7 @@ def test_seeded_mnist_training_gives_the_same_accuracy(mnist):
     assert results[0][0] > 0.85
 
 
+@pytest.mark.sanitizer_skip("real-data training in a new process (minutes under ASan)")
 def test_fresh_process_passes_the_seed_accuracy(tmp_path):
     """examples/mnist_in_seconds.py: import, load, train, evaluate in one new
     process; the accuracy is asserted, the time only printed."""
