@@ -13,13 +13,7 @@ import time
 import numpy as np
 
 import scratchnet as sn
-
-
-def network():
-    sn.manual_seed(0)
-    return sn.Sequential(sn.Conv2D(1, 32, 5), sn.ReLU(), sn.MaxPool2D(2), sn.Conv2D(32, 64, 5),
-                         sn.ReLU(), sn.MaxPool2D(2), sn.Flatten(), sn.Dense(1024, 128), sn.ReLU(),
-                         sn.Dense(128, 10))
+from scratchnet.bench import benchmark_cnn
 
 
 def main(argv=None):
@@ -30,7 +24,7 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=2, help="default 2")
     args = parser.parse_args(argv)
     sn.set_num_threads(args.threads)
-    model, loss = network(), sn.CrossEntropy()
+    model, loss = benchmark_cnn(), sn.CrossEntropy()
     opt = sn.Adam(model.parameters(), lr=1e-3)
     rng = np.random.default_rng(0)
     x = rng.random((args.batch_size, 1, 28, 28), dtype=np.float32)

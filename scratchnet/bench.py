@@ -1,8 +1,10 @@
 """Benchmarks: scratchnet side by side with NumPy and PyTorch, in one process.
 
-Two tables: SGEMM speed (GFLOPS, each scratchnet result checked against a
-float64 product), and MNIST MLP training time per epoch plus inference speed,
-each network written three ways with the same initial weights and data order.
+Three tables: SGEMM speed (GFLOPS, each scratchnet result checked against a
+float64 product); MNIST MLP training time per epoch plus inference speed,
+each network written three ways with the same initial weights and data order;
+and the MNIST CNN of issue 8 (scratchnet and PyTorch from the same weights),
+training time per epoch extrapolated from timed steps, and batch-1 inference.
 
 Every competitor is warmed up first; then all the rows of a table and all
 three competitors take turns, round after round, each turn starting with a
@@ -12,11 +14,12 @@ a table says when other processes were busy while it was timed. NumPy and
 PyTorch are only comparisons; PyTorch is skipped (with a note) when it
 cannot be imported.
 
-Used by benchmarks/bench_gemm.py, benchmarks/bench_mlp.py and `scratchnet bench`.
+Used by benchmarks/bench_gemm.py, bench_mlp.py, bench_cnn.py and `scratchnet bench`.
 """
 import argparse
 import contextlib
 import datetime
+import itertools
 import json
 import math
 import os
@@ -30,7 +33,11 @@ import numpy as np
 
 from . import _core, datasets
 from ._version import __version__
-from .layers import Dense, ReLU
+from ._random import manual_seed
+from .layers import Dense, Flatten, ReLU
+from .layers_conv import Conv2D
+from .layers_pool import MaxPool2D
+from .losses import CrossEntropy
 from .model import Sequential
 from .optimizers import SGD, Adam
 
@@ -57,19 +64,20 @@ def run_for(fn, seconds):
             return durations
 
 
-def interleaved(fns, rounds, block=0.0, settle=SETTLE):
+def interleaved(fns, rounds, block=0.0, settle=SETTLE, calls=None):
     """Time the callables in fns ({key: callable}) side by side.
 
     In each of `rounds` rounds each in turn first runs untimed for `settle`
     seconds (at least one call; the first time, this is its warm-up: fresh
-    memory, caches, thread pools), then a block of timed calls: as many as
-    fill `block` seconds, at least one. Returns {key: median seconds per call}."""
+    memory, caches, thread pools), then a block of timed calls: `calls` of
+    them when given, else as many as fill `block` seconds, at least one.
+    Returns {key: median seconds per call}."""
     counts = {}
     times = {key: [] for key in fns}
     for _ in range(rounds):
         for key, fn in fns.items():
             untimed = run_for(fn, settle)
-            counts.setdefault(key, max(1, math.ceil(block / statistics.median(untimed))))
+            counts.setdefault(key, calls or max(1, math.ceil(block / statistics.median(untimed))))
             for _ in range(counts[key]):
                 start = time.perf_counter()
                 fn()
@@ -464,7 +472,6 @@ class TorchMLP:
 
     def __init__(self, weights, optimizer, batch_size):
         import torch
-        self.torch = torch
         layers = []
         for w, b in weights:
             linear = torch.nn.Linear(*w.shape)
@@ -472,7 +479,11 @@ class TorchMLP:
                 linear.weight.copy_(torch.from_numpy(w.T))
                 linear.bias.copy_(torch.from_numpy(b))
             layers += [linear, torch.nn.ReLU()]
-        self.model = torch.nn.Sequential(*layers[:-1]).eval()  # epoch() switches to train()
+        self.setup(torch, torch.nn.Sequential(*layers[:-1]), optimizer, batch_size)
+
+    def setup(self, torch, model, optimizer, batch_size):
+        self.torch = torch
+        self.model = model.eval()  # epoch() and step() switch to train()
         self.loss_fn = torch.nn.CrossEntropyLoss()
         if optimizer:
             self.optimizer = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam}[optimizer](
@@ -547,6 +558,14 @@ def mlp_row(key, seconds, nets, test, names):
 UNIT_FORMAT = {"s/epoch": ".3f", "us/call": ".1f", "images/s": ".0f"}
 
 
+def percents(fractions, names, digits):
+    """'98.12% / - / 97.90%': each name's fraction (- where it has none); '' for None."""
+    if not fractions:
+        return ""
+    return " / ".join("-" if fractions.get(name) is None else f"{100 * fractions[name]:.{digits}f}%"
+                      for name in names)
+
+
 def print_mlp_table(table, epochs, train_size, file):
     images = train_size or 60_000
     print(f"\nMNIST MLP: training on {images} images, median of {epochs} timed epoch(s), each "
@@ -556,11 +575,7 @@ def print_mlp_table(table, epochs, train_size, file):
           f"{'vs numpy':>8} {'vs torch':>8}  test accuracy sn / numpy / torch", file=file)
     for row in table["rows"]:
         spec = UNIT_FORMAT[row["unit"]]
-        accuracy = ""
-        if row["accuracy"]:
-            accuracy = " / ".join("-" if row["accuracy"].get(name) is None
-                                  else f"{100 * row['accuracy'][name]:.2f}%"
-                                  for name in ("scratchnet", "numpy", "torch"))
+        accuracy = percents(row["accuracy"], ("scratchnet", "numpy", "torch"), 2)
         print(f"{row['label']:<38} {row['unit']:>8} {cell(row['scratchnet'], spec, 10)} "
               f"{cell(row['numpy'], spec, 9)} {cell(row['torch'], spec, 9)} "
               f"{ratio(row['speedup_vs_numpy'])} {ratio(row['speedup_vs_torch'])}  {accuracy}",
@@ -568,12 +583,181 @@ def print_mlp_table(table, epochs, train_size, file):
     print_busy_note(table["other_cpu"], file)
 
 
+# ---- MNIST CNN ----
+
+CNN_LABEL = "conv5x5x32-pool-conv5x5x64-pool-128-10"
+CNN_BATCH = 128
+EPOCH_IMAGES = 60_000
+CNN_SETTINGS = {  # timed training steps per library: rounds x calls
+    "full": dict(rounds=8, calls=6, infer_rounds=10),
+    "quick": dict(rounds=2, calls=2, infer_rounds=3),
+}
+CNN_FEED = 16  # distinct real batches the timed steps cycle through
+
+
+def benchmark_cnn(seed=SEED):
+    """Issue 8's benchmark network for (N, 1, 28, 28) images, He-initialised
+    from seed: conv5x5x32 - ReLU - maxpool2 - conv5x5x64 - ReLU - maxpool2 -
+    dense 1024->128 - ReLU - dense 10."""
+    manual_seed(seed)
+    return Sequential(Conv2D(1, 32, 5), ReLU(), MaxPool2D(2), Conv2D(32, 64, 5), ReLU(),
+                      MaxPool2D(2), Flatten(), Dense(1024, 128), ReLU(), Dense(128, 10))
+
+
+def training_flops(model, in_shape):
+    """FLOPs of one training step per image, from the layer shapes: 2 per
+    multiply-add of the convolutions' and dense layers' forward products,
+    backward twice the forward (weight and input gradients) but only the
+    weight gradient for the lowest layer with weights. Biases, pooling,
+    activations, the loss and the optimizer are left out."""
+    macs, lowest = 0, True
+    for layer, out_shape in zip(model.layers, model._shapes(in_shape)):
+        if isinstance(layer, Conv2D):
+            forward = math.prod(out_shape) * layer.in_channels * math.prod(layer.kernel_size)
+        elif isinstance(layer, Dense):
+            forward = layer.in_features * layer.out_features
+        else:
+            continue
+        macs += forward * (2 if lowest else 3)
+        lowest = False
+    return 2 * macs
+
+
+class ScratchnetCNN:
+    """What fit does for each batch: forward, loss, backward, Adam step."""
+
+    def __init__(self, model):
+        self.model = model
+        self.optimizer = Adam(model.parameters(), **OPTIMIZER_ARGS["adam"])
+        self.loss = CrossEntropy()
+
+    def step(self, x, y):
+        self.loss.forward(self.model.forward(x, training=True), y)
+        self.model.backward(self.loss.backward())
+        self.optimizer.step()
+
+    def predict_proba(self, x):
+        return self.model.predict_proba(x)
+
+
+class TorchCNN(TorchMLP):
+    """The same network in PyTorch, starting from a scratchnet model's weights."""
+
+    def __init__(self, model, torch):
+        nn = torch.nn
+        layers = []
+        for layer in model.layers:
+            if isinstance(layer, Conv2D):
+                t = nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size,
+                              layer.stride, layer.padding)
+                weight = layer.weight.data
+            elif isinstance(layer, Dense):
+                t = nn.Linear(layer.in_features, layer.out_features)
+                weight = layer.weight.data.T  # scratchnet keeps (in, out)
+            else:  # no weights
+                layers.append(nn.MaxPool2d(layer.kernel_size, layer.stride)
+                              if isinstance(layer, MaxPool2D)
+                              else {ReLU: nn.ReLU, Flatten: nn.Flatten}[type(layer)]())
+                continue
+            with torch.no_grad():
+                t.weight.copy_(torch.from_numpy(np.ascontiguousarray(weight)))
+                t.bias.copy_(torch.from_numpy(layer.bias.data))
+            layers.append(t)
+        self.setup(torch, nn.Sequential(*layers), "adam", CNN_BATCH)
+
+    def step(self, x, y):
+        self.model.train()
+        self.optimizer.zero_grad()
+        self.loss_fn(self.model(x), y).backward()
+        self.optimizer.step()
+
+
+def numpy_sgemm_gflops(size=1024, rounds=3):
+    """This machine's NumPy SGEMM rate for size^3, in GFLOPS (median call)."""
+    fns, _ = gemm_case(square(size)[0], None)
+    seconds = interleaved({"numpy": fns["numpy"]}, rounds, block=0.1)["numpy"]
+    return 2.0 * size ** 3 / seconds / 1e9
+
+
+def cnn_table(rounds, calls, infer_rounds, torch):
+    """The benchmark network (benchmark_cnn), scratchnet and PyTorch from the
+    same initial weights, trained with Adam on the same real MNIST batches:
+    {"rows": training (s/epoch, extrapolated from rounds x calls timed steps)
+    and batch-1 inference (us/call), "flops_per_image", "sgemm_gflops" (NumPy
+    1024^3, measured here), "initial_max_diff" (the two networks' largest
+    probability difference before training), "other_cpu"}."""
+    start = cpu_sample()
+    (X, y), _ = datasets.load_mnist(flatten=False)
+    order = epoch_order(len(X))
+    feed = [(X[idx], y[idx]) for idx in np.split(order[:CNN_FEED * CNN_BATCH], CNN_FEED)]
+    model = benchmark_cnn()
+    nets = {"scratchnet": ScratchnetCNN(model)}
+    feeds = {"scratchnet": feed}
+    if torch is not None:
+        nets["torch"] = TorchCNN(model, torch)
+        feeds["torch"] = [(torch.from_numpy(x), torch.from_numpy(t)) for x, t in feed]
+    probe = feed[0][0][:32]
+    first = {name: net.predict_proba(probe) for name, net in nets.items()}
+    initial_max_diff = (float(np.abs(first["scratchnet"] - first["torch"]).max())
+                        if "torch" in first else None)
+
+    def trainer(name):
+        batches = itertools.cycle(feeds[name])
+        return lambda: nets[name].step(*next(batches))
+
+    sgemm = numpy_sgemm_gflops()
+    train = interleaved({name: trainer(name) for name in nets}, rounds, calls=calls)
+    one = feed[0][0][:1]
+    infer = interleaved({name: (lambda net=net: net.predict_proba(one))
+                         for name, net in nets.items()}, infer_rounds, block=INFERENCE_BLOCK)
+    flops = training_flops(model, (1, 28, 28))
+    epoch = {name: t * EPOCH_IMAGES / CNN_BATCH for name, t in train.items()}
+    rows = [
+        {"row": "cnn-adam-b128", "label": f"training, batch {CNN_BATCH}, Adam",
+         "unit": "s/epoch", **{name: epoch.get(name) for name in ("scratchnet", "torch")},
+         "speedup_vs_torch": speedup(train, "torch"),
+         "sgemm_share": {name: flops * EPOCH_IMAGES / t / 1e9 / sgemm
+                         for name, t in epoch.items()}},
+        {"row": "cnn-infer-b1", "label": "inference, batch 1", "unit": "us/call",
+         **{name: infer[name] * 1e6 if name in infer else None
+            for name in ("scratchnet", "torch")},
+         "speedup_vs_torch": speedup(infer, "torch"), "sgemm_share": None},
+    ]
+    return {"rows": rows, "steps_timed": rounds * calls, "flops_per_image": flops,
+            "sgemm_gflops": sgemm, "initial_max_diff": initial_max_diff,
+            "other_cpu": others_share(start)}
+
+
+def print_cnn_table(table, file):
+    print(f"\nMNIST CNN {CNN_LABEL}, same initial weights and real batches: training time per "
+          f"{EPOCH_IMAGES:,}-image epoch EXTRAPOLATED from the median of "
+          f"{table['steps_timed']} timed steps of batch {CNN_BATCH} (x {EPOCH_IMAGES}/"
+          f"{CNN_BATCH}); inference: median call. vs torch > 1: scratchnet is faster",
+          file=file)
+    print(f"{'row':<26} {'unit':>8} {'scratchnet':>10} {'torch':>9} {'vs torch':>8}  "
+          f"share of NumPy SGEMM sn / torch", file=file)
+    for row in table["rows"]:
+        spec = UNIT_FORMAT[row["unit"]]
+        share = percents(row["sgemm_share"], ("scratchnet", "torch"), 0)
+        print(f"{row['label']:<26} {row['unit']:>8} {cell(row['scratchnet'], spec, 10)} "
+              f"{cell(row['torch'], spec, 9)} {ratio(row['speedup_vs_torch'])}  {share}",
+              file=file)
+    diff = table["initial_max_diff"]
+    print(f"training: {table['flops_per_image'] / 1e6:.1f} MFLOP per image (forward convolution "
+          f"and dense multiply-adds x 2, backward 2x forward, no input gradient for the first "
+          f"layer); NumPy SGEMM 1024^3 here: {table['sgemm_gflops']:.1f} GFLOPS"
+          + ("" if diff is None else f"; initial outputs differ by at most {diff:.1e}"),
+          file=file)
+    print_busy_note(table["other_cpu"], file)
+
+
 # ---- the driver ----
 
-def run(gemm=None, mlp=None, threads=2, isa=None, as_json=False, file=None):
-    """Run the GEMM table (settings as in GEMM_SETTINGS) and/or the MLP table
-    (as in MLP_SETTINGS) and print them to file (default stdout), as text or
-    as one JSON object. Returns 0, or 1 when a scratchnet GEMM result was wrong."""
+def run(gemm=None, mlp=None, cnn=None, threads=2, isa=None, as_json=False, file=None):
+    """Run the GEMM table (settings as in GEMM_SETTINGS), the MLP table (as in
+    MLP_SETTINGS) and the CNN table (as in CNN_SETTINGS), those given, and
+    print them to file (default stdout), as text or as one JSON object.
+    Returns 0, or 1 when a scratchnet GEMM result was wrong."""
     file = file or sys.stdout
     torch = import_torch()
     with configured(threads, isa, torch) as thread_notes:
@@ -592,6 +776,10 @@ def run(gemm=None, mlp=None, threads=2, isa=None, as_json=False, file=None):
             result["mlp"] = mlp_table(torch=torch, **mlp)
             if not as_json:
                 print_mlp_table(result["mlp"], mlp["epochs"], mlp["train_size"], file)
+        if cnn:
+            result["cnn"] = cnn_table(torch=torch, **cnn)
+            if not as_json:
+                print_cnn_table(result["cnn"], file)
     if as_json:
         print(json.dumps(result, indent=1), file=file)
     wrong = [row["shape"] for row in result.get("gemm", {"rows": []})["rows"] if not row["ok"]]
@@ -610,6 +798,6 @@ def print_header(result, file):
 
 
 def cli(quick=False, as_json=False, threads=2):
-    """`scratchnet bench`: a few GEMM shapes and the quick MLP settings."""
+    """`scratchnet bench`: a few GEMM shapes and the quick MLP and CNN settings."""
     return run(gemm=GEMM_SETTINGS["quick" if quick else "short"], mlp=MLP_SETTINGS["quick"],
-               threads=threads, as_json=as_json)
+               cnn=CNN_SETTINGS["quick"], threads=threads, as_json=as_json)

@@ -63,6 +63,48 @@ def test_quick_bench_mlp_rows_learn(quick_run):
     assert latency["accuracy"] is None
 
 
+def test_quick_bench_cnn_rows(quick_run):
+    _, report = quick_run
+    table = report["cnn"]
+    train, latency = table["rows"]
+    assert (train["row"], train["unit"]) == ("cnn-adam-b128", "s/epoch")
+    assert (latency["row"], latency["unit"]) == ("cnn-infer-b1", "us/call")
+    for row in (train, latency):
+        for name in ("scratchnet", "torch"):
+            assert (row[name] is not None and row[name] > 0) == (name in PRESENT)
+        assert (row["speedup_vs_torch"] is not None) == HAVE_TORCH
+    quick = bench.CNN_SETTINGS["quick"]
+    assert table["steps_timed"] == quick["rounds"] * quick["calls"]
+    assert table["sgemm_gflops"] > 0
+    assert set(train["sgemm_share"]) == set(PRESENT) - {"numpy"}
+    for share in train["sgemm_share"].values():
+        assert 0 < share < 10
+    if HAVE_TORCH:  # both start from the same weights
+        assert table["initial_max_diff"] < 1e-5
+
+
+def test_cnn_training_flops_follow_the_layer_shapes():
+    model = bench.benchmark_cnn()
+    convs = [(32 * 24 * 24) * 1 * 25, (64 * 8 * 8) * 32 * 25]  # outputs x weights per output
+    dense = [1024 * 128, 128 * 10]
+    forward = sum(convs) + sum(dense)
+    backward = 2 * forward - convs[0]  # the first layer computes no input gradient
+    assert bench.training_flops(model, (1, 28, 28)) == 2 * (forward + backward)
+
+
+def test_interleaved_times_a_fixed_number_of_calls():
+    calls = {"a": 0, "b": 0}
+
+    def counter(key):
+        def fn():
+            calls[key] += 1
+        return fn
+
+    seconds = bench.interleaved({k: counter(k) for k in calls}, rounds=3, settle=0.0, calls=4)
+    assert calls == {"a": 3 * (1 + 4), "b": 3 * (1 + 4)}  # one untimed call a round
+    assert set(seconds) == {"a", "b"}
+
+
 def test_tables_print_every_row(quick_run):
     _, report = quick_run
     out = io.StringIO()
@@ -74,6 +116,12 @@ def test_tables_print_every_row(quick_run):
     for row in report["mlp"]["rows"]:
         assert row["label"] in text
     assert "WRONG" not in text
+    out = io.StringIO()
+    bench.print_cnn_table(report["cnn"], out)
+    lines = out.getvalue().splitlines()
+    assert "EXTRAPOLATED" in lines[1] and bench.CNN_LABEL in lines[1]
+    for row in report["cnn"]["rows"]:
+        assert any(line.startswith(row["label"]) for line in lines), row["label"]
 
 
 def test_a_wrong_gemm_result_is_flagged(monkeypatch, capsys):

@@ -146,9 +146,12 @@ def test_every_option_with_a_value_shows_its_default(capsys, command):
     for entry in valued:
         assert "(default: " in entry, entry
     if command == "train":  # the per-dataset defaults are the real ones
-        assert len(valued) == 15
-        epochs = ", ".join(f"{d['epochs']} for {name}" for name, d in cli.DEFAULTS.items())
-        assert f"(default: {epochs})" in " ".join(text.split())
+        assert len(valued) == 16
+        epochs = [", ".join(f"{d['epochs']} for {name}" for name, d in table.items())
+                  if len({d["epochs"] for d in table.values()}) > 1
+                  else str(table["mnist"]["epochs"]) for table in (cli.DEFAULTS, cli.CNN_DEFAULTS)]
+        assert (f"(default: {epochs[0]}; with --model cnn, {epochs[1]})"
+                in " ".join(text.split()))
 
 
 def test_train_never_replaces_a_model_silently(capsys, tmp_path, small_mnist):
@@ -407,3 +410,81 @@ def test_train_records_the_dataset_in_the_model(capsys, tmp_path, small_mnist):
     code, _, err = train(capsys, out, "--quiet")
     assert code == 0, err
     assert sn.load(out).metadata == {"dataset": "mnist"}
+
+
+# ---------------------------------------------------------------- --model cnn
+
+
+@pytest.fixture
+def small_images(monkeypatch, mnist):
+    """`train` and `evaluate` on a small subset, as rows or, when asked with
+    flatten=False, as images (N, 1, 28, 28); records what was asked."""
+    (X, y), (Xt, yt) = mnist
+    asked = []
+
+    def load(name, flatten=True, **kwargs):
+        asked.append(flatten)
+        shape = (-1, 784) if flatten else (-1, 1, 28, 28)
+        return (X[:1000].reshape(shape), y[:1000]), (Xt[:300].reshape(shape), yt[:300])
+
+    monkeypatch.setattr(cli.datasets, "load", load)
+    return asked
+
+
+def test_cnn_train_then_evaluate_and_predict(capsys, tmp_path, mnist, small_images):
+    model_path = tmp_path / "cnn.npz"
+    code, out, err = run(capsys, "train", "--model", "cnn", "--epochs", "1", "--out",
+                         str(model_path), "--json")
+    assert code == 0, err
+    metrics = json.loads(out)
+    assert metrics["network"] == "cnn" and metrics["epochs"] == 1
+    assert metrics["test_accuracy"] > 0.3  # 8 steps on 1000 images; chance is 0.1
+    model = sn.load(model_path)
+    assert isinstance(model.layers[0], sn.RandomShift) and model.metadata["dataset"] == "mnist"
+    assert any(isinstance(layer, sn.Conv2D) for layer in model.layers)
+
+    code, out, err = run(capsys, "evaluate", str(model_path), "--json")
+    assert code == 0, err
+    assert json.loads(out)["test_accuracy"] == metrics["test_accuracy"]
+    assert small_images == [False, False]  # train and evaluate both loaded images
+
+    (_, _), (Xt, _) = mnist
+    expected = model.predict(Xt[:12].reshape(-1, 1, 28, 28)).tolist()
+    pixels = (Xt[:12] * 255).round().astype(np.uint8)
+    for name, array, count in [("rows.npy", Xt[:12], 12),
+                               ("stack.npy", pixels.reshape(12, 28, 28), 12),
+                               ("nchw.npy", pixels.reshape(12, 1, 28, 28), 12),
+                               ("one.npy", pixels[0].reshape(28, 28), 1)]:
+        np.save(tmp_path / name, array)
+        code, out, err = run(capsys, "predict", str(model_path), str(tmp_path / name), "--json")
+        assert code == 0, err
+        assert json.loads(out) == expected[:count], name
+    np.save(tmp_path / "small.npy", np.zeros((2, 10, 10), np.float32))
+    code, out, err = run(capsys, "predict", str(model_path), str(tmp_path / "small.npy"))
+    assert code == 1 and out == "" and err.count("\n") == 1
+    assert "(2, 100)" in err and "28x28 images" in err
+
+
+def test_cnn_defaults_follow_the_dataset():
+    for dataset, flips in (("mnist", False), ("fashion-mnist", True)):
+        d = cli.CNN_DEFAULTS[dataset]
+        model = cli.build_cnn(d["dropout"], d["shift"], d["flip"])
+        kinds = [type(layer) for layer in model.layers]
+        shifts = [layer for layer in model.layers if isinstance(layer, sn.RandomShift)]
+        assert [s.pixels for s in shifts] == ([d["shift"]] if d["shift"] else [])
+        assert (sn.RandomFlip in kinds) == flips  # mirrored clothes are clothes; digits not
+        assert kinds.count(sn.Conv2D) == 2 and kinds.count(sn.BatchNorm2d) == 2
+        assert model.predict_proba(np.zeros((2, 1, 28, 28), np.float32)).shape == (2, 10)
+    plain = cli.build_cnn(0.0)
+    assert not any(isinstance(layer, (sn.Dropout, sn.RandomShift, sn.RandomFlip))
+                   for layer in plain.layers)
+
+
+def test_hidden_sizes_are_refused_for_the_cnn(capsys, tmp_path):
+    with pytest.raises(SystemExit) as exc:  # (without the check: no data in tmp_path, exit 1)
+        cli.main(["train", "--model", "cnn", "--hidden", "64", "--no-download",
+                  "--data-dir", str(tmp_path), "--out", str(tmp_path / "m.npz")])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err.splitlines()[-1].startswith("scratchnet train: error: --hidden ")
+    assert "--model cnn" in err and "Traceback" not in err
