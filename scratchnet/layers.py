@@ -1,5 +1,7 @@
 """Layers. Each keeps its parameters as float32 NumPy arrays and calls the
 C core (scratchnet._core) for all arithmetic; NumPy only allocates."""
+import math
+
 import numpy as np
 
 from . import _core, _random
@@ -297,8 +299,9 @@ class Reshape(Module):
         return f"Reshape{self.shape}"
 
     def output_shape(self, in_shape):
-        size = int(np.prod(in_shape, dtype=np.int64))
-        known = int(np.prod([d for d in self.shape if d != -1], dtype=np.int64))
+        # Python integers: an int64 product of huge dimensions would wrap (to 0)
+        size = math.prod(int(d) for d in in_shape)
+        known = math.prod(d for d in self.shape if d != -1)
         if -1 in self.shape and size % known == 0:
             return tuple(size // known if d == -1 else d for d in self.shape)
         if -1 not in self.shape and known == size:

@@ -62,6 +62,12 @@ def training_path(request, monkeypatch):
     return request.param
 
 
+def pytest_configure(config):
+    # here rather than in pyproject.toml: tools/check_wheel.sh runs a copy of tests/ alone
+    config.addinivalue_line("markers", "sanitizer_skip(reason): skipped under "
+                            "tools/check_sanitizers.sh (see pytest_collection_modifyitems)")
+
+
 def pytest_collection_modifyitems(config, items):
     """Under tools/check_sanitizers.sh (SCRATCHNET_SANITIZED=1), skip the tests
     marked sanitizer_skip(reason): the long ones (full real-data training,
