@@ -466,12 +466,13 @@ def test_cnn_train_then_evaluate_and_predict(capsys, tmp_path, mnist, small_imag
 
 
 def test_cnn_defaults_follow_the_dataset():
-    for dataset, flips in (("mnist", False), ("fashion-mnist", True)):
+    for dataset, shifts, flips, dense_in in (("mnist", True, False, 64 * 4 * 4),
+                                              ("fashion-mnist", False, True, 64 * 7 * 7)):
         d = cli.CNN_DEFAULTS[dataset]
-        model = cli.build_cnn(d["dropout"], d["shift"], d["flip"])
+        model = cli.build_cnn(d["dropout"], **cli._cnn_settings(dataset))
         kinds = [type(layer) for layer in model.layers]
-        shifts = [layer for layer in model.layers if isinstance(layer, sn.RandomShift)]
-        assert [s.pixels for s in shifts] == ([d["shift"]] if d["shift"] else [])
+        assert [l for l in model.layers if isinstance(l, sn.Dense)][0].in_features == dense_in
+        assert (kinds[0] is sn.RandomShift and model.layers[0].pixels == d["shift"]) == shifts
         assert (sn.RandomFlip in kinds) == flips  # mirrored clothes are clothes; digits not
         assert kinds.count(sn.Conv2D) == 2 and kinds.count(sn.BatchNorm2d) == 2
         assert model.predict_proba(np.zeros((2, 1, 28, 28), np.float32)).shape == (2, 10)
