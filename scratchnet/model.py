@@ -701,6 +701,13 @@ class Sequential(Module):
         write_npz(path, self._state_arrays(), {"__architecture__": self._architecture("save")},
                   "save")
 
+    def export_onnx(self, path, opset=17, input_shape=None):
+        """Write this model as an ONNX file (needs the onnx package), with a
+        dynamic batch dimension; a classifier's graph ends with Softmax, so it
+        gives predict_proba's values. See scratchnet.onnx_io."""
+        from .onnx_io import export_onnx
+        return export_onnx(self, path, opset=opset, input_shape=input_shape)
+
 
 def _finite_loss(loss, outputs, targets):
     """loss.forward(outputs, targets), or None where the outputs or the loss
@@ -712,13 +719,6 @@ def _finite_loss(loss, outputs, targets):
     except FloatingPointError:
         return None
     return value if math.isfinite(value) else None
-
-    def export_onnx(self, path, opset=17, input_shape=None):
-        """Write this model as an ONNX file (needs the onnx package), with a
-        dynamic batch dimension; a classifier's graph ends with Softmax, so it
-        gives predict_proba's values. See scratchnet.onnx_io."""
-        from .onnx_io import export_onnx
-        return export_onnx(self, path, opset=opset, input_shape=input_shape)
 
 
 def _targets(y, n, loss, model, where):

@@ -38,8 +38,8 @@ def test_ctrl_c_in_scratchnet_train_exits_130_and_the_checkpoint_resumes(tmp_pat
     child = subprocess.Popen(
         [sys.executable, "-c", CHILD, *cli_args(tmp_path, "m.npz", "--epochs", "100000",
                                                 "--checkpoint", str(ckpt))],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)})
     try:
         deadline = time.monotonic() + 120
         while not ckpt.exists() and child.poll() is None and time.monotonic() < deadline:

@@ -2,6 +2,7 @@
 matplotlib's Agg backend, the file and its pixel size checked, and the numbers
 behind it checked against ones computed here, from the figure's own artists
 (lines, images, texts) as well as from fig.data."""
+import os
 import subprocess
 import sys
 
@@ -232,7 +233,7 @@ NO_EXTRA = ("import sys; sys.modules['matplotlib'] = None; sys.modules['PIL'] = 
             "import numpy as np, scratchnet as sn\n")
 
 
-def test_without_the_extra_everything_else_works_and_plots_say_how_to_install():
+def test_without_the_extra_everything_else_works_and_plots_say_how_to_install(tmp_path):
     """matplotlib and Pillow made unimportable in a fresh process."""
     code = NO_EXTRA + """
 m = sn.Sequential(sn.Dense(784, 8), sn.ReLU(), sn.Dense(8, 10))
@@ -250,8 +251,10 @@ for call in (lambda: sn.plot.training_curves(h), lambda: sn.plot.weights(m),
     else:
         raise SystemExit("no ImportError")
 """
+    # the scratchnet under test (not the source tree's, which is unbuilt in CI)
+    here = os.path.dirname(os.path.dirname(os.path.abspath(sn.__file__)))
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=120)
+                          timeout=120, cwd=tmp_path, env={**os.environ, "PYTHONPATH": here})
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert len(lines) == 4
