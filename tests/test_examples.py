@@ -10,6 +10,10 @@ import pytest
 from conftest import missing_data
 from scratchnet import datasets
 
+# matplotlib, onnxruntime, scikit-learn: C++ extensions throwing exceptions,
+# which a preloaded libasan cannot intercept (ASan CHECK failure in __cxa_throw)
+pytestmark = pytest.mark.sanitizer_skip("C++ extensions of other packages")
+
 EXAMPLES = os.path.join(os.path.dirname(__file__), "..", "examples")
 
 

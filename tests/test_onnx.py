@@ -12,6 +12,10 @@ ort = pytest.importorskip("onnxruntime")
 import scratchnet as sn  # noqa: E402
 from scratchnet.cli import main  # noqa: E402
 
+# matplotlib, onnxruntime, scikit-learn: C++ extensions throwing exceptions,
+# which a preloaded libasan cannot intercept (ASan CHECK failure in __cxa_throw)
+pytestmark = pytest.mark.sanitizer_skip("C++ extensions of other packages")
+
 
 def _run(path, X):
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])

@@ -12,6 +12,10 @@ import pytest
 import scratchnet as sn
 from scratchnet import plot
 
+# matplotlib, onnxruntime, scikit-learn: C++ extensions throwing exceptions,
+# which a preloaded libasan cannot intercept (ASan CHECK failure in __cxa_throw)
+pytestmark = pytest.mark.sanitizer_skip("C++ extensions of other packages")
+
 matplotlib = pytest.importorskip("matplotlib")
 Image = pytest.importorskip("PIL.Image")
 matplotlib.use("Agg")
