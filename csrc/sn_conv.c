@@ -110,6 +110,12 @@ static int64_t slice_floats(const sn_conv2d_cfg *g)
     return g->chunk * image_floats(g) + g->K * g->C * g->kh * g->kw;
 }
 
+/* slice s's sum of dw^T in the workspace */
+static float *slice_dwt(const sn_conv2d_cfg *g, float *workspace, int64_t s)
+{
+    return workspace + s * slice_floats(g) + g->chunk * image_floats(g);
+}
+
 int64_t sn_conv2d_workspace_len(const sn_conv2d_cfg *cfg)
 {
     if (!cfg_ok(cfg)) return -1;
@@ -338,7 +344,7 @@ static int backward_slice(const void *ctx, int64_t s)
     const sn_conv2d_cfg *g = a->cfg;
     const int64_t P = g->OH * g->OW, ckk = g->C * g->kh * g->kw, K = g->K;
     float *col = a->workspace + s * slice_floats(g), *dY = col + ckk * g->chunk * P;
-    float *dwt = a->workspace + s * slice_floats(g) + g->chunk * image_floats(g);
+    float *dwt = slice_dwt(g, a->workspace, s);
     int64_t n_lo, n_hi;
     slice_images(g, s, &n_lo, &n_hi);
     for (int64_t n0 = n_lo; n0 < n_hi; n0 += g->chunk) {
@@ -380,9 +386,9 @@ static int sum_slices_unit(const void *ctx, int64_t block)
     const int64_t ckk = g->C * g->kh * g->kw, K = g->K, slices = slice_count(g);
     const int64_t r0 = block * SN_CONV_SUM_ROWS;
     const int64_t r1 = r0 + SN_CONV_SUM_ROWS < ckk ? r0 + SN_CONV_SUM_ROWS : ckk;
-    float *sum = a->workspace + g->chunk * image_floats(g);
+    float *sum = slice_dwt(g, a->workspace, 0);
     for (int64_t s = 1; s < slices; ++s) {
-        const float *part = a->workspace + s * slice_floats(g) + g->chunk * image_floats(g);
+        const float *part = slice_dwt(g, a->workspace, s);
         for (int64_t i = r0 * K; i < r1 * K; ++i) sum[i] += part[i];
     }
     for (int64_t k = 0; k < K; ++k) {
