@@ -424,6 +424,45 @@ int sn_shift2d_f32(float *y, const float *x, const int32_t *shifts, int64_t N, i
 int sn_flip2d_f32(float *y, const float *x, const int32_t *flags, int64_t N, int64_t C, int64_t H,
                   int64_t W);
 
+/* ---- inference through a whole network (sn_net.c) ----
+ * A network is a list of operations; operation i reads `in` floats per
+ * sample and writes `out` (= the next one's `in`). Layers that only relabel
+ * a contiguous sample (Flatten, Reshape) or are the identity at inference
+ * (Dropout, augmentation) have no operation. */
+#define SN_NET_DENSE 1          /* y = act(x @ w + b): w is in x out, b NULL or out values */
+#define SN_NET_CONV2D 2         /* sn_conv2d_forward_f32: x C x H x W, w K x C x kh x kw */
+#define SN_NET_MAXPOOL2D 3      /* C planes H x W, window kh x kw, stride sh, sw */
+#define SN_NET_AVGPOOL2D 4
+#define SN_NET_GLOBAL_AVGPOOL 5 /* C planes H x W -> C means */
+#define SN_NET_BATCHNORM 6      /* inference: w, b = gamma, beta; mean, var running */
+#define SN_NET_ACT 7            /* act (SN_ACT_*, not NONE) with act_param */
+#define SN_NET_SOFTMAX 8        /* softmax over each group of K consecutive values */
+typedef struct {
+    int kind;                       /* SN_NET_* */
+    int act;                        /* DENSE (fused, may be NONE) and ACT: SN_ACT_* */
+    float act_param;                /* the leaky ReLU's slope */
+    float eps;                      /* BATCHNORM */
+    int64_t in, out;                /* floats per sample */
+    int64_t C, H, W;                /* image input of CONV2D, pools, BATCHNORM (H = W = 1
+                                       for features) */
+    int64_t K, kh, kw, sh, sw, ph, pw; /* CONV2D: output channels, kernel, stride, padding;
+                                       pools: window and stride; SOFTMAX: K */
+    const float *w, *b;             /* DENSE, CONV2D: weight and bias (b may be NULL);
+                                       BATCHNORM: gamma, beta */
+    const float *mean, *var;        /* BATCHNORM: running statistics */
+} sn_net_op;
+/* SN_OK if the operations are well formed and chain, else SN_EINVAL */
+int sn_net_check(const sn_net_op *ops, int n_ops);
+/* Floats of workspace sn_net_forward_f32 needs for chunks of `rows`
+ * samples, or -1 for an invalid network. */
+int64_t sn_net_workspace(const sn_net_op *ops, int n_ops, int64_t rows);
+/* out (M x the last operation's out) = the network applied to X (M x
+ * ops[0].in), or its row-wise softmax when softmax is 1; `rows` samples at
+ * a time, using only the caller's workspace (sn_net_workspace floats) and
+ * the parameters: calls with their own workspaces may run at the same time. */
+int sn_net_forward_f32(const sn_net_op *ops, int n_ops, float *out, const float *X, int64_t M,
+                       int softmax, float *workspace, int64_t rows);
+
 #ifdef __cplusplus
 }
 #endif

@@ -6,7 +6,7 @@ import numbers
 import numpy as np
 
 from . import _core
-from ._validate import positive_int
+from ._validate import contiguous, positive_int
 from .layers import LAYERS, _as_batch
 from .module import Module, Parameter
 
@@ -44,6 +44,27 @@ class _BatchNorm(Module):
 
     def parameters(self):
         return [self.weight, self.bias]
+
+    # the running statistics: assigning replaces the array (float32, C
+    # values) and tells compiled networks that point into the old one to
+    # rebuild, as replacing a Parameter's data does
+    def _running(name):
+        def getter(self):
+            return self.__dict__["_" + name]
+
+        def setter(self, value):
+            value = contiguous(value, np.float32)
+            if value.shape != (self.num_features,):
+                raise ValueError(f"{type(self).__name__}.{name}: expected shape "
+                                 f"({self.num_features},), got {value.shape}")
+            self.__dict__["_" + name] = value
+            Parameter.version += 1
+        return property(getter, setter, doc=f"The {name.replace('_', ' ')} (float32, one per "
+                                      "channel), used at inference.")
+
+    running_mean = _running("running_mean")
+    running_var = _running("running_var")
+    del _running
 
     def buffers(self):
         return {"running_mean": self.running_mean, "running_var": self.running_var}

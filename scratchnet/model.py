@@ -26,7 +26,7 @@ from fractions import Fraction
 
 import numpy as np
 
-from . import _core, _fused
+from . import _core, _fused, _inference
 from ._checkpoint import Checkpoint, training_record
 from ._files import ModelFileError, read_npz, read_record, write_npz
 from ._progress import start_epoch
@@ -80,6 +80,7 @@ class Sequential(Module):
         state = self.__dict__.copy()
         state.pop("_lock", None)
         state.pop("_plan_cache", None)
+        state.pop("_net_cache", None)
         return state
 
     def __setstate__(self, state):
@@ -288,6 +289,17 @@ class Sequential(Module):
             self._plan_cache = cached = (key, plan)
         return cached[1]
 
+    def _net(self, in_shape):
+        """The whole-network inference path (scratchnet._core.Net) for samples
+        of this shape, or None where it does not apply; rebuilt as _plan is,
+        and for a new input shape. in_shape must have been checked."""
+        key = (tuple(self.layers), Parameter.version, _fused.ENABLED, in_shape)
+        cached = getattr(self, "_net_cache", None)
+        if cached is None or cached[0] != key:
+            self._net_cache = cached = (key, _inference.build(self.layers, in_shape,
+                                                              _PREDICT_BATCH))
+        return cached[1]
+
     def _outputs(self, X, softmax=False, batch_size=_PREDICT_BATCH):
         """Outputs (or their softmax) for all of X in one new array."""
         if not self.layers:
@@ -299,7 +311,19 @@ class Sequential(Module):
                     and X.shape[1] == plan.sizes[0]):
                 X = self._inputs(X)  # converts, or raises the error that names the problem
             return plan.predict(X, softmax)
+        # an array the C network takes as it is, of the shape it was built
+        # for, goes straight to it (the path of one-image latency); anything
+        # else is converted and checked first
+        cached = getattr(self, "_net_cache", None)
+        if (cached is not None and cached[1] is not None and type(X) is np.ndarray
+                and X.dtype == np.float32 and X.flags.c_contiguous and X.flags.aligned
+                and X.ndim >= 2 and cached[0] == (tuple(self.layers), Parameter.version,
+                                                  _fused.ENABLED, X.shape[1:])):
+            return cached[1].predict(X, softmax)
         X = self._inputs(X)
+        net = self._net(X.shape[1:])
+        if net is not None:
+            return net.predict(X, softmax)
         with self._lock:  # the layers' buffers are shared by every call
             out = None
             for start in range(0, X.shape[0], batch_size):

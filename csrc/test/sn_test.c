@@ -1006,6 +1006,109 @@ static void test_concurrent_gemm(void)
     sn_set_isa(sn_isa_best());
 }
 
+/* ---- whole-network inference (sn_net.c) ---- */
+
+/* The network conv 3x3 (2 -> 3 channels, padding 1) - max-pool 2 - batch
+ * norm - ReLU - dense 3*3*3 -> 40 with tanh - dense 40 -> 4, then softmax,
+ * run by sn_net_forward_f32 in chunks of 2 samples must give the bits of
+ * the kernels called one by one on the whole batch (the same kernels; each
+ * sample's outputs depend on that sample alone). */
+static void test_net(void)
+{
+    const int64_t M = 5, C = 2, H = 6, W = 7, K = 3, Ho = 3, Wo = 3, F = K * Ho * Wo;
+    const int64_t conv_out = K * H * W;
+    float *x = random_floats(M * C * H * W, 2000u, 0);
+    float *cw = random_floats(K * C * 9, 2001u, 0), *cb = random_floats(K, 2002u, 0);
+    float *gamma = random_floats(K, 2003u, 0), *beta = random_floats(K, 2004u, 0);
+    float *mean = random_floats(K, 2005u, 0), *var = random_floats(K, 2006u, 0);
+    affine(var, K, 1.0f, 1.0f);
+    /* a dense layer wider than its input: computed in place, it would
+     * overwrite inputs it still needs */
+    const int64_t D = 40;
+    float *w1 = random_floats(F * D, 2007u, 0), *b1 = random_floats(D, 2008u, 0);
+    float *w2 = random_floats(D * 4, 2009u, 0), *b2 = random_floats(4, 2010u, 0);
+    const sn_net_op ops[] = {
+        {.kind = SN_NET_CONV2D, .in = C * H * W, .out = conv_out, .C = C, .H = H, .W = W,
+         .K = K, .kh = 3, .kw = 3, .sh = 1, .sw = 1, .ph = 1, .pw = 1, .w = cw, .b = cb},
+        {.kind = SN_NET_MAXPOOL2D, .in = conv_out, .out = F, .C = K, .H = H, .W = W, .kh = 2,
+         .kw = 2, .sh = 2, .sw = 2},
+        {.kind = SN_NET_BATCHNORM, .in = F, .out = F, .C = K, .H = Ho, .W = Wo, .w = gamma,
+         .b = beta, .mean = mean, .var = var, .eps = 1e-3f},
+        {.kind = SN_NET_ACT, .act = SN_ACT_RELU, .in = F, .out = F},
+        {.kind = SN_NET_DENSE, .act = SN_ACT_TANH, .in = F, .out = D, .w = w1, .b = b1},
+        {.kind = SN_NET_DENSE, .in = D, .out = 4, .w = w2, .b = b2},
+    };
+    const int n_ops = (int)(sizeof ops / sizeof ops[0]);
+    /* the reference: each kernel on the whole batch */
+    sn_conv2d_cfg cfg;
+    int status = sn_conv2d_init(&cfg, M, C, H, W, K, 3, 3, 1, 1, 1, 1);
+    float *cws = floats(sn_conv2d_workspace_len(&cfg)), *a = floats(M * conv_out);
+    float *p = floats(M * F), *bn = floats(M * F), *h = floats(M * D), *want = floats(M * 4);
+    int32_t *am = arena_alloc(sizeof(int32_t) * (size_t)(M * F));
+    float *stats = floats(2 * K);
+    status |= sn_conv2d_forward_f32(&cfg, a, x, cw, cb, cws);
+    status |= sn_maxpool2d_forward_f32(p, am, a, M * K, H, W, 2, 2, 2, 2);
+    status |= sn_batchnorm_forward_f32(bn, stats, stats + K, mean, var, p, gamma, beta, M, K,
+                                       Ho * Wo, 1e-3f, 0.0f, 0);
+    sn_relu_forward_f32(bn, bn, M * F);
+    status |= sn_dense_forward_f32(h, bn, w1, b1, M, F, D, SN_ACT_TANH, 0.0f);
+    status |= sn_dense_forward_f32(want, h, w2, b2, M, D, 4, SN_ACT_NONE, 0.0f);
+    check(status == SN_OK, "net: the reference kernels run");
+    float *want_soft = floats(M * 4);
+    sn_softmax_forward_f32(want_soft, want, M, 4);
+    check(sn_net_check(ops, n_ops) == SN_OK, "net: a well-formed network checks");
+    double *want64 = doubles(M * 4);
+    for (int64_t i = 0; i < M * 4; ++i) want64[i] = want[i];
+    const float *x_copy = memcpy(floats(M * C * H * W), x, sizeof(float) * (size_t)(M * C * H * W));
+    /* the whole batch in one chunk: the kernels' bits; in chunks of 2 (the
+     * GEMM of fewer than 5 rows may add in another order): within rounding */
+    for (int64_t rows = M; rows >= 2; rows -= M - 2) {
+        const int64_t len = sn_net_workspace(ops, n_ops, rows);
+        check(len > 0, "net: workspace length");
+        float *out[2];
+        for (int t = 0; t < 2; ++t) {
+            sn_set_num_threads(t + 1);
+            float *soft = floats(M * 4), *work = floats(len);
+            out[t] = floats(M * 4);
+            status = sn_net_forward_f32(ops, n_ops, out[t], x, M, 0, work, rows);
+            status |= sn_net_forward_f32(ops, n_ops, soft, x, M, 1, work, rows);
+            check(status == SN_OK, "net: forward runs");
+            if (rows == M)
+                check(same(out[t], want, M * 4) && same(soft, want_soft, M * 4),
+                      "net: one chunk: the kernels' bits");
+            else
+                check(near(out[t], want64, M * 4, 1e-6), "net: chunks of 2: the kernels' values");
+        }
+        check(same(out[0], out[1], M * 4), "net: 1 and 2 threads, same bits");
+    }
+    sn_set_num_threads(sn_max_threads());
+    check(same(x, x_copy, M * C * H * W), "net: the input is read only");
+    /* refused: operations that do not chain, a missing weight, a bad kind */
+    sn_net_op bad[2] = {ops[4], ops[4]};
+    float *out = floats(M * D);
+    check(sn_net_check(bad, 2) == SN_EINVAL && sn_net_workspace(bad, 2, 1) == -1 &&
+              sn_net_forward_f32(bad, 2, out, x, 1, 0, floats(64), 1) == SN_EINVAL &&
+              all_equal(out, (int)(M * D), POISON),
+          "net: operations that do not chain are refused, nothing written");
+    bad[0].w = NULL;
+    check(sn_net_check(bad, 1) == SN_EINVAL, "net: a dense operation without weights is refused");
+    bad[0] = ops[0], bad[0].kind = 99;
+    check(sn_net_check(bad, 1) == SN_EINVAL, "net: an unknown kind is refused");
+    /* a network that starts element-wise leaves X alone; a softmax over
+     * groups of W values */
+    const sn_net_op soft_ops[] = {
+        {.kind = SN_NET_ACT, .act = SN_ACT_TANH, .in = C * H * W, .out = C * H * W},
+        {.kind = SN_NET_SOFTMAX, .in = C * H * W, .out = C * H * W, .K = W}};
+    float *got = floats(M * C * H * W), *ref = floats(M * C * H * W);
+    float *soft_work = floats(sn_net_workspace(soft_ops, 2, M));
+    status = sn_net_forward_f32(soft_ops, 2, got, x, M, 0, soft_work, M);
+    sn_tanh_forward_f32(ref, x, M * C * H * W);
+    sn_softmax_forward_f32(ref, ref, M * C * H, W);
+    check(status == SN_OK && same(got, ref, M * C * H * W) && same(x, x_copy, M * C * H * W),
+          "net: element-wise first (X read only), softmax over groups");
+    arena_free();
+}
+
 int main(int argc, char **argv)
 {
     sn_runtime_init();
@@ -1034,6 +1137,7 @@ int main(int argc, char **argv)
     test_batchnorm();
     test_batchnorm_einval();
     test_augment();
+    test_net();
     printf("%d passed, %d failed\n", passed, failed);
     return failed != 0;
 }
