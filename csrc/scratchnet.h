@@ -60,10 +60,19 @@ int sn_get_isa(void);
 const char *sn_isa_name(int isa);       /* "generic", "avx2", "avx512" */
 
 /* The GEMM blocking of an ISA's kernel: out = {mr, nr, kc, mc, nc, small_m,
- * parallel_min} (register tile, cache blocks, the most rows computed without
- * packing, the multiply-adds from which threads are used). SN_EINVAL for an
- * unknown ISA. For tests and curious users. */
-int sn_gemm_blocking(int isa, int64_t out[7]);
+ * parallel_min, tuned} (register tile, cache blocks, the most rows computed
+ * without packing, the multiply-adds from which threads are used, 1 if mc
+ * and nc were set by sn_set_gemm_blocks). SN_EINVAL for an unknown ISA. */
+int sn_gemm_blocking(int isa, int64_t out[8]);
+/* Sets an ISA's mc and nc (multiples of its mr and nr, at most 1024 and
+ * 8192), or with mc = nc = 0 goes back to those derived from the caches.
+ * They change only the speed, never a result (kc, which orders the sums, is
+ * always derived). SN_EINVAL for an unsupported ISA or sizes out of range. */
+int sn_set_gemm_blocks(int isa, int64_t mc, int64_t nc);
+/* The caches the blocks are derived from: out = {L1d, L2, L3 bytes, logical
+ * CPUs sharing L2, sharing L3}; returns where they came from: "cpuid",
+ * "sysconf" or "defaults". */
+const char *sn_caches(int64_t out[5]);
 
 /* Threads a kernel may use: n < 1 means 1, n > SN_MAX_THREADS means
  * SN_MAX_THREADS (OpenMP runtimes crash creating tens of thousands). */

@@ -228,15 +228,16 @@ static void apply_epilogue(const sn_epilogue *ep, float *c, int64_t ldc, int64_t
 
 /* The blocked loop nest on one sub-problem, in the calling thread, packing
  * into pa (MC x kc) and pb (kc x NC), rounded up to whole panels. */
-static void gemm_loops(const sn_gemm_kernel_info *ki, int trans_a, int trans_b, int64_t M,
+static void gemm_loops(const sn_gemm_plan *plan, int trans_a, int trans_b, int64_t M,
                        int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
                        const float *B, int64_t ldb, float beta, float *C, int64_t ldc,
                        const sn_epilogue *ep, float *pa, float *pb)
 {
+    const sn_gemm_kernel_info *ki = plan->ki;
     const int mr = ki->mr, nr = ki->nr;
-    const int64_t KC = ki->kc;
-    const int64_t MC = M < ki->mc ? M : ki->mc;
-    const int64_t NC = N < ki->nc ? N : ki->nc;
+    const int64_t KC = plan->blocks.kc;
+    const int64_t MC = M < plan->blocks.mc ? M : plan->blocks.mc;
+    const int64_t NC = N < plan->blocks.nc ? N : plan->blocks.nc;
     float tile[SN_MAX_MR * SN_MAX_NR];
     /* Reading panels in place saves a copy when the whole of op(A) fits in
      * one mc block (small problems, where the copy is a large share). */
@@ -303,15 +304,15 @@ static void gemm_loops(const sn_gemm_kernel_info *ki, int trans_a, int trans_b, 
 
 /* gemm_loops with packing buffers from the pool (or, all slots busy, this
  * call's own). Returns SN_ENOMEM if they cannot grow; C is then untouched. */
-static int gemm_blocked(const sn_gemm_kernel_info *ki, int trans_a, int trans_b, int64_t M,
+static int gemm_blocked(const sn_gemm_plan *plan, int trans_a, int trans_b, int64_t M,
                         int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
                         const float *B, int64_t ldb, float beta, float *C, int64_t ldc,
                         const sn_epilogue *ep)
 {
-    const int mr = ki->mr, nr = ki->nr;
-    const int64_t MC = M < ki->mc ? M : ki->mc;
-    const int64_t NC = N < ki->nc ? N : ki->nc;
-    const int64_t kc_max = K < ki->kc ? K : ki->kc;
+    const int mr = plan->ki->mr, nr = plan->ki->nr;
+    const int64_t MC = M < plan->blocks.mc ? M : plan->blocks.mc;
+    const int64_t NC = N < plan->blocks.nc ? N : plan->blocks.nc;
+    const int64_t kc_max = K < plan->blocks.kc ? K : plan->blocks.kc;
     const int slot = slot_take();
     sn_buffer own_a = {NULL, NULL, 0}, own_b = {NULL, NULL, 0};
     sn_buffer *buf_a = slot >= 0 ? &g_slots[slot].s.a : &own_a;
@@ -319,7 +320,7 @@ static int gemm_blocked(const sn_gemm_kernel_info *ki, int trans_a, int trans_b,
     float *pa = buffer_reserve(buf_a, (size_t)(((MC + mr - 1) / mr) * mr * kc_max));
     float *pb = buffer_reserve(buf_b, (size_t)(((NC + nr - 1) / nr) * nr * kc_max));
     if (pa && pb)
-        gemm_loops(ki, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, ep, pa,
+        gemm_loops(plan, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, ep, pa,
                    pb);
     if (slot >= 0) {
         sn_atomic_release(&g_slots[slot].s.busy);
@@ -374,16 +375,16 @@ int sn_gemm_serial_f32(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K
     if (status != SN_OK) return status;
     if (M == 0 || N == 0) return SN_OK;
     if (ep && ep->kind == SN_EPI_NONE) ep = NULL;
-    const sn_gemm_kernel_info *ki = sn_active_gemm_kernel();
+    const sn_gemm_plan plan = sn_active_gemm_plan();
     const unsigned fp = sn_fp_enter();
     if (K == 0 || alpha == 0.0f) {
         scale_c(C, ldc, M, N, beta);
         if (ep) apply_epilogue(ep, C, ldc, 0, 0, M, N);
     } else if (M <= SN_SMALL_M) {
-        small_strip(ki, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, ep, 0,
+        small_strip(plan.ki, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, ep, 0,
                     N);
     } else {
-        status = gemm_blocked(ki, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C,
+        status = gemm_blocked(&plan, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C,
                               ldc, ep);
     }
     sn_fp_leave(fp);
@@ -393,7 +394,7 @@ int sn_gemm_serial_f32(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K
 /* One GEMM cut into strips of C (sn_gemm_epi_f32), each computed whole by
  * one thread with its own packing, with no barrier inside. */
 typedef struct {
-    const sn_gemm_kernel_info *ki;
+    sn_gemm_plan plan;
     int trans_a, trans_b;
     int64_t M, N, K;
     float alpha, beta;
@@ -412,7 +413,7 @@ static int strip_unit(const void *ctx, int64_t s)
     const int64_t start = s * g->per_strip, total = g->by_rows ? g->M : g->N;
     const int64_t len = total - start < g->per_strip ? total - start : g->per_strip;
     if (g->small) {
-        small_strip(g->ki, g->trans_a, g->trans_b, g->M, g->N, g->K, g->alpha, g->A, g->lda, g->B,
+        small_strip(g->plan.ki, g->trans_a, g->trans_b, g->M, g->N, g->K, g->alpha, g->A, g->lda, g->B,
                     g->ldb, g->beta, g->C, g->ldc, g->ep, start, len);
         return SN_OK;
     }
@@ -423,12 +424,12 @@ static int strip_unit(const void *ctx, int64_t s)
     if (g->by_rows) {
         /* rows start.. of op(A) and C */
         const float *As = g->trans_a ? g->A + start : g->A + start * g->lda;
-        return gemm_blocked(g->ki, g->trans_a, g->trans_b, len, g->N, g->K, g->alpha, As, g->lda,
+        return gemm_blocked(&g->plan, g->trans_a, g->trans_b, len, g->N, g->K, g->alpha, As, g->lda,
                             g->B, g->ldb, g->beta, g->C + start * g->ldc, g->ldc, sub_ep);
     }
     /* columns start.. of op(B) and C */
     const float *Bs = g->trans_b ? g->B + start * g->ldb : g->B + start;
-    return gemm_blocked(g->ki, g->trans_a, g->trans_b, g->M, len, g->K, g->alpha, g->A, g->lda,
+    return gemm_blocked(&g->plan, g->trans_a, g->trans_b, g->M, len, g->K, g->alpha, g->A, g->lda,
                         Bs, g->ldb, g->beta, g->C + start, g->ldc, sub_ep);
 }
 
@@ -452,8 +453,9 @@ int sn_gemm_epi_f32(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, f
         return sn_gemm_serial_f32(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc,
                                   ep);
     if (ep && ep->kind == SN_EPI_NONE) ep = NULL;
-    const sn_gemm_kernel_info *ki = sn_active_gemm_kernel();
-    gemm_strips g = {ki, trans_a, trans_b, M, N, K, alpha, beta, A, B, lda, ldb, ldc, C, ep,
+    const sn_gemm_plan plan = sn_active_gemm_plan();
+    const sn_gemm_kernel_info *ki = plan.ki;
+    gemm_strips g = {plan, trans_a, trans_b, M, N, K, alpha, beta, A, B, lda, ldb, ldc, C, ep,
                      small, 0, 0};
     if (small) {
         /* few rows: one column strip per thread, the same thread's call

@@ -111,5 +111,11 @@ static void ukernel_rows_avx2(int64_t kc, const float *a, int64_t lda, const flo
 #include "sn_gemm_small.h"
 
 const sn_gemm_kernel_info sn_gemm_kernel_avx2 = {
-    "avx2", MR, NR, 256, 96, 2048, ukernel_avx2, small_gemm_avx2, ukernel_rows_avx2};
+    .name = "avx2",
+    .mr = MR, /* 6 rows x 2 ymm per row: 12 accumulators, see the top */
+    .nr = NR, /* 16 columns: 2 ymm of 8 floats */
+    .kernel = ukernel_avx2,
+    .small = small_gemm_avx2,     /* up to SN_SMALL_M rows, columns in blocks of 64 */
+    .kernel_rows = ukernel_rows_avx2,
+};
 #endif

@@ -94,5 +94,11 @@ static void ukernel_rows_avx512(int64_t kc, const float *a, int64_t lda, const f
 #include "sn_gemm_small.h"
 
 const sn_gemm_kernel_info sn_gemm_kernel_avx512 = {
-    "avx512", MR, NR, 256, 144, 2048, ukernel_avx512, small_gemm_avx512, ukernel_rows_avx512};
+    .name = "avx512",
+    .mr = MR, /* 12 rows x 2 zmm per row: 24 accumulators, see the top */
+    .nr = NR, /* 32 columns: 2 zmm of 16 floats */
+    .kernel = ukernel_avx512,
+    .small = small_gemm_avx512,   /* up to SN_SMALL_M rows, columns in blocks of 128 */
+    .kernel_rows = ukernel_rows_avx512,
+};
 #endif

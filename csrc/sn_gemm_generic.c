@@ -37,4 +37,10 @@ static void ukernel_generic(int64_t kc, const float *a, int64_t a_ks, const floa
 #include "sn_gemm_small.h"
 
 const sn_gemm_kernel_info sn_gemm_kernel_generic = {
-    "generic", MR, NR, 256, 128, 2048, ukernel_generic, small_gemm_generic, NULL};
+    .name = "generic",
+    .mr = MR, /* 6 rows x 2 vectors of 4: 12 of SSE2's 16 registers */
+    .nr = NR, /* 8 columns */
+    .kernel = ukernel_generic,
+    .small = small_gemm_generic,
+    .kernel_rows = NULL, /* A is always packed */
+};

@@ -47,5 +47,11 @@ static void ukernel_neon(int64_t kc, const float *a, int64_t a_ks, const float *
 #include "sn_gemm_small.h"
 
 const sn_gemm_kernel_info sn_gemm_kernel_neon = {
-    "neon", MR, NR, 256, 128, 2048, ukernel_neon, small_gemm_neon, NULL};
+    .name = "neon",
+    .mr = MR, /* 8 rows x 3 vectors of 4: 24 of the 32 registers, see the top */
+    .nr = NR, /* 12 columns */
+    .kernel = ukernel_neon,
+    .small = small_gemm_neon,
+    .kernel_rows = NULL, /* A is always packed */
+};
 #endif

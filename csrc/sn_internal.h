@@ -46,8 +46,7 @@ typedef void (*sn_small_gemm_fn)(int trans_a, int trans_b, int64_t M, int64_t N,
 
 typedef struct {
     const char *name;
-    int mr, nr;          /* register tile */
-    int64_t kc, mc, nc;  /* cache blocks: kc x nr panel of B in L1, mc x kc of A in L2 */
+    int mr, nr;          /* register tile (the cache blocks: sn_blocking.c) */
     sn_ukernel_fn kernel;
     sn_small_gemm_fn small;
     /* the kernel with A read in place from mr rows: a_ks is then the row
@@ -141,6 +140,31 @@ void sn_parallel_backoff(int on);
 #endif
 
 /* the kernel of the ISA chosen at run time (sn_runtime.c) */
-const sn_gemm_kernel_info *sn_active_gemm_kernel(void);
+/* the kernel of an ISA (NULL for one this build does not have) */
+const sn_gemm_kernel_info *sn_gemm_kernel_for(int isa);
+
+/* ---- cache blocks (sn_blocking.c) ---- */
+typedef struct {
+    int64_t l1d, l2, l3;        /* bytes (l3 0: none reported) */
+    int l2_sharing, l3_sharing; /* logical CPUs sharing each */
+    const char *source;         /* "cpuid", "sysconf" or "defaults" */
+} sn_cache_info;
+void sn_cache_sizes(sn_cache_info *out);
+
+typedef struct {
+    int64_t kc, mc, nc; /* kc x nr panel of B in L1, mc x kc of A in L2, kc x nc of B in L3 */
+    int tuned;          /* mc and nc set by the tuner (else derived from the caches) */
+} sn_gemm_blocks;
+/* a kernel and the blocks it runs with, read once per GEMM call */
+typedef struct {
+    const sn_gemm_kernel_info *ki;
+    sn_gemm_blocks blocks;
+} sn_gemm_plan;
+sn_gemm_plan sn_gemm_plan_for(int isa);
+sn_gemm_plan sn_active_gemm_plan(void); /* of sn_get_isa() */
+
+#ifdef SN_X86_64
+void sn_cpuid(unsigned leaf, unsigned sub, unsigned r[4]);
+#endif
 
 #endif

@@ -16,16 +16,16 @@
 #ifdef SN_X86_64
 #if defined(_MSC_VER)
 #include <intrin.h>
-static void cpuid(int leaf, int sub, unsigned r[4])
+void sn_cpuid(unsigned leaf, unsigned sub, unsigned r[4])
 {
     int regs[4];
-    __cpuidex(regs, leaf, sub);
+    __cpuidex(regs, (int)leaf, (int)sub);
     for (int i = 0; i < 4; ++i) r[i] = (unsigned)regs[i];
 }
 static unsigned long long xgetbv0(void) { return _xgetbv(0); }
 #else
 #include <cpuid.h>
-static void cpuid(int leaf, int sub, unsigned r[4])
+void sn_cpuid(unsigned leaf, unsigned sub, unsigned r[4])
 {
     __cpuid_count(leaf, sub, r[0], r[1], r[2], r[3]);
 }
@@ -40,16 +40,16 @@ static unsigned long long xgetbv0(void)
 static int detect_x86(void)
 {
     unsigned r[4];
-    cpuid(0, 0, r);
+    sn_cpuid(0, 0, r);
     const unsigned max_leaf = r[0];
     if (max_leaf < 7) return SN_ISA_GENERIC;
-    cpuid(1, 0, r);
+    sn_cpuid(1, 0, r);
     const int osxsave = (r[2] >> 27) & 1, avx = (r[2] >> 28) & 1, fma = (r[2] >> 12) & 1;
     if (!(osxsave && avx)) return SN_ISA_GENERIC;
     const unsigned long long xcr0 = xgetbv0();
     /* XCR0 bits 1-2: SSE and AVX state; bits 5-7: opmask and the upper zmm */
     const int os_avx = (xcr0 & 0x6) == 0x6, os_avx512 = (xcr0 & 0xE6) == 0xE6;
-    cpuid(7, 0, r);
+    sn_cpuid(7, 0, r);
     const int avx2 = (r[1] >> 5) & 1, avx512f = (r[1] >> 16) & 1;
     if (avx512f && fma && os_avx512) return SN_ISA_AVX512;
     if (avx2 && fma && os_avx) return SN_ISA_AVX2;
@@ -114,45 +114,20 @@ const char *sn_isa_name(int isa)
     }
 }
 
-const sn_gemm_kernel_info *sn_active_gemm_kernel(void)
+const sn_gemm_kernel_info *sn_gemm_kernel_for(int isa)
 {
-#ifdef SN_X86_64
-    switch (sn_get_isa()) {
-    case SN_ISA_AVX512: return &sn_gemm_kernel_avx512;
-    case SN_ISA_AVX2: return &sn_gemm_kernel_avx2;
-    default: break;
-    }
-#endif
-#ifdef SN_ARM64
-    return &sn_gemm_kernel_neon;
-#else
-    return &sn_gemm_kernel_generic;
-#endif
-}
-
-int sn_gemm_blocking(int isa, int64_t out[7])
-{
-    const sn_gemm_kernel_info *ki = NULL;
     switch (isa) {
 #ifdef SN_ARM64
-    case SN_ISA_GENERIC: ki = &sn_gemm_kernel_neon; break;
+    case SN_ISA_GENERIC: return &sn_gemm_kernel_neon;
 #else
-    case SN_ISA_GENERIC: ki = &sn_gemm_kernel_generic; break;
+    case SN_ISA_GENERIC: return &sn_gemm_kernel_generic;
 #endif
 #ifdef SN_X86_64
-    case SN_ISA_AVX2: ki = &sn_gemm_kernel_avx2; break;
-    case SN_ISA_AVX512: ki = &sn_gemm_kernel_avx512; break;
+    case SN_ISA_AVX2: return &sn_gemm_kernel_avx2;
+    case SN_ISA_AVX512: return &sn_gemm_kernel_avx512;
 #endif
-    default: return SN_EINVAL;
+    default: return NULL;
     }
-    out[0] = ki->mr;
-    out[1] = ki->nr;
-    out[2] = ki->kc;
-    out[3] = ki->mc;
-    out[4] = ki->nc;
-    out[5] = SN_SMALL_M;
-    out[6] = SN_GEMM_PARALLEL_MIN_FLOPS;
-    return SN_OK;
 }
 
 int sn_have_openmp(void)

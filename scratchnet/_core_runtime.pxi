@@ -32,14 +32,37 @@ def set_isa(str name):
 
 def gemm_blocking(str name):
     """The GEMM blocking of an ISA's kernel: register tile mr x nr, cache
-    blocks kc, mc, nc, small_m (the most rows computed without packing) and
-    parallel_min (the multiply-adds from which a GEMM uses threads)."""
+    blocks kc, mc, nc, small_m (the most rows computed without packing),
+    parallel_min (the multiply-adds from which a GEMM uses threads) and
+    tuned (mc and nc were set by set_gemm_blocks, else derived from the
+    caches)."""
     if name not in _ISA_BY_NAME:
         raise ValueError(f"unknown ISA {name!r}; expected one of {isa_names()}")
-    cdef int64_t out[7]
+    cdef int64_t out[8]
     _check(sn_gemm_blocking(_ISA_BY_NAME[name], out), "gemm_blocking")
     return dict(mr=out[0], nr=out[1], kc=out[2], mc=out[3], nc=out[4], small_m=out[5],
-                parallel_min=out[6])
+                parallel_min=out[6], tuned=bool(out[7]))
+
+
+def set_gemm_blocks(str name, int64_t mc, int64_t nc):
+    """Set an ISA's GEMM blocks mc and nc (multiples of its mr and nr, at
+    most 1024 and 8192); mc = nc = 0: back to those derived from the caches.
+    They change the speed only, never a result."""
+    if name not in _ISA_BY_NAME:
+        raise ValueError(f"unknown ISA {name!r}; expected one of {isa_names()}")
+    if sn_set_gemm_blocks(_ISA_BY_NAME[name], mc, nc) != SN_OK:
+        raise ValueError(f"set_gemm_blocks: mc={mc}, nc={nc} refused for {name!r} (mc a multiple "
+                         f"of mr up to 1024, nc of nr up to 8192, or both 0; the ISA supported)")
+
+
+def caches():
+    """The caches the GEMM blocks are derived from: bytes of L1d, L2 and L3
+    (0: none reported), the logical CPUs sharing L2 and L3, and the source
+    ("cpuid", "sysconf" or "defaults")."""
+    cdef int64_t out[5]
+    source = sn_caches(out).decode()
+    return dict(l1d=out[0], l2=out[1], l3=out[2], l2_sharing=out[3], l3_sharing=out[4],
+                source=source)
 
 
 def set_num_threads(int n):

@@ -280,7 +280,7 @@ static void test_flush_to_zero(void)
 static void test_arm64_uses_neon(void)
 {
 #if defined(__aarch64__)
-    int64_t blk[7];
+    int64_t blk[8];
     sn_gemm_blocking(SN_ISA_GENERIC, blk);
     check(blk[0] == 8 && blk[1] == 12, "arm64: the generic path is the 8x12 NEON kernel");
 #endif
@@ -1109,6 +1109,67 @@ static void test_net(void)
     arena_free();
 }
 
+/* ---- cache blocks (sn_blocking.c) ----
+ * The blocks derived from the caches are within their bounds and multiples
+ * of the register tile; mc and nc set by the tuner change no bit of any
+ * result (every transpose case, a ragged shape, 1 and 2 threads); bad
+ * sizes are refused. */
+static void test_blocks(void)
+{
+    int64_t caches[5];
+    const char *source = sn_caches(caches);
+    check(caches[0] >= 1024 && caches[1] >= caches[0] && caches[3] >= 1 && caches[4] >= 1 &&
+              (strcmp(source, "cpuid") == 0 || strcmp(source, "sysconf") == 0 ||
+               strcmp(source, "defaults") == 0),
+          "blocks: cache sizes and their source");
+    const int64_t M = 203, N = 171, K = 611;
+    unsigned seed = 77u;
+    float *A = arena_alloc(sizeof(float) * (size_t)(M * K));
+    float *B = arena_alloc(sizeof(float) * (size_t)(K * N));
+    for (int64_t i = 0; i < M * K; ++i) A[i] = frand(&seed);
+    for (int64_t i = 0; i < K * N; ++i) B[i] = frand(&seed);
+    for (int isa = SN_ISA_GENERIC; isa <= sn_isa_best(); ++isa) {
+        int64_t blk[8];
+        check(sn_gemm_blocking(isa, blk) == SN_OK && blk[7] == 0, "blocks: derived by default");
+        const int64_t mr = blk[0], nr = blk[1], kc = blk[2], mc = blk[3], nc = blk[4];
+        check(kc >= 64 && kc <= 512 && kc % 16 == 0 && mc >= mr && mc <= 1024 && mc % mr == 0 &&
+                  nc >= nr && nc <= 8192 && nc % nr == 0,
+              "blocks: derived kc, mc, nc within bounds, multiples of the tile");
+        sn_set_isa(isa);
+        /* the derived blocks, then the smallest (many blocks), then the largest */
+        const int64_t sets[3][2] = {{0, 0}, {mr, nr}, {1024 / mr * mr, 8192 / nr * nr}};
+        float *C[3][4];
+        int ok = 1;
+        for (int k = 0; k < 3; ++k) {
+            ok &= sn_set_gemm_blocks(isa, sets[k][0], sets[k][1]) == SN_OK;
+            for (int t = 0; t < 4; ++t) {
+                const int ta = t & 1, tb = t >> 1;
+                C[k][t] = floats(M * N);
+                sn_set_num_threads(1 + (k + t) % 2);
+                ok &= sn_gemm_f32(ta, tb, M, N, K, 1.0f, A, ta ? M : K, B, tb ? K : N, 0.0f,
+                                  C[k][t], N) == SN_OK;
+            }
+        }
+        sn_gemm_blocking(isa, blk);
+        check(ok && blk[3] == sets[2][0] && blk[4] == sets[2][1] && blk[7] == 1,
+              "blocks: mc and nc set");
+        for (int k = 1; k < 3; ++k)
+            for (int t = 0; t < 4; ++t) ok &= same(C[0][t], C[k][t], M * N);
+        check(ok, "blocks: any mc and nc give the same bits");
+        check(sn_set_gemm_blocks(isa, mr + 1, nr) == SN_EINVAL &&
+                  sn_set_gemm_blocks(isa, mr, 8192 / nr * nr + nr) == SN_EINVAL &&
+                  sn_set_gemm_blocks(isa, 0, nr) == SN_EINVAL,
+              "blocks: sizes off the tile or out of range are refused");
+        sn_set_gemm_blocks(isa, 0, 0);
+        sn_gemm_blocking(isa, blk);
+        check(blk[3] == mc && blk[4] == nc && blk[7] == 0, "blocks: back to the derived ones");
+    }
+    check(sn_set_gemm_blocks(99, 6, 16) == SN_EINVAL, "blocks: an unknown ISA is refused");
+    sn_set_isa(sn_isa_best());
+    sn_set_num_threads(sn_max_threads());
+    arena_free();
+}
+
 int main(int argc, char **argv)
 {
     sn_runtime_init();
@@ -1138,6 +1199,7 @@ int main(int argc, char **argv)
     test_batchnorm_einval();
     test_augment();
     test_net();
+    test_blocks();
     printf("%d passed, %d failed\n", passed, failed);
     return failed != 0;
 }
