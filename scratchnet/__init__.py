@@ -16,7 +16,7 @@ if "OMP_WAIT_POLICY" not in _os.environ:
     _os.environ.setdefault("GOMP_SPINCOUNT", "200000")
 
 from ._version import __version__
-from . import _core, _runtime
+from . import _core, _runtime, _tuning
 from . import datasets, plot
 from ._random import manual_seed
 from ._runtime import info
@@ -43,6 +43,7 @@ def import_onnx(path):
 
 
 _runtime.configure_from_environment()
+_tuning.configure()  # the GEMM's kernel and blocks for this machine (timed once)
 
 set_num_threads = _core.set_num_threads
 get_num_threads = _core.get_num_threads

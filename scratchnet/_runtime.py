@@ -1,6 +1,7 @@
 """Run-time configuration read once at import: SCRATCHNET_ISA forces a GEMM
 kernel path, OMP_NUM_THREADS (or SCRATCHNET_NUM_THREADS) the thread count."""
 import os
+import platform
 import warnings
 
 from . import _core
@@ -25,7 +26,7 @@ def configure_from_environment():
 
 def info():
     """What this build is and what it chose at run time."""
-    from . import _fused
+    from . import _fused, _tuning
     from ._version import __version__
     return {
         "version": __version__,
@@ -36,4 +37,21 @@ def info():
         "isa_supported": _core.supported_isas(),
         "threads": _core.get_num_threads(),
         "fused": _fused.ENABLED,  # the whole-network C path (SCRATCHNET_FUSED=0: off)
+        "cpu": cpu_name(),
+        "caches": _core.caches(),
+        "gemm_blocks": {isa: _core.gemm_blocking(isa) for isa in _core.supported_isas()},
+        "tuning": _tuning.STATE["detail"],
     }
+
+
+def cpu_name():
+    """The CPU's model name (/proc/cpuinfo's "model name"), else what the
+    platform module knows."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()

@@ -1,4 +1,4 @@
-"""The scratchnet command line: train, evaluate, predict, download, info, bench.
+"""The scratchnet command line: train, evaluate, predict, download, info, tune, bench.
 
 Exit status: 0 done; 1 an error met while running (a file missing or not writable, the
 data not found, a bad model or input file, training diverged); 2 a bad command line
@@ -493,13 +493,45 @@ def cmd_download(args):
     return 0
 
 
+def _describe_blocks(isa, b):
+    """'avx2  tile 6x16, kc 256, mc 252, nc 8192 (mc, nc tuned)'"""
+    how = "mc, nc tuned" if b["tuned"] else "derived from the caches"
+    return (f"{isa:8s} tile {b['mr']}x{b['nr']}, kc {b['kc']}, mc {b['mc']}, nc {b['nc']} "
+            f"({how})")
+
+
 def cmd_info(args):
     details = info()
     if args.json:
         print(json.dumps(details))
-    else:
-        for key, value in details.items():
-            print(f"{key:14s} {value}")
+        return 0
+    for key, value in details.items():
+        if key == "caches":
+            value = (f"L1d {value['l1d'] // 1024} KiB, L2 {value['l2'] // 1024} KiB, "
+                     f"L3 {value['l3'] // 1024} KiB (shared by {value['l3_sharing']} logical "
+                     f"CPUs), from {value['source']}")
+        if key == "gemm_blocks":
+            value = "\n".join(" " * 15 * (i > 0) + _describe_blocks(isa, b)
+                              for i, (isa, b) in enumerate(value.items()))
+        print(f"{key:14s} {value}")
+    return 0
+
+
+def cmd_tune(args):
+    from . import _tuning
+    choice, timings, saved = _tuning.tune()
+    if args.json:
+        print(json.dumps({"choice": choice, "timings": timings, "saved": saved}))
+        return 0
+    shapes = ", ".join("x".join(map(str, shape)) for shape in _tuning.SHAPES)
+    print(f"GEMMs (M x N x K) {shapes} on one thread, each candidate's fastest calls "
+          f"({info()['cpu']}):")
+    for row in timings:
+        chosen = row["isa"] == choice["isa"] and [row["mc"], row["nc"]] == \
+            choice["blocks"][row["isa"]]
+        print(f"  {row['isa']:8s} mc {row['mc']:5d}  nc {row['nc']:5d}  "
+              f"{row['gflops']:7.1f} GFLOPS{'  <- chosen' if chosen else ''}")
+    print(f"kernel {choice['isa']}; {saved}")
     return 0
 
 
@@ -648,6 +680,11 @@ def make_parser():
     p = command("info", "version, compiler, kernel path, threads")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(run=cmd_info)
+
+    p = command("tune", "time the GEMM's kernels and cache blocks on this machine again and "
+                        "keep the fastest (done once by itself at the first import)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(run=cmd_tune)
 
     p = command("bench", "time scratchnet against NumPy and PyTorch (GEMM, MNIST MLP and CNN)")
     p.add_argument("--quick", action="store_true", help="fewer GEMM shapes and rounds")

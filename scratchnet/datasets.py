@@ -211,12 +211,18 @@ def class_names(name: str) -> tuple[str, ...]:
     return _CLASSES[_canonical(name)]
 
 
-def cache_dir(name: str) -> Path:
-    """The user cache folder of ``name``: where downloads go by default."""
+def user_cache_root() -> Path:
+    """scratchnet's user cache folder: ``$XDG_CACHE_HOME/scratchnet`` (default
+    ``~/.cache/scratchnet``)."""
     xdg = os.environ.get("XDG_CACHE_HOME", "")
     # The XDG spec says a relative value is invalid and must be ignored.
     base = Path(xdg) if os.path.isabs(xdg) else Path.home() / ".cache"
-    return base / "scratchnet" / _canonical(name)
+    return base / "scratchnet"
+
+
+def cache_dir(name: str) -> Path:
+    """The user cache folder of ``name``: where downloads go by default."""
+    return user_cache_root() / _canonical(name)
 
 
 def search_path(name: str) -> list[tuple[str, Path]]:

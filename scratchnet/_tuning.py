@@ -1,0 +1,248 @@
+"""The GEMM tuned for this machine, once.
+
+csrc/sn_blocking.c derives the GEMM's cache blocks (kc, mc, nc) from the
+cache sizes the CPU reports. Here the blocks mc and nc around those, and,
+where the CPU has two SIMD kernels (AVX2 and AVX-512), the kernel itself,
+are timed on this machine the first time scratchnet is imported (well under
+a second), and the winner is kept in ~/.cache/scratchnet/tuning.json, keyed
+by CPU model, core count, the kernels the CPU supports and scratchnet's
+version; later imports only read it. `scratchnet tune` times them again;
+SCRATCHNET_TUNE=0 uses the derived blocks and the best kernel.
+
+What may change: mc and nc change only the speed, never a bit of a result.
+The kernel changes the rounding (as SCRATCHNET_ISA does), so a file made for
+another CPU, core count or version is never used: it is timed again.
+kc orders the sums, so it is always derived, never timed."""
+import datetime
+import json
+import math
+import os
+import tempfile
+import time
+
+import numpy as np
+
+from . import _core, datasets
+from ._runtime import cpu_name
+from ._version import __version__
+
+FILE_VERSION = 1
+# the timed GEMMs (M, N, K), one thread: a large square one and one of an
+# MLP's training step (a batch of 128 rows through 784 -> 512)
+SHAPES = ((768, 768, 768), (128, 512, 784))
+ROUNDS = 3             # the candidates take turns; each keeps its fastest call
+BUDGET = 0.4           # seconds: no round starts after this
+MIN_GAIN = 0.03        # the derived blocks and the best kernel give way only to a
+#                        candidate this much faster: noise on a shared machine is no reason
+
+# how the GEMM was configured at import: read by info() and `scratchnet info`
+STATE = {"source": "derived", "detail": "not configured yet"}
+
+
+def tuning_path():
+    return datasets.user_cache_root() / "tuning.json"
+
+
+def machine_key():
+    """What a tuning is valid for."""
+    return {"cpu": cpu_name(), "cores": os.cpu_count(), "isas": list(_core.supported_isas()),
+            "version": __version__}
+
+
+def _simd_isas():
+    """The kernels worth timing: every supported one but the generic one,
+    unless it is the only one."""
+    isas = [isa for isa in _core.supported_isas() if isa != "generic"]
+    return isas or ["generic"]
+
+
+def _derived(isa):
+    """(mr, nr, mc, nc) of isa with the blocks derived from the caches."""
+    _core.set_gemm_blocks(isa, 0, 0)
+    b = _core.gemm_blocking(isa)
+    return b["mr"], b["nr"], b["mc"], b["nc"]
+
+
+def candidates(isa):
+    """(mc, nc) pairs to time for isa, the derived pair first: mc at a
+    quarter, half, once and twice the derived one, and nc at the derived one
+    and at a quarter of it (rounded to the tile, within the C bounds)."""
+    mr, nr, mc0, nc0 = _derived(isa)
+    mcs = [mc0] + [min(max(mr, round(mc0 * f / mr) * mr), 1024 // mr * mr)
+                   for f in (0.125, 0.25, 0.5, 2.0)]
+    ncs = [nc0, max(nr, nc0 // 4 // nr * nr)]
+    pairs = [(mc, nc0) for mc in mcs] + [(mc0, nc) for nc in ncs[1:]]
+    return list(dict.fromkeys(pairs))  # unique, in order
+
+
+def time_candidates(isas=None, rounds=ROUNDS, budget=BUDGET, shapes=SHAPES):
+    """[{"isa", "mc", "nc", "seconds", "gflops"}] for every candidate of
+    every isa: its fastest call of each GEMM of `shapes` on one thread,
+    summed, the candidates taking turns round after round. Restores the
+    kernel, the blocks and the thread count it found."""
+    isas = list(isas or _simd_isas())
+    if isas == ["generic"]:  # a slower kernel: smaller GEMMs keep within the budget
+        shapes = [tuple(min(d, 512) for d in shape) for shape in shapes]
+    cands = [(isa, mc, nc) for isa in isas for mc, nc in candidates(isa)]
+    rng = np.random.default_rng(0)
+    operands = [(rng.standard_normal((m, k), dtype=np.float32),
+                 rng.standard_normal((k, n), dtype=np.float32), np.empty((m, n), np.float32))
+                for m, n, k in shapes]
+    best = {(c, i): math.inf for c in cands for i in range(len(shapes))}
+    saved_isa, saved_threads = _core.get_isa(), _core.get_num_threads()
+    saved_blocks = {isa: _core.gemm_blocking(isa) for isa in isas}
+    start = time.perf_counter()
+    try:
+        _core.set_num_threads(1)  # the blocks are per core's caches
+        for r in range(rounds + 1):  # round 0 warms up (pages, packing buffers)
+            if r > 1 and time.perf_counter() - start > budget:
+                break
+            for isa, mc, nc in cands:
+                _core.set_isa(isa)
+                _core.set_gemm_blocks(isa, mc, nc)
+                for i, (A, B, C) in enumerate(operands):
+                    t0 = time.perf_counter()
+                    _core.gemm(A, B, C)
+                    if r > 0:
+                        key = ((isa, mc, nc), i)
+                        best[key] = min(best[key], time.perf_counter() - t0)
+    finally:
+        _core.set_isa(saved_isa)
+        _core.set_num_threads(saved_threads)
+        for isa, b in saved_blocks.items():
+            _core.set_gemm_blocks(isa, b["mc"] if b["tuned"] else 0, b["nc"] if b["tuned"] else 0)
+    flop = sum(2.0 * m * n * k for m, n, k in shapes)
+    rows = []
+    for isa, mc, nc in cands:
+        seconds = sum(best[(isa, mc, nc), i] for i in range(len(shapes)))
+        rows.append({"isa": isa, "mc": mc, "nc": nc, "seconds": seconds,
+                     "gflops": flop / seconds / 1e9})
+    return rows
+
+
+def choose(timings, default_isa=None):
+    """The choice from time_candidates' rows: per kernel, the fastest blocks
+    unless the derived ones (each kernel's first row) are within MIN_GAIN of
+    them; then the fastest kernel, unless the default one (the best the CPU
+    supports) is within MIN_GAIN of it. {"isa": name, "blocks": {isa: [mc, nc]}}."""
+    by_isa = {}
+    for row in timings:
+        by_isa.setdefault(row["isa"], []).append(row)
+    blocks, seconds = {}, {}
+    for isa, rows in by_isa.items():
+        derived, fastest = rows[0], min(rows, key=lambda row: row["seconds"])
+        pick = derived if derived["seconds"] <= fastest["seconds"] * (1 + MIN_GAIN) else fastest
+        blocks[isa], seconds[isa] = [pick["mc"], pick["nc"]], pick["seconds"]
+    default_isa = default_isa if default_isa in seconds else max(seconds, key=_isa_rank)
+    fastest_isa = min(seconds, key=seconds.get)
+    isa = default_isa if seconds[default_isa] <= seconds[fastest_isa] * (1 + MIN_GAIN) \
+        else fastest_isa
+    return {"isa": isa, "blocks": blocks}
+
+
+def _isa_rank(isa):
+    return _core.isa_names().index(isa)
+
+
+def _valid_choice(choice):
+    """The choice if it is well formed and this build and CPU can apply it,
+    else None."""
+    supported = _core.supported_isas()
+    if not (isinstance(choice, dict) and choice.get("isa") in supported
+            and isinstance(choice.get("blocks"), dict) and choice["blocks"]):
+        return None
+    for isa, pair in choice["blocks"].items():
+        if isa not in supported or not (isinstance(pair, list) and len(pair) == 2
+                                         and all(type(v) is int for v in pair)):
+            return None
+        saved = _core.gemm_blocking(isa)
+        try:
+            _core.set_gemm_blocks(isa, pair[0], pair[1])  # the C checks decide
+        except ValueError:
+            return None
+        finally:
+            _core.set_gemm_blocks(isa, saved["mc"] if saved["tuned"] else 0,
+                                  saved["nc"] if saved["tuned"] else 0)
+    return choice
+
+
+def load(path=None):
+    """The saved choice for this machine, or (None, why not)."""
+    path = path or tuning_path()
+    try:
+        with open(path, encoding="utf-8") as f:
+            record = json.load(f)
+    except FileNotFoundError:
+        return None, "no tuning file yet"
+    except (OSError, ValueError) as exc:  # unreadable, not JSON
+        return None, f"{path} unreadable ({type(exc).__name__}): timed again"
+    if not isinstance(record, dict) or record.get("file_version") != FILE_VERSION:
+        return None, f"{path}: another format: timed again"
+    if record.get("machine") != machine_key():
+        return None, f"{path}: made for another CPU, core count or version: timed again"
+    choice = _valid_choice(record.get("choice"))
+    if choice is None:
+        return None, f"{path}: a choice this machine cannot apply: timed again"
+    return choice, f"read from {path}"
+
+
+def save(choice, timings, path=None):
+    """Writes the record atomically (a temporary file renamed over it)."""
+    path = path or tuning_path()
+    record = {"file_version": FILE_VERSION, "machine": machine_key(), "choice": choice,
+              "timings": timings,
+              "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tuning-", suffix=".json")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(record, f, indent=1)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def apply(choice):
+    """Sets every timed kernel's blocks, and the kernel unless SCRATCHNET_ISA
+    forces one."""
+    for isa, (mc, nc) in choice["blocks"].items():
+        _core.set_gemm_blocks(isa, mc, nc)
+    if not os.environ.get("SCRATCHNET_ISA", "").strip():
+        _core.set_isa(choice["isa"])
+
+
+def tune(path=None):
+    """Times the candidates, applies and saves the choice; returns (choice,
+    timings, where it was saved or why not)."""
+    timings = time_candidates()
+    choice = choose(timings, default_isa=_core.best_isa())
+    apply(choice)
+    path = path or tuning_path()
+    try:
+        save(choice, timings, path)
+        saved = f"saved to {path}"
+    except OSError as exc:
+        saved = f"not saved ({exc.strerror or exc}): timed again at the next import"
+    STATE.update(source="tuned", detail=f"timed now, {saved}", choice=choice)
+    return choice, timings, saved
+
+
+def configure():
+    """At import: the saved choice, else a tuning now; nothing with
+    SCRATCHNET_TUNE=0. Never fails the import: on any error the derived
+    blocks stay and info() says why."""
+    if os.environ.get("SCRATCHNET_TUNE", "").strip() == "0":
+        STATE.update(source="derived", detail="SCRATCHNET_TUNE=0: blocks derived from the caches")
+        return
+    try:
+        choice, why = load()
+        if choice is None:
+            tune()
+            STATE["detail"] += f" ({why})"
+            return
+        apply(choice)
+        STATE.update(source="tuned", detail=why, choice=choice)
+    except Exception as exc:  # a tuning problem must never stop scratchnet from working
+        STATE.update(source="derived", detail=f"tuning failed ({type(exc).__name__}: {exc}): "
+                                               "blocks derived from the caches")

@@ -1,0 +1,155 @@
+"""The GEMM tuned for this machine (scratchnet/_tuning.py, csrc/sn_blocking.c):
+the choice rule, what the tuned blocks compute, the tuning file (rebuilt
+when corrupt or made elsewhere), SCRATCHNET_TUNE=0 and a forced kernel."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from scratchnet import _core, _tuning
+
+SMALL = ((40, 48, 56),)  # fast timings for tests
+
+
+@pytest.fixture
+def cache_home(tmp_path, monkeypatch):
+    """A user cache of the test's own; the kernel and blocks restored after."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setattr(_tuning, "SHAPES", SMALL)
+    isa = _core.get_isa()
+    blocks = {name: _core.gemm_blocking(name) for name in _core.supported_isas()}
+    yield tmp_path
+    _core.set_isa(isa)
+    for name, b in blocks.items():
+        _core.set_gemm_blocks(name, b["mc"] if b["tuned"] else 0, b["nc"] if b["tuned"] else 0)
+
+
+def row(isa, mc, nc, seconds):
+    return {"isa": isa, "mc": mc, "nc": nc, "seconds": seconds, "gflops": 1.0 / seconds}
+
+
+def test_the_derived_blocks_and_the_best_kernel_give_way_only_to_a_clear_gain():
+    # each kernel's first row is its derived blocks
+    near = [row("avx2", 96, 2048, 1.00), row("avx2", 48, 2048, 0.98),
+            row("avx512", 144, 2048, 1.01), row("avx512", 72, 2048, 0.99)]
+    assert _tuning.choose(near, "avx512") == {
+        "isa": "avx512", "blocks": {"avx2": [96, 2048], "avx512": [144, 2048]}}
+    clear = [row("avx2", 96, 2048, 1.00), row("avx2", 48, 2048, 0.80),
+             row("avx512", 144, 2048, 1.20), row("avx512", 72, 2048, 0.95)]
+    assert _tuning.choose(clear, "avx512") == {
+        "isa": "avx2", "blocks": {"avx2": [48, 2048], "avx512": [72, 2048]}}
+
+
+def test_candidates_are_on_the_tile_and_start_with_the_derived_blocks():
+    for isa in _core.supported_isas():
+        b = _core.gemm_blocking(isa)
+        pairs = _tuning.candidates(isa)
+        derived = _core.gemm_blocking(isa)  # candidates() leaves the derived blocks set
+        assert pairs[0] == (derived["mc"], derived["nc"]) and len(set(pairs)) == len(pairs) > 3
+        assert all(mc % b["mr"] == 0 and nc % b["nr"] == 0 for mc, nc in pairs)
+
+
+def test_timing_restores_what_it_found_and_times_every_candidate(cache_home):
+    threads = _core.get_num_threads()
+    isa = _core.get_isa()
+    rows = _tuning.time_candidates(rounds=1)
+    assert _core.get_num_threads() == threads and _core.get_isa() == isa
+    assert len(rows) == sum(len(_tuning.candidates(i)) for i in _tuning._simd_isas())
+    assert all(r["seconds"] > 0 and np.isfinite(r["gflops"]) for r in rows)
+
+
+def test_the_tuned_choice_computes_the_same_bits_as_the_derived_blocks(cache_home):
+    rng = np.random.default_rng(1)
+    A = rng.standard_normal((300, 517), dtype=np.float32)
+    B = rng.standard_normal((517, 389), dtype=np.float32)
+    choice, _, saved = _tuning.tune()
+    assert saved.startswith("saved to")
+    tuned = _core.gemm(A, B, np.empty((300, 389), np.float32))
+    isa = choice["isa"]
+    assert _core.get_isa() == isa and _core.gemm_blocking(isa)["tuned"]
+    _core.set_gemm_blocks(isa, 0, 0)
+    derived = _core.gemm(A, B, np.empty((300, 389), np.float32))
+    np.testing.assert_array_equal(tuned, derived)
+    np.testing.assert_allclose(tuned, A.astype(np.float64) @ B, rtol=1e-4, atol=1e-4)
+    # every candidate the C code accepts gives those bits too
+    for mc, nc in _tuning.candidates(isa):
+        _core.set_gemm_blocks(isa, mc, nc)
+        np.testing.assert_array_equal(_core.gemm(A, B, np.empty_like(tuned)), derived)
+
+
+def test_a_saved_choice_is_read_back_and_applied(cache_home):
+    choice, _, _ = _tuning.tune()
+    path = cache_home / "scratchnet" / "tuning.json"
+    assert path.is_file()
+    loaded, why = _tuning.load()
+    assert loaded == choice and why == f"read from {path}"
+
+
+@pytest.mark.parametrize("damage", ["not json", "truncated", "other cpu", "other version",
+                                    "other format", "off the tile", "unknown isa"])
+def test_a_damaged_or_foreign_tuning_file_is_timed_again(cache_home, damage):
+    _tuning.tune()
+    path = cache_home / "scratchnet" / "tuning.json"
+    text = path.read_text()
+    record = json.loads(text)
+    isa = record["choice"]["isa"]
+    if damage == "not json":
+        path.write_text("{not json")
+    elif damage == "truncated":
+        path.write_text(text[: len(text) // 2])
+    else:
+        if damage == "other cpu":
+            record["machine"]["cpu"] = "Some Other CPU"
+        elif damage == "other version":
+            record["machine"]["version"] = "0.0.1"
+        elif damage == "other format":
+            record["file_version"] = 99
+        elif damage == "off the tile":
+            record["choice"]["blocks"][isa] = [_core.gemm_blocking(isa)["mr"] + 1, 2048]
+        elif damage == "unknown isa":
+            record["choice"]["isa"] = "sse9"
+        path.write_text(json.dumps(record))
+    choice, why = _tuning.load()
+    assert choice is None and "timed again" in why
+    _tuning.configure()  # what an import does: times again and rewrites the file
+    assert _tuning.STATE["source"] == "tuned" and "timed now" in _tuning.STATE["detail"]
+    assert _tuning.load()[0] is not None
+
+
+def test_an_unwritable_cache_still_tunes(cache_home):
+    target = cache_home / "scratchnet"
+    target.write_text("a file where the folder should be")
+    choice, _, saved = _tuning.tune()
+    assert saved.startswith("not saved") and _core.get_isa() == choice["isa"]
+
+
+def run_python(code, env_extra, cache_home):
+    env = dict(os.environ, XDG_CACHE_HOME=str(cache_home), **env_extra)
+    env["PYTHONPATH"] = os.pathsep.join(
+        [os.path.dirname(os.path.dirname(_core.__file__)), env.get("PYTHONPATH", "")])
+    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=cache_home,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+def test_scratchnet_tune_0_keeps_the_derived_blocks_and_a_forced_kernel_wins(cache_home):
+    code = ("import json, scratchnet as sn; from scratchnet import _core; "
+            "i = sn.info(); print(json.dumps([i['isa'], i['tuning'], "
+            "any(b['tuned'] for b in i['gemm_blocks'].values())]))")
+    isa, detail, tuned = json.loads(run_python(code, {"SCRATCHNET_TUNE": "0"}, cache_home))
+    assert detail.startswith("SCRATCHNET_TUNE=0") and not tuned and isa == _core.best_isa()
+    assert not (cache_home / "scratchnet" / "tuning.json").exists()
+    isa, detail, tuned = json.loads(run_python(code, {}, cache_home))  # tunes, saves
+    assert tuned and "timed now" in detail
+    check = ("import numpy as np, scratchnet as sn; from scratchnet import _core; "
+             "a = np.random.default_rng(0).standard_normal((70, 90), dtype=np.float32); "
+             "c = _core.gemm(a, a.T.copy(), np.empty((70, 70), np.float32)); "
+             "r = _core.gemm(a, a.T.copy(), np.empty((70, 70), np.float32), naive=True); "
+             "print(_core.get_isa(), sn.info()['tuning'].split()[0], "
+             "float(np.abs(c - r).max()))")
+    isa, how, err = run_python(check, {"SCRATCHNET_ISA": "generic"}, cache_home).split()
+    assert (isa, how) == ("generic", "read") and float(err) < 1e-3
