@@ -57,6 +57,23 @@ cdef object _array(a, str op, str name, object dtype, bint writable):
     return a
 
 
+NONFINITE_OUTPUTS = ("the model's outputs contain NaN or inf, so its weights are not finite "
+                     "(did training diverge? try a lower learning rate or scaled inputs)")
+
+
+cdef int _check_predicted(X, int finite_in, int status, int finite_out, str op,
+                          str finite_for) except -1:
+    """The errors of a compiled network's predict: X not finite, a C status,
+    or outputs not finite (named after the method finite_for)."""
+    if not finite_in:
+        bad = int(X.size - np.isfinite(X).sum())
+        raise ValueError(f"X: contains {bad} non-finite value(s) (NaN or inf)")
+    _check(status, op)
+    if not finite_out:
+        raise ValueError(f"{finite_for}: {NONFINITE_OUTPUTS}")
+    return 0
+
+
 cdef object _flat(a, str op, str name, bint writable=False):
     """A 1-D view of a C-contiguous float32 array of any shape (no copy)."""
     return _array(a, op, name, np.float32, writable).reshape(-1)

@@ -222,11 +222,12 @@ cdef class MLP:
         _check(status, "training step")
         return loss_sum, correct
 
-    def predict(self, X, bint softmax=False):
+    def predict(self, X, bint softmax=False, str finite_for=None):
         """The network's outputs for the rows of X (inference: no dropout), or
         their softmax, as a new (N, classes) array. X must be a C-contiguous
         float32 ndarray with finite values (checked here, cheaply: this is the
-        path of one-image latency)."""
+        path of one-image latency). finite_for: a method name, to refuse
+        outputs that are not finite with a ValueError naming it."""
         if not (cnp.PyArray_Check(X) and cnp.PyArray_TYPE(X) == cnp.NPY_FLOAT32 and
                 cnp.PyArray_IS_C_CONTIGUOUS(X) and cnp.PyArray_ISALIGNED(X) and
                 cnp.PyArray_NDIM(X) == 2):
@@ -237,16 +238,7 @@ cdef class MLP:
         if K != self.sizes[0] or M == 0:
             raise ValueError(f"X: expected a non-empty batch of {self.sizes[0]} features, "
                              f"got shape {X.shape}")
-        cdef const float *px = <const float *>cnp.PyArray_DATA(X)
-        cdef int finite
-        with nogil:
-            finite = sn_all_finite_f32(px, M * K)
-        if not finite:
-            bad = int(X.size - np.isfinite(X).sum())
-            raise ValueError(f"X: contains {bad} non-finite value(s) (NaN or inf)")
         out = np.empty((M, C), np.float32)
-        cdef float *po = <float *>cnp.PyArray_DATA(out)
-        cdef int status
         cdef int64_t rows = self.max_batch
         cdef bint own = not self.busy
         if own:
@@ -255,12 +247,20 @@ cdef class MLP:
         else:
             rows = M if M < rows else rows
             work = np.empty(sn_mlp_forward_workspace(&self.net, rows), np.float32)
+        cdef const float *px = <const float *>cnp.PyArray_DATA(X)
+        cdef float *po = <float *>cnp.PyArray_DATA(out)
         cdef float *pw = <float *>cnp.PyArray_DATA(work)
+        cdef int status = SN_OK, finite_in, finite_out = 1
+        cdef bint check_out = finite_for is not None
         try:
             with nogil:
-                status = sn_mlp_forward_f32(&self.net, po, px, M, softmax, pw, rows)
+                finite_in = sn_all_finite_f32(px, M * K)
+                if finite_in:
+                    status = sn_mlp_forward_f32(&self.net, po, px, M, softmax, pw, rows)
+                    if status == SN_OK and check_out:
+                        finite_out = sn_all_finite_f32(po, M * C)
         finally:
             if own:
                 self.busy = False
-        _check(status, "MLP.predict")
+        _check_predicted(X, finite_in, status, finite_out, "MLP.predict", finite_for)
         return out

@@ -110,10 +110,12 @@ cdef class Net:
     def __dealloc__(self):
         free(self.ops)
 
-    def predict(self, X, bint softmax=False):
+    def predict(self, X, bint softmax=False, str finite_for=None):
         """The outputs (M, *out_shape) for X (M, *in_shape), a new array, or
         their softmax over each sample's outputs. X must be an aligned,
-        C-contiguous float32 ndarray of finite values (checked here)."""
+        C-contiguous float32 ndarray of finite values (checked here).
+        finite_for: a method name, to refuse outputs that are not finite
+        with a ValueError naming it."""
         if not (cnp.PyArray_Check(X) and cnp.PyArray_TYPE(X) == cnp.NPY_FLOAT32 and
                 cnp.PyArray_IS_C_CONTIGUOUS(X) and cnp.PyArray_ISALIGNED(X)):
             raise TypeError(f"Net.predict: X must be an aligned, C-contiguous float32 ndarray, "
@@ -122,16 +124,7 @@ cdef class Net:
             raise ValueError(f"X: expected a non-empty batch of samples of shape "
                              f"{self.in_shape}, got shape {X.shape}")
         cdef int64_t M = cnp.PyArray_DIM(X, 0)
-        cdef const float *px = <const float *>cnp.PyArray_DATA(X)
-        cdef int finite
-        with nogil:
-            finite = sn_all_finite_f32(px, M * self.ops[0].in_)
-        if not finite:
-            bad = int(X.size - np.isfinite(X).sum())
-            raise ValueError(f"X: contains {bad} non-finite value(s) (NaN or inf)")
         out = np.empty((M,) + self.out_shape, np.float32)
-        cdef float *po = <float *>cnp.PyArray_DATA(out)
-        cdef int status
         cdef int64_t rows = M if M < self.max_batch else self.max_batch
         cdef int64_t need = sn_net_workspace(self.ops, self.n_ops, rows)
         cdef bint own = not self.busy
@@ -142,14 +135,24 @@ cdef class Net:
             work = self.work
         else:
             work = np.empty(need, np.float32)
+        cdef const float *px = <const float *>cnp.PyArray_DATA(X)
+        cdef float *po = <float *>cnp.PyArray_DATA(out)
         cdef float *pw = <float *>cnp.PyArray_DATA(work)
+        cdef int status = SN_OK, finite_in, finite_out = 1
+        cdef bint check_out = finite_for is not None
+        cdef int64_t n_in = M * self.ops[0].in_, n_out = M * self.ops[self.n_ops - 1].out
         try:
             with nogil:
-                status = sn_net_forward_f32(self.ops, self.n_ops, po, px, M, softmax, pw, rows)
+                finite_in = sn_all_finite_f32(px, n_in)
+                if finite_in:
+                    status = sn_net_forward_f32(self.ops, self.n_ops, po, px, M, softmax, pw,
+                                                rows)
+                    if status == SN_OK and check_out:
+                        finite_out = sn_all_finite_f32(po, n_out)
         finally:
             if own:
                 self.busy = False
-        _check(status, "Net.predict")
+        _check_predicted(X, finite_in, status, finite_out, "Net.predict", finite_for)
         return out
 
 

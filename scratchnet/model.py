@@ -300,8 +300,9 @@ class Sequential(Module):
                                                               _PREDICT_BATCH))
         return cached[1]
 
-    def _outputs(self, X, softmax=False, batch_size=_PREDICT_BATCH):
-        """Outputs (or their softmax) for all of X in one new array."""
+    def _outputs(self, X, softmax=False, batch_size=_PREDICT_BATCH, finite_for=None):
+        """Outputs (or their softmax) for all of X in one new array; with
+        finite_for (a method name), outputs that are not finite are refused."""
         if not self.layers:
             raise ValueError("this Sequential has no layers")
         plan = self._plan()
@@ -310,7 +311,7 @@ class Sequential(Module):
                     and X.flags.c_contiguous and X.flags.aligned and X.shape[0]
                     and X.shape[1] == plan.sizes[0]):
                 X = self._inputs(X)  # converts, or raises the error that names the problem
-            return plan.predict(X, softmax)
+            return plan.predict(X, softmax, finite_for)
         # an array the C network takes as it is, of the shape it was built
         # for, goes straight to it (the path of one-image latency); anything
         # else is converted and checked first
@@ -319,11 +320,11 @@ class Sequential(Module):
                 and X.dtype == np.float32 and X.flags.c_contiguous and X.flags.aligned
                 and X.ndim >= 2 and cached[0] == (tuple(self.layers), Parameter.version,
                                                   _fused.ENABLED, X.shape[1:])):
-            return cached[1].predict(X, softmax)
+            return cached[1].predict(X, softmax, finite_for)
         X = self._inputs(X)
         net = self._net(X.shape[1:])
         if net is not None:
-            return net.predict(X, softmax)
+            return net.predict(X, softmax, finite_for)
         with self._lock:  # the layers' buffers are shared by every call
             out = None
             for start in range(0, X.shape[0], batch_size):
@@ -331,6 +332,8 @@ class Sequential(Module):
                 if out is None:
                     out = np.empty((X.shape[0],) + y.shape[1:], dtype=np.float32)
                 out[start:start + y.shape[0]] = y
+        if finite_for is not None and not _core.all_finite(out):
+            raise ValueError(f"{finite_for}: {_core.NONFINITE_OUTPUTS}")
         return _core.softmax_forward(out, out) if softmax else out
 
     def _output_kind(self, method):
@@ -353,12 +356,7 @@ class Sequential(Module):
     def _finite_outputs(self, X, method, softmax=False):
         """The outputs for X, refused when not finite: labels or probabilities
         made from NaN would look like answers."""
-        out = self._outputs(X, softmax=softmax)
-        if not _core.all_finite(out):
-            raise ValueError(f"{method}: the model's outputs contain NaN or inf, so its weights "
-                             "are not finite (did training diverge? try a lower learning rate "
-                             "or scaled inputs)")
-        return out
+        return self._outputs(X, softmax=softmax, finite_for=method)
 
     def predict_proba(self, X):
         """Probabilities: softmax over the classes (N, classes) for a

@@ -209,3 +209,14 @@ def test_the_c_object_refuses_what_is_not_a_network():
         net.predict(np.ones((2, 4)))
     with pytest.raises(ValueError, match=r"samples of shape \(4,\)"):
         net.predict(np.ones((2, 5), np.float32))
+
+
+def test_outputs_that_are_not_finite_are_refused_naming_the_method():
+    model = every_layer_network()
+    X = images((2, 9, 8), 3)
+    model.layers[2].weight[0, 0, 0, 0] = np.inf
+    model.layers[2].weight[1, 0, 0, 0] = -np.inf  # inf - inf: NaN through the network
+    for method in ("predict", "predict_proba"):
+        with pytest.raises(ValueError, match=f"^{method}: the model's outputs contain NaN or inf"):
+            getattr(model, method)(X)
+    assert not np.isfinite(model.predict_logits(X)).all()  # the raw outputs, as they are
