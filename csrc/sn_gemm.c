@@ -367,16 +367,15 @@ static void small_strip(const sn_gemm_kernel_info *ki, int trans_a, int trans_b,
     sn_fp_leave(fp);
 }
 
-int sn_gemm_serial_f32(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+/* The GEMM in the calling thread, arguments already checked, M, N > 0. */
+static int gemm_serial(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha,
                        const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
                        float *C, int64_t ldc, const sn_epilogue *ep)
 {
-    int status = check_args(trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc);
-    if (status != SN_OK) return status;
-    if (M == 0 || N == 0) return SN_OK;
     if (ep && ep->kind == SN_EPI_NONE) ep = NULL;
     const sn_gemm_plan plan = sn_active_gemm_plan();
     const unsigned fp = sn_fp_enter();
+    int status = SN_OK;
     if (K == 0 || alpha == 0.0f) {
         scale_c(C, ldc, M, N, beta);
         if (ep) apply_epilogue(ep, C, ldc, 0, 0, M, N);
@@ -389,6 +388,15 @@ int sn_gemm_serial_f32(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K
     }
     sn_fp_leave(fp);
     return status;
+}
+
+int sn_gemm_serial_f32(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+                       const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
+                       float *C, int64_t ldc, const sn_epilogue *ep)
+{
+    const int status = check_args(trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc);
+    if (status != SN_OK || M == 0 || N == 0) return status;
+    return gemm_serial(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, ep);
 }
 
 /* One GEMM cut into strips of C (sn_gemm_epi_f32), each computed whole by
@@ -413,8 +421,8 @@ static int strip_unit(const void *ctx, int64_t s)
     const int64_t start = s * g->per_strip, total = g->by_rows ? g->M : g->N;
     const int64_t len = total - start < g->per_strip ? total - start : g->per_strip;
     if (g->small) {
-        small_strip(g->plan.ki, g->trans_a, g->trans_b, g->M, g->N, g->K, g->alpha, g->A, g->lda, g->B,
-                    g->ldb, g->beta, g->C, g->ldc, g->ep, start, len);
+        small_strip(g->plan.ki, g->trans_a, g->trans_b, g->M, g->N, g->K, g->alpha, g->A,
+                    g->lda, g->B, g->ldb, g->beta, g->C, g->ldc, g->ep, start, len);
         return SN_OK;
     }
     const sn_epilogue sub = g->ep ? epilogue_at(g->ep, g->by_rows ? start : 0,
@@ -433,48 +441,57 @@ static int strip_unit(const void *ctx, int64_t s)
                         Bs, g->ldb, g->beta, g->C + start, g->ldc, sub_ep);
 }
 
+/* Few rows: one column strip per thread, the same thread's call after call
+ * (static), so its part of B stays in its own core's L2. */
+static int gemm_small_parallel(gemm_strips *g, int nthreads)
+{
+    g->small = 1;
+    g->per_strip = ((g->N + nthreads - 1) / nthreads + 15) / 16 * 16;
+    return sn_run_units(strip_unit, g, (g->N + g->per_strip - 1) / g->per_strip, nthreads,
+                        SN_UNITS_STATIC);
+}
+
+/* One strip of columns or rows per thread. Split where no operand is
+ * copied twice: a transposed A is read in place (see gemm_blocked), so
+ * column strips share it; a plain B is read in place, so row strips share
+ * it. Otherwise each strip packs the other operand: split so that the
+ * smaller one is the one copied. A strip's arithmetic does not depend on
+ * which thread runs it, so results are identical whatever the thread
+ * count. */
+static int gemm_blocked_parallel(gemm_strips *g, int nthreads)
+{
+    const sn_gemm_kernel_info *ki = g->plan.ki;
+    g->by_rows = g->trans_a ? g->N < 2 * ki->nr : (!g->trans_b ? 1 : g->M > g->N);
+    const int64_t unit = g->by_rows ? ki->mr : ki->nr, total = g->by_rows ? g->M : g->N;
+    const int64_t units = (total + unit - 1) / unit;
+    const int64_t strips = nthreads < units ? nthreads : units;
+    g->per_strip = (units + strips - 1) / strips * unit;
+    return sn_run_units(strip_unit, g, (total + g->per_strip - 1) / g->per_strip, nthreads, 0);
+}
+
+/* the threads a GEMM is worth: one for few multiply-adds (or none) */
+static int gemm_threads(int64_t M, int64_t N, int64_t K, float alpha)
+{
+    const double flops = (double)M * (double)N * (double)K;
+    const int small = M <= SN_SMALL_M;
+    if (K == 0 || alpha == 0.0f || (small && N < 32) ||
+        flops < (small ? SN_SMALL_PARALLEL_MIN_FLOPS : SN_GEMM_PARALLEL_MIN_FLOPS))
+        return 1;
+    return sn_parallel_threads();
+}
+
 int sn_gemm_epi_f32(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha,
                     const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
                     float *C, int64_t ldc, const sn_epilogue *ep)
 {
-    int status = check_args(trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc);
-    if (status != SN_OK) return status;
-    if (M == 0 || N == 0) return SN_OK;
-    const double flops = (double)M * (double)N * (double)K;
-    const int small = M <= SN_SMALL_M;
-    /* few multiply-adds (or none): one thread */
-    const int nthreads =
-        K == 0 || alpha == 0.0f ||
-                flops < (small ? SN_SMALL_PARALLEL_MIN_FLOPS : SN_GEMM_PARALLEL_MIN_FLOPS) ||
-                (small && N < 32)
-            ? 1
-            : sn_parallel_threads();
+    const int status = check_args(trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc);
+    if (status != SN_OK || M == 0 || N == 0) return status;
+    const int nthreads = gemm_threads(M, N, K, alpha);
     if (nthreads == 1)
-        return sn_gemm_serial_f32(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc,
-                                  ep);
+        return gemm_serial(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, ep);
     if (ep && ep->kind == SN_EPI_NONE) ep = NULL;
-    const sn_gemm_plan plan = sn_active_gemm_plan();
-    const sn_gemm_kernel_info *ki = plan.ki;
-    gemm_strips g = {plan, trans_a, trans_b, M, N, K, alpha, beta, A, B, lda, ldb, ldc, C, ep,
-                     small, 0, 0};
-    if (small) {
-        /* few rows: one column strip per thread, the same thread's call
-         * after call (static), so its part of B stays in its own core's L2 */
-        g.per_strip = ((N + nthreads - 1) / nthreads + 15) / 16 * 16;
-        return sn_run_units(strip_unit, &g, (N + g.per_strip - 1) / g.per_strip, nthreads,
-                            SN_UNITS_STATIC);
-    }
-    /* One strip of columns or rows per thread. Split where no operand is
-     * copied twice: a transposed A is read in place (see gemm_blocked), so
-     * column strips share it; a plain B is read in place, so row strips
-     * share it. Otherwise each strip packs the other operand: split so that
-     * the smaller one is the one copied. A strip's arithmetic does not
-     * depend on which thread runs it, so results are identical whatever
-     * the thread count. */
-    g.by_rows = trans_a ? N < 2 * ki->nr : (!trans_b ? 1 : M > N);
-    const int64_t unit = g.by_rows ? ki->mr : ki->nr, total = g.by_rows ? M : N;
-    const int64_t units = (total + unit - 1) / unit;
-    const int64_t strips = nthreads < units ? nthreads : units;
-    g.per_strip = (units + strips - 1) / strips * unit;
-    return sn_run_units(strip_unit, &g, (total + g.per_strip - 1) / g.per_strip, nthreads, 0);
+    gemm_strips g = {sn_active_gemm_plan(), trans_a, trans_b, M, N, K, alpha, beta, A, B,
+                     lda, ldb, ldc, C, ep, 0, 0, 0};
+    return M <= SN_SMALL_M ? gemm_small_parallel(&g, nthreads)
+                           : gemm_blocked_parallel(&g, nthreads);
 }
