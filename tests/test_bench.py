@@ -9,6 +9,7 @@ import json
 import pytest
 
 from scratchnet import bench, cli
+from scratchnet.bench import cnn, efficiency, gemm, mlp, timing
 
 pytestmark = pytest.mark.sanitizer_skip("benchmarks")
 
@@ -39,10 +40,10 @@ def test_quick_bench_gemm_rows_are_verified(quick_run):
     assert (report["config"]["torch"] is not None) == HAVE_TORCH
     assert "other_cpu" in report["gemm"]
     rows = report["gemm"]["rows"]
-    assert [r["shape"] for r in rows] == [s.label for s in bench.GEMM_SETTINGS["quick"]["shapes"]]
+    assert [r["shape"] for r in rows] == [s.label for s in gemm.GEMM_SETTINGS["quick"]["shapes"]]
     for row in rows:
         assert row["ok"] is True, row
-        assert 0 <= row["max_rel_err"] <= bench.GEMM_TOLERANCE
+        assert 0 <= row["max_rel_err"] <= gemm.GEMM_TOLERANCE
         check_values(row["gflops"])
         assert row["speedup_vs_numpy"] > 0
         assert (row["speedup_vs_torch"] is not None) == HAVE_TORCH
@@ -73,7 +74,7 @@ def test_quick_bench_cnn_rows(quick_run):
         for name in ("scratchnet", "torch"):
             assert (row[name] is not None and row[name] > 0) == (name in PRESENT)
         assert (row["speedup_vs_torch"] is not None) == HAVE_TORCH
-    quick = bench.CNN_SETTINGS["quick"]
+    quick = cnn.CNN_SETTINGS["quick"]
     assert table["steps_timed"] == quick["rounds"] * quick["calls"]
     assert table["sgemm_gflops"] > 0
     assert set(train["sgemm_share"]) == set(PRESENT) - {"numpy"}
@@ -84,12 +85,12 @@ def test_quick_bench_cnn_rows(quick_run):
 
 
 def test_cnn_training_flops_follow_the_layer_shapes():
-    model = bench.benchmark_cnn()
+    model = cnn.benchmark_cnn()
     convs = [(32 * 24 * 24) * 1 * 25, (64 * 8 * 8) * 32 * 25]  # outputs x weights per output
     dense = [1024 * 128, 128 * 10]
     forward = sum(convs) + sum(dense)
     backward = 2 * forward - convs[0]  # the first layer computes no input gradient
-    assert bench.training_flops(model, (1, 28, 28)) == 2 * (forward + backward)
+    assert efficiency.training_flops(model, (1, 28, 28)) == 2 * (forward + backward)
 
 
 def test_interleaved_times_a_fixed_number_of_calls():
@@ -100,7 +101,7 @@ def test_interleaved_times_a_fixed_number_of_calls():
             calls[key] += 1
         return fn
 
-    seconds = bench.interleaved({k: counter(k) for k in calls}, rounds=3, settle=0.0, calls=4)
+    seconds = timing.interleaved({k: counter(k) for k in calls}, rounds=3, settle=0.0, calls=4)
     assert calls == {"a": 3 * (1 + 4), "b": 3 * (1 + 4)}  # one untimed call a round
     assert set(seconds) == {"a", "b"}
 
@@ -108,8 +109,8 @@ def test_interleaved_times_a_fixed_number_of_calls():
 def test_tables_print_every_row(quick_run):
     _, report = quick_run
     out = io.StringIO()
-    bench.print_gemm_table(report["gemm"], 3, out)
-    bench.print_mlp_table(report["mlp"], 1, 10_000, out)
+    gemm.print_gemm_table(report["gemm"], 3, out)
+    mlp.print_mlp_table(report["mlp"], 1, 10_000, out)
     text = out.getvalue()
     for row in report["gemm"]["rows"]:
         assert row["shape"] in text
@@ -117,15 +118,15 @@ def test_tables_print_every_row(quick_run):
         assert row["label"] in text
     assert "WRONG" not in text
     out = io.StringIO()
-    bench.print_cnn_table(report["cnn"], out)
+    cnn.print_cnn_table(report["cnn"], out)
     lines = out.getvalue().splitlines()
-    assert "EXTRAPOLATED" in lines[1] and bench.CNN_LABEL in lines[1]
+    assert "EXTRAPOLATED" in lines[1] and cnn.CNN_LABEL in lines[1]
     for row in report["cnn"]["rows"]:
         assert any(line.startswith(row["label"]) for line in lines), row["label"]
 
 
 def test_a_wrong_gemm_result_is_flagged(monkeypatch, capsys):
-    monkeypatch.setattr(bench, "GEMM_TOLERANCE", -1.0)  # no result can pass
+    monkeypatch.setattr(gemm, "GEMM_TOLERANCE", -1.0)  # no result can pass
     code = bench.run(gemm=dict(shapes=bench.parse_shapes("8"), repeat=1, block=0.0))
     out, err = capsys.readouterr()
     assert code == 1
