@@ -25,6 +25,12 @@ def quick_run(mnist):  # mnist: skip, or fail in CI, when the data cannot be fou
     return code, json.loads(out.getvalue())
 
 
+def percents_of(shares):
+    """'52% / 13% / 30%' as the tables print a row's shares (- where a library is absent)."""
+    return " / ".join("-" if shares.get(name) is None else f"{100 * shares[name]:.0f}%"
+                      for name in ("scratchnet", "numpy", "torch"))
+
+
 def check_values(values):
     for name in ("scratchnet", "numpy", "torch"):
         if name in PRESENT:
@@ -64,6 +70,23 @@ def test_quick_bench_mlp_rows_learn(quick_run):
     assert latency["accuracy"] is None
 
 
+def test_quick_bench_mlp_training_rows_give_their_share_of_sgemm(quick_run):
+    _, report = quick_run
+    table = report["mlp"]
+    train, latency = table["rows"]
+    assert table["sgemm_gflops"] > 0
+    assert train["network"] == "784-128-10"
+    assert train["flops_per_image"] == efficiency.training_flops(
+        mlp.mlp_net("sgd-b128").model, (784,))
+    images = mlp.MLP_SETTINGS["quick"]["train_size"]
+    assert set(train["sgemm_share"]) == set(PRESENT)
+    for name, share in train["sgemm_share"].items():  # FLOPs per second / SGEMM FLOPs per second
+        rate = train["flops_per_image"] * images / train[name] / 1e9
+        assert share == pytest.approx(rate / table["sgemm_gflops"], rel=1e-12)
+        assert 0 < share < 10
+    assert latency["sgemm_share"] is None and latency["flops_per_image"] is None
+
+
 def test_quick_bench_cnn_rows(quick_run):
     _, report = quick_run
     table = report["cnn"]
@@ -93,6 +116,21 @@ def test_cnn_training_flops_follow_the_layer_shapes():
     assert efficiency.training_flops(model, (1, 28, 28)) == 2 * (forward + backward)
 
 
+@pytest.mark.parametrize("key, gflop_per_epoch", [("adam-b128", 24.5), ("deep-sgd-b128", 144.4)])
+def test_mlp_training_flops_per_epoch(key, gflop_per_epoch):
+    """784-128-10: 2 * (784*128 * 2 + 128*10 * 3) FLOPs per image (forward 2 per
+    multiply-add, backward 2x forward, no input gradient for the first layer)."""
+    model = mlp.mlp_net(key).model
+    flops = efficiency.training_flops(model, (784,)) * 60_000
+    assert round(flops / 1e9, 1) == gflop_per_epoch
+
+
+def test_sgemm_share_is_training_rate_over_sgemm_rate():
+    # 24.5 GFLOP in 0.245 s is 100 GFLOPS: half of a 200 GFLOPS SGEMM
+    shares = efficiency.sgemm_shares(24.5e9, {"a": 0.245, "b": 0.49}, 200.0)
+    assert shares == pytest.approx({"a": 0.5, "b": 0.25})
+
+
 def test_interleaved_times_a_fixed_number_of_calls():
     calls = {"a": 0, "b": 0}
 
@@ -116,6 +154,9 @@ def test_tables_print_every_row(quick_run):
         assert row["shape"] in text
     for row in report["mlp"]["rows"]:
         assert row["label"] in text
+    [train_line] = [line for line in text.splitlines() if line.startswith("784-128-10 batch 128")]
+    assert percents_of(report["mlp"]["rows"][0]["sgemm_share"]) in train_line
+    assert f"NumPy SGEMM 1024^3 here: {report['mlp']['sgemm_gflops']:.1f} GFLOPS" in text
     assert "WRONG" not in text
     out = io.StringIO()
     cnn.print_cnn_table(report["cnn"], out)

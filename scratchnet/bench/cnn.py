@@ -14,17 +14,16 @@ from ..layers_pool import MaxPool2D
 from ..losses import CrossEntropy
 from ..model import Sequential
 from ..optimizers import Adam
-from .efficiency import FLOP_RULE, sgemm_shares, training_flops
+from .efficiency import flops_note, sgemm_shares, training_flops
 from .gemm import numpy_sgemm_gflops
 from .machine import cpu_sample, others_share
 from .report import UNIT_FORMAT, cell, percents, print_busy_note, ratio, speedup
 from .timing import INFERENCE_BLOCK, interleaved
 from .torch_mlp import TorchMLP
-from .workload import OPTIMIZER_ARGS, SEED, epoch_order
+from .workload import EPOCH_IMAGES, OPTIMIZER_ARGS, SEED, epoch_order
 
 CNN_LABEL = "conv5x5x32-pool-conv5x5x64-pool-128-10"
 CNN_BATCH = 128
-EPOCH_IMAGES = 60_000
 CNN_SETTINGS = {  # timed training steps per library: rounds x calls
     "full": dict(rounds=8, calls=6, infer_rounds=10),
     "quick": dict(rounds=2, calls=2, infer_rounds=3),
@@ -153,8 +152,7 @@ def print_cnn_table(table, file):
               f"{cell(row['torch'], spec, 9)} {ratio(row['speedup_vs_torch'])}  {share}",
               file=file)
     diff = table["initial_max_diff"]
-    print(f"training: {table['flops_per_image'] / 1e6:.1f} MFLOP per image ({FLOP_RULE}); "
-          f"NumPy SGEMM 1024^3 here: {table['sgemm_gflops']:.1f} GFLOPS"
+    print(flops_note(f"{table['flops_per_image'] / 1e6:.1f} MFLOP per image", table["sgemm_gflops"])
           + ("" if diff is None else f"; initial outputs differ by at most {diff:.1e}"),
           file=file)
     print_busy_note(table["other_cpu"], file)

@@ -37,3 +37,9 @@ def sgemm_shares(flops_per_epoch, seconds_per_epoch, sgemm_gflops):
     / the SGEMM rate; 1.0 would be training as fast as one large SGEMM runs."""
     return {name: flops_per_epoch / seconds / 1e9 / sgemm_gflops
             for name, seconds in seconds_per_epoch.items()}
+
+
+def flops_note(flops_text, sgemm_gflops):
+    """The line under a table that says what its shares are measured against."""
+    return (f"training: {flops_text} ({FLOP_RULE}); "
+            f"NumPy SGEMM 1024^3 here: {sgemm_gflops:.1f} GFLOPS")

@@ -3,6 +3,7 @@ the seed, the optimizer settings, the initial weights and each epoch's order."""
 import numpy as np
 
 SEED = 0
+EPOCH_IMAGES = 60_000  # an epoch of MNIST's training set
 OPTIMIZER_ARGS = {"sgd": dict(lr=0.1, momentum=0.9), "adam": dict(lr=1e-3)}
 
 
