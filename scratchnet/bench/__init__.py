@@ -18,6 +18,7 @@ One module per concern:
     timing          interleaved, run_for: competitors take turns, medians
     machine         CPU model, thread settings, /proc/stat samples of how busy others were
     report          the cells of the printed tables, speedups
+    options         command-line options the scripts share
     workload        the seed, optimizer settings, initial weights, epoch order all share
     efficiency      training FLOPs from the layer shapes, share of the SGEMM rate
     gemm            the SGEMM table (and the NumPy 1024^3 SGEMM rate)
@@ -27,7 +28,6 @@ One module per concern:
 
 Used by benchmarks/bench_gemm.py, bench_mlp.py, bench_cnn.py and `scratchnet bench`.
 """
-import argparse
 import json
 import sys
 
@@ -35,18 +35,11 @@ from .cnn import CNN_SETTINGS, benchmark_cnn, cnn_table, print_cnn_table
 from .gemm import GEMM_SETTINGS, gemm_table, parse_shapes, print_gemm_table
 from .machine import configured, cpu_name, describe, environment_notes, import_torch
 from .mlp import MLP_ROWS, MLP_SETTINGS, mlp_table, parse_rows, print_mlp_table
+from .options import positive_int
 
 __all__ = ["run", "cli", "positive_int", "parse_shapes", "parse_rows", "benchmark_cnn",
            "import_torch", "cpu_name", "GEMM_SETTINGS", "MLP_SETTINGS", "MLP_ROWS",
            "CNN_SETTINGS"]
-
-
-def positive_int(text):
-    """An argparse type: a positive integer."""
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
 
 
 def run(gemm=None, mlp=None, cnn=None, threads=2, isa=None, as_json=False, file=None):

@@ -96,6 +96,13 @@ def others_share(start):
     return round(max(0.0, others / ((end[0] - start[0]) * os.cpu_count())), 3)
 
 
+def summary():
+    """'CPU: <model> (<n> cores); scratchnet <version>, kernel <isa>': what a
+    benchmark script prints first."""
+    return (f"CPU: {cpu_name()} ({os.cpu_count()} cores); scratchnet {__version__}, "
+            f"kernel {_core.get_isa()}")
+
+
 def describe(threads, torch):
     return {"date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
             "cpu": cpu_name(), "cores": os.cpu_count(), "threads": threads,
