@@ -131,6 +131,15 @@ def test_sgemm_share_is_training_rate_over_sgemm_rate():
     assert shares == pytest.approx({"a": 0.5, "b": 0.25})
 
 
+def test_a_share_above_the_sgemm_rate_is_flagged():
+    def note(shares):
+        out = io.StringIO()
+        efficiency.print_share_note([{"sgemm_share": None}, {"sgemm_share": shares}], out)
+        return out.getvalue()
+    assert note({"scratchnet": 0.97, "torch": 0.5}) == ""
+    assert "above 100%" in note({"scratchnet": 1.54, "torch": 0.5})
+
+
 def test_interleaved_times_a_fixed_number_of_calls():
     calls = {"a": 0, "b": 0}
 

@@ -14,7 +14,7 @@ from ..layers_pool import MaxPool2D
 from ..losses import CrossEntropy
 from ..model import Sequential
 from ..optimizers import Adam
-from .efficiency import flops_note, sgemm_shares, training_flops
+from .efficiency import flops_note, print_share_note, sgemm_shares, training_flops
 from .gemm import numpy_sgemm_gflops
 from .machine import cpu_sample, others_share
 from .report import UNIT_FORMAT, cell, percents, print_busy_note, ratio, speedup
@@ -155,4 +155,5 @@ def print_cnn_table(table, file):
     print(flops_note(f"{table['flops_per_image'] / 1e6:.1f} MFLOP per image", table["sgemm_gflops"])
           + ("" if diff is None else f"; initial outputs differ by at most {diff:.1e}"),
           file=file)
+    print_share_note(table["rows"], file)
     print_busy_note(table["other_cpu"], file)

@@ -43,3 +43,14 @@ def flops_note(flops_text, sgemm_gflops):
     """The line under a table that says what its shares are measured against."""
     return (f"training: {flops_text} ({FLOP_RULE}); "
             f"NumPy SGEMM 1024^3 here: {sgemm_gflops:.1f} GFLOPS")
+
+
+def print_share_note(rows, file):
+    """A warning under a table where a row's share is above 100%: NumPy's
+    SGEMM then ran slower than the training did, as when other processes
+    hold a core (OpenBLAS's threads wait for each other), and the shares
+    overstate."""
+    if any(share > 1 for row in rows for share in (row["sgemm_share"] or {}).values()):
+        print("note: a share above 100% means NumPy's SGEMM ran slower than the training "
+              "(other processes slow OpenBLAS's threads most): the shares overstate; rerun on "
+              "an idle machine", file=file)

@@ -6,7 +6,7 @@ import argparse
 from collections import namedtuple
 
 from .. import datasets
-from .efficiency import flops_note, sgemm_shares, training_flops
+from .efficiency import flops_note, print_share_note, sgemm_shares, training_flops
 from .gemm import numpy_sgemm_gflops
 from .machine import cpu_sample, others_share
 from .numpy_mlp import NumpyMLP
@@ -131,4 +131,5 @@ def print_mlp_table(table, epochs, train_size, file):
                                    f"{EPOCH_IMAGES:,}-image epoch"
                                    for network, flops in per_network.items()),
                          table["sgemm_gflops"]), file=file)
+    print_share_note(table["rows"], file)
     print_busy_note(table["other_cpu"], file)
