@@ -124,9 +124,13 @@ def start_contended(tmp_path):
 def test_fresh_spread_statistics():
     fresh = load_script("bench_fresh.py")
     # median 0.215; 0.5 is above 1.5 x 0.215 = 0.3225, the others are not
-    assert fresh.spread([0.20, 0.22, 0.21, 0.50]) == {"min": 0.20, "median": 0.215,
-                                                     "max": 0.50, "slow": 1}
-    assert fresh.spread([0.25, 0.25, 0.375])["slow"] == 0  # exactly 1.5x (in binary too) is not
+    assert fresh.spread([0.20, 0.22, 0.21, 0.50]) == {"min": 0.20, "median": 0.215, "max": 0.50,
+                                                     "slow": 1, "slow_vs_fastest": 1}
+    # most processes slow: none above 1.5 x the median 0.5, three above 1.5 x 0.25
+    most = fresh.spread([0.5, 0.25, 0.5, 0.26, 0.55])
+    assert (most["median"], most["slow"], most["slow_vs_fastest"]) == (0.5, 0, 3)
+    exact = fresh.spread([0.25, 0.25, 0.375])  # exactly 1.5x (in binary too) is not above
+    assert exact["slow"] == exact["slow_vs_fastest"] == 0
 
 
 def test_fresh_processes_print_their_epochs_and_the_spread(tmp_path):
@@ -151,13 +155,14 @@ def test_fresh_processes_print_their_epochs_and_the_spread(tmp_path):
     assert_near(low, min(means), 0)
     assert_near(median, statistics.median(means))
     assert_near(high, max(means), 0)
-    slow = re.fullmatch(r"processes above 1\.5x the median \(([\d.]+) s\): (\d+) of 2", lines[4])
-    assert slow, lines[4]
-    assert_near(float(slow[1]), 1.5 * median, 2)
-    margin = 2 * ROUNDING  # a mean this close to the threshold may count either way
-    assert (sum(m > 1.5 * median + margin for m in means) <= int(slow[2])
-            <= sum(m > 1.5 * median - margin for m in means))
-    assert len(lines) == 5
+    for line, reference, name in ((lines[4], median, "median"), (lines[5], low, "fastest")):
+        slow = re.fullmatch(rf"processes above 1\.5x the {name} \(([\d.]+) s\): (\d+) of 2", line)
+        assert slow, line
+        assert_near(float(slow[1]), 1.5 * reference, 2)
+        margin = 2 * ROUNDING  # a mean this close to the threshold may count either way
+        assert (sum(m > 1.5 * reference + margin for m in means) <= int(slow[2])
+                <= sum(m > 1.5 * reference - margin for m in means))
+    assert len(lines) == 6
 
 
 # ---------------------------------------------------------------- bench_contention.py
