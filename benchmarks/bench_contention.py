@@ -33,8 +33,17 @@ AIM = 1.10  # the most that N threads may take over 1 thread under contention
 BUSY_LOOP = ["sh", "-c", "while :; do :; done"]
 
 
-def exit_on_sigterm():
-    """SIGTERM ends this process through SystemExit, so `finally` blocks run."""
+def raise_keyboard_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def stop_at_once_on_signals():
+    """Ctrl-C raises KeyboardInterrupt at once, even inside fit (fit leaves a
+    handler of the program's own in place; its own would finish the step and
+    return, and drops a Ctrl-C that comes after an epoch's last step), and
+    SIGTERM ends the process through SystemExit: either way `finally` blocks
+    run and the busy loop is killed."""
+    signal.signal(signal.SIGINT, raise_keyboard_interrupt)
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
 
 
@@ -74,10 +83,7 @@ def contention_core():
 
 def epoch_seconds(net, X, y, threads):
     sn.set_num_threads(threads)
-    history = net.fit(X, y, epochs=1)
-    if net.model.interrupted:  # fit stops at Ctrl-C and returns what it has
-        raise KeyboardInterrupt
-    return history["time"][0]
+    return net.fit(X, y, epochs=1)["time"][0]
 
 
 def alternate(net, X, y, thread_counts, rounds):
@@ -120,7 +126,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.threads < 2:
         parser.error("--threads must be at least 2")
-    exit_on_sigterm()
+    stop_at_once_on_signals()
     print(f"{summary()}; 784-128-10 Adam batch 128 epochs, 1 and {args.threads} threads "
           f"alternately, {args.rounds} timed epochs each per phase", flush=True)
     (X, y), _ = sn.datasets.load_mnist()
