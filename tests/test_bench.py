@@ -9,6 +9,7 @@ import json
 import pytest
 
 from scratchnet import bench, cli
+from scratchnet.bench import cnn, efficiency, gemm, mlp, timing
 
 pytestmark = pytest.mark.sanitizer_skip("benchmarks")
 
@@ -22,6 +23,12 @@ def quick_run(mnist):  # mnist: skip, or fail in CI, when the data cannot be fou
     with contextlib.redirect_stdout(out):
         code = cli.main(["bench", "--quick", "--json"])
     return code, json.loads(out.getvalue())
+
+
+def percents_of(shares):
+    """'52% / 13% / 30%' as the tables print a row's shares (- where a library is absent)."""
+    return " / ".join("-" if shares.get(name) is None else f"{100 * shares[name]:.0f}%"
+                      for name in ("scratchnet", "numpy", "torch"))
 
 
 def check_values(values):
@@ -39,10 +46,10 @@ def test_quick_bench_gemm_rows_are_verified(quick_run):
     assert (report["config"]["torch"] is not None) == HAVE_TORCH
     assert "other_cpu" in report["gemm"]
     rows = report["gemm"]["rows"]
-    assert [r["shape"] for r in rows] == [s.label for s in bench.GEMM_SETTINGS["quick"]["shapes"]]
+    assert [r["shape"] for r in rows] == [s.label for s in gemm.GEMM_SETTINGS["quick"]["shapes"]]
     for row in rows:
         assert row["ok"] is True, row
-        assert 0 <= row["max_rel_err"] <= bench.GEMM_TOLERANCE
+        assert 0 <= row["max_rel_err"] <= gemm.GEMM_TOLERANCE
         check_values(row["gflops"])
         assert row["speedup_vs_numpy"] > 0
         assert (row["speedup_vs_torch"] is not None) == HAVE_TORCH
@@ -63,6 +70,23 @@ def test_quick_bench_mlp_rows_learn(quick_run):
     assert latency["accuracy"] is None
 
 
+def test_quick_bench_mlp_training_rows_give_their_share_of_sgemm(quick_run):
+    _, report = quick_run
+    table = report["mlp"]
+    train, latency = table["rows"]
+    assert table["sgemm_gflops"] > 0
+    assert train["network"] == "784-128-10"
+    assert train["flops_per_image"] == efficiency.training_flops(
+        mlp.mlp_net("sgd-b128").model, (784,))
+    images = mlp.MLP_SETTINGS["quick"]["train_size"]
+    assert set(train["sgemm_share"]) == set(PRESENT)
+    for name, share in train["sgemm_share"].items():  # FLOPs per second / SGEMM FLOPs per second
+        rate = train["flops_per_image"] * images / train[name] / 1e9
+        assert share == pytest.approx(rate / table["sgemm_gflops"], rel=1e-12)
+        assert 0 < share < 10
+    assert latency["sgemm_share"] is None and latency["flops_per_image"] is None
+
+
 def test_quick_bench_cnn_rows(quick_run):
     _, report = quick_run
     table = report["cnn"]
@@ -73,7 +97,7 @@ def test_quick_bench_cnn_rows(quick_run):
         for name in ("scratchnet", "torch"):
             assert (row[name] is not None and row[name] > 0) == (name in PRESENT)
         assert (row["speedup_vs_torch"] is not None) == HAVE_TORCH
-    quick = bench.CNN_SETTINGS["quick"]
+    quick = cnn.CNN_SETTINGS["quick"]
     assert table["steps_timed"] == quick["rounds"] * quick["calls"]
     assert table["sgemm_gflops"] > 0
     assert set(train["sgemm_share"]) == set(PRESENT) - {"numpy"}
@@ -84,12 +108,36 @@ def test_quick_bench_cnn_rows(quick_run):
 
 
 def test_cnn_training_flops_follow_the_layer_shapes():
-    model = bench.benchmark_cnn()
+    model = cnn.benchmark_cnn()
     convs = [(32 * 24 * 24) * 1 * 25, (64 * 8 * 8) * 32 * 25]  # outputs x weights per output
     dense = [1024 * 128, 128 * 10]
     forward = sum(convs) + sum(dense)
     backward = 2 * forward - convs[0]  # the first layer computes no input gradient
-    assert bench.training_flops(model, (1, 28, 28)) == 2 * (forward + backward)
+    assert efficiency.training_flops(model, (1, 28, 28)) == 2 * (forward + backward)
+
+
+@pytest.mark.parametrize("key, gflop_per_epoch", [("adam-b128", 24.5), ("deep-sgd-b128", 144.4)])
+def test_mlp_training_flops_per_epoch(key, gflop_per_epoch):
+    """784-128-10: 2 * (784*128 * 2 + 128*10 * 3) FLOPs per image (forward 2 per
+    multiply-add, backward 2x forward, no input gradient for the first layer)."""
+    model = mlp.mlp_net(key).model
+    flops = efficiency.training_flops(model, (784,)) * 60_000
+    assert round(flops / 1e9, 1) == gflop_per_epoch
+
+
+def test_sgemm_share_is_training_rate_over_sgemm_rate():
+    # 24.5 GFLOP in 0.245 s is 100 GFLOPS: half of a 200 GFLOPS SGEMM
+    shares = efficiency.sgemm_shares(24.5e9, {"a": 0.245, "b": 0.49}, 200.0)
+    assert shares == pytest.approx({"a": 0.5, "b": 0.25})
+
+
+def test_a_share_above_the_sgemm_rate_is_flagged():
+    def note(shares):
+        out = io.StringIO()
+        efficiency.print_share_note([{"sgemm_share": None}, {"sgemm_share": shares}], out)
+        return out.getvalue()
+    assert note({"scratchnet": 0.97, "torch": 0.5}) == ""
+    assert "above 100%" in note({"scratchnet": 1.54, "torch": 0.5})
 
 
 def test_interleaved_times_a_fixed_number_of_calls():
@@ -100,7 +148,7 @@ def test_interleaved_times_a_fixed_number_of_calls():
             calls[key] += 1
         return fn
 
-    seconds = bench.interleaved({k: counter(k) for k in calls}, rounds=3, settle=0.0, calls=4)
+    seconds = timing.interleaved({k: counter(k) for k in calls}, rounds=3, settle=0.0, calls=4)
     assert calls == {"a": 3 * (1 + 4), "b": 3 * (1 + 4)}  # one untimed call a round
     assert set(seconds) == {"a", "b"}
 
@@ -108,24 +156,27 @@ def test_interleaved_times_a_fixed_number_of_calls():
 def test_tables_print_every_row(quick_run):
     _, report = quick_run
     out = io.StringIO()
-    bench.print_gemm_table(report["gemm"], 3, out)
-    bench.print_mlp_table(report["mlp"], 1, 10_000, out)
+    gemm.print_gemm_table(report["gemm"], 3, out)
+    mlp.print_mlp_table(report["mlp"], 1, 10_000, out)
     text = out.getvalue()
     for row in report["gemm"]["rows"]:
         assert row["shape"] in text
     for row in report["mlp"]["rows"]:
         assert row["label"] in text
+    [train_line] = [line for line in text.splitlines() if line.startswith("784-128-10 batch 128")]
+    assert percents_of(report["mlp"]["rows"][0]["sgemm_share"]) in train_line
+    assert f"NumPy SGEMM 1024^3 here: {report['mlp']['sgemm_gflops']:.1f} GFLOPS" in text
     assert "WRONG" not in text
     out = io.StringIO()
-    bench.print_cnn_table(report["cnn"], out)
+    cnn.print_cnn_table(report["cnn"], out)
     lines = out.getvalue().splitlines()
-    assert "EXTRAPOLATED" in lines[1] and bench.CNN_LABEL in lines[1]
+    assert "EXTRAPOLATED" in lines[1] and cnn.CNN_LABEL in lines[1]
     for row in report["cnn"]["rows"]:
         assert any(line.startswith(row["label"]) for line in lines), row["label"]
 
 
 def test_a_wrong_gemm_result_is_flagged(monkeypatch, capsys):
-    monkeypatch.setattr(bench, "GEMM_TOLERANCE", -1.0)  # no result can pass
+    monkeypatch.setattr(gemm, "GEMM_TOLERANCE", -1.0)  # no result can pass
     code = bench.run(gemm=dict(shapes=bench.parse_shapes("8"), repeat=1, block=0.0))
     out, err = capsys.readouterr()
     assert code == 1

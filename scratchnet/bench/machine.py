@@ -1,0 +1,110 @@
+"""The machine a benchmark runs on: what it is (CPU model, cores, library
+versions), the thread settings of the three libraries, and how busy other
+processes kept the CPUs (sampled from /proc/stat) while a table was timed."""
+import contextlib
+import datetime
+import os
+import platform
+import time
+
+import numpy as np
+
+from .. import _core
+from .._version import __version__
+
+OPENBLAS_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+
+
+def import_torch():
+    """The torch module, or None where it cannot be imported (it is optional)."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch
+
+
+@contextlib.contextmanager
+def configured(threads, isa, torch):
+    """Give all three libraries `threads` threads (and scratchnet the kernel
+    `isa`, when given) until the block ends; yields notes on what could not
+    be set."""
+    notes = []
+    with contextlib.ExitStack() as stack:
+        stack.callback(_core.set_num_threads, _core.get_num_threads())
+        _core.set_num_threads(threads)
+        if isa:
+            stack.callback(_core.set_isa, _core.get_isa())
+            _core.set_isa(isa)
+        if torch is not None:
+            stack.callback(torch.set_num_threads, torch.get_num_threads())
+            torch.set_num_threads(threads)
+        try:
+            from threadpoolctl import threadpool_limits
+        except ImportError:
+            notes.append("threadpoolctl is not installed: NumPy's BLAS uses its default thread "
+                         "count (OPENBLAS_NUM_THREADS / OMP_NUM_THREADS, else all cores)")
+        else:
+            stack.enter_context(threadpool_limits(limits=threads, user_api="blas"))
+        yield notes
+
+
+def environment_notes(torch):
+    notes = []
+    set_vars = [f"{name}={os.environ[name]}" for name in OPENBLAS_VARS if name in os.environ]
+    if set_vars:
+        notes.append(f"WARNING: {' '.join(set_vars)} is set, which can slow NumPy's OpenBLAS. "
+                     f"For a fair comparison run with them unset: "
+                     f"env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python ...")
+    if torch is None:
+        notes.append("PyTorch is not importable: its columns are skipped")
+    return notes
+
+
+def cpu_name():
+    """The CPU's model name as /proc/cpuinfo gives it (else what platform knows)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def cpu_sample():
+    """(wall seconds, CPU seconds the whole machine used, CPU seconds this process
+    used), or None where /proc/stat is missing."""
+    try:
+        with open("/proc/stat") as f:
+            ticks = [int(v) for v in f.readline().split()[1:9]]
+    except OSError:
+        return None
+    busy = (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")  # not idle, iowait
+    own = os.times()
+    return time.perf_counter(), busy, own.user + own.system
+
+
+def others_share(start):
+    """The share of all CPUs that other processes (or the hypervisor) used since
+    `start`, a cpu_sample(): high values mean the timings were disturbed."""
+    end = cpu_sample()
+    if start is None or end is None:
+        return None
+    others = (end[1] - start[1]) - (end[2] - start[2])
+    return round(max(0.0, others / ((end[0] - start[0]) * os.cpu_count())), 3)
+
+
+def summary():
+    """'CPU: <model> (<n> cores); scratchnet <version>, kernel <isa>': what a
+    benchmark script prints first."""
+    return (f"CPU: {cpu_name()} ({os.cpu_count()} cores); scratchnet {__version__}, "
+            f"kernel {_core.get_isa()}")
+
+
+def describe(threads, torch):
+    return {"date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+            "cpu": cpu_name(), "cores": os.cpu_count(), "threads": threads,
+            "scratchnet": __version__, "isa": _core.get_isa(), "numpy": np.__version__,
+            "torch": torch.__version__ if torch is not None else None}
