@@ -4,12 +4,12 @@ processes kept the CPUs (sampled from /proc/stat) while a table was timed."""
 import contextlib
 import datetime
 import os
-import platform
 import time
 
 import numpy as np
 
 from .. import _core
+from .._runtime import cpu_name  # noqa: F401 (part of this module's interface)
 from .._version import __version__
 
 OPENBLAS_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
@@ -59,18 +59,6 @@ def environment_notes(torch):
     if torch is None:
         notes.append("PyTorch is not importable: its columns are skipped")
     return notes
-
-
-def cpu_name():
-    """The CPU's model name as /proc/cpuinfo gives it (else what platform knows)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def cpu_sample():
