@@ -280,6 +280,16 @@ typedef struct {
     float *dz;                /* gradient at x W + b */
 } sn_mlp_layer;
 
+/* Whether the training steps run on the threads or in the calling thread
+ * alone, chosen by timing both (sn_mlp.c). Zero-initialised by the caller. */
+#define SN_TEAM_PROBE 8        /* steps timed each way */
+#define SN_TEAM_KEEP 256       /* steps the choice is kept before timing again */
+typedef struct {
+    int64_t count;             /* full-batch steps since the last timing began */
+    int alone;                 /* 1: the steps run in the calling thread alone */
+    double times[2][SN_TEAM_PROBE]; /* the timed steps: [0] on the threads, [1] alone */
+} sn_team_choice;
+
 typedef struct {
     int n_layers;
     sn_mlp_layer *layers;
@@ -287,6 +297,7 @@ typedef struct {
     float *xb;                /* max_batch x layers[0].in: the gathered batch */
     int64_t *yb;              /* max_batch labels */
     sn_param *params;         /* 2 per layer (W, b), for the optimizer */
+    sn_team_choice *team;     /* training's choice of threads (NULL: always the threads) */
 } sn_mlp;
 
 /* Train on rows order[0..n) of X (rows of layers[0].in floats) in batches of

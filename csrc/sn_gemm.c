@@ -27,11 +27,6 @@
 #include "sn_fpmode.h"
 #include "sn_internal.h"
 
-#if defined(_MSC_VER)
-#define SN_THREAD_LOCAL __declspec(thread)
-#else
-#define SN_THREAD_LOCAL _Thread_local
-#endif
 
 /* ---- packing workspaces ----
  * A fixed pool of slots, each a pair of buffers (panels of A, panels of B)

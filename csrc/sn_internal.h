@@ -20,8 +20,16 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "scratchnet.h"
+
 typedef void (*sn_ukernel_fn)(int64_t kc, const float *a, int64_t a_ks, const float *b,
                               int64_t b_ks, float *c, int64_t ldc, float alpha, float beta);
+
+#if defined(_MSC_VER)
+#define SN_THREAD_LOCAL __declspec(thread)
+#else
+#define SN_THREAD_LOCAL _Thread_local
+#endif
 
 #if defined(_MSC_VER)
 #define SN_ALWAYS_INLINE __forceinline
@@ -132,6 +140,17 @@ int sn_run_units(sn_unit_fn fn, const void *ctx, int64_t units, int nthreads, in
  * any back-off under way ended; on = 1: back to normal. For the C tests,
  * whose 1 vs 2 threads comparisons must really run two threads. */
 void sn_parallel_backoff(int on);
+
+/* At most cap threads for the parallel regions the calling thread starts
+ * (0: no cap), until changed: a caller that has found its steps faster
+ * alone (sn_mlp.c) runs them alone without changing the thread count other
+ * threads see. */
+void sn_cap_threads(int cap);
+
+/* The trainer's choice of threads (sn_mlp.c): before a full step, caps the
+ * calling thread's threads for it; after, records how long it took. */
+void sn_team_before_step(const sn_team_choice *t);
+void sn_team_after_step(sn_team_choice *t, double seconds);
 #ifdef _OPENMP
 #include <omp.h>
 #define SN_NOW() omp_get_wtime()

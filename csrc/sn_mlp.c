@@ -76,6 +76,52 @@ static int gradients_finite(const sn_mlp *net)
     return 1;
 }
 
+/* ---- the threads or the calling thread alone ----
+ * A step on two threads can be slower than on one. On the project's 2-vCPU
+ * virtual machine the host sometimes places the two vCPUs on far-apart
+ * cores: a cache line then takes ~500 ns to go from one core to the other
+ * and back, against ~120 ns otherwise (a ping-pong of two pinned threads
+ * shows it), and every step moves lines between the cores (the weights the
+ * optimizer wrote, which the other thread reads next; the activations each
+ * thread made). 784-128-10 Adam epochs then took 0.50-0.55 s on two threads
+ * against 0.30 s, and 0.42 s on one; the placement changes while a process
+ * runs. So the trainer times SN_TEAM_PROBE full steps each way, keeps the
+ * faster for SN_TEAM_KEEP steps, then times again. The threads must be
+ * clearly (5%) slower to be left: timing noise is no reason. The thread
+ * count never changes a result. */
+
+static double median_of_probe(const double *v)
+{
+    double s[SN_TEAM_PROBE];
+    for (int i = 0; i < SN_TEAM_PROBE; ++i) {
+        int j = i;
+        for (; j > 0 && s[j - 1] > v[i]; --j) s[j] = s[j - 1];
+        s[j] = v[i];
+    }
+    return 0.5 * (s[(SN_TEAM_PROBE - 1) / 2] + s[SN_TEAM_PROBE / 2]);
+}
+
+/* the threads the next full step may use: timing each way, then the choice */
+void sn_team_before_step(const sn_team_choice *t)
+{
+    if (!t) return;
+    const int alone = t->count < SN_TEAM_PROBE       ? 0
+                      : t->count < 2 * SN_TEAM_PROBE ? 1
+                                                     : t->alone;
+    sn_cap_threads(alone ? 1 : 0);
+}
+
+/* a full step took `seconds` */
+void sn_team_after_step(sn_team_choice *t, double seconds)
+{
+    if (!t) return;
+    if (t->count < 2 * SN_TEAM_PROBE)
+        t->times[t->count / SN_TEAM_PROBE][t->count % SN_TEAM_PROBE] = seconds;
+    if (++t->count == 2 * SN_TEAM_PROBE)
+        t->alone = median_of_probe(t->times[1]) < 0.95 * median_of_probe(t->times[0]);
+    if (t->count >= 2 * SN_TEAM_PROBE + SN_TEAM_KEEP) t->count = 0;
+}
+
 int sn_mlp_train_f32(const sn_mlp *net, sn_optim_cfg *opt, const float *X,
                      const int64_t *labels, int64_t n_classes, const int64_t *order, int64_t n,
                      int64_t batch_size, double *loss_sum, int64_t *correct)
@@ -90,6 +136,8 @@ int sn_mlp_train_f32(const sn_mlp *net, sn_optim_cfg *opt, const float *X,
     for (int64_t start = 0, batch = 0; start < n && status == SN_OK;
          start += batch_size, ++batch) {
         const int64_t M = n - start < batch_size ? n - start : batch_size;
+        const double t_step = SN_NOW();
+        sn_team_before_step(net->team);
         for (int64_t i = 0; i < M; ++i) {
             const int64_t row = order[start + i];
             memcpy(net->xb + i * in, X + row * in, (size_t)in * sizeof(float));
@@ -118,7 +166,9 @@ int sn_mlp_train_f32(const sn_mlp *net, sn_optim_cfg *opt, const float *X,
         *loss_sum += batch_loss;
         *correct += batch_correct;
         status = sn_optim_step_all(opt, net->params, 2 * net->n_layers);
+        if (M == batch_size) sn_team_after_step(net->team, SN_NOW() - t_step);
     }
+    sn_cap_threads(0);
     sn_fp_leave(fp);
     return status;
 }

@@ -126,6 +126,23 @@ static void step_chunk(const sn_optim_cfg *c, const sn_param *q, int64_t lo, int
     }
 }
 
+/* chunk u of one parameter's step (sn_run_units) */
+typedef struct {
+    const sn_optim_cfg *cfg;
+    const sn_param *q;
+    float lr, clr;
+    int first;
+} optim_job;
+
+static int step_unit(const void *ctx, int64_t u)
+{
+    const optim_job *j = ctx;
+    const int64_t lo = u * SN_OPTIM_CHUNK;
+    const int64_t hi = lo + SN_OPTIM_CHUNK < j->q->n ? lo + SN_OPTIM_CHUNK : j->q->n;
+    step_chunk(j->cfg, j->q, lo, hi, j->lr, j->clr, j->first);
+    return SN_OK;
+}
+
 int sn_optim_step_all(sn_optim_cfg *cfg, const sn_param *params, int n_params)
 {
     if (cfg->kind < SN_OPT_SGD || cfg->kind > SN_OPT_ADAMW) return SN_EINVAL;
@@ -137,25 +154,10 @@ int sn_optim_step_all(sn_optim_cfg *cfg, const sn_param *params, int n_params)
     for (int k = 0; k < n_params; ++k) {
         const sn_param *q = &params[k];
         const int64_t chunks = (q->n + SN_OPTIM_CHUNK - 1) / SN_OPTIM_CHUNK;
-        const int nthreads = chunks > 1 ? sn_parallel_threads() : 1;
-        if (nthreads == 1) {
-            step_chunk(cfg, q, 0, q->n, lr, clr, first);
-            continue;
-        }
-        const double t_start = SN_NOW();
-        double work = 0.0;
-        (void)t_start;
-#ifdef _OPENMP
-#pragma omp parallel for schedule(dynamic, 1) num_threads(nthreads) reduction(+ : work)
-#endif
-        for (int64_t ch = 0; ch < chunks; ++ch) {
-            const double t0 = SN_NOW();
-            const int64_t lo = ch * SN_OPTIM_CHUNK;
-            const int64_t hi = lo + SN_OPTIM_CHUNK < q->n ? lo + SN_OPTIM_CHUNK : q->n;
-            step_chunk(cfg, q, lo, hi, lr, clr, first);
-            work += SN_NOW() - t0;
-        }
-        sn_parallel_done(SN_NOW() - t_start, work, nthreads);
+        const optim_job job = {cfg, q, lr, clr, first};
+        /* each step function sets the floating-point mode itself */
+        sn_run_units(step_unit, &job, chunks, chunks > 1 ? sn_parallel_threads() : 1,
+                     SN_UNITS_FP_AS_IS);
     }
     cfg->iterations += 1;
     cfg->step += 1;

@@ -171,13 +171,18 @@ static sn_atomic_int g_serial_left = 0;   /* regions still to run serially */
 static sn_atomic_int g_backoff = 16;      /* the length of the next back-off */
 static sn_atomic_int g_backoff_on = 1;    /* 0: never back off (sn_parallel_backoff) */
 
+static SN_THREAD_LOCAL int g_thread_cap; /* sn_cap_threads: 0, no cap */
+
+void sn_cap_threads(int cap) { g_thread_cap = cap > 0 ? cap : 0; }
+
 int sn_parallel_threads(void)
 {
     /* decremented only when seen positive, so racing callers take it below
      * 0 by at most their number, and it never wraps around */
     if (sn_atomic_load(&g_serial_left) > 0 && sn_atomic_fetch_sub(&g_serial_left, 1) > 0)
         return 1;
-    return sn_get_num_threads();
+    const int n = sn_get_num_threads();
+    return g_thread_cap > 0 && n > g_thread_cap ? g_thread_cap : n;
 }
 
 void sn_parallel_done(double wall, double work, int nthreads)

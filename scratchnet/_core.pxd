@@ -139,6 +139,10 @@ cdef extern from "scratchnet.h" nogil:
         float *mask
         float *dz
 
+    ctypedef struct sn_team_choice:
+        int64_t count
+        int alone
+
     ctypedef struct sn_mlp:
         int n_layers
         sn_mlp_layer *layers
@@ -146,6 +150,7 @@ cdef extern from "scratchnet.h" nogil:
         float *xb
         int64_t *yb
         sn_param *params
+        sn_team_choice *team
 
     int sn_mlp_train_f32(const sn_mlp *net, sn_optim_cfg *opt, const float *X,
                          const int64_t *labels, int64_t n_classes, const int64_t *order,

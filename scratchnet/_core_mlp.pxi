@@ -9,6 +9,7 @@
 # concurrent use (Sequential.fit holds the model's lock).
 
 from libc.stdlib cimport calloc, free
+from libc.string cimport memset
 
 ACTIVATIONS = {"none": SN_ACT_NONE, "relu": SN_ACT_RELU, "leaky_relu": SN_ACT_LEAKY_RELU,
                "sigmoid": SN_ACT_SIGMOID, "tanh": SN_ACT_TANH}
@@ -31,6 +32,7 @@ cdef class MLP:
     inference chunk has. train=False builds an inference-only network (no
     training workspaces; dW, db may be None)."""
     cdef sn_mlp net
+    cdef sn_team_choice team  # training on the threads or alone (sn_mlp.c)
     cdef sn_optim_cfg opt
     cdef list keep          # every array the C struct points into
     cdef readonly int64_t max_batch
@@ -42,6 +44,8 @@ cdef class MLP:
     def __cinit__(self):
         self.net.layers = NULL
         self.net.params = NULL
+        memset(&self.team, 0, sizeof(self.team))
+        self.net.team = &self.team
 
     def __init__(self, list layers, int64_t max_batch, bint train=True):
         if not layers or max_batch < 1:

@@ -1170,6 +1170,53 @@ static void test_blocks(void)
     arena_free();
 }
 
+/* ---- the trainer's choice of threads (sn_mlp.c) ----
+ * Fed step times, it times SN_TEAM_PROBE steps on the threads, then as many
+ * alone, keeps the clearly faster for SN_TEAM_KEEP steps, then times again;
+ * during each phase the calling thread's regions get the threads it says. */
+static int team_phase_threads(sn_team_choice *t, double team_s, double alone_s, int steps)
+{
+    int ok = 1;
+    for (int i = 0; i < steps; ++i) {
+        sn_team_before_step(t);
+        const int threads = sn_parallel_threads();
+        sn_team_after_step(t, threads > 1 ? team_s : alone_s);
+        ok &= threads >= 1;
+    }
+    return ok;
+}
+
+static void test_team_choice(void)
+{
+    sn_set_num_threads(2);
+    sn_team_choice t;
+    memset(&t, 0, sizeof t);
+    sn_team_before_step(&t);
+    check(sn_parallel_threads() == 2, "team: the first steps are timed on the threads");
+    team_phase_threads(&t, 1.0, 1.5, 2 * SN_TEAM_PROBE);
+    check(t.alone == 0 && t.count == 2 * SN_TEAM_PROBE, "team: threads kept when faster");
+    sn_team_before_step(&t);
+    check(sn_parallel_threads() == 2, "team: the choice runs on the threads");
+    team_phase_threads(&t, 1.0, 1.5, SN_TEAM_KEEP);
+    check(t.count == 0, "team: timed again after SN_TEAM_KEEP steps");
+    team_phase_threads(&t, 1.0, 0.97, 2 * SN_TEAM_PROBE);
+    check(t.alone == 0, "team: alone 3% faster is noise: the threads stay");
+    team_phase_threads(&t, 1.0, 1.0, SN_TEAM_KEEP);
+    team_phase_threads(&t, 1.3, 1.0, SN_TEAM_PROBE);
+    sn_team_before_step(&t);
+    check(sn_parallel_threads() == 1, "team: the timing alone runs alone");
+    team_phase_threads(&t, 1.3, 1.0, SN_TEAM_PROBE);
+    check(t.alone == 1, "team: alone chosen when clearly faster");
+    sn_team_before_step(&t);
+    check(sn_parallel_threads() == 1, "team: the choice alone runs alone");
+    sn_cap_threads(0);
+    check(sn_parallel_threads() == 2, "team: the cap lifted");
+    sn_team_before_step(NULL);
+    sn_team_after_step(NULL, 1.0);
+    check(sn_parallel_threads() == 2, "team: no choice (NULL): the threads");
+    sn_set_num_threads(sn_max_threads());
+}
+
 int main(int argc, char **argv)
 {
     sn_runtime_init();
@@ -1200,6 +1247,7 @@ int main(int argc, char **argv)
     test_augment();
     test_net();
     test_blocks();
+    test_team_choice();
     printf("%d passed, %d failed\n", passed, failed);
     return failed != 0;
 }
