@@ -447,16 +447,26 @@ static int gemm_small_parallel(gemm_strips *g, int nthreads)
 }
 
 /* One strip of columns or rows per thread. Split where no operand is
- * copied twice: a transposed A is read in place (see gemm_blocked), so
- * column strips share it; a plain B is read in place, so row strips share
- * it. Otherwise each strip packs the other operand: split so that the
- * smaller one is the one copied. A strip's arithmetic does not depend on
+ * copied twice: a transposed A, or a plain one with a row kernel, is read
+ * in place (see gemm_blocked), so column strips share it; a plain B is read
+ * in place by strips of at most mc rows, so such row strips share it.
+ * Otherwise each strip packs the other operand: split so that the smaller
+ * one is the one copied. A strip's arithmetic does not depend on
  * which thread runs it, so results are identical whatever the thread
  * count. */
 static int gemm_blocked_parallel(gemm_strips *g, int nthreads)
 {
     const sn_gemm_kernel_info *ki = g->plan.ki;
-    g->by_rows = g->trans_a ? g->N < 2 * ki->nr : (!g->trans_b ? 1 : g->M > g->N);
+    if (g->trans_a)
+        g->by_rows = g->N < 2 * ki->nr;
+    else if (!g->trans_b)
+        /* B is read in place only by a strip of at most mc rows; a taller
+         * strip would pack all of B in each thread, where column strips
+         * read A in place (the row kernel) and pack only their part of B */
+        g->by_rows = ki->kernel_rows == NULL ||
+                     (g->M + nthreads - 1) / nthreads <= g->plan.blocks.mc;
+    else
+        g->by_rows = g->M > g->N;
     const int64_t unit = g->by_rows ? ki->mr : ki->nr, total = g->by_rows ? g->M : g->N;
     const int64_t units = (total + unit - 1) / unit;
     const int64_t strips = nthreads < units ? nthreads : units;
