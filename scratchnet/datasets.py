@@ -10,7 +10,9 @@ explicit ``root`` the folder is searched for in this order:
 5. a download from the public mirrors into the user cache
 
 Every file is checked against the SHA-256 of its decompressed bytes, so a file is
-accepted only if it is byte-for-byte the canonical release.
+accepted only if it is byte-for-byte the canonical release. The verified decode is
+kept in the user cache (``<name>/decoded/``, see scratchnet._decoded_cache) and
+memory-mapped by later loads, checked against the same digests every time.
 
 ``image_to_mnist`` prepares a picture of a digit (a PNG, a JPEG or an array) the
 way MNIST's images were prepared.
@@ -30,6 +32,8 @@ import zlib
 from pathlib import Path
 
 import numpy as np
+
+from . import _decoded_cache
 
 # http.client, urllib.request, tempfile and tqdm are imported where a download
 # needs them: they added 35 ms to every `import scratchnet` (of about 200 ms).
@@ -310,10 +314,20 @@ def _contents(f, base: str, label: str) -> bytes:
     return bytes(data)
 
 
+def _magic(shape: tuple[int, ...]) -> int:
+    return _IMAGES_MAGIC if len(shape) == 3 else _LABELS_MAGIC
+
+
+def _idx_header(base: str) -> bytes:
+    """The header a valid ``base`` file starts with: magic number, then dimensions."""
+    shape = _expected_shape(base)
+    return struct.pack(f">{1 + len(shape)}I", _magic(shape), *shape)
+
+
 def _parse_header(data: bytes, base: str, label: str) -> int:
     """Check the IDX header against what ``base`` must hold; return its size."""
     shape = _expected_shape(base)
-    magic = _IMAGES_MAGIC if len(shape) == 3 else _LABELS_MAGIC
+    magic = _magic(shape)
     header_size = 4 * (1 + len(shape))
     if len(data) < header_size:
         raise DatasetError(f"{label}: truncated: {len(data)} bytes, shorter than an IDX header")
@@ -364,15 +378,32 @@ def _read_idx(path: Path, name: str, base: str, label: str | None = None) -> np.
 
 
 def _images(raw: np.ndarray, flatten: bool) -> np.ndarray:
-    # astype copies into a fresh C-contiguous buffer; dividing in place avoids a second one.
     shape = (len(raw), _SIDE * _SIDE) if flatten else (len(raw), 1, _SIDE, _SIDE)
-    images = raw.reshape(shape).astype(np.float32)
-    images /= np.float32(255)
+    images = np.empty(shape, np.float32)
+    # One pass, bytes in and floats out (astype then /= reads and writes the floats
+    # twice); dtype makes NumPy divide in float32 whatever its casting rules.
+    np.divide(raw.reshape(shape), np.float32(255), out=images, dtype=np.float32)
     return images
 
 
+def _decoded(name: str, files: dict[str, Path]) -> dict[str, np.ndarray]:
+    """The uint8 arrays of the four files: the cached decode when it is of these
+    files and intact, else decoded and verified here (and cached, when possible)."""
+    folder = cache_dir(name) / "decoded"
+    key = _decoded_cache.source_key(files)
+    expected = {
+        base: _decoded_cache.Expected(_idx_header(base), _expected_shape(base), SHA256[name][base])
+        for base in FILES
+    }
+    arrays = _decoded_cache.load(folder, key, expected)
+    if arrays is None:
+        arrays = {base: _read_idx(path, name, base) for base, path in files.items()}
+        _decoded_cache.store(folder, key, arrays)
+    return arrays
+
+
 def _load_files(name: str, files: dict[str, Path], flatten: bool = True):
-    arrays = {base: _read_idx(path, name, base) for base, path in files.items()}
+    arrays = _decoded(name, files)
     return tuple(
         (
             _images(arrays[f"{split}-images-idx3-ubyte"], flatten),
