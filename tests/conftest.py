@@ -7,7 +7,9 @@ silently skipping them).
 """
 
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -66,6 +68,17 @@ def pytest_configure(config):
     # here rather than in pyproject.toml: tools/check_wheel.sh runs a copy of tests/ alone
     config.addinivalue_line("markers", "sanitizer_skip(reason): skipped under "
                             "tools/check_sanitizers.sh (see pytest_collection_modifyitems)")
+    # Loading a dataset writes its decoded copy to the user cache (55 MB for MNIST):
+    # the tests' copies, and anything else cached, go to a folder of this session,
+    # never the user's. Subprocesses inherit it.
+    config._scratchnet_cache = tempfile.mkdtemp(prefix="scratchnet-tests-cache-")
+    os.environ["XDG_CACHE_HOME"] = config._scratchnet_cache
+
+
+def pytest_unconfigure(config):
+    folder = getattr(config, "_scratchnet_cache", None)
+    if folder is not None:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def pytest_collection_modifyitems(config, items):

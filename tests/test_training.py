@@ -3,6 +3,8 @@ real datasets, run as a user runs them: the installed command line in a
 fresh process. Time is printed, never asserted (shared machines are noisy)."""
 import json
 import os
+import re
+import shlex
 import subprocess
 import sys
 
@@ -66,8 +68,7 @@ def test_seeded_mnist_training_gives_the_same_accuracy(mnist):
 def test_fresh_process_passes_the_seed_accuracy(tmp_path):
     """examples/mnist_in_seconds.py: import, load, train, evaluate in one new
     process; the accuracy is asserted, the time only printed."""
-    if datasets.find("mnist") is None:
-        missing_data("mnist not found")
+    need_mnist()
     script = os.path.join(os.path.dirname(__file__), "..", "examples", "mnist_in_seconds.py")
     if not os.path.exists(script):
         pytest.skip("examples/ are not shipped with the installed package")
@@ -77,3 +78,39 @@ def test_fresh_process_passes_the_seed_accuracy(tmp_path):
     print("\n" + proc.stdout.strip())
     accuracy = float(proc.stdout.split("test accuracy ")[1].split("%")[0])
     assert accuracy >= 97.42
+
+
+def need_mnist():
+    if datasets.find("mnist") is None:
+        missing_data("mnist not found")
+
+
+def readme_one_liner():
+    """The README's `python -c "import scratchnet as sn; ..."` command, as arguments."""
+    readme = os.path.join(os.path.dirname(__file__), "..", "README.md")
+    if not os.path.exists(readme):
+        pytest.skip("the README is not shipped with the installed package")
+    with open(readme, encoding="utf-8") as f:
+        found = re.search(r'^python -c "import scratchnet as sn; .*"$', f.read(), re.MULTILINE)
+    assert found, "README.md has no one-line `python -c \"import scratchnet as sn; ...\"`"
+    return [sys.executable, *shlex.split(found.group(0))[1:]]
+
+
+@pytest.mark.sanitizer_skip("real-data training in new processes (minutes under ASan)")
+def test_readme_one_liner_passes_the_seed_accuracy_cold_and_warm(tmp_path):
+    """The README's one-liner in two new processes: the first decodes MNIST into an
+    empty user cache, the second reads that copy; both print the same accuracy
+    (deterministic for the seed), at least the seed write-up's 97.42%."""
+    need_mnist()
+    command = readme_one_liner()
+    env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "cache"))
+    printed = []
+    for run in ("cold", "warm"):
+        proc = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True,
+                              timeout=600)
+        assert proc.returncode == 0, proc.stderr
+        printed.append(float(proc.stdout))
+        assert (tmp_path / "cache" / "scratchnet" / "mnist" / "decoded" / "source.json").is_file()
+    print(f"\nREADME one-liner: test accuracy {printed}")
+    assert printed[0] == printed[1]
+    assert printed[0] >= 0.9742
