@@ -392,8 +392,18 @@ def test_gemm_threads_block_edges(isa):
     b = BLOCKING[isa]
     mr, nr, kc, mc = b["mr"], b["nr"], b["kc"], b["mc"]
     rng = rng_for("thread_edges", isa)
-    for M, N, K, (ta, tb) in ((mc + 1, 8 * nr + 1, kc + 1, (False, False)),
-                              (min(2 * mc - 1, 300), 4 * nr - 1, 2 * kc + 3, (True, False)),
+    def past_blocks(first, n, k):
+        """first, or first plus whole mc blocks (the tuner may have made mc
+        small), until the GEMM is large enough for a second thread"""
+        m = first
+        while m * n * k < b["parallel_min"]:
+            m += mc
+        return m
+
+    for M, N, K, (ta, tb) in ((past_blocks(mc + 1, 8 * nr + 1, kc + 1), 8 * nr + 1, kc + 1,
+                               (False, False)),
+                              (past_blocks(min(2 * mc - 1, 300), 4 * nr - 1, 2 * kc + 3),
+                               4 * nr - 1, 2 * kc + 3, (True, False)),
                               (9 * mr + 1, 5 * nr + 2, 4 * kc - 1, (False, True))):
         assert M * N * K >= b["parallel_min"]  # a size where a second thread is used
         A, B = operands(rng, M, N, K, ta, tb)
