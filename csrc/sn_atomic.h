@@ -10,7 +10,10 @@
  *       one step (acquire and release); returns 1 if it swapped
  *   sn_atomic_release                  *p = 0, release: what this thread
  *       wrote before is seen by the next thread whose sn_atomic_cas takes
- *       the 0 (a flag guarding a resource: cas(p, 0, 1) takes it) */
+ *       the 0 (a flag guarding a resource: cas(p, 0, 1) takes it)
+ *   sn_atomic_publish / sn_atomic_load_acquire   *p = v with release, and
+ *       its acquire load: a thread that loads v sees what the publishing
+ *       thread wrote before (data computed once, then read by all) */
 #ifndef SN_ATOMIC_H
 #define SN_ATOMIC_H
 
@@ -40,6 +43,15 @@ static inline void sn_atomic_release(sn_atomic_int *p)
 {
     _InterlockedExchange((volatile long *)p, 0);
 }
+static inline void sn_atomic_publish(sn_atomic_int *p, int v)
+{
+    _InterlockedExchange((volatile long *)p, v);
+}
+static inline int sn_atomic_load_acquire(const sn_atomic_int *p)
+{
+    /* a compare-and-swap that never changes *p: a full barrier */
+    return (int)_InterlockedCompareExchange((volatile long *)p, 0, 0);
+}
 #else
 static inline int sn_atomic_load(const sn_atomic_int *p)
 {
@@ -61,6 +73,14 @@ static inline int sn_atomic_cas(sn_atomic_int *p, int expected, int desired)
 static inline void sn_atomic_release(sn_atomic_int *p)
 {
     __atomic_store_n(p, 0, __ATOMIC_RELEASE);
+}
+static inline void sn_atomic_publish(sn_atomic_int *p, int v)
+{
+    __atomic_store_n(p, v, __ATOMIC_RELEASE);
+}
+static inline int sn_atomic_load_acquire(const sn_atomic_int *p)
+{
+    return __atomic_load_n(p, __ATOMIC_ACQUIRE);
 }
 #endif
 

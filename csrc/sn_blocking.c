@@ -59,10 +59,11 @@ static int vendor_is_amd(void)
 }
 #endif
 
-/* the caches, found once (the first caller fills them; a racing second
- * one computes the same values) */
+/* the caches, found once: g_caches_state 0 (not yet), 1 (one thread is
+ * writing g_caches), 2 (written and published). A caller that finds it not
+ * yet published reads the caches itself (the same values). */
 static sn_cache_info g_caches;
-static sn_atomic_int g_caches_ready = 0;
+static sn_atomic_int g_caches_state = 0;
 
 static void detect_caches(sn_cache_info *c)
 {
@@ -89,13 +90,17 @@ static void detect_caches(sn_cache_info *c)
 
 void sn_cache_sizes(sn_cache_info *out)
 {
-    if (!sn_atomic_load(&g_caches_ready)) {
-        sn_cache_info c;
-        detect_caches(&c);
-        g_caches = c;
-        sn_atomic_store(&g_caches_ready, 1);
+    if (sn_atomic_load_acquire(&g_caches_state) == 2) {
+        *out = g_caches;
+        return;
     }
-    *out = g_caches;
+    sn_cache_info c;
+    detect_caches(&c);
+    if (sn_atomic_cas(&g_caches_state, 0, 1)) {
+        g_caches = c;
+        sn_atomic_publish(&g_caches_state, 2);
+    }
+    *out = c;
 }
 
 /* ---- blocks ---- */
