@@ -101,8 +101,10 @@ def skipped_message(epoch, steps, skipped):
 
 
 def interrupted_message(epoch, epochs, saved):
-    """The one line fit prints when Ctrl-C stopped it in epoch (of epochs)."""
-    where = f"fit: interrupted in epoch {epoch} of {epochs}"
+    """The one line fit prints when Ctrl-C stopped it in epoch (of epochs);
+    epoch = epochs + 1: after the last one was complete."""
+    where = (f"fit: interrupted in epoch {epoch} of {epochs}" if epoch <= epochs else
+             f"fit: interrupted after the last epoch ({epochs} of {epochs}) was complete")
     if saved is None:
         return (f"{where}; nothing was saved (checkpoint=PATH keeps the last complete epoch; "
                 f"scratchnet train --checkpoint PATH)")

@@ -563,7 +563,7 @@ class Sequential(Module):
                     saved = (checkpoint, epoch)
                 if self.stop_training:
                     break
-        if interrupts.requested and done < epochs:
+        if interrupts.requested:  # also after the last step: a Ctrl-C is never dropped
             self.interrupted = True
             print(interrupted_message(done + 1, epochs, saved), file=sys.stderr, flush=True)
         callbacks.on_train_end(logs)

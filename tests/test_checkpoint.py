@@ -107,6 +107,33 @@ def test_an_mlp_with_dropout_resumes_bit_identically(training_path, monkeypatch,
     assert_same_run((resumed, h, opt, sched), uninterrupted)
 
 
+class InterruptAtEnd(sn.Callback):
+    """Ctrl-C from the last epoch's on_epoch_end: after the last step."""
+
+    def on_epoch_end(self, epoch, logs):
+        if epoch == self.last:
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+@pytest.mark.parametrize("with_checkpoint", [False, True])
+def test_a_ctrl_c_after_the_last_step_is_reported_not_dropped(training_path, capsys, tmp_path,
+                                                               with_checkpoint):
+    X, y = blobs()
+    model = mlp()
+    at_end = InterruptAtEnd()
+    at_end.last = 3
+    ckpt = tmp_path / "run.ckpt" if with_checkpoint else None
+    h, *_ = train(model, OPTIMIZERS["adagrad"], X, y, epochs=3, callbacks=[at_end],
+                  checkpoint=ckpt)
+    assert model.interrupted and len(h["loss"]) == 3  # every epoch done, and the Ctrl-C seen
+    line = capsys.readouterr().err.strip()
+    where = "fit: interrupted after the last epoch (3 of 3) was complete"
+    assert line == (f"{where}; {ckpt} holds epoch 3: to continue, pass resume='{ckpt}' to fit "
+                    f"(scratchnet train --resume {ckpt})" if with_checkpoint else
+                    f"{where}; nothing was saved (checkpoint=PATH keeps the last complete epoch; "
+                    "scratchnet train --checkpoint PATH)")
+
+
 def small_cnn(seed=0):
     sn.manual_seed(seed)
     return sn.Sequential(sn.RandomShift(1), sn.RandomFlip(), sn.Conv2D(1, 3, 3, padding=1),
