@@ -18,6 +18,7 @@ SMALL = ((40, 48, 56),)  # fast timings for tests
 def cache_home(tmp_path, monkeypatch):
     """A user cache of the test's own; the kernel and blocks restored after."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.delenv("SCRATCHNET_ISA", raising=False)  # a forced kernel would win (tested below)
     monkeypatch.setattr(_tuning, "SHAPES", SMALL)
     isa = _core.get_isa()
     blocks = {name: _core.gemm_blocking(name) for name in _core.supported_isas()}
@@ -127,7 +128,8 @@ def test_an_unwritable_cache_still_tunes(cache_home):
 
 
 def run_python(code, env_extra, cache_home):
-    env = dict(os.environ, XDG_CACHE_HOME=str(cache_home), **env_extra)
+    env = {k: v for k, v in os.environ.items() if k not in ("SCRATCHNET_ISA", "SCRATCHNET_TUNE")}
+    env.update(XDG_CACHE_HOME=str(cache_home), **env_extra)
     env["PYTHONPATH"] = os.pathsep.join(
         [os.path.dirname(os.path.dirname(_core.__file__)), env.get("PYTHONPATH", "")])
     out = subprocess.run([sys.executable, "-c", code], env=env, cwd=cache_home,
