@@ -71,25 +71,30 @@ int sn_net_check(const sn_net_op *ops, int n_ops)
  * largest scratch one operation needs: a convolution's workspace, a
  * max-pool's arg-max indices (int32, as many as its outputs), or batch
  * norm's per-channel statistics. */
-typedef struct {
-    int64_t half, scratch;
-} net_layout;
-
-static int layout(net_layout *L, const sn_net_op *ops, int n_ops, int64_t rows)
+/* floats of one activation half for chunks of rows samples, or -1 */
+static int64_t half_len(const sn_net_op *ops, int n_ops, int64_t rows)
 {
-    int64_t widest = 0, scratch = 0;
+    int64_t widest = 0;
+    for (int i = 0; i < n_ops; ++i)
+        if (ops[i].out > widest) widest = ops[i].out;
+    return widest > ((int64_t)1 << 40) / rows ? -1 : rows * widest;
+}
+
+/* floats of the largest scratch one operation needs, or -1 */
+static int64_t scratch_len(const sn_net_op *ops, int n_ops, int64_t rows)
+{
+    int64_t scratch = 0;
     for (int i = 0; i < n_ops; ++i) {
         const sn_net_op *op = &ops[i];
-        if (op->out > widest) widest = op->out;
         int64_t need = 0;
         if (op->kind == SN_NET_CONV2D) {
             /* the workspace length is not monotonic in the batch (slices of
              * whole chunks): the largest over every chunk size a call may use */
             sn_conv2d_cfg cfg;
             for (int64_t m = 1; m <= rows; ++m) {
-                if (conv_cfg(&cfg, op, m) != SN_OK) return SN_EINVAL;
+                if (conv_cfg(&cfg, op, m) != SN_OK) return -1;
                 const int64_t len = sn_conv2d_workspace_len(&cfg);
-                if (len < 0) return SN_EINVAL;
+                if (len < 0) return -1;
                 if (len > need) need = len;
             }
         } else if (op->kind == SN_NET_MAXPOOL2D) {
@@ -99,19 +104,14 @@ static int layout(net_layout *L, const sn_net_op *ops, int n_ops, int64_t rows)
         }
         if (need > scratch) scratch = need;
     }
-    if (widest > ((int64_t)1 << 40) / rows) return SN_EINVAL;
-    L->half = rows * widest;
-    L->scratch = scratch;
-    return SN_OK;
+    return scratch;
 }
 
 int64_t sn_net_workspace(const sn_net_op *ops, int n_ops, int64_t rows)
 {
-    net_layout L;
-    if (rows < 1 || sn_net_check(ops, n_ops) != SN_OK ||
-        layout(&L, ops, n_ops, rows) != SN_OK)
-        return -1;
-    return 2 * L.half + L.scratch;
+    if (rows < 1 || sn_net_check(ops, n_ops) != SN_OK) return -1;
+    const int64_t half = half_len(ops, n_ops, rows), scratch = scratch_len(ops, n_ops, rows);
+    return half < 0 || scratch < 0 ? -1 : 2 * half + scratch;
 }
 
 /* y (m samples of op->out floats) = op applied to x (m samples of op->in) */
@@ -157,9 +157,10 @@ static int run_op(const sn_net_op *op, float *y, const float *x, int64_t m, floa
 int sn_net_forward_f32(const sn_net_op *ops, int n_ops, float *out, const float *X, int64_t M,
                        int softmax, float *workspace, int64_t rows)
 {
-    net_layout L;
-    if (!out || !X || !workspace || M < 0 || rows < 1 || sn_net_check(ops, n_ops) != SN_OK ||
-        layout(&L, ops, n_ops, rows) != SN_OK)
+    /* the workspace's scratch starts after the two halves; its length (a
+     * search over every chunk size) is the caller's business, not each call's */
+    const int64_t half = rows < 1 ? -1 : half_len(ops, n_ops, rows);
+    if (!out || !X || !workspace || M < 0 || half < 0 || sn_net_check(ops, n_ops) != SN_OK)
         return SN_EINVAL;
     const sn_net_op *last = &ops[n_ops - 1];
     if (softmax && last->out < 1) return SN_EINVAL;
@@ -169,14 +170,14 @@ int sn_net_forward_f32(const sn_net_op *ops, int n_ops, float *out, const float 
     int last_move = 0;
     for (int i = 1; i < n_ops; ++i)
         if (!elementwise(&ops[i])) last_move = i;
-    float *scratch = workspace + 2 * L.half;
+    float *scratch = workspace + 2 * half;
     const unsigned fp = sn_fp_enter();
     int status = SN_OK;
     for (int64_t start = 0; start < M && status == SN_OK; start += rows) {
         const int64_t m = M - start < rows ? M - start : rows;
         const float *x = X + start * ops[0].in;
         float *o = out + start * last->out;
-        int half = 0; /* the workspace half the next moving operation writes */
+        int which = 0; /* the workspace half the last moving operation wrote */
         for (int i = 0; i < n_ops && status == SN_OK; ++i) {
             float *y;
             if (i > 0 && elementwise(&ops[i]))
@@ -184,7 +185,7 @@ int sn_net_forward_f32(const sn_net_op *ops, int n_ops, float *out, const float 
             else if (i == last_move)
                 y = o;
             else
-                y = workspace + (half ^= 1) * L.half;
+                y = workspace + (which ^= 1) * half;
             status = run_op(&ops[i], y, x, m, scratch);
             x = y;
         }

@@ -110,7 +110,7 @@ def time_candidates(isas=None, rounds=ROUNDS, budget=BUDGET, shapes=SHAPES):
         _core.set_isa(saved_isa)
         _core.set_num_threads(saved_threads)
         for isa, b in saved_blocks.items():
-            _core.set_gemm_blocks(isa, b["mc"] if b["tuned"] else 0, b["nc"] if b["tuned"] else 0)
+            _restore_blocks(isa, b)
     flop = sum(2.0 * m * n * k for m, n, k in shapes)
     rows = []
     for isa, mc, nc in cands:
@@ -140,6 +140,13 @@ def choose(timings, default_isa=None):
     return {"isa": isa, "blocks": blocks}
 
 
+def _restore_blocks(isa, blocking):
+    """Put back the blocks gemm_blocking(isa) gave: the set ones, or the
+    derived ones (0, 0)."""
+    tuned = blocking["tuned"]
+    _core.set_gemm_blocks(isa, blocking["mc"] if tuned else 0, blocking["nc"] if tuned else 0)
+
+
 def _isa_rank(isa):
     return _core.isa_names().index(isa)
 
@@ -161,8 +168,7 @@ def _valid_choice(choice):
         except ValueError:
             return None
         finally:
-            _core.set_gemm_blocks(isa, saved["mc"] if saved["tuned"] else 0,
-                                  saved["nc"] if saved["tuned"] else 0)
+            _restore_blocks(isa, saved)
     return choice
 
 
