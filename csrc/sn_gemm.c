@@ -371,7 +371,7 @@ static sn_epilogue epilogue_at(const sn_epilogue *ep, int64_t i0, int64_t j0)
 }
 
 /* Columns j0 .. j0+len of a GEMM of few rows, with the epilogue. */
-static void small_strip(const sn_gemm_kernel_info *ki, int trans_a, int trans_b, int64_t M,
+static void small_strip(const sn_gemm_plan *plan, int trans_a, int trans_b, int64_t M,
                         int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
                         const float *B, int64_t ldb, float beta, float *C, int64_t ldc,
                         const sn_epilogue *ep, int64_t j0, int64_t len)
@@ -379,8 +379,8 @@ static void small_strip(const sn_gemm_kernel_info *ki, int trans_a, int trans_b,
     (void)N;
     if (len <= 0) return;
     const unsigned fp = sn_fp_enter();
-    ki->small(trans_a, trans_b, M, len, K, alpha, A, lda, trans_b ? B + j0 * ldb : B + j0, ldb,
-              beta, C + j0, ldc);
+    plan->ki->small(trans_a, trans_b, M, len, K, alpha, A, lda, trans_b ? B + j0 * ldb : B + j0,
+                    ldb, beta, C + j0, ldc, plan->blocks.kc);
     if (ep) {
         const sn_epilogue sub = epilogue_at(ep, 0, j0);
         apply_epilogue(&sub, C + j0, ldc, 0, 0, M, len);
@@ -401,7 +401,7 @@ static int gemm_serial(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K
         scale_c(C, ldc, M, N, beta);
         if (ep) apply_epilogue(ep, C, ldc, 0, 0, M, N);
     } else if (M <= SN_SMALL_M) {
-        small_strip(plan.ki, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, ep, 0,
+        small_strip(&plan, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, ep, 0,
                     N);
     } else {
         status = gemm_blocked(&plan, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C,
@@ -442,7 +442,7 @@ static int strip_unit(const void *ctx, int64_t s)
     const int64_t start = s * g->per_strip, total = g->by_rows ? g->M : g->N;
     const int64_t len = total - start < g->per_strip ? total - start : g->per_strip;
     if (g->small) {
-        small_strip(g->plan.ki, g->trans_a, g->trans_b, g->M, g->N, g->K, g->alpha, g->A,
+        small_strip(&g->plan, g->trans_a, g->trans_b, g->M, g->N, g->K, g->alpha, g->A,
                     g->lda, g->B, g->ldb, g->beta, g->C, g->ldc, g->ep, start, len);
         return SN_OK;
     }

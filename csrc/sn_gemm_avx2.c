@@ -151,8 +151,66 @@ static void ukernel_rows_avx2(int64_t kc, const float *a, int64_t lda, const flo
 #undef SN_STORE_ROW
 #undef SN_STORE_TILE
 
+/* One row of a few-rows GEMM (sn_gemm_small.h), B not transposed: c[0:N)
+ * = alpha * sum over kc steps of a_k * B[k, :] (+ beta * c), 64 columns
+ * (8 ymm) at a time, then 8 and a masked rest, each sum a chain of fused
+ * multiply-adds in k order, stored as SN_STORE_ROW stores a tile: the
+ * bits of the blocked path. GCC's code for the plain loops kept the
+ * broadcast on the stack and read B at about 40 GB/s on an AMD EPYC Zen 3
+ * (1 x 784 x 128: 10 us); this reads it at about 55 GB/s (7.5 us). */
+SN_TARGET_AVX2
+static inline __m256 small_scale_avx2(__m256 acc, float alpha, float beta, __m256 c_old)
+{
+    const __m256 v = _mm256_mul_ps(_mm256_set1_ps(alpha), acc);
+    return beta == 0.0f ? v : _mm256_fmadd_ps(_mm256_set1_ps(beta), c_old, v);
+}
+
+SN_TARGET_AVX2
+static void small_row_avx2(int64_t N, int64_t kc, float alpha, const float *a, int64_t a_step,
+                           const float *B, int64_t ldb, float beta, float *c)
+{
+    int64_t j0 = 0;
+    for (; j0 + 64 <= N; j0 += 64) {
+        __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0, s4 = s0, s5 = s0, s6 = s0,
+               s7 = s0;
+        const float *b = B + j0;
+        for (int64_t k = 0; k < kc; ++k, b += ldb) {
+            const __m256 ak = _mm256_broadcast_ss(a + k * a_step);
+            s0 = _mm256_fmadd_ps(ak, _mm256_loadu_ps(b), s0);
+            s1 = _mm256_fmadd_ps(ak, _mm256_loadu_ps(b + 8), s1);
+            s2 = _mm256_fmadd_ps(ak, _mm256_loadu_ps(b + 16), s2);
+            s3 = _mm256_fmadd_ps(ak, _mm256_loadu_ps(b + 24), s3);
+            s4 = _mm256_fmadd_ps(ak, _mm256_loadu_ps(b + 32), s4);
+            s5 = _mm256_fmadd_ps(ak, _mm256_loadu_ps(b + 40), s5);
+            s6 = _mm256_fmadd_ps(ak, _mm256_loadu_ps(b + 48), s6);
+            s7 = _mm256_fmadd_ps(ak, _mm256_loadu_ps(b + 56), s7);
+        }
+        const __m256 sums[8] = {s0, s1, s2, s3, s4, s5, s6, s7};
+        for (int v = 0; v < 8; ++v) {
+            float *cv = c + j0 + 8 * v;
+            const __m256 old = beta == 0.0f ? sums[v] : _mm256_loadu_ps(cv);
+            _mm256_storeu_ps(cv, small_scale_avx2(sums[v], alpha, beta, old));
+        }
+    }
+    /* then 8 columns, then the last 1-7 through a mask */
+    for (; j0 < N; j0 += 8) {
+        const int64_t w = N - j0 < 8 ? N - j0 : 8;
+        const __m256i mask =
+            _mm256_cmpgt_epi32(_mm256_set1_epi32((int)w), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+        __m256 s = _mm256_setzero_ps();
+        const float *b = B + j0;
+        for (int64_t k = 0; k < kc; ++k, b += ldb)
+            s = _mm256_fmadd_ps(_mm256_broadcast_ss(a + k * a_step), _mm256_maskload_ps(b, mask), s);
+        const __m256 old = beta == 0.0f ? s : _mm256_maskload_ps(c + j0, mask);
+        _mm256_maskstore_ps(c + j0, mask, small_scale_avx2(s, alpha, beta, old));
+    }
+}
+#define SN_SMALL_HAVE_ROW 1
+
 #define SN_SMALL_NAME small_gemm_avx2
 #define SN_SMALL_BLOCKS small_blocks_avx2
+#define SN_SMALL_ROW small_row_avx2
+#define SN_SMALL_FMA 1 /* the micro-kernel fuses */
 #define SN_SMALL_NB 64
 #define SN_SMALL_TARGET SN_TARGET_AVX2
 #include "sn_gemm_small.h"

@@ -89,6 +89,8 @@ static void ukernel_rows_avx512(int64_t kc, const float *a, int64_t lda, const f
 
 #define SN_SMALL_NAME small_gemm_avx512
 #define SN_SMALL_BLOCKS small_blocks_avx512
+#define SN_SMALL_ROW small_row_avx512
+#define SN_SMALL_FMA 1 /* the micro-kernel fuses */
 #define SN_SMALL_NB 128
 #define SN_SMALL_TARGET SN_TARGET_AVX512
 #include "sn_gemm_small.h"

@@ -32,6 +32,8 @@ static void ukernel_generic(int64_t kc, const float *a, int64_t a_ks, const floa
 
 #define SN_SMALL_NAME small_gemm_generic
 #define SN_SMALL_BLOCKS small_blocks_generic
+#define SN_SMALL_ROW small_row_generic
+#define SN_SMALL_FMA 0 /* plain multiply, add */
 #define SN_SMALL_NB 64
 #define SN_SMALL_TARGET 
 #include "sn_gemm_small.h"

@@ -42,6 +42,8 @@ static void ukernel_neon(int64_t kc, const float *a, int64_t a_ks, const float *
 
 #define SN_SMALL_NAME small_gemm_neon
 #define SN_SMALL_BLOCKS small_blocks_neon
+#define SN_SMALL_ROW small_row_neon
+#define SN_SMALL_FMA 1 /* the micro-kernel fuses */
 #define SN_SMALL_NB 64
 #define SN_SMALL_TARGET
 #include "sn_gemm_small.h"

@@ -39,10 +39,11 @@ typedef void (*sn_ukernel_fn)(int64_t kc, const float *a, int64_t a_ks, const fl
 #define SN_ALWAYS_INLINE
 #endif
 
-/* GEMM of a few rows without packing (sn_gemm_small.h) */
+/* GEMM of a few rows without packing (sn_gemm_small.h), summing over k in
+ * blocks of kc as the blocked path does */
 typedef void (*sn_small_gemm_fn)(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K,
                                  float alpha, const float *A, int64_t lda, const float *B,
-                                 int64_t ldb, float beta, float *C, int64_t ldc);
+                                 int64_t ldb, float beta, float *C, int64_t ldc, int64_t kc);
 
 /* C with at most this many rows skips packing */
 #define SN_SMALL_M 4

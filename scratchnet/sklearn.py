@@ -47,7 +47,6 @@ except ImportError as exc:
     raise ImportError(f"scratchnet.sklearn needs scikit-learn 1.6 or later ({exc}): "
                       "pip install \"scratchnet[sklearn]\"") from exc
 
-from . import _core
 from .callbacks import Callback
 from .layers import Dense, Dropout, ReLU, Sigmoid, Tanh
 from .losses import MSE, CrossEntropy
@@ -56,8 +55,6 @@ from .optimizers import SGD, Adam
 
 __all__ = ["MLPClassifier", "MLPRegressor"]
 
-# the most rows the GEMM computes without packing (csrc/sn_internal.h, SN_SMALL_M)
-_SMALL_M = max(_core.gemm_blocking(isa)["small_m"] for isa in _core.supported_isas())
 _ACTIVATIONS = {"identity": None, "logistic": Sigmoid, "tanh": Tanh, "relu": ReLU}
 
 
@@ -258,16 +255,12 @@ class _BaseMLP(BaseEstimator):
         return self
 
     def _logits(self, X):
-        """The network's outputs for X. Batches of up to small_m rows (4) take
-        the GEMM's unpacked path, which sums in another order than the packed
-        one: they are padded to small_m + 1 rows so that a sample's outputs do
-        not depend on the batch it comes in (sklearn's subset checks)."""
+        """The network's outputs for X. A sample's outputs do not depend on
+        the batch it comes in (sklearn's subset checks): the GEMM sums each
+        row alike for any number of rows."""
         check_is_fitted(self)
         X = validate_data(self, X, dtype=np.float32, order="C", reset=False)
-        n = X.shape[0]
-        if n <= _SMALL_M:
-            X = np.concatenate([X, np.repeat(X[:1], _SMALL_M + 1 - n, axis=0)])
-        return self.model_.predict_logits(X)[:n]
+        return self.model_.predict_logits(X)
 
     def __setstate__(self, state):
         """Unpickled arrays may be read-only (joblib's memory maps): the

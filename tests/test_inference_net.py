@@ -220,3 +220,29 @@ def test_outputs_that_are_not_finite_are_refused_naming_the_method():
         with pytest.raises(ValueError, match=f"^{method}: the model's outputs contain NaN or inf"):
             getattr(model, method)(X)
     assert not np.isfinite(model.predict_logits(X)).all()  # the raw outputs, as they are
+
+
+@pytest.mark.parametrize("kind", ["mlp", "net", "layers"])
+def test_a_sample_gets_the_same_bits_in_any_batch(kind, monkeypatch):
+    """One image alone, in a few rows (the GEMM's unpacked path) or in a
+    large batch (the packed path) gives the same bits: both sum each row
+    alike (300 inputs: more than one kc block; 77 hidden: a column rest).
+    "mlp": the fused MLP, "net": the C network (a BatchNorm1d takes the
+    model off the MLP path), "layers": the layers' own forward."""
+    if kind == "layers":
+        monkeypatch.setattr(sn.Sequential, "_net", lambda self, in_shape: None)
+    sn.manual_seed(3)
+    layers = [sn.Dense(300, 77), sn.ReLU(), sn.Dense(77, 10)]
+    if kind != "mlp":
+        layers.insert(1, sn.BatchNorm1d(77))
+    model = sn.Sequential(*layers)
+    X = np.random.default_rng(4).standard_normal((40, 300)).astype(np.float32)
+    if kind != "mlp":
+        trained_statistics(model, X)
+    assert (model._plan() is not None) == (kind == "mlp")
+    assert (model._net((300,)) is not None) == (kind != "layers")
+    whole = model.predict_logits(X)
+    for rows in (1, 2, 3, 4, 5, 7):
+        for start in range(0, 14, rows):
+            np.testing.assert_array_equal(model.predict_logits(X[start:start + rows]),
+                                          whole[start:start + rows])

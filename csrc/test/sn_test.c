@@ -1170,6 +1170,57 @@ static void test_blocks(void)
     arena_free();
 }
 
+/* ---- a row does not depend on the batch it comes in ----
+ * The few-rows path (M <= SN_SMALL_M, no packing) sums as the blocked path
+ * does (kc blocks, each a chain in k order, the ISA's multiply-add), so
+ * rows 0..m-1 of a GEMM of m rows are bit for bit those of the same rows in
+ * a GEMM of 2 * SN_SMALL_M + 3 rows, for every ISA, over several kc blocks
+ * and every column remainder, with beta 0 and 1 and the dense epilogue. */
+static void test_small_rows_match_blocked(void)
+{
+    const int64_t big = 2 * SN_SMALL_M + 3, Ns[] = {1, 7, 8, 9, 16, 23, 64, 77, 130, 200};
+    const int64_t Ks[] = {1, 5, 256, 300, 700};
+    unsigned seed = 5u;
+    for (int isa = SN_ISA_GENERIC; isa <= sn_isa_best(); ++isa) {
+        sn_set_isa(isa);
+        int ok = 1;
+        for (int ni = 0; ni < (int)(sizeof Ns / sizeof Ns[0]); ++ni)
+            for (int ki = 0; ki < (int)(sizeof Ks / sizeof Ks[0]); ++ki)
+                for (int ta = 0; ta < 2; ++ta)
+                    for (int beta1 = 0; beta1 < 2; ++beta1) {
+                        const int64_t N = Ns[ni], K = Ks[ki], lda = ta ? big : K;
+                        float *A = floats((ta ? K : big) * lda), *B = floats(K * N);
+                        float *C0 = floats(big * N), *Cb = floats(big * N), *Cs = floats(big * N);
+                        float *bias = floats(N);
+                        for (int64_t i = 0; i < (ta ? K : big) * lda; ++i) A[i] = frand(&seed);
+                        for (int64_t i = 0; i < K * N; ++i) B[i] = frand(&seed);
+                        for (int64_t i = 0; i < N; ++i) bias[i] = frand(&seed);
+                        for (int64_t i = 0; i < big * N; ++i) C0[i] = frand(&seed);
+                        const float beta = beta1 ? 1.0f : 0.0f;
+                        sn_epilogue ep = {0};
+                        ep.kind = SN_EPI_BIAS_ACT;
+                        ep.bias = bias;
+                        ep.act = SN_ACT_RELU;
+                        const sn_epilogue *e = (ni + ki) % 2 ? &ep : NULL;
+                        memcpy(Cb, C0, sizeof(float) * (size_t)(big * N));
+                        ok &= sn_gemm_epi_f32(ta, 0, big, N, K, 0.75f, A, lda, B, N, beta, Cb, N,
+                                              e) == SN_OK;
+                        for (int64_t m = 1; m <= SN_SMALL_M; ++m) {
+                            memcpy(Cs, C0, sizeof(float) * (size_t)(big * N));
+                            ok &= sn_gemm_epi_f32(ta, 0, m, N, K, 0.75f, A, lda, B, N, beta, Cs,
+                                                  N, e) == SN_OK &&
+                                  same(Cs, Cb, m * N);
+                        }
+                        arena_free();
+                    }
+        char what[96];
+        snprintf(what, sizeof what, "gemm: few rows give the bits of the blocked path, isa %s",
+                 sn_isa_name(isa));
+        check(ok, what);
+    }
+    sn_set_isa(sn_isa_best());
+}
+
 /* ---- the trainer's choice of threads (sn_mlp.c) ----
  * Fed step times, it times SN_TEAM_PROBE steps on the threads, then as many
  * alone, keeps the clearly faster for SN_TEAM_KEEP steps, then times again;
@@ -1247,6 +1298,7 @@ int main(int argc, char **argv)
     test_augment();
     test_net();
     test_blocks();
+    test_small_rows_match_blocked();
     test_team_choice();
     printf("%d passed, %d failed\n", passed, failed);
     return failed != 0;
