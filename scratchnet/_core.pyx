@@ -44,6 +44,16 @@ def _describe(a):
     return type(a).__name__
 
 
+def plain_rows(X, Py_ssize_t features):
+    """Whether X is what the compiled networks read as it is: a non-empty
+    2-D aligned, C-contiguous float32 ndarray of `features` columns (a few
+    C-API checks: the path of one-image latency)."""
+    return (cnp.PyArray_Check(X) and cnp.PyArray_TYPE(X) == cnp.NPY_FLOAT32 and
+            cnp.PyArray_IS_C_CONTIGUOUS(X) and cnp.PyArray_ISALIGNED(X) and
+            cnp.PyArray_NDIM(X) == 2 and cnp.PyArray_DIM(X, 0) > 0 and
+            cnp.PyArray_DIM(X, 1) == features)
+
+
 cdef object _array(a, str op, str name, object dtype, bint writable):
     """a itself, after checking it is an aligned, C-contiguous ndarray of dtype."""
     if not (isinstance(a, np.ndarray) and a.dtype == dtype and a.flags.c_contiguous):

@@ -307,9 +307,7 @@ class Sequential(Module):
             raise ValueError("this Sequential has no layers")
         plan = self._plan()
         if plan is not None:
-            if not (type(X) is np.ndarray and X.dtype == np.float32 and X.ndim == 2
-                    and X.flags.c_contiguous and X.flags.aligned and X.shape[0]
-                    and X.shape[1] == plan.sizes[0]):
+            if not _core.plain_rows(X, plan.sizes[0]):
                 X = self._inputs(X)  # converts, or raises the error that names the problem
             return plan.predict(X, softmax, finite_for)
         # an array the C network takes as it is, of the shape it was built
@@ -788,8 +786,12 @@ def _split_validation(X, y, fraction, validation):
 
 
 def _n_outputs(model):
-    dense = [l for l in model.layers if isinstance(l, Dense)]
-    return dense[-1].out_features if dense else None
+    """The last Dense layer's outputs (None without one); on the path of
+    one-image latency, so a scan from the end, no list."""
+    for layer in reversed(model.layers):
+        if isinstance(layer, Dense):
+            return layer.out_features
+    return None
 
 
 @functools.lru_cache(maxsize=None)
