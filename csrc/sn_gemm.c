@@ -221,21 +221,23 @@ static void apply_epilogue(const sn_epilogue *ep, float *c, int64_t ldc, int64_t
                          ep->act_param);
 }
 
-/* Whether a panel of a transposed A read in place stays in L1 while the
- * micro-kernel goes over it again and again. Each of its kc steps reads
- * mr floats from another row of A, lda floats apart, so the panel takes kc
- * cache lines, and they fall in the sets of a 64-set L1 (4 KB a way, as on
- * the x86-64 and arm64 cores this runs on) spaced by lda: a power of two
- * puts them all in a few sets, which hold 8 lines each, and the panel
- * evicts itself and B's panel. Packed, it is contiguous. So: in place if
- * the panel's lines spread over enough sets to need at most 4 ways of each
- * (half, the other half for B). Measured on an AMD EPYC Zen 3, one thread:
- * packing 1024^3 with A transposed (lda 1024: one set) was 1.34x faster;
- * reading 784x128x128 in place (lda 784: all 64 sets) 1.17x faster. */
-static int a_panel_fits_l1(int64_t lda, int64_t kc)
+/* Whether a panel read in place stays in L1 while the micro-kernel goes
+ * over it again and again: a panel of a transposed A (mr floats per k) or
+ * of a plain B (nr floats per k), one row of the matrix per k step, so kc
+ * cache lines ld floats apart. They fall in the sets of a 64-set L1 (4 KB
+ * a way, as on the x86-64 and arm64 cores this runs on) spaced by ld: a
+ * power of two puts them all in a few sets, which hold 8 lines each, and
+ * the panel evicts itself and the other operand's panel. Packed, it is
+ * contiguous. So: in place if the panel's lines spread over enough sets to
+ * need at most 4 ways of each (half, the other half for the other panel).
+ * Measured on an AMD EPYC Zen 3, one thread: packing 1024^3 with A
+ * transposed (lda 1024: one set) was 1.34x faster, reading 784x128x128's
+ * A in place (lda 784: all 64 sets) 1.17x faster than packing; packing
+ * 128x512x784's B (ldb 512: two sets) 1.17x faster. */
+static int panel_fits_l1(int64_t ld, int64_t kc)
 {
     const int64_t way = 4096, line = 64;
-    int64_t spacing = (lda * (int64_t)sizeof(float)) % way, g = way;
+    int64_t spacing = (ld * (int64_t)sizeof(float)) % way, g = way;
     /* sets covered = way / gcd(spacing, way), at most way / line */
     for (int64_t r = spacing; r != 0;) {
         const int64_t t = g % r;
@@ -261,8 +263,9 @@ static void gemm_loops(const sn_gemm_plan *plan, int trans_a, int trans_b, int64
     float tile[SN_MAX_MR * SN_MAX_NR];
     /* Reading panels in place saves a copy when the whole of op(A) fits in
      * one mc block (small problems, where the copy is a large share). */
-    const int direct_b = !trans_b && M <= MC;
-    const int direct_a = trans_a && a_panel_fits_l1(lda, KC < K ? KC : K);
+    const int64_t kc_first = KC < K ? KC : K;
+    const int direct_b = !trans_b && M <= MC && panel_fits_l1(ldb, kc_first);
+    const int direct_a = trans_a && panel_fits_l1(lda, kc_first);
     /* a plain A is read in place by the row kernel, where there is one */
     const int rows_a = !trans_a && ki->kernel_rows != NULL;
 
@@ -473,8 +476,8 @@ static int gemm_small_parallel(gemm_strips *g, int nthreads)
 }
 
 /* One strip of columns or rows per thread. Split where no operand is
- * copied twice: a plain B is read in place by strips of at most mc rows, so
- * such row strips share it; a plain A with a row kernel, or a transposed
+ * copied twice: a plain B that fits L1 (see gemm_loops) is read in place by
+ * strips of at most mc rows, so such row strips share it; a plain A with a row kernel, or a transposed
  * one that fits L1 (see gemm_loops), is read in place, so column strips
  * share it. Otherwise each
  * strip packs all of the other operand: split so that the smaller one is
@@ -484,9 +487,10 @@ static int gemm_small_parallel(gemm_strips *g, int nthreads)
 static int gemm_blocked_parallel(gemm_strips *g, int nthreads)
 {
     const sn_gemm_kernel_info *ki = g->plan.ki;
-    const int b_shared = !g->trans_b && (g->M + nthreads - 1) / nthreads <= g->plan.blocks.mc;
     const int64_t kc = g->K < g->plan.blocks.kc ? g->K : g->plan.blocks.kc;
-    const int a_shared = g->trans_a ? a_panel_fits_l1(g->lda, kc) : ki->kernel_rows != NULL;
+    const int b_shared = !g->trans_b && (g->M + nthreads - 1) / nthreads <= g->plan.blocks.mc &&
+                         panel_fits_l1(g->ldb, kc);
+    const int a_shared = g->trans_a ? panel_fits_l1(g->lda, kc) : ki->kernel_rows != NULL;
     g->by_rows = b_shared ? 1 : a_shared ? 0 : g->M > g->N;
     const int64_t unit = g->by_rows ? ki->mr : ki->nr, total = g->by_rows ? g->M : g->N;
     const int64_t units = (total + unit - 1) / unit;
