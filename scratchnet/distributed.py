@@ -91,6 +91,15 @@ def is_main():
     return rank() == 0
 
 
+def abort(code=1):
+    """End every rank's process (MPI_Abort) when MPI runs on more than one:
+    after an error on this rank, the others would wait for it forever."""
+    if _comm is not None and _comm.Get_size() > 1:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        _comm.Abort(code)
+
+
 def _abort_on_uncaught(comm):
     """An uncaught exception on any rank: print it, then MPI_Abort the job."""
     previous = sys.excepthook
