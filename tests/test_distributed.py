@@ -135,7 +135,9 @@ def test_scratchnet_train_distributed_saves_once(tmp_path):
            "--hidden", "16", "--out", str(out)]
     proc = _launch(cmd)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.count("test accuracy:") == 1  # rank 0 alone prints
+    # rank 0 alone prints
+    assert proc.stdout.count("training mnist") == proc.stdout.count("test accuracy:") == 1
+    assert proc.stderr.count("epoch 1/1") == 1
     assert "x 2 ranks" in proc.stdout
     assert out.exists()
     accuracy = float(proc.stdout.split("test accuracy: ")[1].split("%")[0])
