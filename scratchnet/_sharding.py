@@ -69,13 +69,17 @@ class Shard:
 
     def reduce(self, batch=None, ok=True):
         """Sum the ranks' gradients in place, in one allreduce of the flat
-        buffer; returns whether the sum is finite (the same on every rank).
+        buffer (the C trainer's hook, which then checks the sum is finite).
         ok False: this rank's gradients are not valid (its outputs or loss
         were not finite); a NaN makes the sum fail on every rank, so all
         stop at the same step. batch: unused (the C trainer passes it)."""
         if not ok:
             self.flat[0] = np.nan
         self.comm.Allreduce(self._mpi.IN_PLACE, self.flat, op=self._mpi.SUM)
+
+    def reduce_finite(self, ok=True):
+        """reduce(), then whether the sum is finite (the same on every rank)."""
+        self.reduce(ok=ok)
         return _core.all_finite(self.flat)
 
     # ---- the fused C trainer: whole runs of global batches ----

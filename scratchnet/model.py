@@ -700,7 +700,7 @@ class Sequential(Module):
                 else:
                     shard.no_rows()
                     counted = (0.0, 0, 0)
-                finite = shard.reduce(ok=counted is not None)
+                finite = shard.reduce_finite(ok=counted is not None)
             if finite:
                 batch_loss, right, decisions = counted
                 tally.add(batch_loss * len(idx), right, decisions, len(idx))

@@ -28,7 +28,7 @@ def build(case, init_seed):
     """(model, optimizer, X, y, fit options) of a case; init_seed sets the
     initial weights (each rank passes its own: fit must send rank 0's)."""
     sn.manual_seed(init_seed)
-    if case in ("mlp", "mlp_layers", "manual"):
+    if case in ("mlp", "mlp_layers", "manual", "diverge", "diverge_layers"):
         batch = 32
         X, y = _data((STEPS - 1) * batch + 1, (12,), 4, 1)
         # the manual loop's shares draw no dropout masks of the global rows
@@ -108,6 +108,24 @@ def refusals(out):
         json.dump(messages, f)
 
 
+def diverge(case, out):
+    """A row of batch 3 (unshuffled) that only rank 1 holds makes its outputs
+    overflow: every rank must stop at that step, with the weights of step 2."""
+    rank = dist.rank()
+    model, opt, X, y, options = build(case, 0)
+    _fused.ENABLED = case == "diverge"
+    # overflows the first layer: row 20 of batch 3, in rank 1's share (rows 16..31)
+    X[2 * 32 + 20] = 3e38
+    where = None
+    try:
+        model.fit(X, y, opt, **{**options, "shuffle": False}, distributed=True)
+    except sn.TrainingDivergedError as exc:
+        where = [exc.epoch, exc.step]
+    np.savez(os.path.join(out, f"{case}_{rank}.npz"), **model.state_dict())
+    with open(os.path.join(out, f"{case}_{rank}.json"), "w") as f:
+        json.dump(where, f)
+
+
 def raise_on_rank_1():
     """Rank 1 raises after the first epoch while rank 0 goes on training: the
     job must end with the error shown, not wait for rank 1 forever."""
@@ -127,5 +145,7 @@ if __name__ == "__main__":
             refusals(out_dir)
         elif name == "raise":
             raise_on_rank_1()
+        elif name.startswith("diverge"):
+            diverge(name, out_dir)
         else:
             run(name, out_dir)

@@ -61,7 +61,7 @@ def trained(tmp_path_factory):
     """Every case trained once by one mpiexec job; OUT/<case>_<rank>.npz."""
     out = tmp_path_factory.mktemp("mpi")
     proc = _launch([str(HERE / "mpi_cases.py"), str(out), "mlp", "mlp_layers", "cnn", "bn",
-                    "manual", "refusals"])
+                    "manual", "refusals", "diverge", "diverge_layers"])
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return out
 
@@ -108,6 +108,18 @@ def test_batchnorm_ranks_agree_and_say_the_statistics_are_per_rank(trained):
     for name in ranks[0]:
         np.testing.assert_array_equal(ranks[0][name], ranks[1][name], err_msg=name)
     assert "running_mean" in " ".join(ranks[0])
+
+
+@needs_mpi
+@pytest.mark.sanitizer_skip
+@pytest.mark.parametrize("case", ["diverge", "diverge_layers"])
+def test_outputs_that_overflow_on_one_rank_stop_every_rank_at_that_step(trained, case):
+    stops = [json.loads((trained / f"{case}_{r}.json").read_text()) for r in range(RANKS)]
+    assert stops == [[1, 3], [1, 3]]
+    ranks = [_state(trained, case, r) for r in range(RANKS)]
+    for name in ranks[0]:
+        np.testing.assert_array_equal(ranks[0][name], ranks[1][name], err_msg=name)
+        assert np.isfinite(ranks[0][name]).all()
 
 
 @needs_mpi
