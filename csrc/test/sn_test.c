@@ -942,6 +942,21 @@ static void test_augment(void)
          sn_shift2d_f32(y, x, sh, 1, 0, 2, 2, 1) == SN_EINVAL &&
          sn_flip2d_f32(y, x, fl, 1, 1, 2, 0) == SN_EINVAL;
     check(ok && all_equal(y, 4, 7.0f), "augmentation: SN_EINVAL for bad sizes, y untouched");
+
+    /* a share from row 3 of a 10-row batch draws what the whole batch draws
+     * for those rows: dropout (4 values a row), shifts and flips */
+    int32_t all_sh[20], part_sh[8], all_fl[10], part_fl[4];
+    float ones[40], all_y[40], all_m[40], part_y[16], part_m[16];
+    for (int k = 0; k < 40; ++k) ones[k] = 1.0f;
+    ok = sn_random_shifts(all_sh, 10, 3, 5, 0) == SN_OK &&
+         sn_random_shifts(part_sh, 4, 3, 5, 3) == SN_OK &&
+         sn_random_flips(all_fl, 10, 5, 0) == SN_OK && sn_random_flips(part_fl, 4, 5, 3) == SN_OK &&
+         sn_dropout_forward_f32(all_y, all_m, ones, 40, 0.5f, 5, 0) == SN_OK &&
+         sn_dropout_forward_f32(part_y, part_m, ones, 16, 0.5f, 5, 3 * 4) == SN_OK;
+    ok = ok && memcmp(part_sh, all_sh + 6, sizeof part_sh) == 0 &&
+         memcmp(part_fl, all_fl + 3, sizeof part_fl) == 0 && same(part_m, all_m + 12, 16) &&
+         !same(part_m, all_m, 16);
+    check(ok, "random draws from row `first` = the whole batch's draws for those rows");
 }
 
 /* ---- GEMMs and convolutions from several threads at once ----
