@@ -193,23 +193,20 @@ def broadcast_parameters(model, root=0):
     return model
 
 
-def allreduce_gradients(model, weight=None):
+def allreduce_gradients(model):
     """Average the gradients of every rank, in place: all gradients packed in
-    one contiguous float32 buffer (flat_gradients) and summed by one
-    MPI_Allreduce. weight=None gives the plain mean (each rank's gradient
-    1/size); weight=w scales this rank's by w before the sum instead (its
-    rows / the global batch's rows, for shares of unequal size). Returns
-    the buffer. model: a model or a list of Parameters."""
+    one contiguous float32 buffer (flat_gradients), summed by one
+    MPI_Allreduce and scaled by 1/size: the global batch's gradient when
+    every rank's share has the same rows (fit(distributed=True) weights
+    unequal shares by their rows). Returns the buffer. model: a model or a
+    list of Parameters."""
     params = _parameters(model)
     flat = flat_gradients(params)
     comm = _world()
     if comm is None or comm.Get_size() == 1:
         return flat
-    if weight is not None:
-        _core.scale(flat, float(weight))
     comm.Allreduce(_mpi().IN_PLACE, flat, op=_mpi().SUM)
-    if weight is None:
-        _core.scale(flat, 1.0 / comm.Get_size())
+    _core.scale(flat, 1.0 / comm.Get_size())
     return flat
 
 

@@ -480,6 +480,9 @@ class Sequential(Module):
         if not isinstance(distributed, bool):
             raise TypeError(f"fit: distributed must be True or False, got {distributed!r}")
         shard = _sharding.Shard(self) if distributed else None  # ImportError: the extra
+        if isinstance(optimizer, distributed_api.DistributedOptimizer):
+            raise TypeError("fit: DistributedOptimizer is for training loops of your own; pass "
+                            "the optimizer it wraps, with distributed=True")
         if not isinstance(optimizer, Optimizer):
             raise TypeError(f"fit: optimizer must be an Optimizer, got {type(optimizer).__name__}")
         self._check_optimizer(optimizer)

@@ -193,3 +193,13 @@ except ImportError as exc:
                          capture_output=True, text=True, timeout=60, env=env, cwd=tmp_path)
     assert cli.returncode == 1
     assert cli.stderr.count("\n") == 1 and 'pip install "scratchnet[mpi]"' in cli.stderr
+
+
+def test_fit_points_a_distributed_optimizer_to_distributed_true():
+    import scratchnet as sn
+    from scratchnet import distributed as dist
+    model = sn.Sequential(sn.Dense(3, 2))
+    opt = dist.DistributedOptimizer(sn.SGD(model.parameters(), lr=0.1))
+    X = np.zeros((4, 3), np.float32)
+    with pytest.raises(TypeError, match="pass the optimizer it wraps, with distributed=True"):
+        model.fit(X, np.array([0, 1, 0, 1]), opt, verbose=0)
