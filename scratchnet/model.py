@@ -602,6 +602,8 @@ class Sequential(Module):
                     if shard is None or shard.main:
                         self._write_checkpoint(checkpoint, optimizer, scheduler, rng, history,
                                                epoch, settings)
+                    if shard is not None:
+                        shard.comm.Barrier()  # written before any rank may resume from it
                     saved = (checkpoint, epoch)
                 if self.stop_training:
                     break

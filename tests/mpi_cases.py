@@ -126,6 +126,18 @@ def diverge(case, out):
         json.dump(where, f)
 
 
+def resume(out):
+    """One epoch with a checkpoint (rank 0 writes it), then a model with other
+    weights resumed from it for the second epoch, on every rank."""
+    rank = dist.rank()
+    path = os.path.join(out, "run.ckpt")
+    model, opt, X, y, options = build("mlp", 100 + rank)
+    model.fit(X, y, opt, **options, checkpoint=path, distributed=True)
+    model, opt, X, y, options = build("mlp", 200 + rank)
+    model.fit(X, y, opt, **{**options, "epochs": 2}, resume=path, distributed=True)
+    np.savez(os.path.join(out, f"resume_{rank}.npz"), **model.state_dict())
+
+
 def raise_on_rank_1():
     """Rank 1 raises after the first epoch while rank 0 goes on training: the
     job must end with the error shown, not wait for rank 1 forever."""
@@ -145,6 +157,8 @@ if __name__ == "__main__":
             refusals(out_dir)
         elif name == "raise":
             raise_on_rank_1()
+        elif name == "resume":
+            resume(out_dir)
         elif name.startswith("diverge"):
             diverge(name, out_dir)
         else:

@@ -61,7 +61,7 @@ def trained(tmp_path_factory):
     """Every case trained once by one mpiexec job; OUT/<case>_<rank>.npz."""
     out = tmp_path_factory.mktemp("mpi")
     proc = _launch([str(HERE / "mpi_cases.py"), str(out), "mlp", "mlp_layers", "cnn", "bn",
-                    "manual", "refusals", "diverge", "diverge_layers"])
+                    "manual", "refusals", "diverge", "diverge_layers", "resume"])
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return out
 
@@ -99,6 +99,18 @@ def test_two_ranks_hold_the_weights_of_one_process(trained, case, monkeypatch):
         got = json.loads((trained / f"{case}_1.json").read_text())
         for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
             np.testing.assert_allclose(got[key], history[key], rtol=1e-5, err_msg=key)
+
+
+@needs_mpi
+@pytest.mark.sanitizer_skip
+def test_a_checkpoint_of_rank_0_resumes_every_rank(trained, monkeypatch):
+    ranks = [_state(trained, "resume", r) for r in range(RANKS)]
+    monkeypatch.setattr(_fused, "ENABLED", True)
+    model, opt, X, y, options = mpi_cases.build("mlp", init_seed=100)
+    model.fit(X, y, opt, **{**options, "epochs": 2})
+    for name, w in model.state_dict().items():
+        np.testing.assert_array_equal(ranks[0][name], ranks[1][name], err_msg=name)
+        np.testing.assert_allclose(ranks[0][name], w, rtol=1e-4, atol=1e-5, err_msg=name)
 
 
 @needs_mpi
