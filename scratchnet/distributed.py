@@ -46,8 +46,21 @@ def _launched():
     return any(os.environ.get(v, "1").strip() not in ("", "0", "1") for v in _LAUNCHER_SIZE_VARS)
 
 
+# Open MPI's waiting ranks spin on the CPU by default. When a rank shares
+# its core (more ranks than free cores: another program running, or
+# --oversubscribe), the one waiting in the allreduce then takes the time the
+# other needs to get there: one MNIST epoch on 2 ranks of this project's
+# 2-core machine, with another process holding a core, took a median 10.6 s
+# spinning and 5.1 s yielding, in runs minutes apart (benchmarks/bench_mpi.py;
+# one process with 2 threads: 3.4 and 3.3 s). When every rank has a core of
+# its own, sched_yield finds nothing else to run and returns at once. Read
+# by MPI_Init, so set before mpi4py starts MPI; a value the user set wins.
+YIELD_WHEN_IDLE = ("OMPI_MCA_mpi_yield_when_idle", "1")
+
+
 def _mpi():
     """The mpi4py.MPI module, or ImportError with the one line on the extra."""
+    os.environ.setdefault(*YIELD_WHEN_IDLE)
     try:
         from mpi4py import MPI
     except ImportError:
