@@ -215,3 +215,18 @@ def test_fit_points_a_distributed_optimizer_to_distributed_true():
     X = np.zeros((4, 3), np.float32)
     with pytest.raises(TypeError, match="pass the optimizer it wraps, with distributed=True"):
         model.fit(X, np.array([0, 1, 0, 1]), opt, verbose=0)
+
+
+@needs_mpi
+@pytest.mark.sanitizer_skip
+@pytest.mark.parametrize("user_value, want", [(None, "1"), ("0", "0")])
+def test_waiting_ranks_yield_the_cpu_unless_the_user_says(user_value, want, tmp_path):
+    env = {k: v for k, v in _env().items() if k != "OMPI_MCA_mpi_yield_when_idle"}
+    if user_value is not None:
+        env["OMPI_MCA_mpi_yield_when_idle"] = user_value
+    script = ("import os; from scratchnet import distributed as d; c = d.init(); "
+              "print(c.Get_size(), os.environ['OMPI_MCA_mpi_yield_when_idle'])")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=60, env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["1", want]
