@@ -230,3 +230,20 @@ def test_waiting_ranks_yield_the_cpu_unless_the_user_says(user_value, want, tmp_
                           timeout=60, env=env, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["1", want]
+
+
+@needs_mpi
+@pytest.mark.sanitizer_skip
+def test_the_distributed_example_trains_and_saves_once(tmp_path):
+    script = HERE.parent / "examples" / "distributed_mnist.py"
+    if not script.exists():
+        pytest.skip("examples/ are not shipped with the installed package")
+    proc = subprocess.run([_mpiexec(), "--oversubscribe", "-n", str(RANKS), sys.executable,
+                           str(script), "--epochs", "1", "--subset", "3000"],
+                          capture_output=True, text=True, timeout=TIMEOUT, env=_env(),
+                          cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("2 ranks: test accuracy"), proc.stdout
+    assert float(lines[0].rsplit(" ", 1)[1]) > 0.8
+    assert (tmp_path / "mnist-distributed.npz").is_file()
