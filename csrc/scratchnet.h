@@ -37,6 +37,7 @@ extern "C" {
 #define SN_EINVAL 1      /* an argument is out of range (size, label, option) */
 #define SN_ENOMEM 2      /* a workspace could not be allocated */
 #define SN_ENONFINITE 3  /* a result is NaN or infinite (the input or training diverged) */
+#define SN_ECALLBACK 4   /* a callback of the caller's failed (the caller knows why) */
 
 /* ---- run time: CPU features, kernel choice, threads (sn_runtime.c) ---- */
 
@@ -158,11 +159,16 @@ void sn_softmax_forward_f32(float *y, const float *x, int64_t M, int64_t N);
 void sn_softmax_backward_f32(float *dx, const float *dy, const float *y, int64_t M, int64_t N);
 
 /* inverted dropout: mask = (u >= p) / (1 - p) with u uniform in [0, 1) drawn
- * from a counter-based generator keyed by seed, y = x * mask. p in [0, 1). */
+ * from a counter-based generator keyed by seed, y = x * mask. p in [0, 1).
+ * Element i takes draw first + i of the stream: a process holding rows from
+ * row r of a batch passes first = r * (values per row), and its masks are
+ * those one process holding the whole batch draws for these rows. */
 int sn_dropout_forward_f32(float *y, float *mask, const float *x, int64_t n, float p,
-                           uint64_t seed);
+                           uint64_t seed, uint64_t first);
 /* dx = dy * mask */
 void sn_mul_f32(float *z, const float *x, const float *y, int64_t n);
+/* x = alpha x (a sum of gradients over processes made their mean) */
+void sn_scale_f32(float *x, int64_t n, float alpha);
 
 /* ---- losses (sn_loss.c) ----
  * The *_forward kernels return the mean over the batch, sn_xent_train_f32
@@ -290,6 +296,22 @@ typedef struct {
     double times[2][SN_TEAM_PROBE]; /* the timed steps: [0] on the threads, [1] alone */
 } sn_team_choice;
 
+/* Data-parallel training: this process's share of each global batch of a
+ * run. Batch b: this process holds rows[b] rows (0 allowed) of the global
+ * batch of global[b] rows, from its row first[b]. The loss is the mean over
+ * the global batch (dz scaled by 1 / global[b]), so the gradients of all
+ * processes sum to the global batch's; dropout draws follow the global row;
+ * reduce(ctx, b, ok), called between the backward pass and the optimizer
+ * step, sums the gradients of all processes in place (ok = 0: this
+ * process's outputs were not finite and its gradients were not computed:
+ * reduce must make the sum non-finite on every process, so all stop at b). */
+typedef struct {
+    int64_t batches;
+    const int64_t *rows, *first, *global;
+    int (*reduce)(void *ctx, int64_t batch, int ok);  /* SN_OK, or ends the run */
+    void *ctx;
+} sn_mlp_shard;
+
 typedef struct {
     int n_layers;
     sn_mlp_layer *layers;
@@ -298,6 +320,7 @@ typedef struct {
     int64_t *yb;              /* max_batch labels */
     sn_param *params;         /* 2 per layer (W, b), for the optimizer */
     sn_team_choice *team;     /* training's choice of threads (NULL: always the threads) */
+    const sn_mlp_shard *shard; /* data-parallel training (NULL: one process) */
 } sn_mlp;
 
 /* Train on rows order[0..n) of X (rows of layers[0].in floats) in batches of
@@ -308,7 +331,10 @@ typedef struct {
  * layers[l].dropout_seed + b (the caller advances the seeds between runs).
  * A batch whose outputs, loss or any gradient are not finite ends the run
  * with SN_ENONFINITE before its optimizer step and before its loss is added:
- * opt->iterations then counts the batches of the run that stepped. */
+ * opt->iterations then counts the batches of the run that stepped.
+ * With net->shard, the run is its shard->batches batches of shard->rows[b]
+ * rows each (n must be their sum, each at most max_batch; batch_size is not
+ * used) and a failed reduce ends it with its status. */
 int sn_mlp_train_f32(const sn_mlp *net, sn_optim_cfg *opt, const float *X,
                      const int64_t *labels, int64_t n_classes, const int64_t *order, int64_t n,
                      int64_t batch_size, double *loss_sum, int64_t *correct);
@@ -428,13 +454,16 @@ int sn_batchnorm_backward_f32(float *dx, float *dgamma, float *dbeta, const floa
 
 /* ---- augmentation (sn_augment.c): NCHW float32 images, y and x distinct.
  * Random draws: key = splitmix64(seed), draw k = splitmix64(key + k) (the
- * dropout kernel's stream), so image i's draws depend only on (seed, i). ---- */
+ * dropout kernel's stream), so image i's draws depend only on (seed, i).
+ * Image i of the call is image first + i of the stream (first: the row of
+ * the batch this process's share starts at, in data-parallel training). ---- */
 /* shifts[2 i], shifts[2 i + 1] = (sy, sx) of image i, each uniform in
  * [-pixels, pixels]: floor((draw >> 32) (2 pixels + 1) / 2^32) - pixels,
  * draws 2 i and 2 i + 1 */
-int sn_random_shifts(int32_t *shifts, int64_t n, int64_t pixels, uint64_t seed);
+int sn_random_shifts(int32_t *shifts, int64_t n, int64_t pixels, uint64_t seed,
+                     uint64_t first);
 /* flags[i] = the top bit of draw i (1: flip image i), probability 1/2 */
-int sn_random_flips(int32_t *flags, int64_t n, uint64_t seed);
+int sn_random_flips(int32_t *flags, int64_t n, uint64_t seed, uint64_t first);
 /* y[b, c, i, j] = x[b, c, i - s sy, j - s sx] inside the plane, else 0, with
  * (sy, sx) = shifts of image b and s = sign: +1 the shift, -1 its adjoint
  * (the gradient moved back, 0 where the forward filled). */

@@ -83,11 +83,11 @@ void sn_softmax_backward_f32(float *dx, const float *dy, const float *y, int64_t
 }
 
 int sn_dropout_forward_f32(float *y, float *mask, const float *x, int64_t n, float p,
-                           uint64_t seed)
+                           uint64_t seed, uint64_t first)
 {
     if (!(p >= 0.0f && p < 1.0f)) return SN_EINVAL;
     const float keep_scale = 1.0f / (1.0f - p);
-    const uint64_t key = sn_splitmix64(seed);
+    const uint64_t key = sn_splitmix64(seed) + first;
     for (int64_t i = 0; i < n; ++i) {
         /* top 24 bits -> a float uniform in [0, 1) with every value exact */
         const float u = (float)(sn_splitmix64(key + (uint64_t)i) >> 40) * (1.0f / 16777216.0f);
@@ -100,6 +100,11 @@ int sn_dropout_forward_f32(float *y, float *mask, const float *x, int64_t n, flo
 void sn_mul_f32(float *z, const float *x, const float *y, int64_t n)
 {
     for (int64_t i = 0; i < n; ++i) z[i] = x[i] * y[i];
+}
+
+void sn_scale_f32(float *x, int64_t n, float alpha)
+{
+    for (int64_t i = 0; i < n; ++i) x[i] *= alpha;
 }
 
 /* ---- fused forms, used by the GEMM epilogue and the dense layer ---- */

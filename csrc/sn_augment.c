@@ -11,10 +11,12 @@
 #include "sn_formulas.h"
 #include "sn_planes.h"
 
-int sn_random_shifts(int32_t *shifts, int64_t n, int64_t pixels, uint64_t seed)
+int sn_random_shifts(int32_t *shifts, int64_t n, int64_t pixels, uint64_t seed,
+                     uint64_t first)
 {
     if (n < 0 || pixels < 0 || pixels > INT32_MAX / 2) return SN_EINVAL;
-    const uint64_t key = sn_splitmix64(seed), m = 2 * (uint64_t)pixels + 1;
+    /* image i takes draws 2 (first + i) and 2 (first + i) + 1 */
+    const uint64_t key = sn_splitmix64(seed) + 2 * first, m = 2 * (uint64_t)pixels + 1;
     for (int64_t k = 0; k < 2 * n; ++k) {
         /* the top 32 bits scaled to [0, m): floor(u m / 2^32) */
         const uint64_t u = sn_splitmix64(key + (uint64_t)k) >> 32;
@@ -23,10 +25,10 @@ int sn_random_shifts(int32_t *shifts, int64_t n, int64_t pixels, uint64_t seed)
     return SN_OK;
 }
 
-int sn_random_flips(int32_t *flags, int64_t n, uint64_t seed)
+int sn_random_flips(int32_t *flags, int64_t n, uint64_t seed, uint64_t first)
 {
     if (n < 0) return SN_EINVAL;
-    const uint64_t key = sn_splitmix64(seed);
+    const uint64_t key = sn_splitmix64(seed) + first;
     for (int64_t k = 0; k < n; ++k) flags[k] = (int32_t)(sn_splitmix64(key + (uint64_t)k) >> 63);
     return SN_OK;
 }

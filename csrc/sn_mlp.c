@@ -23,6 +23,8 @@ static const float *layer_input(const sn_mlp *net, const float *x0, int l)
  * kept in its workspace for the backward pass. */
 static int forward_train(const sn_mlp *net, const float *x0, int64_t M, int64_t batch)
 {
+    /* a share of a global batch draws the masks of its rows there */
+    const uint64_t first_row = net->shard ? (uint64_t)net->shard->first[batch] : 0;
     for (int l = 0; l < net->n_layers; ++l) {
         const sn_mlp_layer *L = &net->layers[l];
         int status = sn_dense_forward_f32(L->y, layer_input(net, x0, l), L->W, L->b, M,
@@ -30,7 +32,8 @@ static int forward_train(const sn_mlp *net, const float *x0, int64_t M, int64_t 
         if (status != SN_OK) return status;
         if (L->dropout > 0.0f) {
             status = sn_dropout_forward_f32(L->y_drop, L->mask, L->y, M * L->out, L->dropout,
-                                            L->dropout_seed + (uint64_t)batch);
+                                            L->dropout_seed + (uint64_t)batch,
+                                            first_row * (uint64_t)L->out);
             if (status != SN_OK) return status;
         }
     }
@@ -122,20 +125,48 @@ void sn_team_after_step(sn_team_choice *t, double seconds)
     if (t->count >= 2 * SN_TEAM_PROBE + SN_TEAM_KEEP) t->count = 0;
 }
 
+/* a shard's batches: rows within [0, max_batch], summing to n, on valid rows
+ * of global batches */
+static int shard_valid(const sn_mlp *net, int64_t n)
+{
+    const sn_mlp_shard *s = net->shard;
+    if (!s || s->batches < 0 || (s->batches && (!s->rows || !s->first || !s->global)) ||
+        !s->reduce)
+        return 0;
+    int64_t sum = 0;
+    for (int64_t b = 0; b < s->batches; ++b) {
+        if (s->rows[b] < 0 || s->rows[b] > net->max_batch || s->global[b] < 1 ||
+            s->first[b] < 0 || s->first[b] + s->rows[b] > s->global[b])
+            return 0;
+        sum += s->rows[b];
+    }
+    return sum == n;
+}
+
+/* every gradient = 0: a process with no rows in a global batch adds nothing */
+static void zero_gradients(const sn_mlp *net)
+{
+    for (int k = 0; k < 2 * net->n_layers; ++k)
+        memset((float *)net->params[k].g, 0, (size_t)net->params[k].n * sizeof(float));
+}
+
 int sn_mlp_train_f32(const sn_mlp *net, sn_optim_cfg *opt, const float *X,
                      const int64_t *labels, int64_t n_classes, const int64_t *order, int64_t n,
                      int64_t batch_size, double *loss_sum, int64_t *correct)
 {
-    if (net->n_layers < 1 || batch_size < 1 || batch_size > net->max_batch ||
-        net->layers[net->n_layers - 1].out != n_classes)
+    const sn_mlp_shard *shard = net->shard;
+    if (net->n_layers < 1 || net->layers[net->n_layers - 1].out != n_classes ||
+        (shard ? !shard_valid(net, n) : batch_size < 1 || batch_size > net->max_batch))
         return SN_EINVAL;
+    const int64_t batches = shard ? shard->batches : (n + batch_size - 1) / batch_size;
     const int64_t in = net->layers[0].in;
     const sn_mlp_layer *last = &net->layers[net->n_layers - 1];
     const unsigned fp = sn_fp_enter();
     int status = SN_OK;
-    for (int64_t start = 0, batch = 0; start < n && status == SN_OK;
-         start += batch_size, ++batch) {
-        const int64_t M = n - start < batch_size ? n - start : batch_size;
+    int64_t M = 0;
+    for (int64_t start = 0, batch = 0; batch < batches && status == SN_OK;
+         start += M, ++batch) {
+        M = shard ? shard->rows[batch] : n - start < batch_size ? n - start : batch_size;
         const double t_step = SN_NOW();
         sn_team_before_step(net->team);
         for (int64_t i = 0; i < M; ++i) {
@@ -143,23 +174,29 @@ int sn_mlp_train_f32(const sn_mlp *net, sn_optim_cfg *opt, const float *X,
             memcpy(net->xb + i * in, X + row * in, (size_t)in * sizeof(float));
             net->yb[i] = labels[row];
         }
-        status = forward_train(net, net->xb, M, batch);
-        if (status != SN_OK) break;
+        double batch_loss = 0.0;
+        int64_t batch_correct = 0;
         /* a non-finite output, loss or gradient ends the run before this
          * batch's step (SN_ENONFINITE): the parameters stay as the last
          * finite step left them */
-        if (!sn_all_finite_f32(last->y, M * n_classes)) {
-            status = SN_ENONFINITE;
-            break;
+        int finite = 1;
+        if (M > 0) {
+            status = forward_train(net, net->xb, M, batch);
+            if (status != SN_OK) break;
+            finite = sn_all_finite_f32(last->y, M * n_classes);
+            /* the mean over the batch, or over the global batch of a share */
+            const float scale = 1.0f / (float)(shard ? shard->global[batch] : M);
+            if (finite)
+                status = sn_xent_train_f32(&batch_loss, &batch_correct, last->dz, last->y,
+                                           net->yb, M, n_classes, scale);
+            if (status == SN_OK && finite) status = backward(net, M);
+            if (status != SN_OK) break;
+        } else {
+            zero_gradients(net);
         }
-        double batch_loss;
-        int64_t batch_correct;
-        status = sn_xent_train_f32(&batch_loss, &batch_correct, last->dz, last->y, net->yb, M,
-                                   n_classes, 1.0f / (float)M);
+        if (shard) status = shard->reduce(shard->ctx, batch, finite);
         if (status != SN_OK) break;
-        status = backward(net, M);
-        if (status != SN_OK) break;
-        if (!gradients_finite(net)) {
+        if (!finite || !gradients_finite(net)) {
             status = SN_ENONFINITE;
             break;
         }

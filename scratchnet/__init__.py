@@ -17,7 +17,7 @@ if "OMP_WAIT_POLICY" not in _os.environ:
 
 from ._version import __version__
 from . import _core, _runtime, _tuning
-from . import datasets, plot
+from . import datasets, distributed, plot
 from ._random import manual_seed
 from ._runtime import info
 from .callbacks import Callback, EarlyStopping
@@ -49,7 +49,7 @@ set_num_threads = _core.set_num_threads
 get_num_threads = _core.get_num_threads
 
 __all__ = [
-    "__version__", "datasets", "plot", "manual_seed", "info", "set_num_threads", "get_num_threads",
+    "__version__", "datasets", "distributed", "plot", "manual_seed", "info", "set_num_threads", "get_num_threads",
     "Conv2D", "Dense", "Dropout", "Flatten", "LeakyReLU", "ReLU", "Reshape", "Sigmoid",
     "Softmax", "Tanh", "MaxPool2D", "AvgPool2D", "GlobalAvgPool2D", "BatchNorm1d", "BatchNorm2d",
     "RandomShift", "RandomFlip",

@@ -8,6 +8,7 @@ cdef extern from "scratchnet.h" nogil:
     int SN_EINVAL
     int SN_ENOMEM
     int SN_ENONFINITE
+    int SN_ECALLBACK
     int SN_ISA_GENERIC
     int SN_ISA_AVX2
     int SN_ISA_AVX512
@@ -51,8 +52,9 @@ cdef extern from "scratchnet.h" nogil:
     void sn_softmax_backward_f32(float *dx, const float *dy, const float *y, int64_t M,
                                  int64_t N)
     int sn_dropout_forward_f32(float *y, float *mask, const float *x, int64_t n, float p,
-                               uint64_t seed)
+                               uint64_t seed, uint64_t first)
     void sn_mul_f32(float *z, const float *x, const float *y, int64_t n)
+    void sn_scale_f32(float *x, int64_t n, float alpha)
 
     int sn_xent_forward_f32(double *loss, float *probs, const float *z,
                             const int64_t *labels, int64_t M, int64_t N)
@@ -143,6 +145,14 @@ cdef extern from "scratchnet.h" nogil:
         int64_t count
         int alone
 
+    ctypedef struct sn_mlp_shard:
+        int64_t batches
+        const int64_t *rows
+        const int64_t *first
+        const int64_t *global_ "global"
+        int (*reduce)(void *ctx, int64_t batch, int ok) noexcept nogil
+        void *ctx
+
     ctypedef struct sn_mlp:
         int n_layers
         sn_mlp_layer *layers
@@ -151,6 +161,7 @@ cdef extern from "scratchnet.h" nogil:
         int64_t *yb
         sn_param *params
         sn_team_choice *team
+        const sn_mlp_shard *shard
 
     int sn_mlp_train_f32(const sn_mlp *net, sn_optim_cfg *opt, const float *X,
                          const int64_t *labels, int64_t n_classes, const int64_t *order,

@@ -121,8 +121,9 @@ def softmax_backward(dy, y, out):
     return out
 
 
-def dropout_forward(x, out, mask, float p, uint64_t seed):
-    """Inverted dropout: mask = (u >= p) / (1 - p), out = x * mask."""
+def dropout_forward(x, out, mask, float p, uint64_t seed, uint64_t first=0):
+    """Inverted dropout: mask = (u >= p) / (1 - p), out = x * mask; element i
+    takes draw first + i of seed's stream."""
     if not (0.0 <= p < 1.0):
         raise ValueError(f"dropout_forward: p must be in [0, 1), got {p}")
     cdef const float[::1] xv = _flat(x, "dropout_forward", "x")
@@ -133,7 +134,8 @@ def dropout_forward(x, out, mask, float p, uint64_t seed):
     cdef int status = SN_OK
     if xv.shape[0] > 0:
         with nogil:
-            status = sn_dropout_forward_f32(&ov[0], &mv[0], &xv[0], xv.shape[0], p, seed)
+            status = sn_dropout_forward_f32(&ov[0], &mv[0], &xv[0], xv.shape[0], p, seed,
+                                            first)
     _check(status, "dropout_forward")
     return out
 
@@ -147,3 +149,12 @@ def all_finite(x):
     with nogil:
         ok = sn_all_finite_f32(&xv[0], xv.shape[0])
     return bool(ok)
+
+
+def scale(x, float alpha):
+    """x *= alpha, in place (e.g. a sum of gradients made their mean)."""
+    cdef float[::1] xv = _flat(x, "scale", "x", True)
+    if xv.shape[0] > 0:
+        with nogil:
+            sn_scale_f32(&xv[0], xv.shape[0], alpha)
+    return x

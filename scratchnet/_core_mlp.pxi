@@ -40,10 +40,14 @@ cdef class MLP:
     cdef readonly bint trainable
     cdef object work        # the inference workspace of predict
     cdef bint busy          # a predict call is using work
+    cdef sn_mlp_shard shard # data-parallel training: this process's share of the batches
+    cdef object shard_keep  # (rows, first, global, reduce) the shard points into / calls
+    cdef object reduce_error  # what the reduce callback raised, re-raised by train
 
     def __cinit__(self):
         self.net.layers = NULL
         self.net.params = NULL
+        self.net.shard = NULL
         memset(&self.team, 0, sizeof(self.team))
         self.net.team = &self.team
 
@@ -124,6 +128,39 @@ cdef class MLP:
         for l, seed in enumerate(seeds):
             self.net.layers[l].dropout_seed = <uint64_t>(int(seed) & 0xFFFFFFFFFFFFFFFF)
 
+    def set_shard(self, rows=None, first=None, global_rows=None, reduce=None):
+        """Data-parallel training: the next train() calls run len(rows)
+        batches; batch b holds rows[b] rows (0 allowed) of a global batch of
+        global_rows[b] rows, from its row first[b] (int64 arrays). The loss is
+        the global batch's mean and dropout draws follow the global row;
+        reduce(b, ok) must sum the gradients of all processes in place
+        between the backward pass and the step (ok False: this process's
+        outputs were not finite; the sum must then be made non-finite). An
+        exception it raises ends the run and train() raises it. No
+        arguments: back to one process."""
+        if rows is None:
+            self.net.shard = NULL
+            self.shard_keep = None
+            return
+        arrays = [_array(a, "MLP.set_shard", name, np.int64, False)
+                  for a, name in ((rows, "rows"), (first, "first"), (global_rows, "global_rows"))]
+        if any(a.ndim != 1 or a.shape[0] != arrays[0].shape[0] for a in arrays):
+            raise ValueError("MLP.set_shard: rows, first and global_rows must be 1-D arrays "
+                             "of one length")
+        if not callable(reduce):
+            raise TypeError("MLP.set_shard: reduce must be callable")
+        cdef const int64_t[::1] rv = arrays[0]
+        cdef const int64_t[::1] fv = arrays[1]
+        cdef const int64_t[::1] gv = arrays[2]
+        self.shard_keep = (*arrays, reduce)
+        self.shard.batches = rv.shape[0]
+        self.shard.rows = &rv[0] if rv.shape[0] else NULL
+        self.shard.first = &fv[0] if rv.shape[0] else NULL
+        self.shard.global_ = &gv[0] if rv.shape[0] else NULL
+        self.shard.reduce = _shard_reduce
+        self.shard.ctx = <void *>self
+        self.net.shard = &self.shard
+
     def __dealloc__(self):
         free(self.net.layers)
         free(self.net.params)
@@ -200,11 +237,14 @@ cdef class MLP:
                              f"a network of sizes {self.sizes}")
         if not 1 <= batch_size <= self.max_batch:
             raise ValueError(f"MLP.train: batch_size must be in [1, {self.max_batch}]")
-        if order.size == 0:
+        if self.net.shard != NULL and order.size != self.shard_keep[0].sum():
+            raise ValueError(f"MLP.train: {order.size} rows in order, but the shard's batches "
+                             f"hold {self.shard_keep[0].sum()}")
+        if order.size == 0 and self.net.shard == NULL:
             if partial:
                 return 0.0, 0, -1
             return 0.0, 0
-        if order.min() < 0 or order.max() >= X.shape[0]:
+        if order.size and (order.min() < 0 or order.max() >= X.shape[0]):
             raise ValueError("MLP.train: order holds indices outside X")
         if labels.size and (labels.min() < 0 or labels.max() >= n_classes):
             raise ValueError(f"MLP.train: labels must be in [0, {n_classes})")
@@ -215,9 +255,14 @@ cdef class MLP:
         cdef int64_t correct = 0, n = order.shape[0], ncls = n_classes
         cdef int status
         cdef int64_t stepped = self.opt.iterations
+        cdef const int64_t *op = &ov[0] if n else NULL
+        self.reduce_error = None
         with nogil:
-            status = sn_mlp_train_f32(&self.net, &self.opt, &xv[0, 0], &lv[0], ncls, &ov[0],
+            status = sn_mlp_train_f32(&self.net, &self.opt, &xv[0, 0], &lv[0], ncls, op,
                                       n, batch_size, &loss_sum, &correct)
+        if status == SN_ECALLBACK:
+            error, self.reduce_error = self.reduce_error, None
+            raise error
         if partial:
             if status == SN_ENONFINITE:
                 return loss_sum, correct, self.opt.iterations - stepped
@@ -271,3 +316,16 @@ cdef class MLP:
                 self.busy = False
         _check_predicted(X, finite_in, status, finite_out, "MLP.predict", finite_for)
         return out
+
+
+cdef int _shard_reduce(void *ctx, int64_t batch, int ok) noexcept nogil:
+    """The C trainer's reduce of a shard: the MLP's Python callback, with the
+    GIL; what it raises is kept for train() to raise."""
+    with gil:
+        net = <MLP>ctx
+        try:
+            net.shard_keep[3](batch, bool(ok))
+        except BaseException as exc:
+            net.reduce_error = exc
+            return SN_ECALLBACK
+    return SN_OK

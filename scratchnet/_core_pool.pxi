@@ -25,8 +25,9 @@ cdef extern from "scratchnet.h" nogil:
                                   const float *x, const float *save_mean,
                                   const float *save_invstd, const float *gamma, int64_t N,
                                   int64_t C, int64_t S, int training)
-    int sn_random_shifts(int32_t *shifts, int64_t n, int64_t pixels, uint64_t seed)
-    int sn_random_flips(int32_t *flags, int64_t n, uint64_t seed)
+    int sn_random_shifts(int32_t *shifts, int64_t n, int64_t pixels, uint64_t seed,
+                         uint64_t first)
+    int sn_random_flips(int32_t *flags, int64_t n, uint64_t seed, uint64_t first)
     int sn_shift2d_f32(float *y, const float *x, const int32_t *shifts, int64_t N, int64_t C,
                        int64_t H, int64_t W, int sign)
     int sn_flip2d_f32(float *y, const float *x, const int32_t *flags, int64_t N, int64_t C,
@@ -253,8 +254,9 @@ def batchnorm_backward(dy, x, weight, save_mean, save_invstd, dx, dweight, dbias
     return dx
 
 
-def random_shifts(draws, int64_t pixels, uint64_t seed):
-    """draws (N, 2) int32 = per image (sy, sx), uniform in [-pixels, pixels]."""
+def random_shifts(draws, int64_t pixels, uint64_t seed, uint64_t first=0):
+    """draws (N, 2) int32 = per image (sy, sx), uniform in [-pixels, pixels];
+    image i is image first + i of seed's stream."""
     op = "random_shifts"
     cdef int32_t[::1] dv = _array(draws, op, "draws", np.int32, True).reshape(-1)
     if draws.ndim != 2 or draws.shape[1] != 2:
@@ -262,18 +264,19 @@ def random_shifts(draws, int64_t pixels, uint64_t seed):
     if pixels < 0:
         raise ValueError(f"{op}: pixels must be >= 0, got {pixels}")
     if draws.shape[0] > 0:
-        _check(sn_random_shifts(&dv[0], draws.shape[0], pixels, seed), op)
+        _check(sn_random_shifts(&dv[0], draws.shape[0], pixels, seed, first), op)
     return draws
 
 
-def random_flips(draws, uint64_t seed):
-    """draws (N,) int32 = 1 where image i is to be flipped (probability 1/2)."""
+def random_flips(draws, uint64_t seed, uint64_t first=0):
+    """draws (N,) int32 = 1 where image i is to be flipped (probability 1/2);
+    image i is image first + i of seed's stream."""
     op = "random_flips"
     cdef int32_t[::1] dv = _array(draws, op, "draws", np.int32, True).reshape(-1)
     if draws.ndim != 1:
         raise ValueError(f"{op}: draws must be 1-D, got shape {tuple(draws.shape)}")
     if draws.shape[0] > 0:
-        _check(sn_random_flips(&dv[0], draws.shape[0], seed), op)
+        _check(sn_random_flips(&dv[0], draws.shape[0], seed, first), op)
     return draws
 
 

@@ -117,11 +117,15 @@ class Trainer:
         self.mlp = build(specs, batch_size)
         self.dropouts = [dropout for *_, dropout in specs]
 
-    def run(self, X, y, order, batch_size, skip=False):
-        """Train on X[order]; returns (summed loss, correct, failed): failed
-        lists the batches of the run (from 0) whose outputs, loss or gradient
-        were not finite, which took no step and are not in the sums. The run
-        ends at the first, unless skip: then it goes on after each."""
+    def run(self, X, y, order, batch_size, skip=False, shard=None):
+        """Train on X[order]; returns (summed loss, correct, failed, rows):
+        failed lists the batches of the run (from 0) whose outputs, loss or
+        gradient were not finite, which took no step and are not in the sums
+        nor in rows (the rows trained on). The run ends at the first, unless
+        skip: then it goes on after each. With shard (a
+        scratchnet._sharding.Shard), order holds the run's global batches:
+        this rank trains its share of each, and the C trainer sums the
+        ranks' gradients (shard.reduce) before every step."""
         step = _steps_taken(self.optimizer, self.params)
         if step is None:
             raise RuntimeError("optimizer state went out of step")
@@ -133,11 +137,19 @@ class Trainer:
         # seed + b, a failed batch's key included
         batches = -(-len(order) // batch_size)
         seeds = [d.take_mask_seed(batches) if d is not None else 0 for d in self.dropouts]
+        if shard is not None:
+            order, rows, first, global_rows = shard.plan(order, batch_size)
+        else:
+            rows = np.minimum(batch_size, len(order) - np.arange(0, len(order), batch_size))
+        starts = np.concatenate(([0], np.cumsum(rows)))  # of each batch, in order
         total, right, failed, done = 0.0, 0, [], 0
         try:
             while done < batches:
                 self.mlp.set_dropout_seeds([seed + done for seed in seeds])
-                loss, correct, bad = self.mlp.train(X, y, order[done * batch_size:], batch_size,
+                if shard is not None:
+                    self.mlp.set_shard(rows[done:], first[done:], global_rows[done:],
+                                       shard.reduce)
+                loss, correct, bad = self.mlp.train(X, y, order[starts[done]:], batch_size,
                                                     partial=True)
                 total, right = total + loss, right + correct
                 if bad < 0:
@@ -147,8 +159,9 @@ class Trainer:
                 if not skip:
                     break
         finally:
+            self.mlp.set_shard()
             self._took_steps(step)
-        return total, right, failed
+        return total, right, failed, int(starts[-1] - rows[failed].sum())
 
     def _took_steps(self, step):
         """The C step counts back into the optimizer's state, as the Python

@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 
-from . import _core, datasets, plot
+from . import _core, datasets, distributed, plot
 from ._version import __version__
 from ._random import manual_seed
 from ._runtime import info
@@ -252,17 +252,31 @@ def _train_conflicts(args):
     return None
 
 
+def _start_ranks(args):
+    """With --distributed: MPI started (mpi4py imported); returns whether
+    this process is rank 0, the one that prints, writes and saves."""
+    if not args.distributed:
+        return True
+    try:
+        distributed.init()
+    except ImportError as exc:
+        raise CommandError(f"--distributed: {exc}") from None
+    return distributed.is_main()
+
+
 def cmd_train(args):
     cnn = args.model == "cnn"
     defaults = (CNN_DEFAULTS if cnn else DEFAULTS)[args.dataset]
     epochs = args.epochs if args.epochs is not None else defaults["epochs"]
     dropout = args.dropout if args.dropout is not None else defaults["dropout"]
     out = args.out or f"scratchnet-{args.dataset}.npz"
-    _check_out(out, args.force)
-    _check_plots(args)
+    main_rank = _start_ranks(args)
+    if main_rank:
+        _check_out(out, args.force)
+        _check_plots(args)
     if args.threads:
         _core.set_num_threads(args.threads)
-    verbose = 0 if (args.quiet or args.json) else 1
+    verbose = 0 if (args.quiet or args.json or not main_rank) else 1
 
     started = time.perf_counter()
     (X, y), (Xt, yt) = _load_data(args, images=cnn)
@@ -282,13 +296,17 @@ def cmd_train(args):
         print(f"scratchnet {info()['version']}: training {args.dataset} "
               f"({X.shape[0]} images), {network}, "
               f"{args.optimizer} lr={args.lr}, {epochs} epoch{'s' if epochs != 1 else ''}, batch {args.batch_size}, "
-              f"kernel {_core.get_isa()}, {_core.get_num_threads()} threads")
+              f"kernel {_core.get_isa()}, {_core.get_num_threads()} threads"
+              + (f" x {distributed.size()} ranks" if args.distributed else ""))
     history = model.fit(X, y, optimizer=optimizer, epochs=epochs, batch_size=args.batch_size,
                         seed=args.seed, verbose=verbose, scheduler=scheduler,
                         validation=(Xt, yt) if args.plots else None,
-                        checkpoint=args.checkpoint, resume=args.resume)
+                        checkpoint=args.checkpoint, resume=args.resume,
+                        distributed=args.distributed)
     if model.interrupted:  # Ctrl-C: fit said what was saved and how to resume
         return 130
+    if not main_rank:  # every rank holds the same model: rank 0 evaluates and saves it
+        return 0
     result = model.evaluate(Xt, yt)
     seconds = time.perf_counter() - started
     model.metadata["dataset"] = args.dataset  # evaluate's default dataset
@@ -631,6 +649,11 @@ def make_parser():
                         "uninterrupted (default: start afresh)")
     p.add_argument("--json", action="store_true",
                    help="print the final metrics and the model's path as one JSON object")
+    p.add_argument("--distributed", action="store_true",
+                   help="data-parallel training over MPI, one process per rank: run as "
+                        "mpiexec -n N scratchnet train --distributed ...; each rank trains on "
+                        "its share of every batch and only rank 0 prints and saves; needs "
+                        'pip install "scratchnet[mpi]"')
     p.add_argument("--quiet", action="store_true",
                    help="no progress: print only the test accuracy and where the model went")
     _plots_option(p, "the training curves (the test set's figures as validation), "
@@ -711,6 +734,8 @@ def main(argv=None):
         print("interrupted", file=sys.stderr)
         return 130
     print(f"scratchnet {args.command}: error: {message}", file=sys.stderr)
+    if getattr(args, "distributed", False):
+        distributed.abort(1)  # the other ranks may be waiting for this one
     return 1
 
 

@@ -190,11 +190,28 @@ class RandomStream:
     augmentation layers): a 63-bit seed and a count of training calls; call
     t draws with the C kernels' counter-based generator keyed by seed + t,
     so the fused C trainer (which advances the count by its batches) and the
-    layer-by-layer path draw the same, and fit(seed=...) reseeds it."""
+    layer-by-layer path draw the same, and fit(seed=...) reseeds it.
+
+    first_row: the row of the global batch the next batch starts at (0 but
+    in data-parallel training, where a process holds a share of each batch):
+    row i of the batch takes the draws of row first_row + i, so the masks
+    follow the global sample, whatever the number of processes."""
+
+    first_row = 0
 
     def reseed(self, rng):
         self.seed = int(rng.integers(2**63))
         self.calls = 0  # training calls so far: the next draw is keyed by seed + calls
+
+    def draws(self):
+        """Whether a training call draws (advances the stream)."""
+        return True
+
+    def skip_call(self):
+        """Advance the stream as a training call would, without one (a
+        process with no rows of a global batch)."""
+        if self.draws():
+            self.take_mask_seed()
 
     def take_mask_seed(self, count=1):
         """The key of the next draw, and the stream advanced past count draws."""
@@ -241,14 +258,19 @@ class Dropout(RandomStream, Module):
         return {"p": self.p}
 
 
+    def draws(self):
+        return self.p != 0.0
+
     def forward(self, x, training=False):
         x = _as_batch(x, "Dropout input")
-        if not training or self.p == 0.0:
+        if not training or not self.draws():
             self._mask = None
             return x
         y = self._buffer("y", x.shape)
         self._mask = self._buffer("mask", x.shape)
-        _core.dropout_forward(x, y, self._mask, self.p, self.take_mask_seed())
+        # element (i, j) of a row of k values takes draw (first_row + i) k + j
+        first = self.first_row * (x.size // x.shape[0]) if x.shape[0] else 0
+        _core.dropout_forward(x, y, self._mask, self.p, self.take_mask_seed(), first)
         return y
 
     def backward(self, dy):

@@ -29,7 +29,7 @@ class _RandomImageLayer(RandomStream, Module):
     def output_shape(self, in_shape):
         return image_shape(self, in_shape)
 
-    def _active(self):
+    def draws(self):
         return True
 
     def _draw(self, n, key):
@@ -43,7 +43,7 @@ class _RandomImageLayer(RandomStream, Module):
         if x.ndim != 4 or min(x.shape[1:], default=0) < 1:
             raise ValueError(f"{self!r}: expected input of shape (batch, channels, height, "
                              f"width), got {x.shape}")
-        if not training or not self._active():
+        if not training or not self.draws():
             self._draws = None
             return x
         self._draws = self._draw(x.shape[0], self.take_mask_seed())
@@ -80,11 +80,11 @@ class RandomShift(_RandomImageLayer):
     def get_config(self):
         return {"pixels": self.pixels}
 
-    def _active(self):
+    def draws(self):
         return self.pixels > 0
 
     def _draw(self, n, key):
-        return _core.random_shifts(self._int_buffer((n, 2)), self.pixels, key)
+        return _core.random_shifts(self._int_buffer((n, 2)), self.pixels, key, self.first_row)
 
     def _move(self, x, y, draws, adjoint):
         return _core.shift2d(x, y, draws, adjoint)
@@ -94,7 +94,7 @@ class RandomFlip(_RandomImageLayer):
     """Each image flipped left-right with probability 1/2 (its own adjoint)."""
 
     def _draw(self, n, key):
-        return _core.random_flips(self._int_buffer((n,)), key)
+        return _core.random_flips(self._int_buffer((n,)), key, self.first_row)
 
     def _move(self, x, y, draws, adjoint):
         return _core.flip2d(x, y, draws)

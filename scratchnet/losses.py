@@ -1,6 +1,8 @@
 """Losses, the mean over the batch. forward(predictions, targets) returns a
 Python float and caches what backward() needs; backward() returns the
 gradient with respect to the predictions (an array owned by the loss)."""
+import numbers
+
 import numpy as np
 
 from . import _core
@@ -31,6 +33,17 @@ class Loss(BufferOwner):
 
     def __repr__(self):
         return f"{type(self).__name__}()"
+
+
+def _rows(rows, batch):
+    """The rows a loss's mean is over: the batch's, or rows (at least the
+    batch's) for a share of a larger batch."""
+    if rows is None:
+        return batch
+    if isinstance(rows, bool) or not isinstance(rows, numbers.Integral) or rows < batch:
+        raise ValueError(f"backward: rows must be an integer >= this batch's {batch} rows, "
+                         f"got {rows!r}")
+    return int(rows)
 
 
 def _predictions(p, name):
@@ -67,10 +80,13 @@ class CrossEntropy(Loss):
         self._pred, self._targets, self._probs = z, t, probs
         return loss
 
-    def backward(self):
+    def backward(self, rows=None):
+        """rows: the rows the mean is over (default: this batch's); in
+        data-parallel training the global batch's, of which this batch is a
+        share, so the processes' gradients sum to the global batch's."""
         self._check_called()
         dz = self._buffer("dz", self._probs.shape)
-        scale = 1.0 / self._probs.shape[0]
+        scale = 1.0 / _rows(rows, self._probs.shape[0])
         if self._targets.ndim == 2:
             return _core.xent_soft_backward(self._probs, self._targets, dz, scale)
         return _core.xent_backward(self._probs, self._targets, dz, scale)
@@ -99,10 +115,12 @@ class MSE(Loss):
         self._pred, self._targets = p, t
         return _core.mse_forward(p, t)
 
-    def backward(self):
+    def backward(self, rows=None):
+        """rows: as CrossEntropy.backward's."""
         self._check_called()
         dp = self._buffer("dp", self._pred.shape)
-        return _core.mse_backward(self._pred, self._targets, dp, 2.0 / self._pred.size)
+        n = _rows(rows, self._pred.shape[0]) * (self._pred.size // self._pred.shape[0])
+        return _core.mse_backward(self._pred, self._targets, dp, 2.0 / n)
 
 
 class BinaryCrossEntropy(Loss):
@@ -118,10 +136,12 @@ class BinaryCrossEntropy(Loss):
         self._pred, self._targets = z, t
         return _core.bce_logits_forward(z, t)
 
-    def backward(self):
+    def backward(self, rows=None):
+        """rows: as CrossEntropy.backward's."""
         self._check_called()
         dz = self._buffer("dz", self._pred.shape)
-        return _core.bce_logits_backward(self._pred, self._targets, dz, 1.0 / self._pred.size)
+        n = _rows(rows, self._pred.shape[0]) * (self._pred.size // self._pred.shape[0])
+        return _core.bce_logits_backward(self._pred, self._targets, dz, 1.0 / n)
 
     def correct(self, logits, targets):
         t = np.asarray(targets, dtype=np.float32).reshape(np.shape(logits))

@@ -26,10 +26,12 @@ from fractions import Fraction
 
 import numpy as np
 
-from . import _core, _fused, _inference
+from . import _core, _fused, _inference, _sharding
+from . import distributed as distributed_api
 from ._checkpoint import Checkpoint, training_record
 from ._files import ModelFileError, read_npz, read_record, write_npz
 from ._progress import start_epoch
+from ._sharding import SharedInterrupts
 from ._training import (NONFINITE_MODES, EpochTally, Interrupts, TrainingDivergedError,
                         divergence_message, interrupted_message, nonfinite_problem,
                         skipped_message)
@@ -410,7 +412,7 @@ class Sequential(Module):
     def fit(self, X, y, optimizer, loss=None, epochs=1, batch_size=32, validation=None,
             seed=None, verbose=1, scheduler=None, shuffle=True, callback=None,
             validation_split=None, callbacks=None, checkpoint=None, resume=None,
-            on_nonfinite="raise"):
+            on_nonfinite="raise", distributed=False):
         """Train with minibatches; returns history, a dict of per-epoch lists
         ("loss", "accuracy", "val_loss", "val_accuracy", "lr", "time").
 
@@ -449,16 +451,36 @@ class Sequential(Module):
         epochs, "skip_batch" skips that step, trains on, and warns once per
         epoch that skipped any (its loss and accuracy cover the steps taken).
 
+        distributed=True: data-parallel training over MPI, one process per
+        rank under mpiexec (pip install "scratchnet[mpi]"; see
+        scratchnet.distributed and scratchnet._sharding). Every rank passes
+        the same data, options and seed; rank 0's initial weights are sent to
+        all; each rank trains on its share of every batch of batch_size rows
+        and the gradients are summed over the ranks before each step, so all
+        hold the same weights, those of one process with the same batches
+        (up to float32 rounding; BatchNorm excepted: its batch statistics
+        are each rank's). Loss, accuracy and validation cover every rank's
+        rows; only rank 0 prints and writes checkpoints.
+
         The loss is recorded in model.loss (predict and evaluate follow it);
         the optimizer must hold every parameter of this model."""
         with self._lock:
-            return self._fit(X, y, optimizer, loss, epochs, batch_size, validation, seed,
-                             verbose, scheduler, shuffle, callback, validation_split, callbacks,
-                             checkpoint, resume, on_nonfinite)
+            try:
+                return self._fit(X, y, optimizer, loss, epochs, batch_size, validation, seed,
+                                 verbose, scheduler, shuffle, callback, validation_split,
+                                 callbacks, checkpoint, resume, on_nonfinite, distributed)
+            finally:
+                self._set_first_row(0)
 
     def _fit(self, X, y, optimizer, loss, epochs, batch_size, validation, seed, verbose,
              scheduler, shuffle, callback, validation_split, callbacks, checkpoint, resume,
-             on_nonfinite):
+             on_nonfinite, distributed):
+        if not isinstance(distributed, bool):
+            raise TypeError(f"fit: distributed must be True or False, got {distributed!r}")
+        shard = _sharding.Shard(self) if distributed else None  # ImportError: the extra
+        if isinstance(optimizer, distributed_api.DistributedOptimizer):
+            raise TypeError("fit: DistributedOptimizer is for training loops of your own; pass "
+                            "the optimizer it wraps, with distributed=True")
         if not isinstance(optimizer, Optimizer):
             raise TypeError(f"fit: optimizer must be an Optimizer, got {type(optimizer).__name__}")
         self._check_optimizer(optimizer)
@@ -490,6 +512,16 @@ class Sequential(Module):
             Xv = self._inputs(Xv)
             yv = _targets(yv, Xv.shape[0], loss, self, "fit validation")
         callbacks = CallbackList(callbacks, self, function=callback)
+        if shard is not None:
+            seed = shard.shared_seed(seed)
+            shard.check("fit(distributed=True)", samples=X.shape, batch_size=batch_size,
+                        epochs=epochs, shuffle=bool(shuffle), seed=seed,
+                        validation=None if validation is None else Xv.shape)
+            if batch_size < shard.size:
+                raise ValueError(f"fit(distributed=True): batch_size {batch_size} is smaller "
+                                 f"than the {shard.size} ranks; each rank needs a share of "
+                                 f"every batch: use batch_size >= {shard.size}")
+            verbose = verbose if shard.main else 0
         rng = np.random.default_rng(seed)
 
         history = {"loss": [], "accuracy": [], "lr": [], "time": []}
@@ -506,6 +538,8 @@ class Sequential(Module):
             saved = (os.fspath(resume), done)
         else:
             self.reseed(rng)
+        if shard is not None:
+            distributed_api.broadcast_parameters(self)  # rank 0's weights (checks the shapes)
         self.loss = loss
         fast = _fused.trainer(self, optimizer, loss, y, batch_size)
         xb_buf = np.empty((batch_size,) + X.shape[1:], dtype=np.float32)
@@ -514,6 +548,8 @@ class Sequential(Module):
         logs = {k: v[-1] for k, v in history.items()} if done else {}
         skip = on_nonfinite == "skip_batch"
         with Interrupts() as interrupts:
+            if shard is not None:
+                interrupts = SharedInterrupts(interrupts, shard)
             for epoch in range(done + 1, epochs + 1):
                 if interrupts.requested:
                     break
@@ -523,10 +559,14 @@ class Sequential(Module):
                 bar = start_epoch(n, epoch, epochs, verbose)
                 tally = EpochTally()
                 if fast is not None:
-                    self._fast_epoch(fast, X, y, order, batch_size, bar, tally, skip, interrupts)
+                    self._fast_epoch(fast, X, y, order, batch_size, bar, tally, skip, interrupts,
+                                     shard)
                 else:
                     self._layer_epoch(X, y, order, batch_size, loss, optimizer, xb_buf, bar,
-                                      tally, skip, interrupts)
+                                      tally, skip, interrupts, shard)
+                if shard is not None:
+                    shard.reduce_tally(tally)
+                    shard.average_buffers()
                 if tally.interrupted or tally.failed is not None:
                     bar.close()
                     if tally.interrupted:
@@ -545,7 +585,8 @@ class Sequential(Module):
                                            else None)
                 history["lr"].append(lr)
                 if validation is not None:
-                    val = self.evaluate(Xv, yv, loss=loss)
+                    val = self.evaluate(Xv, yv, loss=loss) if shard is None else \
+                        shard.evaluate(Xv, yv, loss)
                     history["val_loss"].append(val["loss"])
                     history["val_accuracy"].append(val.get("accuracy"))
                 if scheduler is not None:
@@ -556,8 +597,11 @@ class Sequential(Module):
                 callbacks.on_epoch_end(epoch, logs)
                 done = epoch
                 if checkpoint is not None:
-                    self._write_checkpoint(checkpoint, optimizer, scheduler, rng, history, epoch,
-                                           settings)
+                    if shard is None or shard.main:
+                        self._write_checkpoint(checkpoint, optimizer, scheduler, rng, history,
+                                               epoch, settings)
+                    if shard is not None:
+                        shard.comm.Barrier()  # written before any rank may resume from it
                     saved = (checkpoint, epoch)
                 if self.stop_training:
                     break
@@ -601,9 +645,18 @@ class Sequential(Module):
                              "itself; remove the final Sigmoid layer (predict_proba gives "
                              "probabilities)")
 
-    def _fast_epoch(self, fast, X, y, order, batch_size, bar, tally, skip, interrupts):
+    def _set_first_row(self, first):
+        """Where the next batch starts in its global batch, for the random
+        layers' draws (0 but in data-parallel training)."""
+        for layer in self.layers:
+            if isinstance(layer, RandomStream):
+                layer.first_row = first
+
+    def _fast_epoch(self, fast, X, y, order, batch_size, bar, tally, skip, interrupts,
+                    shard=None):
         """One epoch through the C trainer, in about 20 runs of batches so the
-        progress bar moves and Ctrl-C is seen; sums into tally."""
+        progress bar moves and Ctrl-C is seen; sums into tally (this rank's
+        rows, with a shard)."""
         n_batches = -(-X.shape[0] // batch_size)
         per_run = max(1, -(-n_batches // 20)) * batch_size
         for start in range(0, X.shape[0], per_run):
@@ -611,8 +664,7 @@ class Sequential(Module):
                 tally.interrupted = True
                 return
             idx = order[start:start + per_run]
-            run_loss, run_right, failed = fast.run(X, y, idx, batch_size, skip)
-            samples = len(idx) - sum(min(batch_size, len(idx) - b * batch_size) for b in failed)
+            run_loss, run_right, failed, samples = fast.run(X, y, idx, batch_size, skip, shard)
             tally.add(run_loss, run_right, samples, samples)
             for b in failed:
                 problem = None if skip else nonfinite_problem(
@@ -622,11 +674,13 @@ class Sequential(Module):
             bar.advance(len(idx), tally.samples, tally.total, tally.right, tally.decisions)
 
     def _layer_epoch(self, X, y, order, batch_size, loss, optimizer, xb_buf, bar, tally, skip,
-                     interrupts):
+                     interrupts, shard=None):
         """One epoch layer by layer, for what the C trainer does not cover;
-        sums into tally. A step whose outputs, loss or gradients are not
-        finite is not applied, and the buffers (BatchNorm's statistics) its
-        forward pass moved are put back."""
+        sums into tally (this rank's rows, with a shard: it trains its share
+        of each batch and the gradients are summed over the ranks before the
+        step). A step whose outputs, loss or gradients are not finite is not
+        applied, and the buffers (BatchNorm's statistics) its forward pass
+        moved are put back."""
         params = self.named_parameters()
         buffers = [a for _, a in self.named_buffers()]
         before = [a.copy() for a in buffers]
@@ -635,28 +689,48 @@ class Sequential(Module):
                 tally.interrupted = True
                 return
             idx = order[start:start + batch_size]
-            xb = np.take(X, idx, axis=0, out=xb_buf[:len(idx)])
-            yb = y[idx]
+            rows = len(idx)  # of the global batch: the loss is its mean
             for kept, a in zip(before, buffers):
                 kept[...] = a
-            logits = self.forward(xb, training=True)
-            batch_loss = _finite_loss(loss, logits, yb)
-            if batch_loss is not None:
-                self.backward(loss.backward())
-                if all(_core.all_finite(p.grad) for _, p in params):
-                    counted = loss.correct(logits, yb)
-                    right, decisions = counted if counted is not None else (0, 0)
-                    tally.add(batch_loss * len(idx), right, decisions, len(idx))
-                    optimizer.step()
-                    bar.advance(len(idx), tally.samples, tally.total, tally.right,
-                                tally.decisions)
-                    continue
+            if shard is None:
+                counted = self._batch_gradients(X, y, idx, loss, xb_buf, rows)
+                finite = counted is not None and all(_core.all_finite(p.grad) for _, p in params)
+            else:
+                idx, first = shard.rows_of(idx)
+                self._set_first_row(first)
+                if len(idx):
+                    counted = self._batch_gradients(X, y, idx, loss, xb_buf, rows)
+                else:
+                    shard.no_rows()
+                    counted = (0.0, 0, 0)
+                finite = shard.reduce_finite(ok=counted is not None)
+            if finite:
+                batch_loss, right, decisions = counted
+                tally.add(batch_loss * len(idx), right, decisions, len(idx))
+                optimizer.step()
+                bar.advance(rows, tally.samples, tally.total, tally.right, tally.decisions)
+                continue
             for kept, a in zip(before, buffers):
                 a[...] = kept
             problem = (nonfinite_problem((name, p.grad) for name, p in params)
-                       if batch_loss is not None else "the loss is not finite (NaN or inf)")
+                       if counted is not None else "the loss is not finite (NaN or inf)")
             if not tally.nonfinite(step, problem, skip):
                 return
+
+    def _batch_gradients(self, X, y, idx, loss, xb_buf, rows):
+        """Forward and backward on rows idx of X, the loss a mean over rows
+        (len(idx) but for a share of a global batch); sets every .grad and
+        returns (the batch's mean loss, right, decisions), or None where the
+        outputs or the loss are not finite (no gradient computed)."""
+        xb = np.take(X, idx, axis=0, out=xb_buf[:len(idx)])
+        yb = y[idx]
+        logits = self.forward(xb, training=True)
+        batch_loss = _finite_loss(loss, logits, yb)
+        if batch_loss is None:
+            return None
+        self.backward(loss.backward() if rows == len(idx) else loss.backward(rows=rows))
+        counted = loss.correct(logits, yb)
+        return (batch_loss, *(counted if counted is not None else (0, 0)))
 
     def _write_checkpoint(self, path, optimizer, scheduler, rng, history, epoch, settings):
         arrays = dict(self._state_arrays())

@@ -881,8 +881,8 @@ static void test_augment(void)
         const uint64_t seed = 12345u + (uint64_t)si;
         int32_t *shifts = arena_alloc(sizeof(int32_t) * (size_t)(2 * s->N));
         int32_t *flags = arena_alloc(sizeof(int32_t) * (size_t)s->N);
-        int ok = sn_random_shifts(shifts, s->N, s->pixels, seed) == SN_OK &&
-                 sn_random_flips(flags, s->N, seed) == SN_OK;
+        int ok = sn_random_shifts(shifts, s->N, s->pixels, seed, 0) == SN_OK &&
+                 sn_random_flips(flags, s->N, seed, 0) == SN_OK;
         const uint64_t key = test_splitmix64(seed), m = 2 * (uint64_t)s->pixels + 1;
         for (int64_t k = 0; k < 2 * s->N; ++k)
             ok &= shifts[k] == (int32_t)(((test_splitmix64(key + (uint64_t)k) >> 32) * m) >> 32) -
@@ -927,7 +927,7 @@ static void test_augment(void)
     }
     /* every shift in [-2, 2] is drawn */
     int32_t draws[400];
-    int seen[5] = {0}, ok = sn_random_shifts(draws, 200, 2, 99) == SN_OK;
+    int seen[5] = {0}, ok = sn_random_shifts(draws, 200, 2, 99, 0) == SN_OK;
     for (int k = 0; k < 400; ++k) {
         ok &= draws[k] >= -2 && draws[k] <= 2;
         if (ok) seen[draws[k] + 2] = 1;
@@ -936,12 +936,27 @@ static void test_augment(void)
           "random shifts: within [-pixels, pixels], each value drawn");
     float x[4] = {1, 2, 3, 4}, y[4] = {7, 7, 7, 7};
     int32_t sh[2] = {7, 7}, fl[1] = {1};
-    ok = sn_random_shifts(sh, 1, -1, 1) == SN_EINVAL && sn_random_flips(sh, -1, 1) == SN_EINVAL &&
+    ok = sn_random_shifts(sh, 1, -1, 1, 0) == SN_EINVAL && sn_random_flips(sh, -1, 1, 0) == SN_EINVAL &&
          sh[0] == 7 && sh[1] == 7 && (sh[0] = sh[1] = 0) == 0 &&
          sn_shift2d_f32(y, x, sh, 1, 1, 2, 2, 0) == SN_EINVAL &&
          sn_shift2d_f32(y, x, sh, 1, 0, 2, 2, 1) == SN_EINVAL &&
          sn_flip2d_f32(y, x, fl, 1, 1, 2, 0) == SN_EINVAL;
     check(ok && all_equal(y, 4, 7.0f), "augmentation: SN_EINVAL for bad sizes, y untouched");
+
+    /* a share from row 3 of a 10-row batch draws what the whole batch draws
+     * for those rows: dropout (4 values a row), shifts and flips */
+    int32_t all_sh[20], part_sh[8], all_fl[10], part_fl[4];
+    float ones[40], all_y[40], all_m[40], part_y[16], part_m[16];
+    for (int k = 0; k < 40; ++k) ones[k] = 1.0f;
+    ok = sn_random_shifts(all_sh, 10, 3, 5, 0) == SN_OK &&
+         sn_random_shifts(part_sh, 4, 3, 5, 3) == SN_OK &&
+         sn_random_flips(all_fl, 10, 5, 0) == SN_OK && sn_random_flips(part_fl, 4, 5, 3) == SN_OK &&
+         sn_dropout_forward_f32(all_y, all_m, ones, 40, 0.5f, 5, 0) == SN_OK &&
+         sn_dropout_forward_f32(part_y, part_m, ones, 16, 0.5f, 5, 3 * 4) == SN_OK;
+    ok = ok && memcmp(part_sh, all_sh + 6, sizeof part_sh) == 0 &&
+         memcmp(part_fl, all_fl + 3, sizeof part_fl) == 0 && same(part_m, all_m + 12, 16) &&
+         !same(part_m, all_m, 16);
+    check(ok, "random draws from row `first` = the whole batch's draws for those rows");
 }
 
 /* ---- GEMMs and convolutions from several threads at once ----
