@@ -222,30 +222,41 @@ static void apply_epilogue(const sn_epilogue *ep, float *c, int64_t ldc, int64_t
 }
 
 /* Whether a panel read in place stays in L1 while the micro-kernel goes
- * over it again and again: a panel of a transposed A (mr floats per k) or
- * of a plain B (nr floats per k), one row of the matrix per k step, so kc
- * cache lines ld floats apart. They fall in the sets of a 64-set L1 (4 KB
- * a way, as on the x86-64 and arm64 cores this runs on) spaced by ld: a
- * power of two puts them all in a few sets, which hold 8 lines each, and
- * the panel evicts itself and the other operand's panel. Packed, it is
- * contiguous. So: in place if the panel's lines spread over enough sets to
- * need at most 4 ways of each (half, the other half for the other panel).
- * Measured on an AMD EPYC Zen 3, one thread: packing 1024^3 with A
- * transposed (lda 1024: one set) was 1.34x faster, reading 784x128x128's
- * A in place (lda 784: all 64 sets) 1.17x faster than packing; packing
- * 128x512x784's B (ldb 512: two sets) 1.17x faster. */
-static int panel_fits_l1(int64_t ld, int64_t kc)
+ * over it again and again: `rows` rows of the matrix, ld floats apart,
+ * `width` floats of each (a transposed A: kc rows of mr; a plain B: kc rows
+ * of nr; a plain A through the row kernel: mr rows of kc). Its cache lines
+ * fall in the sets of a 64-set L1 (4 KB a way, as on the x86-64 and arm64
+ * cores this runs on) spaced by ld: a power of two piles them into a few
+ * sets, which hold 8 lines each, and the panel evicts itself and the other
+ * operand's panel. Packed, it is contiguous. So: in place if no set gets
+ * more than 4 of its lines (half the ways, the other half for the other
+ * panel). Measured on an AMD EPYC Zen 3, one thread, against packing:
+ * 1024^3 with A transposed (lda 1024) 1.34x faster packed, 784x128x128's A
+ * (lda 784) 1.17x faster in place; 128x512x784's B (ldb 512) 1.13x faster
+ * packed; a plain A of 2048^3 through the row kernel 1.06x faster packed. */
+static int panel_fits_l1(int64_t ld, int64_t rows, int64_t width)
 {
-    const int64_t way = 4096, line = 64;
-    int64_t spacing = (ld * (int64_t)sizeof(float)) % way, g = way;
-    /* sets covered = way / gcd(spacing, way), at most way / line */
-    for (int64_t r = spacing; r != 0;) {
-        const int64_t t = g % r;
-        g = r;
-        r = t;
+    enum { SETS = 64, LINE = 64, WAYS_FOR_ONE_PANEL = 4 };
+    const int64_t lines = (width * (int64_t)sizeof(float) + LINE - 1) / LINE;
+    if (lines == 1) {
+        /* rows ld * 4 bytes apart cycle through SETS * LINE / gcd(that, SETS * LINE)
+         * sets (at most SETS): evenly, ceil(rows / sets) lines in each */
+        int64_t g = SETS * LINE;
+        for (int64_t r = ld * (int64_t)sizeof(float) % (SETS * LINE); r != 0;) {
+            const int64_t t = g % r;
+            g = r;
+            r = t;
+        }
+        const int64_t sets = SETS * LINE / (g > LINE ? g : LINE);
+        return (rows + sets - 1) / sets <= WAYS_FOR_ONE_PANEL;
     }
-    const int64_t sets = way / (g > line ? g : line);
-    return 4 * sets >= kc;
+    int count[SETS] = {0};
+    for (int64_t r = 0; r < rows; ++r) {
+        const int64_t first = r * ld * (int64_t)sizeof(float) / LINE;
+        for (int64_t l = 0; l < lines && l < SETS; ++l)
+            if (++count[(first + l) % SETS] > WAYS_FOR_ONE_PANEL) return 0;
+    }
+    return 1;
 }
 
 /* The blocked loop nest on one sub-problem, in the calling thread, packing
@@ -264,10 +275,10 @@ static void gemm_loops(const sn_gemm_plan *plan, int trans_a, int trans_b, int64
     /* Reading panels in place saves a copy when the whole of op(A) fits in
      * one mc block (small problems, where the copy is a large share). */
     const int64_t kc_first = KC < K ? KC : K;
-    const int direct_b = !trans_b && M <= MC && panel_fits_l1(ldb, kc_first);
-    const int direct_a = trans_a && panel_fits_l1(lda, kc_first);
+    const int direct_b = !trans_b && M <= MC && panel_fits_l1(ldb, kc_first, nr);
+    const int direct_a = trans_a && panel_fits_l1(lda, kc_first, mr);
     /* a plain A is read in place by the row kernel, where there is one */
-    const int rows_a = !trans_a && ki->kernel_rows != NULL;
+    const int rows_a = !trans_a && ki->kernel_rows != NULL && panel_fits_l1(lda, mr, kc_first);
 
     for (int64_t jc = 0; jc < N; jc += NC) {
         const int64_t nc = N - jc < NC ? N - jc : NC;
@@ -489,8 +500,9 @@ static int gemm_blocked_parallel(gemm_strips *g, int nthreads)
     const sn_gemm_kernel_info *ki = g->plan.ki;
     const int64_t kc = g->K < g->plan.blocks.kc ? g->K : g->plan.blocks.kc;
     const int b_shared = !g->trans_b && (g->M + nthreads - 1) / nthreads <= g->plan.blocks.mc &&
-                         panel_fits_l1(g->ldb, kc);
-    const int a_shared = g->trans_a ? panel_fits_l1(g->lda, kc) : ki->kernel_rows != NULL;
+                         panel_fits_l1(g->ldb, kc, ki->nr);
+    const int a_shared = g->trans_a ? panel_fits_l1(g->lda, kc, ki->mr)
+                                    : ki->kernel_rows != NULL && panel_fits_l1(g->lda, ki->mr, kc);
     g->by_rows = b_shared ? 1 : a_shared ? 0 : g->M > g->N;
     const int64_t unit = g->by_rows ? ki->mr : ki->nr, total = g->by_rows ? g->M : g->N;
     const int64_t units = (total + unit - 1) / unit;
