@@ -256,6 +256,10 @@ def _start_ranks(args):
     """With --distributed: MPI started (mpi4py imported); returns whether
     this process is rank 0, the one that prints, writes and saves."""
     if not args.distributed:
+        if distributed._launched():
+            raise CommandError("started by an MPI launcher as one of several processes, but "
+                               "without --distributed: each would train alone and write the "
+                               "same files; add --distributed")
         return True
     try:
         distributed.init()

@@ -176,6 +176,23 @@ def _check_same_everywhere(comm, what, value, where):
                              "and pass the same data sizes and options")
 
 
+def _check_same_shapes(comm, params, where):
+    """ValueError on every rank unless every rank's parameters have the same
+    shapes: buffers of other sizes would make the allreduce read or write
+    past one rank's buffer. Each call costs one allreduce of two integers:
+    the maximum over the ranks of a signature of the shapes and of its
+    negation are this rank's own exactly when every rank has the same one
+    (hashes of tuples of ints are the same in every process); only then is
+    the mismatch spelled out, by every rank alike."""
+    shapes = [tuple(p.data.shape) for p in params]
+    signature = hash(tuple(shapes)) >> 2  # within int64 whatever the sign
+    extremes = np.array([signature, -signature], np.int64)
+    comm.Allreduce(_mpi().IN_PLACE, extremes, op=_mpi().MAX)
+    if extremes[0] != signature or extremes[1] != -signature:
+        _check_same_everywhere(comm, "the parameters' shapes", shapes, where)
+        raise ValueError(f"{where}: the parameters' shapes differ across ranks")  # a collision
+
+
 def _state_arrays(model):
     """The arrays broadcast_parameters sends: parameters, then buffers."""
     if hasattr(model, "_state_arrays"):
@@ -218,6 +235,7 @@ def allreduce_gradients(model):
     comm = _world()
     if comm is None or comm.Get_size() == 1:
         return flat
+    _check_same_shapes(comm, params, "allreduce_gradients")
     comm.Allreduce(_mpi().IN_PLACE, flat, op=_mpi().SUM)
     _core.scale(flat, 1.0 / comm.Get_size())
     return flat

@@ -104,6 +104,14 @@ def refusals(out):
         other.fit(X, y, sn.SGD(other.parameters(), lr=0.1), batch_size=32, distributed=True)
     except ValueError as exc:
         messages.append(str(exc))
+    # the manual loop's allreduce over models of other sizes (it would read
+    # and write past the smaller buffer), then of one size in other shapes
+    # (12 values each: Dense(5, 2) and Dense(3, 3))
+    for layer in (sn.Dense(12, 8 + rank), sn.Dense(5, 2) if rank == 0 else sn.Dense(3, 3)):
+        try:
+            dist.allreduce_gradients(sn.Sequential(layer))
+        except ValueError as exc:
+            messages.append(str(exc))
     with open(os.path.join(out, f"refusals_{rank}.json"), "w") as f:
         json.dump(messages, f)
 

@@ -138,9 +138,12 @@ def test_outputs_that_overflow_on_one_rank_stop_every_rank_at_that_step(trained,
 @pytest.mark.sanitizer_skip
 def test_bad_settings_are_refused_on_every_rank(trained):
     messages = [json.loads((trained / f"refusals_{r}.json").read_text()) for r in range(RANKS)]
-    assert messages[0] == messages[1] and len(messages[0]) == 2
+    assert messages[0] == messages[1] and len(messages[0]) == 4
     assert "batch_size 1 is smaller than the 2 ranks" in messages[0][0]
     assert "differ across ranks" in messages[0][1] and "rank 1 has" in messages[0][1]
+    for message in messages[0][2:]:  # allreduce_gradients of other shapes
+        assert message.startswith("allreduce_gradients: the parameters' shapes differ across "
+                                  "ranks: rank 0 has")
 
 
 @needs_mpi
@@ -166,6 +169,18 @@ def test_scratchnet_train_distributed_saves_once(tmp_path):
     assert out.exists()
     accuracy = float(proc.stdout.split("test accuracy: ")[1].split("%")[0])
     assert accuracy > 85
+
+
+@needs_mpi
+@pytest.mark.sanitizer_skip
+def test_scratchnet_train_under_mpiexec_without_distributed_says_so(tmp_path):
+    """Each rank would train alone and both would write --out: refused."""
+    out = tmp_path / "m.npz"
+    proc = _launch(["-m", "scratchnet", "train", "--dataset", "mnist", "--epochs", "1",
+                    "--hidden", "16", "--out", str(out)], timeout=60)
+    assert proc.returncode != 0
+    assert "without --distributed" in proc.stderr and "add --distributed" in proc.stderr
+    assert "epoch 1/1" not in proc.stderr and not out.exists()
 
 
 HIDE_MPI4PY = """
