@@ -66,8 +66,15 @@ if [[ ",$SANITIZERS," == *",address,"* ]]; then
     preload=("$libasan")
 fi
 ext=("$WORK"/src/scratchnet/_core*.so)
-if [[ ",$SANITIZERS," == *",address,"* ]] && ! ldd "${ext[0]}" | grep -q libasan; then
-    echo "check_sanitizers: ${ext[0]} is not linked with libasan" >&2
+# The libraries the extension needs, read from its dynamic section (readelf
+# reads the file; ldd runs the loader, and `ldd | grep -q` under pipefail can
+# fail when grep stops reading early). Once, in a CI run, this check failed
+# on a build whose link line had -fsanitize: the output is now shown.
+deps="$(readelf -d "${ext[0]}" 2>&1 || true)"
+if [[ ",$SANITIZERS," == *",address,"* && "$deps" != *libasan* ]]; then
+    echo "check_sanitizers: ${ext[0]} is not linked with libasan; its dynamic section:" >&2
+    echo "$deps" >&2
+    tail -n 5 "$WORK/build.log" >&2
     exit 1
 fi
 
