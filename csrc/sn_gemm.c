@@ -259,6 +259,26 @@ static int panel_fits_l1(int64_t ld, int64_t rows, int64_t width)
     return 1;
 }
 
+/* Which panels gemm_loops reads where they are, for a sub-problem of M
+ * rows: a plain B when the M rows fit one mc block, a transposed A, or a
+ * plain A through the row kernel (where there is one), each only if it
+ * fits L1. */
+typedef struct {
+    int b, a_transposed, a_rows;
+} in_place_panels;
+
+static in_place_panels panels_in_place(const sn_gemm_plan *plan, int trans_a, int trans_b,
+                                       int64_t lda, int64_t ldb, int64_t M, int64_t K)
+{
+    const sn_gemm_kernel_info *ki = plan->ki;
+    const int64_t kc = K < plan->blocks.kc ? K : plan->blocks.kc;
+    in_place_panels p;
+    p.b = !trans_b && M <= plan->blocks.mc && panel_fits_l1(ldb, kc, ki->nr);
+    p.a_transposed = trans_a && panel_fits_l1(lda, kc, ki->mr);
+    p.a_rows = !trans_a && ki->kernel_rows != NULL && panel_fits_l1(lda, ki->mr, kc);
+    return p;
+}
+
 /* The blocked loop nest on one sub-problem, in the calling thread, packing
  * into pa (MC x kc) and pb (kc x NC), rounded up to whole panels. */
 static void gemm_loops(const sn_gemm_plan *plan, int trans_a, int trans_b, int64_t M,
@@ -274,11 +294,8 @@ static void gemm_loops(const sn_gemm_plan *plan, int trans_a, int trans_b, int64
     float tile[SN_MAX_MR * SN_MAX_NR];
     /* Reading panels in place saves a copy when the whole of op(A) fits in
      * one mc block (small problems, where the copy is a large share). */
-    const int64_t kc_first = KC < K ? KC : K;
-    const int direct_b = !trans_b && M <= MC && panel_fits_l1(ldb, kc_first, nr);
-    const int direct_a = trans_a && panel_fits_l1(lda, kc_first, mr);
-    /* a plain A is read in place by the row kernel, where there is one */
-    const int rows_a = !trans_a && ki->kernel_rows != NULL && panel_fits_l1(lda, mr, kc_first);
+    const in_place_panels in_place = panels_in_place(plan, trans_a, trans_b, lda, ldb, M, K);
+    const int direct_b = in_place.b, direct_a = in_place.a_transposed, rows_a = in_place.a_rows;
 
     for (int64_t jc = 0; jc < N; jc += NC) {
         const int64_t nc = N - jc < NC ? N - jc : NC;
@@ -487,23 +504,18 @@ static int gemm_small_parallel(gemm_strips *g, int nthreads)
 }
 
 /* One strip of columns or rows per thread. Split where no operand is
- * copied twice: a plain B that fits L1 (see gemm_loops) is read in place by
- * strips of at most mc rows, so such row strips share it; a plain A with a row kernel, or a transposed
- * one that fits L1 (see gemm_loops), is read in place, so column strips
- * share it. Otherwise each
- * strip packs all of the other operand: split so that the smaller one is
- * the one copied (row strips copy op(B), K x N; column strips op(A),
- * M x K). A strip's arithmetic does not depend on which thread runs it, so
- * results are identical whatever the thread count. */
+ * copied twice: a plain B read in place (see panels_in_place) is shared by
+ * row strips of at most mc rows; an A read in place by column strips.
+ * Otherwise each strip packs all of the other operand: split so that the
+ * smaller one is the one copied (row strips copy op(B), K x N; column
+ * strips op(A), M x K). A strip's arithmetic does not depend on which
+ * thread runs it, so results are identical whatever the thread count. */
 static int gemm_blocked_parallel(gemm_strips *g, int nthreads)
 {
     const sn_gemm_kernel_info *ki = g->plan.ki;
-    const int64_t kc = g->K < g->plan.blocks.kc ? g->K : g->plan.blocks.kc;
-    const int b_shared = !g->trans_b && (g->M + nthreads - 1) / nthreads <= g->plan.blocks.mc &&
-                         panel_fits_l1(g->ldb, kc, ki->nr);
-    const int a_shared = g->trans_a ? panel_fits_l1(g->lda, kc, ki->mr)
-                                    : ki->kernel_rows != NULL && panel_fits_l1(g->lda, ki->mr, kc);
-    g->by_rows = b_shared ? 1 : a_shared ? 0 : g->M > g->N;
+    const in_place_panels shared = panels_in_place(&g->plan, g->trans_a, g->trans_b, g->lda,
+                                                   g->ldb, (g->M + nthreads - 1) / nthreads, g->K);
+    g->by_rows = shared.b ? 1 : shared.a_transposed || shared.a_rows ? 0 : g->M > g->N;
     const int64_t unit = g->by_rows ? ki->mr : ki->nr, total = g->by_rows ? g->M : g->N;
     const int64_t units = (total + unit - 1) / unit;
     const int64_t strips = nthreads < units ? nthreads : units;
