@@ -31,6 +31,13 @@ typedef void (*sn_ukernel_fn)(int64_t kc, const float *a, int64_t a_ks, const fl
 #define SN_THREAD_LOCAL _Thread_local
 #endif
 
+/* a hint to bring the line holding p into the caches; never changes a result */
+#if defined(__GNUC__) || defined(__clang__)
+#define SN_PREFETCH(p) __builtin_prefetch((p), 0, 3)
+#else
+#define SN_PREFETCH(p) ((void)(p))
+#endif
+
 #if defined(_MSC_VER)
 #define SN_ALWAYS_INLINE __forceinline
 #elif defined(__GNUC__) || defined(__clang__)

@@ -303,3 +303,39 @@ def test_small_api_edges(tmp_path):
     np.save(tmp_path / "images.npy", np.zeros((2, 784), np.float32))
     with pytest.raises(sn.ModelFileError, match=r"a single array \(.npy\)"):
         sn.load(tmp_path / "images.npy")
+
+
+def test_predict_follows_changes_to_the_model_after_a_first_call():
+    """predict and predict_proba keep what they worked out about a model
+    (the compiled network, whether it is a classifier) between calls: a new
+    loss, a layer swapped in the same list, or a replaced weight array, each
+    made right after a call, must be seen by the next one."""
+    sn.manual_seed(4)
+    model = sn.Sequential(sn.Dense(5, 8), sn.ReLU(), sn.Dense(8, 3))
+    x = np.random.default_rng(1).standard_normal((1, 5)).astype(np.float32)
+
+    def softmax(z):
+        e = np.exp(z - z.max(1, keepdims=True))
+        return e / e.sum(1, keepdims=True)
+
+    def expect_classifier():
+        z = model.predict_logits(x)  # the reference: not through the cached path
+        np.testing.assert_allclose(model.predict_proba(x), softmax(z), rtol=1e-6)
+        np.testing.assert_array_equal(model.predict(x), z.argmax(1))
+
+    expect_classifier()
+    model.loss = sn.MSE()
+    with pytest.raises(ValueError, match="MSE.*not probabilities"):
+        model.predict_proba(x)
+    np.testing.assert_array_equal(model.predict(x), model.predict_logits(x))
+    model.loss = None
+    expect_classifier()
+    before = model.predict_proba(x)
+    model.layers[1] = sn.Tanh()  # in place: the list object stays the same
+    expect_classifier()
+    assert not np.array_equal(model.predict_proba(x), before)
+    dense = model.layers[2]
+    dense.weight.data = np.zeros_like(dense.weight.data)  # a new array
+    dense.bias.data = np.array([0.0, 2.0, 1.0], np.float32)
+    np.testing.assert_array_equal(model.predict(x), [1])
+    np.testing.assert_allclose(model.predict_proba(x), softmax(dense.bias.data[None]), rtol=1e-6)
