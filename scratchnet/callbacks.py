@@ -6,8 +6,13 @@ on_train_begin(logs), on_epoch_end(epoch, logs) after every epoch (epoch
 counts from 1; logs holds this epoch's "loss", "accuracy", "val_loss",
 "val_accuracy", "lr", "time", as the history does), and on_train_end(logs)
 with the last epoch's logs. A callback stops training after the current
-epoch by setting model.stop_training = True; fit still returns the history
-so far."""
+epoch by setting model.stop_training = True (in on_train_begin: before the
+first); fit still returns the history so far.
+
+A fit resumed from a checkpoint passes on_train_begin the epochs already
+done: logs = {"epoch": their number, "history": fit's history of them};
+otherwise logs is empty. EarlyStopping replays them, so that a resumed run
+stops where the uninterrupted one would have."""
 import math
 import numbers
 
@@ -50,9 +55,11 @@ class CallbackList:
         for cb in self.callbacks:
             cb.set_model(model)
 
-    def on_train_begin(self):
+    def on_train_begin(self, history=None, done=0):
+        """done epochs already complete (a resumed fit), history their figures."""
+        logs = {"epoch": done, "history": history} if done else {}
         for cb in self.callbacks:
-            cb.on_train_begin({})
+            cb.on_train_begin(dict(logs))
 
     def on_epoch_end(self, epoch, logs):
         for cb in self.callbacks:
@@ -123,13 +130,34 @@ class EarlyStopping(Callback):
 
     def on_train_begin(self, logs=None):
         self._reset()  # a callback can serve several fits
+        done = (logs or {}).get("epoch", 0)
+        if not done:
+            return
+        # resumed: judge the epochs already done, as the uninterrupted run did
+        # (a run that stopped there stops again, before its first epoch)
+        history = logs["history"]
+        for epoch in range(1, done + 1):
+            self._judge(epoch, {key: values[epoch - 1] for key, values in history.items()})
+        if self.restore_best and self.best_epoch == done:
+            self.best_state = self.model.state_dict()  # the weights the checkpoint gave
+        elif self.restore_best and self.best_epoch:
+            raise ValueError(
+                f"EarlyStopping(restore_best=True): the best epoch so far is epoch "
+                f"{self.best_epoch} ({self.monitor} {self.best:.6g}), before the checkpoint's "
+                f"epoch {done}, and a checkpoint holds only its own epoch's weights, so the "
+                "best ones could not be restored; resume without restore_best, or from "
+                f"a checkpoint of epoch {self.best_epoch}")
 
     def on_epoch_end(self, epoch, logs=None):
-        value = self._monitored(logs or {})
+        self._judge(epoch, logs or {})
+        if self.restore_best and self.best_epoch == epoch:
+            self.best_state = self.model.state_dict()
+
+    def _judge(self, epoch, logs):
+        """best, best_epoch, wait and stopped_epoch after epoch's logs."""
+        value = self._monitored(logs)
         if self._improves(value):
             self.best, self.best_epoch, self.wait = value, epoch, 0
-            if self.restore_best:
-                self.best_state = self.model.state_dict()
             return
         self.wait += 1
         if self.wait >= self.patience:

@@ -569,14 +569,14 @@ class Sequential(Module):
         fast = _fused.trainer(self, optimizer, loss, y, batch_size)
         xb_buf = np.empty((batch_size,) + X.shape[1:], dtype=np.float32)
         self.stop_training = self.interrupted = False
-        callbacks.on_train_begin()
+        callbacks.on_train_begin(history, done)
         logs = {k: v[-1] for k, v in history.items()} if done else {}
         skip = on_nonfinite == "skip_batch"
         with Interrupts() as interrupts:
             if shard is not None:
                 interrupts = SharedInterrupts(interrupts, shard)
             for epoch in range(done + 1, epochs + 1):
-                if interrupts.requested:
+                if interrupts.requested or self.stop_training:
                     break
                 start_time = time.perf_counter()
                 lr = optimizer.current_lr()

@@ -314,3 +314,52 @@ def test_optimizer_and_scheduler_state_dicts_refuse_another_type_and_bad_values(
         other.load_state_dict({**saved, "step_size": 0})
     with pytest.raises(ValueError, match="a state of the scheduler StepLR, not CosineAnnealingLR"):
         sn.CosineAnnealingLR(adam, 4).load_state_dict(saved)
+
+
+# ---- EarlyStopping across a resume ----
+
+def test_a_resumed_run_stops_where_early_stopping_stopped_the_whole_run(tmp_path):
+    """EarlyStopping judges the checkpoint's epochs again on resume: its
+    patience runs on from where it was, and a run it had stopped stays
+    stopped. (lr is constant here, so only epoch 1 improves on it.)"""
+    X, y = blobs()
+    make = OPTIMIZERS["adagrad"]
+
+    def stopper():
+        return sn.EarlyStopping(monitor="lr", mode="min", patience=2)
+
+    whole_stopper = stopper()
+    whole, _, _ = train(mlp(), make, X, y, epochs=10, callbacks=[whole_stopper])
+    assert len(whole["loss"]) == 3 and whole_stopper.stopped_epoch == 3
+
+    path = tmp_path / "run.npz"
+    train(mlp(), make, X, y, epochs=2, checkpoint=path)
+    resumed_stopper = stopper()
+    resumed, _, _ = train(mlp(), make, X, y, epochs=10, resume=path, callbacks=[resumed_stopper])
+    assert len(resumed["loss"]) == 3
+    assert (resumed_stopper.best_epoch, resumed_stopper.stopped_epoch) == (1, 3)
+
+    # the run it stopped, resumed with more epochs: no epoch more
+    stopped = tmp_path / "stopped.npz"
+    train(mlp(), make, X, y, epochs=10, checkpoint=stopped, callbacks=[stopper()])
+    again, _, _ = train(mlp(), make, X, y, epochs=10, resume=stopped, callbacks=[stopper()])
+    assert len(again["loss"]) == 3
+
+
+def test_restore_best_refuses_a_resume_past_the_best_epoch(tmp_path):
+    """A checkpoint holds the weights of its own epoch only: restoring an
+    earlier best epoch after a resume is impossible, and said before any
+    training; from a checkpoint of the best epoch itself it works."""
+    X, y = blobs()
+    make = (OPTIMIZERS["adagrad"][0], lambda opt: sn.StepLR(opt, 1, gamma=0.5))
+    path = tmp_path / "run.npz"
+    train(mlp(), make, X, y, epochs=2, checkpoint=path)
+    # lr halves each epoch: its maximum is epoch 1's, before the checkpoint's epoch 2
+    with pytest.raises(ValueError, match="best epoch so far is epoch 1.*checkpoint's epoch 2"):
+        train(mlp(), make, X, y, epochs=4, resume=path,
+              callbacks=[sn.EarlyStopping(monitor="lr", mode="max", restore_best=True)])
+    # its minimum is the latest epoch's: the checkpoint's weights are the best so far
+    model = mlp()
+    best = sn.EarlyStopping(monitor="lr", mode="min", restore_best=True, patience=5)
+    train(model, make, X, y, epochs=4, resume=path, callbacks=[best])
+    assert best.best_epoch == 4
