@@ -9,10 +9,14 @@ with the last epoch's logs. A callback stops training after the current
 epoch by setting model.stop_training = True (in on_train_begin: before the
 first); fit still returns the history so far.
 
-A fit resumed from a checkpoint passes on_train_begin the epochs already
-done: logs = {"epoch": their number, "history": fit's history of them};
-otherwise logs is empty. EarlyStopping replays them, so that a resumed run
-stops where the uninterrupted one would have."""
+A fit resumed from a checkpoint first calls check_resume(history, epochs)
+with the checkpoint's history and epoch count, before it loads anything (a
+callback that raises there refuses the resume and leaves the model and
+optimizer as they were), then passes on_train_begin the same: logs =
+{"epoch": the epochs done, "history": a copy of fit's history of them};
+otherwise logs is empty. EarlyStopping judges those epochs again, so that a
+resumed run stops where the uninterrupted one would have."""
+import copy
 import math
 import numbers
 
@@ -24,6 +28,9 @@ class Callback:
 
     def set_model(self, model):
         self.model = model
+
+    def check_resume(self, history, epochs):
+        pass
 
     def on_train_begin(self, logs=None):
         pass
@@ -55,11 +62,15 @@ class CallbackList:
         for cb in self.callbacks:
             cb.set_model(model)
 
+    def check_resume(self, history, done):
+        """Before a resumed fit loads the checkpoint of epoch done."""
+        for cb in self.callbacks:
+            cb.check_resume(_copy(history), done)
+
     def on_train_begin(self, history=None, done=0):
         """done epochs already complete (a resumed fit), history their figures."""
-        logs = {"epoch": done, "history": history} if done else {}
         for cb in self.callbacks:
-            cb.on_train_begin(dict(logs))
+            cb.on_train_begin({"epoch": done, "history": _copy(history)} if done else {})
 
     def on_epoch_end(self, epoch, logs):
         for cb in self.callbacks:
@@ -70,6 +81,11 @@ class CallbackList:
     def on_train_end(self, logs):
         for cb in self.callbacks:
             cb.on_train_end(logs)
+
+
+def _copy(history):
+    """A callback's own copy of fit's history: changing it cannot break fit."""
+    return {key: list(values) for key, values in history.items()}
 
 
 def _checked(cb):
@@ -128,41 +144,61 @@ class EarlyStopping(Callback):
             return value < self.best - self.min_delta
         return value > self.best + self.min_delta
 
+    def check_resume(self, history, epochs):
+        """Refuses a resume whose best epoch so far comes before the
+        checkpoint with restore_best: a checkpoint holds only its own epoch's
+        weights, so fit could not end with the best ones."""
+        replay = copy.copy(self)  # judged aside: this callback's own state stays
+        replay._reset()
+        stops = replay._replay(history, epochs)
+        best, best_epoch = replay.best, replay.best_epoch
+        if self.restore_best and 0 < best_epoch < epochs:
+            ended = (f"the run stopped after epoch {epochs}" if stops else
+                     f"the checkpoint is of epoch {epochs}")
+            raise ValueError(
+                f"EarlyStopping(restore_best=True): the best epoch so far is epoch "
+                f"{best_epoch} ({self.monitor} {best:.6g}), but {ended} and holds only "
+                f"that epoch's weights, so the best ones could not be restored; resume "
+                f"without restore_best to go on from epoch {epochs}'s weights")
+
     def on_train_begin(self, logs=None):
         self._reset()  # a callback can serve several fits
         done = (logs or {}).get("epoch", 0)
         if not done:
             return
-        # resumed: judge the epochs already done, as the uninterrupted run did
-        # (a run that stopped there stops again, before its first epoch)
-        history = logs["history"]
-        for epoch in range(1, done + 1):
-            self._judge(epoch, {key: values[epoch - 1] for key, values in history.items()})
+        # resumed: judge the epochs already done as the uninterrupted run
+        # did; if the last of them ended the run, it stays ended
+        self.check_resume(logs["history"], done)
+        if self._replay(logs["history"], done):
+            self.stopped_epoch = done
+            self.model.stop_training = True
         if self.restore_best and self.best_epoch == done:
             self.best_state = self.model.state_dict()  # the weights the checkpoint gave
-        elif self.restore_best and self.best_epoch:
-            raise ValueError(
-                f"EarlyStopping(restore_best=True): the best epoch so far is epoch "
-                f"{self.best_epoch} ({self.monitor} {self.best:.6g}), before the checkpoint's "
-                f"epoch {done}, and a checkpoint holds only its own epoch's weights, so the "
-                "best ones could not be restored; resume without restore_best, or from "
-                f"a checkpoint of epoch {self.best_epoch}")
+
+    def _replay(self, history, epochs):
+        """best, best_epoch and wait after the first epochs of history;
+        returns whether the last of them ends the run."""
+        stops = False
+        for epoch in range(1, epochs + 1):
+            stops = self._judge(epoch, {key: values[epoch - 1] for key, values in history.items()})
+        return stops
 
     def on_epoch_end(self, epoch, logs=None):
-        self._judge(epoch, logs or {})
+        if self._judge(epoch, logs or {}):
+            self.stopped_epoch = epoch
+            self.model.stop_training = True
         if self.restore_best and self.best_epoch == epoch:
             self.best_state = self.model.state_dict()
 
     def _judge(self, epoch, logs):
-        """best, best_epoch, wait and stopped_epoch after epoch's logs."""
+        """best, best_epoch and wait after epoch's logs; returns whether the
+        run stops there (patience epochs in a row without an improvement)."""
         value = self._monitored(logs)
         if self._improves(value):
             self.best, self.best_epoch, self.wait = value, epoch, 0
-            return
+            return False
         self.wait += 1
-        if self.wait >= self.patience:
-            self.stopped_epoch = epoch
-            self.model.stop_training = True
+        return self.wait >= self.patience
 
     def on_train_end(self, logs=None):
         if self.restore_best and self.best_state is not None:

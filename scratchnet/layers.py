@@ -135,7 +135,18 @@ class LeakyReLU(_Activation):
 
     def __init__(self, negative_slope=0.01):
         super().__init__()
-        self.negative_slope = float(negative_slope)
+        self.negative_slope = negative_slope
+
+    @property
+    def negative_slope(self):
+        return self._negative_slope
+
+    @negative_slope.setter
+    def negative_slope(self, value):
+        # compiled networks copy the slope: a new one makes them rebuild, as
+        # a replaced weight array does
+        self._negative_slope = float(value)
+        Parameter.version += 1
 
     def get_config(self):
         return {"negative_slope": self.negative_slope}

@@ -338,35 +338,38 @@ class Sequential(Module):
         return _core.softmax_forward(out, out) if softmax else out
 
     def _fused_classifier(self):
-        """The fast path's compiled network and whether predict_proba takes
-        the softmax of its outputs, for a classifier (CrossEntropy) on the
-        fast path; None otherwise. Cached under _plan's key and the loss:
-        with one image at a time, the calls that work this out each time
-        (_output_kind, _outputs, _plan) were 2-3 us of a 13-15 us call."""
+        """The fast path's compiled network for a classifier (CrossEntropy),
+        or None (another loss, or no fast path). Cached under _plan's key and
+        the loss: with one image at a time, the calls that work this out each
+        time (_output_kind, _outputs, _plan) were 2-3 us of a 13-15 us call."""
         key = (tuple(self.layers), Parameter.version, _fused.ENABLED, self._loss)
         cached = self.__dict__.get("_classifier_cache")
         if cached is None or cached[0] != key:
-            plan = self._plan() if self.layers else None
-            # as _output_kind decides, without its error for one output
-            classifier = (type(self._loss) is CrossEntropy if self._loss is not None
-                          else _n_outputs(self) != 1)
-            entry = ((plan, not isinstance(self.layers[-1], Softmax))
-                     if plan is not None and classifier else None)
-            self._classifier_cache = cached = (key, entry)
+            plan = self._plan() if self._loss_kind() is CrossEntropy else None
+            self._classifier_cache = cached = (key, plan)
         return cached[1]
 
-    def _output_kind(self, method):
-        """The recorded loss, checked to give meaning to method's result: a
-        model never fitted is taken as a classifier (CrossEntropy) when it
-        has two or more outputs."""
-        loss = self.loss
+    def _loss_kind(self):
+        """What the outputs mean: CrossEntropy, BinaryCrossEntropy or the
+        recorded loss's type; a model never fitted is taken as a classifier
+        (CrossEntropy) when it has two or more outputs, and as unknown (None)
+        with one."""
+        loss = self._loss
         if loss is None:
-            if _n_outputs(self) == 1:
-                raise ValueError(f"{method}: this model has one output and no recorded loss, so "
-                                 "what its output means is unknown; fit it, or set model.loss "
-                                 "(sn.BinaryCrossEntropy() for 0/1 labels, sn.MSE() for values)")
-            return CrossEntropy
+            return None if _n_outputs(self) == 1 else CrossEntropy
+        for kind in (CrossEntropy, BinaryCrossEntropy):
+            if isinstance(loss, kind):
+                return kind
         return type(loss)
+
+    def _output_kind(self, method):
+        """_loss_kind, which must be known to give meaning to method's result."""
+        kind = self._loss_kind()
+        if kind is None:
+            raise ValueError(f"{method}: this model has one output and no recorded loss, so "
+                             "what its output means is unknown; fit it, or set model.loss "
+                             "(sn.BinaryCrossEntropy() for 0/1 labels, sn.MSE() for values)")
+        return kind
 
     def predict_logits(self, X):
         """The network's raw outputs for X, shape (N, outputs)."""
@@ -383,11 +386,12 @@ class Sequential(Module):
         Softmax); sigmoid of each output for BinaryCrossEntropy, (N,) for a
         single output. A regression (MSE) model has none: raises."""
         fused = self._fused_classifier()
-        if fused is not None and _core.plain_rows(X, fused[0].sizes[0]):
-            return fused[0].predict(X, fused[1], "predict_proba")
+        if fused is not None and _core.plain_rows(X, fused.sizes[0]):
+            # the fast path's networks end in a Dense layer: take the softmax
+            return fused.predict(X, True, "predict_proba")
         kind = self._output_kind("predict_proba")
         if kind is CrossEntropy:
-            ends_in_softmax = isinstance(self.layers[-1], Softmax)
+            ends_in_softmax = bool(self.layers) and isinstance(self.layers[-1], Softmax)
             return self._finite_outputs(X, "predict_proba", softmax=not ends_in_softmax)
         if kind is BinaryCrossEntropy:
             z = self._finite_outputs(X, "predict_proba")
@@ -403,8 +407,8 @@ class Sequential(Module):
         (z >= 0); (N,) for a single output, (N, outputs) otherwise.
         MSE: the outputs themselves, float32; (N,) for a single output."""
         fused = self._fused_classifier()
-        if fused is not None and _core.plain_rows(X, fused[0].sizes[0]):
-            return fused[0].predict(X, False, "predict").argmax(axis=1).astype(np.int64)
+        if fused is not None and _core.plain_rows(X, fused.sizes[0]):
+            return fused.predict(X, False, "predict").argmax(axis=1).astype(np.int64)
         kind = self._output_kind("predict")
         out = self._finite_outputs(X, "predict")
         if kind is CrossEntropy:
@@ -559,7 +563,7 @@ class Sequential(Module):
         done, saved = 0, None  # epochs complete; (the file, the epoch) last checkpointed
         if resume is not None:
             history, done = self._resume(os.fspath(resume), optimizer, scheduler, rng,
-                                         settings, history)
+                                         settings, history, callbacks)
             saved = (os.fspath(resume), done)
         else:
             self.reseed(rng)
@@ -764,10 +768,11 @@ class Sequential(Module):
         write_npz(path, arrays, {"__architecture__": self._architecture("checkpoint"),
                                  "__training__": record}, "checkpoint")
 
-    def _resume(self, path, optimizer, scheduler, rng, settings, history):
+    def _resume(self, path, optimizer, scheduler, rng, settings, history, callbacks):
         """Put the model, optimizer, scheduler, random streams and rng where
         the checkpoint at path has them; returns (its history, its epoch).
-        Anything refused leaves all as it was."""
+        Anything refused (by the checks here or a callback's check_resume)
+        leaves all as it was."""
         arch, record, arrays = _read_file(path, "checkpoint")
         if record is None:
             raise ModelFileError(f"{path}: a model file, not a checkpoint (fit writes those "
@@ -775,6 +780,7 @@ class Sequential(Module):
         saved = Checkpoint(record, arrays, path)
         saved.check_fits(arch, self._architecture("fit"), optimizer, scheduler, settings,
                          history)
+        callbacks.check_resume(saved.history, saved.epoch)
         backup = (self.state_dict(), optimizer.state_dict(),
                   None if scheduler is None else scheduler.state_dict(), self.random_state())
         try:

@@ -177,6 +177,23 @@ def test_early_stopping_mode_auto_maximises_accuracies():
     assert run_scripted(stopper, "loss", [0.5, 0.4]) == 2
 
 
+def test_early_stopping_judges_a_resumed_runs_epochs_by_their_last():
+    """Replaying a checkpoint's history: a stop that a later epoch's
+    improvement came after (a run without this EarlyStopping) does not end
+    the resumed run; a stop at the last epoch does."""
+    history = {"lr": [0.1] * 6, "val_loss": [0.144, 0.017, 0.136, 0.089, 0.040, 0.003]}
+    stopper = sn.EarlyStopping(monitor="val_loss", patience=3)
+    stopper.set_model(FakeModel())
+    stopper.on_train_begin({"epoch": 6, "history": history})
+    assert not stopper.model.stop_training
+    assert (stopper.best_epoch, stopper.wait, stopper.stopped_epoch) == (6, 0, 0)
+    stopper = sn.EarlyStopping(monitor="val_loss", patience=3)
+    stopper.set_model(FakeModel())
+    stopper.on_train_begin({"epoch": 5, "history": history})
+    assert stopper.model.stop_training
+    assert (stopper.best_epoch, stopper.stopped_epoch) == (2, 5)
+
+
 def test_early_stopping_that_never_triggers():
     stopper = sn.EarlyStopping(monitor="val_loss", patience=1)
     assert run_scripted(stopper, "val_loss", [3.0, 2.0, 1.0]) is None

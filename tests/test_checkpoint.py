@@ -348,18 +348,56 @@ def test_a_resumed_run_stops_where_early_stopping_stopped_the_whole_run(tmp_path
 
 def test_restore_best_refuses_a_resume_past_the_best_epoch(tmp_path):
     """A checkpoint holds the weights of its own epoch only: restoring an
-    earlier best epoch after a resume is impossible, and said before any
-    training; from a checkpoint of the best epoch itself it works."""
+    earlier best epoch after a resume is impossible, and refused before the
+    checkpoint is loaded (the model and optimizer stay as they were); from a
+    checkpoint of the best epoch itself it works."""
     X, y = blobs()
     make = (OPTIMIZERS["adagrad"][0], lambda opt: sn.StepLR(opt, 1, gamma=0.5))
     path = tmp_path / "run.npz"
     train(mlp(), make, X, y, epochs=2, checkpoint=path)
     # lr halves each epoch: its maximum is epoch 1's, before the checkpoint's epoch 2
-    with pytest.raises(ValueError, match="best epoch so far is epoch 1.*checkpoint's epoch 2"):
-        train(mlp(), make, X, y, epochs=4, resume=path,
-              callbacks=[sn.EarlyStopping(monitor="lr", mode="max", restore_best=True)])
+    model = mlp(seed=1)
+    opt = make[0](model.parameters())
+    before = {k: v.copy() for k, v in model.state_dict().items()}
+    with pytest.raises(ValueError, match="best epoch so far is epoch 1.*checkpoint is of epoch 2"):
+        model.fit(X, y, opt, epochs=4, batch_size=16, seed=7, verbose=0,
+                  scheduler=make[1](opt), validation=(X[:30], y[:30]), resume=path,
+                  callbacks=[sn.EarlyStopping(monitor="lr", mode="max", restore_best=True)])
+    for name, value in model.state_dict().items():
+        np.testing.assert_array_equal(value, before[name], err_msg=name)
+    assert opt.state_dict()["iterations"] == 0 and model.loss is None
     # its minimum is the latest epoch's: the checkpoint's weights are the best so far
-    model = mlp()
     best = sn.EarlyStopping(monitor="lr", mode="min", restore_best=True, patience=5)
-    train(model, make, X, y, epochs=4, resume=path, callbacks=[best])
+    train(mlp(), make, X, y, epochs=4, resume=path, callbacks=[best])
     assert best.best_epoch == 4
+
+
+def test_a_run_early_stopping_ended_with_restore_best_is_not_resumed_silently(tmp_path):
+    """The same command again after EarlyStopping stopped it: the run is over
+    and its best weights are not in the checkpoint; the refusal says so."""
+    X, y = blobs()
+    make = OPTIMIZERS["adagrad"]
+    path = tmp_path / "run.npz"
+
+    def stopper():
+        return sn.EarlyStopping(monitor="lr", mode="min", patience=2, restore_best=True)
+
+    history, _, _ = train(mlp(), make, X, y, epochs=10, checkpoint=path, callbacks=[stopper()])
+    assert len(history["loss"]) == 3
+    with pytest.raises(ValueError, match="run stopped after epoch 3.*without restore_best"):
+        train(mlp(), make, X, y, epochs=10, resume=path, callbacks=[stopper()])
+
+
+def test_callbacks_get_their_own_copy_of_the_resumed_history(tmp_path):
+    X, y = blobs()
+    make = OPTIMIZERS["adagrad"]
+    path = tmp_path / "run.npz"
+    train(mlp(), make, X, y, epochs=2, checkpoint=path)
+
+    class Clears(sn.Callback):
+        def on_train_begin(self, logs=None):
+            for values in logs["history"].values():
+                values.clear()
+
+    history, _, _ = train(mlp(), make, X, y, epochs=3, resume=path, callbacks=[Clears()])
+    assert len(history["loss"]) == 3

@@ -339,3 +339,41 @@ def test_predict_follows_changes_to_the_model_after_a_first_call():
     dense.bias.data = np.array([0.0, 2.0, 1.0], np.float32)
     np.testing.assert_array_equal(model.predict(x), [1])
     np.testing.assert_allclose(model.predict_proba(x), softmax(dense.bias.data[None]), rtol=1e-6)
+
+
+def test_a_new_leaky_relu_slope_is_seen_by_the_compiled_network():
+    sn.manual_seed(5)
+    model = sn.Sequential(sn.Dense(4, 6), sn.LeakyReLU(0.01), sn.Dense(6, 3))
+    x = -np.abs(np.random.default_rng(2).standard_normal((2, 4))).astype(np.float32)
+    before = model.predict_logits(x)
+    model.layers[1].negative_slope = 0.5  # in place, after a first call
+    reference = x
+    for layer in model.layers:
+        reference = layer.forward(reference, training=False)
+    np.testing.assert_allclose(model.predict_logits(x), reference, rtol=1e-6)
+    assert not np.allclose(model.predict_logits(x), before)
+
+
+def test_prediction_errors_come_in_the_order_they_did_before_the_fast_path():
+    """What a model's outputs mean is checked before its layers are compiled;
+    an empty model says so; a CrossEntropy subclass is still a classifier."""
+    model = sn.Sequential(sn.Dense(5, 8), sn.ReLU(), sn.Dense(8, 3))
+    model.loss = sn.MSE()
+    model.layers[2] = sn.Dense(7, 3)  # the layers no longer chain
+    with pytest.raises(ValueError, match="MSE.*not probabilities"):
+        model.predict_proba(np.ones((1, 5), np.float32))
+    one = sn.Sequential(sn.Dense(5, 8), sn.ReLU(), sn.Dense(8, 1))
+    one.layers[2] = sn.Dense(7, 1)
+    for method in (one.predict, one.predict_proba):
+        with pytest.raises(ValueError, match="one output and no recorded loss"):
+            method(np.ones((1, 5), np.float32))
+    with pytest.raises(ValueError, match="no layers"):
+        sn.Sequential().predict_proba(np.ones((1, 5), np.float32))
+
+    class Smoothed(sn.CrossEntropy):
+        pass
+
+    model = sn.Sequential(sn.Dense(5, 3))
+    model.loss = Smoothed()
+    x = np.ones((2, 5), np.float32)
+    np.testing.assert_allclose(model.predict_proba(x).sum(1), 1.0, rtol=1e-6)
