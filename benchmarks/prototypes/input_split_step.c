@@ -1,104 +1,214 @@
 /* A prototype of the next training step for the fused trainer (issue 12),
- * timed side by side with the library's own sn_mlp_train_f32: a 784-128-10
- * Adam step on two threads in one parallel region, split by the *inputs* of
- * the first layer, so that what a thread writes is what it reads next step:
- *   thread t gathers its columns K_t of the batch (0-383 or 384-783),
- *   computes the partial product xb[:, K_t] @ W1[K_t, :] (barrier), adds the
- *   two partials for its half of the batch rows with bias and ReLU, the second
- *   layer, the loss and dZ1 for those rows (barrier), then dW1[K_t, :] from
- *   its own columns of the batch, and Adam on W1[K_t, :]: the rows of W1,
- *   dW1 and the optimizer state it owns never leave its core.
+ * timed side by side with the library's own sn_mlp_train_f32 in one process:
+ * an MLP step (784-128-10, or 784-512-256-10 with DEEP=1; ReLU hidden
+ * layers; Adam, or SGD with momentum with SGD=1) on two threads in one
+ * parallel region, every layer split by its *inputs*: thread t owns the
+ * input range K_l,t of layer l (rows of W_l, dW_l and their optimizer state,
+ * columns of the layer's input X_l), so what a thread writes is what it
+ * reads next step, and only activation-sized data crosses between cores:
+ *   forward, layer l: P_l,t = X_l[:, K_l,t] @ W_l[K_l,t, :]   (barrier)
+ *     thread t adds the two partials (and bias, ReLU) for the columns of
+ *     y_l that are its inputs K_l+1,t of the next layer (the last layer:
+ *     its half of the rows, then softmax cross-entropy on them);
+ *   backward, layer l (barrier first: dZ_l complete):
+ *     dW_l[K_l,t, :] = X_l[:, K_l,t]^T dZ_l; db_l by thread 0;
+ *     dZ_l-1[:, K_l,t] = (dZ_l @ W_l[K_l,t, :]^T) * (y_l-1 > 0)   (local);
+ *   the optimizer on the rows of W_l it owns (the biases: thread 0).
  * The library's trainer splits each GEMM by column strips and the optimizer
- * by flat halves, so every step half of W1 and dW1 crosses between cores.
+ * by flat halves, so every step half of each W and dW crosses between cores.
  *
- * Not part of the library: no dropout, no other layer counts, 2 threads only.
- * CHECK=n runs n steps of both from the same weights and prints the largest
- * weight difference (sums in another order: about 1e-6 of weights ~0.05).
+ * Not part of the library: no dropout, no finiteness checks, 2 threads only,
+ * layer sums in another order than the library's (so results differ in the
+ * last bits). CHECK=n runs n steps of both from the same weights and prints
+ * the largest weight difference.
  *
  * Build and run from the repository root:
  *   gcc -O3 -std=c11 -fno-math-errno -fopenmp -Icsrc \
- *       benchmarks/prototypes/input_split_step.c csrc/*.c -lm -o /tmp/input_split
- *   GOMP_SPINCOUNT=200000 /tmp/input_split       # TEAM=1: the library's thread probe on
- * Measured 2026-11-26 on the AMD EPYC (Zen 3, 2 vCPUs): 1.30x and 1.32x the
- * library's step when the cross-core ping-pong was slow (about 450 ns), 1.05-1.06x
- * when it was fast (about 100 ns); CHECK=20: loss equal to 6 digits, weights
- * within 1.1e-6. */
+ *       benchmarks/prototypes/input_split_step.c csrc/sn_[a-z]*.c -lm -o /tmp/input_split
+ *   GOMP_SPINCOUNT=200000 /tmp/input_split          # DEEP=1, SGD=1, TEAM=1 (the
+ *                                                   # library's thread probe on)
+ * Results: see README.md, "Where the two-thread step's time goes". */
+#include <math.h>
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <math.h>
 #include <time.h>
+
 #include "scratchnet.h"
-#include "sn_internal.h"
 #include "sn_fpmode.h"
-static double now(void){struct timespec t;clock_gettime(CLOCK_MONOTONIC,&t);return t.tv_sec+1e-9*t.tv_nsec;}
-static int cmpd(const void*x,const void*y){double a=*(double*)x,b=*(double*)y;return a<b?-1:a>b;}
-static float*zf(int64_t n){float*p=aligned_alloc(64,((n*4+63)/64)*64);memset(p,0,((n*4+63)/64)*64);return p;}
-enum{IN=784,H=128,O=10,B=128,SPLIT=384};
-typedef struct{float*W1,*b1,*W2,*b2,*dW1,*db1,*dW2,*db2,*m1,*v1,*mb1,*vb1,*m2,*v2,*mb2,*vb2,*xb,*P[2],*Y1,*Y2,*dZ2,*dZ1; int64_t*yb; int64_t step;} proto;
-static void init_w(float*W,int64_t n,unsigned s){for(int64_t i=0;i<n;i++){s=s*1664525u+1013904223u;W[i]=((s>>8&0xffff)/65536.0f-0.5f)*0.1f;}}
-static void adam(float*p,float*m,float*v,const float*g,int64_t n,int64_t step){sn_adam_step_f32(p,m,v,g,n,1e-3f,0.9f,0.999f,1e-8f,0.0f,step,0);}
-static double proto_train(proto*P,const float*X,const int64_t*labels,const int64_t*order,int64_t n){
-  double loss=0; int64_t steps=n/B;
-  for(int64_t s=0;s<steps;s++){ const int64_t*ord=order+s*B; double lt[2]={0,0}; int64_t ct[2]; int okv[2]={1,1}; P->step++;
-#pragma omp parallel num_threads(2)
-  { const int t=omp_get_thread_num(); const int64_t k0=t?SPLIT:0,k1=t?IN:SPLIT,r0=t*64,r1=r0+64;
-    const unsigned fp=sn_fp_enter();
-    for(int64_t i=0;i<B;i++){ memcpy(P->xb+i*IN+k0, X+ord[i]*IN+k0,(k1-k0)*4); if(t==0) P->yb[i]=labels[ord[i]]; }
-    sn_gemm_serial_f32(0,0,B,H,k1-k0,1.0f,P->xb+k0,IN,P->W1+k0*H,H,0.0f,P->P[t],H,NULL);
-#pragma omp barrier
-    for(int64_t r=r0;r<r1;r++) for(int j=0;j<H;j++){ float z=P->P[0][r*H+j]+P->P[1][r*H+j]+P->b1[j]; P->Y1[r*H+j]=z>0?z:0; }
-    sn_gemm_serial_f32(0,0,64,O,H,1.0f,P->Y1+r0*H,H,P->W2,O,0.0f,P->Y2+r0*O,O,NULL);
-    sn_bias_add_f32(P->Y2+r0*O,O,P->b2,64,O);
-    sn_xent_train_f32(&lt[t],&ct[t],P->dZ2+r0*O,P->Y2+r0*O,P->yb+r0,64,O,1.0f/B);
-    sn_gemm_serial_f32(0,1,64,H,O,1.0f,P->dZ2+r0*O,O,P->W2,O,0.0f,P->dZ1+r0*H,H,NULL);
-    for(int64_t r=r0;r<r1;r++) for(int j=0;j<H;j++) if(!(P->Y1[r*H+j]>0)) P->dZ1[r*H+j]=0;
-#pragma omp barrier
-    sn_gemm_serial_f32(1,0,k1-k0,H,B,1.0f,P->xb+k0,IN,P->dZ1,H,0.0f,P->dW1+k0*H,H,NULL);
-    if(t==0){ sn_gemm_serial_f32(1,0,H,O,B,1.0f,P->Y1,H,P->dZ2,O,0.0f,P->dW2,O,NULL); sn_bias_grad_f32(P->db2,P->dZ2,O,B,O,0.0f);} 
-    else sn_bias_grad_f32(P->db1,P->dZ1,H,B,H,0.0f);
-    okv[t]=sn_all_finite_f32(P->dW1+k0*H,(k1-k0)*H) && (t? sn_all_finite_f32(P->db1,H) : sn_all_finite_f32(P->dW2,H*O)&&sn_all_finite_f32(P->db2,O));
-#pragma omp barrier
-    if(okv[0]&&okv[1]){ adam(P->W1+k0*H,P->m1+k0*H,P->v1+k0*H,P->dW1+k0*H,(k1-k0)*H,P->step);
-      if(t==0){adam(P->W2,P->m2,P->v2,P->dW2,H*O,P->step);adam(P->b2,P->mb2,P->vb2,P->db2,O,P->step);} else adam(P->b1,P->mb1,P->vb1,P->db1,H,P->step);}
-    sn_fp_leave(fp);
-  }
-  loss+=lt[0]+lt[1]; }
-  return loss;
+#include "sn_internal.h"
+
+enum { B = 128, MAXL = 3 };
+static double now(void) { struct timespec t; clock_gettime(CLOCK_MONOTONIC, &t); return t.tv_sec + 1e-9 * t.tv_nsec; }
+static int cmpd(const void *x, const void *y) { double a = *(const double *)x, b = *(const double *)y; return a < b ? -1 : a > b; }
+static float *zf(int64_t n) { size_t s = (size_t)((n * 4 + 63) / 64 * 64); float *p = aligned_alloc(64, s); memset(p, 0, s); return p; }
+
+typedef struct {
+    int nl, adam;
+    int64_t size[MAXL + 1], split[MAXL]; /* layer l: inputs [0, split) thread 0, [split, in) thread 1 */
+    float *W[MAXL], *b[MAXL], *dW[MAXL], *db[MAXL], *s0[MAXL], *s1[MAXL], *sb0[MAXL], *sb1[MAXL];
+    float *X[MAXL + 1]; /* X[0]: the batch; X[l]: layer l's input = y of layer l-1 (after ReLU); X[nl]: logits */
+    float *dZ[MAXL], *P[MAXL][2];
+    int64_t *yb, step;
+} proto;
+
+static void opt_step(const proto *P, float *p, float *s0, float *s1, const float *g, int64_t n)
+{
+    if (P->adam) sn_adam_step_f32(p, s0, s1, g, n, 1e-3f, 0.9f, 0.999f, 1e-8f, 0.0f, P->step, 0);
+    else sn_sgd_step_f32(p, s0, g, n, 0.01f, 0.9f, 0.0f, 0, 0.0f, P->step == 1);
 }
-int main(void){
-  sn_runtime_init(); sn_set_isa(sn_isa_best()); sn_set_num_threads(2);
-  float*X=aligned_alloc(1<<21,(60000L*IN*4+(1<<21)-1)/(1<<21)*(1<<21)); int64_t*y=malloc(60000*8),*order=malloc(60000*8); unsigned s=3;
-  for(int64_t i=0;i<60000L*IN;i++){s=s*1664525u+1013904223u;X[i]=(s>>8&0xff)/255.0f;}
-  for(int64_t i=0;i<60000;i++){y[i]=(i*7)%10;order[i]=(i*7919)%60000;}
-  proto P; memset(&P,0,sizeof P);
-  P.W1=zf(IN*H);P.b1=zf(H);P.W2=zf(H*O);P.b2=zf(O);P.dW1=zf(IN*H);P.db1=zf(H);P.dW2=zf(H*O);P.db2=zf(O);
-  P.m1=zf(IN*H);P.v1=zf(IN*H);P.mb1=zf(H);P.vb1=zf(H);P.m2=zf(H*O);P.v2=zf(H*O);P.mb2=zf(O);P.vb2=zf(O);
-  P.xb=zf(B*IN);P.P[0]=zf(B*H);P.P[1]=zf(B*H);P.Y1=zf(B*H);P.Y2=zf(B*O);P.dZ2=zf(B*O);P.dZ1=zf(B*H);P.yb=calloc(B,8);
-  init_w(P.W1,IN*H,1);init_w(P.W2,H*O,2);
-  /* baseline: the library's fused trainer, same initial weights */
-  sn_mlp_layer L[2]; memset(L,0,sizeof L); sn_param Q[4]; sn_team_choice team; memset(&team,0,sizeof team);
-  L[0].in=IN;L[0].out=H;L[0].W=zf(IN*H);L[0].b=zf(H);L[0].dW=zf(IN*H);L[0].db=zf(H);L[0].act=SN_ACT_RELU;L[0].y=zf(B*H);L[0].dz=zf(B*H);
-  L[1].in=H;L[1].out=O;L[1].W=zf(H*O);L[1].b=zf(O);L[1].dW=zf(H*O);L[1].db=zf(O);L[1].act=SN_ACT_NONE;L[1].y=zf(B*O);L[1].dz=zf(B*O);
-  memcpy(L[0].W,P.W1,IN*H*4);memcpy(L[1].W,P.W2,H*O*4);
-  Q[0]=(sn_param){L[0].W,L[0].dW,{zf(IN*H),zf(IN*H),NULL},IN*H};Q[1]=(sn_param){L[0].b,L[0].db,{zf(H),zf(H),NULL},H};
-  Q[2]=(sn_param){L[1].W,L[1].dW,{zf(H*O),zf(H*O),NULL},H*O};Q[3]=(sn_param){L[1].b,L[1].db,{zf(O),zf(O),NULL},O};
-  sn_mlp net={2,L,B,zf(B*IN),calloc(B,8),Q,getenv("TEAM")?&team:NULL};
-  sn_optim_cfg opt; memset(&opt,0,sizeof opt); opt.kind=SN_OPT_ADAM;opt.lr=1e-3;opt.beta1=0.9f;opt.beta2=0.999f;opt.eps=1e-8f;
-  if(getenv("CHECK")){ double ls=0;int64_t c=0; int64_t steps=atoi(getenv("CHECK"));
-    double l0=proto_train(&P,X,y,order,steps*B); sn_mlp_train_f32(&net,&opt,X,y,O,order,steps*B,B,&ls,&c);
-    double md=0,mx=0,md2=0; for(int64_t i=0;i<IN*H;i++){double d=fabs(P.W1[i]-L[0].W[i]); if(d>md)md=d; if(fabs(L[0].W[i])>mx)mx=fabs(L[0].W[i]);}
-    for(int64_t i=0;i<H*O;i++){double d=fabs(P.W2[i]-L[1].W[i]); if(d>md2)md2=d;}
-    double mb=0; for(int i=0;i<H;i++){double d=fabs(P.b1[i]-L[0].b[i]); if(d>mb)mb=d;}
-    printf("after %lld steps: loss %.6f vs %.6f; max |dW1| %.3g (max |W1| %.3g), max |dW2| %.3g, max |db1| %.3g\n",(long long)steps,l0,ls,md,mx,md2,mb); return 0; }
-  const int64_t n=12800; double t[2][21]; double lp=0,lb=0;
-  for(int q=-1;q<21;q++){ const int64_t*o=order+((q+1)*n)%40000;
-    double t0=now(); double l0=proto_train(&P,X,y,o,n); double t1=now();
-    double ls=0; int64_t c=0; sn_mlp_train_f32(&net,&opt,X,y,O,o,n,B,&ls,&c); double t2=now();
-    if(q>=0){t[0][q]=t1-t0;t[1][q]=t2-t1;} lp=l0; lb=ls; }
-  double r[21]; for(int q=0;q<21;q++) r[q]=t[1][q]/t[0][q]; qsort(r,21,8,cmpd);
-  for(int v=0;v<2;v++) qsort(t[v],21,8,cmpd);
-  printf("input-split prototype %.1f us/step | library trainer %.1f us/step | speed-up %.3fx (q1 %.3f q3 %.3f) | last round loss sums %.4f vs %.4f\n",
-         t[0][10]/(n/B)*1e6,t[1][10]/(n/B)*1e6,r[10],r[5],r[15],lp,lb);
+
+static double proto_train(proto *P, const float *X, const int64_t *labels, const int64_t *order, int64_t n)
+{
+    double loss = 0;
+    for (int64_t s = 0; s < n / B; s++) {
+        const int64_t *ord = order + s * B;
+        double lt[2] = {0, 0};
+        int64_t ct[2];
+        P->step++;
+#pragma omp parallel num_threads(2)
+        {
+            const int t = omp_get_thread_num(), L = P->nl;
+            const int64_t r0 = t * (B / 2), r1 = r0 + B / 2;
+            const unsigned fp = sn_fp_enter();
+            /* its columns of the batch */
+            const int64_t c0 = t ? P->split[0] : 0, c1 = t ? P->size[0] : P->split[0];
+            for (int64_t i = 0; i < B; i++) {
+                memcpy(P->X[0] + i * P->size[0] + c0, X + ord[i] * P->size[0] + c0, (size_t)(c1 - c0) * 4);
+                if (t == 0) P->yb[i] = labels[ord[i]];
+            }
+            for (int l = 0; l < L; l++) {
+                const int64_t in = P->size[l], out = P->size[l + 1];
+                const int64_t k0 = t ? P->split[l] : 0, k1 = t ? in : P->split[l];
+                sn_gemm_serial_f32(0, 0, B, out, k1 - k0, 1.0f, P->X[l] + k0, in, P->W[l] + k0 * out, out, 0.0f, P->P[l][t], out, NULL);
+#pragma omp barrier
+                /* the columns of y_l that are its next inputs, or its rows of the logits */
+                const int last = l == L - 1;
+                const int64_t j0 = last ? 0 : t ? P->split[l + 1] : 0, j1 = last ? out : t ? out : P->split[l + 1];
+                const int64_t i0 = last ? r0 : 0, i1 = last ? r1 : B;
+                for (int64_t i = i0; i < i1; i++)
+                    for (int64_t j = j0; j < j1; j++) {
+                        const float z = (P->P[l][0][i * out + j] + P->P[l][1][i * out + j]) + P->b[l][j];
+                        P->X[l + 1][i * out + j] = last || z > 0.0f ? z : 0.0f;
+                    }
+            }
+            sn_xent_train_f32(&lt[t], &ct[t], P->dZ[L - 1] + r0 * P->size[L], P->X[L] + r0 * P->size[L], P->yb + r0, B / 2, P->size[L], 1.0f / B);
+            for (int l = L - 1; l >= 0; l--) {
+                const int64_t in = P->size[l], out = P->size[l + 1];
+                const int64_t k0 = t ? P->split[l] : 0, k1 = t ? in : P->split[l];
+#pragma omp barrier
+                sn_gemm_serial_f32(1, 0, k1 - k0, out, B, 1.0f, P->X[l] + k0, in, P->dZ[l], out, 0.0f, P->dW[l] + k0 * out, out, NULL);
+                if (t == 0) sn_bias_grad_f32(P->db[l], P->dZ[l], out, B, out, 0.0f);
+                if (l > 0) { /* dZ_l-1[:, K_l,t] = dZ_l W_l[K_l,t, :]^T, times the ReLU's derivative */
+                    sn_gemm_serial_f32(0, 1, B, k1 - k0, out, 1.0f, P->dZ[l], out, P->W[l] + k0 * out, out, 0.0f, P->dZ[l - 1] + k0, in, NULL);
+                    for (int64_t i = 0; i < B; i++)
+                        for (int64_t j = k0; j < k1; j++)
+                            if (!(P->X[l][i * in + j] > 0.0f)) P->dZ[l - 1][i * in + j] = 0.0f;
+                }
+            }
+#pragma omp barrier
+            for (int l = 0; l < L; l++) {
+                const int64_t out = P->size[l + 1], k0 = t ? P->split[l] : 0, k1 = t ? P->size[l] : P->split[l];
+                opt_step(P, P->W[l] + k0 * out, P->s0[l] + k0 * out, P->s1[l] + k0 * out, P->dW[l] + k0 * out, (k1 - k0) * out);
+                if (t == 0) opt_step(P, P->b[l], P->sb0[l], P->sb1[l], P->db[l], out);
+            }
+            sn_fp_leave(fp);
+        }
+        loss += lt[0] + lt[1];
+    }
+    return loss;
+}
+
+static void init_w(float *W, int64_t n, unsigned s)
+{
+    for (int64_t i = 0; i < n; i++) { s = s * 1664525u + 1013904223u; W[i] = ((s >> 8 & 0xffff) / 65536.0f - 0.5f) * 0.1f; }
+}
+
+int main(void)
+{
+    sn_runtime_init();
+    sn_set_isa(sn_isa_best());
+    sn_set_num_threads(2);
+    const int deep = getenv("DEEP") != NULL, adam = getenv("SGD") == NULL;
+    proto P;
+    memset(&P, 0, sizeof P);
+    P.adam = adam;
+    P.nl = deep ? 3 : 2;
+    const int64_t sizes3[] = {784, 128, 10}, sizes4[] = {784, 512, 256, 10};
+    for (int l = 0; l <= P.nl; l++) P.size[l] = deep ? sizes4[l] : sizes3[l];
+    for (int l = 0; l < P.nl; l++) {
+        const int64_t in = P.size[l], out = P.size[l + 1];
+        P.split[l] = (in / 2 + 15) / 16 * 16; /* whole lines of the batch's rows and of W's */
+        P.W[l] = zf(in * out); P.dW[l] = zf(in * out); P.s0[l] = zf(in * out); P.s1[l] = zf(in * out);
+        P.b[l] = zf(out); P.db[l] = zf(out); P.sb0[l] = zf(out); P.sb1[l] = zf(out);
+        P.dZ[l] = zf(B * out); P.P[l][0] = zf(B * out); P.P[l][1] = zf(B * out);
+        init_w(P.W[l], in * out, (unsigned)l + 1);
+    }
+    for (int l = 0; l <= P.nl; l++) P.X[l] = zf(B * P.size[l]);
+    P.yb = calloc(B, 8);
+    const int64_t IN = P.size[0], O = P.size[P.nl];
+    float *X = aligned_alloc(1 << 21, (60000L * IN * 4 + (1 << 21) - 1) / (1 << 21) * (1 << 21));
+    int64_t *y = malloc(60000 * 8), *order = malloc(60000 * 8);
+    unsigned s = 3;
+    for (int64_t i = 0; i < 60000L * IN; i++) { s = s * 1664525u + 1013904223u; X[i] = (s >> 8 & 0xff) / 255.0f; }
+    for (int64_t i = 0; i < 60000; i++) { y[i] = (i * 7) % 10; order[i] = (i * 7919) % 60000; }
+
+    /* the library's fused trainer from the same weights */
+    sn_mlp_layer Ls[MAXL];
+    sn_param Q[2 * MAXL];
+    sn_team_choice team;
+    memset(Ls, 0, sizeof Ls);
+    memset(&team, 0, sizeof team);
+    for (int l = 0; l < P.nl; l++) {
+        const int64_t in = P.size[l], out = P.size[l + 1];
+        sn_mlp_layer *L = &Ls[l];
+        L->in = in; L->out = out; L->W = zf(in * out); L->b = zf(out); L->dW = zf(in * out); L->db = zf(out);
+        L->act = l < P.nl - 1 ? SN_ACT_RELU : SN_ACT_NONE; L->y = zf(B * out); L->dz = zf(B * out);
+        memcpy(L->W, P.W[l], (size_t)(in * out) * 4);
+        Q[2 * l] = (sn_param){L->W, L->dW, {zf(in * out), zf(in * out), NULL}, in * out};
+        Q[2 * l + 1] = (sn_param){L->b, L->db, {zf(out), zf(out), NULL}, out};
+    }
+    sn_mlp net = {P.nl, Ls, B, zf(B * IN), calloc(B, 8), Q, getenv("TEAM") ? &team : NULL};
+    sn_optim_cfg opt;
+    memset(&opt, 0, sizeof opt);
+    if (adam) { opt.kind = SN_OPT_ADAM; opt.lr = 1e-3; opt.beta1 = 0.9f; opt.beta2 = 0.999f; opt.eps = 1e-8f; }
+    else { opt.kind = SN_OPT_SGD; opt.lr = 0.01; opt.momentum = 0.9f; }
+    const char *name = deep ? "784-512-256-10" : "784-128-10";
+    if (getenv("CHECK")) {
+        const int64_t steps = atoi(getenv("CHECK"));
+        double ls = 0;
+        int64_t c = 0;
+        const double l0 = proto_train(&P, X, y, order, steps * B);
+        sn_mlp_train_f32(&net, &opt, X, y, O, order, steps * B, B, &ls, &c);
+        double md = 0, mx = 0;
+        for (int l = 0; l < P.nl; l++)
+            for (int64_t i = 0; i < P.size[l] * P.size[l + 1]; i++) {
+                md = fmax(md, fabs(P.W[l][i] - Ls[l].W[i]));
+                mx = fmax(mx, fabs(Ls[l].W[i]));
+            }
+        printf("%s %s, after %lld steps: loss sum %.6f vs %.6f; weights differ by at most %.3g (largest %.3g)\n",
+               name, adam ? "Adam" : "SGD momentum", (long long)steps, l0, ls, md, mx);
+        return 0;
+    }
+    const int64_t n = deep ? 6400 : 12800;
+    double t[2][21];
+    for (int q = -1; q < 21; q++) {
+        const int64_t *o = order + ((q + 1) * n) % 40000;
+        const double t0 = now();
+        proto_train(&P, X, y, o, n);
+        const double t1 = now();
+        double ls = 0;
+        int64_t c = 0;
+        sn_mlp_train_f32(&net, &opt, X, y, O, o, n, B, &ls, &c);
+        const double t2 = now();
+        if (q >= 0) { t[0][q] = t1 - t0; t[1][q] = t2 - t1; }
+    }
+    double r[21];
+    for (int q = 0; q < 21; q++) r[q] = t[1][q] / t[0][q];
+    qsort(r, 21, 8, cmpd);
+    for (int v = 0; v < 2; v++) qsort(t[v], 21, 8, cmpd);
+    printf("%s %s: input split %.1f us/step, library trainer %.1f us/step: %.3fx (quartiles %.3f-%.3f)\n", name,
+           adam ? "Adam" : "SGD momentum", t[0][10] / (n / B) * 1e6, t[1][10] / (n / B) * 1e6, r[10], r[5], r[15]);
+    return 0;
 }
