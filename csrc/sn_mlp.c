@@ -178,7 +178,7 @@ static int gather_unit(const void *ctx, int64_t u)
             for (int64_t b = 0; b < row_bytes; b += 64) SN_PREFETCH(ahead + b);
         }
         const int64_t row = g->order[i];
-        memcpy(g->net->xb + i * g->in, g->X + row * g->in, (size_t)g->in * sizeof(float));
+        memcpy(g->net->xb + i * g->in, g->X + row * g->in, (size_t)row_bytes);
         g->net->yb[i] = g->labels[row];
     }
     return SN_OK;

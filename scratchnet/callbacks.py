@@ -62,10 +62,10 @@ class CallbackList:
         for cb in self.callbacks:
             cb.set_model(model)
 
-    def check_resume(self, history, done):
-        """Before a resumed fit loads the checkpoint of epoch done."""
+    def check_resume(self, history, epochs):
+        """Before a resumed fit loads the checkpoint of epoch `epochs`."""
         for cb in self.callbacks:
-            cb.check_resume(_copy(history), done)
+            cb.check_resume(_copy(history), epochs)
 
     def on_train_begin(self, history=None, done=0):
         """done epochs already complete (a resumed fit), history their figures."""
@@ -150,16 +150,7 @@ class EarlyStopping(Callback):
         weights, so fit could not end with the best ones."""
         replay = copy.copy(self)  # judged aside: this callback's own state stays
         replay._reset()
-        stops = replay._replay(history, epochs)
-        best, best_epoch = replay.best, replay.best_epoch
-        if self.restore_best and 0 < best_epoch < epochs:
-            ended = (f"the run stopped after epoch {epochs}" if stops else
-                     f"the checkpoint is of epoch {epochs}")
-            raise ValueError(
-                f"EarlyStopping(restore_best=True): the best epoch so far is epoch "
-                f"{best_epoch} ({self.monitor} {best:.6g}), but {ended} and holds only "
-                f"that epoch's weights, so the best ones could not be restored; resume "
-                f"without restore_best to go on from epoch {epochs}'s weights")
+        replay._refuse_lost_best(replay._replay(history, epochs), epochs)
 
     def on_train_begin(self, logs=None):
         self._reset()  # a callback can serve several fits
@@ -168,12 +159,24 @@ class EarlyStopping(Callback):
             return
         # resumed: judge the epochs already done as the uninterrupted run
         # did; if the last of them ended the run, it stays ended
-        self.check_resume(logs["history"], done)
-        if self._replay(logs["history"], done):
+        stops = self._replay(logs["history"], done)
+        self._refuse_lost_best(stops, done)
+        if stops:
             self.stopped_epoch = done
             self.model.stop_training = True
         if self.restore_best and self.best_epoch == done:
             self.best_state = self.model.state_dict()  # the weights the checkpoint gave
+
+    def _refuse_lost_best(self, stops, epochs):
+        """After replaying a checkpoint's epochs (stops: the last ended the run)."""
+        if self.restore_best and 0 < self.best_epoch < epochs:
+            ended = (f"the run stopped after epoch {epochs}" if stops else
+                     f"the checkpoint is of epoch {epochs}")
+            raise ValueError(
+                f"EarlyStopping(restore_best=True): the best epoch so far is epoch "
+                f"{self.best_epoch} ({self.monitor} {self.best:.6g}), but {ended} and holds "
+                f"only that epoch's weights, so the best ones could not be restored; resume "
+                f"without restore_best to go on from epoch {epochs}'s weights")
 
     def _replay(self, history, epochs):
         """best, best_epoch and wait after the first epochs of history;

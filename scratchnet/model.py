@@ -279,12 +279,16 @@ class Sequential(Module):
             self._checked_input = (tuple(self.layers), X.shape[1:])
         return X
 
+    def _compiled_key(self):
+        """What a compiled network depends on: the layer list, the parameter
+        arrays (Parameter.version: any replaced) and whether the fast path is
+        on. In-place changes to the arrays need nothing: it reads them."""
+        return (tuple(self.layers), Parameter.version, _fused.ENABLED)
+
     def _plan(self):
         """The fast path's compiled network (scratchnet._core.MLP), or None
-        where it does not apply; rebuilt when the layer list or a parameter
-        array is replaced (in-place changes need nothing: it reads the arrays
-        themselves)."""
-        key = (tuple(self.layers), Parameter.version, _fused.ENABLED)
+        where it does not apply; rebuilt when _compiled_key changes."""
+        key = self._compiled_key()
         cached = getattr(self, "_plan_cache", None)
         if cached is None or cached[0] != key:
             specs = _fused.layer_specs(self.layers)
@@ -296,7 +300,7 @@ class Sequential(Module):
         """The whole-network inference path (scratchnet._core.Net) for samples
         of this shape, or None where it does not apply; rebuilt as _plan is,
         and for a new input shape. in_shape must have been checked."""
-        key = (tuple(self.layers), Parameter.version, _fused.ENABLED, in_shape)
+        key = self._compiled_key() + (in_shape,)
         cached = getattr(self, "_net_cache", None)
         if cached is None or cached[0] != key:
             self._net_cache = cached = (key, _inference.build(self.layers, in_shape,
@@ -319,8 +323,7 @@ class Sequential(Module):
         cached = getattr(self, "_net_cache", None)
         if (cached is not None and cached[1] is not None and type(X) is np.ndarray
                 and X.dtype == np.float32 and X.flags.c_contiguous and X.flags.aligned
-                and X.ndim >= 2 and cached[0] == (tuple(self.layers), Parameter.version,
-                                                  _fused.ENABLED, X.shape[1:])):
+                and X.ndim >= 2 and cached[0] == self._compiled_key() + (X.shape[1:],)):
             return cached[1].predict(X, softmax, finite_for)
         X = self._inputs(X)
         net = self._net(X.shape[1:])
@@ -342,7 +345,7 @@ class Sequential(Module):
         or None (another loss, or no fast path). Cached under _plan's key and
         the loss: with one image at a time, the calls that work this out each
         time (_output_kind, _outputs, _plan) were 2-3 us of a 13-15 us call."""
-        key = (tuple(self.layers), Parameter.version, _fused.ENABLED, self._loss)
+        key = self._compiled_key() + (self._loss,)
         cached = self.__dict__.get("_classifier_cache")
         if cached is None or cached[0] != key:
             plan = self._plan() if self._loss_kind() is CrossEntropy else None
