@@ -81,6 +81,11 @@ const char *sn_caches(int64_t out[5]);
 void sn_set_num_threads(int n);
 int sn_get_num_threads(void);
 int sn_max_threads(void);               /* OpenMP's default, 1 without OpenMP */
+/* on = 0: no back-off under contention (regions use the threads set,
+ * whatever their times), any back-off under way ended; on = 1: back to
+ * normal. For tests whose thread-count comparisons must really run on
+ * that many threads. */
+void sn_parallel_backoff(int on);
 int sn_have_openmp(void);
 const char *sn_compiler(void);
 
@@ -256,7 +261,7 @@ typedef struct {
     float beta1, beta2;                        /* Adam, AdamW */
     float eps;                                 /* AdaGrad, RMSProp, Adam */
     double lr_decay;                           /* AdaGrad: sn_decayed_lr(lr_t, lr_decay, step) */
-    int64_t iterations;       /* steps taken so far: advanced by sn_optim_step_all */
+    int64_t iterations;       /* steps taken so far: advanced by sn_optim_step_(all|done) */
     int64_t step;             /* per-parameter steps so far (all parameters in step) */
 } sn_optim_cfg;
 
@@ -270,6 +275,11 @@ typedef struct {
 
 /* One optimizer step over every parameter, then iterations and step + 1. */
 int sn_optim_step_all(sn_optim_cfg *cfg, const sn_param *params, int n_params);
+/* The same step over elements [lo, hi) of one parameter only, the counters
+ * left as they are: a caller that splits a step over threads steps every
+ * element once, then calls sn_optim_step_done once. */
+int sn_optim_step_range(const sn_optim_cfg *cfg, const sn_param *q, int64_t lo, int64_t hi);
+void sn_optim_step_done(sn_optim_cfg *cfg);
 
 /* ---- an MLP trained in one call per run of batches (sn_mlp.c) ---- */
 typedef struct {

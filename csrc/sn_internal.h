@@ -144,16 +144,33 @@ void sn_parallel_done(double wall, double work, int nthreads);
 typedef int (*sn_unit_fn)(const void *ctx, int64_t u);
 int sn_run_units(sn_unit_fn fn, const void *ctx, int64_t units, int nthreads, int flags);
 
-/* on = 0: no back-off (regions use the threads set, whatever their times),
- * any back-off under way ended; on = 1: back to normal. For the C tests,
- * whose 1 vs 2 threads comparisons must really run two threads. */
-void sn_parallel_backoff(int on);
 
 /* At most cap threads for the parallel regions the calling thread starts
  * (0: no cap), until changed: a caller that has found its steps faster
  * alone (sn_mlp.c) runs them alone without changing the thread count other
  * threads see. */
 void sn_cap_threads(int cap);
+
+/* One step of the fused trainer, every layer split by its inputs into
+ * SN_STEP_PARTS parts (sn_mlp_step.c). begin picks the threads; forward
+ * gathers the batch's rows (order[0..M)) of X and labels, runs the forward
+ * pass and the loss (each part's sum in loss[p], correct[p]; finite[p] = 0
+ * if its logits were not finite, and then no loss gradient); backward makes
+ * every gradient (check: SN_ENONFINITE if one is not finite); optimize
+ * steps every parameter once and advances the optimizer's counters. */
+#define SN_STEP_PARTS 2
+typedef struct {
+    int strips, threads;      /* units = SN_STEP_PARTS * strips, over threads */
+    double loss[SN_STEP_PARTS];
+    int64_t correct[SN_STEP_PARTS];
+    int finite[SN_STEP_PARTS];
+} sn_mlp_step;
+void sn_mlp_step_begin(sn_mlp_step *st, const sn_mlp *net, int64_t M);
+int sn_mlp_step_forward(sn_mlp_step *st, const sn_mlp *net, const float *X,
+                        const int64_t *labels, const int64_t *order, int64_t M, int64_t batch,
+                        uint64_t first_row, float scale);
+int sn_mlp_step_backward(const sn_mlp_step *st, const sn_mlp *net, int64_t M, int check);
+int sn_mlp_step_optimize(const sn_mlp_step *st, const sn_mlp *net, sn_optim_cfg *opt);
 
 /* The trainer's choice of threads (sn_mlp.c): before a full step, caps the
  * calling thread's threads for it; after, records how long it took. */

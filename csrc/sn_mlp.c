@@ -1,59 +1,14 @@
 /* A multi-layer perceptron trained batch after batch without leaving C:
- * gather the batch, forward through fused dense layers, softmax
+ * gather the batch, forward through the dense layers, softmax
  * cross-entropy, backward with the activation derivative folded into each
- * input-gradient GEMM, one optimizer step. The caller (NumPy) owns every
- * buffer; nothing is allocated here. */
+ * input-gradient GEMM, one optimizer step (each step: sn_mlp_step.c). The
+ * caller (NumPy) owns every buffer; nothing is allocated here. */
 #include <stddef.h>
 #include <string.h>
 
 #include "scratchnet.h"
 #include "sn_fpmode.h"
 #include "sn_internal.h"
-
-/* The input layer l saw in training: the batch x0, or the layer below's
- * output (after its dropout, if any). */
-static const float *layer_input(const sn_mlp *net, const float *x0, int l)
-{
-    if (l == 0) return x0;
-    const sn_mlp_layer *below = &net->layers[l - 1];
-    return below->dropout > 0.0f ? below->y_drop : below->y;
-}
-
-/* Training forward pass of batch `batch` of a run: every layer's output
- * kept in its workspace for the backward pass. */
-static int forward_train(const sn_mlp *net, const float *x0, int64_t M, int64_t batch)
-{
-    /* a share of a global batch draws the masks of its rows there */
-    const uint64_t first_row = net->shard ? (uint64_t)net->shard->first[batch] : 0;
-    for (int l = 0; l < net->n_layers; ++l) {
-        const sn_mlp_layer *L = &net->layers[l];
-        int status = sn_dense_forward_f32(L->y, layer_input(net, x0, l), L->W, L->b, M,
-                                          L->in, L->out, L->act, L->act_param);
-        if (status != SN_OK) return status;
-        if (L->dropout > 0.0f) {
-            status = sn_dropout_forward_f32(L->y_drop, L->mask, L->y, M * L->out, L->dropout,
-                                            L->dropout_seed + (uint64_t)batch,
-                                            first_row * (uint64_t)L->out);
-            if (status != SN_OK) return status;
-        }
-    }
-    return SN_OK;
-}
-
-static int backward(const sn_mlp *net, int64_t M)
-{
-    for (int l = net->n_layers - 1; l >= 0; --l) {
-        const sn_mlp_layer *L = &net->layers[l];
-        const sn_mlp_layer *below = l > 0 ? &net->layers[l - 1] : NULL;
-        int status = sn_dense_backward_f32(
-            L->dW, L->db, below ? below->dz : NULL, L->dz, layer_input(net, net->xb, l), L->W,
-            below ? below->y : NULL, below && below->dropout > 0.0f ? below->mask : NULL, M,
-            L->in, L->out, below ? below->act : SN_ACT_NONE, below ? below->act_param : 0.0f,
-            0.0f);
-        if (status != SN_OK) return status;
-    }
-    return SN_OK;
-}
 
 /* The finiteness check of each step's gradients, in chunks over the
  * threads (a large layer's gradient is read about as fast as the optimizer
@@ -143,6 +98,26 @@ static int shard_valid(const sn_mlp *net, int64_t n)
     return sum == n;
 }
 
+/* layers that chain, activations the trainer knows, dropout in [0, 1) on
+ * hidden layers only, and the parameters (W, b) of each layer in order */
+static int layers_valid(const sn_mlp *net)
+{
+    if (net->n_layers < 1) return 0;
+    for (int l = 0; l < net->n_layers; ++l) {
+        const sn_mlp_layer *L = &net->layers[l];
+        const sn_param *W = &net->params[2 * l], *b = &net->params[2 * l + 1];
+        const int last = l == net->n_layers - 1;
+        if (L->in < 1 || L->out < 1 || (l > 0 && L->in != net->layers[l - 1].out) ||
+            L->act < SN_ACT_NONE || L->act > SN_ACT_TANH ||
+            (L->act == SN_ACT_LEAKY_RELU && !(L->act_param >= 0.0f)) ||
+            !(L->dropout >= 0.0f && L->dropout < 1.0f) || (last && L->dropout > 0.0f) ||
+            W->p != L->W || W->g != L->dW || W->n != L->in * L->out || b->p != L->b ||
+            b->g != L->db || b->n != L->out)
+            return 0;
+    }
+    return 1;
+}
+
 /* every gradient = 0: a process with no rows in a global batch adds nothing */
 static void zero_gradients(const sn_mlp *net)
 {
@@ -150,51 +125,15 @@ static void zero_gradients(const sn_mlp *net)
         memset((float *)net->params[k].g, 0, (size_t)net->params[k].n * sizeof(float));
 }
 
-/* The batch's rows picked from X into net->xb (and their labels), in
- * SN_GATHER_UNITS slices over the threads: rows picked at random from a
- * large X are a memory-latency-bound copy (47-65 us for 128 MNIST rows on
- * one AMD EPYC core), which two cores' outstanding misses shorten. While a
- * row is copied, the lines of the row SN_GATHER_AHEAD places further on
- * are asked for, so that its misses overlap with this copy instead of
- * following it (79 -> 65 us for 128 rows on one AMD EPYC Zen 3 core). */
-#define SN_GATHER_UNITS 2
-#define SN_GATHER_AHEAD 2
-typedef struct {
-    const sn_mlp *net;
-    const float *X;
-    const int64_t *labels, *order;
-    int64_t M, in;
-} sn_gather;
-
-static int gather_unit(const void *ctx, int64_t u)
-{
-    const sn_gather *g = ctx;
-    const int64_t per = (g->M + SN_GATHER_UNITS - 1) / SN_GATHER_UNITS;
-    const int64_t end = (u + 1) * per < g->M ? (u + 1) * per : g->M;
-    const int64_t row_bytes = g->in * (int64_t)sizeof(float);
-    for (int64_t i = u * per; i < end; ++i) {
-        if (i + SN_GATHER_AHEAD < end) {
-            const char *ahead = (const char *)(g->X + g->order[i + SN_GATHER_AHEAD] * g->in);
-            for (int64_t b = 0; b < row_bytes; b += 64) SN_PREFETCH(ahead + b);
-        }
-        const int64_t row = g->order[i];
-        memcpy(g->net->xb + i * g->in, g->X + row * g->in, (size_t)row_bytes);
-        g->net->yb[i] = g->labels[row];
-    }
-    return SN_OK;
-}
-
 int sn_mlp_train_f32(const sn_mlp *net, sn_optim_cfg *opt, const float *X,
                      const int64_t *labels, int64_t n_classes, const int64_t *order, int64_t n,
                      int64_t batch_size, double *loss_sum, int64_t *correct)
 {
     const sn_mlp_shard *shard = net->shard;
-    if (net->n_layers < 1 || net->layers[net->n_layers - 1].out != n_classes ||
+    if (!layers_valid(net) || net->layers[net->n_layers - 1].out != n_classes ||
         (shard ? !shard_valid(net, n) : batch_size < 1 || batch_size > net->max_batch))
         return SN_EINVAL;
     const int64_t batches = shard ? shard->batches : (n + batch_size - 1) / batch_size;
-    const int64_t in = net->layers[0].in;
-    const sn_mlp_layer *last = &net->layers[net->n_layers - 1];
     const unsigned fp = sn_fp_enter();
     int status = SN_OK;
     int64_t M = 0;
@@ -203,39 +142,38 @@ int sn_mlp_train_f32(const sn_mlp *net, sn_optim_cfg *opt, const float *X,
         M = shard ? shard->rows[batch] : n - start < batch_size ? n - start : batch_size;
         const double t_step = SN_NOW();
         sn_team_before_step(net->team);
-        const sn_gather gather = {net, X, labels, order + start, M, in};
-        sn_run_units(gather_unit, &gather, SN_GATHER_UNITS,
-                     M >= SN_GATHER_UNITS ? sn_parallel_threads() : 1,
-                     SN_UNITS_STATIC | SN_UNITS_FP_AS_IS);
-        double batch_loss = 0.0;
-        int64_t batch_correct = 0;
+        sn_mlp_step step;
+        sn_mlp_step_begin(&step, net, M);
         /* a non-finite output, loss or gradient ends the run before this
          * batch's step (SN_ENONFINITE): the parameters stay as the last
          * finite step left them */
         int finite = 1;
         if (M > 0) {
-            status = forward_train(net, net->xb, M, batch);
-            if (status != SN_OK) break;
-            finite = sn_all_finite_f32(last->y, M * n_classes);
-            /* the mean over the batch, or over the global batch of a share */
+            /* the mean over the batch, or over the global batch of a share;
+             * a share draws the dropout masks of its rows there */
             const float scale = 1.0f / (float)(shard ? shard->global[batch] : M);
-            if (finite)
-                status = sn_xent_train_f32(&batch_loss, &batch_correct, last->dz, last->y,
-                                           net->yb, M, n_classes, scale);
-            if (status == SN_OK && finite) status = backward(net, M);
+            const uint64_t first_row = shard ? (uint64_t)shard->first[batch] : 0;
+            status = sn_mlp_step_forward(&step, net, X, labels, order + start, M, batch,
+                                         first_row, scale);
+            for (int p = 0; p < SN_STEP_PARTS; ++p) finite = finite && step.finite[p];
+            /* one process checks each gradient as it is made; a share's
+             * gradients are checked once summed over the processes */
+            if (status == SN_OK && finite) status = sn_mlp_step_backward(&step, net, M, !shard);
             if (status != SN_OK) break;
         } else {
             zero_gradients(net);
         }
         if (shard) status = shard->reduce(shard->ctx, batch, finite);
         if (status != SN_OK) break;
-        if (!finite || !gradients_finite(net)) {
+        if (!finite || (shard && !gradients_finite(net))) {
             status = SN_ENONFINITE;
             break;
         }
-        *loss_sum += batch_loss;
-        *correct += batch_correct;
-        status = sn_optim_step_all(opt, net->params, 2 * net->n_layers);
+        for (int p = 0; p < SN_STEP_PARTS; ++p) {
+            *loss_sum += step.loss[p];
+            *correct += step.correct[p];
+        }
+        status = sn_mlp_step_optimize(&step, net, opt);
         if (M == batch_size) sn_team_after_step(net->team, SN_NOW() - t_step);
     }
     sn_cap_threads(0);

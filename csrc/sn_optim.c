@@ -126,12 +126,45 @@ static void step_chunk(const sn_optim_cfg *c, const sn_param *q, int64_t lo, int
     }
 }
 
+/* the step's learning rates and whether it is the first, from the counters */
+typedef struct {
+    float lr, clr;
+    int first;
+} step_rates;
+
+static step_rates rates_of(const sn_optim_cfg *cfg)
+{
+    /* in double, rounded once to float: what the Python optimizers pass */
+    const double lr_t = sn_decayed_lr(cfg->lr, cfg->decay, cfg->iterations);
+    const step_rates r = {(float)lr_t, (float)sn_decayed_lr(lr_t, cfg->lr_decay, cfg->step),
+                          cfg->step == 0};
+    return r;
+}
+
+static int kind_ok(const sn_optim_cfg *cfg)
+{
+    return cfg->kind >= SN_OPT_SGD && cfg->kind <= SN_OPT_ADAMW;
+}
+
+int sn_optim_step_range(const sn_optim_cfg *cfg, const sn_param *q, int64_t lo, int64_t hi)
+{
+    if (!kind_ok(cfg) || lo < 0 || hi > q->n || lo > hi) return SN_EINVAL;
+    const step_rates r = rates_of(cfg);
+    if (hi > lo) step_chunk(cfg, q, lo, hi, r.lr, r.clr, r.first);
+    return SN_OK;
+}
+
+void sn_optim_step_done(sn_optim_cfg *cfg)
+{
+    cfg->iterations += 1;
+    cfg->step += 1;
+}
+
 /* chunk u of one parameter's step (sn_run_units) */
 typedef struct {
     const sn_optim_cfg *cfg;
     const sn_param *q;
-    float lr, clr;
-    int first;
+    step_rates r;
 } optim_job;
 
 static int step_unit(const void *ctx, int64_t u)
@@ -139,27 +172,22 @@ static int step_unit(const void *ctx, int64_t u)
     const optim_job *j = ctx;
     const int64_t lo = u * SN_OPTIM_CHUNK;
     const int64_t hi = lo + SN_OPTIM_CHUNK < j->q->n ? lo + SN_OPTIM_CHUNK : j->q->n;
-    step_chunk(j->cfg, j->q, lo, hi, j->lr, j->clr, j->first);
+    step_chunk(j->cfg, j->q, lo, hi, j->r.lr, j->r.clr, j->r.first);
     return SN_OK;
 }
 
 int sn_optim_step_all(sn_optim_cfg *cfg, const sn_param *params, int n_params)
 {
-    if (cfg->kind < SN_OPT_SGD || cfg->kind > SN_OPT_ADAMW) return SN_EINVAL;
-    /* in double, rounded once to float: what the Python optimizers pass */
-    const double lr_t = sn_decayed_lr(cfg->lr, cfg->decay, cfg->iterations);
-    const float lr = (float)lr_t;
-    const float clr = (float)sn_decayed_lr(lr_t, cfg->lr_decay, cfg->step);
-    const int first = cfg->step == 0;
+    if (!kind_ok(cfg)) return SN_EINVAL;
+    const step_rates r = rates_of(cfg);
     for (int k = 0; k < n_params; ++k) {
         const sn_param *q = &params[k];
         const int64_t chunks = (q->n + SN_OPTIM_CHUNK - 1) / SN_OPTIM_CHUNK;
-        const optim_job job = {cfg, q, lr, clr, first};
+        const optim_job job = {cfg, q, r};
         /* each step function sets the floating-point mode itself */
         sn_run_units(step_unit, &job, chunks, chunks > 1 ? sn_parallel_threads() : 1,
                      SN_UNITS_FP_AS_IS);
     }
-    cfg->iterations += 1;
-    cfg->step += 1;
+    sn_optim_step_done(cfg);
     return SN_OK;
 }

@@ -25,6 +25,7 @@ cdef extern from "scratchnet.h" nogil:
     void sn_set_num_threads(int n)
     int sn_get_num_threads()
     int sn_max_threads()
+    void sn_parallel_backoff(int on)
     int sn_have_openmp()
     const char *sn_compiler()
 

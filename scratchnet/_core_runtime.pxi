@@ -76,6 +76,13 @@ def get_num_threads():
     return sn_get_num_threads()
 
 
+def parallel_backoff(bint on):
+    """False: parallel regions always use the threads set (no back-off
+    under contention), any back-off under way ended; True: back to normal.
+    For tests that compare thread counts and must really run on them."""
+    sn_parallel_backoff(on)
+
+
 def max_threads():
     return sn_max_threads()
 

@@ -104,25 +104,29 @@ def test_fast_path_is_taken_only_where_it_applies():
     assert _fused.layer_specs(with_softmax.layers) is None
 
 
+# batch 8: 38 batches an epoch, which fit gives the C trainer in runs of 2
+# (each batch's masks keyed by its place in the run)
+@pytest.mark.parametrize("batch_size", [32, 8])
 @pytest.mark.parametrize("act", ["relu", "tanh"])
-def test_fast_dropout_training_matches_layer_by_layer(act):
+def test_fast_dropout_training_matches_layer_by_layer(act, batch_size):
     """One dropout stream for both paths: the same seed draws the same masks,
     so the fused C trainer and the layer-by-layer path give the same model.
     Fails if the fused forward ignores the mask or its backward epilogue
     skips the mask multiply (both were seen to pass the suite before)."""
     X, y = data()
     fast, slow = build(act, dropout=0.4), build(act, dropout=0.4)
-    kwargs = dict(epochs=2, batch_size=32, seed=3, verbose=0)
-    h_fast = fast.fit(X, y, optimizer=sn.SGD(fast.parameters(), lr=0.1, momentum=0.9),
+    kwargs = dict(epochs=2, batch_size=batch_size, seed=3, verbose=0)
+    lr = 0.1 * batch_size / 32  # a stable run: rounding differences stay small
+    h_fast = fast.fit(X, y, optimizer=sn.SGD(fast.parameters(), lr=lr, momentum=0.9),
                       **kwargs)
-    h_slow = slow_fit(slow, X, y, optimizer=sn.SGD(slow.parameters(), lr=0.1, momentum=0.9),
+    h_slow = slow_fit(slow, X, y, optimizer=sn.SGD(slow.parameters(), lr=lr, momentum=0.9),
                       **kwargs)
     np.testing.assert_allclose(h_fast["loss"], h_slow["loss"], rtol=1e-4)
     for a, b in zip(fast.parameters(), slow.parameters()):
         np.testing.assert_allclose(a.data, b.data, rtol=1e-3, atol=1e-5, err_msg=a.name)
     # the streams moved on by the same number of masks
     assert [d.calls for d in fast.layers if isinstance(d, sn.Dropout)] == \
-        [d.calls for d in slow.layers if isinstance(d, sn.Dropout)] == [20, 20]
+        [d.calls for d in slow.layers if isinstance(d, sn.Dropout)] == [2 * -(-300 // batch_size)] * 2
 
 
 def test_fast_dropout_masks_have_the_right_rate_and_scale():
@@ -287,22 +291,72 @@ def test_dense_kernels_against_reference():
             np.testing.assert_allclose(y, want, rtol=1e-4, atol=1e-4 * np.sqrt(K))
 
 
-def test_training_is_identical_with_one_or_two_threads():
-    """Every element's sums run in the same order whatever the thread count."""
-    rng = np.random.default_rng(11)
-    X = rng.standard_normal((1000, 300)).astype(np.float32)
-    y = rng.integers(0, 10, 1000)
+def with_threads(threads, fn):
+    """fn() on this many threads, really: without the back-off that runs
+    regions on one thread when the machine is busy (as it is with more
+    threads than cores)."""
     old = sn.get_num_threads()
-    weights = []
     try:
-        for threads in (1, 2):
-            sn.set_num_threads(threads)
-            model = sn.Sequential(sn.Dense(300, 200, seed=0), sn.ReLU(), sn.Dropout(0.1),
-                                  sn.Dense(200, 150, seed=1), sn.Tanh(), sn.Dense(150, 10, seed=2))
-            model.fit(X, y, optimizer=sn.Adam(model.parameters()), epochs=2, batch_size=100,
-                      seed=0, verbose=0)
-            weights.append([p.data.copy() for p in model.parameters()] + [model.predict_proba(X)])
+        sn.set_num_threads(threads)
+        _core.parallel_backoff(False)
+        return fn()
     finally:
+        _core.parallel_backoff(True)
         sn.set_num_threads(old)
-    for a, b in zip(*weights):
-        np.testing.assert_array_equal(a, b)
+
+
+def wide_model(widths, act=sn.Tanh, dropout=0.1):
+    """Dense layers of these widths, act and dropout after each hidden one:
+    large enough that the fused trainer's steps run on the threads."""
+    layers = []
+    for i, (a, b) in enumerate(zip(widths[:-1], widths[1:])):
+        layers.append(sn.Dense(a, b, seed=i))
+        if i < len(widths) - 2:
+            layers += [act(), sn.Dropout(dropout)]
+    return sn.Sequential(*layers)
+
+
+def wide_data(features, classes, n=400):
+    rng = np.random.default_rng(11)
+    return rng.standard_normal((n, features)).astype(np.float32), rng.integers(0, classes, n)
+
+
+# the input splits (on 16-float lines): 300 = 160 + 140, 200 = 112 + 88;
+# 8 and 12 inputs leave the second part empty; 33 = 16 + 17
+@pytest.mark.parametrize("widths", [(300, 200, 150, 10), (8, 12, 2000, 7), (50, 33, 3000, 5)])
+def test_training_is_identical_for_any_thread_count(widths):
+    """Each layer's inputs are split into a fixed number of parts whatever
+    the thread count, and more threads only cut each part into strips that
+    change no sum: 1, 2, 3 and 4 threads (several strips per part) give the
+    same bits."""
+    X, y = wide_data(widths[0], widths[-1])
+
+    def train():
+        model = wide_model(widths)
+        model.fit(X, y, optimizer=sn.Adam(model.parameters()), epochs=2, batch_size=100,
+                  seed=0, verbose=0)
+        return [p.data.copy() for p in model.parameters()] + [model.predict_proba(X)]
+
+    results = [with_threads(threads, train) for threads in (1, 2, 3, 4)]
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("threads", [2, 4])
+@pytest.mark.parametrize("act", ["relu", "leaky_relu", "sigmoid", "tanh"])
+def test_threaded_fused_steps_match_layer_by_layer(act, threads):
+    """A network large enough that the fused steps run on the threads (the
+    small ones above run in one thread), with dropout: the same model as the
+    layer-by-layer path."""
+    widths = (300, 200, 150, 10)
+    X, y = wide_data(widths[0], widths[-1])
+    fast, slow = wide_model(widths, ACTS[act], 0.3), wide_model(widths, ACTS[act], 0.3)
+    kwargs = dict(epochs=2, batch_size=100, seed=5, verbose=0)
+    h_fast = with_threads(threads, lambda: fast.fit(
+        X, y, optimizer=sn.SGD(fast.parameters(), lr=0.1, momentum=0.9), **kwargs))
+    h_slow = slow_fit(slow, X, y, optimizer=sn.SGD(slow.parameters(), lr=0.1, momentum=0.9),
+                      **kwargs)
+    np.testing.assert_allclose(h_fast["loss"], h_slow["loss"], rtol=1e-4)
+    for a, b in zip(fast.parameters(), slow.parameters()):
+        np.testing.assert_allclose(a.data, b.data, rtol=1e-3, atol=1e-5, err_msg=a.name)

@@ -1,0 +1,329 @@
+/* One training step of the fused trainer (sn_mlp.c), with every layer split
+ * by its INPUTS into SN_STEP_PARTS parts.
+ *
+ * Layer l maps X_l (M x in, the batch or the layer below's output) to
+ * Z_l = X_l W_l + b_l (M x out). Part p owns a contiguous range K_p of the
+ * layer's inputs: the rows K_p of W_l, of dW_l and of their optimizer state,
+ * and the columns K_p of X_l. Then
+ *   forward    P_p = X_l[:, K_p] W_l[K_p, :]           (part 0 into y_l, part
+ *              1 into dz_l, which the backward pass overwrites later);
+ *              Z_l = (P_0 + P_1) + b_l, and the part that owns columns K of
+ *              the next layer's input makes them: y_l[:, K] = act(Z_l[:, K]),
+ *              then its dropout. The last layer's rows are split instead:
+ *              logits, then softmax cross-entropy on them.
+ *   backward   dW_l[K_p, :] = X_l[:, K_p]^T dZ_l, and the columns it owns
+ *              of the layer below's gradient,
+ *              dZ_l-1[:, K_p] = (dZ_l W_l[K_p, :]^T) * act'(y_l-1[:, K_p]) * mask;
+ *   optimizer  the rows K_p of W_l.
+ * A part writes the weights it reads in the next step, so with one thread
+ * per part only activation-sized data (M x out) crosses between cores, never
+ * weight-sized: the split by output columns the GEMMs make alone moved half
+ * of every W and dW between the cores each step (README, "Where the
+ * two-thread step's time goes").
+ *
+ * The number of parts is fixed, not the thread count: (P_0 + P_1) is
+ * rounded the same whether one thread computes both products or two threads
+ * one each, so results never depend on the thread count. With more than two
+ * threads each part is cut further into strips that change no sum (columns
+ * of a product, rows of dW, columns of dZ). */
+#include <stddef.h>
+#include <string.h>
+
+#include "scratchnet.h"
+#include "sn_internal.h"
+
+/* split points on whole 64-byte lines of a row of floats */
+#define SN_STEP_ALIGN 16
+/* Below this many multiply-adds a step (forward, ~3x that in all) runs in
+ * the calling thread: a second thread's wake-ups cost more than it saves. */
+#define SN_STEP_PARALLEL_MIN (1 << 20)
+
+/* The batch's rows are picked at random from a large X: a copy bound by
+ * memory latency (47-65 us for 128 MNIST rows on one AMD EPYC core), which
+ * each part makes for its own columns, so both cores' misses overlap. While
+ * a row is copied, the lines of the row SN_GATHER_AHEAD places further on
+ * are asked for, so that its misses overlap with this copy instead of
+ * following it (79 -> 65 us for 128 rows on one AMD EPYC Zen 3 core). */
+#define SN_GATHER_AHEAD 2
+
+/* the i-th of `pieces` cut points of [0, n), on whole lines: cut(0) = 0,
+ * cut(pieces) = n */
+static int64_t cut(int64_t n, int64_t i, int64_t pieces, int64_t align)
+{
+    if (i >= pieces) return n;
+    const int64_t c = (n * i / pieces + align - 1) / align * align;
+    return c < n ? c : n;
+}
+
+typedef struct {
+    int64_t lo, hi;
+} span;
+
+/* part p's inputs of a layer with n of them */
+static span part_of(int64_t n, int p)
+{
+    const span s = {cut(n, p, SN_STEP_PARTS, SN_STEP_ALIGN),
+                    cut(n, p + 1, SN_STEP_PARTS, SN_STEP_ALIGN)};
+    return s;
+}
+
+/* strip s of `strips` of a span */
+static span strip_of(span whole, int s, int strips)
+{
+    const int64_t n = whole.hi - whole.lo;
+    const span r = {whole.lo + cut(n, s, strips, SN_STEP_ALIGN),
+                    whole.lo + cut(n, s + 1, strips, SN_STEP_ALIGN)};
+    return r;
+}
+
+typedef struct {
+    const sn_mlp *net;
+    const sn_optim_cfg *opt;
+    const float *X;                 /* the data set, gathered from by order */
+    const int64_t *labels, *order;
+    int64_t M;                      /* rows in the batch */
+    uint64_t dropout_batch;         /* added to each layer's dropout seed */
+    uint64_t first_row;             /* the batch's first row in its global batch */
+    float scale;                    /* of the loss gradient: 1 / global batch rows */
+    int strips;                     /* per part: units = SN_STEP_PARTS * strips */
+    int layer;                      /* the layer of a per-layer phase */
+    int check;                      /* backward: check the gradients it made are finite */
+    double *loss;                   /* [SN_STEP_PARTS]: the summed loss of each part's rows */
+    int64_t *correct;               /* [SN_STEP_PARTS] */
+    int *finite;                    /* [SN_STEP_PARTS]: its logits were finite */
+} step_ctx;
+
+/* The input layer l saw in training: the batch, or the layer below's
+ * output (after its dropout, if any). */
+static const float *layer_input(const sn_mlp *net, int l)
+{
+    if (l == 0) return net->xb;
+    const sn_mlp_layer *below = &net->layers[l - 1];
+    return below->dropout > 0.0f ? below->y_drop : below->y;
+}
+
+/* ---- the phases, one unit (part p, strip s) each ---- */
+
+/* the batch's columns K_p (strip s) copied from its rows of X; unit 0 the labels */
+static void gather(const step_ctx *c, int p, int s)
+{
+    const int64_t in = c->net->layers[0].in;
+    const span cols = strip_of(part_of(in, p), s, c->strips);
+    const size_t bytes = (size_t)(cols.hi - cols.lo) * sizeof(float);
+    for (int64_t i = 0; i < c->M && bytes; ++i) {
+        if (i + SN_GATHER_AHEAD < c->M) {
+            const char *ahead = (const char *)(c->X + c->order[i + SN_GATHER_AHEAD] * in + cols.lo);
+            for (size_t b = 0; b < bytes; b += 64) SN_PREFETCH(ahead + b);
+        }
+        memcpy(c->net->xb + i * in + cols.lo, c->X + c->order[i] * in + cols.lo, bytes);
+    }
+    if (p == 0 && s == 0)
+        for (int64_t i = 0; i < c->M; ++i) c->net->yb[i] = c->labels[c->order[i]];
+}
+
+/* P_p[:, strip s of the outputs] = X_l[:, K_p] W_l[K_p, strip] */
+static int product(const step_ctx *c, int l, int p, int s)
+{
+    const sn_mlp_layer *L = &c->net->layers[l];
+    const span k = part_of(L->in, p);
+    const span cols = strip_of((span){0, L->out}, s, c->strips);
+    if (k.hi == k.lo || cols.hi == cols.lo) return SN_OK;
+    float *P = p == 0 ? L->y : L->dz;
+    return sn_gemm_serial_f32(0, 0, c->M, cols.hi - cols.lo, k.hi - k.lo, 1.0f,
+                              layer_input(c->net, l) + k.lo, L->in,
+                              L->W + k.lo * L->out + cols.lo, L->out, 0.0f, P + cols.lo, L->out,
+                              NULL);
+}
+
+/* y[:, cols] = act((P_0 + P_1) + b) for M rows; P_1 absent when part 1 has
+ * no inputs */
+static void add_products(const sn_mlp_layer *L, int64_t rows0, int64_t rows1, span cols,
+                         int act)
+{
+    const int two = part_of(L->in, 1).hi > part_of(L->in, 1).lo;
+    for (int64_t i = rows0; i < rows1; ++i) {
+        float *y = L->y + i * L->out + cols.lo;
+        const float *p1 = L->dz + i * L->out + cols.lo;
+        if (two)
+            for (int64_t j = 0; j < cols.hi - cols.lo; ++j) y[j] += p1[j];
+        sn_act_rows_f32(y, L->out, 1, cols.hi - cols.lo, L->b + cols.lo, act, L->act_param);
+    }
+}
+
+/* hidden layer l: the columns of y_l that are part p's inputs of layer l + 1 */
+static int finish_hidden(const step_ctx *c, int l, int p, int s)
+{
+    const sn_mlp_layer *L = &c->net->layers[l];
+    const span cols = strip_of(part_of(L->out, p), s, c->strips);
+    if (cols.hi == cols.lo) return SN_OK;
+    add_products(L, 0, c->M, cols, L->act);
+    if (!(L->dropout > 0.0f)) return SN_OK;
+    for (int64_t i = 0; i < c->M; ++i) {
+        /* element (i, j) takes draw (first_row + i) out + j of the batch's stream,
+         * as one call over the whole batch would */
+        const int64_t at = i * L->out + cols.lo;
+        const int status = sn_dropout_forward_f32(
+            L->y_drop + at, L->mask + at, L->y + at, cols.hi - cols.lo, L->dropout,
+            L->dropout_seed + c->dropout_batch,
+            (c->first_row + (uint64_t)i) * (uint64_t)L->out + (uint64_t)cols.lo);
+        if (status != SN_OK) return status;
+    }
+    return SN_OK;
+}
+
+/* the last layer: part p's rows of the logits, then their loss and its
+ * gradient (only if the logits are finite) */
+static int finish_last(const step_ctx *c, int p, int s)
+{
+    if (s != 0) return SN_OK;
+    const sn_mlp_layer *L = &c->net->layers[c->net->n_layers - 1];
+    const int64_t r0 = c->M * p / SN_STEP_PARTS, r1 = c->M * (p + 1) / SN_STEP_PARTS;
+    add_products(L, r0, r1, (span){0, L->out}, SN_ACT_NONE);
+    c->finite[p] = sn_all_finite_f32(L->y + r0 * L->out, (r1 - r0) * L->out);
+    if (!c->finite[p] || r1 == r0) return SN_OK;
+    return sn_xent_train_f32(&c->loss[p], &c->correct[p], L->dz + r0 * L->out,
+                             L->y + r0 * L->out, c->net->yb + r0, r1 - r0, L->out, c->scale);
+}
+
+/* layer l backward over part p's inputs (strip s): its rows of dW_l and its
+ * columns of the gradient reaching the layer below; unit 0 also db_l */
+static int backward(const step_ctx *c, int l, int p, int s)
+{
+    const sn_mlp_layer *L = &c->net->layers[l];
+    const span k = strip_of(part_of(L->in, p), s, c->strips);
+    const int64_t n = k.hi - k.lo;
+    if (p == 0 && s == 0) {
+        sn_bias_grad_f32(L->db, L->dz, L->out, c->M, L->out, 0.0f);
+        if (c->check && !sn_all_finite_f32(L->db, L->out)) return SN_ENONFINITE;
+    }
+    if (n == 0) return SN_OK;
+    const float *x = layer_input(c->net, l);
+    /* dW[K, :] = X[:, K]^T dZ */
+    int status = sn_gemm_serial_f32(1, 0, n, L->out, c->M, 1.0f, x + k.lo, L->in, L->dz, L->out,
+                                    0.0f, L->dW + k.lo * L->out, L->out, NULL);
+    if (status != SN_OK) return status;
+    if (c->check && !sn_all_finite_f32(L->dW + k.lo * L->out, n * L->out)) return SN_ENONFINITE;
+    if (l == 0) return SN_OK;
+    /* dZ_below[:, K] = (dZ W[K, :]^T) * act'(y_below[:, K]) * mask[:, K] */
+    const sn_mlp_layer *below = &c->net->layers[l - 1];
+    const sn_epilogue ep = {SN_EPI_DACT, below->act, below->act_param, NULL, below->y + k.lo,
+                            below->dropout > 0.0f ? below->mask + k.lo : NULL, L->in};
+    return sn_gemm_serial_f32(0, 1, c->M, n, L->out, 1.0f, L->dz, L->out, L->W + k.lo * L->out,
+                              L->out, 0.0f, below->dz + k.lo, L->in, &ep);
+}
+
+/* the optimizer over part p's rows of every W (strip s); unit 0 the biases */
+static int optimize(const step_ctx *c, int p, int s)
+{
+    for (int l = 0; l < c->net->n_layers; ++l) {
+        const sn_mlp_layer *L = &c->net->layers[l];
+        const span k = strip_of(part_of(L->in, p), s, c->strips);
+        int status = sn_optim_step_range(c->opt, &c->net->params[2 * l], k.lo * L->out,
+                                         k.hi * L->out);
+        if (status == SN_OK && p == 0 && s == 0)
+            status = sn_optim_step_range(c->opt, &c->net->params[2 * l + 1], 0, L->out);
+        if (status != SN_OK) return status;
+    }
+    return SN_OK;
+}
+
+/* ---- the phases as parallel regions ----
+ * With one strip per part, a unit's inputs of one phase are what it made in
+ * the one before (its columns of the batch, its columns of y_l), so the
+ * gather and the first product, and each hidden layer's finish and the next
+ * product, run in one region. With more strips a region ends between them. */
+enum { PH_GATHER, PH_FORWARD, PH_FINISH, PH_BACKWARD, PH_OPTIMIZE };
+typedef struct {
+    const step_ctx *c;
+    int phase;
+} phase_job;
+
+static int phase_unit(const void *ctx, int64_t u)
+{
+    const phase_job *job = ctx;
+    const step_ctx *c = job->c;
+    const int p = (int)(u / c->strips), s = (int)(u % c->strips), l = c->layer;
+    const int last = c->net->n_layers - 1;
+    const int merged = c->strips == 1;
+    switch (job->phase) {
+    case PH_GATHER:
+        gather(c, p, s);
+        return merged ? product(c, 0, p, s) : SN_OK;
+    case PH_FORWARD:
+        return product(c, l, p, s);
+    case PH_FINISH:
+        if (l == last) return finish_last(c, p, s);
+        {
+            const int status = finish_hidden(c, l, p, s);
+            return status == SN_OK && merged ? product(c, l + 1, p, s) : status;
+        }
+    case PH_BACKWARD:
+        return backward(c, l, p, s);
+    default:
+        return optimize(c, p, s);
+    }
+}
+
+static int run_phase(step_ctx *c, int phase, int layer, int nthreads)
+{
+    c->layer = layer;
+    const phase_job job = {c, phase};
+    /* static: unit u runs on the same thread every phase and every step, so
+     * each part's data stays in one core's cache */
+    return sn_run_units(phase_unit, &job, (int64_t)SN_STEP_PARTS * c->strips, nthreads,
+                        SN_UNITS_STATIC);
+}
+
+/* the multiply-adds of one forward pass over M rows */
+static int64_t forward_macs(const sn_mlp *net, int64_t M)
+{
+    int64_t macs = 0;
+    for (int l = 0; l < net->n_layers; ++l) macs += M * net->layers[l].in * net->layers[l].out;
+    return macs;
+}
+
+void sn_mlp_step_begin(sn_mlp_step *st, const sn_mlp *net, int64_t M)
+{
+    const int threads = forward_macs(net, M) >= SN_STEP_PARALLEL_MIN ? sn_parallel_threads() : 1;
+    st->strips = threads > SN_STEP_PARTS ? threads / SN_STEP_PARTS : 1;
+    st->threads = threads < SN_STEP_PARTS * st->strips ? threads : SN_STEP_PARTS * st->strips;
+    for (int p = 0; p < SN_STEP_PARTS; ++p) {
+        st->loss[p] = 0.0;
+        st->correct[p] = 0;
+        st->finite[p] = 1;
+    }
+}
+
+int sn_mlp_step_forward(sn_mlp_step *st, const sn_mlp *net, const float *X,
+                        const int64_t *labels, const int64_t *order, int64_t M, int64_t batch,
+                        uint64_t first_row, float scale)
+{
+    step_ctx c = {.net = net, .X = X, .labels = labels, .order = order, .M = M,
+                  .dropout_batch = (uint64_t)batch, .first_row = first_row, .scale = scale,
+                  .strips = st->strips, .loss = st->loss, .correct = st->correct,
+                  .finite = st->finite};
+    int status = run_phase(&c, PH_GATHER, 0, st->threads);
+    for (int l = 0; l < net->n_layers && status == SN_OK; ++l) {
+        /* one strip per part: the product was made in the region before */
+        if (c.strips > 1) status = run_phase(&c, PH_FORWARD, l, st->threads);
+        if (status == SN_OK) status = run_phase(&c, PH_FINISH, l, st->threads);
+    }
+    return status;
+}
+
+int sn_mlp_step_backward(const sn_mlp_step *st, const sn_mlp *net, int64_t M, int check)
+{
+    step_ctx c = {.net = net, .M = M, .strips = st->strips, .check = check};
+    int status = SN_OK;
+    for (int l = net->n_layers - 1; l >= 0 && status == SN_OK; --l)
+        status = run_phase(&c, PH_BACKWARD, l, st->threads);
+    return status;
+}
+
+int sn_mlp_step_optimize(const sn_mlp_step *st, const sn_mlp *net, sn_optim_cfg *opt)
+{
+    step_ctx c = {.net = net, .opt = opt, .strips = st->strips};
+    const int status = run_phase(&c, PH_OPTIMIZE, 0, st->threads);
+    if (status == SN_OK) sn_optim_step_done(opt);
+    return status;
+}
