@@ -152,7 +152,7 @@ int sn_run_units(sn_unit_fn fn, const void *ctx, int64_t units, int nthreads, in
 void sn_cap_threads(int cap);
 
 /* One step of the fused trainer, every layer split by its inputs into
- * SN_STEP_PARTS parts (sn_mlp_step.c). begin picks the threads; forward
+ * SN_STEP_PARTS parts (sn_mlp_step.c). begin picks the strips; forward
  * gathers the batch's rows (order[0..M)) of X and labels, runs the forward
  * pass and the loss (each part's sum in loss[p], correct[p]; finite[p] = 0
  * if its logits were not finite, and then no loss gradient); backward makes
@@ -160,7 +160,8 @@ void sn_cap_threads(int cap);
  * steps every parameter once and advances the optimizer's counters. */
 #define SN_STEP_PARTS 2
 typedef struct {
-    int strips, threads;      /* units = SN_STEP_PARTS * strips, over threads */
+    int strips;               /* units = SN_STEP_PARTS * strips */
+    int parallel;             /* 0: the step is too small for the threads */
     double loss[SN_STEP_PARTS];
     int64_t correct[SN_STEP_PARTS];
     int finite[SN_STEP_PARTS];

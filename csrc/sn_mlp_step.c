@@ -264,9 +264,14 @@ static int phase_unit(const void *ctx, int64_t u)
     }
 }
 
-static int run_phase(step_ctx *c, int phase, int layer, int nthreads)
+/* Each region asks for its threads (sn_parallel_threads): a back-off under
+ * contention counts regions, as for the GEMMs. Asked once a step, a back-off
+ * lasted six or more times as long, and 784-512-256-10 ran most of its steps
+ * on one thread. */
+static int run_phase(step_ctx *c, int phase, int layer, int parallel)
 {
     c->layer = layer;
+    const int nthreads = parallel ? sn_parallel_threads() : 1;
     const phase_job job = {c, phase};
     /* static: unit u runs on the same thread every phase and every step, so
      * each part's data stays in one core's cache */
@@ -284,9 +289,9 @@ static int64_t forward_macs(const sn_mlp *net, int64_t M)
 
 void sn_mlp_step_begin(sn_mlp_step *st, const sn_mlp *net, int64_t M)
 {
-    const int threads = forward_macs(net, M) >= SN_STEP_PARALLEL_MIN ? sn_parallel_threads() : 1;
+    st->parallel = forward_macs(net, M) >= SN_STEP_PARALLEL_MIN;
+    const int threads = st->parallel ? sn_parallel_threads() : 1;
     st->strips = threads > SN_STEP_PARTS ? threads / SN_STEP_PARTS : 1;
-    st->threads = threads < SN_STEP_PARTS * st->strips ? threads : SN_STEP_PARTS * st->strips;
     for (int p = 0; p < SN_STEP_PARTS; ++p) {
         st->loss[p] = 0.0;
         st->correct[p] = 0;
@@ -302,11 +307,11 @@ int sn_mlp_step_forward(sn_mlp_step *st, const sn_mlp *net, const float *X,
                   .dropout_batch = (uint64_t)batch, .first_row = first_row, .scale = scale,
                   .strips = st->strips, .loss = st->loss, .correct = st->correct,
                   .finite = st->finite};
-    int status = run_phase(&c, PH_GATHER, 0, st->threads);
+    int status = run_phase(&c, PH_GATHER, 0, st->parallel);
     for (int l = 0; l < net->n_layers && status == SN_OK; ++l) {
         /* one strip per part: the product was made in the region before */
-        if (c.strips > 1) status = run_phase(&c, PH_FORWARD, l, st->threads);
-        if (status == SN_OK) status = run_phase(&c, PH_FINISH, l, st->threads);
+        if (c.strips > 1) status = run_phase(&c, PH_FORWARD, l, st->parallel);
+        if (status == SN_OK) status = run_phase(&c, PH_FINISH, l, st->parallel);
     }
     return status;
 }
@@ -316,14 +321,14 @@ int sn_mlp_step_backward(const sn_mlp_step *st, const sn_mlp *net, int64_t M, in
     step_ctx c = {.net = net, .M = M, .strips = st->strips, .check = check};
     int status = SN_OK;
     for (int l = net->n_layers - 1; l >= 0 && status == SN_OK; --l)
-        status = run_phase(&c, PH_BACKWARD, l, st->threads);
+        status = run_phase(&c, PH_BACKWARD, l, st->parallel);
     return status;
 }
 
 int sn_mlp_step_optimize(const sn_mlp_step *st, const sn_mlp *net, sn_optim_cfg *opt)
 {
     step_ctx c = {.net = net, .opt = opt, .strips = st->strips};
-    const int status = run_phase(&c, PH_OPTIMIZE, 0, st->threads);
+    const int status = run_phase(&c, PH_OPTIMIZE, 0, st->parallel);
     if (status == SN_OK) sn_optim_step_done(opt);
     return status;
 }
