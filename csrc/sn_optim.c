@@ -8,6 +8,14 @@
 #include "sn_fpmode.h"
 #include "sn_internal.h"
 
+/* the gradient with L2 weight decay added: g + wd p, and g itself when wd is
+ * 0 (as torch.optim skips the term), so that an infinite parameter stays
+ * infinite instead of turning into NaN (0 * inf) */
+static inline float with_weight_decay(float g, float p, float wd)
+{
+    return wd != 0.0f ? g + wd * p : g;
+}
+
 double sn_decayed_lr(double lr, double decay, int64_t steps_taken)
 {
     /* two statements: a compiler that contracts a * b + c within one
@@ -22,7 +30,7 @@ void sn_sgd_step_f32(float *p, float *buf, const float *g, int64_t n, float lr, 
 {
     const unsigned fp = sn_fp_enter();
     for (int64_t i = 0; i < n; ++i) {
-        float d = g[i] + weight_decay * p[i];
+        float d = with_weight_decay(g[i], p[i], weight_decay);
         if (momentum != 0.0f) {
             /* b <- g on the first step, else mu b + (1 - dampening) g */
             buf[i] = first_step ? d : momentum * buf[i] + (1.0f - dampening) * d;
@@ -38,7 +46,7 @@ void sn_adagrad_step_f32(float *p, float *sum, const float *g, int64_t n, float 
 {
     const unsigned fp = sn_fp_enter();
     for (int64_t i = 0; i < n; ++i) {
-        const float d = g[i] + weight_decay * p[i];
+        const float d = with_weight_decay(g[i], p[i], weight_decay);
         sum[i] += d * d;
         p[i] -= clr * d / (sqrtf(sum[i]) + eps);
     }
@@ -51,7 +59,7 @@ void sn_rmsprop_step_f32(float *p, float *v, float *avg, float *buf, const float
 {
     const unsigned fp = sn_fp_enter();
     for (int64_t i = 0; i < n; ++i) {
-        const float d = g[i] + weight_decay * p[i];
+        const float d = with_weight_decay(g[i], p[i], weight_decay);
         v[i] = alpha * v[i] + (1.0f - alpha) * d * d;
         float var = v[i];
         if (centered) {
@@ -83,7 +91,7 @@ void sn_adam_step_f32(float *p, float *m, float *v, const float *g, int64_t n, f
     const unsigned fp = sn_fp_enter();
     for (int64_t i = 0; i < n; ++i) {
         p[i] *= decay;
-        const float d = g[i] + wd * p[i];
+        const float d = with_weight_decay(g[i], p[i], wd);
         m[i] = beta1 * m[i] + (1.0f - beta1) * d;
         v[i] = beta2 * v[i] + (1.0f - beta2) * d * d;
         p[i] -= step_size * m[i] / (sqrtf(v[i]) * inv_sqrt_bc2 + eps);

@@ -196,6 +196,30 @@ def test_step_does_not_modify_gradient(case):
             assert not np.array_equal(p.data, b)
 
 
+# no L2 term: weight_decay 0 (the default), or AdamW's decoupled decay
+NO_L2_TERM = [c for c in CASES if c[0] is sn.AdamW or not c[1].get("weight_decay")]
+
+
+@pytest.mark.parametrize("case", NO_L2_TERM, ids=case_id)
+def test_infinite_weight_stays_infinite_without_an_l2_term(case):
+    """torch.optim skips g + wd p when wd is 0: an infinite weight stays
+    infinite (0 * inf would make it NaN); the finite weights beside it step
+    exactly as they would alone."""
+    cls, kw = case
+    p = sn.Parameter(np.array([np.inf, -np.inf, 0.5, -0.25], F32))
+    q = sn.Parameter(np.array([0.5, -0.25], F32))
+    opt_p, opt_q = cls([p], **kw), cls([q], **kw)
+    for t in range(1, 4):
+        g = np.array([0.1, -0.2, 0.3, 0.4], F32) * t
+        p.grad[...] = g
+        q.grad[...] = g[2:]
+        opt_p.step()
+        opt_q.step()
+    assert p.data[0] == np.inf and p.data[1] == -np.inf
+    np.testing.assert_array_equal(p.data[2:], q.data)
+    assert not np.array_equal(q.data, [0.5, -0.25])
+
+
 def test_two_param_groups_use_their_own_hyperparameters():
     rng = np.random.default_rng(3)
     a, b = make_params(rng)
