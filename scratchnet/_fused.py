@@ -136,7 +136,9 @@ class Trainer:
         # layer-by-layer path would advance it: batch b's mask is keyed by
         # seed + b, a failed batch's key included
         batches = -(-len(order) // batch_size)
-        seeds = [d.take_mask_seed(batches) if d is not None else 0 for d in self.dropouts]
+        # (a Dropout with p = 0 draws nothing, on either path)
+        seeds = [d.take_mask_seed(batches) if d is not None and d.draws() else 0
+                 for d in self.dropouts]
         if shard is not None:
             order, rows, first, global_rows = shard.plan(order, batch_size)
         else:

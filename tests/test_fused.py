@@ -129,6 +129,24 @@ def test_fast_dropout_training_matches_layer_by_layer(act, batch_size):
         [d.calls for d in slow.layers if isinstance(d, sn.Dropout)] == [2 * -(-300 // batch_size)] * 2
 
 
+def test_dropout_with_p_0_advances_neither_path_s_stream():
+    """Dropout(0) draws no masks on the layer-by-layer path, so the fused
+    path must not advance its stream either (the masks after a later change
+    of p, and a checkpoint's stream, would differ between the paths)."""
+    X, y = data()
+    fast = sn.Sequential(sn.Dense(20, 16, seed=0), sn.ReLU(), sn.Dropout(0.0, seed=1),
+                         sn.Dense(16, 5, seed=2))
+    slow = sn.Sequential(sn.Dense(20, 16, seed=0), sn.ReLU(), sn.Dropout(0.0, seed=1),
+                         sn.Dense(16, 5, seed=2))
+    assert _fused.layer_specs(fast.layers) is not None
+    kwargs = dict(epochs=2, batch_size=32, seed=3, verbose=0)
+    fast.fit(X, y, optimizer=sn.SGD(fast.parameters(), lr=0.1), **kwargs)
+    slow_fit(slow, X, y, optimizer=sn.SGD(slow.parameters(), lr=0.1), **kwargs)
+    assert fast.layers[2].calls == slow.layers[2].calls == 0
+    for a, b in zip(fast.parameters(), slow.parameters()):
+        np.testing.assert_allclose(a.data, b.data, rtol=1e-3, atol=1e-5, err_msg=a.name)
+
+
 def test_fast_dropout_masks_have_the_right_rate_and_scale():
     """Through the fused trainer, with lr 0 the weight gradient of the layer
     after a dropout shows which hidden units were kept: about 1 - p of them,
