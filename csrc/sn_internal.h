@@ -156,7 +156,7 @@ void sn_cap_threads(int cap);
  * gathers the batch's rows (order[0..M)) of X and labels, runs the forward
  * pass and the loss (each part's sum in loss[p], correct[p]; finite[p] = 0
  * if its logits were not finite, and then no loss gradient); backward makes
- * every gradient (check: SN_ENONFINITE if one is not finite); optimize
+ * every gradient (check: then SN_ENONFINITE if one is not finite); optimize
  * steps every parameter once and advances the optimizer's counters. */
 #define SN_STEP_PARTS 2
 typedef struct {

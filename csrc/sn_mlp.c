@@ -98,8 +98,9 @@ static int shard_valid(const sn_mlp *net, int64_t n)
     return sum == n;
 }
 
-/* layers that chain, activations the trainer knows, dropout in [0, 1) on
- * hidden layers only, and the parameters (W, b) of each layer in order */
+/* layers that chain, activations the trainer knows on hidden layers only
+ * (the last gives the raw logits), dropout in [0, 1) on hidden layers only,
+ * and the parameters (W, b) of each layer in order */
 static int layers_valid(const sn_mlp *net)
 {
     if (net->n_layers < 1) return 0;
@@ -110,7 +111,8 @@ static int layers_valid(const sn_mlp *net)
         if (L->in < 1 || L->out < 1 || (l > 0 && L->in != net->layers[l - 1].out) ||
             L->act < SN_ACT_NONE || L->act > SN_ACT_TANH ||
             (L->act == SN_ACT_LEAKY_RELU && !(L->act_param >= 0.0f)) ||
-            !(L->dropout >= 0.0f && L->dropout < 1.0f) || (last && L->dropout > 0.0f) ||
+            !(L->dropout >= 0.0f && L->dropout < 1.0f) ||
+            (last && (L->dropout > 0.0f || L->act != SN_ACT_NONE)) ||
             W->p != L->W || W->g != L->dW || W->n != L->in * L->out || b->p != L->b ||
             b->g != L->db || b->n != L->out)
             return 0;

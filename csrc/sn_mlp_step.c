@@ -9,8 +9,9 @@
  *              1 into dz_l, which the backward pass overwrites later);
  *              Z_l = (P_0 + P_1) + b_l, and the part that owns columns K of
  *              the next layer's input makes them: y_l[:, K] = act(Z_l[:, K]),
- *              then its dropout. The last layer's rows are split instead:
- *              logits, then softmax cross-entropy on them.
+ *              then its dropout. The last layer splits the BATCH's rows
+ *              instead: part p's rows of the logits, then their softmax
+ *              cross-entropy.
  *   backward   dW_l[K_p, :] = X_l[:, K_p]^T dZ_l, and the columns it owns
  *              of the layer below's gradient,
  *              dZ_l-1[:, K_p] = (dZ_l W_l[K_p, :]^T) * act'(y_l-1[:, K_p]) * mask;
@@ -23,16 +24,18 @@
  *
  * The number of parts is fixed, not the thread count: (P_0 + P_1) is
  * rounded the same whether one thread computes both products or two threads
- * one each, so results never depend on the thread count. With more than two
- * threads each part is cut further into strips that change no sum (columns
- * of a product, rows of dW, columns of dZ). */
+ * one each, so results never depend on the thread count. With 2s or 2s + 1
+ * threads (s > 1) each part is cut further into s strips that change no sum
+ * (columns of a product, rows of dW, columns of dZ). */
 #include <stddef.h>
 #include <string.h>
 
 #include "scratchnet.h"
+#include "sn_atomic.h"
 #include "sn_internal.h"
 
-/* split points on whole 64-byte lines of a row of floats */
+/* split points on multiples of 16 floats: whole 64-byte lines of each row
+ * when rows are 16-float multiples wide (and 64-byte aligned) */
 #define SN_STEP_ALIGN 16
 /* Below this many multiply-adds a step (forward, ~3x that in all) runs in
  * the calling thread: a second thread's wake-ups cost more than it saves. */
@@ -46,12 +49,14 @@
  * following it (79 -> 65 us for 128 rows on one AMD EPYC Zen 3 core). */
 #define SN_GATHER_AHEAD 2
 
-/* the i-th of `pieces` cut points of [0, n), on whole lines: cut(0) = 0,
- * cut(pieces) = n */
+/* The i-th of `pieces` cut points of [0, n): cut(0) = 0, cut(pieces) = n,
+ * and in between ceil(n i / pieces) rounded up to a multiple of align (or
+ * n). So the first piece is never empty when n >= 1; later pieces may be
+ * (n = 8 in two pieces on 16: 8 + 0). */
 static int64_t cut(int64_t n, int64_t i, int64_t pieces, int64_t align)
 {
     if (i >= pieces) return n;
-    const int64_t c = (n * i / pieces + align - 1) / align * align;
+    const int64_t c = ((n * i + pieces - 1) / pieces + align - 1) / align * align;
     return c < n ? c : n;
 }
 
@@ -88,6 +93,7 @@ typedef struct {
     int strips;                     /* per part: units = SN_STEP_PARTS * strips */
     int layer;                      /* the layer of a per-layer phase */
     int check;                      /* backward: check the gradients it made are finite */
+    sn_atomic_int *nonfinite;       /* backward: set to 1 by a unit that made a non-finite one */
     double *loss;                   /* [SN_STEP_PARTS]: the summed loss of each part's rows */
     int64_t *correct;               /* [SN_STEP_PARTS] */
     int *finite;                    /* [SN_STEP_PARTS]: its logits were finite */
@@ -135,8 +141,8 @@ static int product(const step_ctx *c, int l, int p, int s)
                               NULL);
 }
 
-/* y[:, cols] = act((P_0 + P_1) + b) for M rows; P_1 absent when part 1 has
- * no inputs */
+/* y[:, cols] = act((P_0 + P_1) + b) for rows [rows0, rows1). Part 0 always
+ * has inputs (cut); P_1 is absent when part 1 has none. */
 static void add_products(const sn_mlp_layer *L, int64_t rows0, int64_t rows1, span cols,
                          int act)
 {
@@ -186,30 +192,39 @@ static int finish_last(const step_ctx *c, int p, int s)
 }
 
 /* layer l backward over part p's inputs (strip s): its rows of dW_l and its
- * columns of the gradient reaching the layer below; unit 0 also db_l */
+ * columns of the gradient reaching the layer below; unit 0 also db_l. Every
+ * gradient is made even when one is not finite (so which ones are does not
+ * depend on the threads, and the caller can name the first). */
 static int backward(const step_ctx *c, int l, int p, int s)
 {
     const sn_mlp_layer *L = &c->net->layers[l];
     const span k = strip_of(part_of(L->in, p), s, c->strips);
     const int64_t n = k.hi - k.lo;
+    int finite = 1;
     if (p == 0 && s == 0) {
         sn_bias_grad_f32(L->db, L->dz, L->out, c->M, L->out, 0.0f);
-        if (c->check && !sn_all_finite_f32(L->db, L->out)) return SN_ENONFINITE;
+        finite = !c->check || sn_all_finite_f32(L->db, L->out);
     }
-    if (n == 0) return SN_OK;
-    const float *x = layer_input(c->net, l);
-    /* dW[K, :] = X[:, K]^T dZ */
-    int status = sn_gemm_serial_f32(1, 0, n, L->out, c->M, 1.0f, x + k.lo, L->in, L->dz, L->out,
-                                    0.0f, L->dW + k.lo * L->out, L->out, NULL);
-    if (status != SN_OK) return status;
-    if (c->check && !sn_all_finite_f32(L->dW + k.lo * L->out, n * L->out)) return SN_ENONFINITE;
-    if (l == 0) return SN_OK;
-    /* dZ_below[:, K] = (dZ W[K, :]^T) * act'(y_below[:, K]) * mask[:, K] */
-    const sn_mlp_layer *below = &c->net->layers[l - 1];
-    const sn_epilogue ep = {SN_EPI_DACT, below->act, below->act_param, NULL, below->y + k.lo,
-                            below->dropout > 0.0f ? below->mask + k.lo : NULL, L->in};
-    return sn_gemm_serial_f32(0, 1, c->M, n, L->out, 1.0f, L->dz, L->out, L->W + k.lo * L->out,
-                              L->out, 0.0f, below->dz + k.lo, L->in, &ep);
+    int status = SN_OK;
+    if (n > 0) {
+        const float *x = layer_input(c->net, l);
+        /* dW[K, :] = X[:, K]^T dZ */
+        status = sn_gemm_serial_f32(1, 0, n, L->out, c->M, 1.0f, x + k.lo, L->in, L->dz,
+                                    L->out, 0.0f, L->dW + k.lo * L->out, L->out, NULL);
+        if (c->check && finite) finite = sn_all_finite_f32(L->dW + k.lo * L->out, n * L->out);
+    }
+    if (status == SN_OK && n > 0 && l > 0) {
+        /* dZ_below[:, K] = (dZ W[K, :]^T) * act'(y_below[:, K]) * mask[:, K] */
+        const sn_mlp_layer *below = &c->net->layers[l - 1];
+        const sn_epilogue ep = {SN_EPI_DACT, below->act, below->act_param, NULL,
+                                below->y + k.lo,
+                                below->dropout > 0.0f ? below->mask + k.lo : NULL, L->in};
+        status = sn_gemm_serial_f32(0, 1, c->M, n, L->out, 1.0f, L->dz, L->out,
+                                    L->W + k.lo * L->out, L->out, 0.0f, below->dz + k.lo, L->in,
+                                    &ep);
+    }
+    if (!finite) sn_atomic_store(c->nonfinite, 1);
+    return status;
 }
 
 /* the optimizer over part p's rows of every W (strip s); unit 0 the biases */
@@ -318,11 +333,13 @@ int sn_mlp_step_forward(sn_mlp_step *st, const sn_mlp *net, const float *X,
 
 int sn_mlp_step_backward(const sn_mlp_step *st, const sn_mlp *net, int64_t M, int check)
 {
-    step_ctx c = {.net = net, .M = M, .strips = st->strips, .check = check};
+    sn_atomic_int nonfinite = 0;
+    step_ctx c = {.net = net, .M = M, .strips = st->strips, .check = check,
+                  .nonfinite = &nonfinite};
     int status = SN_OK;
     for (int l = net->n_layers - 1; l >= 0 && status == SN_OK; --l)
         status = run_phase(&c, PH_BACKWARD, l, st->parallel);
-    return status;
+    return status == SN_OK && sn_atomic_load(&nonfinite) ? SN_ENONFINITE : status;
 }
 
 int sn_mlp_step_optimize(const sn_mlp_step *st, const sn_mlp *net, sn_optim_cfg *opt)

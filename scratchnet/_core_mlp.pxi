@@ -84,6 +84,10 @@ cdef class MLP:
                 raise ValueError(f"MLP: layer {i}: bad dropout {dropout} or slope {act_param}")
             if train and (dW is None or db is None):
                 raise ValueError(f"MLP: layer {i}: a network built for training needs dW and db")
+            if train and i == n - 1 and (act != "none" or dropout > 0):
+                raise ValueError(f"MLP: the last layer of a network built for training gives "
+                                 f"the logits the loss's softmax takes: activation 'none' and "
+                                 f"no dropout, got {act!r} and dropout {dropout}")
             if i == 0:
                 sizes.append(fan_in)
             sizes.append(fan_out)

@@ -266,7 +266,13 @@ def test_mlp_train_step_gradients_match_reference(act_name, act_code, M, K, N):
 def test_mlp_rejects_bad_arguments():
     W = np.zeros((4, 3), np.float32)
     b = np.zeros(3, np.float32)
-    ok = [(W, b, W.copy(), b.copy(), "relu", 0.0, 0.0)]
+    ok = [(W, b, W.copy(), b.copy(), "none", 0.0, 0.0)]
+    # the last layer gives the logits: training it through an activation or
+    # dropout would not be the loss the trainer computes
+    for act, dropout in (("relu", 0.0), ("none", 0.5)):
+        with pytest.raises(ValueError, match="logits"):
+            _core.MLP([(W, b, W.copy(), b.copy(), act, 0.0, dropout)], 8)
+    _core.MLP([(W, b, None, None, "relu", 0.0, 0.0)], 8, False)  # inference: any activation
     with pytest.raises(ValueError, match="activation"):
         _core.MLP([(W, b, W.copy(), b.copy(), "gelu", 0.0, 0.0)], 8)
     with pytest.raises(ValueError):
@@ -340,7 +346,7 @@ def wide_data(features, classes, n=400):
 
 
 # the input splits (on 16-float lines): 300 = 160 + 140, 200 = 112 + 88;
-# 8 and 12 inputs leave the second part empty; 33 = 16 + 17
+# 8 and 12 inputs leave the second part empty; 33 = 32 + 1
 @pytest.mark.parametrize("widths", [(300, 200, 150, 10), (8, 12, 2000, 7), (50, 33, 3000, 5)])
 def test_training_is_identical_for_any_thread_count(widths):
     """Each layer's inputs are split into a fixed number of parts whatever
@@ -359,6 +365,46 @@ def test_training_is_identical_for_any_thread_count(widths):
     for other in results[1:]:
         for a, b in zip(results[0], other):
             np.testing.assert_array_equal(a, b)
+
+
+# the input splits of these widths: 1 input (part 0 owns it, part 1 none),
+# 8 = 8 + 0, 17 = 16 + 1, 33 = 32 + 1, 15 = 15 + 0
+@pytest.mark.parametrize("widths", [(1, 8, 2), (20, 1, 3), (17, 15, 2), (8, 33, 3)])
+def test_fast_fit_matches_layer_by_layer_for_odd_widths(widths):
+    X, y = wide_data(widths[0], widths[-1], n=200)
+    fast, slow = wide_model(widths, sn.ReLU, 0.2), wide_model(widths, sn.ReLU, 0.2)
+    kwargs = dict(epochs=3, batch_size=16, seed=2, verbose=0)
+    h_fast = fast.fit(X, y, optimizer=sn.SGD(fast.parameters(), lr=0.05), **kwargs)
+    h_slow = slow_fit(slow, X, y, optimizer=sn.SGD(slow.parameters(), lr=0.05), **kwargs)
+    np.testing.assert_allclose(h_fast["loss"], h_slow["loss"], rtol=1e-4)
+    for a, b in zip(fast.parameters(), slow.parameters()):
+        np.testing.assert_allclose(a.data, b.data, rtol=1e-3, atol=1e-5, err_msg=a.name)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_a_non_finite_gradient_is_named_as_on_the_layer_path(threads):
+    """The fused step makes every gradient before it reports one that is not
+    finite, so fit names the same parameter as the layer-by-layer path (the
+    first non-finite one), whatever the thread count."""
+    rng = np.random.default_rng(0)
+    X, y = rng.random((16, 4), dtype=np.float32), np.zeros(16, np.int64)
+
+    def diverge(fit):
+        model = sn.Sequential(sn.Dense(4, 6, seed=0), sn.Tanh(), sn.Dense(6, 6, seed=1),
+                              sn.Tanh(), sn.Dense(6, 3, seed=2))
+        model.layers[2].weight.data[...] = 1e-20
+        model.layers[4].weight.data[...] = 0
+        model.layers[4].weight.data[:, 0] = -3e38  # finite logits, gradients overflow
+        model.layers[4].weight.data[:, 1] = 3e38
+        with pytest.raises(sn.TrainingDivergedError) as caught:
+            fit(model, X, y, optimizer=sn.SGD(model.parameters(), lr=0.01), epochs=1,
+                batch_size=1, seed=0, verbose=0)
+        return str(caught.value)
+
+    fast = with_threads(threads, lambda: diverge(sn.Sequential.fit))
+    slow = diverge(slow_fit)
+    assert "gradient of 0.weight is not finite" in slow
+    assert "gradient of 0.weight is not finite" in fast
 
 
 @pytest.mark.parametrize("threads", [2, 4])

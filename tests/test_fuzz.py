@@ -1268,7 +1268,7 @@ def test_pool_window_must_be_a_pair(kernel, stride):
 
 def mlp_one_layer(train=True, grads=True):
     W, b = np.ones((3, 2), np.float32), np.zeros(2, np.float32)
-    return _core.MLP([(W, b, W.copy() if grads else None, b.copy() if grads else None, "relu",
+    return _core.MLP([(W, b, W.copy() if grads else None, b.copy() if grads else None, "none",
                        0.0, 0.0)], 4, train)
 
 
