@@ -492,7 +492,7 @@ class Sequential(Module):
         hold the same weights, those of one process with the same batches
         (up to float32 rounding; BatchNorm excepted: its batch statistics
         are each rank's). Loss, accuracy and validation cover every rank's
-        rows; only rank 0 prints and writes checkpoints.
+        rows; only rank 0 prints, warns and writes checkpoints.
 
         The loss is recorded in model.loss (predict and evaluate follow it);
         the optimizer must hold every parameter of this model."""
@@ -579,6 +579,7 @@ class Sequential(Module):
         callbacks.on_train_begin(history, done)
         logs = {k: v[-1] for k, v in history.items()} if done else {}
         skip = on_nonfinite == "skip_batch"
+        speaks = shard is None or shard.main  # warnings: once, from rank 0
         with Interrupts() as interrupts:
             if shard is not None:
                 interrupts = SharedInterrupts(interrupts, shard)
@@ -607,9 +608,10 @@ class Sequential(Module):
                                                  optimizer.current_lr(), X, saved)
                     if on_nonfinite == "raise":
                         raise TrainingDivergedError(message, epoch, tally.failed)
-                    warnings.warn(message, RuntimeWarning, stacklevel=3)
+                    if speaks:
+                        warnings.warn(message, RuntimeWarning, stacklevel=3)
                     break
-                if tally.skipped:
+                if tally.skipped and speaks:
                     warnings.warn(skipped_message(epoch, steps, tally.skipped), RuntimeWarning,
                                   stacklevel=3)
                 history["loss"].append(tally.total / tally.samples if tally.samples else None)

@@ -8,6 +8,7 @@ case trained in one process.
 import json
 import os
 import sys
+import warnings
 
 import numpy as np
 
@@ -132,6 +133,18 @@ def diverge(case, out):
     np.savez(os.path.join(out, f"{case}_{rank}.npz"), **model.state_dict())
     with open(os.path.join(out, f"{case}_{rank}.json"), "w") as f:
         json.dump(where, f)
+    # the other two responses: the warnings they give, on each rank
+    said = {}
+    for mode in ("warn", "skip_batch"):
+        model, opt, X, y, options = build(case, 0)
+        X[2 * 32 + 20] = 3e38
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            model.fit(X, y, opt, **{**options, "shuffle": False}, distributed=True,
+                      on_nonfinite=mode)
+        said[mode] = sum(issubclass(w.category, RuntimeWarning) for w in caught)
+    with open(os.path.join(out, f"{case}_warnings_{rank}.json"), "w") as f:
+        json.dump(said, f)
 
 
 def resume(out):

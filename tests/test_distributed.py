@@ -128,6 +128,11 @@ def test_batchnorm_ranks_agree_and_say_the_statistics_are_per_rank(trained):
 def test_outputs_that_overflow_on_one_rank_stop_every_rank_at_that_step(trained, case):
     stops = [json.loads((trained / f"{case}_{r}.json").read_text()) for r in range(RANKS)]
     assert stops == [[1, 3], [1, 3]]
+    # on_nonfinite="warn" and "skip_batch" warn once, from rank 0 (as only it prints)
+    said = [json.loads((trained / f"{case}_warnings_{r}.json").read_text())
+            for r in range(RANKS)]
+    assert said[0]["warn"] == 1 and said[0]["skip_batch"] >= 1
+    assert said[1] == {"warn": 0, "skip_batch": 0}
     ranks = [_state(trained, case, r) for r in range(RANKS)]
     for name in ranks[0]:
         np.testing.assert_array_equal(ranks[0][name], ranks[1][name], err_msg=name)
