@@ -101,10 +101,12 @@ class Shard:
     # ---- after each epoch ----
 
     def sums(self, *values):
-        """The sums over the ranks of a few numbers (float64)."""
+        """The sums over the ranks of a few numbers, as Python floats (summed
+        in float64; history and evaluate() hold plain numbers, as in one
+        process)."""
         buf = np.array(values, np.float64)
         self.comm.Allreduce(self._mpi.IN_PLACE, buf, op=self._mpi.SUM)
-        return buf
+        return buf.tolist()
 
     def reduce_tally(self, tally):
         """The epoch's loss and accuracy sums over every rank's rows."""

@@ -86,8 +86,11 @@ def run(case, out):
         history = model.fit(X, y, opt, distributed=True, **options)
     state = model.state_dict()
     np.savez(os.path.join(out, f"{case}_{rank}.npz"), **state)
+    kept = {k: v for k, v in history.items() if k != "time"}
+    # the Python types of the values (np.float64 is a float that json takes too)
+    kept["types"] = sorted({type(x).__name__ for v in kept.values() for x in v})
     with open(os.path.join(out, f"{case}_{rank}.json"), "w") as f:
-        json.dump({k: v for k, v in history.items() if k != "time"}, f)
+        json.dump(kept, f)
 
 
 def refusals(out):

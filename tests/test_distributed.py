@@ -99,6 +99,8 @@ def test_two_ranks_hold_the_weights_of_one_process(trained, case, monkeypatch):
         got = json.loads((trained / f"{case}_1.json").read_text())
         for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
             np.testing.assert_allclose(got[key], history[key], rtol=1e-5, err_msg=key)
+        # plain Python numbers, as in one process (not NumPy scalars)
+        assert set(got["types"]) <= {"float", "int", "NoneType"}, got["types"]
 
 
 @needs_mpi
