@@ -144,7 +144,6 @@ void sn_parallel_done(double wall, double work, int nthreads);
 typedef int (*sn_unit_fn)(const void *ctx, int64_t u);
 int sn_run_units(sn_unit_fn fn, const void *ctx, int64_t units, int nthreads, int flags);
 
-
 /* At most cap threads for the parallel regions the calling thread starts
  * (0: no cap), until changed: a caller that has found its steps faster
  * alone (sn_mlp.c) runs them alone without changing the thread count other

@@ -10,9 +10,10 @@
 #include "sn_fpmode.h"
 #include "sn_internal.h"
 
-/* The finiteness check of each step's gradients, in chunks over the
- * threads (a large layer's gradient is read about as fast as the optimizer
- * step reads it). */
+/* The finiteness check of a share's gradients once summed over the
+ * processes (one process checks each as the step makes it), in chunks over
+ * the threads (a large layer's gradient is read about as fast as the
+ * optimizer step reads it). */
 #define SN_CHECK_CHUNK 16384
 
 static int finite_unit(const void *ctx, int64_t u)

@@ -18,9 +18,9 @@
  *   optimizer  the rows K_p of W_l.
  * A part writes the weights it reads in the next step, so with one thread
  * per part only activation-sized data (M x out) crosses between cores, never
- * weight-sized: the split by output columns the GEMMs make alone moved half
- * of every W and dW between the cores each step (README, "Where the
- * two-thread step's time goes").
+ * weight-sized. (The threaded GEMMs, left to split the work by output
+ * columns themselves, moved half of every W and dW between the cores each
+ * step: README, "Where the two-thread step's time goes".)
  *
  * The number of parts is fixed, not the thread count: (P_0 + P_1) is
  * rounded the same whether one thread computes both products or two threads
