@@ -25,19 +25,37 @@ double sn_decayed_lr(double lr, double decay, int64_t steps_taken)
     return lr / (1.0 + d);
 }
 
+/* the loops, for the baseline instruction set and (x86-64) for AVX2 */
+#define SN_LOOP(name) name##_baseline
+#define SN_LOOPS_TARGET
+#include "sn_optim_loops.h"
+#if defined(SN_X86_64) && (defined(__GNUC__) || defined(__clang__))
+#define SN_HAVE_AVX2_LOOPS 1
+#define SN_LOOP(name) name##_avx2
+#define SN_LOOPS_TARGET __attribute__((target("avx2")))
+#include "sn_optim_loops.h"
+#else
+#define SN_HAVE_AVX2_LOOPS 0
+#endif
+
+/* the AVX2 copies where the CPU has AVX2 and sn_set_isa has not asked for
+ * less (the same bits either way) */
+static int use_avx2(void)
+{
+    return SN_HAVE_AVX2_LOOPS && sn_get_isa() >= SN_ISA_AVX2;
+}
+
+#if SN_HAVE_AVX2_LOOPS
+#define SN_DISPATCH(name, ...) (use_avx2() ? name##_avx2(__VA_ARGS__) : name##_baseline(__VA_ARGS__))
+#else
+#define SN_DISPATCH(name, ...) name##_baseline(__VA_ARGS__)
+#endif
+
 void sn_sgd_step_f32(float *p, float *buf, const float *g, int64_t n, float lr, float momentum,
                      float dampening, int nesterov, float weight_decay, int first_step)
 {
     const unsigned fp = sn_fp_enter();
-    for (int64_t i = 0; i < n; ++i) {
-        float d = with_weight_decay(g[i], p[i], weight_decay);
-        if (momentum != 0.0f) {
-            /* b <- g on the first step, else mu b + (1 - dampening) g */
-            buf[i] = first_step ? d : momentum * buf[i] + (1.0f - dampening) * d;
-            d = nesterov ? d + momentum * buf[i] : buf[i];
-        }
-        p[i] -= lr * d;
-    }
+    SN_DISPATCH(sgd, p, buf, g, n, lr, momentum, dampening, nesterov, weight_decay, first_step);
     sn_fp_leave(fp);
 }
 
@@ -45,11 +63,7 @@ void sn_adagrad_step_f32(float *p, float *sum, const float *g, int64_t n, float 
                          float weight_decay)
 {
     const unsigned fp = sn_fp_enter();
-    for (int64_t i = 0; i < n; ++i) {
-        const float d = with_weight_decay(g[i], p[i], weight_decay);
-        sum[i] += d * d;
-        p[i] -= clr * d / (sqrtf(sum[i]) + eps);
-    }
+    SN_DISPATCH(adagrad, p, sum, g, n, clr, eps, weight_decay);
     sn_fp_leave(fp);
 }
 
@@ -58,22 +72,7 @@ void sn_rmsprop_step_f32(float *p, float *v, float *avg, float *buf, const float
                          int centered)
 {
     const unsigned fp = sn_fp_enter();
-    for (int64_t i = 0; i < n; ++i) {
-        const float d = with_weight_decay(g[i], p[i], weight_decay);
-        v[i] = alpha * v[i] + (1.0f - alpha) * d * d;
-        float var = v[i];
-        if (centered) {
-            avg[i] = alpha * avg[i] + (1.0f - alpha) * d;
-            var -= avg[i] * avg[i];
-        }
-        const float denom = sqrtf(var) + eps;
-        if (momentum > 0.0f) {
-            buf[i] = momentum * buf[i] + d / denom;
-            p[i] -= lr * buf[i];
-        } else {
-            p[i] -= lr * d / denom;
-        }
-    }
+    SN_DISPATCH(rmsprop, p, v, avg, buf, g, n, lr, alpha, eps, weight_decay, momentum, centered);
     sn_fp_leave(fp);
 }
 
@@ -89,13 +88,7 @@ void sn_adam_step_f32(float *p, float *m, float *v, const float *g, int64_t n, f
     const float decay = decoupled ? 1.0f - lr * weight_decay : 1.0f;
     const float wd = decoupled ? 0.0f : weight_decay;
     const unsigned fp = sn_fp_enter();
-    for (int64_t i = 0; i < n; ++i) {
-        p[i] *= decay;
-        const float d = with_weight_decay(g[i], p[i], wd);
-        m[i] = beta1 * m[i] + (1.0f - beta1) * d;
-        v[i] = beta2 * v[i] + (1.0f - beta2) * d * d;
-        p[i] -= step_size * m[i] / (sqrtf(v[i]) * inv_sqrt_bc2 + eps);
-    }
+    SN_DISPATCH(adam, p, m, v, g, n, step_size, inv_sqrt_bc2, beta1, beta2, eps, decay, wd);
     sn_fp_leave(fp);
 }
 
