@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <time.h>
 
 #include "scratchnet.h"
@@ -145,7 +146,11 @@ int main(void)
     make_side(&A, lib_a, n_layers, size, B, adam, dropout);
     make_side(&N, lib_b, n_layers, size, B, adam, dropout);
 
-    float *X = aligned_alloc(1 << 21, ((size_t)ROWS * FEATURES * 4 + (1 << 21) - 1) >> 21 << 21);
+    const size_t x_bytes = ((size_t)ROWS * FEATURES * 4 + (1 << 21) - 1) >> 21 << 21;
+    float *X = aligned_alloc(1 << 21, x_bytes);
+    /* in 2 MB pages where the kernel allows it, as NumPy asks for its arrays
+     * of 4 MB and more: the gather's random rows then miss the TLB far less */
+    madvise(X, x_bytes, MADV_HUGEPAGE);
     int64_t *y = malloc(ROWS * 8), *order = malloc(ROWS * 8);
     unsigned s = 3;
     for (int64_t i = 0; i < (int64_t)ROWS * FEATURES; i++) {
