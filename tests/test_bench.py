@@ -87,6 +87,26 @@ def test_quick_bench_mlp_training_rows_give_their_share_of_sgemm(quick_run):
     assert latency["sgemm_share"] is None and latency["flops_per_image"] is None
 
 
+def test_sgemm_rate_is_timed_in_turn_with_the_training_rows(mnist, monkeypatch):
+    """The training rows' shares are of NumPy's SGEMM rate timed in the same
+    rounds as their epochs (one more competitor of interleaved()), not once
+    before them; the rate is that turn's FLOPs over its seconds."""
+    turn, rate = gemm.sgemm_turn(calls=3, size=64)
+    turn()
+    assert rate(0.5) == pytest.approx(3 * 2 * 64 ** 3 / 0.5 / 1e9)
+    seen = []
+
+    def fake_interleaved(fns, rounds, **kwargs):
+        seen.append(set(fns))
+        return {key: 2.0 if key == gemm.SGEMM_KEY else 1.0 for key in fns}
+
+    monkeypatch.setattr(mlp, "interleaved", fake_interleaved)
+    table = mlp.mlp_table(("sgd-b128",), epochs=1, train_size=1000, rounds=1, torch=None)
+    assert seen[0] == {("sgd-b128", "scratchnet"), ("sgd-b128", "numpy"), gemm.SGEMM_KEY}
+    assert table["sgemm_gflops"] == pytest.approx(
+        mlp.SGEMM_CALLS * 2 * 1024 ** 3 / 2.0 / 1e9)
+
+
 def test_quick_bench_cnn_rows(quick_run):
     _, report = quick_run
     table = report["cnn"]

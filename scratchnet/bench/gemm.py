@@ -82,11 +82,24 @@ def gemm_case(shape, torch):
     return fns, error
 
 
-def numpy_sgemm_gflops(size=1024, rounds=3):
-    """This machine's NumPy SGEMM rate for size^3, in GFLOPS (median call)."""
+SGEMM_KEY = "numpy-sgemm"  # sgemm_turn's place among interleaved()'s competitors
+
+
+def sgemm_turn(calls, size=1024):
+    """NumPy's size^3 SGEMM as one more competitor of interleaved(): a
+    callable making `calls` products, and the GFLOPS of one such call taking
+    `seconds`. Timed in turn with the training rows, the rate their shares
+    are of is the machine's in the same minutes: its speed swings by up to 2x
+    from one minute to the next, and a rate measured once before them
+    compared one spell with another."""
     fns, _ = gemm_case(square(size)[0], None)
-    seconds = interleaved({"numpy": fns["numpy"]}, rounds, block=0.1)["numpy"]
-    return gemm_flops(size, size, size) / seconds / 1e9
+    product = fns["numpy"]
+
+    def turn():
+        for _ in range(calls):
+            product()
+
+    return turn, lambda seconds: calls * gemm_flops(size, size, size) / seconds / 1e9
 
 
 def gemm_table(shapes, repeat, block, torch):

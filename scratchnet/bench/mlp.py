@@ -7,7 +7,7 @@ from collections import namedtuple
 
 from .. import datasets
 from .efficiency import flops_note, print_share_note, sgemm_shares, training_flops
-from .gemm import numpy_sgemm_gflops
+from .gemm import SGEMM_KEY, sgemm_turn
 from .machine import cpu_sample, others_share
 from .numpy_mlp import NumpyMLP
 from .report import UNIT_FORMAT, cell, percents, print_busy_note, ratio, speedup
@@ -26,6 +26,7 @@ MLP_ROWS = {
     "infer-b10000": MlpRow("784-128-10 inference, batch 10000", (128,), 10000, None),
 }
 NAMES = ("scratchnet", "numpy", "torch")
+SGEMM_CALLS = 10  # 1024^3 products in the SGEMM's turn beside each round of epochs
 SHARE_HEADER = "share of NumPy SGEMM sn / numpy / torch"
 MLP_SETTINGS = {
     "full": dict(rows=tuple(MLP_ROWS), epochs=3, train_size=None, rounds=10),
@@ -57,7 +58,7 @@ def network_name(spec, inputs=784):
 
 def mlp_table(rows, epochs, train_size, rounds, torch):
     """{"rows": one per key in rows, "sgemm_gflops": NumPy's 1024^3 SGEMM rate
-    measured before the training rows (None without any), "other_cpu": the
+    measured in turn with the training rows (None without any), "other_cpu": the
     share of the CPUs other processes used meanwhile}. The training rows'
     epochs take turns, then the inference rows' calls do."""
     start = cpu_sample()
@@ -69,10 +70,14 @@ def mlp_table(rows, epochs, train_size, rounds, torch):
     nets = {(key, name): mlp_net(key, cls, X.shape[1])
             for key in rows for name, cls in classes.items()}
     training = {k: net for k, net in nets.items() if MLP_ROWS[k[0]].optimizer}
-    sgemm = numpy_sgemm_gflops() if training else None
-    # one untimed epoch before each timed one: the same number for all, so they learn alike
-    seconds = interleaved({k: (lambda net=net: net.epoch(X, y)) for k, net in training.items()},
-                          rounds=epochs, settle=0.0)
+    # one untimed epoch before each timed one: the same number for all, so they learn alike;
+    # NumPy's SGEMM takes its turn beside them (ten 1024^3 products, about an epoch's time)
+    turns = {k: (lambda net=net: net.epoch(X, y)) for k, net in training.items()}
+    sgemm_call, sgemm_rate = sgemm_turn(calls=SGEMM_CALLS)
+    if training:
+        turns[SGEMM_KEY] = sgemm_call
+    seconds = interleaved(turns, rounds=epochs, settle=0.0)
+    sgemm = sgemm_rate(seconds.pop(SGEMM_KEY)) if training else None
     inference = {k: net for k, net in nets.items() if k not in training}
     seconds.update(interleaved({k: (lambda net=net, x=X[:MLP_ROWS[k[0]].batch]:
                                     net.predict_proba(x)) for k, net in inference.items()},
