@@ -26,6 +26,18 @@ cdef float *_fptr(a, str name, Py_ssize_t n) except? NULL:
     return &v[0]
 
 
+def _zeros_on_lines(shape, dtype=np.float32):
+    """np.zeros whose data start on a 64-byte boundary (a cache line; NumPy
+    gives 16). The training step splits the rows of these buffers between
+    its threads at multiples of 16 floats (csrc/sn_mlp_step.c), which are
+    then whole lines; misaligned, each row has a line both threads write,
+    which moves between their cores again and again (false sharing)."""
+    nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    raw = np.zeros(nbytes + 64, np.uint8)
+    start = -raw.ctypes.data % 64
+    return raw[start:start + nbytes].view(dtype).reshape(shape)
+
+
 cdef class MLP:
     """layers: a list of (W, b, dW, db, activation, act_param, dropout) with
     W of shape (in, out); max_batch: the most rows one training batch or one
@@ -92,8 +104,7 @@ cdef class MLP:
                 sizes.append(fan_in)
             sizes.append(fan_out)
             keys = ("y", "dz", "y_drop", "mask") if dropout > 0 else ("y", "dz")
-            ws = {key: np.zeros((max_batch, fan_out), np.float32) for key in keys} if train \
-                else {}
+            ws = {key: _zeros_on_lines((max_batch, fan_out)) for key in keys} if train else {}
             self.keep += [W, b, dW, db, *ws.values()]
             L = &self.net.layers[i]
             L.in_, L.out = fan_in, fan_out
@@ -116,7 +127,7 @@ cdef class MLP:
         self.busy = False
         if not train:
             return
-        xb = np.zeros((max_batch, sizes[0]), np.float32)
+        xb = _zeros_on_lines((max_batch, sizes[0]))
         yb = np.zeros(max_batch, np.int64)
         self.keep += [xb, yb]
         self.net.xb = _fptr(xb, "xb", max_batch * sizes[0])

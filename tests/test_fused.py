@@ -424,3 +424,16 @@ def test_threaded_fused_steps_match_layer_by_layer(act, threads):
     np.testing.assert_allclose(h_fast["loss"], h_slow["loss"], rtol=1e-4)
     for a, b in zip(fast.parameters(), slow.parameters()):
         np.testing.assert_allclose(a.data, b.data, rtol=1e-3, atol=1e-5, err_msg=a.name)
+
+
+@pytest.mark.parametrize("shape", [(1,), (7,), (128, 10), (128, 784), (512, 256), (3, 5, 16)])
+def test_step_buffers_start_on_cache_lines(shape):
+    """The training step splits its buffers' rows between threads at
+    multiples of 16 floats, whole 64-byte lines only if the buffers start on
+    one (NumPy's own start 16 bytes in)."""
+    a = _core._zeros_on_lines(shape)
+    assert a.ctypes.data % 64 == 0
+    assert a.shape == shape and a.dtype == np.float32 and a.flags.c_contiguous
+    assert a.flags.writeable and not a.any()
+    a[...] = 1.0  # its own memory, all of it
+    assert a.sum() == a.size
