@@ -33,7 +33,11 @@ from Cython.Build import cythonize
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
-UNIX_FLAGS = ["-O3", "-std=c11", "-fno-strict-aliasing", "-fno-math-errno", "-Wall", "-Wno-unused-function"]
+# -ffp-contract=off: no a * b + c fused into one rounding unless the code asks
+# (GCC's -std=c11 implies it, clang's default does not): a kernel compiled
+# twice, for the baseline and for AVX2, must give the same bits both times
+UNIX_FLAGS = ["-O3", "-std=c11", "-ffp-contract=off", "-fno-strict-aliasing", "-fno-math-errno",
+              "-Wall", "-Wno-unused-function"]
 MSVC_FLAGS = ["/O2"]
 
 # The OpenMP constructs csrc/ uses (parallel for over int64_t with dynamic

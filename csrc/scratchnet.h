@@ -49,7 +49,8 @@ extern "C" {
  * kernel call reads each once, when it starts. */
 void sn_runtime_init(void);
 
-/* ISA levels of the GEMM micro-kernels, lowest first. */
+/* ISA levels of the GEMM micro-kernels (and of the optimizers' loops:
+ * AVX2 from SN_ISA_AVX2 up), lowest first. */
 #define SN_ISA_GENERIC 0
 #define SN_ISA_AVX2 1     /* AVX2 + FMA */
 #define SN_ISA_AVX512 2   /* AVX-512F */

@@ -25,7 +25,8 @@ double sn_decayed_lr(double lr, double decay, int64_t steps_taken)
     return lr / (1.0 + d);
 }
 
-/* the loops, for the baseline instruction set and (x86-64) for AVX2 */
+/* the loops, for the baseline instruction set and (x86-64, GCC or clang)
+ * for AVX2; MSVC builds keep the baseline loops only */
 #define SN_LOOP(name) name##_baseline
 #define SN_LOOPS_TARGET
 #include "sn_optim_loops.h"
@@ -38,14 +39,14 @@ double sn_decayed_lr(double lr, double decay, int64_t steps_taken)
 #define SN_HAVE_AVX2_LOOPS 0
 #endif
 
+#if SN_HAVE_AVX2_LOOPS
 /* the AVX2 copies where the CPU has AVX2 and sn_set_isa has not asked for
  * less (the same bits either way) */
 static int use_avx2(void)
 {
-    return SN_HAVE_AVX2_LOOPS && sn_get_isa() >= SN_ISA_AVX2;
+    return sn_get_isa() >= SN_ISA_AVX2;
 }
 
-#if SN_HAVE_AVX2_LOOPS
 #define SN_DISPATCH(name, ...) (use_avx2() ? name##_avx2(__VA_ARGS__) : name##_baseline(__VA_ARGS__))
 #else
 #define SN_DISPATCH(name, ...) name##_baseline(__VA_ARGS__)

@@ -4,10 +4,12 @@
  * vector), and on x86-64 again with SN_LOOPS_TARGET = AVX2 (8 floats a
  * vector; Adam over 50,000 weights 38 -> 17-22 us on an AMD EPYC Zen 3,
  * where it was a tenth of a 784-128-10 training step).
- * The AVX2 target leaves FMA out, so no multiply and add can be contracted
- * into one rounding: every element gets the same IEEE operations in the
- * same order on both copies, and the same bits (tests/test_optimizers.py
- * checks this).
+ * No multiply and add is contracted into one rounding, on either copy: the
+ * AVX2 target leaves FMA out, and the build turns contraction off
+ * (-ffp-contract=off in setup.py; clang would contract by default, and a
+ * -march or -mfma in CFLAGS would bring FMA back). So every element gets
+ * the same IEEE operations in the same order on both copies, and the same
+ * bits (tests/test_optimizers.py checks this).
  *
  * Before including: SN_LOOP(name) (the function's name), SN_LOOPS_TARGET. */
 

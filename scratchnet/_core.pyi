@@ -82,6 +82,7 @@ class MLP:
     max_batch: int
     sizes: tuple[int, ...]
     trainable: bool
+    step_buffers: dict[str, F32]
     iterations: int
     step: int
     def __init__(self, layers: list[tuple[Any, ...]], max_batch: int,

@@ -27,11 +27,13 @@ cdef float *_fptr(a, str name, Py_ssize_t n) except? NULL:
 
 
 def _zeros_on_lines(shape, dtype=np.float32):
-    """np.zeros whose data start on a 64-byte boundary (a cache line; NumPy
-    gives 16). The training step splits the rows of these buffers between
-    its threads at multiples of 16 floats (csrc/sn_mlp_step.c), which are
-    then whole lines; misaligned, each row has a line both threads write,
-    which moves between their cores again and again (false sharing)."""
+    """np.zeros whose data start on a 64-byte boundary (a cache line; NumPy's
+    start 16 or 32 bytes in). The training step splits each row of these
+    buffers between its threads at a multiple of 16 floats (a layer's inputs,
+    csrc/sn_mlp_step.c): whole lines when the row's width is a multiple of 16
+    floats too (784, 128, 512 ...). Misaligned, each row had a line both
+    threads write, moved between their cores again and again (false
+    sharing)."""
     nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
     raw = np.zeros(nbytes + 64, np.uint8)
     start = -raw.ctypes.data % 64
@@ -50,6 +52,7 @@ cdef class MLP:
     cdef readonly int64_t max_batch
     cdef readonly tuple sizes
     cdef readonly bint trainable
+    cdef readonly dict step_buffers  # the training step's own buffers by name ("xb", "y0", ...)
     cdef object work        # the inference workspace of predict
     cdef bint busy          # a predict call is using work
     cdef sn_mlp_shard shard # data-parallel training: this process's share of the batches
@@ -69,6 +72,7 @@ cdef class MLP:
         cdef sn_mlp_layer *L
         cdef int64_t fan_in, fan_out
         self.keep = []
+        self.step_buffers = {}
         self.max_batch = max_batch
         self.trainable = train
         n = len(layers)
@@ -106,6 +110,7 @@ cdef class MLP:
             keys = ("y", "dz", "y_drop", "mask") if dropout > 0 else ("y", "dz")
             ws = {key: _zeros_on_lines((max_batch, fan_out)) for key in keys} if train else {}
             self.keep += [W, b, dW, db, *ws.values()]
+            self.step_buffers.update({f"{key}{i}": a for key, a in ws.items()})
             L = &self.net.layers[i]
             L.in_, L.out = fan_in, fan_out
             L.W = _fptr(W, "W", fan_in * fan_out)
@@ -130,6 +135,7 @@ cdef class MLP:
         xb = _zeros_on_lines((max_batch, sizes[0]))
         yb = np.zeros(max_batch, np.int64)
         self.keep += [xb, yb]
+        self.step_buffers["xb"] = xb
         self.net.xb = _fptr(xb, "xb", max_batch * sizes[0])
         cdef int64_t[::1] ybv = yb
         self.net.yb = &ybv[0]

@@ -22,7 +22,8 @@ def get_isa():
 
 
 def set_isa(str name):
-    """Force the GEMM micro-kernel: 'generic', 'avx2' or 'avx512'."""
+    """Force the GEMM micro-kernel: 'generic', 'avx2' or 'avx512' (the
+    optimizers' loops follow: AVX2 from 'avx2' up, with the same results)."""
     if name not in _ISA_BY_NAME:
         raise ValueError(f"unknown ISA {name!r}; expected one of {isa_names()}")
     if sn_set_isa(_ISA_BY_NAME[name]) != SN_OK:

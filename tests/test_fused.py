@@ -437,3 +437,27 @@ def test_step_buffers_start_on_cache_lines(shape):
     assert a.flags.writeable and not a.any()
     a[...] = 1.0  # its own memory, all of it
     assert a.sum() == a.size
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.3])
+def test_the_training_step_s_buffers_are_the_aligned_ones(dropout):
+    """Every buffer the step splits between threads, for widths and batches
+    whose NumPy arrays would start anywhere (several sizes, so that one
+    aligned by chance does not pass for all)."""
+    rng = np.random.default_rng(0)
+    for sizes, batch in [((784, 128, 10), 128), ((20, 48, 3), 7), ((33, 16, 5), 3),
+                         ((512, 256, 10), 64), ((100, 10), 32)]:
+        layers = []
+        for i, (fan_in, fan_out) in enumerate(zip(sizes, sizes[1:])):
+            last = i == len(sizes) - 2
+            W = rng.standard_normal((fan_in, fan_out)).astype(np.float32)
+            b = np.zeros(fan_out, np.float32)
+            layers.append((W, b, np.zeros_like(W), np.zeros_like(b), "none" if last else "relu",
+                           0.0, 0.0 if last else dropout))
+        mlp = _core.MLP(layers, batch)
+        names = {"xb"} | {f"{k}{i}" for i in range(len(layers)) for k in ("y", "dz")}
+        if dropout:
+            names |= {f"{k}{i}" for i in range(len(layers) - 1) for k in ("y_drop", "mask")}
+        assert set(mlp.step_buffers) == names
+        for name, a in mlp.step_buffers.items():
+            assert a.ctypes.data % 64 == 0, (sizes, batch, name)

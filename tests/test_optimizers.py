@@ -203,10 +203,9 @@ def test_every_instruction_set_gives_the_same_bits(case):
     the same IEEE operations, so the same bits, on sizes with and without a
     vector tail."""
     from scratchnet import _core
+    if len(_core.supported_isas()) < 2:
+        pytest.skip("one instruction set on this CPU: nothing to compare")
     cls, kw = case
-    kw = dict(kw)
-    if "weight_decay" in kw:
-        kw["weight_decay"] = 0.3
     results = {}
     prev = _core.get_isa()
     try:

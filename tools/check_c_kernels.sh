@@ -18,7 +18,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 out="$(mktemp -d)"
 trap 'rm -rf "$out"' EXIT
-flags=(-O2 -std=c11 -fno-math-errno -fopenmp -Wall -Icsrc)
+flags=(-O2 -std=c11 -ffp-contract=off -fno-math-errno -fopenmp -Wall -Icsrc)
 sources=(csrc/test/sn_test.c csrc/*.c)
 
 echo "== native ($(uname -m))"
@@ -38,7 +38,7 @@ else
 fi
 
 echo "== native, ThreadSanitizer (serial kernels, several calling threads)"
-tsan_flags=(-O1 -g -std=c11 -fno-math-errno -fsanitize=thread -Wall -Wno-unknown-pragmas -Icsrc)
+tsan_flags=(-O1 -g -std=c11 -ffp-contract=off -fno-math-errno -fsanitize=thread -Wall -Wno-unknown-pragmas -Icsrc)
 if echo 'int main(void){return 0;}' | gcc -fsanitize=thread -x c - -o "$out/tsan_probe" 2>/dev/null; then
   gcc "${tsan_flags[@]}" "${sources[@]}" -lm -pthread -o "$out/sn_test_tsan"
   # halt_on_error: the first race ends the run with exit code 66
