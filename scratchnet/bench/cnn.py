@@ -94,8 +94,9 @@ def cnn_table(rounds, calls, infer_rounds, torch):
     same initial weights, trained with Adam on the same real MNIST batches:
     {"rows": training (s/epoch, extrapolated from rounds x calls timed steps)
     and batch-1 inference (us/call), "flops_per_image", "sgemm_gflops" (NumPy
-    1024^3, measured in turn with the training steps), "initial_max_diff" (the two networks' largest
-    probability difference before training), "other_cpu"}."""
+    1024^3, measured in turn with the training steps), "initial_max_diff"
+    (the two networks' largest probability difference before training),
+    "other_cpu"}."""
     start = cpu_sample()
     (X, y), _ = datasets.load_mnist(flatten=False)
     order = epoch_order(len(X))

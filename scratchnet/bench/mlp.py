@@ -58,8 +58,8 @@ def network_name(spec, inputs=784):
 
 def mlp_table(rows, epochs, train_size, rounds, torch):
     """{"rows": one per key in rows, "sgemm_gflops": NumPy's 1024^3 SGEMM rate
-    measured in turn with the training rows (None without any), "other_cpu": the
-    share of the CPUs other processes used meanwhile}. The training rows'
+    measured in turn with the training rows (None without any), "other_cpu":
+    the share of the CPUs other processes used meanwhile}. The training rows'
     epochs take turns, then the inference rows' calls do."""
     start = cpu_sample()
     (X, y), (Xt, yt) = datasets.load_mnist()
