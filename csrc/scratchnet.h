@@ -363,7 +363,8 @@ int sn_mlp_forward_f32(const sn_mlp *net, float *out, const float *X, int64_t M,
                        float *workspace, int64_t rows);
 
 /* ---- checks (sn_check.c) ---- */
-/* 1 if every element is finite */
+/* 1 if every element is finite (an array of millions is read by the
+ * library's threads) */
 int sn_all_finite_f32(const float *x, int64_t n);
 
 /* ---- 2-D convolution (sn_conv.c) ----

@@ -1,19 +1,68 @@
 #include <string.h>
 
 #include "scratchnet.h"
+#include "sn_internal.h"
+
+/* A float is NaN or infinite exactly when its 8 exponent bits are all ones;
+ * adding one to the exponent field then carries into the sign bit, and only
+ * then. Testing the bits (not x - x == 0) keeps the loop in integer vector
+ * instructions (and, add, or: three per vector) and free of floating-point
+ * exceptions. Returns the OR of the carries: bit 31 set iff one is not
+ * finite. Compiled twice: for the baseline (SSE2 on x86-64, 4 floats a
+ * vector) and, on x86-64 with GCC or clang, for AVX2 (8 a vector; the same
+ * answer, it is integer arithmetic). */
+#define SN_FINITE_LOOP(name, target)                                               \
+    target static uint32_t name(const float *x, int64_t n)                         \
+    {                                                                              \
+        uint32_t carry = 0;                                                        \
+        for (int64_t i = 0; i < n; ++i) {                                          \
+            uint32_t bits;                                                         \
+            memcpy(&bits, x + i, sizeof bits);                                     \
+            carry |= (bits & 0x7F800000u) + 0x00800000u;                           \
+        }                                                                          \
+        return carry;                                                              \
+    }
+
+SN_FINITE_LOOP(finite_carry_baseline, )
+#if defined(SN_X86_64) && (defined(__GNUC__) || defined(__clang__))
+SN_FINITE_LOOP(finite_carry_avx2, __attribute__((target("avx2"))))
+#define finite_carry(x, n)                                                         \
+    (sn_get_isa() >= SN_ISA_AVX2 ? finite_carry_avx2(x, n) : finite_carry_baseline(x, n))
+#else
+#define finite_carry(x, n) finite_carry_baseline(x, n)
+#endif
+
+/* Arrays of at least this many floats are checked by the library's
+ * threads, in pieces of this size: a data set (60,000 MNIST images are 47
+ * million floats, 188 MB) is read at the memory's speed, which one core
+ * does not reach (AMD EPYC Zen 3: 15 ms on one thread, 7-8 ms on two). */
+#define SN_FINITE_PIECE ((int64_t)1 << 20)
+
+typedef struct {
+    const float *x;
+    int64_t n;
+} finite_job;
+
+static int finite_piece(const void *ctx, int64_t u)
+{
+    const finite_job *job = ctx;
+    const int64_t lo = u * SN_FINITE_PIECE;
+    const int64_t len = job->n - lo < SN_FINITE_PIECE ? job->n - lo : SN_FINITE_PIECE;
+    return finite_carry(job->x + lo, len) & 0x80000000u ? SN_ENONFINITE : SN_OK;
+}
+
+int sn_all_finite_serial_f32(const float *x, int64_t n)
+{
+    return !(finite_carry(x, n) & 0x80000000u);
+}
 
 int sn_all_finite_f32(const float *x, int64_t n)
 {
-    /* A float is NaN or infinite exactly when its 8 exponent bits are all
-     * ones; adding one to the exponent field then carries into the sign
-     * bit, and only then. Testing the bits (not x - x == 0) keeps the loop
-     * in integer vector instructions (and, add, or: three per vector) and
-     * free of floating-point exceptions. */
-    uint32_t carry = 0;
-    for (int64_t i = 0; i < n; ++i) {
-        uint32_t bits;
-        memcpy(&bits, x + i, sizeof bits);
-        carry |= (bits & 0x7F800000u) + 0x00800000u;
-    }
-    return !(carry & 0x80000000u);
+    if (n < 2 * SN_FINITE_PIECE) return sn_all_finite_serial_f32(x, n);
+    const finite_job job = {x, n};
+    const int64_t pieces = (n + SN_FINITE_PIECE - 1) / SN_FINITE_PIECE;
+    /* dynamic: a thread the OS has descheduled leaves its pieces to the other;
+     * integer arithmetic only, so the floating-point mode is left as it is */
+    return sn_run_units(finite_piece, &job, pieces, sn_parallel_threads(), SN_UNITS_FP_AS_IS) ==
+           SN_OK;
 }

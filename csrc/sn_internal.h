@@ -128,6 +128,10 @@ void sn_act_rows_f32(float *c, int64_t ldc, int64_t rows, int64_t cols, const fl
 void sn_dact_rows_f32(float *c, int64_t ldc, int64_t rows, int64_t cols, const float *y,
                       const float *mask, int64_t ldy, int act, float act_param);
 
+/* sn_all_finite_f32 on the calling thread alone, for work units that
+ * already run in parallel (sn_check.c) */
+int sn_all_finite_serial_f32(const float *x, int64_t n);
+
 /* Threads for the next parallel region (1 while backing off under
  * contention), and the report of how it went: its wall time and the summed
  * busy time of its work items, in seconds (sn_runtime.c). */

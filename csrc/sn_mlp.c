@@ -21,7 +21,7 @@ static int finite_unit(const void *ctx, int64_t u)
     const sn_param *q = ctx;
     const int64_t lo = u * SN_CHECK_CHUNK;
     const int64_t n = q->n - lo < SN_CHECK_CHUNK ? q->n - lo : SN_CHECK_CHUNK;
-    return sn_all_finite_f32(q->g + lo, n) ? SN_OK : SN_ENONFINITE;
+    return sn_all_finite_serial_f32(q->g + lo, n) ? SN_OK : SN_ENONFINITE;
 }
 
 static int gradients_finite(const sn_mlp *net)

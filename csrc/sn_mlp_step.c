@@ -185,7 +185,7 @@ static int finish_last(const step_ctx *c, int p, int s)
     const sn_mlp_layer *L = &c->net->layers[c->net->n_layers - 1];
     const int64_t r0 = c->M * p / SN_STEP_PARTS, r1 = c->M * (p + 1) / SN_STEP_PARTS;
     add_products(L, r0, r1, (span){0, L->out}, SN_ACT_NONE);
-    c->finite[p] = sn_all_finite_f32(L->y + r0 * L->out, (r1 - r0) * L->out);
+    c->finite[p] = sn_all_finite_serial_f32(L->y + r0 * L->out, (r1 - r0) * L->out);
     if (!c->finite[p] || r1 == r0) return SN_OK;
     return sn_xent_train_f32(&c->loss[p], &c->correct[p], L->dz + r0 * L->out,
                              L->y + r0 * L->out, c->net->yb + r0, r1 - r0, L->out, c->scale);
@@ -203,7 +203,7 @@ static int backward(const step_ctx *c, int l, int p, int s)
     int finite = 1;
     if (p == 0 && s == 0) {
         sn_bias_grad_f32(L->db, L->dz, L->out, c->M, L->out, 0.0f);
-        finite = !c->check || sn_all_finite_f32(L->db, L->out);
+        finite = !c->check || sn_all_finite_serial_f32(L->db, L->out);
     }
     int status = SN_OK;
     if (n > 0) {
@@ -211,7 +211,7 @@ static int backward(const step_ctx *c, int l, int p, int s)
         /* dW[K, :] = X[:, K]^T dZ */
         status = sn_gemm_serial_f32(1, 0, n, L->out, c->M, 1.0f, x + k.lo, L->in, L->dz,
                                     L->out, 0.0f, L->dW + k.lo * L->out, L->out, NULL);
-        if (c->check && finite) finite = sn_all_finite_f32(L->dW + k.lo * L->out, n * L->out);
+        if (c->check && finite) finite = sn_all_finite_serial_f32(L->dW + k.lo * L->out, n * L->out);
     }
     if (status == SN_OK && n > 0 && l > 0) {
         /* dZ_below[:, K] = (dZ W[K, :]^T) * act'(y_below[:, K]) * mask[:, K] */

@@ -947,6 +947,31 @@ def test_all_finite():
         _core.all_finite(np.zeros(3, F64))
 
 
+FINITE_PIECE = 1 << 20  # sn_check.c: from 2 pieces, an array is read by the threads
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_all_finite_of_a_large_array_finds_each_bad_value(isa, threads):
+    """The pieces the threads take: a bad value at either end of the first
+    and of the last (short) piece, next to a boundary, or in the middle is
+    found, on one thread and on two, with each instruction set's loop."""
+    _core.set_num_threads(threads)
+    n = 3 * FINITE_PIECE + 12345
+    x = np.ones(n, F32)
+    assert _core.all_finite(x) is True
+    positions = (0, FINITE_PIECE - 1, FINITE_PIECE, 2 * FINITE_PIECE + 7, 3 * FINITE_PIECE,
+                 n - 1)
+    for pos in positions:
+        for bad in (np.nan, -np.inf):
+            x[pos] = bad
+            assert _core.all_finite(x) is False, (pos, bad)
+            assert _core.all_finite(x[pos:pos + 1]) is False
+            x[pos] = 1.0
+    assert _core.all_finite(x) is True
+    x[n - 1] = np.inf
+    assert _core.all_finite(x[:n - 1]) is True  # the length is respected
+
+
 # --------------------------------------------------------------------------- losses
 
 
