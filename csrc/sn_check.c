@@ -32,22 +32,22 @@ SN_FINITE_LOOP(finite_carry_avx2, __attribute__((target("avx2"))))
 #define finite_carry(x, n) finite_carry_baseline(x, n)
 #endif
 
-/* Arrays of at least this many floats are checked by the library's
- * threads, in pieces of this size: a data set (60,000 MNIST images are 47
- * million floats, 188 MB) is read at the memory's speed, which one core
- * does not reach (AMD EPYC Zen 3: 15 ms on one thread, 7-8 ms on two). */
+/* Arrays of at least two pieces of this size are checked by the library's
+ * threads: a data set (60,000 MNIST images are 47 million floats, 188 MB)
+ * is read at the memory's speed, which one core does not reach (AMD EPYC
+ * Zen 3: 15 ms on one thread, 7 ms on two). */
 #define SN_FINITE_PIECE ((int64_t)1 << 20)
 
 typedef struct {
     const float *x;
-    int64_t n;
+    int64_t n, piece;
 } finite_job;
 
 static int finite_piece(const void *ctx, int64_t u)
 {
     const finite_job *job = ctx;
-    const int64_t lo = u * SN_FINITE_PIECE;
-    const int64_t len = job->n - lo < SN_FINITE_PIECE ? job->n - lo : SN_FINITE_PIECE;
+    const int64_t lo = u * job->piece;
+    const int64_t len = job->n - lo < job->piece ? job->n - lo : job->piece;
     return finite_carry(job->x + lo, len) & 0x80000000u ? SN_ENONFINITE : SN_OK;
 }
 
@@ -56,13 +56,19 @@ int sn_all_finite_serial_f32(const float *x, int64_t n)
     return !(finite_carry(x, n) & 0x80000000u);
 }
 
+int sn_all_finite_pieces_f32(const float *x, int64_t n, int64_t piece, int flags)
+{
+    const finite_job job = {x, n, piece};
+    const int64_t pieces = (n + piece - 1) / piece;
+    /* integer arithmetic only: the floating-point mode is left as it is */
+    return sn_run_units(finite_piece, &job, pieces, pieces > 1 ? sn_parallel_threads() : 1,
+                        flags | SN_UNITS_FP_AS_IS) == SN_OK;
+}
+
 int sn_all_finite_f32(const float *x, int64_t n)
 {
     if (n < 2 * SN_FINITE_PIECE) return sn_all_finite_serial_f32(x, n);
-    const finite_job job = {x, n};
-    const int64_t pieces = (n + SN_FINITE_PIECE - 1) / SN_FINITE_PIECE;
-    /* dynamic: a thread the OS has descheduled leaves its pieces to the other;
-     * integer arithmetic only, so the floating-point mode is left as it is */
-    return sn_run_units(finite_piece, &job, pieces, sn_parallel_threads(), SN_UNITS_FP_AS_IS) ==
-           SN_OK;
+    /* pieces to whichever thread is free: one the OS has descheduled leaves
+     * its share to the other */
+    return sn_all_finite_pieces_f32(x, n, SN_FINITE_PIECE, 0);
 }

@@ -129,8 +129,10 @@ void sn_dact_rows_f32(float *c, int64_t ldc, int64_t rows, int64_t cols, const f
                       const float *mask, int64_t ldy, int act, float act_param);
 
 /* sn_all_finite_f32 on the calling thread alone, for work units that
- * already run in parallel (sn_check.c) */
+ * already run in parallel; and over the threads in pieces of `piece`
+ * floats, handed out as sn_run_units' flags say (sn_check.c) */
 int sn_all_finite_serial_f32(const float *x, int64_t n);
+int sn_all_finite_pieces_f32(const float *x, int64_t n, int64_t piece, int flags);
 
 /* Threads for the next parallel region (1 while backing off under
  * contention), and the report of how it went: its wall time and the summed

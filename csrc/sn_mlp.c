@@ -16,21 +16,11 @@
  * optimizer step reads it). */
 #define SN_CHECK_CHUNK 16384
 
-static int finite_unit(const void *ctx, int64_t u)
-{
-    const sn_param *q = ctx;
-    const int64_t lo = u * SN_CHECK_CHUNK;
-    const int64_t n = q->n - lo < SN_CHECK_CHUNK ? q->n - lo : SN_CHECK_CHUNK;
-    return sn_all_finite_serial_f32(q->g + lo, n) ? SN_OK : SN_ENONFINITE;
-}
-
 static int gradients_finite(const sn_mlp *net)
 {
     for (int k = 0; k < 2 * net->n_layers; ++k) {
         const sn_param *q = &net->params[k];
-        const int64_t units = (q->n + SN_CHECK_CHUNK - 1) / SN_CHECK_CHUNK;
-        const int nthreads = units > 1 ? sn_parallel_threads() : 1;
-        if (sn_run_units(finite_unit, q, units, nthreads, 1) != SN_OK) return 0;
+        if (!sn_all_finite_pieces_f32(q->g, q->n, SN_CHECK_CHUNK, SN_UNITS_STATIC)) return 0;
     }
     return 1;
 }
