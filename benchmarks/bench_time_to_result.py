@@ -21,6 +21,7 @@ import tempfile
 import time
 
 from scratchnet import bench
+from scratchnet.bench.machine import cpu_sample
 
 README = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "README.md")
 
@@ -46,8 +47,8 @@ def timed_run(command, cache):
 
 def others_share(start, start_children):
     """The share of all CPUs used by processes other than this one and its runs
-    since start (bench.cpu_sample()) and start_children (children_cpu())."""
-    end = bench.cpu_sample()
+    since start (cpu_sample()) and start_children (children_cpu())."""
+    end = cpu_sample()
     if start is None or end is None:
         return None
     used = (end[1] - start[1]) - (end[2] - start[2]) - (children_cpu() - start_children)
@@ -86,7 +87,7 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as folder:
         warm_cache = os.path.join(folder, "warm")
         timed_run(command, warm_cache)  # untimed: writes the decoded copy the warm runs read
-        sample, sample_children = bench.cpu_sample(), children_cpu()
+        sample, sample_children = cpu_sample(), children_cpu()
         for i in range(max(args.cold, args.warm)):
             for kind, count in (("cold", args.cold), ("warm", args.warm)):
                 if i >= count:

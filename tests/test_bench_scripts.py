@@ -165,6 +165,28 @@ def test_fresh_processes_print_their_epochs_and_the_spread(tmp_path):
     assert len(lines) == 6
 
 
+def test_time_to_result_runs_the_readme_one_liner_cold_and_warm(tmp_path):
+    """bench_time_to_result.py with one run of each kind: the README's
+    one-liner, each run's time and accuracy, medians that are those runs'."""
+    lines = run_script(tmp_path, "bench_time_to_result.py", "--cold", "1", "--warm", "1")
+    assert lines[0].startswith('python -c "import scratchnet as sn; ')
+    assert lines[1].startswith(f"cpu: {cpu_name()}, ")
+    runs = {}
+    for line in lines[2:4]:
+        run = re.fullmatch(r"(cold|warm) run 1: ([\d.]+) s, test accuracy ([\d.]+), "
+                           r"load average .*", line)
+        assert run, line
+        runs[run[1]] = float(run[2])
+        assert float(run[3]) >= 0.9742  # the seed's result, which the one-liner is to reach
+    assert sorted(runs) == ["cold", "warm"]
+    for kind, line in zip(("cold", "warm"), lines[4:6]):
+        median = re.fullmatch(rf"{kind}: median ([\d.]+) s of 1 runs \(([\d.]+) to ([\d.]+) s\)",
+                              line)
+        assert median, line
+        assert float(median[1]) == float(median[2]) == float(median[3]) == runs[kind]
+    assert lines[6].startswith("load average after: ")
+
+
 # ---------------------------------------------------------------- bench_contention.py
 
 
