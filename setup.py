@@ -135,9 +135,11 @@ class BuildExt(build_ext):
                         if compiler_has_openmp(self.compiler, *c)), None)
         print(f"scratchnet: compiler {ctype} ({sys.platform}), flags {compile_flags}, "
               f"OpenMP {'on ' + str(omp[0] + omp[1]) if omp else 'off (serial)'}")
+        # POSIX threads for csrc/sn_helper.c (glibc before 2.34 keeps them in libpthread)
+        threads = [] if ctype == "msvc" else ["-pthread"]
         for ext in self.extensions:
-            ext.extra_compile_args = compile_flags + (omp[0] if omp else [])
-            ext.extra_link_args = (omp[1] if omp else []) + san_link
+            ext.extra_compile_args = compile_flags + threads + (omp[0] if omp else [])
+            ext.extra_link_args = threads + (omp[1] if omp else []) + san_link
         super().build_extensions()
 
 

@@ -530,6 +530,16 @@ static int gemm_small_parallel(gemm_strips *g, int nthreads)
                         SN_UNITS_STATIC);
 }
 
+/* Few rows and a few microseconds of work: two column strips, the second
+ * for the helper thread if it is free (sn_run_pair), not the OpenMP team.
+ * The strips are those of the team's split on two threads. */
+static int gemm_small_pair(gemm_strips *g)
+{
+    g->small = 1;
+    g->per_strip = ((g->N + 1) / 2 + 15) / 16 * 16;
+    return sn_run_pair(strip_unit, g);
+}
+
 /* One strip of columns or rows per thread. Split where no operand is
  * copied twice: a plain B read in place (see panels_in_place) is shared by
  * row strips of at most mc rows; an A read in place by column strips.
@@ -550,6 +560,15 @@ static int gemm_blocked_parallel(gemm_strips *g, int nthreads)
     return sn_run_units(strip_unit, g, (total + g->per_strip - 1) / g->per_strip, nthreads, 0);
 }
 
+/* a GEMM of a few rows worth two halves though not the team: one image
+ * through a layer of 32 or more outputs */
+static int pair_worth(int64_t M, int64_t N, int64_t K, float alpha)
+{
+    const double flops = (double)M * (double)N * (double)K;
+    return M <= SN_SMALL_M && N >= 32 && K > 0 && alpha != 0.0f &&
+           flops >= SN_SMALL_PAIR_MIN_FLOPS && flops < SN_SMALL_PARALLEL_MIN_FLOPS;
+}
+
 /* the threads a GEMM is worth: one for few multiply-adds (or none) */
 static int gemm_threads(int64_t M, int64_t N, int64_t K, float alpha)
 {
@@ -568,11 +587,13 @@ int sn_gemm_epi_f32(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, f
     const int status = check_args(trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc);
     if (status != SN_OK || M == 0 || N == 0) return status;
     const int nthreads = gemm_threads(M, N, K, alpha);
-    if (nthreads == 1)
+    const int pair = nthreads == 1 && pair_worth(M, N, K, alpha) && sn_parallel_threads() > 1;
+    if (nthreads == 1 && !pair)
         return gemm_serial(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, ep);
     if (ep && ep->kind == SN_EPI_NONE) ep = NULL;
     gemm_strips g = {sn_active_gemm_plan(), trans_a, trans_b, M, N, K, alpha, beta, A, B,
                      lda, ldb, ldc, C, ep, 0, 0, 0};
+    if (pair) return gemm_small_pair(&g);
     return M <= SN_SMALL_M ? gemm_small_parallel(&g, nthreads)
                            : gemm_blocked_parallel(&g, nthreads);
 }

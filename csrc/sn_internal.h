@@ -58,6 +58,10 @@ typedef void (*sn_small_gemm_fn)(int trans_a, int trans_b, int64_t M, int64_t N,
 /* Below these many multiply-adds a second thread costs more than it saves
  * (waking it, and each strip packing its own copy of an operand). */
 #define SN_SMALL_PARALLEL_MIN_FLOPS (1 << 18)
+/* From these many up to the one above, a GEMM of a few rows is cut in two
+ * halves, the second for a helper thread (sn_run_pair): 1 x 784 x 128 (one
+ * image through 784-128-10's first layer, 100,352) is 7 us on one thread. */
+#define SN_SMALL_PAIR_MIN_FLOPS (1 << 15)
 #define SN_GEMM_PARALLEL_MIN_FLOPS (1 << 20)
 
 typedef struct {
@@ -149,6 +153,14 @@ void sn_parallel_done(double wall, double work, int nthreads);
 #define SN_UNITS_FP_AS_IS 2
 typedef int (*sn_unit_fn)(const void *ctx, int64_t u);
 int sn_run_units(sn_unit_fn fn, const void *ctx, int64_t units, int nthreads, int flags);
+/* fn(ctx, 0) in the calling thread and fn(ctx, 1) in a helper thread if it
+ * is free to begin before the caller is done with the first, else in the
+ * calling thread too: for work of a few microseconds, where waking an
+ * OpenMP team costs what it saves (sn_helper.c). Both in the flush-to-zero
+ * mode; returns the first status other than SN_OK. */
+int sn_run_pair(sn_unit_fn fn, const void *ctx);
+/* Forget the contention seen so far (its back-off): for tests. */
+void sn_pair_forget(void);
 
 /* At most cap threads for the parallel regions the calling thread starts
  * (0: no cap), until changed: a caller that has found its steps faster

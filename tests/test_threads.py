@@ -108,3 +108,40 @@ def test_concurrent_gemm_calls_get_the_single_thread_bits(trans_a, trans_b):
         assert len(results) == 20
         for C in results:
             np.testing.assert_array_equal(C, want[i], err_msg=f"thread {i}")
+
+
+def test_one_image_predictions_from_several_threads_get_the_one_thread_bits():
+    """One image at a time goes through the first layer in two halves, the
+    second for a helper thread when it is free (csrc/sn_helper.c; one caller
+    at a time offers it, the others compute both halves): 4 Python threads
+    predicting images at once get what one thread alone got, bit for bit."""
+    import scratchnet as sn
+
+    rng = np.random.default_rng(2)
+    model = sn.Sequential(sn.Dense(784, 128), sn.ReLU(), sn.Dense(128, 10))
+    X = rng.random((64, 784), dtype=np.float32)
+    prev = _core.get_num_threads()
+    try:
+        _core.set_num_threads(1)
+        want = [model.predict_proba(X[i:i + 1]) for i in range(len(X))]
+        _core.set_num_threads(2)
+        got = [[] for _ in range(4)]
+        start = threading.Barrier(4)
+
+        def run(t):
+            start.wait()
+            for _ in range(5):
+                got[t].append([model.predict_proba(X[i:i + 1]) for i in range(len(X))])
+
+        threads = [threading.Thread(target=run, args=(t,)) for t in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        _core.set_num_threads(prev)
+    for t, runs in enumerate(got):
+        assert len(runs) == 5
+        for probs in runs:
+            for i, p in enumerate(probs):
+                np.testing.assert_array_equal(p, want[i], err_msg=f"thread {t}, image {i}")

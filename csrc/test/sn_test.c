@@ -1021,6 +1021,111 @@ static void test_concurrent_gemm(void)
     sn_set_isa(sn_isa_best());
 }
 
+/* ---- two halves, the second for the helper thread (sn_helper.c) ----
+ * Several threads call sn_run_pair at once (one of them at a time may offer
+ * a half to the helper; the others run both themselves): every half of
+ * every call runs exactly once, a failing half's status comes back, and
+ * the helper runs some halves. Then a one-image GEMM through the helper
+ * gives the bits of the same GEMM on one thread. */
+
+#define SN_PAIR_CALLS 3000
+
+typedef struct {
+    sn_atomic_int runs[2]; /* times each half ran */
+    sn_atomic_int by_other; /* half 1 ran in a thread other than the caller */
+    pthread_t caller;
+    int fail_second;
+} pair_call;
+
+static int pair_half(const void *ctx, int64_t half)
+{
+    pair_call *c = (pair_call *)ctx;
+    /* a microsecond or so of work, as a half of a real GEMM has (a caller
+     * done with its half at once always takes the second back) */
+    volatile float sink = 1.0f;
+    for (int i = 0; i < 500; ++i) sink = sink * 0.999f + 0.001f;
+    __atomic_fetch_add(&c->runs[half], 1, __ATOMIC_RELAXED);
+    if (half == 1 && !pthread_equal(pthread_self(), c->caller))
+        sn_atomic_store(&c->by_other, 1);
+    return half == 1 && c->fail_second ? SN_EINVAL : SN_OK;
+}
+
+static void *pair_caller(void *arg)
+{
+    int *helped = arg, ok = 1;
+    for (int i = 0; i < SN_PAIR_CALLS; ++i) {
+        pair_call c = {{0, 0}, 0, pthread_self(), i % 7 == 3};
+        const int status = sn_run_pair(pair_half, &c);
+        ok &= status == (c.fail_second ? SN_EINVAL : SN_OK);
+        ok &= sn_atomic_load(&c.runs[0]) == 1 && sn_atomic_load(&c.runs[1]) == 1;
+        *helped += sn_atomic_load(&c.by_other);
+    }
+    return (void *)(uintptr_t)ok;
+}
+
+static void test_pair_from_several_threads(void)
+{
+    enum { CALLERS = 3 };
+    pthread_t callers[CALLERS];
+    int helped[CALLERS] = {0}, started = 1, ok = 1, total = 0;
+    for (int i = 0; i < CALLERS; ++i)
+        started &= pthread_create(&callers[i], NULL, pair_caller, &helped[i]) == 0;
+    check(started, "pair from several threads: threads started");
+    if (!started) return;
+    for (int i = 0; i < CALLERS; ++i) {
+        void *result;
+        pthread_join(callers[i], &result);
+        ok &= result != NULL;
+        total += helped[i];
+    }
+    check(ok, "pair from several threads: each half once, the failing half's status returned");
+    /* the helper takes part (given time: it may sleep, or wait for a core) */
+    sn_pair_forget();
+    for (int tries = 0; total == 0 && tries < 20000; ++tries) {
+        pair_call c = {{0, 0}, 0, pthread_self(), 0};
+        sn_run_pair(pair_half, &c);
+        total += sn_atomic_load(&c.by_other);
+        if (!sn_atomic_load(&c.by_other)) sched_yield();
+    }
+    check(total > 0, "pair: the helper thread runs halves");
+}
+
+static void test_pair_gemm_same_bits(void)
+{
+    /* one to four images through 784 -> 128 with bias and ReLU, and 1000 ->
+     * 40 without: multiply-adds between SN_SMALL_PAIR_MIN_FLOPS and
+     * SN_SMALL_PARALLEL_MIN_FLOPS, so two threads means the helper */
+    const int64_t shapes[][3] = {{1, 128, 784}, {2, 128, 784}, {1, 40, 1000}, {4, 48, 512}};
+    int ok = 1;
+    for (int sh = 0; sh < 4; ++sh) {
+        const int64_t M = shapes[sh][0], N = shapes[sh][1], K = shapes[sh][2];
+        const double flops = (double)M * (double)N * (double)K;
+        ok &= flops >= SN_SMALL_PAIR_MIN_FLOPS && flops < SN_SMALL_PARALLEL_MIN_FLOPS;
+        float *x = malloc(sizeof(float) * M * K), *W = malloc(sizeof(float) * K * N);
+        float *b = malloc(sizeof(float) * N), *y1 = malloc(sizeof(float) * M * N);
+        float *y2 = malloc(sizeof(float) * M * N);
+        unsigned s = 11 + (unsigned)sh;
+        for (int64_t i = 0; i < M * K; ++i) x[i] = frand(&s);
+        for (int64_t i = 0; i < K * N; ++i) W[i] = frand(&s);
+        for (int64_t j = 0; j < N; ++j) b[j] = frand(&s);
+        sn_set_num_threads(1);
+        ok &= sn_dense_forward_f32(y1, x, W, b, M, K, N, SN_ACT_RELU, 0.0f) == SN_OK;
+        sn_set_num_threads(2);
+        for (int rep = 0; rep < 300 && ok; ++rep) {
+            memset(y2, 0xff, sizeof(float) * M * N); /* NaN: a column left unwritten shows */
+            ok &= sn_dense_forward_f32(y2, x, W, b, M, K, N, SN_ACT_RELU, 0.0f) == SN_OK &&
+                  memcmp(y1, y2, sizeof(float) * M * N) == 0;
+        }
+        free(x);
+        free(W);
+        free(b);
+        free(y1);
+        free(y2);
+    }
+    sn_set_num_threads(sn_max_threads());
+    check(ok, "one-image GEMMs in two halves (helper thread): the bits of one thread");
+}
+
 /* ---- whole-network inference (sn_net.c) ---- */
 
 /* The network conv 3x3 (2 -> 3 channels, padding 1) - max-pool 2 - batch
@@ -1293,11 +1398,14 @@ int main(int argc, char **argv)
            sn_compiler(), sn_get_num_threads());
     if (argc > 1 && strcmp(argv[1], "threads") == 0) {
         test_concurrent_gemm();
+        test_pair_from_several_threads();
         printf("%d passed, %d failed\n", passed, failed);
         return failed != 0;
     }
     test_gemm();
     test_concurrent_gemm();
+    test_pair_from_several_threads();
+    test_pair_gemm_same_bits();
     test_threads_identical();
     test_dense_epilogue();
     test_fused_matches_elementwise();

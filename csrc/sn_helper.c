@@ -1,0 +1,250 @@
+/* Two halves of a short piece of work (a few microseconds: one image
+ * through a layer), the second offered to one helper thread.
+ *
+ * Why not the OpenMP team: a parallel region ends when every thread of the
+ * team has arrived, so when another program has the second core the caller
+ * waits for a thread the OS is not running, up to a time slice (1 x 784 x 128
+ * on two OpenMP threads: 1.15x faster idle, 0.81x with a busy loop on the
+ * other core, AMD EPYC Zen 3). Here the caller computes the first half, then
+ * takes the second back unless the helper has begun it: it never waits for a
+ * helper that is asleep, descheduled or slow to notice, only for one that is
+ * computing its half, which is as short as the caller's.
+ *
+ * The protocol, on one atomic int `state` = sequence << 2 | phase:
+ *   the caller writes fn, ctx, then state = seq | OFFERED (release);
+ *   the helper claims with compare-and-swap OFFERED -> BEGUN, only then reads
+ *   fn, ctx, computes, writes status, then state = seq | IDLE (release);
+ *   the caller, after its half, swaps OFFERED -> IDLE to take the half back;
+ *   if that fails the helper has begun, and the caller waits for seq | IDLE.
+ * So fn and ctx are read only by a helper that owns the offer, and the caller
+ * writes the next ones only once no one does. One caller at a time (a
+ * flag); another thread's call meanwhile computes both halves itself. A
+ * helper that has begun and is then descheduled would hold the caller for a
+ * time slice: after such a wait the helper is left alone for a while (longer
+ * after each repeat), as sn_parallel_done does for the team. Results do not
+ * depend on who computes a half. Without POSIX threads: both halves in the
+ * calling thread. */
+#include "sn_atomic.h"
+#include "sn_fpmode.h"
+#include "sn_internal.h"
+
+/* a half, in the library's floating-point mode, as every kernel runs */
+static int run_half(sn_unit_fn fn, const void *ctx, int64_t half)
+{
+    const unsigned fp = sn_fp_enter();
+    const int status = fn(ctx, half);
+    sn_fp_leave(fp);
+    return status;
+}
+
+static int both_halves(sn_unit_fn fn, const void *ctx)
+{
+    const int first = run_half(fn, ctx, 0);
+    const int second = run_half(fn, ctx, 1);
+    return first != SN_OK ? first : second;
+}
+
+#if (defined(__unix__) || defined(__APPLE__)) && (defined(__GNUC__) || defined(__clang__))
+#include <pthread.h>
+#include <sched.h>
+#include <time.h>
+
+enum { IDLE = 0, OFFERED = 1, BEGUN = 2 }; /* the phase: state & 3 */
+enum { NOT_STARTED = 0, STARTING, RUNNING, FAILED };
+
+/* The helper spins this long after its last half before it sleeps: calls one
+ * after another (a loop over images) find it awake. */
+#define SN_HELPER_SPIN_SECONDS 200e-6
+/* Spinning, the helper gives its core away every this many turns. */
+#define SN_HELPER_YIELD_EVERY 64
+/* A wait longer than this for a begun half means the helper was descheduled. */
+#define SN_HELPER_LATE_SECONDS 100e-6
+/* halves taken back in a row that mean the helper has no core of its own */
+#define SN_HELPER_MISSES 32
+/* halves done on time by the helper in a row before the back-off halves */
+#define SN_HELPER_ON_TIME 512
+/* halves offered to no one after either: at first, and at most */
+#define SN_HELPER_BACKOFF_MIN 64
+#define SN_HELPER_BACKOFF_MAX 65536
+
+static struct {
+    sn_atomic_int state, in_use, started, sleeping, naps;
+    sn_unit_fn fn;   /* the offered half: written by the caller before OFFERED, */
+    const void *ctx; /* read by the helper after it took the offer */
+    int status;      /* the helper's half's, written before IDLE */
+    int skip, backoff, missed, on_time, woken_nap; /* only the holder of in_use */
+    pthread_mutex_t lock;
+    pthread_cond_t wake;
+} g = {0, 0, 0, 0, 0, NULL, NULL, SN_OK, 0, SN_HELPER_BACKOFF_MIN, 0, 0, -1, PTHREAD_MUTEX_INITIALIZER,
+       PTHREAD_COND_INITIALIZER};
+
+static double seconds_now(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+static void spin_pause(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+}
+
+/* Sleeps until a half is offered (or a second has passed: a wake-up missed
+ * would cost only this helper's turns, never a caller's time). The caller
+ * checks `sleeping` after offering; each side's store is fenced before its
+ * load of the other's flag, so one of them sees the other. Each sleep is
+ * numbered (naps), so a caller wakes each one once. */
+static void sleep_until_offered(void)
+{
+    pthread_mutex_lock(&g.lock);
+    sn_atomic_store(&g.naps, sn_atomic_load(&g.naps) + 1);
+    sn_atomic_publish(&g.sleeping, 1); /* after naps: a caller that sees it sees this nap */
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    if ((sn_atomic_load_acquire(&g.state) & 3) != OFFERED) {
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += 1;
+        pthread_cond_timedwait(&g.wake, &g.lock, &until);
+    }
+    sn_atomic_store(&g.sleeping, 0);
+    pthread_mutex_unlock(&g.lock);
+}
+
+static void *helper_main(void *unused)
+{
+    (void)unused;
+    double idle_since = seconds_now();
+    for (unsigned turn = 1;; ++turn) {
+        const int s = sn_atomic_load_acquire(&g.state);
+        if ((s & 3) == OFFERED && sn_atomic_cas(&g.state, s, (s & ~3) | BEGUN)) {
+            g.status = run_half(g.fn, g.ctx, 1);
+            sn_atomic_publish(&g.state, s & ~3); /* IDLE, same sequence */
+            idle_since = seconds_now();
+        } else if (seconds_now() - idle_since > SN_HELPER_SPIN_SECONDS) {
+            sleep_until_offered();
+            idle_since = seconds_now();
+        } else if (turn % SN_HELPER_YIELD_EVERY == 0) {
+            /* a caller the OS runs on this same core (another program has
+             * the other) gets it back: returns at once otherwise */
+            sched_yield();
+        } else {
+            spin_pause();
+        }
+    }
+    return NULL;
+}
+
+/* A child of fork() has no helper: it starts its own when it needs one. */
+static void after_fork_in_child(void)
+{
+    sn_atomic_store(&g.state, IDLE);
+    sn_atomic_store(&g.in_use, 0);
+    sn_atomic_store(&g.sleeping, 0);
+    sn_atomic_store(&g.started, NOT_STARTED);
+    pthread_mutex_init(&g.lock, NULL);
+    pthread_cond_init(&g.wake, NULL);
+}
+
+/* 1 once the helper runs; the first caller starts it */
+static int helper_running(void)
+{
+    const int started = sn_atomic_load_acquire(&g.started);
+    if (started != NOT_STARTED) return started == RUNNING;
+    if (!sn_atomic_cas(&g.started, NOT_STARTED, STARTING)) return 0;
+    pthread_attr_t attr;
+    pthread_t thread;
+    int ok = pthread_attr_init(&attr) == 0;
+    ok = ok && pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED) == 0 &&
+         pthread_atfork(NULL, NULL, after_fork_in_child) == 0 &&
+         pthread_create(&thread, &attr, helper_main, NULL) == 0;
+    sn_atomic_publish(&g.started, ok ? RUNNING : FAILED);
+    return ok;
+}
+
+/* offer nothing for the next g.backoff calls; twice as many after the next */
+static void back_off(void)
+{
+    g.skip = g.backoff;
+    g.backoff = g.backoff < SN_HELPER_BACKOFF_MAX ? 2 * g.backoff : g.backoff;
+    g.missed = g.on_time = 0;
+}
+
+void sn_pair_forget(void)
+{
+    if (!sn_atomic_cas(&g.in_use, 0, 1)) return;
+    g.skip = g.missed = g.on_time = 0;
+    g.backoff = SN_HELPER_BACKOFF_MIN;
+    sn_atomic_release(&g.in_use);
+}
+
+int sn_run_pair(sn_unit_fn fn, const void *ctx)
+{
+    if (!helper_running() || !sn_atomic_cas(&g.in_use, 0, 1)) return both_halves(fn, ctx);
+    if (g.skip > 0) {
+        --g.skip;
+        sn_atomic_release(&g.in_use);
+        return both_halves(fn, ctx);
+    }
+    if (sn_atomic_load_acquire(&g.sleeping) && sn_atomic_load(&g.naps) == g.woken_nap) {
+        /* woken from this sleep, and not up yet: nothing to offer it meanwhile */
+        sn_atomic_release(&g.in_use);
+        return both_halves(fn, ctx);
+    }
+    g.fn = fn;
+    g.ctx = ctx;
+    /* IDLE now: only the holder of in_use offers. The next sequence number,
+     * wrapping within the non-negative ints. */
+    const unsigned idle = (unsigned)sn_atomic_load(&g.state);
+    const int offered = (int)(((idle & 0x7FFFFFFCu) + 4u) & 0x7FFFFFFCu) | OFFERED;
+    sn_atomic_publish(&g.state, offered);
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    /* wake each sleep once: it wakes within tens of microseconds, or, with
+     * another program on its core, when the OS runs it (a signal a call
+     * would cost each call a system call) */
+    const int asleep = sn_atomic_load_acquire(&g.sleeping);
+    const int nap = sn_atomic_load(&g.naps);
+    if (asleep && nap != g.woken_nap) {
+        pthread_mutex_lock(&g.lock);
+        pthread_cond_signal(&g.wake);
+        pthread_mutex_unlock(&g.lock);
+        g.woken_nap = nap;
+    }
+    const int first = run_half(fn, ctx, 0);
+    int second;
+    if (sn_atomic_cas(&g.state, offered, offered & ~3)) {
+        second = run_half(fn, ctx, 1); /* the helper had not begun: taken back */
+        /* Again and again while awake (waking a thread on an idle vCPU can
+         * take hundreds of microseconds here): it is not getting a core of
+         * its own (another program has the other one), and while it spins
+         * it may take turns with this thread on this one. Leave it alone,
+         * so it sleeps. */
+        if (!asleep && ++g.missed == SN_HELPER_MISSES) back_off();
+    } else {
+        const double t0 = seconds_now();
+        while (sn_atomic_load_acquire(&g.state) != (offered & ~3)) spin_pause();
+        second = g.status;
+        g.missed = 0;
+        if (seconds_now() - t0 > SN_HELPER_LATE_SECONDS) {
+            back_off(); /* it was descheduled while computing */
+        } else if (g.on_time < SN_HELPER_ON_TIME) {
+            ++g.on_time;
+        } else if (g.backoff > SN_HELPER_BACKOFF_MIN) {
+            g.backoff /= 2; /* a long run of halves on time: contention has eased */
+            g.on_time = 0;
+        }
+    }
+    sn_atomic_release(&g.in_use);
+    return first != SN_OK ? first : second;
+}
+
+#else
+void sn_pair_forget(void) {}
+
+int sn_run_pair(sn_unit_fn fn, const void *ctx)
+{
+    return both_halves(fn, ctx);
+}
+#endif
