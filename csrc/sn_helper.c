@@ -22,8 +22,15 @@
  * helper that has begun and is then descheduled would hold the caller for a
  * time slice: after such a wait the helper is left alone for a while (longer
  * after each repeat), as sn_parallel_done does for the team. Results do not
- * depend on who computes a half. Without POSIX threads: both halves in the
- * calling thread. */
+ * depend on who computes a half: both run in flush-to-zero, with the
+ * default rounding (like the OpenMP workers, the helper does not take up a
+ * rounding mode the caller set with fesetround). Without POSIX threads:
+ * both halves in the calling thread. */
+/* clock_gettime, CLOCK_MONOTONIC (POSIX 2008) and, on Linux, the CPU
+ * affinity calls (GNU) under -std=c11; musl declares none of them without */
+#if !defined(_GNU_SOURCE) && (defined(__linux__) || defined(__unix__))
+#define _GNU_SOURCE
+#endif
 #include "sn_atomic.h"
 #include "sn_fpmode.h"
 #include "sn_internal.h"
@@ -47,6 +54,7 @@ static int both_halves(sn_unit_fn fn, const void *ctx)
 #if (defined(__unix__) || defined(__APPLE__)) && (defined(__GNUC__) || defined(__clang__))
 #include <pthread.h>
 #include <sched.h>
+#include <signal.h>
 #include <time.h>
 
 enum { IDLE = 0, OFFERED = 1, BEGUN = 2 }; /* the phase: state & 3 */
@@ -69,13 +77,14 @@ enum { NOT_STARTED = 0, STARTING, RUNNING, FAILED };
 
 static struct {
     sn_atomic_int state, in_use, started, sleeping, naps;
+    sn_atomic_int helped; /* halves the helper ran (tests) */
     sn_unit_fn fn;   /* the offered half: written by the caller before OFFERED, */
     const void *ctx; /* read by the helper after it took the offer */
     int status;      /* the helper's half's, written before IDLE */
     int skip, backoff, missed, on_time, woken_nap; /* only the holder of in_use */
     pthread_mutex_t lock;
     pthread_cond_t wake;
-} g = {0, 0, 0, 0, 0, NULL, NULL, SN_OK, 0, SN_HELPER_BACKOFF_MIN, 0, 0, -1, PTHREAD_MUTEX_INITIALIZER,
+} g = {0, 0, 0, 0, 0, 0, NULL, NULL, SN_OK, 0, SN_HELPER_BACKOFF_MIN, 0, 0, -1, PTHREAD_MUTEX_INITIALIZER,
        PTHREAD_COND_INITIALIZER};
 
 static double seconds_now(void)
@@ -89,21 +98,23 @@ static void spin_pause(void)
 {
 #if defined(__x86_64__) || defined(__i386__)
     __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
 #endif
 }
 
 /* Sleeps until a half is offered (or a second has passed: a wake-up missed
  * would cost only this helper's turns, never a caller's time). The caller
- * checks `sleeping` after offering; each side's store is fenced before its
- * load of the other's flag, so one of them sees the other. Each sleep is
- * numbered (naps), so a caller wakes each one once. */
+ * checks `sleeping` after offering; both sides store, then load the other's
+ * flag, sequentially consistent, so one of them sees the other. Each sleep
+ * is numbered (naps), so a caller wakes each one once. */
 static void sleep_until_offered(void)
 {
     pthread_mutex_lock(&g.lock);
-    sn_atomic_store(&g.naps, sn_atomic_load(&g.naps) + 1);
-    sn_atomic_publish(&g.sleeping, 1); /* after naps: a caller that sees it sees this nap */
-    __atomic_thread_fence(__ATOMIC_SEQ_CST);
-    if ((sn_atomic_load_acquire(&g.state) & 3) != OFFERED) {
+    /* the nap's number first: a caller that sees sleeping sees this nap */
+    sn_atomic_store(&g.naps, (int)(((unsigned)sn_atomic_load(&g.naps) + 1u) & 0x7FFFFFFFu));
+    __atomic_store_n(&g.sleeping, 1, __ATOMIC_SEQ_CST);
+    if ((__atomic_load_n(&g.state, __ATOMIC_SEQ_CST) & 3) != OFFERED) {
         struct timespec until;
         clock_gettime(CLOCK_REALTIME, &until);
         until.tv_sec += 1;
@@ -121,6 +132,7 @@ static void *helper_main(void *unused)
         const int s = sn_atomic_load_acquire(&g.state);
         if ((s & 3) == OFFERED && sn_atomic_cas(&g.state, s, (s & ~3) | BEGUN)) {
             g.status = run_half(g.fn, g.ctx, 1);
+            __atomic_fetch_add(&g.helped, 1, __ATOMIC_RELAXED);
             sn_atomic_publish(&g.state, s & ~3); /* IDLE, same sequence */
             idle_since = seconds_now();
         } else if (seconds_now() - idle_since > SN_HELPER_SPIN_SECONDS) {
@@ -137,15 +149,41 @@ static void *helper_main(void *unused)
     return NULL;
 }
 
-/* A child of fork() has no helper: it starts its own when it needs one. */
+/* fork(): the lock is taken around it, so the child never holds a copy
+ * locked by a thread it does not have. A child has no helper: it starts its
+ * own when it needs one. A half offered at the fork (fork() from inside a
+ * half, or from a signal handler) is taken back by its caller; one the
+ * helper had begun is lost with it: its caller gets SN_ENOMEM, not a wait
+ * for a thread that does not exist. */
+static void before_fork(void) { pthread_mutex_lock(&g.lock); }
+static void after_fork_in_parent(void) { pthread_mutex_unlock(&g.lock); }
+
 static void after_fork_in_child(void)
 {
-    sn_atomic_store(&g.state, IDLE);
-    sn_atomic_store(&g.in_use, 0);
+    const int s = sn_atomic_load(&g.state);
+    if ((s & 3) == BEGUN) {
+        g.status = SN_ENOMEM;
+        sn_atomic_publish(&g.state, s & ~3);
+    }
     sn_atomic_store(&g.sleeping, 0);
     sn_atomic_store(&g.started, NOT_STARTED);
-    pthread_mutex_init(&g.lock, NULL);
-    pthread_cond_init(&g.wake, NULL);
+    pthread_mutex_unlock(&g.lock);
+}
+
+static void register_fork_handlers(void)
+{
+    pthread_atfork(before_fork, after_fork_in_parent, after_fork_in_child);
+}
+
+/* a second CPU this thread may run on (the helper inherits its affinity:
+ * under OMP_PROC_BIND the caller is bound to one) */
+static int another_cpu(void)
+{
+#if defined(__linux__) && defined(CPU_COUNT)
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) == 0) return CPU_COUNT(&set) > 1;
+#endif
+    return 1;
 }
 
 /* 1 once the helper runs; the first caller starts it */
@@ -154,12 +192,21 @@ static int helper_running(void)
     const int started = sn_atomic_load_acquire(&g.started);
     if (started != NOT_STARTED) return started == RUNNING;
     if (!sn_atomic_cas(&g.started, NOT_STARTED, STARTING)) return 0;
+    static pthread_once_t fork_handlers = PTHREAD_ONCE_INIT;
     pthread_attr_t attr;
     pthread_t thread;
-    int ok = pthread_attr_init(&attr) == 0;
-    ok = ok && pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED) == 0 &&
-         pthread_atfork(NULL, NULL, after_fork_in_child) == 0 &&
-         pthread_create(&thread, &attr, helper_main, NULL) == 0;
+    int ok = another_cpu() && pthread_once(&fork_handlers, register_fork_handlers) == 0 &&
+             pthread_attr_init(&attr) == 0;
+    if (ok) {
+        /* no signal handler runs on the helper (in the middle of a half) */
+        sigset_t all, before;
+        sigfillset(&all);
+        pthread_sigmask(SIG_SETMASK, &all, &before);
+        ok = pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED) == 0 &&
+             pthread_create(&thread, &attr, helper_main, NULL) == 0;
+        pthread_sigmask(SIG_SETMASK, &before, NULL);
+        pthread_attr_destroy(&attr);
+    }
     sn_atomic_publish(&g.started, ok ? RUNNING : FAILED);
     return ok;
 }
@@ -172,12 +219,18 @@ static void back_off(void)
     g.missed = g.on_time = 0;
 }
 
-void sn_pair_forget(void)
+int sn_pair_forget(void)
 {
-    if (!sn_atomic_cas(&g.in_use, 0, 1)) return;
+    if (!sn_atomic_cas(&g.in_use, 0, 1)) return 0;
     g.skip = g.missed = g.on_time = 0;
     g.backoff = SN_HELPER_BACKOFF_MIN;
     sn_atomic_release(&g.in_use);
+    return 1;
+}
+
+int sn_pair_halves_helped(void)
+{
+    return __atomic_load_n(&g.helped, __ATOMIC_RELAXED);
 }
 
 int sn_run_pair(sn_unit_fn fn, const void *ctx)
@@ -199,15 +252,15 @@ int sn_run_pair(sn_unit_fn fn, const void *ctx)
      * wrapping within the non-negative ints. */
     const unsigned idle = (unsigned)sn_atomic_load(&g.state);
     const int offered = (int)(((idle & 0x7FFFFFFCu) + 4u) & 0x7FFFFFFCu) | OFFERED;
-    sn_atomic_publish(&g.state, offered);
-    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    __atomic_store_n(&g.state, offered, __ATOMIC_SEQ_CST);
     /* wake each sleep once: it wakes within tens of microseconds, or, with
      * another program on its core, when the OS runs it (a signal a call
-     * would cost each call a system call) */
-    const int asleep = sn_atomic_load_acquire(&g.sleeping);
+     * would cost each call a system call). Only if the lock is free: the
+     * helper holds it for a moment around its sleep, and may have been
+     * descheduled in that moment; the next call tries again. */
+    const int asleep = __atomic_load_n(&g.sleeping, __ATOMIC_SEQ_CST);
     const int nap = sn_atomic_load(&g.naps);
-    if (asleep && nap != g.woken_nap) {
-        pthread_mutex_lock(&g.lock);
+    if (asleep && nap != g.woken_nap && pthread_mutex_trylock(&g.lock) == 0) {
         pthread_cond_signal(&g.wake);
         pthread_mutex_unlock(&g.lock);
         g.woken_nap = nap;
@@ -224,7 +277,11 @@ int sn_run_pair(sn_unit_fn fn, const void *ctx)
         if (!asleep && ++g.missed == SN_HELPER_MISSES) back_off();
     } else {
         const double t0 = seconds_now();
-        while (sn_atomic_load_acquire(&g.state) != (offered & ~3)) spin_pause();
+        for (unsigned turn = 1; sn_atomic_load_acquire(&g.state) != (offered & ~3); ++turn)
+            if (turn % SN_HELPER_YIELD_EVERY == 0)
+                sched_yield(); /* the helper may be waiting for this core */
+            else
+                spin_pause();
         second = g.status;
         g.missed = 0;
         if (seconds_now() - t0 > SN_HELPER_LATE_SECONDS) {
@@ -241,7 +298,9 @@ int sn_run_pair(sn_unit_fn fn, const void *ctx)
 }
 
 #else
-void sn_pair_forget(void) {}
+int sn_pair_forget(void) { return 1; }
+
+int sn_pair_halves_helped(void) { return 0; }
 
 int sn_run_pair(sn_unit_fn fn, const void *ctx)
 {

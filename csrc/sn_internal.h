@@ -159,8 +159,10 @@ int sn_run_units(sn_unit_fn fn, const void *ctx, int64_t units, int nthreads, in
  * OpenMP team costs what it saves (sn_helper.c). Both in the flush-to-zero
  * mode; returns the first status other than SN_OK. */
 int sn_run_pair(sn_unit_fn fn, const void *ctx);
-/* Forget the contention seen so far (its back-off): for tests. */
-void sn_pair_forget(void);
+/* For tests: forget the contention seen so far (its back-off; 0 if a call
+ * was in progress and nothing was done), and the halves the helper ran. */
+int sn_pair_forget(void);
+int sn_pair_halves_helped(void);
 
 /* At most cap threads for the parallel regions the calling thread starts
  * (0: no cap), until changed: a caller that has found its steps faster

@@ -1096,7 +1096,7 @@ static void test_pair_gemm_same_bits(void)
      * 40 without: multiply-adds between SN_SMALL_PAIR_MIN_FLOPS and
      * SN_SMALL_PARALLEL_MIN_FLOPS, so two threads means the helper */
     const int64_t shapes[][3] = {{1, 128, 784}, {2, 128, 784}, {1, 40, 1000}, {4, 48, 512}};
-    int ok = 1;
+    int ok = 1, helped = 1;
     for (int sh = 0; sh < 4; ++sh) {
         const int64_t M = shapes[sh][0], N = shapes[sh][1], K = shapes[sh][2];
         const double flops = (double)M * (double)N * (double)K;
@@ -1111,11 +1111,24 @@ static void test_pair_gemm_same_bits(void)
         sn_set_num_threads(1);
         ok &= sn_dense_forward_f32(y1, x, W, b, M, K, N, SN_ACT_RELU, 0.0f) == SN_OK;
         sn_set_num_threads(2);
+        sn_pair_forget();
+        const int helped_before = sn_pair_halves_helped();
         for (int rep = 0; rep < 300 && ok; ++rep) {
             memset(y2, 0xff, sizeof(float) * M * N); /* NaN: a column left unwritten shows */
             ok &= sn_dense_forward_f32(y2, x, W, b, M, K, N, SN_ACT_RELU, 0.0f) == SN_OK &&
                   memcmp(y1, y2, sizeof(float) * M * N) == 0;
         }
+        /* the helper computed some of those halves (given time: it may
+         * sleep, or wait for a core) */
+        for (int rep = 0; rep < 3000 && sn_pair_halves_helped() == helped_before; ++rep) {
+            ok &= sn_dense_forward_f32(y2, x, W, b, M, K, N, SN_ACT_RELU, 0.0f) == SN_OK &&
+                  memcmp(y1, y2, sizeof(float) * M * N) == 0;
+            if (rep % 100 == 99) {
+                sched_yield();
+                sn_pair_forget();
+            }
+        }
+        helped &= sn_pair_halves_helped() > helped_before;
         free(x);
         free(W);
         free(b);
@@ -1124,6 +1137,8 @@ static void test_pair_gemm_same_bits(void)
     }
     sn_set_num_threads(sn_max_threads());
     check(ok, "one-image GEMMs in two halves (helper thread): the bits of one thread");
+    /* without OpenMP there are no two threads to ask for: one computes all */
+    if (sn_max_threads() > 1) check(helped, "one-image GEMMs: the helper computed halves");
 }
 
 /* ---- whole-network inference (sn_net.c) ---- */
