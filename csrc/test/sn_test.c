@@ -14,9 +14,13 @@
 #include <math.h>
 #include <pthread.h>
 #include <sched.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "scratchnet.h"
 #include "sn_atomic.h"
@@ -1090,6 +1094,61 @@ static void test_pair_from_several_threads(void)
     check(total > 0, "pair: the helper thread runs halves");
 }
 
+/* fork() from inside the first half while the helper is computing the
+ * second: the child has no helper, so its call must return (SN_ENOMEM: the
+ * half is lost with the helper) instead of waiting for a thread it lacks;
+ * the parent's call completes. */
+typedef struct {
+    sn_atomic_int begun, release;
+    pid_t child;
+    int forked;
+} fork_call;
+
+static int fork_half(const void *ctx, int64_t half)
+{
+    fork_call *c = (fork_call *)ctx;
+    if (half == 1) {
+        sn_atomic_publish(&c->begun, 1);
+        while (!sn_atomic_load_acquire(&c->release)) sched_yield();
+        return SN_OK;
+    }
+    /* half 0: fork once the helper is inside half 1 (give up after ~2 s) */
+    for (int i = 0; i < 200000 && !sn_atomic_load_acquire(&c->begun); ++i) sched_yield();
+    if (!sn_atomic_load_acquire(&c->begun)) {
+        sn_atomic_publish(&c->release, 1);
+        return SN_OK;
+    }
+    c->forked = 1;
+    c->child = fork();
+    if (c->child != 0) sn_atomic_publish(&c->release, 1); /* parent (or fork failed) */
+    return SN_OK;
+}
+
+static void test_pair_fork_while_helper_computes(void)
+{
+    sn_pair_forget();
+    fork_call c = {0, 0, -1, 0};
+    const int status = sn_run_pair(fork_half, &c);
+    if (c.forked && c.child == 0) _exit(status == SN_ENOMEM ? 0 : 5); /* the child */
+    if (!c.forked || c.child < 0) {
+        printf("skipped: the helper did not take the half (or fork failed)\n");
+        return;
+    }
+    int child_status = -1, waited = 0;
+    const time_t deadline = time(NULL) + 30;
+    while (waited == 0 && time(NULL) < deadline) {
+        waited = (int)waitpid(c.child, &child_status, WNOHANG);
+        if (waited == 0) sched_yield();
+    }
+    if (waited == 0) {
+        kill(c.child, SIGKILL);
+        waitpid(c.child, &child_status, 0);
+    }
+    check(status == SN_OK, "pair, fork inside a half: the parent's call completes");
+    check(waited > 0 && WIFEXITED(child_status) && WEXITSTATUS(child_status) == 0,
+          "pair, fork inside a half: the child's call returns SN_ENOMEM, no wait");
+}
+
 static void test_pair_gemm_same_bits(void)
 {
     /* one to four images through 784 -> 128 with bias and ReLU, and 1000 ->
@@ -1420,6 +1479,7 @@ int main(int argc, char **argv)
     test_gemm();
     test_concurrent_gemm();
     test_pair_from_several_threads();
+    test_pair_fork_while_helper_computes();
     test_pair_gemm_same_bits();
     test_threads_identical();
     test_dense_epilogue();
