@@ -145,4 +145,3 @@ def test_one_image_predictions_from_several_threads_get_the_one_thread_bits():
         for probs in runs:
             for i, p in enumerate(probs):
                 np.testing.assert_array_equal(p, want[i], err_msg=f"thread {t}, image {i}")
-
