@@ -63,8 +63,11 @@ enum { NOT_STARTED = 0, STARTING, RUNNING, FAILED };
 /* The helper spins this long after its last half before it sleeps: calls one
  * after another (a loop over images) find it awake. */
 #define SN_HELPER_SPIN_SECONDS 200e-6
-/* Spinning, the helper gives its core away every this many turns. */
+/* Spinning, the helper gives its core away every this many turns; a
+ * caller waiting for its half, every this many (about 100 us: a half takes
+ * a few, and a system call each time would cost a good part of one). */
 #define SN_HELPER_YIELD_EVERY 64
+#define SN_HELPER_WAIT_YIELD_EVERY 4096
 /* A wait longer than this for a begun half means the helper was descheduled. */
 #define SN_HELPER_LATE_SECONDS 100e-6
 /* halves taken back in a row that mean the helper has no core of its own */
@@ -278,7 +281,7 @@ int sn_run_pair(sn_unit_fn fn, const void *ctx)
     } else {
         const double t0 = seconds_now();
         for (unsigned turn = 1; sn_atomic_load_acquire(&g.state) != (offered & ~3); ++turn)
-            if (turn % SN_HELPER_YIELD_EVERY == 0)
+            if (turn % SN_HELPER_WAIT_YIELD_EVERY == 0)
                 sched_yield(); /* the helper may be waiting for this core */
             else
                 spin_pause();

@@ -1091,7 +1091,7 @@ static void test_pair_from_several_threads(void)
         total += sn_atomic_load(&c.by_other);
         if (!sn_atomic_load(&c.by_other)) sched_yield();
     }
-    check(total > 0, "pair: the helper thread runs halves");
+    if (!RUNNING_ON_VALGRIND) check(total > 0, "pair: the helper thread runs halves");
 }
 
 /* fork() from inside the first half while the helper is computing the
@@ -1196,8 +1196,11 @@ static void test_pair_gemm_same_bits(void)
     }
     sn_set_num_threads(sn_max_threads());
     check(ok, "one-image GEMMs in two halves (helper thread): the bits of one thread");
-    /* without OpenMP there are no two threads to ask for: one computes all */
-    if (sn_max_threads() > 1) check(helped, "one-image GEMMs: the helper computed halves");
+    /* without OpenMP there are no two threads to ask for: one computes all;
+     * valgrind runs one thread at a time, so the helper seldom begins a half
+     * before its caller has taken it back */
+    if (sn_max_threads() > 1 && !RUNNING_ON_VALGRIND)
+        check(helped, "one-image GEMMs: the helper computed halves");
 }
 
 /* ---- whole-network inference (sn_net.c) ---- */
