@@ -187,6 +187,23 @@ def test_time_to_result_runs_the_readme_one_liner_cold_and_warm(tmp_path):
     assert lines[6].startswith("load average after: ")
 
 
+def test_one_image_alternates_thread_counts_and_reports_their_ratio(tmp_path):
+    """bench_one_image.py with 2 rounds of 50 calls: the CPU line, each thread
+    count's median call and the ratio, in that form (no timing is asserted)."""
+    lines = run_script(tmp_path, "bench_one_image.py", "--rounds", "2", "--calls", "50")
+    assert lines[0].startswith(f"CPU: {cpu_name()} ")
+    medians = {}
+    for line, threads in zip(lines[1:3], ("1 thread", "2 threads")):
+        found = re.fullmatch(rf"{threads}: median ([\d.]+) us per call", line)
+        assert found, line
+        medians[threads] = float(found[1])
+        assert medians[threads] > 0
+    ratio = re.fullmatch(r"1 thread / 2 threads, median of 2 rounds: ([\d.]+)", lines[3])
+    assert ratio, lines[3]
+    assert float(ratio[1]) > 0
+    assert all(line.startswith("other processes used ") for line in lines[4:]), lines
+
+
 # ---------------------------------------------------------------- bench_contention.py
 
 
