@@ -94,7 +94,9 @@
  * accumulators on the stack and moved registers about inside the loop. On
  * an AMD EPYC Zen 3 core (12 independent FMA chains: 94-98 GFLOPS), kc 256
  * in L1, alternating builds: packed 82-86 GFLOPS with GCC 12's code, 91-96
- * with this; A in place (lda 392) 69-78 and 88-99. An FMA is rounded once,
+ * with this; A in place (lda 392) 69-78 and 88-99; the whole GEMM
+ * 392 x 512 x 128 with A transposed in place (a dense layer's dW) 66-67 and
+ * 78-83 once the strided loop too was written so. An FMA is rounded once,
  * so a_i * b + c here gives the bits of _mm256_fmadd_ps(a_i, b, c). MSVC
  * has no inline assembly: it compiles the intrinsics. */
 #if (defined(__GNUC__) || defined(__clang__)) && !defined(SN_GEMM_NO_ASM)
@@ -126,9 +128,10 @@
 #define SN_ASM_CLOBBERS "ymm12", "ymm13", "ymm14", "ymm15", "cc", "memory"
 #endif
 
-/* Both operands packed (strides MR and NR, known here): four k steps per
- * trip with every offset an immediate, which keeps the FMA pipes fed. The
- * sums are the same, in the same order. */
+/* A step k of A at a + k a_ks (mr values side by side: a packed panel, or
+ * a transposed A read in place), of B at b + k b_ks: four steps per trip
+ * (the assembly, or the intrinsics with every offset from one pointer).
+ * The sums are the same, in the same order. */
 SN_TARGET_AVX2
 static void ukernel_avx2(int64_t kc, const float *a, int64_t a_ks, const float *b,
                          int64_t b_ks, float *c, int64_t ldc, float alpha, float beta)
@@ -136,36 +139,39 @@ static void ukernel_avx2(int64_t kc, const float *a, int64_t a_ks, const float *
     SN_PREFETCH_C;
     SN_DECLARE_ACC;
     int64_t k = 0;
-    if (a_ks == MR && b_ks == NR && kc >= 4) {
+    if (kc >= 4) {
 #ifdef SN_AVX2_ASM
-        int64_t trips = kc / 4; /* offsets in bytes: a step is 24 of A, 64 of B */
+        int64_t trips = kc / 4;
+        const int64_t as = a_ks * (int64_t)sizeof(float), bs = b_ks * (int64_t)sizeof(float);
+        const int64_t as3 = 3 * as, bs3 = 3 * bs;
+/* step k at a + ai, b + bi: ai, bi one of "", ",%[as]", ",%[as],2", ",%[as3]" */
+#define SN_ASM_K_STEP_AT(ai, bi)                                                            \
+    SN_ASM_K_STEP("(%[b]" bi ")", "32(%[b]" bi ")", "(%[a]" ai ")", "4(%[a]" ai ")",        \
+                  "8(%[a]" ai ")", "12(%[a]" ai ")", "16(%[a]" ai ")", "20(%[a]" ai ")")
         __asm__ volatile(
             SN_ASM_ZERO_ACC
             "1:\n\t"
-            SN_ASM_K_STEP("(%[b])", "32(%[b])", "(%[a])", "4(%[a])", "8(%[a])", "12(%[a])",
-                          "16(%[a])", "20(%[a])")
-            SN_ASM_K_STEP("64(%[b])", "96(%[b])", "24(%[a])", "28(%[a])", "32(%[a])",
-                          "36(%[a])", "40(%[a])", "44(%[a])")
-            SN_ASM_K_STEP("128(%[b])", "160(%[b])", "48(%[a])", "52(%[a])", "56(%[a])",
-                          "60(%[a])", "64(%[a])", "68(%[a])")
-            SN_ASM_K_STEP("192(%[b])", "224(%[b])", "72(%[a])", "76(%[a])", "80(%[a])",
-                          "84(%[a])", "88(%[a])", "92(%[a])")
-            "addq $96, %[a]\n\t"
-            "addq $256, %[b]\n\t"
+            SN_ASM_K_STEP_AT("", "")
+            SN_ASM_K_STEP_AT(",%[as]", ",%[bs]")
+            SN_ASM_K_STEP_AT(",%[as],2", ",%[bs],2")
+            SN_ASM_K_STEP_AT(",%[as3]", ",%[bs3]")
+            "leaq (%[a],%[as],4), %[a]\n\t"
+            "leaq (%[b],%[bs],4), %[b]\n\t"
             "decq %[trips]\n\t"
             "jnz 1b\n\t"
             : SN_ASM_ACC_OPERANDS, [a] "+r"(a), [b] "+r"(b), [trips] "+r"(trips)
-            :
+            : [as] "r"(as), [bs] "r"(bs), [as3] "r"(as3), [bs3] "r"(bs3)
             : SN_ASM_CLOBBERS);
+#undef SN_ASM_K_STEP_AT
         k = kc / 4 * 4;
 #else
         for (; k + 4 <= kc; k += 4) {
             SN_K_STEP_AT(a, b);
-            SN_K_STEP_AT(a + MR, b + NR);
-            SN_K_STEP_AT(a + 2 * MR, b + 2 * NR);
-            SN_K_STEP_AT(a + 3 * MR, b + 3 * NR);
-            a += 4 * MR;
-            b += 4 * NR;
+            SN_K_STEP_AT(a + a_ks, b + b_ks);
+            SN_K_STEP_AT(a + 2 * a_ks, b + 2 * b_ks);
+            SN_K_STEP_AT(a + 3 * a_ks, b + 3 * b_ks);
+            a += 4 * a_ks;
+            b += 4 * b_ks;
         }
 #endif
     }
@@ -187,41 +193,43 @@ static void ukernel_rows_avx2(int64_t kc, const float *a, int64_t lda, const flo
     const float *a0 = a, *a3 = a + 3 * lda;
     const int64_t l1 = lda, l2 = 2 * lda;
     int64_t k = 0;
-    if (b_ks == NR && kc >= 4) { /* B packed: four steps per trip, as above */
+    if (kc >= 4) { /* four steps per trip, as above */
 #ifdef SN_AVX2_ASM
         int64_t trips = kc / 4;
-        const int64_t bytes1 = l1 * (int64_t)sizeof(float);
-/* rows 0-2 at a0, a0 + l1, a0 + 2 l1 and 3-5 likewise at a3, o bytes on */
-#define SN_ASM_K_STEP_ROWS(b_at0, b_at1, o)                                                 \
-    SN_ASM_K_STEP(b_at0, b_at1, o "(%[a0])", o "(%[a0],%[l1])", o "(%[a0],%[l1],2)",          \
-                  o "(%[a3])", o "(%[a3],%[l1])", o "(%[a3],%[l1],2)")
+        const int64_t l1_bytes = l1 * (int64_t)sizeof(float);
+        const int64_t bs = b_ks * (int64_t)sizeof(float), bs3 = 3 * bs;
+/* step k: rows 0-2 at a0, a0 + l1, a0 + 2 l1 and 3-5 likewise at a3, o bytes
+ * on; B at b + bi (bi as in ukernel_avx2) */
+#define SN_ASM_K_STEP_ROWS(o, bi)                                                           \
+    SN_ASM_K_STEP("(%[b]" bi ")", "32(%[b]" bi ")", o "(%[a0])", o "(%[a0],%[l1])",         \
+                  o "(%[a0],%[l1],2)", o "(%[a3])", o "(%[a3],%[l1])", o "(%[a3],%[l1],2)")
         __asm__ volatile(
             SN_ASM_ZERO_ACC
             "1:\n\t"
-            SN_ASM_K_STEP_ROWS("(%[b])", "32(%[b])", "")
-            SN_ASM_K_STEP_ROWS("64(%[b])", "96(%[b])", "4")
-            SN_ASM_K_STEP_ROWS("128(%[b])", "160(%[b])", "8")
-            SN_ASM_K_STEP_ROWS("192(%[b])", "224(%[b])", "12")
+            SN_ASM_K_STEP_ROWS("", "")
+            SN_ASM_K_STEP_ROWS("4", ",%[bs]")
+            SN_ASM_K_STEP_ROWS("8", ",%[bs],2")
+            SN_ASM_K_STEP_ROWS("12", ",%[bs3]")
             "addq $16, %[a0]\n\t"
             "addq $16, %[a3]\n\t"
-            "addq $256, %[b]\n\t"
+            "leaq (%[b],%[bs],4), %[b]\n\t"
             "decq %[trips]\n\t"
             "jnz 1b\n\t"
             : SN_ASM_ACC_OPERANDS, [a0] "+r"(a0), [a3] "+r"(a3), [b] "+r"(b),
               [trips] "+r"(trips)
-            : [l1] "r"(bytes1)
+            : [l1] "r"(l1_bytes), [bs] "r"(bs), [bs3] "r"(bs3)
             : SN_ASM_CLOBBERS);
 #undef SN_ASM_K_STEP_ROWS
         k = kc / 4 * 4;
 #else
         for (; k + 4 <= kc; k += 4) {
             SN_K_STEP_ROWS(a0, a3, b);
-            SN_K_STEP_ROWS(a0 + 1, a3 + 1, b + NR);
-            SN_K_STEP_ROWS(a0 + 2, a3 + 2, b + 2 * NR);
-            SN_K_STEP_ROWS(a0 + 3, a3 + 3, b + 3 * NR);
+            SN_K_STEP_ROWS(a0 + 1, a3 + 1, b + b_ks);
+            SN_K_STEP_ROWS(a0 + 2, a3 + 2, b + 2 * b_ks);
+            SN_K_STEP_ROWS(a0 + 3, a3 + 3, b + 3 * b_ks);
             a0 += 4;
             a3 += 4;
-            b += 4 * NR;
+            b += 4 * b_ks;
         }
 #endif
     }
