@@ -168,13 +168,14 @@ static void pack_a_panel(float *dst, const float *A, int64_t lda, int trans_a, i
     }
 }
 
-/* Panel p of op(B)[k0 : k0+kc, j0 : j0+nc] at dst: columns p*nr ...,
- * stored k-major, nr values per k, columns past nc zero-filled. */
+/* Panel p of op(B)[k0 : k0+kc, j0 : j0+nc]: columns p*nr ..., stored k-major,
+ * nr values per k, columns past nc zero-filled. */
 static void pack_b_panel(float *dst, const float *B, int64_t ldb, int trans_b, int64_t k0,
                          int64_t j0, int64_t kc, int64_t nc, int nr, int64_t p)
 {
     const int64_t col0 = p * nr;
     const int64_t cols = nc - col0 < nr ? nc - col0 : nr;
+    dst += p * kc * nr;
     if (trans_b) {
         /* op(B)(k, j) = B[j, k]: a transpose, by 4 x 4 blocks in registers
          * where SSE is there (every x86-64), the rest one value at a time */
@@ -352,12 +353,6 @@ static void gemm_loops(const sn_gemm_plan *plan, int trans_a, int trans_b, int64
      * one mc block (small problems, where the copy is a large share). */
     const in_place_panels in_place = panels_in_place(plan, trans_a, trans_b, lda, ldb, M, K);
     const int direct_b = in_place.b, direct_a = in_place.a_transposed, rows_a = in_place.a_rows;
-    /* With one mc block each packed panel of B is read by one pass of the
-     * ir loop only: packed just before it, into the buffer's first panel, it
-     * is read from L1, instead of all of them first being written out
-     * through L2 (128 x 512 x 392: 512 KiB of panels, an AMD EPYC Zen 3
-     * core's whole L2). */
-    const int late_b = M <= MC;
 
     for (int64_t jc = 0; jc < N; jc += NC) {
         const int64_t nc = N - jc < NC ? N - jc : NC;
@@ -369,9 +364,9 @@ static void gemm_loops(const sn_gemm_plan *plan, int trans_a, int trans_b, int64
             const int last_k = pc + kc == K && ep != NULL;
             /* B not transposed already has the panel layout, rows ldb apart:
              * read it in place, packing only a ragged last panel */
-            for (int64_t p = direct_b ? n_jr - 1 : 0; p < n_jr && !late_b; ++p)
+            for (int64_t p = direct_b ? n_jr - 1 : 0; p < n_jr; ++p)
                 if (!direct_b || nc - p * nr < nr)
-                    pack_b_panel(pb + p * kc * nr, B, ldb, trans_b, pc, jc, kc, nc, nr, p);
+                    pack_b_panel(pb, B, ldb, trans_b, pc, jc, kc, nc, nr, p);
             for (int64_t ic = 0; ic < M; ic += MC) {
                 const int64_t mc = M - ic < MC ? M - ic : MC;
                 const int64_t n_ir = (mc + mr - 1) / mr;
@@ -383,11 +378,7 @@ static void gemm_loops(const sn_gemm_plan *plan, int trans_a, int trans_b, int64
                 for (int64_t jr = 0; jr < n_jr; ++jr) {
                     const int64_t cols = nc - jr * nr < nr ? nc - jr * nr : nr;
                     const int b_in_place = direct_b && cols == nr;
-                    if (late_b && !b_in_place)
-                        pack_b_panel(pb, B, ldb, trans_b, pc, jc, kc, nc, nr, jr);
-                    const float *bp = b_in_place ? B + pc * ldb + jc + jr * nr
-                                      : late_b   ? pb
-                                                 : pb + jr * kc * nr;
+                    const float *bp = b_in_place ? B + pc * ldb + jc + jr * nr : pb + jr * kc * nr;
                     const int64_t b_ks = b_in_place ? ldb : nr;
                     for (int64_t ir = 0; ir < n_ir; ++ir) {
                         const int full = mc - ir * mr >= mr;
