@@ -107,32 +107,34 @@ void sn_scale_f32(float *x, int64_t n, float alpha)
     for (int64_t i = 0; i < n; ++i) x[i] *= alpha;
 }
 
-/* ---- fused forms, used by the GEMM epilogue and the dense layer ---- */
+/* ---- fused forms, used by the GEMM epilogue and the dense layer ----
+ * Called on each finished tile of C (6 x 16 with AVX2), so their loops are
+ * short: compiled for the baseline instruction set and, on x86-64 with GCC
+ * or clang, again for AVX2 (sn_act_rows.h), where 8 floats are one vector
+ * and restrict pointers spare the overlap checks before each loop (c is
+ * never y, mask or bias). */
+#define SN_ROWS(name) name##_baseline
+#define SN_ROWS_TARGET
+#include "sn_act_rows.h"
+#if defined(SN_X86_64) && (defined(__GNUC__) || defined(__clang__))
+#define SN_HAVE_AVX2_ROWS 1
+#define SN_ROWS(name) name##_avx2
+#define SN_ROWS_TARGET __attribute__((target("avx2")))
+#include "sn_act_rows.h"
+#else
+#define SN_HAVE_AVX2_ROWS 0
+#endif
 
 void sn_act_rows_f32(float *c, int64_t ldc, int64_t rows, int64_t cols, const float *bias,
                      int act, float act_param)
 {
-    for (int64_t i = 0; i < rows; ++i) {
-        float *ci = c + i * ldc;
-        if (bias)
-            for (int64_t j = 0; j < cols; ++j) ci[j] += bias[j];
-        switch (act) {
-        case SN_ACT_RELU:
-            for (int64_t j = 0; j < cols; ++j) ci[j] = sn_relu(ci[j]);
-            break;
-        case SN_ACT_LEAKY_RELU:
-            for (int64_t j = 0; j < cols; ++j) ci[j] = sn_leaky_relu(ci[j], act_param);
-            break;
-        case SN_ACT_SIGMOID:
-            for (int64_t j = 0; j < cols; ++j) ci[j] = sn_sigmoid(ci[j]);
-            break;
-        case SN_ACT_TANH:
-            for (int64_t j = 0; j < cols; ++j) ci[j] = tanhf(ci[j]);
-            break;
-        default:
-            break;
-        }
+#if SN_HAVE_AVX2_ROWS
+    if (sn_get_isa() >= SN_ISA_AVX2) {
+        act_rows_avx2(c, ldc, rows, cols, bias, act, act_param);
+        return;
     }
+#endif
+    act_rows_baseline(c, ldc, rows, cols, bias, act, act_param);
 }
 
 /* c = c * act'(x), with act' written with the output y = act(x) (see
@@ -140,29 +142,11 @@ void sn_act_rows_f32(float *c, int64_t ldc, int64_t rows, int64_t cols, const fl
 void sn_dact_rows_f32(float *c, int64_t ldc, int64_t rows, int64_t cols, const float *y,
                       const float *mask, int64_t ldy, int act, float act_param)
 {
-    for (int64_t i = 0; i < rows; ++i) {
-        float *ci = c + i * ldc;
-        const float *yi = y + i * ldy;
-        if (mask) {
-            const float *mi = mask + i * ldy;
-            for (int64_t j = 0; j < cols; ++j) ci[j] *= mi[j];
-        }
-        switch (act) {
-        case SN_ACT_RELU:
-            for (int64_t j = 0; j < cols; ++j) ci[j] = sn_relu_grad(ci[j], yi[j]);
-            break;
-        case SN_ACT_LEAKY_RELU:
-            for (int64_t j = 0; j < cols; ++j)
-                ci[j] = sn_leaky_relu_grad(ci[j], yi[j], act_param);
-            break;
-        case SN_ACT_SIGMOID:
-            for (int64_t j = 0; j < cols; ++j) ci[j] = sn_sigmoid_grad(ci[j], yi[j]);
-            break;
-        case SN_ACT_TANH:
-            for (int64_t j = 0; j < cols; ++j) ci[j] = sn_tanh_grad(ci[j], yi[j]);
-            break;
-        default:
-            break;
-        }
+#if SN_HAVE_AVX2_ROWS
+    if (sn_get_isa() >= SN_ISA_AVX2) {
+        dact_rows_avx2(c, ldc, rows, cols, y, mask, ldy, act, act_param);
+        return;
     }
+#endif
+    dact_rows_baseline(c, ldc, rows, cols, y, mask, ldy, act, act_param);
 }

@@ -31,6 +31,9 @@ typedef void (*sn_ukernel_fn)(int64_t kc, const float *a, int64_t a_ks, const fl
 #define SN_THREAD_LOCAL _Thread_local
 #endif
 
+/* restrict (C99), as MSVC spells it too */
+#define SN_RESTRICT __restrict
+
 /* a hint to bring the line holding p into the caches; never changes a result */
 #if defined(__GNUC__) || defined(__clang__)
 #define SN_PREFETCH(p) __builtin_prefetch((p), 0, 3)

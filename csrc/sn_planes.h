@@ -10,9 +10,6 @@
 
 #include "sn_internal.h"
 
-/* restrict (C99), as MSVC spells it too */
-#define SN_RESTRICT __restrict
-
 /* Below this many elements touched a second thread costs more than it saves. */
 #define SN_PLANES_PARALLEL_MIN ((int64_t)1 << 15)
 
