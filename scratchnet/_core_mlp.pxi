@@ -48,7 +48,8 @@ cdef class MLP:
     cdef sn_mlp net
     cdef sn_team_choice team  # training on the threads or alone (sn_mlp.c)
     cdef sn_optim_cfg opt
-    cdef list keep          # every array the C struct points into
+    cdef list keep          # every array the C struct points into (but the optimizer's)
+    cdef list state_keep    # the optimizer state arrays it points into, of the last set_optimizer
     cdef readonly int64_t max_batch
     cdef readonly tuple sizes
     cdef readonly bint trainable
@@ -227,8 +228,8 @@ cdef class MLP:
             for j in range(3):
                 self.net.params[k].state[j] = _fptr(row[j], "optimizer state",
                                                     self.net.params[k].n)
-                if row[j] is not None:
-                    self.keep.append(row[j])
+        # replaced, not added to: fit calls this before every run of batches
+        self.state_keep = [a for row in rows for a in row if a is not None]
         self.opt.kind = code
 
     @property

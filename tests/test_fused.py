@@ -1,5 +1,7 @@
 """The fast path (scratchnet._fused, _core.MLP and the fused dense kernels)
 against the layer-by-layer path and float64 references."""
+import sys
+
 import numpy as np
 import pytest
 
@@ -461,3 +463,29 @@ def test_the_training_step_s_buffers_are_the_aligned_ones(dropout):
         assert set(mlp.step_buffers) == names
         for name, a in mlp.step_buffers.items():
             assert a.ctypes.data % 64 == 0, (sizes, batch, name)
+
+
+def test_set_optimizer_keeps_the_state_arrays_of_the_last_call_only():
+    """fit sets the optimizer before every run of batches (about 20 an
+    epoch): the state arrays the C step points into are kept alive once,
+    and released when another call points elsewhere (each call used to add
+    another reference, for as long as the network lived)."""
+    W1, b1 = np.ones((6, 4), np.float32), np.zeros(4, np.float32)
+    W2, b2 = np.ones((4, 3), np.float32), np.zeros(3, np.float32)
+    mlp = _core.MLP([(W1, b1, np.zeros_like(W1), np.zeros_like(b1), "relu", 0.0, 0.0),
+                     (W2, b2, np.zeros_like(W2), np.zeros_like(b2), "none", 0.0, 0.0)], 8)
+    states = [[np.zeros_like(a)] for a in (W1, b1, W2, b2)]
+    momentum = states[0][0]
+    alone = sys.getrefcount(momentum)
+    for _ in range(50):
+        mlp.set_optimizer("sgd", {"lr": 0.1, "momentum": 0.9}, states, 0, 0)
+    kept = sys.getrefcount(momentum)
+    assert kept == alone + 1
+    others = [[np.zeros_like(row[0])] for row in states]
+    mlp.set_optimizer("sgd", {"lr": 0.1, "momentum": 0.9}, others, 0, 0)
+    released = sys.getrefcount(momentum)
+    assert released == alone
+    # the arrays pointed into now are alive and trained into
+    X = np.ones((8, 6), np.float32)
+    mlp.train(X, np.arange(8) % 3, np.arange(8), 8)
+    assert all(np.any(row[0] != 0) for row in others[::2])
