@@ -194,6 +194,13 @@ int sn_mlp_step_forward(sn_mlp_step *st, const sn_mlp *net, const float *X,
                         uint64_t first_row, float scale);
 int sn_mlp_step_backward(const sn_mlp_step *st, const sn_mlp *net, int64_t M, int check);
 int sn_mlp_step_optimize(const sn_mlp_step *st, const sn_mlp *net, sn_optim_cfg *opt);
+#ifdef SN_STEP_PROFILE
+#include <stdio.h>
+/* Built with -DSN_STEP_PROFILE only: prints to out (if not NULL) each
+ * phase's region wall time and its units' busy times, per step, since the
+ * last call, and starts over; returns the steps counted. */
+int64_t sn_step_profile_report(FILE *out);
+#endif
 
 /* The trainer's choice of threads (sn_mlp.c): before a full step, caps the
  * calling thread's threads for it; after, records how long it took. */

@@ -253,7 +253,54 @@ typedef struct {
     int phase;
 } phase_job;
 
-static int phase_unit(const void *ctx, int64_t u)
+/* ---- per-phase timing, compiled in only with -DSN_STEP_PROFILE ----
+ * For benchmarks/c/ab_mlp_trainer.c (PHASES=1): each region's wall time and
+ * each unit's busy time, summed per slot (one phase of one layer) until
+ * sn_step_profile_report prints them per step and starts over. For one
+ * trainer at a time: a unit adds only to its own cells, the thread that
+ * starts the regions to the wall times. */
+#ifdef SN_STEP_PROFILE
+enum { PROFILE_LAYERS = 8, PROFILE_UNITS = 4, PROFILE_SLOTS = 2 + 3 * PROFILE_LAYERS };
+static double g_profile_wall[PROFILE_SLOTS], g_profile_busy[PROFILE_SLOTS][PROFILE_UNITS];
+static int64_t g_profile_steps;
+
+/* the gather 0, the optimizer 1, then each layer's forward, finish and
+ * backward; -1: not recorded */
+static int profile_slot(int phase, int layer)
+{
+    if (phase == PH_GATHER) return 0;
+    if (phase == PH_OPTIMIZE) return 1;
+    if (layer >= PROFILE_LAYERS) return -1;
+    const int kind = phase == PH_FORWARD ? 0 : phase == PH_FINISH ? 1 : 2;
+    return 2 + kind * PROFILE_LAYERS + layer;
+}
+
+int64_t sn_step_profile_report(FILE *out)
+{
+    const int64_t steps = g_profile_steps;
+    static const char *const kinds[] = {"forward", "finish (+ next forward)", "backward"};
+    for (int slot = 0; out && steps > 0 && slot < PROFILE_SLOTS; ++slot) {
+        if (g_profile_wall[slot] == 0.0) continue;
+        char name[64];
+        if (slot < 2)
+            snprintf(name, sizeof name, "%s", slot == 0 ? "gather (+ forward 0)" : "optimize");
+        else
+            snprintf(name, sizeof name, "%s %d", kinds[(slot - 2) / PROFILE_LAYERS],
+                     (slot - 2) % PROFILE_LAYERS);
+        fprintf(out, "  %-26s region %8.1f us, units", name, g_profile_wall[slot] / steps * 1e6);
+        for (int u = 0; u < PROFILE_UNITS; ++u)
+            if (g_profile_busy[slot][u] > 0.0)
+                fprintf(out, " %8.1f", g_profile_busy[slot][u] / steps * 1e6);
+        fprintf(out, "\n");
+    }
+    memset(g_profile_wall, 0, sizeof g_profile_wall);
+    memset(g_profile_busy, 0, sizeof g_profile_busy);
+    g_profile_steps = 0;
+    return steps;
+}
+#endif
+
+static int phase_work(const void *ctx, int64_t u)
 {
     const phase_job *job = ctx;
     const step_ctx *c = job->c;
@@ -279,6 +326,20 @@ static int phase_unit(const void *ctx, int64_t u)
     }
 }
 
+static int phase_unit(const void *ctx, int64_t u)
+{
+#ifdef SN_STEP_PROFILE
+    const phase_job *job = ctx;
+    const double t0 = SN_NOW();
+    const int status = phase_work(ctx, u);
+    const int slot = profile_slot(job->phase, job->c->layer);
+    if (slot >= 0 && u < PROFILE_UNITS) g_profile_busy[slot][u] += SN_NOW() - t0;
+    return status;
+#else
+    return phase_work(ctx, u);
+#endif
+}
+
 /* Each region asks for its threads (sn_parallel_threads): a back-off under
  * contention counts regions, as for the GEMMs. Asked once a step, a back-off
  * lasted six or more times as long, and 784-512-256-10 ran most of its steps
@@ -290,8 +351,18 @@ static int run_phase(step_ctx *c, int phase, int layer, int parallel)
     const phase_job job = {c, phase};
     /* static: unit u runs on the same thread every phase and every step, so
      * each part's data stays in one core's cache */
+#ifdef SN_STEP_PROFILE
+    const double t0 = SN_NOW();
+    const int status = sn_run_units(phase_unit, &job, (int64_t)SN_STEP_PARTS * c->strips,
+                                    nthreads, SN_UNITS_STATIC);
+    const int slot = profile_slot(phase, layer);
+    if (slot >= 0) g_profile_wall[slot] += SN_NOW() - t0;
+    g_profile_steps += phase == PH_GATHER;
+    return status;
+#else
     return sn_run_units(phase_unit, &job, (int64_t)SN_STEP_PARTS * c->strips, nthreads,
                         SN_UNITS_STATIC);
+#endif
 }
 
 /* the multiply-adds of one forward pass over M rows */

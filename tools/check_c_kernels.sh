@@ -59,3 +59,19 @@ if command -v valgrind >/dev/null; then
 else
   echo "== valgrind: SKIPPED (not installed; run with --install)"
 fi
+
+echo "== the trainer A/B harness (benchmarks/c/ab_mlp_trainer.c) with the per-phase timers"
+# two copies of one build with -DSN_STEP_PROFILE: the same steps to the bit,
+# and PHASES=1 prints each phase of each copy's steps
+gcc -O2 -std=c11 -ffp-contract=off -fno-math-errno -fopenmp -Wall -fPIC -shared -DSN_STEP_PROFILE \
+  -Icsrc csrc/sn_*.c -lm -o "$out/libsn_profile_a.so"
+cp "$out/libsn_profile_a.so" "$out/libsn_profile_b.so"
+gcc -O2 -std=gnu11 -Wall -Icsrc benchmarks/c/ab_mlp_trainer.c -ldl -lm -o "$out/ab_mlp_trainer"
+ab() { LIBA="$out/libsn_profile_a.so" LIBB="$out/libsn_profile_b.so" "$out/ab_mlp_trainer"; }
+CHECK=3 ab | tee "$out/ab_check.txt"
+grep -q "status 0 / 0, .*differ by at most 0 " "$out/ab_check.txt"
+DEEP=1 SGD=1 ROUNDS=1 PHASES=1 ab | tee "$out/ab_phases.txt"
+# each copy: the gather, three finishes, three backwards and the optimizer, with times
+test "$(grep -cE '^  (gather|finish|backward|optimize).* region +[0-9.]+ us, units +[0-9.]+' "$out/ab_phases.txt")" -eq 16
+echo "ab_mlp_trainer: same steps, per-phase report: ok"
+

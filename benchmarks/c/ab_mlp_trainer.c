@@ -14,8 +14,11 @@
  * momentum 0.9, else Adam), B, DROP (dropout p after hidden layers),
  * THREADS (2), TEAM=1 (the trainer's thread probe on), ROUNDS (21),
  * CHECK=n (n steps of each from the same weights: the largest weight
- * difference, instead of timing). Results: README, "Where the two-thread
- * step's time goes". */
+ * difference, instead of timing), PHASES=1 (then where each build's steps
+ * went, phase by phase: each parallel region's wall time and each unit's
+ * busy time, means per step over the timed rounds; build both libraries
+ * with -DSN_STEP_PROFILE added, which compiles those timers in). Results:
+ * README, "Where the two-thread step's time goes". */
 #include <dlfcn.h>
 #include <math.h>
 #include <stdio.h>
@@ -30,8 +33,10 @@ enum { MAX_LAYERS = 3, ROWS = 60000, FEATURES = 784, CLASSES = 10, MAX_ROUNDS = 
 
 typedef int (*train_fn)(const sn_mlp *, sn_optim_cfg *, const float *, const int64_t *,
                         int64_t, const int64_t *, int64_t, int64_t, double *, int64_t *);
+typedef int64_t (*profile_fn)(FILE *);
 typedef struct {
     train_fn train;
+    profile_fn profile; /* sn_step_profile_report, in a build with -DSN_STEP_PROFILE */
     sn_mlp net;
     sn_optim_cfg opt;
     sn_team_choice team;
@@ -82,6 +87,7 @@ static void make_side(side *S, const char *path, int n_layers, const int64_t *si
     ((void (*)(int))symbol(lib, "sn_set_num_threads"))(
         getenv("THREADS") ? atoi(getenv("THREADS")) : 2);
     S->train = (train_fn)symbol(lib, "sn_mlp_train_f32");
+    S->profile = (profile_fn)dlsym(lib, "sn_step_profile_report");
     sn_mlp_layer *layers = calloc(MAX_LAYERS, sizeof *layers);
     sn_param *params = calloc(2 * MAX_LAYERS, sizeof *params);
     memset(&S->team, 0, sizeof S->team);
@@ -194,6 +200,10 @@ int main(void)
         const double t1 = now();
         N.train(&N.net, &N.opt, X, y, CLASSES, o, n, B, &loss, &right);
         const double t2 = now();
+        if (q < 0 && A.profile && N.profile) { /* the warm-up's steps not counted */
+            A.profile(NULL);
+            N.profile(NULL);
+        }
         if (q >= 0) {
             t[0][q] = t1 - t0;
             t[1][q] = t2 - t1;
@@ -206,5 +216,21 @@ int main(void)
            "(quartiles %.3f-%.3f)\n", name, adam ? "Adam" : "SGD momentum", (long long)B,
            dropout, t[0][rounds / 2] / (n / B) * 1e6, t[1][rounds / 2] / (n / B) * 1e6,
            ratio[rounds / 2], ratio[rounds / 4], ratio[3 * rounds / 4]);
+    if (getenv("PHASES")) {
+        if (!A.profile || !N.profile) {
+            fprintf(stderr, "PHASES: build both libraries with -DSN_STEP_PROFILE\n");
+            return 2;
+        }
+        if (A.profile == N.profile) { /* one library loaded once: one set of timers */
+            printf("A and B (one library, the steps of both), per step over the timed rounds:\n");
+            A.profile(stdout);
+        } else {
+            const side *sides[2] = {&A, &N};
+            for (int v = 0; v < 2; v++) {
+                printf("%s, per step (means over the timed rounds):\n", v ? "B" : "A");
+                sides[v]->profile(stdout);
+            }
+        }
+    }
     return 0;
 }
