@@ -25,7 +25,6 @@ tools/check_sanitizers.sh does that and runs the tests with it.
 """
 import os
 import sys
-import sysconfig
 import tempfile
 from glob import glob
 
@@ -125,12 +124,14 @@ def sanitizer_flags(ctype):
     return [flag, "-fno-omit-frame-pointer", "-g", "-O1"], [flag]
 
 
-def assembly_flags(ctype):
+def assembly_flags(compiler):
     """The AVX2 micro-kernel's inline assembly is in AT&T syntax (GCC's and
-    Clang's default): a build whose CFLAGS ask for Intel syntax compiles its
-    intrinsics instead (same sums, a little slower) rather than failing."""
-    cflags = " ".join([sysconfig.get_config_var("CFLAGS") or "", os.environ.get("CFLAGS", "")])
-    return ["-DSN_GEMM_NO_ASM"] if ctype != "msvc" and "-masm=intel" in cflags.split() else []
+    Clang's default): a build whose compiler command asks for Intel syntax
+    (from CC, CFLAGS or CPPFLAGS, which setuptools puts in compiler_so)
+    compiles its intrinsics instead (same sums, a little slower) rather than
+    failing in the assembler."""
+    command = getattr(compiler, "compiler_so", None) or []
+    return ["-DSN_GEMM_NO_ASM"] if "-masm=intel" in command else []
 
 
 class BuildExt(build_ext):
@@ -138,7 +139,7 @@ class BuildExt(build_ext):
         ctype = self.compiler.compiler_type
         san_compile, san_link = sanitizer_flags(ctype)
         compile_flags = (list(MSVC_FLAGS if ctype == "msvc" else UNIX_FLAGS) + san_compile
-                         + assembly_flags(ctype))
+                         + assembly_flags(self.compiler))
         omp = None
         if os.environ.get("SCRATCHNET_OPENMP", "1") != "0":
             omp = next((c for c in openmp_candidates(ctype)

@@ -1,6 +1,7 @@
 /* AVX2 + FMA micro-kernel: a 6 x 16 tile held in 12 ymm accumulators
- * (6 rows x 2 vectors of 8), plus 2 registers for the B row and 1 for the
- * broadcast A value: 15 of the 16 ymm registers.
+ * (6 rows x 2 vectors of 8), plus 2 registers for the B row and 1 or 2 for
+ * the broadcast A values (the assembly takes turns between two): all 16
+ * ymm registers.
  * Compiled for AVX2 through a function attribute, never with -mavx2 for the
  * whole file, so the rest of the library runs on any x86-64. */
 #include "sn_internal.h"
@@ -99,7 +100,9 @@
  * 78-83 once the strided loop too was written so. An FMA is rounded once,
  * so a_i * b + c here gives the bits of _mm256_fmadd_ps(a_i, b, c). MSVC
  * has no inline assembly: it compiles the intrinsics. */
-#if (defined(__GNUC__) || defined(__clang__)) && !defined(SN_GEMM_NO_ASM)
+/* Not for x32 (__ILP32__): its 32-bit pointers would make the addressing
+ * mix 32- and 64-bit registers. */
+#if (defined(__GNUC__) || defined(__clang__)) && !defined(SN_GEMM_NO_ASM) && !defined(__ILP32__)
 #define SN_AVX2_ASM 1
 #define SN_ASM_ROW(a_at, bcast, acc0, acc1)                                       \
     "vbroadcastss " a_at ", %%" bcast "\n\t"                                    \

@@ -260,7 +260,8 @@ typedef struct {
  * trainer at a time: a unit adds only to its own cells, the thread that
  * starts the regions to the wall times. */
 #ifdef SN_STEP_PROFILE
-enum { PROFILE_LAYERS = 8, PROFILE_UNITS = 4, PROFILE_SLOTS = 2 + 3 * PROFILE_LAYERS };
+/* layers and units past these are not recorded */
+enum { PROFILE_LAYERS = 8, PROFILE_UNITS = 16, PROFILE_SLOTS = 2 + 3 * PROFILE_LAYERS };
 static double g_profile_wall[PROFILE_SLOTS], g_profile_busy[PROFILE_SLOTS][PROFILE_UNITS];
 static int64_t g_profile_steps;
 
