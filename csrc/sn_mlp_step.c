@@ -276,6 +276,17 @@ static int profile_slot(int phase, int layer)
     return 2 + kind * PROFILE_LAYERS + layer;
 }
 
+/* seconds of region (unit < 0) or of unit u of a region, of one phase of one layer */
+static void profile_add(int phase, int layer, int64_t unit, double seconds)
+{
+    const int slot = profile_slot(phase, layer);
+    if (slot < 0 || unit >= PROFILE_UNITS) return;
+    if (unit < 0)
+        g_profile_wall[slot] += seconds;
+    else
+        g_profile_busy[slot][unit] += seconds;
+}
+
 int64_t sn_step_profile_report(FILE *out)
 {
     const int64_t steps = g_profile_steps;
@@ -330,15 +341,14 @@ static int phase_work(const void *ctx, int64_t u)
 static int phase_unit(const void *ctx, int64_t u)
 {
 #ifdef SN_STEP_PROFILE
-    const phase_job *job = ctx;
     const double t0 = SN_NOW();
-    const int status = phase_work(ctx, u);
-    const int slot = profile_slot(job->phase, job->c->layer);
-    if (slot >= 0 && u < PROFILE_UNITS) g_profile_busy[slot][u] += SN_NOW() - t0;
-    return status;
-#else
-    return phase_work(ctx, u);
 #endif
+    const int status = phase_work(ctx, u);
+#ifdef SN_STEP_PROFILE
+    const phase_job *job = ctx;
+    profile_add(job->phase, job->c->layer, u, SN_NOW() - t0);
+#endif
+    return status;
 }
 
 /* Each region asks for its threads (sn_parallel_threads): a back-off under
@@ -354,16 +364,14 @@ static int run_phase(step_ctx *c, int phase, int layer, int parallel)
      * each part's data stays in one core's cache */
 #ifdef SN_STEP_PROFILE
     const double t0 = SN_NOW();
+#endif
     const int status = sn_run_units(phase_unit, &job, (int64_t)SN_STEP_PARTS * c->strips,
                                     nthreads, SN_UNITS_STATIC);
-    const int slot = profile_slot(phase, layer);
-    if (slot >= 0) g_profile_wall[slot] += SN_NOW() - t0;
+#ifdef SN_STEP_PROFILE
+    profile_add(phase, layer, -1, SN_NOW() - t0);
     g_profile_steps += phase == PH_GATHER;
-    return status;
-#else
-    return sn_run_units(phase_unit, &job, (int64_t)SN_STEP_PARTS * c->strips, nthreads,
-                        SN_UNITS_STATIC);
 #endif
+    return status;
 }
 
 /* the multiply-adds of one forward pass over M rows */
