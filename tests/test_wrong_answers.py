@@ -341,6 +341,21 @@ def test_predict_follows_changes_to_the_model_after_a_first_call():
     np.testing.assert_allclose(model.predict_proba(x), softmax(dense.bias.data[None]), rtol=1e-6)
 
 
+def test_switching_the_fast_path_off_is_seen_by_a_model_already_compiled(monkeypatch):
+    """The compiled networks are kept between calls; SCRATCHNET_FUSED's switch
+    (_fused.ENABLED) turned off after a call must reach the next one (the
+    layer-by-layer path, same answers)."""
+    sn.manual_seed(6)
+    model = sn.Sequential(sn.Dense(5, 8), sn.ReLU(), sn.Dense(8, 3))
+    x = np.random.default_rng(3).standard_normal((2, 5)).astype(np.float32)
+    monkeypatch.setattr(_fused, "ENABLED", True)
+    fast = model.predict_proba(x)
+    assert model._plan() is not None and model._fused_classifier() is not None
+    monkeypatch.setattr(_fused, "ENABLED", False)
+    assert model._plan() is None and model._fused_classifier() is None
+    np.testing.assert_allclose(model.predict_proba(x), fast, rtol=1e-6)
+
+
 def test_a_new_leaky_relu_slope_is_seen_by_the_compiled_network():
     sn.manual_seed(5)
     model = sn.Sequential(sn.Dense(4, 6), sn.LeakyReLU(0.01), sn.Dense(6, 3))
