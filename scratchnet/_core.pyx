@@ -44,13 +44,20 @@ def _describe(a):
     return type(a).__name__
 
 
+cdef inline bint _native_float32(X):
+    """Whether X is a float32 ndarray in this machine's byte order: NumPy's
+    type number is NPY_FLOAT32 for '>f4' too, whose bytes the kernels would
+    read as other numbers."""
+    return (cnp.PyArray_Check(X) and cnp.PyArray_TYPE(X) == cnp.NPY_FLOAT32 and
+            cnp.PyArray_ISNOTSWAPPED(X))
+
+
 def plain_rows(X, Py_ssize_t features):
     """Whether X is what the compiled networks read as it is: a non-empty
     2-D aligned, C-contiguous float32 ndarray of `features` columns (a few
     C-API checks: the path of one-image latency)."""
-    return (cnp.PyArray_Check(X) and cnp.PyArray_TYPE(X) == cnp.NPY_FLOAT32 and
-            cnp.PyArray_IS_C_CONTIGUOUS(X) and cnp.PyArray_ISALIGNED(X) and
-            cnp.PyArray_NDIM(X) == 2 and cnp.PyArray_DIM(X, 0) > 0 and
+    return (_native_float32(X) and cnp.PyArray_IS_C_CONTIGUOUS(X) and
+            cnp.PyArray_ISALIGNED(X) and cnp.PyArray_NDIM(X) == 2 and cnp.PyArray_DIM(X, 0) > 0 and
             cnp.PyArray_DIM(X, 1) == features)
 
 

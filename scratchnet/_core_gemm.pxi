@@ -5,9 +5,9 @@ cdef int64_t _leading_dim(a, str op, str name) except -1:
     """Elements between two rows of a row-contiguous 2-D float32 array.
     Read through NumPy's C API: this runs three times per GEMM call, and a
     small layer's GEMM takes only tens of microseconds."""
-    if not (cnp.PyArray_Check(a) and cnp.PyArray_TYPE(a) == cnp.NPY_FLOAT32
-            and cnp.PyArray_NDIM(a) == 2):
-        raise TypeError(f"{op}: {name} must be a 2-D float32 ndarray, got {_describe(a)}")
+    if not (_native_float32(a) and cnp.PyArray_NDIM(a) == 2):
+        raise TypeError(f"{op}: {name} must be a 2-D float32 ndarray in native byte order, "
+                        f"got {_describe(a)}")
     cdef cnp.npy_intp rows = cnp.PyArray_DIM(a, 0), cols = cnp.PyArray_DIM(a, 1)
     cdef cnp.npy_intp s0 = cnp.PyArray_STRIDE(a, 0), s1 = cnp.PyArray_STRIDE(a, 1)
     if rows == 0 or cols == 0:

@@ -299,11 +299,10 @@ cdef class MLP:
         float32 ndarray with finite values (checked here, cheaply: this is the
         path of one-image latency). finite_for: a method name, to refuse
         outputs that are not finite with a ValueError naming it."""
-        if not (cnp.PyArray_Check(X) and cnp.PyArray_TYPE(X) == cnp.NPY_FLOAT32 and
-                cnp.PyArray_IS_C_CONTIGUOUS(X) and cnp.PyArray_ISALIGNED(X) and
-                cnp.PyArray_NDIM(X) == 2):
+        if not (_native_float32(X) and cnp.PyArray_IS_C_CONTIGUOUS(X) and
+                cnp.PyArray_ISALIGNED(X) and cnp.PyArray_NDIM(X) == 2):
             raise TypeError(f"MLP.predict: X must be a 2-D aligned, C-contiguous float32 "
-                            f"ndarray, got {_describe(X)}")
+                            f"ndarray in native byte order, got {_describe(X)}")
         cdef int64_t M = cnp.PyArray_DIM(X, 0), K = cnp.PyArray_DIM(X, 1)
         cdef int64_t C = self.sizes[len(self.sizes) - 1]
         if K != self.sizes[0] or M == 0:

@@ -116,10 +116,10 @@ cdef class Net:
         C-contiguous float32 ndarray of finite values (checked here).
         finite_for: a method name, to refuse outputs that are not finite
         with a ValueError naming it."""
-        if not (cnp.PyArray_Check(X) and cnp.PyArray_TYPE(X) == cnp.NPY_FLOAT32 and
-                cnp.PyArray_IS_C_CONTIGUOUS(X) and cnp.PyArray_ISALIGNED(X)):
-            raise TypeError(f"Net.predict: X must be an aligned, C-contiguous float32 ndarray, "
-                            f"got {_describe(X)}")
+        if not (_native_float32(X) and cnp.PyArray_IS_C_CONTIGUOUS(X) and
+                cnp.PyArray_ISALIGNED(X)):
+            raise TypeError(f"Net.predict: X must be an aligned, C-contiguous float32 ndarray "
+                            f"in native byte order, got {_describe(X)}")
         if X.ndim < 1 or X.shape[1:] != self.in_shape or X.shape[0] == 0:
             raise ValueError(f"X: expected a non-empty batch of samples of shape "
                              f"{self.in_shape}, got shape {X.shape}")

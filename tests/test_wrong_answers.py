@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import scratchnet as sn
-from scratchnet import _fused
+from scratchnet import _core, _fused
 
 pytestmark = pytest.mark.usefixtures("training_path")
 
@@ -392,3 +392,22 @@ def test_prediction_errors_come_in_the_order_they_did_before_the_fast_path():
     model.loss = Smoothed()
     x = np.ones((2, 5), np.float32)
     np.testing.assert_allclose(model.predict_proba(x).sum(1), 1.0, rtol=1e-6)
+
+
+def test_big_endian_inputs_are_read_as_their_values():
+    """A float32 array in the other byte order ('>f4' here) has NumPy's type
+    number of float32: read as it is, its bytes would be other numbers (the
+    compiled networks gave labels that all differed, or refused NaN that was
+    not there). Its values must give the native array's answers, and the
+    low-level GEMM must refuse it rather than write native floats into it."""
+    sn.manual_seed(7)
+    model = sn.Sequential(sn.Dense(20, 16), sn.ReLU(), sn.Dense(16, 3))
+    rng = np.random.default_rng(8)
+    X = rng.random((50, 20)).astype(np.float32)
+    swapped = X.astype(X.dtype.newbyteorder())
+    assert np.array_equal(swapped, X) and not swapped.dtype.isnative
+    np.testing.assert_array_equal(model.predict_proba(swapped), model.predict_proba(X))
+    np.testing.assert_array_equal(model.predict_logits(swapped), model.predict_logits(X))
+    np.testing.assert_array_equal(model.predict(swapped[:1]), model.predict(X[:1]))
+    with pytest.raises(TypeError, match="byte order"):
+        _core.gemm(swapped, swapped.T.copy(), np.zeros((50, 50), np.float32))
