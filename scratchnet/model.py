@@ -353,7 +353,8 @@ class Sequential(Module):
         time (_output_kind, _outputs, _plan) were 2-3 us of a 13-15 us call;
         building a key to compare was ~0.3 us of a 6-8 us one."""
         cached = self.__dict__.get("_classifier_cache")
-        if cached is None or cached[1] is not self._loss or not self._compiled_key_holds(cached[0]):
+        if (cached is None or cached[1] is not self._loss
+                or not self._compiled_key_holds(cached[0])):
             plan = self._plan() if self._loss_kind() is CrossEntropy else None
             self._classifier_cache = cached = (self._compiled_key(), self._loss, plan)
         return cached[2]
@@ -652,20 +653,29 @@ class Sequential(Module):
         return history
 
     def _check_optimizer(self, optimizer):
-        """The optimizer must update every parameter of this model: one built
-        for another model, or for this one before its parameters were
-        replaced (sn.load builds new ones), would train nothing."""
-        held = {id(p) for group in optimizer.param_groups for p in group["params"]}
+        """The optimizer must update every parameter of this model and nothing
+        else: one built for another model, or for this one before its
+        parameters were replaced (sn.load builds new ones), would train
+        nothing; one that also holds other parameters would move them at
+        every step (weight decay, momentum, gradients left from elsewhere)."""
+        held = [p for group in optimizer.param_groups for p in group["params"]]
         params = self.parameters()
-        missing = [p.name for p in params if id(p) not in held]
+        mine = {id(p) for p in params}
+        missing = [p.name for p in params if id(p) not in {id(q) for q in held}]
+        build = (f"build it with this model's parameters, "
+                 f"{type(optimizer).__name__}(model.parameters(), ...)")
         if missing:
-            shown = ", ".join(missing[:6]) + (" ..." if len(missing) > 6 else "")
             raise ValueError(
                 f"fit: the optimizer does not hold {len(missing)} of this model's "
-                f"{len(params)} parameters ({shown}); it was built for another model, or "
-                "for this one before its parameters were replaced (e.g. by sn.load): "
-                f"build it with this model's parameters, "
-                f"{type(optimizer).__name__}(model.parameters(), ...)")
+                f"{len(params)} parameters ({_some(missing)}); it was built for another "
+                "model, or for this one before its parameters were replaced (e.g. by "
+                f"sn.load): {build}")
+        others = [p.name or "unnamed" for p in held if id(p) not in mine]
+        if others:
+            raise ValueError(
+                f"fit: the optimizer also holds {len(others)} parameter(s) that are not this "
+                f"model's ({_some(others)}); fit would move them at every step without a "
+                f"gradient from this model: {build}")
 
     def _check_loss(self, loss, where):
         """Refuse a loss that cannot mean what the model's outputs give."""
@@ -899,6 +909,11 @@ def _split_validation(X, y, fraction, validation):
     if n_train == 0:
         raise ValueError(f"fit: validation_split={fraction} of {n} rows leaves no training rows")
     return X[:n_train], y[:n_train], (X[n_train:], y[n_train:])
+
+
+def _some(names, shown=6):
+    """The first few of a list of names, for a message."""
+    return ", ".join(names[:shown]) + (" ..." if len(names) > shown else "")
 
 
 def _n_outputs(model):

@@ -132,6 +132,23 @@ def test_fit_refuses_an_optimizer_that_does_not_hold_the_models_parameters(tmp_p
         model.fit(X, y, optimizer=partial, verbose=0)
 
 
+def test_fit_refuses_an_optimizer_that_also_holds_other_parameters():
+    """Another model's parameters in the optimizer would be moved at every
+    step of this fit (weight decay; gradients left from elsewhere), and
+    that model changed with no word: refused, and it stays as it was."""
+    X = np.random.default_rng(0).standard_normal((40, 4)).astype(np.float32)
+    y = np.arange(40) % 3
+    model = sn.Sequential(sn.Dense(4, 8), sn.ReLU(), sn.Dense(8, 3))
+    other = sn.Sequential(sn.Dense(4, 8), sn.ReLU(), sn.Dense(8, 3))
+    before = [p.data.copy() for p in other.parameters()]
+    both = sn.AdamW(model.parameters() + other.parameters(), lr=0.1, weight_decay=0.5)
+    with pytest.raises(ValueError, match=r"also holds 4 parameter\(s\) that are not this "
+                                         r"model's \(0\.weight, 0\.bias, 2\.weight, 2\.bias\)"):
+        model.fit(X, y, optimizer=both, verbose=0)
+    for p, b in zip(other.parameters(), before):
+        np.testing.assert_array_equal(p.data, b)
+
+
 def test_setting_lr_on_the_optimizer_takes_effect():
     X = np.random.default_rng(0).standard_normal((64, 4)).astype(np.float32)
     y = np.arange(64) % 3
