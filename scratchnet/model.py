@@ -37,7 +37,7 @@ from ._training import (NONFINITE_MODES, EpochTally, Interrupts, TrainingDiverge
                         skipped_message)
 from ._validate import as_features, as_float32, as_labels, check_finite, choice, positive_int
 from .callbacks import CallbackList
-from .layers import LAYERS, Dense, Flatten, RandomStream, Sigmoid, Softmax
+from .layers import LAYERS, Dense, Flatten, RandomStream, Reshape, Sigmoid, Softmax
 from .losses import LOSSES, BinaryCrossEntropy, CrossEntropy, Loss
 from .module import Module, Parameter, checked_state
 from .optimizers import Optimizer
@@ -401,7 +401,7 @@ class Sequential(Module):
             return fused.predict(X, True, "predict_proba")
         kind = self._output_kind("predict_proba")
         if kind is CrossEntropy:
-            ends_in_softmax = bool(self.layers) and isinstance(self.layers[-1], Softmax)
+            ends_in_softmax = isinstance(self._output_layer(), Softmax)
             return self._finite_outputs(X, "predict_proba", softmax=not ends_in_softmax)
         if kind is BinaryCrossEntropy:
             z = self._finite_outputs(X, "predict_proba")
@@ -677,10 +677,20 @@ class Sequential(Module):
                 f"model's ({_some(others)}); fit would move them at every step without a "
                 f"gradient from this model: {build}")
 
+    def _output_layer(self):
+        """The last layer that makes the outputs' values, or None: Dropout and
+        the augmentations (the identity at inference), Flatten and Reshape
+        after it pass them on unchanged, so a Softmax before them is still
+        the model's final Softmax."""
+        for layer in reversed(self.layers):
+            if not isinstance(layer, (RandomStream, Flatten, Reshape)):
+                return layer
+        return None
+
     def _check_loss(self, loss, where):
         """Refuse a loss that cannot mean what the model's outputs give."""
         outputs = _n_outputs(self)
-        last = self.layers[-1] if self.layers else None
+        last = self._output_layer()
         if isinstance(loss, CrossEntropy):
             if isinstance(last, Softmax):
                 raise ValueError(f"{where}: CrossEntropy takes logits and applies softmax "

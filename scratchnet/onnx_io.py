@@ -96,7 +96,7 @@ def _final_activation(model):
         outputs = model._shapes(None)[-1]
         classifier = outputs is not None and outputs[-1] >= 2
         loss = CrossEntropy() if classifier else None
-    if isinstance(loss, CrossEntropy) and not isinstance(model.layers[-1], Softmax):
+    if isinstance(loss, CrossEntropy) and not isinstance(model._output_layer(), Softmax):
         return "Softmax"
     if isinstance(loss, BinaryCrossEntropy):
         return "Sigmoid"
@@ -122,8 +122,8 @@ def export_onnx(model, path, opset=17, input_shape=None):
     final = _final_activation(model)
     if final is not None:
         g.node(final, **({"axis": -1} if final == "Softmax" else {}))
-    output = "probabilities" if final is not None or isinstance(model.layers[-1], Softmax) \
-        else "outputs"
+    output = ("probabilities" if final is not None or isinstance(model._output_layer(), Softmax)
+              else "outputs")
     g.nodes[-1].output[0] = output
     f32 = onnx.TensorProto.FLOAT
     graph = helper.make_graph(

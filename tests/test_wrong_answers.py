@@ -113,6 +113,29 @@ def test_fit_refuses_losses_the_model_cannot_mean():
                          loss=sn.BinaryCrossEntropy(), verbose=0)
 
 
+
+PASS_ON = {"dropout": lambda width: sn.Dropout(0.1), "flatten": lambda width: sn.Flatten(),
+           "reshape": lambda width: sn.Reshape(width)}
+
+
+@pytest.mark.parametrize("after", sorted(PASS_ON))
+def test_a_final_softmax_or_sigmoid_is_seen_through_layers_that_pass_values_on(after):
+    """Dropout (the identity at inference), Flatten and Reshape after a
+    Softmax leave it the model's last word: CrossEntropy would apply softmax
+    twice (3 classes: no probability above 0.58) and is refused as for a
+    Softmax at the very end; predict_proba of such a model, not fitted, is
+    its outputs, not their softmax."""
+    softmax = sn.Sequential(sn.Dense(2, 2), sn.Softmax(), PASS_ON[after](2))
+    with pytest.raises(ValueError, match="remove the final Softmax"):
+        softmax.fit(XOR_X, XOR_Y, optimizer=sn.SGD(softmax.parameters()), verbose=0)
+    np.testing.assert_allclose(softmax.predict_proba(XOR_X), softmax.predict_logits(XOR_X),
+                               rtol=1e-6)
+    sigmoid = sn.Sequential(sn.Dense(2, 1), sn.Sigmoid(), PASS_ON[after](1))
+    with pytest.raises(ValueError, match="remove the final Sigmoid"):
+        sigmoid.fit(XOR_X, XOR_Y, optimizer=sn.SGD(sigmoid.parameters()),
+                    loss=sn.BinaryCrossEntropy(), verbose=0)
+
+
 def test_fit_refuses_an_optimizer_that_does_not_hold_the_models_parameters(tmp_path):
     X = np.random.default_rng(0).standard_normal((40, 4)).astype(np.float32)
     y = np.arange(40) % 3
