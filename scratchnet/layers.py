@@ -314,6 +314,8 @@ class Reshape(Module):
     dimension may be -1: what is left), e.g. Reshape(1, 28, 28) turns rows of
     784 pixels into images for a convolution."""
 
+    _compiled_settings = frozenset({"shape"})  # see Module
+
     def __init__(self, *dims, shape=None):
         super().__init__()
         shape = tuple(shape) if shape is not None else dims

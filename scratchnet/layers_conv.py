@@ -30,6 +30,8 @@ class Conv2D(Module):
     init="xavier": U(-a, a), a = sqrt(6 / (fan_in + fan_out)), fan_out =
     out_channels kh kw. Biases start at 0."""
 
+    _compiled_settings = frozenset({"kernel_size", "stride", "padding"})  # see Module
+
     INITS = ("he", "xavier")
     takes_images = True
 

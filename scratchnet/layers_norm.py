@@ -28,6 +28,8 @@ class _BatchNorm(Module):
     running_mean (zeros) and running_var (ones) are plain float32 arrays,
     saved with the model (buffers()) and updated in place."""
 
+    _compiled_settings = frozenset({"eps"})  # see Module
+
     _size_name = "num_features"
 
     def __init__(self, size, momentum=0.1, eps=1e-5):

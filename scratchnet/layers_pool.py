@@ -28,6 +28,8 @@ def _check_nchw(layer, x):
 class _Pool2D(Module):
     """A kh x kw window moved by (sh, sw); stride defaults to the window."""
 
+    _compiled_settings = frozenset({"kernel_size", "stride"})  # see Module
+
     takes_images = True
 
     def __init__(self, kernel_size, stride=None):

@@ -193,15 +193,23 @@ class Module(BufferOwner):
     def __call__(self, x, training=False):
         return self.forward(x, training=training)
 
+    # The settings a compiled network (scratchnet._inference, _fused) copies
+    # when it is built: a new value for one makes them rebuild, as a replaced
+    # weight array does (Parameter.version).
+    _compiled_settings = frozenset()
+
     def __setattr__(self, name, value):
         """Assigning to an attribute that holds a Parameter copies the value
         into it (checked: a finite float array of its shape), so optimizers
-        and compiled networks that hold the Parameter keep working."""
+        and compiled networks that hold the Parameter keep working; a new
+        value of one of the layer's compiled settings makes them rebuild."""
         current = self.__dict__.get(name)
         if isinstance(current, Parameter):
             if value is not current:
                 current.assign(value, f"{self!r}.{name}")
             return
+        if name in self._compiled_settings and name in self.__dict__:
+            Parameter.version += 1
         super().__setattr__(name, value)
 
     def parameters(self):

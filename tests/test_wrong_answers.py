@@ -451,3 +451,39 @@ def test_big_endian_inputs_are_read_as_their_values():
     np.testing.assert_array_equal(model.predict(swapped[:1]), model.predict(X[:1]))
     with pytest.raises(TypeError, match="byte order"):
         _core.gemm(swapped, swapped.T.copy(), np.zeros((50, 50), np.float32))
+
+
+# the Dense layer's refusal of other than its 8 inputs, by either path's words
+NOT_8_FEATURES = r"takes 8 features per sample|expected input of shape \(batch, 8\)"
+
+
+def test_new_layer_settings_after_a_first_call_reach_the_compiled_network():
+    """The compiled network copies BatchNorm's eps, a convolution's and a
+    pooling's window, stride and padding, Reshape's shape: a new value set
+    after a first call must be used by the next (it gave the old answers,
+    27 apart for a new eps, or answers from a network that no longer
+    chains instead of its error)."""
+    rng = np.random.default_rng(9)
+    X = rng.random((30, 20)).astype(np.float32)
+    sn.manual_seed(9)
+    dense = sn.Sequential(sn.Dense(20, 16), sn.BatchNorm1d(16), sn.ReLU(), sn.Dense(16, 3))
+    dense[1].running_var[:] = 0.01
+    dense.predict_logits(X)
+    dense[1].eps = 1.0
+    np.testing.assert_allclose(dense.predict_logits(X), dense.forward(X), rtol=1e-5, atol=1e-5)
+    conv = sn.Sequential(sn.Reshape(1, 4, 5), sn.Conv2D(1, 2, 3, padding=1), sn.ReLU(),
+                         sn.MaxPool2D(2), sn.Flatten(), sn.Dense(8, 3))
+    conv.predict_logits(X)
+    conv[1].padding = (0, 0)  # (2, 2, 3), pooled (2, 1, 1): 2 features, not 8
+    with pytest.raises(ValueError, match=NOT_8_FEATURES):
+        conv.predict_logits(X)
+    conv[1].padding = (1, 1)
+    before = conv.predict_logits(X).copy()
+    conv[3].stride = (1, 2)  # pooled (2, 3, 2): 12 features
+    with pytest.raises(ValueError, match=NOT_8_FEATURES):
+        conv.predict_logits(X)
+    conv[3].stride = (2, 2)
+    np.testing.assert_array_equal(conv.predict_logits(X), before)
+    conv[0].shape = (1, 5, 4)  # the same 20 values read as 5 x 4 images
+    np.testing.assert_allclose(conv.predict_logits(X), conv.forward(X), rtol=1e-5, atol=1e-6)
+    assert not np.allclose(conv.predict_logits(X), before)
