@@ -144,8 +144,9 @@ class BinaryCrossEntropy(Loss):
         return _core.bce_logits_backward(self._pred, self._targets, dz, 1.0 / n)
 
     def correct(self, logits, targets):
+        """Decisions as predict makes them: 1 where sigmoid(z) >= 0.5, z >= 0."""
         t = np.asarray(targets, dtype=np.float32).reshape(np.shape(logits))
-        return int(((np.asarray(logits) > 0) == (t > 0.5)).sum()), t.size
+        return int(((np.asarray(logits) >= 0) == (t > 0.5)).sum()), t.size
 
 
 LOSSES = {cls.__name__: cls for cls in (CrossEntropy, MSE, BinaryCrossEntropy)}

@@ -487,3 +487,18 @@ def test_new_layer_settings_after_a_first_call_reach_the_compiled_network():
     conv[0].shape = (1, 5, 4)  # the same 20 values read as 5 x 4 images
     np.testing.assert_allclose(conv.predict_logits(X), conv.forward(X), rtol=1e-5, atol=1e-6)
     assert not np.allclose(conv.predict_logits(X), before)
+
+
+def test_binary_accuracy_counts_the_decisions_predict_makes():
+    """predict says 1 where sigmoid(z) >= 0.5, z >= 0; evaluate's accuracy
+    must count the same decisions, z == 0 included (zero weights: every
+    logit 0, predict all right, and accuracy had said 0.0)."""
+    X = np.random.default_rng(10).random((40, 5)).astype(np.float32)
+    y = np.ones(40, dtype=np.int64)
+    model = sn.Sequential(sn.Dense(5, 1))
+    model.loss = sn.BinaryCrossEntropy()
+    model[0].weight = np.zeros((5, 1), np.float32)
+    model[0].bias = np.zeros(1, np.float32)
+    np.testing.assert_array_equal(model.predict(X), y)
+    assert model.evaluate(X, y)["accuracy"] == 1.0
+    assert model.evaluate(X, 1 - y)["accuracy"] == 0.0
