@@ -527,6 +527,11 @@ class Sequential(Module):
         if not isinstance(loss, Loss):
             raise TypeError(f"fit: loss must be a Loss, got {type(loss).__name__}")
         self._check_loss(loss, "fit")
+        if isinstance(scheduler, Optimizer) or (scheduler is not None
+                                                 and not callable(getattr(scheduler, "step", None))):
+            raise TypeError(f"fit: scheduler must be a learning-rate scheduler with a step() "
+                            f"method (e.g. sn.StepLR(optimizer, 1)), got "
+                            f"{type(scheduler).__name__}")
         if scheduler is not None and getattr(scheduler, "optimizer", optimizer) is not optimizer:
             raise ValueError("fit: the scheduler was built for another optimizer; build it "
                              "with the one passed to fit, e.g. CosineAnnealingLR(optimizer, ...)")

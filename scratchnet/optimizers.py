@@ -319,6 +319,13 @@ class AdamW(Adam):
 OPTIMIZERS = {"sgd": SGD, "adagrad": AdaGrad, "rmsprop": RMSProp, "adam": Adam, "adamw": AdamW}
 
 
+def _epochs(value, what):
+    """value as a whole number of epochs >= 1, or ValueError."""
+    if _count(value, what) < 1:
+        raise ValueError(f"{what} must be >= 1, got {value!r}")
+    return int(value)
+
+
 class _EpochScheduler:
     """Sets each group's lr from its initial lr once per epoch: call step()
     at the end of every epoch (fit does)."""
@@ -373,9 +380,9 @@ class StepLR(_EpochScheduler):
 
     def __init__(self, optimizer, step_size, gamma=0.1):
         super().__init__(optimizer)
-        if step_size < 1:
-            raise ValueError(f"step_size must be >= 1, got {step_size}")
-        self.step_size, self.gamma = int(step_size), float(gamma)
+        self.step_size = _epochs(step_size, "StepLR: step_size")
+        # a negative factor would make the lr negative: gradient ascent
+        self.gamma = nonnegative_float(gamma, "StepLR: gamma")
 
     def factor(self, epoch, group):
         return group["initial_lr"] * self.gamma ** (epoch // self.step_size)
@@ -387,9 +394,8 @@ class CosineAnnealingLR(_EpochScheduler):
 
     def __init__(self, optimizer, T_max, eta_min=0.0):
         super().__init__(optimizer)
-        if T_max < 1:
-            raise ValueError(f"T_max must be >= 1, got {T_max}")
-        self.T_max, self.eta_min = int(T_max), float(eta_min)
+        self.T_max = _epochs(T_max, "CosineAnnealingLR: T_max")
+        self.eta_min = nonnegative_float(eta_min, "CosineAnnealingLR: eta_min")
 
     def factor(self, epoch, group):
         cos = (1.0 + math.cos(math.pi * min(epoch, self.T_max) / self.T_max)) / 2.0

@@ -395,6 +395,31 @@ def test_scheduler_bad_arguments():
         sn.CosineAnnealingLR(opt, T_max=0)
     with pytest.raises(TypeError):
         sn.StepLR(object(), step_size=1)
+    # a negative factor or floor would make the lr negative (gradient ascent),
+    # which the optimizers refuse when given directly
+    with pytest.raises(ValueError, match="gamma must be a finite number >= 0"):
+        sn.StepLR(opt, step_size=1, gamma=-1.0)
+    with pytest.raises(ValueError, match="eta_min must be a finite number >= 0"):
+        sn.CosineAnnealingLR(opt, T_max=2, eta_min=-1.0)
+    with pytest.raises(ValueError, match="gamma"):
+        sn.StepLR(opt, step_size=1, gamma=float("nan"))
+    with pytest.raises(ValueError, match="step_size: expected a whole number"):
+        sn.StepLR(opt, step_size=1.5)
+    with pytest.raises(ValueError, match="gamma"):
+        sn.StepLR(opt, step_size=1).load_state_dict({"type": "StepLR", "epoch": 0,
+                                                     "step_size": 1, "gamma": -0.5})
+
+
+def test_fit_refuses_what_is_not_a_scheduler():
+    """An optimizer passed as scheduler= took one more step at each epoch's
+    end, on the last batch's gradients."""
+    X = np.random.default_rng(0).standard_normal((20, 3)).astype(np.float32)
+    model = sn.Sequential(sn.Dense(3, 2))
+    opt = sn.SGD(model.parameters(), lr=0.1)
+    for wrong in (opt, 0.5):
+        with pytest.raises(TypeError, match="scheduler must be a learning-rate scheduler"):
+            model.fit(X, np.arange(20) % 2, opt, epochs=1, verbose=0, scheduler=wrong)
+    assert opt.iterations == 0
 
 
 # --------------------------------------------------------------------------- argument checks
