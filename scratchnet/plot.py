@@ -28,6 +28,8 @@ import os
 import numpy as np
 
 from . import datasets
+from ._validate import as_labels
+from .losses import BinaryCrossEntropy, CrossEntropy
 
 __all__ = ["training_curves", "confusion_matrix", "mistakes", "weights", "activations",
            "confusion_counts", "model_input", "class_names_for", "write_run_plots",
@@ -110,6 +112,8 @@ def _n_outputs(model):
     return dense[-1].out_features if dense else 10
 
 
+
+
 def confusion_counts(y_true, y_pred, n_classes):
     """counts[i, j]: the samples of true class i predicted as class j."""
     counts = np.zeros((n_classes, n_classes), np.int64)
@@ -117,11 +121,25 @@ def confusion_counts(y_true, y_pred, n_classes):
     return counts
 
 
-def _labels(y):
+def _class_labels(model, y, n_samples, method, binary=False):
+    """y as the class labels of a classifier's n_samples images (one-hot rows
+    become their argmax), checked as evaluate checks them: whole numbers in
+    [0, classes), one per image. A model fitted with another loss has no
+    classes (binary: a single-output BinaryCrossEntropy model has two)."""
+    kind = model._output_kind(method)
+    outputs = _n_outputs(model)
+    if kind is BinaryCrossEntropy and binary and outputs == 1:
+        classes = 2
+    elif kind is CrossEntropy:
+        classes = outputs
+    else:
+        raise ValueError(f"{method}: needs a classifier (CrossEntropy"
+                         f"{', or BinaryCrossEntropy with one output' if binary else ''}); this "
+                         f"model was fitted with {kind.__name__}: its outputs are not classes")
     y = np.asarray(y)
     if y.ndim == 2 and y.shape[1] > 1:  # one-hot
         y = y.argmax(axis=1)
-    return y.astype(np.int64).ravel()
+    return as_labels(y, n_classes=classes, n_samples=n_samples, name=f"{method}: y")
 
 
 def _pictures(X):
@@ -202,8 +220,9 @@ def confusion_matrix(model, X, y, class_names=None, path="confusion_matrix.png")
     fig.data: "counts" (n x n int64), "per_class_accuracy" (n; NaN for a class
     absent from y), "accuracy", "class_names", "predicted" (the labels)."""
     require()
-    y = _labels(y)
-    predicted = np.asarray(model.predict(model_input(model, X)), np.int64)
+    inputs = model_input(model, X)
+    y = _class_labels(model, y, len(inputs), "confusion_matrix", binary=True)
+    predicted = np.asarray(model.predict(inputs), np.int64)
     n = max(_n_outputs(model), int(y.max()) + 1, int(predicted.max()) + 1)
     names = list(class_names) if class_names is not None else class_names_for(model, n)
     if len(names) < n:
@@ -288,8 +307,8 @@ def mistakes(model, X, y, class_names=None, path="mistakes.png", limit=32, colum
     not), "images" (the pictures shown) and "corners" (each one's top-left
     (row, column) in the grid image, fig.axes[0].images[0])."""
     require()
-    y = _labels(y)
     inputs = model_input(model, X)
+    y = _class_labels(model, y, len(inputs), "mistakes")
     probabilities = np.asarray(model.predict_proba(inputs))
     predicted = probabilities.argmax(axis=1)
     wrong = np.flatnonzero(predicted != y)

@@ -121,6 +121,29 @@ def test_confusion_matrix_names_fashion_classes(tmp_path, trained):
     assert [t.get_text() for t in given.axes[0].get_yticklabels()] == list("abcdefghij")
 
 
+def test_confusion_matrix_and_mistakes_check_the_labels(trained):
+    """Labels are checked as evaluate checks them: negative ones had wrapped
+    round (NumPy's indexing) into a plausible matrix, and ones past the
+    model's classes grew it; a model fitted for values has no classes."""
+    model, _, Xt, yt = trained
+    X, y = Xt[:50], yt[:50]
+    for method in (plot.confusion_matrix, plot.mistakes):
+        with pytest.raises(ValueError, match=r"y: labels must be in \[0, 10\)"):
+            method(model, X, -y - 1, path=None)
+        with pytest.raises(ValueError, match=r"y: labels must be in \[0, 10\)"):
+            method(model, X, y + 10, path=None)
+        with pytest.raises(ValueError, match="labels for 50 samples"):
+            method(model, X, y[:-1], path=None)
+    regression = sn.Sequential(sn.Dense(784, 2))
+    regression.loss = sn.MSE()
+    with pytest.raises(ValueError, match="needs a classifier.*fitted with MSE"):
+        plot.confusion_matrix(regression, X, y % 2, path=None)
+    binary = sn.Sequential(sn.Dense(784, 1))
+    binary.loss = sn.BinaryCrossEntropy()
+    fig = plot.confusion_matrix(binary, X, y % 2, path=None)
+    assert fig.data["counts"].shape == (2, 2) and fig.data["counts"].sum() == 50
+
+
 def tile(mosaic, corner, shape):
     top, left = corner
     return mosaic[top:top + shape[0], left:left + shape[1]]
