@@ -79,17 +79,21 @@ def nonfinite_problem(gradients):
     return "the loss is not finite (NaN or inf)"
 
 
-def divergence_message(epoch, step, steps, problem, lr, X, saved):
-    """The error of a diverged fit: where, what, what was kept, the likely causes."""
+def divergence_message(epoch, step, steps, problem, lr, X, saved, unfinite_weight=None):
+    """The error of a diverged fit: where, what, what was kept, the likely
+    causes. unfinite_weight: the name of a weight that is not finite (an
+    earlier update overflowed though its gradient was finite), else None."""
     low, high = float(np.min(X)), float(np.max(X))
     scale = (f"inputs not scaled (X ranges over {low:g} to {high:g}: scale it to about "
              f"[0, 1] or standardise it)" if max(abs(low), abs(high)) > 10 else
              "inputs not scaled (scale X to about [0, 1] or standardise it)")
     rate = f"lr {lr:g} now" if math.isfinite(lr) else "lr"
     kept = f"; {saved[0]} holds epoch {saved[1]}" if saved and saved[1] else ""
+    weights = (": the weights are those of the last finite step" if unfinite_weight is None
+               else f", but an earlier step's update had already made {unfinite_weight} not "
+               "finite (NaN or inf)")
     return (f"fit: training diverged in epoch {epoch}, step {step} of {steps}: {problem}. "
-            f"That step was not applied: the weights are those of the last finite step"
-            f"{kept}. Likely causes: a learning rate too high ({rate}: try a tenth) or "
+            f"That step was not applied{weights}{kept}. Likely causes: a learning rate too high ({rate}: try a tenth) or "
             f"{scale}")
 
 

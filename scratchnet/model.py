@@ -616,8 +616,10 @@ class Sequential(Module):
                     bar.close()
                     if tally.interrupted:
                         break
+                    unfinite = next((name for name, p in self.named_parameters()
+                                     if not _core.all_finite(p.data)), None)
                     message = divergence_message(epoch, tally.failed, steps, tally.problem,
-                                                 optimizer.current_lr(), X, saved)
+                                                 optimizer.current_lr(), X, saved, unfinite)
                     if on_nonfinite == "raise":
                         raise TrainingDivergedError(message, epoch, tally.failed)
                     if speaks:

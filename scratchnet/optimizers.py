@@ -220,6 +220,9 @@ class SGD(Optimizer):
         if nesterov and (momentum <= 0 or dampening != 0):
             raise ValueError("nesterov momentum needs momentum > 0 and dampening = 0")
         nonnegative_float(momentum, "momentum")
+        # the gradient's share of the buffer, (1 - dampening), must be a share
+        if nonnegative_float(dampening, "dampening") > 1.0:
+            raise ValueError(f"dampening must be in [0, 1], got {dampening!r}")
         super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening,
                                       nesterov=bool(nesterov), weight_decay=weight_decay,
                                       decay=decay))

@@ -2,6 +2,7 @@
 on both training paths, naming the epoch and the step; the step is never
 applied (the weights are those of the last finite step). on_nonfinite
 chooses raise, warn or skip_batch."""
+import re
 import warnings
 
 import numpy as np
@@ -84,6 +85,27 @@ def test_a_learning_rate_far_too_high_is_named(training_path):
         m.fit(X * 100, y, sn.SGD(m.parameters(), lr=1e30), epochs=3, batch_size=10, verbose=0)
     assert info.value.epoch == 1 and info.value.step >= 2
     assert all(np.isfinite(p.data).all() for p in m.parameters())
+
+
+def test_weights_an_update_made_not_finite_are_not_called_finite(training_path):
+    """An update can overflow though its gradient was finite (lr 3e38): the
+    error must not say the weights are those of a finite step, but name the
+    weight that is not finite."""
+    X, y = data()
+    m = model()
+    with pytest.raises(sn.TrainingDivergedError) as info:
+        m.fit(X * 100, y, sn.SGD(m.parameters(), lr=3e38), epochs=2, batch_size=10, verbose=0)
+    assert not all(np.isfinite(p.data).all() for p in m.parameters())
+    message = str(info.value)
+    assert "last finite step" not in message
+    assert re.search(r"already made \d\.(weight|bias) not finite", message)
+
+
+def test_sgd_dampening_must_be_a_share():
+    params = model().parameters()
+    for bad in (float("nan"), -0.5, 1.5):
+        with pytest.raises(ValueError, match="dampening must be"):
+            sn.SGD(params, lr=0.1, momentum=0.9, dampening=bad)
 
 
 def test_warn_stops_and_returns_the_complete_epochs(training_path, tmp_path):
