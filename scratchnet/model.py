@@ -39,6 +39,7 @@ from ._validate import as_features, as_float32, as_labels, check_finite, choice,
 from .callbacks import CallbackList
 from .layers import LAYERS, Dense, Flatten, RandomStream, Reshape, Sigmoid, Softmax
 from .losses import LOSSES, BinaryCrossEntropy, CrossEntropy, Loss
+from .layers_norm import _BatchNorm
 from .module import Module, Parameter, checked_state
 from .optimizers import Optimizer
 
@@ -574,6 +575,8 @@ class Sequential(Module):
         n = X.shape[0]
         batch_size = min(batch_size, n)  # the compiled trainer holds at most n rows a batch
         steps = -(-n // batch_size)
+        if shard is None:
+            self._check_batch_statistics(X.shape[1:], n - (steps - 1) * batch_size)
         settings = {"samples": n, "batch_size": batch_size, "shuffle": bool(shuffle)}
         done, saved = 0, None  # epochs complete; (the file, the epoch) last checkpointed
         if resume is not None:
@@ -693,6 +696,20 @@ class Sequential(Module):
             if not isinstance(layer, (RandomStream, Flatten, Reshape)):
                 return layer
         return None
+
+    def _check_batch_statistics(self, in_shape, last_rows):
+        """Refuse, before any step, a last batch of last_rows rows from which
+        a BatchNorm layer would have one value per channel (its variance
+        has no meaning: the layer raises, mid-epoch, the weights already
+        moved)."""
+        shape = tuple(in_shape)
+        for i, (layer, out) in enumerate(zip(self.layers, self._shapes(shape))):
+            if isinstance(layer, _BatchNorm) and last_rows * math.prod(shape[1:]) < 2:
+                raise ValueError(
+                    f"fit: the last batch would hold {last_rows} row(s), and layer {i} "
+                    f"({layer!r}) needs more than one value per channel to train on: choose a "
+                    "batch_size that leaves a last batch of 2 rows or more (or drop a row)")
+            shape = out
 
     def _check_loss(self, loss, where):
         """Refuse a loss that cannot mean what the model's outputs give."""

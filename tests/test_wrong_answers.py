@@ -502,3 +502,21 @@ def test_binary_accuracy_counts_the_decisions_predict_makes():
     np.testing.assert_array_equal(model.predict(X), y)
     assert model.evaluate(X, y)["accuracy"] == 1.0
     assert model.evaluate(X, 1 - y)["accuracy"] == 0.0
+
+
+def test_a_last_batch_batchnorm_cannot_train_on_is_refused_before_any_step():
+    """1025 rows in batches of 64 leave a last batch of one row: one value per
+    channel for BatchNorm1d, which raised at the epoch's last step with the
+    weights already moved. Refused before training, the model untouched; a
+    BatchNorm2d over 2 x 2 images has 4 values per channel even then."""
+    rng = np.random.default_rng(11)
+    X, y = rng.random((1025, 8)).astype(np.float32), rng.integers(0, 3, 1025)
+    model = sn.Sequential(sn.Dense(8, 8), sn.BatchNorm1d(8), sn.ReLU(), sn.Dense(8, 3))
+    before = [p.data.copy() for p in model.parameters()]
+    with pytest.raises(ValueError, match=r"last batch would hold 1 row\(s\), and layer 1"):
+        model.fit(X, y, sn.Adam(model.parameters()), epochs=2, batch_size=64, verbose=0)
+    for p, b in zip(model.parameters(), before):
+        np.testing.assert_array_equal(p.data, b)
+    model.fit(X, y, sn.Adam(model.parameters()), epochs=1, batch_size=63, verbose=0)
+    images = sn.Sequential(sn.Reshape(2, 2, 2), sn.BatchNorm2d(2), sn.Flatten(), sn.Dense(8, 3))
+    images.fit(X, y, sn.Adam(images.parameters()), epochs=1, batch_size=64, verbose=0)
