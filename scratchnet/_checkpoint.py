@@ -14,8 +14,11 @@ JSON record, "__training__", and the optimizer's state arrays, named
 - rng: the state of fit's generator (it shuffles, and seeded the random layers)
 - random_layers: {layer index: {"seed", "calls"}} of each random layer
   (dropout masks, augmentation)
-- fit: the samples, batch size and shuffle of the run: resuming needs the same
+- fit: the samples, batch size and shuffle of the run, the loss's type and a
+  fingerprint of the data (data_fingerprint): resuming needs the same (a
+  checkpoint written before the last two were kept is checked without them)
 """
+import hashlib
 import json
 
 import numpy as np
@@ -25,6 +28,23 @@ from ._files import ModelFileError, join_arrays, split_arrays
 FORMAT = "scratchnet.checkpoint"
 VERSION = 1
 _OPTIMIZER = "__optimizer__"
+
+
+# rows of X read into the fingerprint, spread evenly over it
+_FINGERPRINT_ROWS = 64
+
+
+def data_fingerprint(X, y):
+    """A digest of X's shape, all of the targets y and 64 rows of X spread
+    over it (a few hundred KB read, whatever X's size): other data is told
+    apart from the data a checkpoint was written over, though a change to a
+    few values of X may not be."""
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(repr((X.shape, X.dtype.str, y.shape, y.dtype.str)).encode())
+    digest.update(np.ascontiguousarray(y).tobytes())
+    rows = np.unique(np.linspace(0, len(X) - 1, _FINGERPRINT_ROWS).astype(np.int64))
+    digest.update(np.ascontiguousarray(X[rows]).tobytes())
+    return digest.hexdigest()
 
 
 def training_record(model, optimizer, scheduler, rng, history, epoch, settings, arrays):
@@ -61,8 +81,10 @@ class Checkpoint:
         self.epoch = _whole(record["epoch"], "epoch", 1)
         self.history = _history(record["history"], self.epoch)
         settings = record["fit"]
-        if set(settings) != {"samples", "batch_size", "shuffle"} \
-                or not isinstance(settings["shuffle"], bool):
+        run = {"samples", "batch_size", "shuffle"}
+        if not isinstance(settings, dict) or not run <= set(settings) <= run | {"data", "loss"} \
+                or not isinstance(settings["shuffle"], bool) \
+                or not all(isinstance(settings.get(k, ""), str) for k in ("data", "loss")):
             raise ValueError(f"fit settings {settings!r}")
         for key in ("samples", "batch_size"):
             _whole(settings[key], key, 1)
@@ -105,10 +127,18 @@ class Checkpoint:
         if theirs != mine:
             raise ValueError(f"{where}: it was written with scheduler={theirs}, this fit has "
                              f"scheduler={mine}; pass the same kind")
-        if self.settings != settings:
+        if any(self.settings[k] != settings[k] for k in ("samples", "batch_size", "shuffle")):
             raise ValueError(f"{where}: it was written by a fit over {_run(self.settings)}; "
                              f"this one is over {_run(settings)}; resuming needs the same "
                              "data, batch_size and shuffle")
+        if self.settings.get("loss", settings["loss"]) != settings["loss"]:
+            raise ValueError(f"{where}: it was written by a fit with the loss "
+                             f"{self.settings['loss']}, this one has {settings['loss']}; pass "
+                             f"loss=sn.{self.settings['loss']}()")
+        if self.settings.get("data", settings["data"]) != settings["data"]:
+            raise ValueError(f"{where}: it was written by a fit over other data (the same "
+                             "number of samples, but other targets or other rows of X); "
+                             "resuming needs the same X and y")
         if set(self.history) != set(history):
             raise ValueError(f"{where}: it was written by a fit "
                              f"{'with' if 'val_loss' in self.history else 'without'} "

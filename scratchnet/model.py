@@ -28,7 +28,7 @@ import numpy as np
 
 from . import _core, _fused, _inference, _sharding
 from . import distributed as distributed_api
-from ._checkpoint import Checkpoint, training_record
+from ._checkpoint import Checkpoint, data_fingerprint, training_record
 from ._files import ModelFileError, read_npz, read_record, write_npz
 from ._progress import start_epoch
 from ._sharding import SharedInterrupts
@@ -578,6 +578,8 @@ class Sequential(Module):
         if shard is None:
             self._check_batch_statistics(X.shape[1:], n - (steps - 1) * batch_size)
         settings = {"samples": n, "batch_size": batch_size, "shuffle": bool(shuffle)}
+        if checkpoint is not None or resume is not None:
+            settings.update(loss=type(loss).__name__, data=data_fingerprint(X, y))
         done, saved = 0, None  # epochs complete; (the file, the epoch) last checkpointed
         if resume is not None:
             history, done = self._resume(os.fspath(resume), optimizer, scheduler, rng,

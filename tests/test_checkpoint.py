@@ -207,6 +207,9 @@ def other_architecture():
     ("scheduler", "written with scheduler=CosineAnnealingLR, this fit has scheduler=None"),
     ("batch size", "120 samples in batches of 16; this one is over 120 samples in batches of 8"),
     ("data", "over 120 samples in batches of 16; this one is over 60 samples"),
+    ("other rows", "over other data .*resuming needs the same X and y"),
+    ("other labels", "over other data .*resuming needs the same X and y"),
+    ("loss", "with the loss CrossEntropy, this one has MSE; pass loss=sn.CrossEntropy()"),
     ("validation", "written by a fit with validation data"),
 ])
 def test_resuming_into_another_model_or_run_is_refused(checkpoint, case, message):
@@ -220,6 +223,14 @@ def test_resuming_into_another_model_or_run_is_refused(checkpoint, case, message
         kwargs["validation"] = (X[:30], y[:30])
     if case == "data":
         X, y = X[:60], y[:60]
+    if case == "other rows":
+        X = X[::-1].copy()  # the same rows, another order: the same count
+    if case == "other labels":
+        y = (y + 1) % 3
+    if case == "loss":
+        kwargs["loss"] = sn.MSE()
+        y = np.eye(3, dtype=np.float32)[y]
+        kwargs["validation"] = (X[:30], y[:30])
     before = model.state_dict()
     with pytest.raises(ValueError, match=message) as info:
         model.fit(X, y, opt, epochs=3, **kwargs)
@@ -227,6 +238,31 @@ def test_resuming_into_another_model_or_run_is_refused(checkpoint, case, message
     for (name, a), b in zip(model.state_dict().items(), before.values()):
         np.testing.assert_array_equal(a, b, err_msg=name)
     assert opt.iterations == 0 and not opt.state
+
+
+def test_a_checkpoint_written_before_the_data_and_loss_were_kept_still_resumes(tmp_path,
+                                                                               monkeypatch):
+    """Checkpoints of an earlier scratchnet hold no fingerprint of the data
+    and no loss: they resume, checked on what they hold."""
+    from scratchnet import model as model_module
+    original = model_module.training_record
+
+    def as_before(*args):
+        *head, settings, arrays = args
+        old = {k: v for k, v in settings.items() if k not in ("data", "loss")}
+        return original(*head, old, arrays)
+
+    monkeypatch.setattr(model_module, "training_record", as_before)
+    X, y = blobs()
+    path = tmp_path / "old.ckpt"
+    train(mlp(), OPTIMIZERS["adam-cosine"], X, y, epochs=1, checkpoint=path)
+    monkeypatch.undo()
+    model = mlp(seed=3)
+    opt = sn.Adam(model.parameters(), lr=1e-2)
+    history = model.fit(X, y, opt, epochs=2, batch_size=16, seed=7, verbose=0,
+                        scheduler=sn.CosineAnnealingLR(opt, 4), validation=(X[:30], y[:30]),
+                        resume=path)
+    assert len(history["loss"]) == 2
 
 
 # ---------------------------------------------------------------- atomic writes
