@@ -74,8 +74,9 @@ cdef object _array(a, str op, str name, object dtype, bint writable):
     return a
 
 
-NONFINITE_OUTPUTS = ("the model's outputs contain NaN or inf, so its weights are not finite "
-                     "(did training diverge? try a lower learning rate or scaled inputs)")
+NONFINITE_OUTPUTS = ("the model's outputs contain NaN or inf: its weights are not finite "
+                     "(did training diverge? try a lower learning rate or scaled inputs), or "
+                     "these inputs are too large for it")
 
 
 cdef int _check_predicted(X, int finite_in, int status, int finite_out, str op,

@@ -32,6 +32,9 @@ def write_npz(path, arrays, records, what):
     if os.path.isdir(path):
         raise IsADirectoryError(f"{what}: {path} is a folder; give a file name, e.g. "
                                 f"{os.path.join(path, 'model.npz')}")
+    folder = os.path.dirname(path) or "."
+    if not os.path.isdir(folder):  # else the error would name the temporary file
+        raise FileNotFoundError(f"{what}: {path}: the folder {folder} does not exist")
     arrays = dict(arrays)
     for name, value in records.items():
         text = json.dumps(value, allow_nan=False, default=_json_default)

@@ -72,6 +72,11 @@ def as_labels(y, n_classes=None, n_samples=None, name="labels"):
             raise ValueError(f"{name}: class labels must be whole numbers")
     elif arr.dtype.kind not in "iub":
         raise TypeError(f"{name}: class labels must be integers, got dtype {arr.dtype}")
+    elif arr.dtype.kind == "u" and arr.size and arr.max() > np.iinfo(np.int64).max:
+        # as int64 they would wrap round to negative numbers
+        raise ValueError(f"{name}: labels must be in [0, {n_classes}), got {int(arr.max())}"
+                         if n_classes is not None else
+                         f"{name}: label {int(arr.max())} is too large for an int64")
     arr = contiguous(arr, np.int64)
     if arr.size and n_classes is not None and (arr.min() < 0 or arr.max() >= n_classes):
         bad = arr[(arr < 0) | (arr >= n_classes)]

@@ -113,6 +113,12 @@ class Sequential(Module):
             shapes.append(shape)
         return shapes
 
+    def output_shape(self, in_shape):
+        """Its last layer's per-sample output shape (as a layer of another
+        Sequential)."""
+        shapes = self._shapes(tuple(in_shape))
+        return shapes[-1] if shapes else tuple(in_shape)
+
     @property
     def in_features(self):
         for layer in self.layers:
@@ -553,6 +559,11 @@ class Sequential(Module):
         if validation_split is not None:
             X, y, validation = _split_validation(X, y, validation_split, validation)
         if validation is not None:
+            if not isinstance(validation, (tuple, list)) or len(validation) != 2:
+                raise TypeError(f"fit: validation must be a pair (X_val, y_val), got "
+                                f"{type(validation).__name__}"
+                                + (f" of {len(validation)}" if isinstance(validation, (tuple, list))
+                                   else ""))
             Xv, yv = validation
             Xv = self._inputs(Xv)
             yv = _targets(yv, Xv.shape[0], loss, self, "fit validation")
@@ -861,7 +872,16 @@ class Sequential(Module):
     def _architecture(self, where):
         """The JSON record of what the model is: its layers (type and config),
         the recorded loss and model.metadata (TypeError naming where if the
-        metadata is not JSON)."""
+        metadata is not JSON, or a layer is not of a type load can rebuild:
+        a file that load would refuse is never written)."""
+        for i, layer in enumerate(self.layers):
+            if LAYERS.get(type(layer).__name__) is not type(layer):
+                inner = isinstance(layer, Sequential)
+                raise TypeError(
+                    f"{where}: layer {i} is a {type(layer).__name__}, not one of scratchnet's "
+                    "layer types, which a saved model names to be rebuilt"
+                    + (": put its layers in this Sequential, Sequential(*inner.layers, ...)"
+                       if inner else ""))
         arch = {"format": MODEL_FORMAT, "version": FORMAT_VERSION,
                 "layers": [{"type": type(l).__name__, "config": l.get_config()}
                            for l in self.layers],

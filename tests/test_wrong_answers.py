@@ -520,3 +520,40 @@ def test_a_last_batch_batchnorm_cannot_train_on_is_refused_before_any_step():
     model.fit(X, y, sn.Adam(model.parameters()), epochs=1, batch_size=63, verbose=0)
     images = sn.Sequential(sn.Reshape(2, 2, 2), sn.BatchNorm2d(2), sn.Flatten(), sn.Dense(8, 3))
     images.fit(X, y, sn.Adam(images.parameters()), epochs=1, batch_size=64, verbose=0)
+
+
+def test_errors_name_what_is_wrong(tmp_path):
+    """Messages that had named the wrong thing (found by a review as a new
+    user): each must say what the user can act on."""
+    rng = np.random.default_rng(12)
+    X, y = rng.random((40, 6)).astype(np.float32), np.arange(40) % 3
+    model = sn.Sequential(sn.Dense(6, 5), sn.ReLU(), sn.Dense(5, 3))
+    # finite weights, inputs that overflow them: not only the weights are blamed
+    with pytest.raises(ValueError, match="or these inputs are too large for it"):
+        model.predict(X * 3e38)
+    # a uint64 label past int64's range is shown as itself, not wrapped round
+    big = y.astype(np.uint64)
+    big[0] = 2 ** 63 + 1
+    with pytest.raises(ValueError, match=r"labels must be in \[0, 3\), got 9223372036854775809"):
+        model.fit(X, big, sn.SGD(model.parameters(), lr=0.1), epochs=1, verbose=0)
+    with pytest.raises(TypeError, match=r"validation must be a pair \(X_val, y_val\), got ndarray"):
+        model.fit(X, y, sn.SGD(model.parameters(), lr=0.1), epochs=1, verbose=0, validation=X)
+    missing = tmp_path / "no" / "such" / "m.npz"
+    with pytest.raises(FileNotFoundError, match=r"the folder .*such does not exist") as info:
+        model.save(missing)
+    assert ".tmp" not in str(info.value)
+
+
+def test_a_sequential_inside_a_sequential_predicts_and_is_not_saved_unreadable(tmp_path):
+    """Its output shape is its last layer's (it was taken as its input's,
+    blaming the next layer); a file naming a type load cannot rebuild is
+    refused before it is written, not written and then unreadable."""
+    rng = np.random.default_rng(13)
+    X = rng.random((10, 20)).astype(np.float32)
+    inner = sn.Sequential(sn.Dense(20, 8), sn.ReLU())
+    outer = sn.Sequential(inner, sn.Dense(8, 3))
+    flat = sn.Sequential(*inner.layers, outer.layers[1])
+    np.testing.assert_array_equal(outer.predict_logits(X), flat.predict_logits(X))
+    with pytest.raises(TypeError, match=r"layer 0 is a Sequential.*Sequential\(\*inner.layers"):
+        outer.save(tmp_path / "m.npz")
+    assert not any(tmp_path.iterdir())
