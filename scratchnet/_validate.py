@@ -45,6 +45,9 @@ def as_features(x, n_features=None, name="x"):
         if not _core.all_finite(x):  # the common case, checked in C without temporaries
             check_finite(x, name)
         return x
+    if np.ndim(x) == 0 and n_features != 1:  # (a model of one input takes it as a sample)
+        raise ValueError(f"{name}: expected a 2-D array (samples, features), got a single "
+                         f"number ({x!r})")
     arr = as_float32(x, name)
     if arr.ndim == 1 and n_features is not None and arr.shape[0] == n_features:
         arr = arr.reshape(1, -1)

@@ -538,6 +538,8 @@ def test_errors_name_what_is_wrong(tmp_path):
         model.fit(X, big, sn.SGD(model.parameters(), lr=0.1), epochs=1, verbose=0)
     with pytest.raises(TypeError, match=r"validation must be a pair \(X_val, y_val\), got ndarray"):
         model.fit(X, y, sn.SGD(model.parameters(), lr=0.1), epochs=1, verbose=0, validation=X)
+    with pytest.raises(ValueError, match=r"expected a 2-D array .*got a single number"):
+        model.predict(np.float32(1))
     missing = tmp_path / "no" / "such" / "m.npz"
     with pytest.raises(FileNotFoundError, match=r"the folder .*such does not exist") as info:
         model.save(missing)
