@@ -530,6 +530,7 @@ class Sequential(Module):
         if not isinstance(optimizer, Optimizer):
             raise TypeError(f"fit: optimizer must be an Optimizer, got {type(optimizer).__name__}")
         self._check_optimizer(optimizer)
+        optimizer.check_param_groups("fit")
         loss = loss if loss is not None else (self.loss or CrossEntropy())
         if not isinstance(loss, Loss):
             raise TypeError(f"fit: loss must be a Loss, got {type(loss).__name__}")

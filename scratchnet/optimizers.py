@@ -5,6 +5,7 @@ Every optimizer also takes decay=: the learning-rate decay of the "Neural
 Networks from Scratch" book, lr_t = lr / (1 + decay * (t - 1)) at step t
 (t counts from 1), applied before the step. StepLR and CosineAnnealingLR
 change a group's lr once per epoch, as their torch namesakes do."""
+import functools
 import inspect
 import math
 
@@ -152,20 +153,27 @@ class Optimizer:
             group.update(hyper)
         self.iterations = iterations
 
-    def _checked_hyper(self, saved, mine):
+    def check_param_groups(self, where):
+        """Each group's hyper-parameters, checked as the constructor checks
+        them: they may have been edited in param_groups since (fit calls this
+        before training; a NaN momentum would make the weights NaN)."""
+        for i, group in enumerate(self.param_groups):
+            self._checked_hyper(group, group, f"{where}: the optimizer's param_groups[{i}]")
+
+    def _checked_hyper(self, saved, mine, where="load_state_dict"):
         """saved's hyper-parameters, checked as the constructor checks them."""
         saved = {k: v for k, v in saved.items() if k != "params"}
         names = {k for k in mine if k != "params"}
         if set(saved) != names:
-            raise ValueError(f"load_state_dict: hyper-parameters {sorted(saved)}, this "
+            raise ValueError(f"{where}: hyper-parameters {sorted(saved)}, this "
                              f"{type(self).__name__} has {sorted(names)}")
         hyper = {k: tuple(v) if isinstance(mine[k], tuple) else v for k, v in saved.items()}
         settings = {k: v for k, v in hyper.items() if k != "initial_lr"}
         try:
-            _construct_probe(type(self), [Parameter(np.zeros(1))], settings, self._check_group)
+            _construct_probe(type(self), _probe_params(), settings, self._check_group)
             nonnegative_float(hyper["initial_lr"], "initial_lr")
         except (TypeError, ValueError) as exc:
-            raise ValueError(f"load_state_dict: {exc}") from None
+            raise ValueError(f"{where}: {exc}") from None
         return hyper
 
     def _checked_state(self, i, key, value, p):
@@ -192,6 +200,14 @@ def _count(value, what):
     if not ok:
         raise ValueError(f"{what}: expected a whole number >= 0, got {value!r}")
     return int(value)
+
+
+@functools.lru_cache(maxsize=1)
+def _probe_params():
+    """One parameter for the probes, made once: a new Parameter counts as a
+    change of the weights (Parameter.version) and would make every compiled
+    network rebuild after each fit."""
+    return (Parameter(np.zeros(1)),)
 
 
 def _construct_probe(cls, first, settings, fallback):

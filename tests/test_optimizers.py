@@ -410,6 +410,31 @@ def test_scheduler_bad_arguments():
                                                      "step_size": 1, "gamma": -0.5})
 
 
+@pytest.mark.parametrize("make, key, value, message", [
+    (lambda ps: sn.SGD(ps, lr=0.1, momentum=0.9), "momentum", float("nan"),
+     "momentum must be a finite number >= 0"),
+    (lambda ps: sn.Adam(ps), "betas", (0.9, 1.5), r"betas\[1\] must be in \[0, 1\)"),
+    (lambda ps: sn.RMSProp(ps), "alpha", -1.0, r"alpha must be in \[0, 1\)"),
+])
+def test_fit_checks_hyper_parameters_edited_in_param_groups(make, key, value, message):
+    """param_groups can be edited after the optimizer is built: fit checks
+    them as the constructor would (a NaN momentum made the weights NaN), and
+    the check itself leaves the compiled networks alone (no new Parameter)."""
+    X = np.random.default_rng(1).standard_normal((20, 3)).astype(np.float32)
+    model = sn.Sequential(sn.Dense(3, 2))
+    opt = make(model.parameters())
+    model.fit(X, np.arange(20) % 2, opt, epochs=1, verbose=0)
+    version = sn.Parameter.version
+    model.fit(X, np.arange(20) % 2, opt, epochs=1, verbose=0)
+    assert sn.Parameter.version == version
+    opt.param_groups[0][key] = value
+    before = [p.data.copy() for p in model.parameters()]
+    with pytest.raises(ValueError, match=r"fit: the optimizer's param_groups\[0\]: " + message):
+        model.fit(X, np.arange(20) % 2, opt, epochs=1, verbose=0)
+    for p, b in zip(model.parameters(), before):
+        np.testing.assert_array_equal(p.data, b)
+
+
 def test_fit_refuses_what_is_not_a_scheduler():
     """An optimizer passed as scheduler= took one more step at each epoch's
     end, on the last batch's gradients."""
