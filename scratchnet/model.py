@@ -303,9 +303,12 @@ class Sequential(Module):
         where it does not apply; rebuilt when _compiled_key changes."""
         cached = getattr(self, "_plan_cache", None)
         if cached is None or not self._compiled_key_holds(cached[0]):
+            # the key first: a change another thread makes while this builds
+            # leaves the network under the older key, to be rebuilt next call
+            key = self._compiled_key()
             specs = _fused.layer_specs(self.layers)
             plan = _fused.build(specs, _PREDICT_BATCH, train=False) if specs else None
-            self._plan_cache = cached = (self._compiled_key(), plan)
+            self._plan_cache = cached = (key, plan)
         return cached[1]
 
     def _net(self, in_shape):
@@ -362,8 +365,9 @@ class Sequential(Module):
         cached = self.__dict__.get("_classifier_cache")
         if (cached is None or cached[1] is not self._loss
                 or not self._compiled_key_holds(cached[0])):
+            key, loss = self._compiled_key(), self._loss  # before _plan: as there
             plan = self._plan() if self._loss_kind() is CrossEntropy else None
-            self._classifier_cache = cached = (self._compiled_key(), self._loss, plan)
+            self._classifier_cache = cached = (key, loss, plan)
         return cached[2]
 
     def _loss_kind(self):

@@ -559,3 +559,27 @@ def test_a_sequential_inside_a_sequential_predicts_and_is_not_saved_unreadable(t
     with pytest.raises(TypeError, match=r"layer 0 is a Sequential.*Sequential\(\*inner.layers"):
         outer.save(tmp_path / "m.npz")
     assert not any(tmp_path.iterdir())
+
+
+def test_a_change_made_while_the_compiled_network_is_built_is_seen_next_call(monkeypatch):
+    """Another thread may change a setting while predict builds the compiled
+    network: the network must be kept under the key read before building,
+    so the next call rebuilds (kept under the key read after, it gave the
+    old slope's answers for good)."""
+    rng = np.random.default_rng(14)
+    X = rng.standard_normal((4, 8)).astype(np.float32)
+    model = sn.Sequential(sn.Dense(8, 16, seed=1), sn.LeakyReLU(0.01), sn.Dense(16, 3, seed=2))
+    monkeypatch.setattr(_fused, "ENABLED", True)
+    real_build = _fused.build
+
+    def build_then_change(*args, **kwargs):
+        network = real_build(*args, **kwargs)  # made with the slope 0.01
+        model.layers[1].negative_slope = 0.9   # meanwhile, from "another thread"
+        monkeypatch.setattr(_fused, "build", real_build)
+        return network
+
+    monkeypatch.setattr(_fused, "build", build_then_change)
+    model.predict_proba(X)
+    z = model.forward(X)
+    e = np.exp(z - z.max(1, keepdims=True))
+    np.testing.assert_allclose(model.predict_proba(X), e / e.sum(1, keepdims=True), atol=1e-6)
