@@ -56,6 +56,11 @@ class Sequential(Module):
         for layer in layers:
             if not isinstance(layer, Module):
                 raise TypeError(f"Sequential takes layers, got {type(layer).__name__}")
+            if isinstance(layer, Sequential):
+                # what looks through the layers (the final Softmax, BatchNorm's
+                # batches, the input size, saving) would not look inside it
+                raise TypeError("Sequential takes layers, not another Sequential: pass its "
+                                "layers, Sequential(*inner.layers, ...)")
         self.layers = list(layers)
         self.loss = None  # the loss fit used: what predict and evaluate follow
         self.metadata = {}  # the user's JSON-serialisable notes, saved with the model
@@ -112,12 +117,6 @@ class Sequential(Module):
                                      + ("" if i == 0 else " from the layer before")) from None
             shapes.append(shape)
         return shapes
-
-    def output_shape(self, in_shape):
-        """Its last layer's per-sample output shape (as a layer of another
-        Sequential)."""
-        shapes = self._shapes(tuple(in_shape))
-        return shapes[-1] if shapes else tuple(in_shape)
 
     @property
     def in_features(self):
@@ -877,16 +876,7 @@ class Sequential(Module):
     def _architecture(self, where):
         """The JSON record of what the model is: its layers (type and config),
         the recorded loss and model.metadata (TypeError naming where if the
-        metadata is not JSON, or a layer is not of a type load can rebuild:
-        a file that load would refuse is never written)."""
-        for i, layer in enumerate(self.layers):
-            if LAYERS.get(type(layer).__name__) is not type(layer):
-                inner = isinstance(layer, Sequential)
-                raise TypeError(
-                    f"{where}: layer {i} is a {type(layer).__name__}, not one of scratchnet's "
-                    "layer types, which a saved model names to be rebuilt"
-                    + (": put its layers in this Sequential, Sequential(*inner.layers, ...)"
-                       if inner else ""))
+        metadata is not JSON)."""
         arch = {"format": MODEL_FORMAT, "version": FORMAT_VERSION,
                 "layers": [{"type": type(l).__name__, "config": l.get_config()}
                            for l in self.layers],
@@ -905,6 +895,11 @@ class Sequential(Module):
         model.metadata) and every parameter array. Written to a temporary
         file, synced and renamed, so a failure never leaves a half file at
         path."""
+        for i, layer in enumerate(self.layers):  # a file load would refuse is never written
+            if LAYERS.get(type(layer).__name__) is not type(layer):
+                raise TypeError(f"save: layer {i} is a {type(layer).__name__}, not one of "
+                                "scratchnet's layer types, which a saved model names to be "
+                                "rebuilt by sn.load")
         write_npz(path, self._state_arrays(), {"__architecture__": self._architecture("save")},
                   "save")
 
