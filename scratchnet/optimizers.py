@@ -168,7 +168,12 @@ class Optimizer:
             raise ValueError(f"{where}: hyper-parameters {sorted(saved)}, this "
                              f"{type(self).__name__} has {sorted(names)}")
         hyper = {k: tuple(v) if isinstance(mine[k], tuple) else v for k, v in saved.items()}
-        settings = {k: v for k, v in hyper.items() if k != "initial_lr"}
+        # the constructor's own arguments: a group may hold keys of the user's
+        # (a "name"), which would send the probe to the short fallback check
+        taken = inspect.signature(type(self)).parameters
+        takes_any = any(p.kind is p.VAR_KEYWORD for p in taken.values())
+        settings = {k: v for k, v in hyper.items()
+                    if k != "initial_lr" and (takes_any or k in taken)}
         try:
             _construct_probe(type(self), _probe_params(), settings, self._check_group)
             nonnegative_float(hyper["initial_lr"], "initial_lr")

@@ -422,7 +422,8 @@ def test_fit_checks_hyper_parameters_edited_in_param_groups(make, key, value, me
     the check itself leaves the compiled networks alone (no new Parameter)."""
     X = np.random.default_rng(1).standard_normal((20, 3)).astype(np.float32)
     model = sn.Sequential(sn.Dense(3, 2))
-    opt = make(model.parameters())
+    # a key of the user's in the group (as torch allows) must not hide the others
+    opt = make([{"params": model.parameters(), "name": "all"}])
     model.fit(X, np.arange(20) % 2, opt, epochs=1, verbose=0)
     version = sn.Parameter.version
     model.fit(X, np.arange(20) % 2, opt, epochs=1, verbose=0)
