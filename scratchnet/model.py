@@ -590,8 +590,15 @@ class Sequential(Module):
         n = X.shape[0]
         batch_size = min(batch_size, n)  # the compiled trainer holds at most n rows a batch
         steps = -(-n // batch_size)
+        last = n - (steps - 1) * batch_size
         if shard is None:
-            self._check_batch_statistics(X.shape[1:], n - (steps - 1) * batch_size)
+            self._check_batch_statistics(X.shape[1:], last, "the last batch")
+        else:  # each rank's share of a batch of r rows: r // size or one more (or none)
+            shares = {r // shard.size + extra for r in (batch_size, last) for extra in (0, 1)
+                      if r // shard.size + extra <= r and (extra == 0 or r % shard.size)}
+            shares.discard(0)  # a rank with no rows of a batch makes no forward pass
+            self._check_batch_statistics(X.shape[1:], min(shares),
+                                         f"a rank's share of a batch (over {shard.size} ranks)")
         settings = {"samples": n, "batch_size": batch_size, "shuffle": bool(shuffle)}
         if checkpoint is not None or resume is not None:
             settings.update(loss=type(loss).__name__, data=data_fingerprint(X, y))
@@ -714,16 +721,16 @@ class Sequential(Module):
                 return layer
         return None
 
-    def _check_batch_statistics(self, in_shape, last_rows):
-        """Refuse, before any step, a last batch of last_rows rows from which
-        a BatchNorm layer would have one value per channel (its variance
-        has no meaning: the layer raises, mid-epoch, the weights already
-        moved)."""
+    def _check_batch_statistics(self, in_shape, rows, what):
+        """Refuse, before any step, batches of `rows` rows (the fewest a
+        forward pass will see: `what`) from which a BatchNorm layer would
+        have one value per channel (its variance has no meaning: the layer
+        raises, mid-epoch, the weights already moved)."""
         shape = tuple(in_shape)
         for i, (layer, out) in enumerate(zip(self.layers, self._shapes(shape))):
-            if isinstance(layer, _BatchNorm) and last_rows * math.prod(shape[1:]) < 2:
+            if isinstance(layer, _BatchNorm) and rows * math.prod(shape[1:]) < 2:
                 raise ValueError(
-                    f"fit: the last batch would hold {last_rows} row(s), and layer {i} "
+                    f"fit: {what} would hold {rows} row(s), and layer {i} "
                     f"({layer!r}) needs more than one value per channel to train on: choose a "
                     "batch_size that leaves a last batch of 2 rows or more (or drop a row)")
             shape = out

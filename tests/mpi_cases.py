@@ -116,6 +116,14 @@ def refusals(out):
             dist.allreduce_gradients(sn.Sequential(layer))
         except ValueError as exc:
             messages.append(str(exc))
+    # BatchNorm over a last batch of 3 rows: shares of 1 and 2, refused before any step
+    norm = sn.Sequential(sn.Dense(12, 8), sn.BatchNorm1d(8), sn.ReLU(), sn.Dense(8, 4))
+    before = norm[0].weight.data.copy()
+    try:
+        norm.fit(X[:67], y[:67], sn.SGD(norm.parameters(), lr=0.1), batch_size=64,
+                 distributed=True, verbose=0)
+    except ValueError as exc:
+        messages.append(str(exc) if np.array_equal(norm[0].weight.data, before) else "moved")
     with open(os.path.join(out, f"refusals_{rank}.json"), "w") as f:
         json.dump(messages, f)
 

@@ -145,10 +145,12 @@ def test_outputs_that_overflow_on_one_rank_stop_every_rank_at_that_step(trained,
 @pytest.mark.sanitizer_skip
 def test_bad_settings_are_refused_on_every_rank(trained):
     messages = [json.loads((trained / f"refusals_{r}.json").read_text()) for r in range(RANKS)]
-    assert messages[0] == messages[1] and len(messages[0]) == 4
+    assert messages[0] == messages[1] and len(messages[0]) == 5
     assert "batch_size 1 is smaller than the 2 ranks" in messages[0][0]
     assert "differ across ranks" in messages[0][1] and "rank 1 has" in messages[0][1]
-    for message in messages[0][2:]:  # allreduce_gradients of other shapes
+    assert messages[0][4].startswith("fit: a rank's share of a batch (over 2 ranks) would hold "
+                                     "1 row(s), and layer 1 (BatchNorm1d")
+    for message in messages[0][2:4]:  # allreduce_gradients of other shapes
         assert message.startswith("allreduce_gradients: the parameters' shapes differ across "
                                   "ranks: rank 0 has")
 
