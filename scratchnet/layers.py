@@ -321,11 +321,15 @@ class Reshape(Module):
         shape = tuple(shape) if shape is not None else dims
         if len(shape) == 1 and isinstance(shape[0], (list, tuple)):
             shape = tuple(shape[0])
+        self.shape = self._checked_setting("shape", shape)
+
+    def _checked_setting(self, name, shape):
+        shape = tuple(shape) if isinstance(shape, (list, tuple)) else (shape,)
         if not shape or any(isinstance(d, bool) or not isinstance(d, (int, np.integer))
                             or (d < 1 and d != -1) for d in shape) or list(shape).count(-1) > 1:
             raise ValueError(f"Reshape: the shape must be positive integers (one may be -1), "
                              f"got {shape!r}")
-        self.shape = tuple(int(d) for d in shape)
+        return tuple(int(d) for d in shape)
 
     def get_config(self):
         return {"shape": list(self.shape)}

@@ -52,6 +52,13 @@ class Conv2D(Module):
         self.bias = Parameter(np.zeros(self.out_channels), "bias")
         self._x = None
 
+    def _checked_setting(self, name, value):
+        pair = _pair(value, name, 0 if name == "padding" else 1)
+        if name == "kernel_size" and pair != self.weight.data.shape[2:]:
+            raise ValueError(f"kernel_size {pair}: the weights are {self.weight.data.shape[2:]} "
+                             "windows; build a new Conv2D for another size")
+        return pair
+
     def parameters(self):
         return [self.weight, self.bias]
 

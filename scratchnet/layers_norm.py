@@ -71,6 +71,9 @@ class _BatchNorm(Module):
     def buffers(self):
         return {"running_mean": self.running_mean, "running_var": self.running_var}
 
+    def _checked_setting(self, name, value):  # eps
+        return _number(value, f"{type(self).__name__}: {name}", 0.0, np.inf, True)
+
     def get_config(self):
         return {self._size_name: self.num_features, "momentum": self.momentum, "eps": self.eps}
 

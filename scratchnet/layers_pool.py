@@ -39,6 +39,9 @@ class _Pool2D(Module):
                        else _pair(stride, f"{type(self).__name__}: stride"))
         self._x_shape = None
 
+    def _checked_setting(self, name, value):
+        return _pair(value, f"{type(self).__name__}: {name}")
+
     def get_config(self):
         return {"kernel_size": list(self.kernel_size), "stride": list(self.stride)}
 

@@ -209,8 +209,14 @@ class Module(BufferOwner):
                 current.assign(value, f"{self!r}.{name}")
             return
         if name in self._compiled_settings and name in self.__dict__:
+            value = self._checked_setting(name, value)
             Parameter.version += 1
         super().__setattr__(name, value)
+
+    def _checked_setting(self, name, value):
+        """A new value of one of _compiled_settings, checked (and put in the
+        form) as the constructor does, or ValueError."""
+        return value
 
     def parameters(self):
         return []

@@ -489,6 +489,34 @@ def test_new_layer_settings_after_a_first_call_reach_the_compiled_network():
     assert not np.allclose(conv.predict_logits(X), before)
 
 
+
+def test_new_layer_settings_are_checked_and_put_in_form_as_the_constructors_do():
+    """An int for a pair (as the constructors take), a window the weights do
+    not have, an eps of 0: set after construction they had given a bare
+    TypeError, or an opaque refusal from the compiled network, at predict."""
+    rng = np.random.default_rng(15)
+    X = rng.random((3, 20)).astype(np.float32)
+    conv = sn.Sequential(sn.Reshape(1, 4, 5), sn.Conv2D(1, 2, 3, padding=1), sn.ReLU(),
+                         sn.MaxPool2D(2), sn.Flatten(), sn.Dense(8, 3))
+    before = conv.predict_logits(X).copy()
+    conv[1].padding, conv[3].stride = 1, 2
+    assert conv[1].padding == (1, 1) and conv[3].stride == (2, 2)
+    np.testing.assert_array_equal(conv.predict_logits(X), before)
+    with pytest.raises(ValueError, match=r"padding must be an int >= 0"):
+        conv[1].padding = -1
+    with pytest.raises(ValueError, match=r"kernel_size \(5, 5\): the weights are \(3, 3\)"):
+        conv[1].kernel_size = 5
+    with pytest.raises(ValueError, match=r"MaxPool2D: stride must be"):
+        conv[3].stride = (0, 1)
+    with pytest.raises(ValueError, match="Reshape: the shape must be positive integers"):
+        conv[0].shape = (0, 20)
+    norm = sn.BatchNorm1d(4)
+    for bad in (0.0, -1.0, float("nan")):
+        with pytest.raises(ValueError, match=r"BatchNorm1d: eps must be a number in \(0.0, inf\]"):
+            norm.eps = bad
+    assert norm.eps == 1e-5 and conv[1].padding == (1, 1) and conv[0].shape == (1, 4, 5)
+
+
 def test_binary_accuracy_counts_the_decisions_predict_makes():
     """predict says 1 where sigmoid(z) >= 0.5, z >= 0; evaluate's accuracy
     must count the same decisions, z == 0 included (zero weights: every
