@@ -127,6 +127,17 @@ class Checkpoint:
         if theirs != mine:
             raise ValueError(f"{where}: it was written with scheduler={theirs}, this fit has "
                              f"scheduler={mine}; pass the same kind")
+        if theirs is not None and hasattr(scheduler, "_settings"):
+            # resuming loads the checkpoint's settings into the scheduler: others
+            # given now (a cosine schedule's T_max for a longer run) would be lost
+            saved = {k: v for k, v in self.scheduler.items() if k not in ("type", "epoch")}
+            given = scheduler._settings()
+            if saved != given:
+                shown = ", ".join(f"{k}={v!r}" for k, v in saved.items())
+                raise ValueError(f"{where}: it was written with {theirs}({shown}), this fit has "
+                                 f"{theirs}({', '.join(f'{k}={v!r}' for k, v in given.items())});"
+                                 " resuming continues the schedule it holds: pass the same "
+                                 "settings (a schedule that has ended cannot be extended)")
         if any(self.settings[k] != settings[k] for k in ("samples", "batch_size", "shuffle")):
             raise ValueError(f"{where}: it was written by a fit over {_run(self.settings)}; "
                              f"this one is over {_run(settings)}; resuming needs the same "

@@ -205,6 +205,8 @@ def other_architecture():
                      r"out_features=11, init='he'\) in this model\)"),
     ("optimizer", "written with the optimizer Adam, this fit has SGD"),
     ("scheduler", "written with scheduler=CosineAnnealingLR, this fit has scheduler=None"),
+    ("schedule", r"written with CosineAnnealingLR\(T_max=4, eta_min=0.0\), this fit has "
+                 r"CosineAnnealingLR\(T_max=8, eta_min=0.0\)"),
     ("batch size", "120 samples in batches of 16; this one is over 120 samples in batches of 8"),
     ("data", "over 120 samples in batches of 16; this one is over 60 samples"),
     ("other rows", "over other data .*resuming needs the same X and y"),
@@ -216,7 +218,8 @@ def test_resuming_into_another_model_or_run_is_refused(checkpoint, case, message
     X, y = blobs()
     model = other_architecture() if case == "architecture" else mlp(seed=3)
     opt = (sn.SGD if case == "optimizer" else sn.Adam)(model.parameters(), lr=1e-2)
-    scheduler = None if case in ("scheduler", "optimizer") else sn.CosineAnnealingLR(opt, 4)
+    scheduler = (None if case in ("scheduler", "optimizer") else
+                 sn.CosineAnnealingLR(opt, 8 if case == "schedule" else 4))
     kwargs = dict(batch_size=8 if case == "batch size" else 16, seed=7, verbose=0,
                   scheduler=scheduler, resume=checkpoint)
     if case != "validation":
