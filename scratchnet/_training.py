@@ -93,8 +93,8 @@ def divergence_message(epoch, step, steps, problem, lr, X, saved, unfinite_weigh
                else f", but an earlier step's update had already made {unfinite_weight} not "
                "finite (NaN or inf)")
     return (f"fit: training diverged in epoch {epoch}, step {step} of {steps}: {problem}. "
-            f"That step was not applied{weights}{kept}. Likely causes: a learning rate too high ({rate}: try a tenth) or "
-            f"{scale}")
+            f"That step was not applied{weights}{kept}. Likely causes: a learning rate too "
+            f"high ({rate}: try a tenth) or {scale}")
 
 
 def skipped_message(epoch, steps, skipped):

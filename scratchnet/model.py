@@ -538,8 +538,8 @@ class Sequential(Module):
         if not isinstance(loss, Loss):
             raise TypeError(f"fit: loss must be a Loss, got {type(loss).__name__}")
         self._check_loss(loss, "fit")
-        if isinstance(scheduler, Optimizer) or (scheduler is not None
-                                                 and not callable(getattr(scheduler, "step", None))):
+        steps_itself = callable(getattr(scheduler, "step", None))
+        if isinstance(scheduler, Optimizer) or (scheduler is not None and not steps_itself):
             raise TypeError(f"fit: scheduler must be a learning-rate scheduler with a step() "
                             f"method (e.g. sn.StepLR(optimizer, 1)), got "
                             f"{type(scheduler).__name__}")
@@ -563,11 +563,11 @@ class Sequential(Module):
         if validation_split is not None:
             X, y, validation = _split_validation(X, y, validation_split, validation)
         if validation is not None:
-            if not isinstance(validation, (tuple, list)) or len(validation) != 2:
+            pair = isinstance(validation, (tuple, list))
+            if not pair or len(validation) != 2:
                 raise TypeError(f"fit: validation must be a pair (X_val, y_val), got "
                                 f"{type(validation).__name__}"
-                                + (f" of {len(validation)}" if isinstance(validation, (tuple, list))
-                                   else ""))
+                                + (f" of {len(validation)}" if pair else ""))
             Xv, yv = validation
             Xv = self._inputs(Xv)
             yv = _targets(yv, Xv.shape[0], loss, self, "fit validation")
@@ -593,11 +593,11 @@ class Sequential(Module):
         last = n - (steps - 1) * batch_size
         if shard is None:
             self._check_batch_statistics(X.shape[1:], last, "the last batch")
-        else:  # each rank's share of a batch of r rows: r // size or one more (or none)
-            shares = {r // shard.size + extra for r in (batch_size, last) for extra in (0, 1)
-                      if r // shard.size + extra <= r and (extra == 0 or r % shard.size)}
-            shares.discard(0)  # a rank with no rows of a batch makes no forward pass
-            self._check_batch_statistics(X.shape[1:], min(shares),
+        else:
+            # a rank's share of a batch of r rows is r // size or one more; with
+            # fewer rows than ranks, 1 or none (and none makes no forward pass)
+            fewest = min(max(r // shard.size, 1) for r in (batch_size, last))
+            self._check_batch_statistics(X.shape[1:], fewest,
                                          f"a rank's share of a batch (over {shard.size} ranks)")
         settings = {"samples": n, "batch_size": batch_size, "shuffle": bool(shuffle)}
         if checkpoint is not None or resume is not None:
@@ -694,8 +694,8 @@ class Sequential(Module):
         every step (weight decay, momentum, gradients left from elsewhere)."""
         held = [p for group in optimizer.param_groups for p in group["params"]]
         params = self.parameters()
-        mine = {id(p) for p in params}
-        missing = [p.name for p in params if id(p) not in {id(q) for q in held}]
+        mine, theirs = {id(p) for p in params}, {id(p) for p in held}
+        missing = [p.name for p in params if id(p) not in theirs]
         build = (f"build it with this model's parameters, "
                  f"{type(optimizer).__name__}(model.parameters(), ...)")
         if missing:

@@ -564,7 +564,7 @@ def test_errors_name_what_is_wrong(tmp_path):
     big[0] = 2 ** 63 + 1
     with pytest.raises(ValueError, match=r"labels must be in \[0, 3\), got 9223372036854775809"):
         model.fit(X, big, sn.SGD(model.parameters(), lr=0.1), epochs=1, verbose=0)
-    with pytest.raises(TypeError, match=r"validation must be a pair \(X_val, y_val\), got ndarray"):
+    with pytest.raises(TypeError, match=r"must be a pair \(X_val, y_val\), got ndarray"):
         model.fit(X, y, sn.SGD(model.parameters(), lr=0.1), epochs=1, verbose=0, validation=X)
     with pytest.raises(ValueError, match=r"expected a 2-D array .*got a single number"):
         model.predict(np.float32(1))
