@@ -133,11 +133,10 @@ class Checkpoint:
             saved = {k: v for k, v in self.scheduler.items() if k not in ("type", "epoch")}
             given = scheduler._settings()
             if saved != given:
-                shown = ", ".join(f"{k}={v!r}" for k, v in saved.items())
-                raise ValueError(f"{where}: it was written with {theirs}({shown}), this fit has "
-                                 f"{theirs}({', '.join(f'{k}={v!r}' for k, v in given.items())});"
-                                 " resuming continues the schedule it holds: pass the same "
-                                 "settings (a schedule that has ended cannot be extended)")
+                raise ValueError(f"{where}: it was written with {_call(theirs, saved)}, this fit "
+                                 f"has {_call(theirs, given)}; resuming continues the schedule "
+                                 "it holds: pass the same settings (a schedule that has ended "
+                                 "cannot be extended)")
         if any(self.settings[k] != settings[k] for k in ("samples", "batch_size", "shuffle")):
             raise ValueError(f"{where}: it was written by a fit over {_run(self.settings)}; "
                              f"this one is over {_run(settings)}; resuming needs the same "
@@ -194,6 +193,11 @@ def _label(spec):
     config = spec.get("config") or {}
     args = ", ".join(f"{k}={v!r}" for k, v in config.items()) if isinstance(config, dict) else ""
     return f"{spec.get('type')}({args})"
+
+
+def _call(name, settings):
+    """name(key=value, ...), as a constructor call reads."""
+    return f"{name}({', '.join(f'{k}={v!r}' for k, v in settings.items())})"
 
 
 def _run(settings):

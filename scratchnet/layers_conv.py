@@ -41,8 +41,8 @@ class Conv2D(Module):
         self.in_channels = positive_int(in_channels, "in_channels")
         self.out_channels = positive_int(out_channels, "out_channels")
         self.kernel_size = _pair(kernel_size, "kernel_size", 1)
-        self.stride = _pair(stride, "stride", 1)
-        self.padding = _pair(padding, "padding", 0)
+        self.stride = self._checked_setting("stride", stride)
+        self.padding = self._checked_setting("padding", padding)
         self.init = choice(init, self.INITS, "init")
         kh, kw = self.kernel_size
         fan_in, fan_out = self.in_channels * kh * kw, self.out_channels * kh * kw

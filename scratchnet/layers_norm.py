@@ -37,7 +37,7 @@ class _BatchNorm(Module):
         name = type(self).__name__
         self.num_features = positive_int(size, f"{name}: {self._size_name}")
         self.momentum = _number(momentum, f"{name}: momentum", 0.0, 1.0, False)
-        self.eps = _number(eps, f"{name}: eps", 0.0, np.inf, True)
+        self.eps = self._checked_setting("eps", eps)
         self.weight = Parameter(np.ones(self.num_features), "weight")
         self.bias = Parameter(np.zeros(self.num_features), "bias")
         self.running_mean = np.zeros(self.num_features, np.float32)

@@ -34,9 +34,9 @@ class _Pool2D(Module):
 
     def __init__(self, kernel_size, stride=None):
         super().__init__()
-        self.kernel_size = _pair(kernel_size, f"{type(self).__name__}: kernel_size")
+        self.kernel_size = self._checked_setting("kernel_size", kernel_size)
         self.stride = (self.kernel_size if stride is None
-                       else _pair(stride, f"{type(self).__name__}: stride"))
+                       else self._checked_setting("stride", stride))
         self._x_shape = None
 
     def _checked_setting(self, name, value):

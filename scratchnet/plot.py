@@ -112,8 +112,6 @@ def _n_outputs(model):
     return dense[-1].out_features if dense else 10
 
 
-
-
 def confusion_counts(y_true, y_pred, n_classes):
     """counts[i, j]: the samples of true class i predicted as class j."""
     counts = np.zeros((n_classes, n_classes), np.int64)
