@@ -11,7 +11,7 @@ SCRATCHNET_TUNE=0 uses the derived blocks and the best kernel.
 
 What may change: mc and nc change only the speed, never a bit of a result.
 The kernel changes the rounding (as SCRATCHNET_ISA does), so a file made for
-another CPU, core count or version is never used: it is timed again.
+another CPU, core count, version or kc is never used: it is timed again.
 kc orders the sums, so it is always derived, never timed."""
 import datetime
 import json
@@ -44,8 +44,12 @@ def tuning_path():
 
 
 def machine_key():
-    """What a tuning is valid for."""
-    return {"cpu": cpu_name(), "cores": os.cpu_count(), "isas": list(_core.supported_isas()),
+    """What a tuning is valid for. With each kernel's kc (derived from the
+    caches, never timed): the mc and nc timed were timed with it, and a
+    build that derives another kc times them again."""
+    isas = list(_core.supported_isas())
+    return {"cpu": cpu_name(), "cores": os.cpu_count(), "isas": isas,
+            "kc": {isa: _core.gemm_blocking(isa)["kc"] for isa in isas},
             "version": __version__}
 
 
@@ -185,7 +189,7 @@ def load(path=None):
     if not isinstance(record, dict) or record.get("file_version") != FILE_VERSION:
         return None, f"{path}: another format: timed again"
     if record.get("machine") != machine_key():
-        return None, f"{path}: made for another CPU, core count or version: timed again"
+        return None, f"{path}: made for another CPU, core count, version or kc: timed again"
     choice = _valid_choice(record.get("choice"))
     if choice is None:
         return None, f"{path}: a choice this machine cannot apply: timed again"

@@ -226,21 +226,21 @@ def test_outputs_that_are_not_finite_are_refused_naming_the_method():
 def test_a_sample_gets_the_same_bits_in_any_batch(kind, monkeypatch):
     """One image alone, in a few rows (the GEMM's unpacked path) or in a
     large batch (the packed path) gives the same bits: both sum each row
-    alike (300 inputs: more than one kc block; 77 hidden: a column rest).
+    alike (600 inputs: more than one kc block, kc <= 512; 77 hidden: a column rest).
     "mlp": the fused MLP, "net": the C network (a BatchNorm1d takes the
     model off the MLP path), "layers": the layers' own forward."""
     if kind == "layers":
         monkeypatch.setattr(sn.Sequential, "_net", lambda self, in_shape: None)
     sn.manual_seed(3)
-    layers = [sn.Dense(300, 77), sn.ReLU(), sn.Dense(77, 10)]
+    layers = [sn.Dense(600, 77), sn.ReLU(), sn.Dense(77, 10)]
     if kind != "mlp":
         layers.insert(1, sn.BatchNorm1d(77))
     model = sn.Sequential(*layers)
-    X = np.random.default_rng(4).standard_normal((40, 300)).astype(np.float32)
+    X = np.random.default_rng(4).standard_normal((40, 600)).astype(np.float32)
     if kind != "mlp":
         trained_statistics(model, X)
     assert (model._plan() is not None) == (kind == "mlp")
-    assert (model._net((300,)) is not None) == (kind != "layers")
+    assert (model._net((600,)) is not None) == (kind != "layers")
     whole = model.predict_logits(X)
     for rows in (1, 2, 3, 4, 5, 7):
         for start in range(0, 14, rows):

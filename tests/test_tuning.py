@@ -90,7 +90,7 @@ def test_a_saved_choice_is_read_back_and_applied(cache_home):
 
 
 @pytest.mark.parametrize("damage", ["not json", "truncated", "other cpu", "other version",
-                                    "other format", "off the tile", "unknown isa"])
+                                    "other kc", "other format", "off the tile", "unknown isa"])
 def test_a_damaged_or_foreign_tuning_file_is_timed_again(cache_home, damage):
     _tuning.tune()
     path = cache_home / "scratchnet" / "tuning.json"
@@ -106,6 +106,8 @@ def test_a_damaged_or_foreign_tuning_file_is_timed_again(cache_home, damage):
             record["machine"]["cpu"] = "Some Other CPU"
         elif damage == "other version":
             record["machine"]["version"] = "0.0.1"
+        elif damage == "other kc":  # timed by a build that derived another kc
+            record["machine"]["kc"][isa] //= 2
         elif damage == "other format":
             record["file_version"] = 99
         elif damage == "off the tile":
