@@ -62,10 +62,11 @@ int sn_get_isa(void);
 const char *sn_isa_name(int isa);       /* "generic", "avx2", "avx512" */
 
 /* The GEMM blocking of an ISA's kernel: out = {mr, nr, kc, mc, nc, small_m,
- * parallel_min, tuned} (register tile, cache blocks, the most rows computed
- * without packing, the multiply-adds from which threads are used, 1 if mc
- * and nc were set by sn_set_gemm_blocks). SN_EINVAL for an unknown ISA. */
-int sn_gemm_blocking(int isa, int64_t out[8]);
+ * parallel_min, tuned, mr_tail} (register tile, cache blocks, the most rows
+ * computed without packing, the multiply-adds from which threads are used,
+ * 1 if mc and nc were set by sn_set_gemm_blocks, the rows of the tail
+ * kernel's tile or 0). SN_EINVAL for an unknown ISA. */
+int sn_gemm_blocking(int isa, int64_t out[9]);
 /* Sets an ISA's mc and nc (multiples of its mr and nr, at most 1024 and
  * 8192), or with mc = nc = 0 goes back to those derived from the caches.
  * They change only the speed, never a result (kc, which orders the sums, is

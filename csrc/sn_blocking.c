@@ -171,7 +171,7 @@ int sn_set_gemm_blocks(int isa, int64_t mc, int64_t nc)
     return SN_OK;
 }
 
-int sn_gemm_blocking(int isa, int64_t out[8])
+int sn_gemm_blocking(int isa, int64_t out[9])
 {
     if (!sn_gemm_kernel_for(isa)) return SN_EINVAL;
     const sn_gemm_plan p = sn_gemm_plan_for(isa);
@@ -183,6 +183,7 @@ int sn_gemm_blocking(int isa, int64_t out[8])
     out[5] = SN_SMALL_M;
     out[6] = SN_GEMM_PARALLEL_MIN_FLOPS;
     out[7] = p.blocks.tuned;
+    out[8] = p.ki->kernel_tail ? p.ki->mr_tail : 0;
     return SN_OK;
 }
 

@@ -109,27 +109,24 @@ static void copy_lines(float *dst, const float *src, int64_t ld, int64_t n, int 
     }
 }
 
-/* Panel p of op(A)[i0 : i0+mc, k0 : k0+kc]: rows p*mr ..., stored k-major,
- * mr values per k, rows past mc zero-filled. */
+/* The panel of op(A)[i0 : i0+rows, k0 : k0+kc] (rows <= mr) at dst, stored
+ * k-major, mr values per k, rows past `rows` zero-filled. */
 static void pack_a_panel(float *dst, const float *A, int64_t lda, int trans_a, int64_t i0,
-                         int64_t k0, int64_t mc, int64_t kc, int mr, int64_t p)
+                         int64_t k0, int64_t rows, int64_t kc, int mr)
 {
-    const int64_t row0 = p * mr;
-    const int64_t rows = mc - row0 < mr ? mc - row0 : mr;
-    dst += p * kc * mr;
     if (trans_a && rows == mr) {
         /* op(A)(i, k) = A[k, i]: each k gives mr consecutive values */
-        copy_lines(dst, A + k0 * lda + i0 + row0, lda, kc, mr);
+        copy_lines(dst, A + k0 * lda + i0, lda, kc, mr);
     } else if (trans_a) {
         for (int64_t k = 0; k < kc; ++k) {
-            const float *src = A + (k0 + k) * lda + i0 + row0;
+            const float *src = A + (k0 + k) * lda + i0;
             float *d = dst + k * mr;
             int64_t i = 0;
             for (; i < rows; ++i) d[i] = src[i];
             for (; i < mr; ++i) d[i] = 0.0f;
         }
     } else {
-        const float *src = A + (i0 + row0) * lda + k0;
+        const float *src = A + i0 * lda + k0;
         int64_t k_done = 0;
 #if SN_HAVE_SSE
         /* op(A)(i, k) = A[i, k]: four k of each row at once, the rows by
@@ -336,6 +333,65 @@ static in_place_panels panels_in_place(const sn_gemm_plan *plan, int trans_a, in
     return p;
 }
 
+/* How an mc block's rows are cut into register tiles: n_main panels of the
+ * kernel's mr rows over the first main_rows rows (the last panel short if
+ * main_rows is not a multiple of mr), then panels of the tail kernel's
+ * mr_tail rows over the rest (the last one short likewise). A short panel
+ * costs as much as a full one, so the cut that computes the fewest rows,
+ * counting the short panels' padding, wins; ties keep mr-row panels only.
+ * With mr 6 and mr_tail 4: 128 rows as 20 x 6 + 2 x 4 (128 rows computed)
+ * instead of 22 x 6 (132); 400 as 66 x 6 + 4 (400, not 402); 101 as
+ * 17 x 6 (102) as before. */
+typedef struct {
+    int64_t n_main, main_rows, n_tail;
+} row_panels;
+
+static row_panels row_panels_of(const sn_gemm_kernel_info *ki, int64_t mc)
+{
+    const int64_t mr = ki->mr, mt = ki->mr_tail, full = mc / mr, rest = mc % mr;
+    row_panels best = {(mc + mr - 1) / mr, mc, 0};
+    if (!ki->kernel_tail || rest == 0) return best;
+    int64_t best_rows = best.n_main * mr;
+    /* the rest in tail panels, or the rest and the last full panel */
+    for (int64_t taken = 0; taken <= 1 && taken <= full; ++taken) {
+        const int64_t tail = rest + taken * mr, n_tail = (tail + mt - 1) / mt;
+        const int64_t rows = (full - taken) * mr + n_tail * mt;
+        if (rows < best_rows) {
+            best = (row_panels){full - taken, (full - taken) * mr, n_tail};
+            best_rows = rows;
+        }
+    }
+    return best;
+}
+
+/* Panel ir of an mc block cut as rp says: its first row, valid rows,
+ * height (mr or mr_tail), where it sits in the packed buffer, and whether
+ * it is one of the main kernel's. */
+typedef struct {
+    int64_t row0, rows, height, packed_at;
+    int main;
+} a_panel;
+
+static a_panel a_panel_of(const row_panels *rp, const sn_gemm_kernel_info *ki, int64_t mc,
+                          int64_t kc, int64_t ir)
+{
+    a_panel p;
+    p.main = ir < rp->n_main;
+    if (p.main) {
+        p.row0 = ir * ki->mr;
+        p.height = ki->mr;
+        p.packed_at = ir * kc * ki->mr;
+        p.rows = rp->main_rows - p.row0 < ki->mr ? rp->main_rows - p.row0 : ki->mr;
+    } else {
+        const int64_t q = ir - rp->n_main;
+        p.row0 = rp->main_rows + q * ki->mr_tail;
+        p.height = ki->mr_tail;
+        p.packed_at = rp->n_main * kc * ki->mr + q * kc * ki->mr_tail;
+        p.rows = mc - p.row0 < ki->mr_tail ? mc - p.row0 : ki->mr_tail;
+    }
+    return p;
+}
+
 /* The blocked loop nest on one sub-problem, in the calling thread, packing
  * into pa (MC x kc) and pb (kc x NC), rounded up to whole panels. */
 static void gemm_loops(const sn_gemm_plan *plan, int trans_a, int trans_b, int64_t M,
@@ -344,7 +400,7 @@ static void gemm_loops(const sn_gemm_plan *plan, int trans_a, int trans_b, int64
                        const sn_epilogue *ep, float *pa, float *pb)
 {
     const sn_gemm_kernel_info *ki = plan->ki;
-    const int mr = ki->mr, nr = ki->nr;
+    const int nr = ki->nr;
     const int64_t KC = plan->blocks.kc;
     const int64_t MC = M < plan->blocks.mc ? M : plan->blocks.mc;
     const int64_t NC = N < plan->blocks.nc ? N : plan->blocks.nc;
@@ -369,28 +425,35 @@ static void gemm_loops(const sn_gemm_plan *plan, int trans_a, int trans_b, int64
                     pack_b_panel(pb, B, ldb, trans_b, pc, jc, kc, nc, nr, p);
             for (int64_t ic = 0; ic < M; ic += MC) {
                 const int64_t mc = M - ic < MC ? M - ic : MC;
-                const int64_t n_ir = (mc + mr - 1) / mr;
+                const row_panels rp = row_panels_of(ki, mc);
+                const int64_t n_ir = rp.n_main + rp.n_tail;
                 /* likewise a transposed A (its rows are the panel's columns)
-                 * or a plain one with the row kernel */
-                for (int64_t p = direct_a || rows_a ? n_ir - 1 : 0; p < n_ir; ++p)
-                    if (!(direct_a || rows_a) || mc - p * mr < mr)
-                        pack_a_panel(pa, A, lda, trans_a, ic, pc, mc, kc, mr, p);
+                 * or a plain one with the row kernel (mr-row panels only) */
+                for (int64_t ir = 0; ir < n_ir; ++ir) {
+                    const a_panel ap = a_panel_of(&rp, ki, mc, kc, ir);
+                    if (!(direct_a || (rows_a && ap.main)) || ap.rows < ap.height)
+                        pack_a_panel(pa + ap.packed_at, A, lda, trans_a, ic + ap.row0, pc,
+                                     ap.rows, kc, ap.height);
+                }
                 for (int64_t jr = 0; jr < n_jr; ++jr) {
                     const int64_t cols = nc - jr * nr < nr ? nc - jr * nr : nr;
                     const int b_in_place = direct_b && cols == nr;
                     const float *bp = b_in_place ? B + pc * ldb + jc + jr * nr : pb + jr * kc * nr;
                     const int64_t b_ks = b_in_place ? ldb : nr;
                     for (int64_t ir = 0; ir < n_ir; ++ir) {
-                        const int full = mc - ir * mr >= mr;
-                        const int a_in_place = direct_a && full, a_rows = rows_a && full;
-                        const float *ap = a_in_place ? A + pc * lda + ic + ir * mr
-                                          : a_rows   ? A + (ic + ir * mr) * lda + pc
-                                                     : pa + ir * kc * mr;
-                        const int64_t a_ks = a_in_place || a_rows ? lda : mr;
-                        const sn_ukernel_fn kernel = a_rows ? ki->kernel_rows : ki->kernel;
-                        float *c = C + (ic + ir * mr) * ldc + jc + jr * nr;
-                        const int64_t rows = mc - ir * mr < mr ? mc - ir * mr : mr;
-                        if (rows == mr && cols == nr) {
+                        const a_panel pan = a_panel_of(&rp, ki, mc, kc, ir);
+                        const int64_t rows = pan.rows;
+                        const int full = rows == pan.height;
+                        const int a_in_place = direct_a && full, a_rows = rows_a && full && pan.main;
+                        const float *ap = a_in_place ? A + pc * lda + ic + pan.row0
+                                          : a_rows   ? A + (ic + pan.row0) * lda + pc
+                                                     : pa + pan.packed_at;
+                        const int64_t a_ks = a_in_place || a_rows ? lda : pan.height;
+                        const sn_ukernel_fn kernel = !pan.main ? ki->kernel_tail
+                                                     : a_rows  ? ki->kernel_rows
+                                                               : ki->kernel;
+                        float *c = C + (ic + pan.row0) * ldc + jc + jr * nr;
+                        if (full && cols == nr) {
                             kernel(kc, ap, a_ks, bp, b_ks, c, ldc, alpha, beta_k);
                         } else {
                             /* edge tile: compute the full tile aside, keep the valid part */
@@ -403,7 +466,7 @@ static void gemm_loops(const sn_gemm_plan *plan, int trans_a, int trans_b, int64
                                 }
                         }
                         if (last_k)
-                            apply_epilogue(ep, c, ldc, ic + ir * mr, jc + jr * nr, rows, cols);
+                            apply_epilogue(ep, c, ldc, ic + pan.row0, jc + jr * nr, rows, cols);
                     }
                 }
             }

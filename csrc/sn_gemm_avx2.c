@@ -131,6 +131,35 @@
 #define SN_ASM_CLOBBERS "ymm12", "ymm13", "ymm14", "ymm15", "cc", "memory"
 #endif
 
+/* The k loop of a kernel whose A step k is at a + k a_ks and B's at b + k
+ * b_ks, for a STEP(ak, bk) macro: four steps a trip, then the rest one by
+ * one; and the same four-step trip in assembly for an ASM_STEP(ai, bi)
+ * (ai, bi one of "", ",%[as]", ",%[as],2", ",%[as3]"; a, b, trips,
+ * as, bs, as3, bs3 the asm operands). */
+#define SN_K_TRIPS(STEP)                                                          \
+    for (; k + 4 <= kc; k += 4) {                                                 \
+        STEP(a, b);                                                               \
+        STEP(a + a_ks, b + b_ks);                                                 \
+        STEP(a + 2 * a_ks, b + 2 * b_ks);                                         \
+        STEP(a + 3 * a_ks, b + 3 * b_ks);                                         \
+        a += 4 * a_ks;                                                            \
+        b += 4 * b_ks;                                                            \
+    }
+#define SN_K_REST(STEP)                                                           \
+    for (; k < kc; ++k) {                                                         \
+        STEP(a, b);                                                               \
+        a += a_ks;                                                                \
+        b += b_ks;                                                                \
+    }
+#define SN_ASM_TRIPS(ASM_STEP)                                                    \
+    "1:\n\t"                                                                     \
+    ASM_STEP("", "") ASM_STEP(",%[as]", ",%[bs]")                                 \
+    ASM_STEP(",%[as],2", ",%[bs],2") ASM_STEP(",%[as3]", ",%[bs3]")               \
+    "leaq (%[a],%[as],4), %[a]\n\t"                                              \
+    "leaq (%[b],%[bs],4), %[b]\n\t"                                              \
+    "decq %[trips]\n\t"                                                          \
+    "jnz 1b\n\t"
+
 /* A step k of A at a + k a_ks (mr values side by side: a packed panel, or
  * a transposed A read in place), of B at b + k b_ks: four steps per trip
  * (the assembly, or the intrinsics with every offset from one pointer).
@@ -153,36 +182,17 @@ static void ukernel_avx2(int64_t kc, const float *a, int64_t a_ks, const float *
                   "8(%[a]" ai ")", "12(%[a]" ai ")", "16(%[a]" ai ")", "20(%[a]" ai ")")
         __asm__ volatile(
             SN_ASM_ZERO_ACC
-            "1:\n\t"
-            SN_ASM_K_STEP_AT("", "")
-            SN_ASM_K_STEP_AT(",%[as]", ",%[bs]")
-            SN_ASM_K_STEP_AT(",%[as],2", ",%[bs],2")
-            SN_ASM_K_STEP_AT(",%[as3]", ",%[bs3]")
-            "leaq (%[a],%[as],4), %[a]\n\t"
-            "leaq (%[b],%[bs],4), %[b]\n\t"
-            "decq %[trips]\n\t"
-            "jnz 1b\n\t"
+            SN_ASM_TRIPS(SN_ASM_K_STEP_AT)
             : SN_ASM_ACC_OPERANDS, [a] "+r"(a), [b] "+r"(b), [trips] "+r"(trips)
             : [as] "r"(as), [bs] "r"(bs), [as3] "r"(as3), [bs3] "r"(bs3)
             : SN_ASM_CLOBBERS);
 #undef SN_ASM_K_STEP_AT
         k = kc / 4 * 4;
 #else
-        for (; k + 4 <= kc; k += 4) {
-            SN_K_STEP_AT(a, b);
-            SN_K_STEP_AT(a + a_ks, b + b_ks);
-            SN_K_STEP_AT(a + 2 * a_ks, b + 2 * b_ks);
-            SN_K_STEP_AT(a + 3 * a_ks, b + 3 * b_ks);
-            a += 4 * a_ks;
-            b += 4 * b_ks;
-        }
+        SN_K_TRIPS(SN_K_STEP_AT)
 #endif
     }
-    for (; k < kc; ++k) {
-        SN_K_STEP_AT(a, b);
-        a += a_ks;
-        b += b_ks;
-    }
+    SN_K_REST(SN_K_STEP_AT)
     SN_STORE_TILE;
 }
 
@@ -244,6 +254,78 @@ static void ukernel_rows_avx2(int64_t kc, const float *a, int64_t lda, const flo
     }
     SN_STORE_TILE;
 }
+
+/* The 4 x 16 tail kernel: four rows (8 accumulators: 8 FMA chains, enough
+ * for 2 FMA units of latency 4), A packed 4 values a step or transposed in
+ * place. Each element is the same chain of FMAs in k order as in the 6-row
+ * kernel, stored the same way: the same bits. M = 128 rows as 20 panels of
+ * 6 and 2 of 4, instead of 21 of 6 and one of 6 computing 2 rows. */
+SN_TARGET_AVX2
+static void ukernel_tail_avx2(int64_t kc, const float *a, int64_t a_ks, const float *b,
+                              int64_t b_ks, float *c, int64_t ldc, float alpha, float beta)
+{
+    for (int i_ = 0; i_ < 4; ++i_) {
+        _mm_prefetch((const char *)(c + i_ * ldc), _MM_HINT_T0);
+        _mm_prefetch((const char *)(c + i_ * ldc + NR - 1), _MM_HINT_T0);
+    }
+    __m256 c00 = _mm256_setzero_ps(), c01 = _mm256_setzero_ps();
+    __m256 c10 = _mm256_setzero_ps(), c11 = _mm256_setzero_ps();
+    __m256 c20 = _mm256_setzero_ps(), c21 = _mm256_setzero_ps();
+    __m256 c30 = _mm256_setzero_ps(), c31 = _mm256_setzero_ps();
+#define SN_K_STEP4(ak, bk)                                                        \
+    do {                                                                          \
+        const __m256 b0 = _mm256_loadu_ps(bk), b1 = _mm256_loadu_ps((bk) + 8);    \
+        __m256 ai;                                                                \
+        ai = _mm256_broadcast_ss(ak);                                             \
+        c00 = _mm256_fmadd_ps(ai, b0, c00); c01 = _mm256_fmadd_ps(ai, b1, c01);   \
+        ai = _mm256_broadcast_ss((ak) + 1);                                       \
+        c10 = _mm256_fmadd_ps(ai, b0, c10); c11 = _mm256_fmadd_ps(ai, b1, c11);   \
+        ai = _mm256_broadcast_ss((ak) + 2);                                       \
+        c20 = _mm256_fmadd_ps(ai, b0, c20); c21 = _mm256_fmadd_ps(ai, b1, c21);   \
+        ai = _mm256_broadcast_ss((ak) + 3);                                       \
+        c30 = _mm256_fmadd_ps(ai, b0, c30); c31 = _mm256_fmadd_ps(ai, b1, c31);   \
+    } while (0)
+    int64_t k = 0;
+    if (kc >= 4) { /* four steps per trip, as in ukernel_avx2 */
+#ifdef SN_AVX2_ASM
+        int64_t trips = kc / 4;
+        const int64_t as = a_ks * (int64_t)sizeof(float), bs = b_ks * (int64_t)sizeof(float);
+        const int64_t as3 = 3 * as, bs3 = 3 * bs;
+#define SN_ASM_K_STEP4_AT(ai, bi)                                                 \
+    "vmovups (%[b]" bi "), %%ymm12\n\t"                                          \
+    "vmovups 32(%[b]" bi "), %%ymm13\n\t"                                        \
+    SN_ASM_ROW("(%[a]" ai ")", "ymm14", "c00", "c01")                             \
+    SN_ASM_ROW("4(%[a]" ai ")", "ymm15", "c10", "c11")                            \
+    SN_ASM_ROW("8(%[a]" ai ")", "ymm14", "c20", "c21")                            \
+    SN_ASM_ROW("12(%[a]" ai ")", "ymm15", "c30", "c31")
+        __asm__ volatile(
+            "vxorps %[c00], %[c00], %[c00]\n\t" "vxorps %[c01], %[c01], %[c01]\n\t"
+            "vxorps %[c10], %[c10], %[c10]\n\t" "vxorps %[c11], %[c11], %[c11]\n\t"
+            "vxorps %[c20], %[c20], %[c20]\n\t" "vxorps %[c21], %[c21], %[c21]\n\t"
+            "vxorps %[c30], %[c30], %[c30]\n\t" "vxorps %[c31], %[c31], %[c31]\n\t"
+            SN_ASM_TRIPS(SN_ASM_K_STEP4_AT)
+            : [c00] "=&x"(c00), [c01] "=&x"(c01), [c10] "=&x"(c10), [c11] "=&x"(c11),
+              [c20] "=&x"(c20), [c21] "=&x"(c21), [c30] "=&x"(c30), [c31] "=&x"(c31),
+              [a] "+r"(a), [b] "+r"(b), [trips] "+r"(trips)
+            : [as] "r"(as), [bs] "r"(bs), [as3] "r"(as3), [bs3] "r"(bs3)
+            : SN_ASM_CLOBBERS);
+#undef SN_ASM_K_STEP4_AT
+        k = kc / 4 * 4;
+#else
+        SN_K_TRIPS(SN_K_STEP4)
+#endif
+    }
+    SN_K_REST(SN_K_STEP4)
+#undef SN_K_STEP4
+    const __m256 va = _mm256_set1_ps(alpha);
+    SN_STORE_ROW(0, c00, c01);
+    SN_STORE_ROW(1, c10, c11);
+    SN_STORE_ROW(2, c20, c21);
+    SN_STORE_ROW(3, c30, c31);
+}
+#undef SN_K_TRIPS
+#undef SN_K_REST
+#undef SN_ASM_TRIPS
 #undef SN_DECLARE_ACC
 #undef SN_PREFETCH_C
 #undef SN_K_STEP
@@ -323,5 +405,7 @@ const sn_gemm_kernel_info sn_gemm_kernel_avx2 = {
     .kernel = ukernel_avx2,
     .small = small_gemm_avx2,     /* up to SN_SMALL_M rows, columns in blocks of 64 */
     .kernel_rows = ukernel_rows_avx2,
+    .mr_tail = 4, /* 4 rows x 2 ymm: 8 accumulators, 8 FMA chains */
+    .kernel_tail = ukernel_tail_avx2,
 };
 #endif

@@ -75,6 +75,12 @@ typedef struct {
     /* the kernel with A read in place from mr rows: a_ks is then the row
      * stride lda and consecutive k are adjacent (NULL: always pack A) */
     sn_ukernel_fn kernel_rows;
+    /* a kernel of the same nr and mr_tail < mr rows (0, NULL: none), A packed
+     * mr_tail values a step or transposed in place: the blocks' last rows go
+     * through it where that wastes fewer rows than mr-row panels would
+     * (sn_gemm.c, row_panels_of) */
+    int mr_tail;
+    sn_ukernel_fn kernel_tail;
 } sn_gemm_kernel_info;
 
 #define SN_MAX_MR 16

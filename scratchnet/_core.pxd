@@ -19,7 +19,7 @@ cdef extern from "scratchnet.h" nogil:
     int sn_set_isa(int isa)
     int sn_get_isa()
     const char *sn_isa_name(int isa)
-    int sn_gemm_blocking(int isa, int64_t out[8])
+    int sn_gemm_blocking(int isa, int64_t out[9])
     int sn_set_gemm_blocks(int isa, int64_t mc, int64_t nc)
     const char *sn_caches(int64_t out[5])
     void sn_set_num_threads(int n)

@@ -34,15 +34,16 @@ def set_isa(str name):
 def gemm_blocking(str name):
     """The GEMM blocking of an ISA's kernel: register tile mr x nr, cache
     blocks kc, mc, nc, small_m (the most rows computed without packing),
-    parallel_min (the multiply-adds from which a GEMM uses threads) and
+    parallel_min (the multiply-adds from which a GEMM uses threads),
     tuned (mc and nc were set by set_gemm_blocks, else derived from the
-    caches)."""
+    caches) and mr_tail (the rows of the tail kernel's tile, for a block's
+    last rows; 0: none)."""
     if name not in _ISA_BY_NAME:
         raise ValueError(f"unknown ISA {name!r}; expected one of {isa_names()}")
-    cdef int64_t out[8]
+    cdef int64_t out[9]
     _check(sn_gemm_blocking(_ISA_BY_NAME[name], out), "gemm_blocking")
     return dict(mr=out[0], nr=out[1], kc=out[2], mc=out[3], nc=out[4], small_m=out[5],
-                parallel_min=out[6], tuned=bool(out[7]))
+                parallel_min=out[6], tuned=bool(out[7]), mr_tail=out[8])
 
 
 def set_gemm_blocks(str name, int64_t mc, int64_t nc):

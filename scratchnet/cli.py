@@ -516,10 +516,11 @@ def cmd_download(args):
 
 
 def _describe_blocks(isa, b):
-    """'avx2  tile 6x16, kc 256, mc 252, nc 8192 (mc, nc tuned)'"""
+    """'avx2  tile 6x16 (last rows 4x16), kc 512, mc 126, nc 8192 (mc, nc tuned)'"""
     how = "mc, nc tuned" if b["tuned"] else "derived from the caches"
-    return (f"{isa:8s} tile {b['mr']}x{b['nr']}, kc {b['kc']}, mc {b['mc']}, nc {b['nc']} "
-            f"({how})")
+    tail = f" (last rows {b['mr_tail']}x{b['nr']})" if b["mr_tail"] else ""
+    return (f"{isa:8s} tile {b['mr']}x{b['nr']}{tail}, kc {b['kc']}, mc {b['mc']}, "
+            f"nc {b['nc']} ({how})")
 
 
 def cmd_info(args):

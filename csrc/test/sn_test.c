@@ -299,7 +299,7 @@ static void test_flush_to_zero(void)
 static void test_arm64_uses_neon(void)
 {
 #if defined(__aarch64__)
-    int64_t blk[8];
+    int64_t blk[9];
     sn_gemm_blocking(SN_ISA_GENERIC, blk);
     check(blk[0] == 8 && blk[1] == 12, "arm64: the generic path is the 8x12 NEON kernel");
 #endif
@@ -1341,12 +1341,13 @@ static void test_blocks(void)
     for (int64_t i = 0; i < M * K; ++i) A[i] = frand(&seed);
     for (int64_t i = 0; i < K * N; ++i) B[i] = frand(&seed);
     for (int isa = SN_ISA_GENERIC; isa <= sn_isa_best(); ++isa) {
-        int64_t blk[8];
+        int64_t blk[9];
         check(sn_gemm_blocking(isa, blk) == SN_OK && blk[7] == 0, "blocks: derived by default");
         const int64_t mr = blk[0], nr = blk[1], kc = blk[2], mc = blk[3], nc = blk[4];
         check(kc >= 64 && kc <= 512 && kc % 16 == 0 && mc >= mr && mc <= 1024 && mc % mr == 0 &&
                   nc >= nr && nc <= 8192 && nc % nr == 0,
               "blocks: derived kc, mc, nc within bounds, multiples of the tile");
+        check(blk[8] >= 0 && blk[8] < mr, "blocks: a tail kernel has fewer rows than the tile");
         sn_set_isa(isa);
         /* the derived blocks, then the smallest (many blocks), then the largest */
         const int64_t sets[3][2] = {{0, 0}, {mr, nr}, {1024 / mr * mr, 8192 / nr * nr}};
