@@ -93,13 +93,15 @@ static inline void copy_lines_of(float *dst, const float *src, int64_t ld, int64
     for (int64_t k = 0; k < n; ++k) memcpy(dst + k * w, src + k * ld, (size_t)w * sizeof(float));
 }
 
-/* The same, with w known to the compiler for the kernels' tile sizes: each
- * line a few vector moves instead of a loop of single floats (a 64 x 10 x 128
- * GEMM with A transposed spent 13 us, more than half of it copying A's
- * panels 6 floats at a time; AMD EPYC Zen 3). */
+/* The same, with w known to the compiler for the kernels' tile sizes (4 is
+ * the AVX2 tail kernel's): each line a few vector moves instead of a loop
+ * of single floats (a 64 x 10 x 128 GEMM with A transposed spent 13 us,
+ * more than half of it copying A's panels 6 floats at a time; AMD EPYC
+ * Zen 3). */
 static void copy_lines(float *dst, const float *src, int64_t ld, int64_t n, int w)
 {
     switch (w) {
+    case 4: copy_lines_of(dst, src, ld, n, 4); break;
     case 6: copy_lines_of(dst, src, ld, n, 6); break;
     case 8: copy_lines_of(dst, src, ld, n, 8); break;
     case 12: copy_lines_of(dst, src, ld, n, 12); break;
@@ -474,6 +476,21 @@ static void gemm_loops(const sn_gemm_plan *plan, int trans_a, int trans_b, int64
     }
 }
 
+/* A weight gradient of a narrow layer, C = A^T op(B) with fewer columns
+ * than the kernel's tile (a classifier's 10 classes), would be mostly
+ * padding in every tile. Its transpose C^T = op(B)^T A has N rows (the
+ * tail kernel takes what mr-row panels leave) and reads A plain: computed
+ * instead, then copied into C. Each element is the same chain of
+ * multiply-adds either way (a b and b a round alike), so the same bits.
+ * Not with beta (C would be read transposed) or an epilogue. 64 x 10 x 128
+ * with A transposed (784-128-10's last layer, half the inputs): 21 GFLOPS
+ * as it is, 49 as 10 x 64 x 128 (AMD EPYC Zen 3, one thread). */
+static int transposed_is_narrower(const sn_gemm_plan *plan, int trans_a, int64_t M, int64_t N,
+                                  float beta, const sn_epilogue *ep)
+{
+    return trans_a && N < plan->ki->nr && M >= plan->ki->nr && beta == 0.0f && ep == NULL;
+}
+
 /* gemm_loops with packing buffers from the pool (or, all slots busy, this
  * call's own). Returns SN_ENOMEM if they cannot grow; C is then untouched. */
 static int gemm_blocked(const sn_gemm_plan *plan, int trans_a, int trans_b, int64_t M,
@@ -481,19 +498,31 @@ static int gemm_blocked(const sn_gemm_plan *plan, int trans_a, int trans_b, int6
                         const float *B, int64_t ldb, float beta, float *C, int64_t ldc,
                         const sn_epilogue *ep)
 {
+    const int transposed = transposed_is_narrower(plan, trans_a, M, N, beta, ep);
+    /* the rows and columns gemm_loops computes; with C^T, also C^T itself
+     * (N x M) after the packed B */
+    const int64_t rows = transposed ? N : M, cols = transposed ? M : N;
     const int mr = plan->ki->mr, nr = plan->ki->nr;
-    const int64_t MC = M < plan->blocks.mc ? M : plan->blocks.mc;
-    const int64_t NC = N < plan->blocks.nc ? N : plan->blocks.nc;
+    const int64_t MC = rows < plan->blocks.mc ? rows : plan->blocks.mc;
+    const int64_t NC = cols < plan->blocks.nc ? cols : plan->blocks.nc;
     const int64_t kc_max = K < plan->blocks.kc ? K : plan->blocks.kc;
+    const int64_t b_panels = ((NC + nr - 1) / nr) * nr * kc_max;
     const int slot = slot_take();
     sn_buffer own_a = {NULL, NULL, 0}, own_b = {NULL, NULL, 0};
     sn_buffer *buf_a = slot >= 0 ? &g_slots[slot].s.a : &own_a;
     sn_buffer *buf_b = slot >= 0 ? &g_slots[slot].s.b : &own_b;
     float *pa = buffer_reserve(buf_a, (size_t)(((MC + mr - 1) / mr) * mr * kc_max));
-    float *pb = buffer_reserve(buf_b, (size_t)(((NC + nr - 1) / nr) * nr * kc_max));
-    if (pa && pb)
+    float *pb = buffer_reserve(buf_b, (size_t)(b_panels + (transposed ? M * N : 0)));
+    if (pa && pb && transposed) {
+        /* C^T = op(B)^T A: op(B)^T is B read with the other transpose */
+        float *T = pb + b_panels;
+        gemm_loops(plan, !trans_b, 0, N, M, K, alpha, B, ldb, A, lda, 0.0f, T, M, NULL, pa, pb);
+        for (int64_t i = 0; i < M; ++i)
+            for (int64_t j = 0; j < N; ++j) C[i * ldc + j] = T[j * M + i];
+    } else if (pa && pb) {
         gemm_loops(plan, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, ep, pa,
                    pb);
+    }
     if (slot >= 0) {
         sn_atomic_release(&g_slots[slot].s.busy);
     } else {

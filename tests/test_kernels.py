@@ -321,28 +321,33 @@ def test_gemm_block_edges(isa, trans_a, trans_b):
 
 
 @pytest.mark.parametrize("trans_a,trans_b", TRANS)
-def test_gemm_a_rows_bits_do_not_depend_on_the_row_count(isa, trans_a, trans_b):
+@pytest.mark.parametrize("narrow", [False, True])
+def test_gemm_a_rows_bits_do_not_depend_on_the_row_count(isa, trans_a, trans_b, narrow):
     """Row i of C gets the same bits whatever M is: however the rows fall
     into register tiles (mr-row panels, the tail kernel's shorter ones, a
     short last panel, the few-rows path) and mc blocks, each element is the
-    same chain of multiply-adds in k order. Two kc blocks, alpha and beta.
-    (With B transposed the few-rows path takes dot products, summed in
-    another order: its row counts are left out there.)"""
+    same chain of multiply-adds in k order. Two kc blocks, alpha and beta;
+    narrow: fewer columns than the tile and beta 0, where a weight gradient
+    (A transposed) of nr rows or more is computed as its transpose. (With B
+    transposed the few-rows path takes dot products, summed in another
+    order: its row counts are left out there.)"""
     b = BLOCKING[isa]
     mr, nr, kc, mc = b["mr"], b["nr"], b["kc"], b["mc"]
     first = b["small_m"] + 1 if trans_b else 1
-    rows = sorted({m for m in list(range(1, 4 * mr + 5)) + [mc - 1, mc, mc + 2, mc + mr + 2,
-                                                            2 * mc + 4] if m >= first})
-    M_all, N, K = rows[-1], 2 * nr + 3, kc + 5
-    rng = rng_for("row bits", isa, trans_a, trans_b)
+    rows = sorted({m for m in list(range(1, 4 * mr + 5)) + [nr - 1, nr, mc - 1, mc, mc + 2,
+                                                            mc + mr + 2, 2 * mc + 4]
+                   if m >= first})
+    M_all, N, K = rows[-1], nr * 5 // 8 if narrow else 2 * nr + 3, kc + 5
+    alpha, beta = (1.5, 0.0) if narrow else (1.5, -0.25)
+    rng = rng_for("row bits", isa, trans_a, trans_b, narrow)
     A, B = operands(rng, M_all, N, K, trans_a, trans_b)
     C0 = randn(rng, M_all, N)
-    whole = _core.gemm(A, B, C0.copy(), trans_a, trans_b, 1.5, -0.25)
+    whole = _core.gemm(A, B, C0.copy(), trans_a, trans_b, alpha, beta)
     for M in rows:
         part = np.ascontiguousarray(A[:, :M] if trans_a else A[:M])
-        C = _core.gemm(part, B, C0[:M].copy(), trans_a, trans_b, 1.5, -0.25)
+        C = _core.gemm(part, B, C0[:M].copy(), trans_a, trans_b, alpha, beta)
         np.testing.assert_array_equal(C, whole[:M], err_msg=f"M={M}")
-    ref, tol = gemm_reference(A, B, C0, trans_a, trans_b, 1.5, -0.25)
+    ref, tol = gemm_reference(A, B, C0, trans_a, trans_b, alpha, beta)
     assert_gemm_close(whole, ref, tol, "all rows")
 
 
