@@ -411,6 +411,15 @@ static void gemm_loops(const sn_gemm_plan *plan, int trans_a, int trans_b, int64
      * one mc block (small problems, where the copy is a large share). */
     const in_place_panels in_place = panels_in_place(plan, trans_a, trans_b, lda, ldb, M, K);
     const int direct_b = in_place.b, direct_a = in_place.a_transposed, rows_a = in_place.a_rows;
+    /* The epilogue goes over each tile as it is made, while it is in L1;
+     * but with a short K a tile takes less time to make than a call over
+     * its 6 rows of 16, so over a small block (still in L1 or L2) it goes
+     * once, after the block's last tile. 128 x 64 x 10 with the ReLU
+     * derivative (784-128-10's last layer backward): 6.5 -> 4.6 us, 3.5
+     * without the epilogue (AMD EPYC Zen 3). */
+    const int epilogue_by_block =
+        ep != NULL && K < SN_EPILOGUE_TILE_MIN_K &&
+        MC * NC * (int64_t)sizeof(float) <= SN_EPILOGUE_BLOCK_MAX_BYTES;
 
     for (int64_t jc = 0; jc < N; jc += NC) {
         const int64_t nc = N - jc < NC ? N - jc : NC;
@@ -419,7 +428,7 @@ static void gemm_loops(const sn_gemm_plan *plan, int trans_a, int trans_b, int64
             const int64_t kc = K - pc < KC ? K - pc : KC;
             /* later kc blocks add to what the first one wrote */
             const float beta_k = pc == 0 ? beta : 1.0f;
-            const int last_k = pc + kc == K && ep != NULL;
+            const int last_k = pc + kc == K && ep != NULL && !epilogue_by_block;
             /* B not transposed already has the panel layout, rows ldb apart:
              * read it in place, packing only a ragged last panel */
             for (int64_t p = direct_b ? n_jr - 1 : 0; p < n_jr; ++p)
@@ -471,6 +480,8 @@ static void gemm_loops(const sn_gemm_plan *plan, int trans_a, int trans_b, int64
                             apply_epilogue(ep, c, ldc, ic + pan.row0, jc + jr * nr, rows, cols);
                     }
                 }
+                if (epilogue_by_block && pc + kc == K)
+                    apply_epilogue(ep, C + ic * ldc + jc, ldc, ic, jc, mc, nc);
             }
         }
     }

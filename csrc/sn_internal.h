@@ -66,6 +66,10 @@ typedef void (*sn_small_gemm_fn)(int trans_a, int trans_b, int64_t M, int64_t N,
  * image through 784-128-10's first layer, 100,352) is 7 us on one thread. */
 #define SN_SMALL_PAIR_MIN_FLOPS (1 << 15)
 #define SN_GEMM_PARALLEL_MIN_FLOPS (1 << 20)
+/* A GEMM's epilogue goes over each tile as it is made from this K on, else
+ * once over each block of C of at most this many bytes (sn_gemm.c) */
+#define SN_EPILOGUE_TILE_MIN_K 64
+#define SN_EPILOGUE_BLOCK_MAX_BYTES (64 * 1024)
 
 typedef struct {
     const char *name;
