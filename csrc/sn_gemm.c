@@ -455,7 +455,8 @@ static void gemm_loops(const sn_gemm_plan *plan, int trans_a, int trans_b, int64
                         const a_panel pan = a_panel_of(&rp, ki, mc, kc, ir);
                         const int64_t rows = pan.rows;
                         const int full = rows == pan.height;
-                        const int a_in_place = direct_a && full, a_rows = rows_a && full && pan.main;
+                        const int a_in_place = direct_a && full;
+                        const int a_rows = rows_a && full && pan.main;
                         const float *ap = a_in_place ? A + pc * lda + ic + pan.row0
                                           : a_rows   ? A + (ic + pan.row0) * lda + pc
                                                      : pa + pan.packed_at;
