@@ -107,7 +107,12 @@ def class_names_for(model, n_classes=None, dataset=None):
     return [str(i) for i in range(count)]
 
 
-def _n_outputs(model):
+def _n_outputs(model, inputs=None):
+    """The model's outputs per sample: for inputs, what their shape gives
+    through its layers (a model without Dense layers too: a convolution's
+    channels); without, the last Dense layer's, or 10 without one."""
+    if inputs is not None and len(model.layers):
+        return math.prod(model._shapes(tuple(np.shape(inputs)[1:]))[-1])
     dense = [layer for layer in model.layers if hasattr(layer, "out_features")]
     return dense[-1].out_features if dense else 10
 
@@ -119,13 +124,13 @@ def confusion_counts(y_true, y_pred, n_classes):
     return counts
 
 
-def _class_labels(model, y, n_samples, method, binary=False):
-    """y as the class labels of a classifier's n_samples images (one-hot rows
-    become their argmax), checked as evaluate checks them: whole numbers in
+def _class_labels(model, y, inputs, method, binary=False):
+    """y as the class labels of a classifier's inputs (one-hot rows become
+    their argmax), checked as evaluate checks them: whole numbers in
     [0, classes), one per image. A model fitted with another loss has no
     classes (binary: a single-output BinaryCrossEntropy model has two)."""
     kind = model._output_kind(method)
-    outputs = _n_outputs(model)
+    outputs = _n_outputs(model, inputs)
     if kind is BinaryCrossEntropy and binary and outputs == 1:
         classes = 2
     elif kind is CrossEntropy:
@@ -137,7 +142,7 @@ def _class_labels(model, y, n_samples, method, binary=False):
     y = np.asarray(y)
     if y.ndim == 2 and y.shape[1] > 1:  # one-hot
         y = y.argmax(axis=1)
-    return as_labels(y, n_classes=classes, n_samples=n_samples, name=f"{method}: y")
+    return as_labels(y, n_classes=classes, n_samples=len(inputs), name=f"{method}: y")
 
 
 def _pictures(X):
@@ -219,9 +224,9 @@ def confusion_matrix(model, X, y, class_names=None, path="confusion_matrix.png")
     absent from y), "accuracy", "class_names", "predicted" (the labels)."""
     require()
     inputs = model_input(model, X)
-    y = _class_labels(model, y, len(inputs), "confusion_matrix", binary=True)
+    y = _class_labels(model, y, inputs, "confusion_matrix", binary=True)
     predicted = np.asarray(model.predict(inputs), np.int64)
-    n = max(_n_outputs(model), int(y.max()) + 1, int(predicted.max()) + 1)
+    n = max(_n_outputs(model, inputs), int(y.max()) + 1, int(predicted.max()) + 1)
     names = list(class_names) if class_names is not None else class_names_for(model, n)
     if len(names) < n:
         raise ValueError(f"confusion_matrix: {len(names)} class names for {n} classes")
@@ -306,7 +311,7 @@ def mistakes(model, X, y, class_names=None, path="mistakes.png", limit=32, colum
     (row, column) in the grid image, fig.axes[0].images[0])."""
     require()
     inputs = model_input(model, X)
-    y = _class_labels(model, y, len(inputs), "mistakes")
+    y = _class_labels(model, y, inputs, "mistakes")
     probabilities = np.asarray(model.predict_proba(inputs))
     predicted = probabilities.argmax(axis=1)
     wrong = np.flatnonzero(predicted != y)

@@ -107,6 +107,24 @@ def test_confusion_matrix_counts(tmp_path, trained):
     assert fig.data["accuracy"] == pytest.approx(model.evaluate(Xt, yt)["accuracy"])
 
 
+def test_confusion_matrix_counts_the_classes_of_a_model_without_dense_layers():
+    """The classes are the model's outputs for the inputs given: a
+    convolution's 5 channels averaged, not the 10 assumed without a Dense
+    layer (a 10 x 10 table with 5 empty rows, and labels 5-9 accepted)."""
+    sn.manual_seed(1)
+    model = sn.Sequential(sn.Conv2D(1, 5, 3), sn.GlobalAvgPool2D())
+    rng = np.random.default_rng(2)
+    X = rng.standard_normal((40, 1, 8, 8)).astype(np.float32)
+    y = rng.integers(0, 5, 40)
+    fig = plot.confusion_matrix(model, X, y, path=None)
+    assert fig.data["counts"].shape == (5, 5)
+    np.testing.assert_array_equal(fig.data["counts"],
+                                  independent_confusion(y, model.predict(X), 5))
+    for method in (plot.confusion_matrix, plot.mistakes):
+        with pytest.raises(ValueError, match=r"y: labels must be in \[0, 5\)"):
+            method(model, X, np.where(y == 0, 7, y), path=None)
+
+
 def test_confusion_matrix_names_fashion_classes(tmp_path, trained):
     model, _, Xt, yt = trained
     model.metadata["dataset"] = "fashion-mnist"  # as `scratchnet train` records it
