@@ -21,11 +21,11 @@
 /* The twelve accumulators are named variables, not an array: with 16 ymm
  * registers in all there is no room for the compiler to spill. */
 /* The tile of C is read (beta != 0) and written once at the end: fetch its
- * six rows (each 64 bytes, possibly over two lines) now, so that misses to
+ * rows (each 64 bytes, possibly over two lines) now, so that misses to
  * L3 or memory overlap with the k loop instead of stalling the stores. */
-#define SN_PREFETCH_C                                                             \
+#define SN_PREFETCH_C(rows)                                                       \
     do {                                                                          \
-        for (int i_ = 0; i_ < MR; ++i_) {                                          \
+        for (int i_ = 0; i_ < (rows); ++i_) {                                      \
             _mm_prefetch((const char *)(c + i_ * ldc), _MM_HINT_T0);               \
             _mm_prefetch((const char *)(c + i_ * ldc + NR - 1), _MM_HINT_T0);      \
         }                                                                         \
@@ -168,7 +168,7 @@ SN_TARGET_AVX2
 static void ukernel_avx2(int64_t kc, const float *a, int64_t a_ks, const float *b,
                          int64_t b_ks, float *c, int64_t ldc, float alpha, float beta)
 {
-    SN_PREFETCH_C;
+    SN_PREFETCH_C(MR);
     SN_DECLARE_ACC;
     int64_t k = 0;
     if (kc >= 4) {
@@ -201,7 +201,7 @@ SN_TARGET_AVX2
 static void ukernel_rows_avx2(int64_t kc, const float *a, int64_t lda, const float *b,
                               int64_t b_ks, float *c, int64_t ldc, float alpha, float beta)
 {
-    SN_PREFETCH_C;
+    SN_PREFETCH_C(MR);
     SN_DECLARE_ACC;
     const float *a0 = a, *a3 = a + 3 * lda;
     const int64_t l1 = lda, l2 = 2 * lda;
@@ -264,10 +264,7 @@ SN_TARGET_AVX2
 static void ukernel_tail_avx2(int64_t kc, const float *a, int64_t a_ks, const float *b,
                               int64_t b_ks, float *c, int64_t ldc, float alpha, float beta)
 {
-    for (int i_ = 0; i_ < 4; ++i_) {
-        _mm_prefetch((const char *)(c + i_ * ldc), _MM_HINT_T0);
-        _mm_prefetch((const char *)(c + i_ * ldc + NR - 1), _MM_HINT_T0);
-    }
+    SN_PREFETCH_C(4);
     __m256 c00 = _mm256_setzero_ps(), c01 = _mm256_setzero_ps();
     __m256 c10 = _mm256_setzero_ps(), c11 = _mm256_setzero_ps();
     __m256 c20 = _mm256_setzero_ps(), c21 = _mm256_setzero_ps();

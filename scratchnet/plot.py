@@ -30,6 +30,7 @@ import numpy as np
 from . import datasets
 from ._validate import as_labels
 from .losses import BinaryCrossEntropy, CrossEntropy
+from .model import _n_outputs as _dense_outputs
 
 __all__ = ["training_curves", "confusion_matrix", "mistakes", "weights", "activations",
            "confusion_counts", "model_input", "class_names_for", "write_run_plots",
@@ -113,8 +114,7 @@ def _n_outputs(model, inputs=None):
     channels); without, the last Dense layer's, or 10 without one."""
     if inputs is not None and len(model.layers):
         return math.prod(model._shapes(tuple(np.shape(inputs)[1:]))[-1])
-    dense = [layer for layer in model.layers if hasattr(layer, "out_features")]
-    return dense[-1].out_features if dense else 10
+    return _dense_outputs(model) or 10
 
 
 def confusion_counts(y_true, y_pred, n_classes):
