@@ -622,9 +622,14 @@ class Sequential(Module):
         with Interrupts() as interrupts:
             if shard is not None:
                 interrupts = SharedInterrupts(interrupts, shard)
-            for epoch in range(done + 1, epochs + 1):
+            first_epoch = done + 1
+            for epoch in range(first_epoch, epochs + 1):
                 if interrupts.requested or self.stop_training:
                     break
+                if epoch > first_epoch:
+                    # a callback may have edited the hyper-parameters since:
+                    # checked again, as fit checked them before the first epoch
+                    optimizer.check_param_groups(f"fit, before epoch {epoch}")
                 start_time = time.perf_counter()
                 lr = optimizer.current_lr()
                 order = rng.permutation(n) if shuffle else np.arange(n)

@@ -436,6 +436,33 @@ def test_fit_checks_hyper_parameters_edited_in_param_groups(make, key, value, me
         np.testing.assert_array_equal(p.data, b)
 
 
+@pytest.mark.parametrize("fused", [True, False])
+def test_fit_checks_hyper_parameters_a_callback_edits_between_epochs(fused):
+    """A callback may edit param_groups at an epoch's end: the next epoch
+    checks them again (a negative learning rate climbed the loss, silently),
+    on both training paths, and keeps what the epochs before it learned."""
+    X = np.random.default_rng(2).standard_normal((40, 4)).astype(np.float32)
+    y = np.arange(40) % 3
+    layers = [sn.Dense(4, 5), sn.ReLU(), sn.Dense(5, 3)]
+    if not fused:  # a layer the C trainer does not cover: layer by layer
+        layers.insert(2, sn.BatchNorm1d(5))
+    model = sn.Sequential(*layers)
+    opt = sn.Adam(model.parameters(), lr=0.01)
+    seen = {}
+
+    def sabotage(epoch, logs):
+        seen[epoch] = [p.data.copy() for p in model.parameters()]
+        if epoch == 2:
+            opt.param_groups[0]["lr"] = -0.5
+
+    with pytest.raises(ValueError, match=r"fit, before epoch 3: the optimizer's "
+                                         r"param_groups\[0\]: lr must be"):
+        model.fit(X, y, opt, epochs=4, verbose=0, callback=sabotage)
+    assert sorted(seen) == [1, 2]
+    for p, kept in zip(model.parameters(), seen[2]):
+        np.testing.assert_array_equal(p.data, kept)
+
+
 def test_fit_refuses_what_is_not_a_scheduler():
     """An optimizer passed as scheduler= took one more step at each epoch's
     end, on the last batch's gradients."""
