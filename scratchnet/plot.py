@@ -98,23 +98,29 @@ def model_input(model, X):
 def class_names_for(model, n_classes=None, dataset=None):
     """Names of the model's classes: those of ``dataset``, else of the dataset
     the model records in ``model.metadata["dataset"]`` (as ``scratchnet train``
-    writes), else the class numbers ("0", "1", ...)."""
+    writes), else the class numbers ("0", "1", ...): n_classes of them, or
+    as many as the last Dense layer's outputs."""
     name = dataset or model.metadata.get("dataset")
     if name in datasets.DATASETS:
         names = list(datasets.class_names(name))
         if n_classes is None or n_classes <= len(names):
             return names
-    count = n_classes if n_classes is not None else _n_outputs(model)
+    count = n_classes if n_classes is not None else _dense_outputs(model)
+    if count is None:
+        # a convolution's channels give the classes, and they depend on the
+        # input shape, which the model does not keep
+        raise ValueError("class_names_for: this model has no Dense layer to give its "
+                         "number of classes; pass n_classes")
     return [str(i) for i in range(count)]
 
 
-def _n_outputs(model, inputs=None):
-    """The model's outputs per sample: for inputs, what their shape gives
+def _n_outputs(model, inputs):
+    """The model's outputs per sample for inputs: what their shape gives
     through its layers (a model without Dense layers too: a convolution's
-    channels); without, the last Dense layer's, or 10 without one."""
-    if inputs is not None and len(model.layers):
-        return math.prod(model._shapes(tuple(np.shape(inputs)[1:]))[-1])
-    return _dense_outputs(model) or 10
+    channels)."""
+    in_shape = tuple(np.shape(inputs)[1:])
+    shapes = model._shapes(in_shape)
+    return math.prod(shapes[-1] if shapes else in_shape)  # no layers: the inputs
 
 
 def confusion_counts(y_true, y_pred, n_classes):

@@ -125,6 +125,18 @@ def test_confusion_matrix_counts_the_classes_of_a_model_without_dense_layers():
             method(model, X, np.where(y == 0, 7, y), path=None)
 
 
+def test_class_names_need_a_count_from_a_model_without_dense_layers():
+    """Without inputs, a convolution's classes are unknown (they depend on the
+    input shape): class_names_for asks for n_classes instead of naming 10."""
+    model = sn.Sequential(sn.Conv2D(1, 5, 3), sn.GlobalAvgPool2D())
+    with pytest.raises(ValueError, match="no Dense layer.*pass n_classes"):
+        plot.class_names_for(model)
+    assert plot.class_names_for(model, 5) == ["0", "1", "2", "3", "4"]
+    assert plot.class_names_for(sn.Sequential(sn.Dense(4, 3))) == ["0", "1", "2"]
+    model.metadata["dataset"] = "mnist"
+    assert plot.class_names_for(model) == [str(d) for d in range(10)]
+
+
 def test_confusion_matrix_names_fashion_classes(tmp_path, trained):
     model, _, Xt, yt = trained
     model.metadata["dataset"] = "fashion-mnist"  # as `scratchnet train` records it
