@@ -193,9 +193,11 @@ int sn_xent_backward_f32(float *dz, const float *probs, const int64_t *labels,
 /* soft (or one-hot) targets T: loss = mean_i sum_j T_ij (lse_i - z_ij) */
 int sn_xent_soft_forward_f32(double *loss, float *probs, const float *z, const float *T,
                              int64_t M, int64_t N);
-/* dz = (probs - T) * scale */
-void sn_xent_soft_backward_f32(float *dz, const float *probs, const float *T, int64_t n,
-                               float scale);
+/* dz_ij = (S_i probs_ij - T_ij) * scale with S_i = sum_j T_ij, the
+ * gradient of that loss: (probs - T) * scale when each row of T sums to 1,
+ * but not for multi-hot or unnormalised rows */
+void sn_xent_soft_backward_f32(float *dz, const float *probs, const float *T, int64_t M,
+                               int64_t N, float scale);
 /* MSE: loss = mean (p - t)^2 over n elements */
 int sn_mse_forward_f32(double *loss, const float *p, const float *t, int64_t n);
 /* dp = (p - t) * scale, scale usually 2 / n */

@@ -52,10 +52,20 @@ int sn_xent_soft_forward_f32(double *loss, float *probs, const float *z, const f
     return isfinite(*loss) ? SN_OK : SN_ENONFINITE;
 }
 
-void sn_xent_soft_backward_f32(float *dz, const float *probs, const float *T, int64_t n,
-                               float scale)
+/* d/dz_ij of sum_k T_ik (lse_i - z_ik) is S_i softmax_ij - T_ij, S_i the
+ * row's target mass (1 for a distribution: then probs - T exactly, as S_i
+ * = 1 multiplies nothing) */
+void sn_xent_soft_backward_f32(float *dz, const float *probs, const float *T, int64_t M,
+                               int64_t N, float scale)
 {
-    for (int64_t i = 0; i < n; ++i) dz[i] = (probs[i] - T[i]) * scale;
+    for (int64_t i = 0; i < M; ++i) {
+        const float *pi = probs + i * N, *ti = T + i * N;
+        float *di = dz + i * N;
+        double mass = 0.0;
+        for (int64_t j = 0; j < N; ++j) mass += ti[j];
+        const float s = (float)mass;
+        for (int64_t j = 0; j < N; ++j) di[j] = (s * pi[j] - ti[j]) * scale;
+    }
 }
 
 int sn_mse_forward_f32(double *loss, const float *p, const float *t, int64_t n)

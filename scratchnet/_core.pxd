@@ -63,8 +63,8 @@ cdef extern from "scratchnet.h" nogil:
                              int64_t M, int64_t N, float scale)
     int sn_xent_soft_forward_f32(double *loss, float *probs, const float *z, const float *T,
                                  int64_t M, int64_t N)
-    void sn_xent_soft_backward_f32(float *dz, const float *probs, const float *T, int64_t n,
-                                   float scale)
+    void sn_xent_soft_backward_f32(float *dz, const float *probs, const float *T, int64_t M,
+                                   int64_t N, float scale)
     int sn_mse_forward_f32(double *loss, const float *p, const float *t, int64_t n)
     void sn_mse_backward_f32(float *dp, const float *p, const float *t, int64_t n,
                              float scale)

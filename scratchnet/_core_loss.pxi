@@ -71,9 +71,23 @@ def xent_soft_forward(z, targets, probs):
 
 
 def xent_soft_backward(probs, targets, dz, float scale):
-    """dz = (probs - targets) * scale"""
-    return _scaled_diff(sn_xent_soft_backward_f32, "xent_soft_backward", probs, targets, dz,
-                        scale)
+    """dz = (S * probs - targets) * scale, S each row's sum of targets (the
+    gradient of xent_soft_forward's loss; probs - targets when rows sum to 1)"""
+    cdef const float[::1] pv = _flat(probs, "xent_soft_backward", "probs")
+    cdef const float[::1] tv = _flat(targets, "xent_soft_backward", "targets")
+    cdef float[::1] dv = _flat(dz, "xent_soft_backward", "dz", True)
+    if probs.ndim != 2 or probs.shape[0] == 0 or probs.shape[1] == 0:
+        raise ValueError(f"xent_soft_backward: probs must be a non-empty 2-D array (batch, "
+                         f"classes), got shape {probs.shape}")
+    if dz.shape != probs.shape:
+        raise ValueError(f"xent_soft_backward: dz has shape {dz.shape}, expected {probs.shape}")
+    if targets.shape != probs.shape:
+        raise ValueError(f"xent_soft_backward: targets have shape {targets.shape}, "
+                         f"expected {probs.shape}")
+    cdef int64_t M = probs.shape[0], N = probs.shape[1]
+    with nogil:
+        sn_xent_soft_backward_f32(&dv[0], &pv[0], &tv[0], M, N, scale)
+    return dz
 
 
 ctypedef void (*scaled_fn)(float *out, const float *a, const float *b, int64_t n,

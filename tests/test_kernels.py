@@ -1141,6 +1141,37 @@ def test_xent_soft(M, C):
     np.testing.assert_allclose(d1, d2, rtol=1e-6, atol=1e-7)
 
 
+def test_xent_soft_gradient_of_targets_that_are_not_distributions():
+    """Multi-hot, unnormalised and all-zero target rows: the gradient is
+    that of the loss reported, (S_i softmax - T) / M with S_i the row's sum
+    (checked against central differences of the float64 loss), not
+    (softmax - T) / M, which is right only for rows summing to 1 (and was
+    used for all of them: a silent wrong gradient)."""
+    rng = rng_for("soft-mass")
+    M, C = 6, 4
+    z = randn(rng, M, C, scale=2.0)
+    T = np.array([[1, 1, 0, 0], [0, 1, 1, 1], [0.3, 0.3, 0.3, 0.3], [0, 0, 0, 0],
+                  [2, 0, 0, 0], [0.1, 0, 0.2, 0]], F32)
+    probs = np.empty_like(z)
+    _core.xent_soft_forward(z, T, probs)
+    dz = _core.xent_soft_backward(probs, T, np.empty_like(z), 1.0 / M)
+
+    def loss64(z64):
+        return float(np.mean((T.astype(F64) * (lse64(z64)[:, None] - z64)).sum(axis=1)))
+
+    z64, h = z.astype(F64), 1e-6
+    numeric = np.zeros_like(z64)
+    for i in range(M):
+        for j in range(C):
+            e = np.zeros_like(z64)
+            e[i, j] = h
+            numeric[i, j] = (loss64(z64 + e) - loss64(z64 - e)) / (2 * h)
+    np.testing.assert_allclose(dz, numeric, rtol=1e-4, atol=1e-6)
+    want = (T.sum(axis=1, keepdims=True) * softmax64(z) - T) / M
+    np.testing.assert_allclose(dz, want, rtol=1e-5, atol=1e-7)
+    assert not np.allclose(dz, (softmax64(z) - T) / M, atol=1e-3)  # the old formula differs
+
+
 def test_xent_soft_bad_arguments():
     z = np.zeros((3, 4), F32)
     with pytest.raises(ValueError):
@@ -1149,6 +1180,10 @@ def test_xent_soft_bad_arguments():
         _core.xent_soft_forward(z, np.zeros((3, 4), F64), np.empty_like(z))
     with pytest.raises(ValueError):
         _core.xent_soft_backward(z, np.zeros((3, 5), F32), np.empty_like(z), 1.0)
+    with pytest.raises(ValueError, match="dz has shape"):
+        _core.xent_soft_backward(z, np.zeros((3, 4), F32), np.empty((4, 3), F32), 1.0)
+    with pytest.raises(ValueError, match="non-empty 2-D"):
+        _core.xent_soft_backward(z.reshape(-1), z.reshape(-1), z.reshape(-1), 1.0)
 
 
 @pytest.mark.parametrize("shape", [(1,), (17, 3), (1000, 1)])

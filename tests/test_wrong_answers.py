@@ -323,6 +323,30 @@ def test_soft_targets_must_be_probabilities():
         model.evaluate(x, targets)
 
 
+def test_multi_hot_targets_train_on_the_gradient_of_their_loss():
+    """CrossEntropy with targets whose rows do not sum to 1 (multi-hot):
+    one SGD step moves the weights as PyTorch's cross_entropy with
+    probabilities does; the gradient was (softmax - T) / N, right only for
+    distributions, while the loss reported was PyTorch's."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((8, 4)).astype(np.float32)
+    T = np.array([[1, 1, 0], [0, 1, 1], [1, 0, 0], [0, 0, 1]] * 2, np.float32)
+    dense = sn.Dense(4, 3, seed=0)
+    model = sn.Sequential(dense)
+    W0, b0 = dense.weight.data.copy(), dense.bias.data.copy()
+    history = model.fit(X, T, sn.SGD(model.parameters(), lr=1.0), loss=sn.CrossEntropy(),
+                        epochs=1, batch_size=8, shuffle=False, verbose=0)
+    w = torch.tensor(W0, dtype=torch.float64, requires_grad=True)
+    b = torch.tensor(b0, dtype=torch.float64, requires_grad=True)
+    loss = torch.nn.functional.cross_entropy(torch.tensor(X, dtype=torch.float64) @ w + b,
+                                             torch.tensor(T, dtype=torch.float64))
+    loss.backward()
+    assert history["loss"][0] == pytest.approx(loss.item(), rel=1e-5)
+    np.testing.assert_allclose(dense.weight.data, W0 - w.grad.numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(dense.bias.data, b0 - b.grad.numpy(), rtol=1e-5, atol=1e-6)
+
+
 def test_a_scheduler_of_another_optimizer_is_refused():
     model, other = one_model(), one_model()
     opt = sn.SGD(model.parameters(), lr=0.1)
