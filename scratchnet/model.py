@@ -37,7 +37,7 @@ from ._training import (NONFINITE_MODES, EpochTally, Interrupts, TrainingDiverge
                         skipped_message)
 from ._validate import as_features, as_float32, as_labels, check_finite, choice, positive_int
 from .callbacks import CallbackList
-from .layers import LAYERS, Dense, Flatten, RandomStream, Reshape, Sigmoid, Softmax
+from .layers import LAYERS, Dense, Flatten, RandomStream, Reshape, Sigmoid, Softmax, _Activation
 from .losses import LOSSES, BinaryCrossEntropy, CrossEntropy, Loss
 from .layers_norm import _BatchNorm
 from .module import Module, Parameter, checked_state
@@ -369,22 +369,23 @@ class Sequential(Module):
             self._classifier_cache = cached = (key, loss, plan)
         return cached[2]
 
-    def _loss_kind(self):
+    def _loss_kind(self, in_shape=None):
         """What the outputs mean: CrossEntropy, BinaryCrossEntropy or the
         recorded loss's type; a model never fitted is taken as a classifier
         (CrossEntropy) when it has two or more outputs, and as unknown (None)
-        with one."""
+        with one (counted for inputs of in_shape per sample, where no Dense
+        layer tells)."""
         loss = self._loss
         if loss is None:
-            return None if _n_outputs(self) == 1 else CrossEntropy
+            return None if _n_outputs(self, in_shape) == 1 else CrossEntropy
         for kind in (CrossEntropy, BinaryCrossEntropy):
             if isinstance(loss, kind):
                 return kind
         return type(loss)
 
-    def _output_kind(self, method):
+    def _output_kind(self, method, in_shape=None):
         """_loss_kind, which must be known to give meaning to method's result."""
-        kind = self._loss_kind()
+        kind = self._loss_kind(in_shape)
         if kind is None:
             raise ValueError(f"{method}: this model has one output and no recorded loss, so "
                              "what its output means is unknown; fit it, or set model.loss "
@@ -409,7 +410,7 @@ class Sequential(Module):
         if fused is not None and _core.plain_rows(X, fused.sizes[0]):
             # the fast path's networks end in a Dense layer: take the softmax
             return fused.predict(X, True, "predict_proba")
-        kind = self._output_kind("predict_proba")
+        kind = self._output_kind("predict_proba", _sample_shape(X))
         if kind is CrossEntropy:
             ends_in_softmax = isinstance(self._output_layer(), Softmax)
             return self._finite_outputs(X, "predict_proba", softmax=not ends_in_softmax)
@@ -429,7 +430,7 @@ class Sequential(Module):
         fused = self._fused_classifier()
         if fused is not None and _core.plain_rows(X, fused.sizes[0]):
             return fused.predict(X, False, "predict").argmax(axis=1).astype(np.int64)
-        kind = self._output_kind("predict")
+        kind = self._output_kind("predict", _sample_shape(X))
         out = self._finite_outputs(X, "predict")
         if kind is CrossEntropy:
             return out.argmax(axis=1).astype(np.int64)
@@ -441,13 +442,14 @@ class Sequential(Module):
         """{"loss": mean loss, "accuracy": fraction right} over all of X, with
         the loss fit used (model.loss) unless another is given; "accuracy"
         only where it has a meaning (not for MSE)."""
-        loss = loss if loss is not None else (self.loss or self._output_kind("evaluate")())
+        loss = loss if loss is not None else (
+            self.loss or self._output_kind("evaluate", _sample_shape(X))())
         if not isinstance(loss, Loss):
             raise TypeError(f"evaluate: loss must be a Loss, got {type(loss).__name__}")
-        self._check_loss(loss, "evaluate")
+        self._check_loss(loss, "evaluate", _sample_shape(X))
         batch_size = positive_int(batch_size, "batch_size")
         X = self._inputs(X)
-        y = _targets(y, X.shape[0], loss, self, "evaluate")
+        y = _targets(y, X.shape[0], loss, self, "evaluate", X.shape[1:])
         outputs = self._outputs(X, batch_size=batch_size)
         loss = loss.fresh()  # a copy of its own: evaluate may run in several threads
         result = {"loss": loss.forward(outputs, y)}
@@ -537,7 +539,7 @@ class Sequential(Module):
         loss = loss if loss is not None else (self.loss or CrossEntropy())
         if not isinstance(loss, Loss):
             raise TypeError(f"fit: loss must be a Loss, got {type(loss).__name__}")
-        self._check_loss(loss, "fit")
+        self._check_loss(loss, "fit", _sample_shape(X))
         steps_itself = callable(getattr(scheduler, "step", None))
         if isinstance(scheduler, Optimizer) or (scheduler is not None and not steps_itself):
             raise TypeError(f"fit: scheduler must be a learning-rate scheduler with a step() "
@@ -559,7 +561,7 @@ class Sequential(Module):
                                         f"{os.path.dirname(checkpoint)} does not exist")
             self._architecture("fit")  # the metadata can be written, known before training
         X = self._inputs(X)
-        y = _targets(y, X.shape[0], loss, self, "fit")
+        y = _targets(y, X.shape[0], loss, self, "fit", X.shape[1:])
         if validation_split is not None:
             X, y, validation = _split_validation(X, y, validation_split, validation)
         if validation is not None:
@@ -570,7 +572,7 @@ class Sequential(Module):
                                 + (f" of {len(validation)}" if pair else ""))
             Xv, yv = validation
             Xv = self._inputs(Xv)
-            yv = _targets(yv, Xv.shape[0], loss, self, "fit validation")
+            yv = _targets(yv, Xv.shape[0], loss, self, "fit validation", Xv.shape[1:])
         callbacks = CallbackList(callbacks, self, function=callback)
         if shard is not None:
             seed = shard.shared_seed(seed)
@@ -740,9 +742,10 @@ class Sequential(Module):
                     "batch_size that leaves a last batch of 2 rows or more (or drop a row)")
             shape = out
 
-    def _check_loss(self, loss, where):
-        """Refuse a loss that cannot mean what the model's outputs give."""
-        outputs = _n_outputs(self)
+    def _check_loss(self, loss, where, in_shape=None):
+        """Refuse a loss that cannot mean what the model's outputs give (for
+        inputs of in_shape per sample, where no Dense layer tells how many)."""
+        outputs = _n_outputs(self, in_shape)
         last = self._output_layer()
         if isinstance(loss, CrossEntropy):
             if isinstance(last, Softmax):
@@ -935,14 +938,14 @@ def _finite_loss(loss, outputs, targets):
     return value if math.isfinite(value) else None
 
 
-def _targets(y, n, loss, model, where):
+def _targets(y, n, loss, model, where, in_shape=None):
     """Targets checked against the loss: class labels for CrossEntropy (unless
-    one-hot), float arrays otherwise."""
+    one-hot), float arrays otherwise; in_shape: the inputs' per sample."""
     arr = np.asarray(y)
     if arr.shape[:1] != (n,):
         raise ValueError(f"{where}: {n} samples but targets of shape {arr.shape}")
     if isinstance(loss, CrossEntropy) and not (arr.ndim == 2 and arr.shape[1] > 1):
-        return as_labels(arr, _n_outputs(model), n, "y")
+        return as_labels(arr, _n_outputs(model, in_shape), n, "y")
     return arr
 
 
@@ -984,13 +987,32 @@ def _some(names, shown=6):
     return ", ".join(names[:shown]) + (" ..." if len(names) > shown else "")
 
 
-def _n_outputs(model):
-    """The last Dense layer's outputs (None without one); on the path of
-    one-image latency, so a scan from the end, no list."""
+# layers whose outputs per sample are as many as their inputs
+_KEEPS_COUNT = (_Activation, RandomStream, Flatten, Reshape, _BatchNorm)
+
+
+def _n_outputs(model, in_shape=None):
+    """The model's outputs per sample: the last Dense layer's, when only
+    layers that keep the count follow it (a scan from the end: this is on
+    the path of one-image latency); else what in_shape (a per-sample input
+    shape) gives through the layers: a convolution's channels. None when
+    neither tells."""
     for layer in reversed(model.layers):
         if isinstance(layer, Dense):
             return layer.out_features
-    return None
+        if not isinstance(layer, _KEEPS_COUNT):
+            break
+    if in_shape is None:
+        return None
+    shapes = model._shapes(tuple(in_shape))
+    return math.prod(shapes[-1] if shapes else in_shape)
+
+
+def _sample_shape(X):
+    """The per-sample shape of a batch X (N, ...), None for anything else
+    (which the input checks refuse with their own message)."""
+    shape = np.shape(X)
+    return shape[1:] if len(shape) >= 2 else None
 
 
 @functools.lru_cache(maxsize=None)

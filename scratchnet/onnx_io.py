@@ -89,16 +89,14 @@ def _input_shape(model, input_shape):
                      "input is unknown; give it, e.g. input_shape=(1, 28, 28)")
 
 
-def _final_activation(model):
-    """'Softmax', 'Sigmoid' or None: what turns the outputs into predict_proba's."""
-    loss = model.loss
-    if loss is None:
-        outputs = model._shapes(None)[-1]
-        classifier = outputs is not None and outputs[-1] >= 2
-        loss = CrossEntropy() if classifier else None
-    if isinstance(loss, CrossEntropy) and not isinstance(model._output_layer(), Softmax):
+def _final_activation(model, in_shape):
+    """'Softmax', 'Sigmoid' or None: what turns the outputs into predict_proba's
+    (for inputs of in_shape per sample: a model never fitted is a classifier
+    by its output count, as predict_proba takes it)."""
+    kind = model._loss_kind(in_shape)
+    if kind is CrossEntropy and not isinstance(model._output_layer(), Softmax):
         return "Softmax"
-    if isinstance(loss, BinaryCrossEntropy):
+    if kind is BinaryCrossEntropy:
         return "Sigmoid"
     return None
 
@@ -119,7 +117,7 @@ def export_onnx(model, path, opset=17, input_shape=None):
     g = _GraphWriter(onnx, "input")
     for layer in model.layers:
         _export_layer(g, layer)
-    final = _final_activation(model)
+    final = _final_activation(model, in_shape)
     if final is not None:
         g.node(final, **({"axis": -1} if final == "Softmax" else {}))
     output = ("probabilities" if final is not None or isinstance(model._output_layer(), Softmax)

@@ -30,7 +30,7 @@ import numpy as np
 from . import datasets
 from ._validate import as_labels
 from .losses import BinaryCrossEntropy, CrossEntropy
-from .model import _n_outputs as _dense_outputs
+from .model import _n_outputs
 
 __all__ = ["training_curves", "confusion_matrix", "mistakes", "weights", "activations",
            "confusion_counts", "model_input", "class_names_for", "write_run_plots",
@@ -105,22 +105,13 @@ def class_names_for(model, n_classes=None, dataset=None):
         names = list(datasets.class_names(name))
         if n_classes is None or n_classes <= len(names):
             return names
-    count = n_classes if n_classes is not None else _dense_outputs(model)
+    count = n_classes if n_classes is not None else _n_outputs(model)
     if count is None:
         # a convolution's channels give the classes, and they depend on the
         # input shape, which the model does not keep
         raise ValueError("class_names_for: this model has no Dense layer to give its "
                          "number of classes; pass n_classes")
     return [str(i) for i in range(count)]
-
-
-def _n_outputs(model, inputs):
-    """The model's outputs per sample for inputs: what their shape gives
-    through its layers (a model without Dense layers too: a convolution's
-    channels)."""
-    in_shape = tuple(np.shape(inputs)[1:])
-    shapes = model._shapes(in_shape)
-    return math.prod(shapes[-1] if shapes else in_shape)  # no layers: the inputs
 
 
 def confusion_counts(y_true, y_pred, n_classes):
@@ -135,8 +126,8 @@ def _class_labels(model, y, inputs, method, binary=False):
     their argmax), checked as evaluate checks them: whole numbers in
     [0, classes), one per image. A model fitted with another loss has no
     classes (binary: a single-output BinaryCrossEntropy model has two)."""
-    kind = model._output_kind(method)
-    outputs = _n_outputs(model, inputs)
+    kind = model._output_kind(method, np.shape(inputs)[1:])
+    outputs = _n_outputs(model, np.shape(inputs)[1:])
     if kind is BinaryCrossEntropy and binary and outputs == 1:
         classes = 2
     elif kind is CrossEntropy:
@@ -232,7 +223,8 @@ def confusion_matrix(model, X, y, class_names=None, path="confusion_matrix.png")
     inputs = model_input(model, X)
     y = _class_labels(model, y, inputs, "confusion_matrix", binary=True)
     predicted = np.asarray(model.predict(inputs), np.int64)
-    n = max(_n_outputs(model, inputs), int(y.max()) + 1, int(predicted.max()) + 1)
+    n = max(_n_outputs(model, np.shape(inputs)[1:]), int(y.max()) + 1,
+            int(predicted.max()) + 1)
     names = list(class_names) if class_names is not None else class_names_for(model, n)
     if len(names) < n:
         raise ValueError(f"confusion_matrix: {len(names)} class names for {n} classes")

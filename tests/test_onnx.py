@@ -88,6 +88,20 @@ def test_regression_and_binary_outputs_and_global_pooling(tmp_path):
     assert isinstance(sn.import_onnx(path).loss, sn.BinaryCrossEntropy)
 
 
+def test_an_unfitted_classifier_without_dense_layers_ends_with_softmax(tmp_path):
+    """A never-fitted model of 3 outputs is a classifier to predict_proba
+    whether a Dense layer or a convolution's channels make them: its graph
+    ends with Softmax and gives predict_proba (it ended with the raw outputs
+    when no Dense layer told the count)."""
+    model = sn.Sequential(sn.Conv2D(1, 3, 3, seed=1), sn.ReLU(), sn.GlobalAvgPool2D())
+    X = np.random.default_rng(3).standard_normal((5, 1, 6, 6)).astype(np.float32)
+    path = model.export_onnx(tmp_path / "gap.onnx", input_shape=(1, 6, 6))
+    proto = onnx.load(path)
+    assert proto.graph.node[-1].op_type == "Softmax"
+    assert proto.graph.output[0].name == "probabilities"
+    np.testing.assert_allclose(_run(path, X), model.predict_proba(X), rtol=1e-5, atol=1e-6)
+
+
 def test_a_model_that_does_not_start_with_dense_needs_its_input_shape(tmp_path):
     model = sn.Sequential(sn.Conv2D(1, 2, 3), sn.Flatten(), sn.Dense(8, 2))
     with pytest.raises(ValueError, match="input_shape"):

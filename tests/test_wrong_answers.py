@@ -323,6 +323,31 @@ def test_soft_targets_must_be_probabilities():
         model.evaluate(x, targets)
 
 
+def test_a_model_without_dense_layers_is_checked_by_its_output_count():
+    """The output count of a model whose last layers are convolutions comes
+    from the inputs' shape, as a Dense layer's would: one output and no loss
+    leaves predict_proba's meaning unknown, CrossEntropy needs 2 or more
+    outputs, and labels must be below the count. (Counted by the last Dense
+    layer, none here, these passed: a column of 1.0 as probabilities, a fit
+    with loss 0 that learned nothing.)"""
+    rng = np.random.default_rng(4)
+    X = rng.standard_normal((20, 1, 6, 6)).astype(np.float32)
+    one = sn.Sequential(sn.Conv2D(1, 1, 3, seed=0), sn.GlobalAvgPool2D())
+    for method in (one.predict_proba, one.predict):
+        with pytest.raises(ValueError, match="one output and no recorded loss"):
+            method(X)
+    with pytest.raises(ValueError, match="CrossEntropy needs one output per class"):
+        one.fit(X, np.zeros(20, int), sn.SGD(one.parameters(), lr=0.1),
+                loss=sn.CrossEntropy(), epochs=1, verbose=0)
+    three = sn.Sequential(sn.Conv2D(1, 3, 3, seed=0), sn.GlobalAvgPool2D())
+    assert three.predict_proba(X).shape == (20, 3)  # a classifier: softmax rows
+    np.testing.assert_allclose(three.predict_proba(X).sum(axis=1), 1.0, rtol=1e-6)
+    with pytest.raises(ValueError, match=r"labels must be in \[0, 3\)"):
+        three.fit(X, np.full(20, 3), sn.SGD(three.parameters(), lr=0.1), epochs=1, verbose=0)
+    with pytest.raises(ValueError, match=r"labels must be in \[0, 3\)"):
+        three.evaluate(X, np.full(20, 5))
+
+
 def test_multi_hot_targets_train_on_the_gradient_of_their_loss():
     """CrossEntropy with targets whose rows do not sum to 1 (multi-hot):
     one SGD step moves the weights as PyTorch's cross_entropy with
