@@ -81,6 +81,11 @@ const char *sn_caches(int64_t out[5]);
  * SN_MAX_THREADS (OpenMP runtimes crash creating tens of thousands). */
 #define SN_MAX_THREADS 1024
 void sn_set_num_threads(int n);
+/* 1 in a process forked after this one's parallel regions had started
+ * threads (OpenMP, GNU's at least, cannot start them again in the child: a
+ * region there would wait forever), which then runs everything in the
+ * calling thread */
+int sn_forked_after_threads(void);
 int sn_get_num_threads(void);
 int sn_max_threads(void);               /* OpenMP's default, 1 without OpenMP */
 /* on = 0: no back-off under contention (regions use the threads set,

@@ -12,6 +12,12 @@
 #ifdef _OPENMP
 #include <omp.h>
 #endif
+#if defined(_OPENMP) && (defined(__unix__) || defined(__APPLE__))
+#include <pthread.h>
+#define SN_FORK_HANDLER 1 /* fork() exists, and OpenMP threads do not survive it */
+#else
+#define SN_FORK_HANDLER 0
+#endif
 
 #ifdef SN_X86_64
 #if defined(_MSC_VER)
@@ -153,7 +159,37 @@ void sn_set_num_threads(int n)
     sn_atomic_store(&g_num_threads, n < 1 ? 1 : n > SN_MAX_THREADS ? SN_MAX_THREADS : n);
 }
 
-int sn_get_num_threads(void) { return setting(&g_num_threads, 0); }
+/* ---- fork() after threads ----
+ * GNU OpenMP keeps its team of threads across regions; a child of fork()
+ * has the team's bookkeeping but none of its threads, and its next parallel
+ * region waits for them forever (multiprocessing's default start method on
+ * Linux forks). The first region that starts threads registers a handler
+ * that marks such a child, and the child runs every region in the calling
+ * thread. A process forked before any region starts its own team. */
+static sn_atomic_int g_threads_started = 0, g_forked_after_threads = 0;
+
+#if SN_FORK_HANDLER
+static void mark_forked_child(void)
+{
+    if (sn_atomic_load(&g_threads_started)) sn_atomic_store(&g_forked_after_threads, 1);
+}
+static void register_fork_handler(void) { pthread_atfork(NULL, NULL, mark_forked_child); }
+static void note_threads_started(void)
+{
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, register_fork_handler);
+    sn_atomic_store(&g_threads_started, 1);
+}
+#else
+static void note_threads_started(void) { sn_atomic_store(&g_threads_started, 1); }
+#endif
+
+int sn_forked_after_threads(void) { return sn_atomic_load(&g_forked_after_threads); }
+
+int sn_get_num_threads(void)
+{
+    return sn_forked_after_threads() ? 1 : setting(&g_num_threads, 0);
+}
 
 /* ---- back-off under contention ----
  * A parallel region ends when every thread of the team has arrived. If the
@@ -220,12 +256,14 @@ int sn_run_units(sn_unit_fn fn, const void *ctx, int64_t units, int nthreads, in
 {
     int failed = SN_OK;
     if (nthreads > units) nthreads = units > 1 ? (int)units : 1;
+    if (sn_forked_after_threads()) nthreads = 1;
     if (nthreads < 2) {
         const unsigned fp = flags & SN_UNITS_FP_AS_IS ? 0 : sn_fp_enter();
         for (int64_t u = 0; u < units && failed == SN_OK; ++u) failed = fn(ctx, u);
         if (!(flags & SN_UNITS_FP_AS_IS)) sn_fp_leave(fp);
         return failed;
     }
+    if (!sn_atomic_load(&g_threads_started)) note_threads_started();
     double work = 0.0;
     const double t_start = SN_NOW();
     (void)t_start;

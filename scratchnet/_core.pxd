@@ -23,6 +23,7 @@ cdef extern from "scratchnet.h" nogil:
     int sn_set_gemm_blocks(int isa, int64_t mc, int64_t nc)
     const char *sn_caches(int64_t out[5])
     void sn_set_num_threads(int n)
+    int sn_forked_after_threads()
     int sn_get_num_threads()
     int sn_max_threads()
     void sn_parallel_backoff(int on)

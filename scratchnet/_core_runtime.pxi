@@ -71,6 +71,12 @@ def set_num_threads(int n):
     if n < 1 or n > SN_MAX_THREADS:
         raise ValueError(f"number of threads must be in [1, {SN_MAX_THREADS}], got {n} "
                          f"(this machine has {sn_max_threads()} by default)")
+    if n > 1 and sn_forked_after_threads():
+        import warnings
+        warnings.warn("set_num_threads: this process was forked after scratchnet had started "
+                      "threads, and OpenMP cannot start them again here: it runs on 1 thread. "
+                      "Start worker processes with multiprocessing's 'spawn' or 'forkserver' "
+                      "method to use threads in them.", RuntimeWarning, stacklevel=2)
     sn_set_num_threads(n)
 
 

@@ -145,3 +145,45 @@ def test_one_image_predictions_from_several_threads_get_the_one_thread_bits():
         for probs in runs:
             for i, p in enumerate(probs):
                 np.testing.assert_array_equal(p, want[i], err_msg=f"thread {t}, image {i}")
+
+
+# A parent that has run parallel regions forks; the child predicts (a large
+# batch: the threads' path) and trains a step, and exits 0 if it got the
+# parent's answer on one thread. Without the fork handler the child's first
+# region waited forever for OpenMP threads it does not have.
+FORK_SCRIPT = """
+import os
+import warnings
+import numpy as np
+import scratchnet as sn
+
+sn.set_num_threads(2)
+model = sn.Sequential(sn.Dense(784, 256, seed=1), sn.ReLU(), sn.Dense(256, 10, seed=2))
+X = np.random.default_rng(0).random((1000, 784), dtype=np.float32)
+want = model.predict_proba(X)
+pid = os.fork()
+if pid == 0:
+    same = np.array_equal(model.predict_proba(X), want)
+    model.fit(X[:256], np.arange(256) % 10, sn.SGD(model.parameters(), lr=0.1), epochs=1,
+              batch_size=128, verbose=0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        sn.set_num_threads(2)
+    warned = any("forked" in str(w.message) for w in caught)
+    os._exit(0 if same and sn.get_num_threads() == 1 and warned else 3)
+_, status = os.waitpid(pid, 0)
+print(os.waitstatus_to_exitcode(status), sn.get_num_threads())
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork() here")
+def test_a_process_forked_after_the_threads_ran_runs_on_one_thread():
+    """multiprocessing's default start method on Linux forks: a child of a
+    parent whose parallel regions had run hung in its first region."""
+    try:
+        done = subprocess.run([sys.executable, "-c", FORK_SCRIPT], capture_output=True,
+                              text=True, timeout=120)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the forked child hung in a parallel region")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["0", "2"], done.stdout + done.stderr
