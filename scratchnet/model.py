@@ -259,29 +259,33 @@ class Sequential(Module):
 
     # ---- inference ----
 
-    def _inputs(self, X):
-        """X as a checked float32 batch. A network that starts with Dense
-        (after nothing but Flatten) takes (N, features) rows, and images when
-        it starts with Flatten (flattened here, once); any other takes (N, ...)
-        samples of the shape its first layer needs, checked through every
-        layer's output_shape the first time a shape is seen."""
+    def _inputs(self, X, name="X"):
+        """X as a checked float32 batch (named name in errors). A network that
+        starts with Dense (after nothing but Flatten) takes (N, features)
+        rows, and images when it starts with Flatten (flattened here, once);
+        any other takes (N, ...) samples of the shape its first layer needs,
+        checked through every layer's output_shape the first time a shape is
+        seen."""
         if self._first_dense_index() is not None:
             if self.layers and isinstance(self.layers[0], Flatten) and np.ndim(X) > 2:
                 X = np.asarray(X)
                 if X.shape[0] == 0:
-                    raise ValueError(f"X: empty batch (0 samples, shape {X.shape})")
+                    raise ValueError(f"{name}: empty batch (0 samples, shape {X.shape})")
                 X = X.reshape(X.shape[0], -1)
-            return as_features(X, self.in_features, "X")
-        X = check_finite(as_float32(X, "X"), "X")
+            return as_features(X, self.in_features, name)
+        X = check_finite(as_float32(X, name), name)
         if X.ndim < 2 or X.shape[0] == 0:
-            raise ValueError(f"X: expected a non-empty batch (N, ...) of samples, got shape "
+            raise ValueError(f"{name}: expected a non-empty batch (N, ...) of samples, got shape "
                              f"{X.shape}")
         if (tuple(self.layers), X.shape[1:]) != self._checked_input:
             if X.ndim == 2 and self.layers[0].takes_images:
-                raise ValueError(f"X: {type(self.layers[0]).__name__} takes images (N, C, H, W), "
-                                 f"got rows of shape {X.shape}: pass images, e.g. "
+                raise ValueError(f"{name}: {type(self.layers[0]).__name__} takes images "
+                                 f"(N, C, H, W), got rows of shape {X.shape}: pass images, e.g. "
                                  "X.reshape(-1, 1, 28, 28), or load the data with flatten=False")
-            self._shapes(X.shape[1:])
+            try:
+                self._shapes(X.shape[1:])
+            except ValueError as exc:
+                raise ValueError(f"{name} of shape {X.shape}: {exc}") from None
             self._checked_input = (tuple(self.layers), X.shape[1:])
         return X
 
@@ -571,8 +575,9 @@ class Sequential(Module):
                                 f"{type(validation).__name__}"
                                 + (f" of {len(validation)}" if pair else ""))
             Xv, yv = validation
-            Xv = self._inputs(Xv)
-            yv = _targets(yv, Xv.shape[0], loss, self, "fit validation", Xv.shape[1:])
+            Xv = self._inputs(Xv, "validation X")
+            yv = _targets(yv, Xv.shape[0], loss, self, "fit validation", Xv.shape[1:],
+                          "validation y")
         callbacks = CallbackList(callbacks, self, function=callback)
         if shard is not None:
             seed = shard.shared_seed(seed)
@@ -938,14 +943,15 @@ def _finite_loss(loss, outputs, targets):
     return value if math.isfinite(value) else None
 
 
-def _targets(y, n, loss, model, where, in_shape=None):
-    """Targets checked against the loss: class labels for CrossEntropy (unless
-    one-hot), float arrays otherwise; in_shape: the inputs' per sample."""
+def _targets(y, n, loss, model, where, in_shape=None, name="y"):
+    """Targets (named name in errors) checked against the loss: class labels
+    for CrossEntropy (unless one-hot), float arrays otherwise; in_shape: the
+    inputs' per sample."""
     arr = np.asarray(y)
     if arr.shape[:1] != (n,):
         raise ValueError(f"{where}: {n} samples but targets of shape {arr.shape}")
     if isinstance(loss, CrossEntropy) and not (arr.ndim == 2 and arr.shape[1] > 1):
-        return as_labels(arr, _n_outputs(model, in_shape), n, "y")
+        return as_labels(arr, _n_outputs(model, in_shape), n, name)
     return arr
 
 

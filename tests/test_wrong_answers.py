@@ -348,6 +348,29 @@ def test_a_model_without_dense_layers_is_checked_by_its_output_count():
         three.evaluate(X, np.full(20, 5))
 
 
+def test_errors_in_the_validation_data_name_it():
+    """Bad validation= data is named as such: its errors said "X: ..." and
+    "y: ...", as if the training data were wrong."""
+    rng = np.random.default_rng(5)
+    X, y = rng.standard_normal((30, 5)).astype(np.float32), np.arange(30) % 3
+    Xv, yv = X[:10].copy(), y[:10].copy()
+    bad_nan = Xv.copy()
+    bad_nan[0, 0] = np.nan
+    images = rng.standard_normal((30, 1, 6, 6)).astype(np.float32)
+    cnn = sn.Sequential(sn.Conv2D(1, 3, 3, seed=0), sn.GlobalAvgPool2D())
+    for model, data, valid, message in [
+            (None, (X, y), (Xv[:, :4], yv), r"validation X: expected 5 features"),
+            (None, (X, y), (bad_nan, yv), r"validation X: contains 1 non-finite"),
+            (None, (X, y), (Xv, yv + 3), r"validation y: labels must be in \[0, 3\)"),
+            (cnn, (images, y), (np.repeat(images[:5], 2, axis=1), y[:5]),
+             r"validation X of shape \(5, 2, 6, 6\): layer 0: Conv2D"),
+    ]:
+        model = model or sn.Sequential(sn.Dense(5, 3, seed=0))
+        with pytest.raises(ValueError, match=message):
+            model.fit(*data, sn.SGD(model.parameters(), lr=0.1), epochs=1, verbose=0,
+                      validation=valid)
+
+
 def test_multi_hot_targets_train_on_the_gradient_of_their_loss():
     """CrossEntropy with targets whose rows do not sum to 1 (multi-hot):
     one SGD step moves the weights as PyTorch's cross_entropy with
