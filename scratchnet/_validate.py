@@ -94,9 +94,19 @@ def positive_int(value, name):
     return int(value)
 
 
+def _finite_real(value):
+    return not isinstance(value, bool) and isinstance(value, numbers.Real) and bool(
+        np.isfinite(value))
+
+
+def finite_float(value, name):
+    if not _finite_real(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    return float(value)
+
+
 def nonnegative_float(value, name):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not np.isfinite(value) \
-            or value < 0:
+    if not _finite_real(value) or value < 0:
         raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
     return float(value)
 

@@ -5,7 +5,7 @@ import math
 import numpy as np
 
 from . import _core, _random
-from ._validate import as_float32, choice, positive_int
+from ._validate import as_float32, choice, finite_float, positive_int
 from .module import Module, Parameter
 
 
@@ -144,8 +144,9 @@ class LeakyReLU(_Activation):
     @negative_slope.setter
     def negative_slope(self, value):
         # compiled networks copy the slope: a new one makes them rebuild, as
-        # a replaced weight array does
-        self._negative_slope = float(value)
+        # a replaced weight array does. Any finite slope, as PyTorch's (a NaN
+        # failed later with "MLP.predict: invalid argument", or gave NaN)
+        self._negative_slope = finite_float(value, "LeakyReLU: negative_slope")
         Parameter.version += 1
 
     def get_config(self):

@@ -348,6 +348,21 @@ def test_a_model_without_dense_layers_is_checked_by_its_output_count():
         three.evaluate(X, np.full(20, 5))
 
 
+def test_a_leaky_relu_slope_must_be_a_finite_number():
+    """A NaN or infinite slope is refused where it is given, not later by a
+    compiled network ("MLP.predict: invalid argument") or as NaN outputs;
+    any finite slope, negative too (as PyTorch's), is taken."""
+    for bad in (float("nan"), float("inf"), "0.1", True):
+        with pytest.raises(ValueError, match="negative_slope must be a finite number"):
+            sn.LeakyReLU(bad)
+        layer = sn.LeakyReLU()
+        with pytest.raises(ValueError, match="negative_slope must be a finite number"):
+            layer.negative_slope = bad
+        assert layer.negative_slope == 0.01
+    x = np.array([[-2.0, 3.0]], np.float32)
+    np.testing.assert_allclose(sn.LeakyReLU(-0.5).forward(x), [[1.0, 3.0]])
+
+
 def test_errors_in_the_validation_data_name_it():
     """Bad validation= data is named as such: its errors said "X: ..." and
     "y: ...", as if the training data were wrong."""
