@@ -42,7 +42,7 @@ try:
     from sklearn.model_selection import train_test_split
     from sklearn.utils import check_random_state
     from sklearn.utils.multiclass import check_classification_targets
-    from sklearn.utils.validation import check_is_fitted, validate_data
+    from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 except ImportError as exc:
     raise ImportError(f"scratchnet.sklearn needs scikit-learn 1.6 or later ({exc}): "
                       "pip install \"scratchnet[sklearn]\"") from exc
@@ -370,6 +370,10 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     def _validated(self, X, y, first, classes):
         X, y = validate_data(self, X, y, dtype=np.float32, order="C", reset=first,
                              multi_output=True, y_numeric=True, ensure_all_finite=False)
+        if y.ndim == 2 and y.shape[1] == 1:
+            # a column is one output, as sklearn's MLPRegressor takes it
+            # (with its warning): predict then gives (n,), not (n, 1)
+            y = column_or_1d(y, warn=True)
         if first:
             self._y_1d = y.ndim == 1
             self.n_outputs_ = 1 if y.ndim == 1 else y.shape[1]

@@ -11,7 +11,7 @@ pytest.importorskip("sklearn")
 
 from sklearn.base import clone  # noqa: E402
 from sklearn.datasets import make_blobs, make_regression  # noqa: E402
-from sklearn.exceptions import ConvergenceWarning  # noqa: E402
+from sklearn.exceptions import ConvergenceWarning, DataConversionWarning  # noqa: E402
 from sklearn.model_selection import GridSearchCV, cross_val_score  # noqa: E402
 from sklearn.pipeline import make_pipeline  # noqa: E402
 from sklearn.preprocessing import StandardScaler  # noqa: E402
@@ -69,6 +69,12 @@ def test_multi_output_regression():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         assert one.fit(X, y[:, 0]).predict(X).shape == (200,)
+        # a column is one output, as sklearn's MLPRegressor takes it: with
+        # its warning, and predict gives (n,) (it gave (n, 1))
+        with pytest.warns(DataConversionWarning, match="column-vector y"):
+            column = clone(one).fit(X, y[:, :1])
+        assert column.predict(X).shape == (200,) and column.n_outputs_ == 1
+        np.testing.assert_array_equal(column.predict(X), one.predict(X))
 
 
 def test_parameters_are_stored_unchanged_and_checked_by_fit():
