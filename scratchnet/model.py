@@ -271,6 +271,8 @@ class Sequential(Module):
                 X = np.asarray(X)
                 if X.shape[0] == 0:
                     raise ValueError(f"{name}: empty batch (0 samples, shape {X.shape})")
+                # the images' shape, for export_onnx's input
+                self._checked_input = (tuple(self.layers), X.shape[1:])
                 X = X.reshape(X.shape[0], -1)
             return as_features(X, self.in_features, name)
         X = check_finite(as_float32(X, name), name)

@@ -78,13 +78,16 @@ class _GraphWriter:
 
 
 def _input_shape(model, input_shape):
+    """The per-sample input shape: given, else the one the model last took
+    (images, for one that starts with Flatten: a graph for rows would refuse
+    them), else a Dense layer's rows."""
     if input_shape is not None:
         return tuple(int(d) for d in input_shape)
-    if model._first_dense_index() is not None:
-        return (model.in_features,)
     checked = getattr(model, "_checked_input", None)
     if checked is not None and checked[0] == tuple(model.layers):
         return tuple(checked[1])
+    if model._first_dense_index() is not None:
+        return (model.in_features,)
     raise ValueError("export_onnx: this model does not start with Dense, so the shape of its "
                      "input is unknown; give it, e.g. input_shape=(1, 28, 28)")
 

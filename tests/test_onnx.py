@@ -102,6 +102,23 @@ def test_an_unfitted_classifier_without_dense_layers_ends_with_softmax(tmp_path)
     np.testing.assert_allclose(_run(path, X), model.predict_proba(X), rtol=1e-5, atol=1e-6)
 
 
+def test_a_model_that_starts_with_flatten_exports_for_the_images_it_took(tmp_path):
+    """Flatten then Dense, fitted on (N, 3, 4) samples: the graph takes such
+    samples, as the model does (it declared rows of 12, and onnxruntime
+    refused the model's own inputs); given input_shape still decides."""
+    rng = np.random.default_rng(6)
+    X = rng.standard_normal((40, 3, 4)).astype(np.float32)
+    model = sn.Sequential(sn.Flatten(), sn.Dense(12, 3, seed=0))
+    model.fit(X, np.arange(40) % 3, sn.SGD(model.parameters(), lr=0.1), epochs=1, verbose=0)
+    path = model.export_onnx(tmp_path / "flat.onnx")
+    dims = onnx.load(path).graph.input[0].type.tensor_type.shape.dim
+    assert [d.dim_value for d in dims[1:]] == [3, 4]
+    np.testing.assert_allclose(_run(path, X), model.predict_proba(X), rtol=1e-5, atol=1e-6)
+    rows = model.export_onnx(tmp_path / "rows.onnx", input_shape=(12,))
+    np.testing.assert_allclose(_run(rows, X.reshape(40, 12)), model.predict_proba(X),
+                               rtol=1e-5, atol=1e-6)
+
+
 def test_a_model_that_does_not_start_with_dense_needs_its_input_shape(tmp_path):
     model = sn.Sequential(sn.Conv2D(1, 2, 3), sn.Flatten(), sn.Dense(8, 2))
     with pytest.raises(ValueError, match="input_shape"):
