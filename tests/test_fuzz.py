@@ -1092,7 +1092,9 @@ CONSTRUCTOR_OK = {
     "Dense": lambda a: len(a) == 2 and all(is_size(v) for v in a),
     "MaxPool2D": pool_ok, "AvgPool2D": pool_ok, "BatchNorm1d": bn_ok, "BatchNorm2d": bn_ok,
     "Dropout": lambda a: not a or (as_float(a[0]) is not None and 0 <= as_float(a[0]) < 1),
-    "LeakyReLU": lambda a: not a or as_float(a[0]) is not None,
+    # any finite real slope (not a bool or a string: a NaN one was taken)
+    "LeakyReLU": lambda a: not a or (is_real(a[0], -np.inf, np.inf)
+                                     and bool(np.isfinite(a[0]))),
     "Reshape": reshape_ok,
     "RandomShift": lambda a: len(a) == 1 and isinstance(a[0], (int, np.integer))
     and not isinstance(a[0], bool) and a[0] >= 0,
