@@ -1012,14 +1012,20 @@ def _n_outputs(model, in_shape=None):
             break
     if in_shape is None:
         return None
-    shapes = model._shapes(tuple(in_shape))
+    try:
+        shapes = model._shapes(tuple(in_shape))
+    except ValueError:  # inputs that do not fit: the input checks say so, naming them
+        return None
     return math.prod(shapes[-1] if shapes else in_shape)
 
 
 def _sample_shape(X):
     """The per-sample shape of a batch X (N, ...), None for anything else
     (which the input checks refuse with their own message)."""
-    shape = np.shape(X)
+    try:
+        shape = np.shape(X)
+    except ValueError:  # ragged nested lists
+        return None
     return shape[1:] if len(shape) >= 2 else None
 
 
