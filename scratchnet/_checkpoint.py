@@ -111,8 +111,8 @@ class Checkpoint:
     def check_fits(self, arch, model_arch, optimizer, scheduler, settings, history):
         """Refuse (ValueError) to resume this checkpoint into a model of
         another architecture, with another optimizer or scheduler type, other
-        data or batch size, or with validation where it had none (or none
-        where it had)."""
+        data or batch size, with validation where it had none (or none where
+        it had), or with other optimizer hyper-parameters."""
         where = f"fit: cannot resume from {self.path}"
         theirs, mine = _plain(arch.get("layers")), _plain(model_arch["layers"])
         if theirs != mine:
@@ -153,6 +153,17 @@ class Checkpoint:
             raise ValueError(f"{where}: it was written by a fit "
                              f"{'with' if 'val_loss' in self.history else 'without'} "
                              "validation data; pass validation (or validation_split) as then")
+        for i, (saved, group) in enumerate(zip(self.optimizer.get("param_groups", []),
+                                               optimizer.param_groups)):
+            # resuming loads the checkpoint's hyper-parameters into the
+            # optimizer: others given now (a new lr) would be dropped unseen
+            theirs, mine = _hyper(saved), _hyper(group)
+            if theirs != mine:
+                group_name = f" (param group {i})" if len(optimizer.param_groups) > 1 else ""
+                raise ValueError(f"{where}: it was written with {_call(kind, theirs)}"
+                                 f"{group_name}, this fit has {_call(kind, mine)}; resuming "
+                                 "continues the optimizer it holds: pass the same settings (to "
+                                 "train on with others, fit again without resume)")
 
 
 def _whole(value, what, low=0):
@@ -193,6 +204,14 @@ def _label(spec):
     config = spec.get("config") or {}
     args = ", ".join(f"{k}={v!r}" for k, v in config.items()) if isinstance(config, dict) else ""
     return f"{spec.get('type')}({args})"
+
+
+def _hyper(group):
+    """A parameter group's hyper-parameters as given to the optimizer: the
+    learning rate a scheduler started from (initial_lr) rather than the one
+    it has reached, no parameters; as JSON reads them back."""
+    given = {k: v for k, v in group.items() if k not in ("params", "lr", "initial_lr")}
+    return _plain({"lr": group.get("initial_lr", group.get("lr")), **given})
 
 
 def _call(name, settings):

@@ -213,11 +213,18 @@ def other_architecture():
     ("other labels", "over other data .*resuming needs the same X and y"),
     ("loss", "with the loss CrossEntropy, this one has MSE; pass loss=sn.CrossEntropy()"),
     ("validation", "written by a fit with validation data"),
+    ("hyper-parameters", r"written with Adam\(lr=0.01, .*weight_decay=0.0001.*\), this fit has "
+                         r"Adam\(lr=0.001, .*weight_decay=0.0001.*\); resuming continues the "
+                         r"optimizer it holds"),
 ])
 def test_resuming_into_another_model_or_run_is_refused(checkpoint, case, message):
     X, y = blobs()
     model = other_architecture() if case == "architecture" else mlp(seed=3)
-    opt = (sn.SGD if case == "optimizer" else sn.Adam)(model.parameters(), lr=1e-2)
+    # the checkpoint's optimizer settings, but for the case that changes them
+    # (a new lr, which resuming replaced with the checkpoint's, unseen)
+    lr = 1e-3 if case == "hyper-parameters" else 1e-2
+    opt = (sn.SGD(model.parameters(), lr=lr) if case == "optimizer" else
+           sn.Adam(model.parameters(), lr=lr, weight_decay=1e-4))
     scheduler = (None if case in ("scheduler", "optimizer") else
                  sn.CosineAnnealingLR(opt, 8 if case == "schedule" else 4))
     kwargs = dict(batch_size=8 if case == "batch size" else 16, seed=7, verbose=0,
@@ -261,7 +268,7 @@ def test_a_checkpoint_written_before_the_data_and_loss_were_kept_still_resumes(t
     train(mlp(), OPTIMIZERS["adam-cosine"], X, y, epochs=1, checkpoint=path)
     monkeypatch.undo()
     model = mlp(seed=3)
-    opt = sn.Adam(model.parameters(), lr=1e-2)
+    opt = OPTIMIZERS["adam-cosine"][0](model.parameters())
     history = model.fit(X, y, opt, epochs=2, batch_size=16, seed=7, verbose=0,
                         scheduler=sn.CosineAnnealingLR(opt, 4), validation=(X[:30], y[:30]),
                         resume=path)
