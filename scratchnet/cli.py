@@ -25,6 +25,7 @@ from .layers_conv import Conv2D
 from .layers_norm import BatchNorm2d
 from .layers_pool import MaxPool2D
 from .model import Sequential, load
+from .losses import CrossEntropy
 from .optimizers import OPTIMIZERS, CosineAnnealingLR
 
 DATASETS = ("mnist", "fashion-mnist")
@@ -338,8 +339,13 @@ def cmd_train(args):
 
 
 def cmd_evaluate(args):
-    _check_plots(args)
     model = load(args.model)
+    if args.plots and model.loss is not None and not isinstance(model.loss, CrossEntropy):
+        # checked before the plots' folder is made and the test set is run
+        raise CommandError(f"--plots: the plots are a classifier's (confusion matrix, "
+                           f"mistakes); {args.model} was fitted with "
+                           f"{type(model.loss).__name__}")
+    _check_plots(args)
     # the dataset the model was trained on (recorded by `train`), unless told
     args.dataset = args.dataset or model.metadata.get("dataset") or "mnist"
     if args.dataset not in DATASETS:
@@ -347,11 +353,14 @@ def cmd_evaluate(args):
                            f"({' or '.join(DATASETS)})")
     (_, _), (Xt, yt) = _load_data(args, images=_takes_images(model))
     result = model.evaluate(Xt, yt)
+    accuracy = result.get("accuracy")  # none for a regression (MSE) model
     if args.json:
-        print(json.dumps({"dataset": args.dataset, "test_accuracy": result["accuracy"],
+        print(json.dumps({"dataset": args.dataset, "test_accuracy": accuracy,
                           "test_loss": result["loss"]}))
+    elif accuracy is None:
+        print(f"test loss: {result['loss']:.4f} ({type(model.loss).__name__}; no accuracy)")
     else:
-        print(f"test accuracy: {100 * result['accuracy']:.2f}%  (loss {result['loss']:.4f})")
+        print(f"test accuracy: {100 * accuracy:.2f}%  (loss {result['loss']:.4f})")
     _write_plots(args, model, Xt, yt)
     return 0
 
@@ -433,8 +442,18 @@ def cmd_predict(args):
     if args.json:
         print(json.dumps(labels.tolist()))
     else:
-        print("\n".join(str(int(v)) for v in labels))
+        print(_prediction_lines(labels))
     return 0
+
+
+def _prediction_lines(predicted):
+    """One line per sample: a class label, 0/1 labels of several outputs, or
+    a regression's values (float32, to 7 significant digits: printed as
+    integers, they were cut to whole numbers), space-separated."""
+    whole = predicted.dtype.kind in "iub"
+    rows = predicted.reshape(len(predicted), -1)
+    return "\n".join(" ".join(str(int(v)) if whole else f"{float(v):.7g}" for v in row)
+                     for row in rows)
 
 
 def cmd_predict_files(args):

@@ -383,6 +383,40 @@ def test_predict_refuses_inputs_it_would_get_wrong(capsys, tmp_path, model_file,
     assert "allow_pickle" not in err and err.count("\n") == 1
 
 
+def test_a_regression_model_predicts_its_values_and_evaluates_to_its_loss(capsys, tmp_path,
+                                                                          small_mnist, mnist):
+    """predict printed a regression (MSE) model's outputs cut to whole
+    numbers (3.94 as 3) while --json gave them; evaluate ended in a
+    traceback (KeyError 'accuracy'); --plots is a classifier's, refused
+    before any work."""
+    (X, y), (Xt, yt) = mnist
+    sn.manual_seed(0)
+    for outputs in (1, 2):
+        model = sn.Sequential(sn.Dense(784, 8), sn.ReLU(), sn.Dense(8, outputs))
+        targets = np.stack([y[:200]] * outputs, 1).astype(np.float32) / 3
+        model.fit(X[:200], targets if outputs > 1 else targets[:, 0],
+                  sn.Adam(model.parameters(), lr=1e-2), loss=sn.MSE(), epochs=2, verbose=0)
+        path = tmp_path / f"regression{outputs}.npz"
+        model.save(path)
+        np.save(tmp_path / "five.npy", Xt[:5])
+        code, out, err = run(capsys, "predict", str(path), str(tmp_path / "five.npy"))
+        assert code == 0, err
+        want = model.predict(Xt[:5]).reshape(5, -1)
+        got = np.array([[float(v) for v in line.split()] for line in out.splitlines()])
+        np.testing.assert_allclose(got, want, rtol=1e-6)
+        assert not np.array_equal(got, np.trunc(got))
+    one = tmp_path / "regression1.npz"
+    code, out, err = run(capsys, "evaluate", str(one))
+    want = sn.load(one).evaluate(Xt[:500], yt[:500])["loss"]  # small_mnist's test set
+    assert code == 0 and err == ""
+    assert out.strip() == f"test loss: {want:.4f} (MSE; no accuracy)"
+    code, out, err = run(capsys, "evaluate", str(one), "--json")
+    assert code == 0 and json.loads(out)["test_accuracy"] is None
+    code, out, err = run(capsys, "evaluate", str(one), "--plots", str(tmp_path / "plots"))
+    assert code == 1 and "--plots: the plots are a classifier's" in err and out == ""
+    assert not (tmp_path / "plots").exists()
+
+
 def test_evaluate_defaults_to_the_dataset_the_model_was_trained_on(capsys, tmp_path,
                                                                     monkeypatch, model_file):
     """A Fashion-MNIST model evaluated without --dataset was scored on MNIST
