@@ -803,10 +803,17 @@ class Sequential(Module):
         of each batch and the gradients are summed over the ranks before the
         step). A step whose outputs, loss or gradients are not finite is not
         applied, and the buffers (BatchNorm's statistics) its forward pass
-        moved are put back."""
+        moved are put back; so is one whose forward pass made those buffers
+        not finite (a running variance past float32's range: the loss and
+        gradients of batch statistics can stay finite)."""
         params = self.named_parameters()
-        buffers = [a for _, a in self.named_buffers()]
+        named_buffers = self.named_buffers()
+        buffers = [a for _, a in named_buffers]
         before = [a.copy() for a in buffers]
+
+        def bad_buffer():
+            return next((name for name, a in named_buffers if not _core.all_finite(a)), None)
+
         for step, start in enumerate(range(0, X.shape[0], batch_size), 1):
             if interrupts.requested:
                 tally.interrupted = True
@@ -818,6 +825,8 @@ class Sequential(Module):
             if shard is None:
                 counted = self._batch_gradients(X, y, idx, loss, xb_buf, rows)
                 finite = counted is not None and all(_core.all_finite(p.grad) for _, p in params)
+                unfinite_buffer = bad_buffer() if finite else None
+                finite = finite and unfinite_buffer is None
             else:
                 idx, first = shard.rows_of(idx)
                 self._set_first_row(first)
@@ -826,7 +835,8 @@ class Sequential(Module):
                 else:
                     shard.no_rows()
                     counted = (0.0, 0, 0)
-                finite = shard.reduce_finite(ok=counted is not None)
+                unfinite_buffer = bad_buffer() if counted is not None else None
+                finite = shard.reduce_finite(ok=counted is not None and unfinite_buffer is None)
             if finite:
                 batch_loss, right, decisions = counted
                 tally.add(batch_loss * len(idx), right, decisions, len(idx))
@@ -835,8 +845,10 @@ class Sequential(Module):
                 continue
             for kept, a in zip(before, buffers):
                 a[...] = kept
-            problem = (nonfinite_problem((name, p.grad) for name, p in params)
-                       if counted is not None else "the loss is not finite (NaN or inf)")
+            problem = ("the loss is not finite (NaN or inf)" if counted is None else
+                       f"the running statistics {unfinite_buffer} are not finite (NaN or inf)"
+                       if unfinite_buffer is not None else
+                       nonfinite_problem((name, p.grad) for name, p in params))
             if not tally.nonfinite(step, problem, skip):
                 return
 
@@ -922,6 +934,10 @@ class Sequential(Module):
                 raise TypeError(f"save: layer {i} is a {type(layer).__name__}, not one of "
                                 "scratchnet's layer types, which a saved model names to be "
                                 "rebuilt by sn.load")
+        for name, array in self._state_arrays().items():
+            if not _core.all_finite(array):
+                raise ValueError(f"save: {name} contains non-finite values (NaN or inf), which "
+                                 "sn.load refuses: nothing written")
         write_npz(path, self._state_arrays(), {"__architecture__": self._architecture("save")},
                   "save")
 

@@ -154,6 +154,34 @@ def test_batchnorm_statistics_of_a_refused_step_are_put_back():
     assert np.isfinite(net[1].running_mean).all() and np.isfinite(net[1].running_var).all()
 
 
+def test_batchnorm_statistics_that_overflow_end_the_run_as_a_diverged_step(tmp_path):
+    """Rows of 1e25 (finite): the batch statistics normalise them, so loss
+    and gradients stay finite, but the running variance passes float32's
+    range. fit returned normally with inf in it (one class predicted for
+    everything after) and save wrote a file load refused. Now the step is
+    a divergence: named, not applied, statistics put back; save refuses a
+    state load would refuse."""
+    rng = np.random.default_rng(8)
+    X = rng.random((60, 6), dtype=np.float32)
+    X[22:25] *= np.float32(1e25)
+    y = np.arange(60) % 3
+    net = sn.Sequential(sn.Dense(6, 5, seed=0), sn.BatchNorm1d(5), sn.ReLU(),
+                        sn.Dense(5, 3, seed=1))
+    with pytest.raises(sn.TrainingDivergedError,
+                       match=r"step 3 of 6: the running statistics 1.running_var are not finite"):
+        net.fit(X, y, sn.SGD(net.parameters(), lr=0.1), epochs=1, batch_size=10,
+                shuffle=False, verbose=0)
+    assert np.isfinite(net[1].running_mean).all() and np.isfinite(net[1].running_var).all()
+    with pytest.warns(RuntimeWarning, match="skipped 1 of 6"):
+        net.fit(X, y, sn.SGD(net.parameters(), lr=0.1), epochs=1, batch_size=10,
+                shuffle=False, verbose=0, on_nonfinite="skip_batch")
+    assert np.isfinite(net[1].running_var).all()
+    net[1].running_var[0] = np.inf
+    with pytest.raises(ValueError, match="save: 1.running_var contains non-finite values"):
+        net.save(tmp_path / "m.npz")
+    assert not (tmp_path / "m.npz").exists()
+
+
 def test_on_nonfinite_is_checked():
     X, y = data()
     m = model()
