@@ -199,6 +199,9 @@ def _takes_images(model):
 
 def _check_out(path, force):
     """Fail before training, not after it, if the model could not be saved at path."""
+    if path.lower().endswith(".onnx"):  # a .npz under that name: no ONNX tool reads it
+        raise CommandError(f"--out {path}: train saves scratchnet's .npz model; give a .npz "
+                           f"name, then `scratchnet export MODEL.npz {path}` writes ONNX")
     if os.path.isdir(path):
         raise CommandError(f"--out {path}: is a folder; give a file name, such as "
                            f"{os.path.join(path, 'model.npz')}")
@@ -301,7 +304,8 @@ def cmd_train(args):
         print(f"scratchnet {info()['version']}: training {args.dataset} "
               f"({X.shape[0]} images), {network}, "
               f"{args.optimizer} lr={args.lr}, {epochs} epoch{'s' if epochs != 1 else ''}, batch {args.batch_size}, "
-              f"kernel {_core.get_isa()}, {_core.get_num_threads()} threads"
+              f"kernel {_core.get_isa()}, {_core.get_num_threads()} "
+              f"thread{'s' if _core.get_num_threads() != 1 else ''}"
               + (f" x {distributed.size()} ranks" if args.distributed else ""))
     history = model.fit(X, y, optimizer=optimizer, epochs=epochs, batch_size=args.batch_size,
                         seed=args.seed, verbose=verbose, scheduler=scheduler,

@@ -187,7 +187,7 @@ def test_train_model_file_that_appears_during_training_is_kept(capsys, tmp_path,
     sn.load(fallback)
 
 
-@pytest.mark.parametrize("case", ["no such folder", "a folder", "parent is a file"])
+@pytest.mark.parametrize("case", ["no such folder", "a folder", "parent is a file", "onnx"])
 def test_train_checks_out_before_anything_else(capsys, tmp_path, monkeypatch, case):
     def load_data(*args, **kwargs):
         raise AssertionError("the data was loaded although --out is unusable")
@@ -196,7 +196,9 @@ def test_train_checks_out_before_anything_else(capsys, tmp_path, monkeypatch, ca
     (tmp_path / "file").write_text("")
     out, reason = {"no such folder": (tmp_path / "nope" / "m.npz", "does not exist"),
                    "a folder": (tmp_path, "is a folder"),
-                   "parent is a file": (tmp_path / "file" / "m.npz", "is not a folder")}[case]
+                   "parent is a file": (tmp_path / "file" / "m.npz", "is not a folder"),
+                   # a .npz under that name, which no ONNX tool reads
+                   "onnx": (tmp_path / "m.onnx", "scratchnet export MODEL.npz")}[case]
     code, stdout, err = train(capsys, out)
     assert code == 1 and stdout == ""
     assert err.count("\n") == 1
