@@ -181,8 +181,11 @@ def test_a_process_forked_after_the_threads_ran_runs_on_one_thread():
     """multiprocessing's default start method on Linux forks: a child of a
     parent whose parallel regions had run hung in its first region."""
     try:
+        # from the tests' folder, as the test above: the installed scratchnet,
+        # not the checkout's (which CI does not build in place)
         done = subprocess.run([sys.executable, "-c", FORK_SCRIPT], capture_output=True,
-                              text=True, timeout=120)
+                              text=True, cwd=os.path.dirname(os.path.abspath(__file__)),
+                              timeout=120)
     except subprocess.TimeoutExpired:
         pytest.fail("the forked child hung in a parallel region")
     assert done.returncode == 0, done.stderr
