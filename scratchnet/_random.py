@@ -1,12 +1,14 @@
-"""The library's default random stream, for layers created without a seed.
-sn.manual_seed(n) makes everything that follows reproducible."""
+"""The library's default random stream, for layers created without a seed
+and fit without one. sn.manual_seed(n) makes everything that follows
+reproducible: initial weights, fit's shuffle and dropout."""
 import numpy as np
 
 _default = np.random.default_rng()
 
 
 def manual_seed(seed):
-    """Reseed the generator used by layers created with seed=None."""
+    """Reseed the generator used by layers created with seed=None and by fit
+    with seed=None."""
     global _default
     _default = np.random.default_rng(seed)
 

@@ -26,7 +26,7 @@ from fractions import Fraction
 
 import numpy as np
 
-from . import _core, _fused, _inference, _sharding
+from . import _core, _fused, _inference, _random, _sharding
 from . import distributed as distributed_api
 from ._checkpoint import Checkpoint, data_fingerprint, training_record
 from ._files import ModelFileError, read_npz, read_record, write_npz
@@ -591,7 +591,9 @@ class Sequential(Module):
                                  f"than the {shard.size} ranks; each rank needs a share of "
                                  f"every batch: use batch_size >= {shard.size}")
             verbose = verbose if shard.main else 0
-        rng = np.random.default_rng(seed)
+        # seed None: a child of the default stream, so sn.manual_seed(n) makes
+        # the shuffle and dropout reproducible too (as torch.manual_seed does)
+        rng = _random.generator(seed)
 
         history = {"loss": [], "accuracy": [], "lr": [], "time": []}
         if validation is not None:

@@ -78,6 +78,26 @@ def test_seeded_training_is_reproducible():
     assert not np.array_equal(model.parameters()[0].data, runs[0][0])
 
 
+def test_manual_seed_makes_a_fit_without_seed_reproducible():
+    """fit(seed=None) shuffles and draws dropout from the default stream, so
+    sn.manual_seed(n) before it gives the same weights run after run (as
+    torch.manual_seed does); it drew from the OS's entropy, and two runs
+    after the same manual_seed differed. Another manual_seed, another run."""
+    X, y = blobs()
+
+    def run(seed):
+        sn.manual_seed(seed)
+        model = sn.Sequential(sn.Dense(8, 16), sn.ReLU(), sn.Dropout(0.2), sn.Dense(16, 3))
+        model.fit(X, y, optimizer=sn.SGD(model.parameters(), lr=0.1), epochs=2,
+                  batch_size=16, verbose=0)
+        return [p.data.copy() for p in model.parameters()]
+
+    first, again, other = run(7), run(7), run(8)
+    for a, b in zip(first, again):
+        np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(first[0], other[0])
+
+
 def test_dense_seed_and_initialisation():
     a, b = sn.Dense(300, 200, seed=1), sn.Dense(300, 200, seed=1)
     np.testing.assert_array_equal(a.weight.data, b.weight.data)
