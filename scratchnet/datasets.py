@@ -143,6 +143,8 @@ class DatasetNotFoundError(DatasetError):
     - ``root_given``: whether an explicit root was the only place looked at
     - ``missing``: {folder: the file names absent from it}, for each folder searched
     - ``nested``: ``root/<name>`` when that holds the files (a likely mistake), else None
+    - ``env_holds_files``: ``$SCRATCHNET_DATA`` when it holds the files themselves
+      instead of ``<name>/`` (a likely mistake), else None
     - ``download_tried``: whether a download was attempted
     - ``download_error``: why it failed (the exception), or None
     """
@@ -159,6 +161,9 @@ class DatasetNotFoundError(DatasetError):
         }
         nested = self.places[0][1] / name if root_given else None
         self.nested = nested if nested is not None and _files_in(nested) is not None else None
+        label, first = self.places[0] if self.places else (None, None)
+        self.env_holds_files = (first.parent if label == "$SCRATCHNET_DATA"
+                                and _files_in(first.parent) is not None else None)
         self.download_tried = download_tried
         self.download_error = download_error
         super().__init__(self._python_message())
@@ -184,6 +189,9 @@ class DatasetNotFoundError(DatasetError):
             lines.append("Downloading is disabled (download=False).")
         if self.nested is not None:
             lines.append(f"Hint: they are in {self.nested}; pass that folder as root.")
+        if self.env_holds_files is not None:
+            lines.append(f"Hint: $SCRATCHNET_DATA ({self.env_holds_files}) holds the files "
+                         f"themselves; set it to the folder above, which holds {self.places[0][1].name}/.")
         remedies = (
             f"To supply them: set SCRATCHNET_DATA to a folder containing {self.name}/, "
             "pass root= (the folder holding the files)"

@@ -291,6 +291,21 @@ def test_root_holding_a_dataset_subfolder_gets_a_hint(tmp_path, mnist_gz):
         datasets.load("mnist", root=parent, download=False)
 
 
+def test_scratchnet_data_holding_the_files_themselves_gets_a_hint(tmp_path, monkeypatch,
+                                                                 nowhere, mnist_gz):
+    """SCRATCHNET_DATA names the folder that holds <name>/; pointed at the
+    dataset's own folder, the error said "not found" with no hint."""
+    own = tmp_path / "data" / "mnist"
+    write_files(own, mnist_gz, suffix=".gz")
+    monkeypatch.setenv("SCRATCHNET_DATA", str(own))
+    with pytest.raises(datasets.DatasetNotFoundError) as info:
+        datasets.load("mnist", download=False)
+    assert info.value.env_holds_files == own
+    assert f"$SCRATCHNET_DATA ({own}) holds the files themselves" in str(info.value)
+    monkeypatch.setenv("SCRATCHNET_DATA", str(own.parent))
+    assert datasets.find("mnist") == own
+
+
 def test_search_order(tmp_path, monkeypatch, nowhere):
     env = touch_all(tmp_path / "env" / "fashion-mnist")
     cache = touch_all(datasets.cache_dir("fashion-mnist"))
