@@ -172,7 +172,7 @@ def _not_found_message(exc, args):
         lines.append(f"  {folder}  ({note})")
     if exc.nested is not None:
         lines.append(f"The files are in {exc.nested}: pass --data-dir {exc.nested}")
-    elif getattr(exc, "env_holds_files", None) is not None:
+    elif exc.env_holds_files is not None:
         lines.append(f"SCRATCHNET_DATA={exc.env_holds_files} holds the files themselves: set it "
                      f"to the folder above, which holds {exc.places[0][1].name}/")
     elif exc.root_given:

@@ -191,7 +191,8 @@ class DatasetNotFoundError(DatasetError):
             lines.append(f"Hint: they are in {self.nested}; pass that folder as root.")
         if self.env_holds_files is not None:
             lines.append(f"Hint: $SCRATCHNET_DATA ({self.env_holds_files}) holds the files "
-                         f"themselves; set it to the folder above, which holds {self.places[0][1].name}/.")
+                         "themselves; set it to the folder above, which holds "
+                         f"{self.places[0][1].name}/.")
         remedies = (
             f"To supply them: set SCRATCHNET_DATA to a folder containing {self.name}/, "
             "pass root= (the folder holding the files)"
