@@ -108,12 +108,18 @@ class Checkpoint:
         for name in used:
             del arrays[name]
 
-    def check_fits(self, arch, model_arch, optimizer, scheduler, settings, history):
-        """Refuse (ValueError) to resume this checkpoint into a model of
-        another architecture, with another optimizer or scheduler type, other
-        data or batch size, with validation where it had none (or none where
-        it had), or with other optimizer hyper-parameters."""
+    def check_fits(self, arch, model_arch, optimizer, scheduler, settings, history, epochs):
+        """Refuse (ValueError) to resume this checkpoint into a run of fewer
+        epochs than it holds, into a model of another architecture, with
+        another optimizer or scheduler type, other data or batch size, with
+        validation where it had none (or none where it had), or with other
+        optimizer hyper-parameters."""
         where = f"fit: cannot resume from {self.path}"
+        if epochs < self.epoch:
+            # the model would come back trained for more epochs than asked
+            raise ValueError(f"{where}: it holds epoch {self.epoch} of its run, past "
+                             f"epochs={epochs} (epochs counts the whole run): pass epochs >= "
+                             f"{self.epoch}, or take its model with sn.load")
         theirs, mine = _plain(arch.get("layers")), _plain(model_arch["layers"])
         if theirs != mine:
             raise ValueError(f"{where}: it holds a model of another architecture "

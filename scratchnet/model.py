@@ -616,7 +616,7 @@ class Sequential(Module):
         done, saved = 0, None  # epochs complete; (the file, the epoch) last checkpointed
         if resume is not None:
             history, done = self._resume(os.fspath(resume), optimizer, scheduler, rng,
-                                         settings, history, callbacks)
+                                         settings, history, callbacks, epochs)
             saved = (os.fspath(resume), done)
         else:
             self.reseed(rng)
@@ -876,7 +876,7 @@ class Sequential(Module):
         write_npz(path, arrays, {"__architecture__": self._architecture("checkpoint"),
                                  "__training__": record}, "checkpoint")
 
-    def _resume(self, path, optimizer, scheduler, rng, settings, history, callbacks):
+    def _resume(self, path, optimizer, scheduler, rng, settings, history, callbacks, epochs):
         """Put the model, optimizer, scheduler, random streams and rng where
         the checkpoint at path has them; returns (its history, its epoch).
         Anything refused (by the checks here or a callback's check_resume)
@@ -887,7 +887,7 @@ class Sequential(Module):
                                  "with checkpoint=PATH)")
         saved = Checkpoint(record, arrays, path)
         saved.check_fits(arch, self._architecture("fit"), optimizer, scheduler, settings,
-                         history)
+                         history, epochs)
         callbacks.check_resume(saved.history, saved.epoch)
         backup = (self.state_dict(), optimizer.state_dict(),
                   None if scheduler is None else scheduler.state_dict(), self.random_state())

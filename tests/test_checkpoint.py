@@ -176,6 +176,20 @@ def test_resuming_a_finished_run_trains_nothing(tmp_path):
         np.testing.assert_array_equal(a, b, err_msg=name)
 
 
+def test_resuming_into_fewer_epochs_than_the_checkpoint_holds_is_refused(tmp_path):
+    # it trained nothing and returned a model of 3 epochs for epochs=2, silently
+    X, y = blobs()
+    make = OPTIMIZERS["adam-cosine"]
+    train(mlp(), make, X, y, epochs=3, checkpoint=tmp_path / "c")
+    again = mlp(seed=9)
+    before = again.state_dict()
+    with pytest.raises(ValueError, match=r"cannot resume from .*: it holds epoch 3 of its run, "
+                                         r"past epochs=2 .*pass epochs >= 3"):
+        train(again, make, X, y, epochs=2, resume=tmp_path / "c")
+    for (name, a), b in zip(again.state_dict().items(), before.values()):
+        np.testing.assert_array_equal(a, b, err_msg=name)
+
+
 def test_sn_load_reads_the_model_of_a_checkpoint(tmp_path):
     X, y = blobs()
     model = mlp()
