@@ -103,6 +103,8 @@ class Optimizer:
 
     # the names a parameter's state may hold (load_state_dict refuses others)
     state_keys = ()
+    # state keys holding running sums of squared gradients: +inf allowed there
+    square_sums = ()
 
     def state_dict(self):
         """The optimizer's type, its groups (hyper-parameters, the learning
@@ -187,13 +189,29 @@ class Optimizer:
         if self.state_keys and key not in self.state_keys:
             raise ValueError(f"{where}: {type(self).__name__} keeps no such state "
                              f"({', '.join(self.state_keys)})")
-        if isinstance(value, np.ndarray):
-            return np.array(checked_state(value, p.data.shape, where), dtype=np.float32)
-        return _count(value, where)
+        if not isinstance(value, np.ndarray):
+            return _count(value, where)
+        if key in self.square_sums:
+            return _checked_square_sum(value, p.data.shape, where)
+        return np.array(checked_state(value, p.data.shape, where), dtype=np.float32)
 
     def __repr__(self):
         group = {k: v for k, v in self.param_groups[0].items() if k not in ("params", "initial_lr")}
         return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in group.items())})"
+
+
+def _checked_square_sum(value, shape, where):
+    """A running sum of squared gradients (Adam's exp_avg_sq, RMSProp's
+    square_avg, AdaGrad's sum) as a float32 copy: values >= 0, +inf allowed.
+    Such a sum may overflow to +inf with the weights finite (their step
+    divides by its root: 0 there), as torch.optim's does, and a checkpoint
+    holding one must resume; NaN or a negative value is no such sum."""
+    if value.dtype.kind == "f" and (np.isnan(value).any() or (value < 0).any()):
+        raise ValueError(f"{where}: a sum of squares holds values >= 0 (+inf allowed), not "
+                         "NaN or negative ones")
+    finite = np.where(value == np.inf, 0, value) if value.dtype.kind == "f" else value
+    checked_state(finite, shape, where)  # the dtype and the shape
+    return np.array(value, dtype=np.float32)
 
 
 def _count(value, what):
@@ -263,6 +281,7 @@ class AdaGrad(Optimizer):
     """s <- s + g^2; p <- p - clr g / (sqrt(s) + eps), clr = lr / (1 + (t - 1) lr_decay)."""
 
     state_keys = ("sum", "step")
+    square_sums = ("sum",)
 
     def __init__(self, params, lr=1e-2, lr_decay=0.0, weight_decay=0.0,
                  initial_accumulator_value=0.0, eps=1e-10, decay=0.0):
@@ -286,6 +305,7 @@ class RMSProp(Optimizer):
     torch's momentum and centered variants."""
 
     state_keys = ("square_avg", "grad_avg", "momentum_buffer")
+    square_sums = ("square_avg",)
 
     def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0,
                  centered=False, decay=0.0):
@@ -309,6 +329,7 @@ class Adam(Optimizer):
 
     decoupled = False
     state_keys = ("exp_avg", "exp_avg_sq", "step")
+    square_sums = ("exp_avg_sq",)
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
                  decay=0.0):

@@ -190,6 +190,49 @@ def test_resuming_into_fewer_epochs_than_the_checkpoint_holds_is_refused(tmp_pat
         np.testing.assert_array_equal(a, b, err_msg=name)
 
 
+@pytest.mark.parametrize("make", [sn.Adam, sn.RMSProp, sn.AdaGrad])
+def test_a_checkpoint_whose_sum_of_squares_overflowed_resumes(tmp_path, make):
+    # gradients near 1e21 square past float32's range: the running sum is +inf
+    # and the weights stay finite (their step is g / sqrt(inf) = 0), as in
+    # torch.optim; the checkpoint was written and then refused on resume
+    X = np.full((8, 1), 1e6, np.float32)
+    y = np.full((8, 1), 1e15, np.float32)
+    runs = []
+    for resume in (False, True):
+        sn.manual_seed(0)
+        model = sn.Sequential(sn.Dense(1, 1))
+        opt = make(model.parameters(), lr=1e-3)
+        kwargs = dict(loss=sn.MSE(), batch_size=8, seed=1, verbose=0)
+        if resume:
+            model.fit(X, y, opt, epochs=2, resume=tmp_path / "c", **kwargs)
+        else:
+            model.fit(X, y, opt, epochs=1, checkpoint=tmp_path / "c", **kwargs)
+            squares = [a for s in opt.state.values() for k, a in s.items()
+                       if k in make.square_sums]
+            assert any(np.isposinf(a).any() for a in squares)  # the weight's
+            model.fit(X, y, opt, epochs=1, **kwargs)
+        runs.append(model.layers[0].weight.data.copy())
+    assert np.isfinite(runs[0]).all()
+    np.testing.assert_array_equal(runs[1], runs[0])
+
+
+@pytest.mark.parametrize("bad", [np.nan, -1.0, -np.inf])
+def test_a_sum_of_squares_must_be_at_least_zero(bad):
+    model = sn.Sequential(sn.Dense(2, 1))
+    opt = sn.Adam(model.parameters())
+    state = opt.state_dict()
+    w = model.layers[0].weight.data
+    state["state"] = {0: {"exp_avg": np.zeros_like(w), "exp_avg_sq": np.full_like(w, bad),
+                          "step": 1}}
+    with pytest.raises(ValueError, match="state 'exp_avg_sq' of parameter 0: a sum of squares "
+                                         r"holds values >= 0 \(\+inf allowed\)"):
+        opt.load_state_dict(state)
+    state["state"][0]["exp_avg_sq"] = np.full_like(w, np.inf)
+    state["state"][0]["exp_avg"] = np.full_like(w, np.inf)  # a first moment: finite only
+    with pytest.raises(ValueError, match="state 'exp_avg' of parameter 0: contains non-finite"):
+        opt.load_state_dict(state)
+
+
 def test_sn_load_reads_the_model_of_a_checkpoint(tmp_path):
     X, y = blobs()
     model = mlp()
