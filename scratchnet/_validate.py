@@ -26,7 +26,18 @@ def as_float32(a, name="input"):
         raise TypeError(f"{name}: expected numbers, got dtype {arr.dtype}")
     if np.iscomplexobj(arr):
         raise TypeError(f"{name}: complex values are not supported")
-    return contiguous(arr, np.float32)
+    with np.errstate(over="ignore"):  # said below, with the values that overflowed
+        out = contiguous(arr, np.float32)
+    if arr.dtype.kind == "f" and arr.dtype.itemsize > 4 and not _core.all_finite(out):
+        # finite values past float32's largest (3.4e38) became inf: say so,
+        # where the finiteness check would blame NaN or inf in the data
+        overflowed = np.isinf(out) & np.isfinite(arr)
+        if overflowed.any():
+            raise ValueError(f"{name}: {int(overflowed.sum())} value(s) beyond float32's range "
+                             f"(the largest magnitude {float(np.abs(arr[overflowed]).max()):.3g} > "
+                             f"{float(np.finfo(np.float32).max):.3g}); scratchnet computes in "
+                             "float32: scale the data down")
+    return out
 
 
 def check_finite(arr, name="input"):

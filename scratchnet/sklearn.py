@@ -15,9 +15,11 @@ compiled C trainer runs it. scikit-learn is an optional dependency
 
 Where they differ from sklearn's:
 - solver: "adam" and "sgd" (constant learning rate); "lbfgs" raises.
-  learning_rate, power_t, warm_start and max_fun are not taken.
+  learning_rate, power_t, warm_start and max_fun are not taken, nor
+  sample_weight or sparse X.
 - alpha (the L2 penalty) is applied as weight decay alpha / batch_size on
-  every parameter, biases included (sklearn leaves the biases out); with
+  every parameter, biases included (sklearn leaves the biases out), with
+  alpha and the batch size of each fit or partial_fit call; with
   sklearn's small defaults the difference is negligible, and one parameter
   group keeps the compiled trainer.
 - The classifier has one output per class (two for binary problems) and a
@@ -51,10 +53,15 @@ from .callbacks import Callback
 from .layers import Dense, Dropout, ReLU, Sigmoid, Tanh
 from .losses import MSE, CrossEntropy
 from .model import Sequential
+from ._training import TrainingDivergedError
+from ._validate import as_float32
 from .optimizers import SGD, Adam
 
 __all__ = ["MLPClassifier", "MLPRegressor"]
 
+# X kept as float32 or float64 by sklearn's check, then made float32 here,
+# where values past float32's range are named as such (not as inf)
+_FLOATS = (np.float32, np.float64)
 _ACTIVATIONS = {"identity": None, "logistic": Sigmoid, "tanh": Tanh, "relu": ReLU}
 
 
@@ -72,6 +79,14 @@ def _check_number(est, name, low, high=None, low_open=False, high_open=False, in
                          f"{lo}{low}, {'inf' if high is None else high}{hi}, got {value!r}")
 
 
+def _check_bool(est, name):
+    """A switch must be a bool: any truthy value (the string "False") would
+    turn it on."""
+    value = getattr(est, name)
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{type(est).__name__}: {name} must be True or False, got {value!r}")
+
+
 class _EpochRule(Callback):
     """After each epoch: the loss curve, verbose lines, sklearn's stopping
     rule (training loss, or the validation score with early_stopping) and
@@ -86,7 +101,9 @@ class _EpochRule(Callback):
     def on_epoch_end(self, epoch, logs=None):
         est = self.est
         weights = [layer.weight.data for layer in self.model.layers if isinstance(layer, Dense)]
-        penalty = 0.5 * est.alpha * sum(float(np.dot(w.ravel(), w.ravel())) for w in weights)
+        # in float64: the squares of large float32 weights overflow
+        penalty = 0.5 * est.alpha * sum(float(np.sum(np.square(w, dtype=np.float64)))
+                                        for w in weights)
         loss = logs["loss"] * est._loss_scale + penalty / self.batch_size
         est.loss_curve_.append(loss)
         est.loss_ = loss
@@ -188,6 +205,10 @@ class _BaseMLP(BaseEstimator):
         _check_number(self, "epsilon", 0.0, low_open=True)
         _check_number(self, "n_iter_no_change", 1, integer=True)
         _check_number(self, "dropout", 0.0, 1.0, high_open=True)
+        for flag in ("shuffle", "nesterovs_momentum", "early_stopping"):
+            _check_bool(self, flag)
+        if not isinstance(self.verbose, (bool, np.bool_)):
+            _check_number(self, "verbose", 0, integer=True)  # sklearn: a bool or an int >= 0
         return hidden
 
     # ---- the network ----
@@ -206,20 +227,21 @@ class _BaseMLP(BaseEstimator):
         layers.append(Dense(width, n_outputs, init="xavier", seed=int(rng.integers(2**31))))
         return Sequential(*layers)
 
-    def _optimizer(self, params, batch_size):
-        decay = self.alpha / batch_size
+    def _optimizer(self, params):
         if self.solver == "sgd":
             nesterov = bool(self.nesterovs_momentum) and self.momentum > 0
             return SGD(params, lr=self.learning_rate_init, momentum=self.momentum,
-                       nesterov=nesterov, weight_decay=decay)
+                       nesterov=nesterov)
         return Adam(params, lr=self.learning_rate_init, betas=(self.beta_1, self.beta_2),
-                    eps=self.epsilon, weight_decay=decay)
+                    eps=self.epsilon)
 
     def _batch(self, n):
         return min(200, n) if isinstance(self.batch_size, str) else min(self.batch_size, n)
 
     def _fit(self, X, y, incremental=False, classes=None):
         hidden = self._check_params()
+        if incremental and self.early_stopping:
+            raise ValueError("partial_fit does not support early_stopping=True")
         first = not (incremental and hasattr(self, "model_"))
         X, y = self._validated(X, y, first, classes)
         n = X.shape[0]
@@ -228,7 +250,7 @@ class _BaseMLP(BaseEstimator):
             rng = np.random.default_rng(check_random_state(self.random_state).randint(2**31))
             self.model_ = self._build(X.shape[1], self.n_outputs_, hidden, rng)
             self._seed = int(rng.integers(2**31))
-            self._opt = self._optimizer(self.model_.parameters(), batch_size)
+            self._opt = self._optimizer(self.model_.parameters())
             self.n_layers_ = len(hidden) + 2
             self.loss_curve_, self.n_iter_, self.t_ = [], 0, 0
             self._no_improvement_count = 0
@@ -238,21 +260,41 @@ class _BaseMLP(BaseEstimator):
             self.best_loss_ = None if use_validation else np.inf
         validation = None
         if self.early_stopping and not incremental:
-            stratify = y if isinstance(self, ClassifierMixin) else None
-            X, Xv, y, yv = train_test_split(X, y, test_size=self.validation_fraction,
-                                            random_state=self._seed, stratify=stratify)
-            validation = (Xv, yv)
+            X, y, validation = self._held_out(X, y)
             batch_size = self._batch(X.shape[0])
+        # alpha and the batch size of this call, read each call as sklearn
+        # reads them each step (partial_fit's batches may differ in size)
+        self._opt.param_groups[0]["weight_decay"] = self.alpha / batch_size
         rule = _EpochRule(self, X.shape[0], batch_size, validation, incremental)
-        self.model_.fit(X, y, self._opt, loss=self._loss(), epochs=1 if incremental else
-                        self.max_iter, batch_size=batch_size, seed=self._seed + self.n_iter_,
-                        verbose=0, shuffle=bool(self.shuffle), callbacks=[rule])
+        try:
+            self.model_.fit(X, y, self._opt, loss=self._loss(), epochs=1 if incremental else
+                            self.max_iter, batch_size=batch_size,
+                            seed=self._seed + self.n_iter_, verbose=0,
+                            shuffle=bool(self.shuffle), callbacks=[rule])
+        except TrainingDivergedError as exc:
+            # sklearn's estimators raise ValueError for weights gone non-finite
+            raise ValueError(f"{type(self).__name__}: {exc}") from exc
         if rule.best_state is not None:
             self.model_.load_state_dict(rule.best_state)
         if not incremental and not rule.stopped:
             warnings.warn(f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) reached "
                           "and the optimization hasn't converged yet.", ConvergenceWarning)
         return self
+
+    def _held_out(self, X, y):
+        """early_stopping's split: (X, y, (X_val, y_val)), stratified for a
+        binary classifier only, as sklearn's (a class of one sample among
+        several then needs no place on both sides)."""
+        binary = isinstance(self, ClassifierMixin) and self.n_outputs_ == 2
+        try:
+            X, Xv, y, yv = train_test_split(X, y, test_size=self.validation_fraction,
+                                            random_state=self._seed,
+                                            stratify=y if binary else None)
+        except ValueError as exc:
+            raise ValueError(f"{type(self).__name__}: early_stopping=True holds out "
+                             f"validation_fraction={self.validation_fraction} of the "
+                             f"{X.shape[0]} samples, which failed: {exc}") from None
+        return X, y, (Xv, yv)
 
     def _logits(self, X):
         """The network's outputs for X. A sample's outputs do not depend on
@@ -310,8 +352,9 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         return CrossEntropy()
 
     def _validated(self, X, y, first, classes):
-        X, y = validate_data(self, X, y, dtype=np.float32, order="C", reset=first,
+        X, y = validate_data(self, X, y, dtype=_FLOATS, order="C", reset=first,
                              ensure_all_finite=False)  # Sequential.fit checks X, in C
+        X = as_float32(X, "X")
         check_classification_targets(y)
         if first:
             if classes is not None:
@@ -336,6 +379,10 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         unless fit ran before)."""
         if not hasattr(self, "model_") and classes is None:
             raise ValueError("classes must be passed on the first call to partial_fit.")
+        if hasattr(self, "model_") and classes is not None and not np.array_equal(
+                self.classes_, np.unique(np.asarray(classes))):
+            raise ValueError(f"`classes={list(classes)!r}` is not the same as on last call to "
+                             f"partial_fit, was: {self.classes_!r}")
         return self._fit(X, y, incremental=True, classes=classes)
 
     def predict_proba(self, X):
@@ -368,8 +415,9 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         return MSE()
 
     def _validated(self, X, y, first, classes):
-        X, y = validate_data(self, X, y, dtype=np.float32, order="C", reset=first,
+        X, y = validate_data(self, X, y, dtype=_FLOATS, order="C", reset=first,
                              multi_output=True, y_numeric=True, ensure_all_finite=False)
+        X = as_float32(X, "X")
         if y.ndim == 2 and y.shape[1] == 1:
             # a column is one output, as sklearn's MLPRegressor takes it
             # (with its warning): predict then gives (n,), not (n, 1)
@@ -377,7 +425,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         if first:
             self._y_1d = y.ndim == 1
             self.n_outputs_ = 1 if y.ndim == 1 else y.shape[1]
-        y = np.ascontiguousarray(y.reshape(y.shape[0], -1), dtype=np.float32)
+        y = as_float32(y.reshape(y.shape[0], -1), "y")  # names values past float32's range
         if y.shape[1] != self.n_outputs_:
             raise ValueError(f"{type(self).__name__}: y has {y.shape[1]} outputs, the network "
                              f"{self.n_outputs_}")

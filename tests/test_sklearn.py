@@ -132,6 +132,76 @@ def test_partial_fit_continues():
     assert copy.n_iter_ == 22
 
 
+def test_weight_decay_follows_alpha_and_the_batch_size_of_each_call():
+    # it was alpha / (the first call's batch size) for good: a stream starting
+    # with 4 rows was regularised 50x harder, and set_params(alpha=) was ignored
+    X, y = _blobs()
+    clf = MLPClassifier((16,), alpha=1.0, solver="sgd", learning_rate_init=0.01, momentum=0.0,
+                        random_state=0)
+    clf.partial_fit(X[:4], y[:4], classes=[0, 1, 2])
+    assert clf._opt.param_groups[0]["weight_decay"] == 1.0 / 4
+    clf.partial_fit(X, y)
+    assert clf._opt.param_groups[0]["weight_decay"] == 1.0 / min(200, len(X))
+    norms = []
+    for alpha in (0.0, 1e4):
+        copy = pickle.loads(pickle.dumps(clf)).set_params(alpha=alpha)
+        copy.partial_fit(X, y)
+        norms.append(sum(float(np.sum(w ** 2)) for w in copy.coefs_))
+    assert norms[1] < 0.5 * norms[0]
+
+
+def test_partial_fit_refuses_other_classes_and_early_stopping():
+    X, y = _blobs()
+    clf = MLPClassifier((8,), random_state=0).partial_fit(X, y, classes=[0, 1, 2])
+    clf.partial_fit(X, y, classes=[2, 1, 0])  # the same set
+    with pytest.raises(ValueError, match=r"`classes=\[0, 1, 2, 3\]` is not the same as on last "
+                                         "call to partial_fit"):
+        clf.partial_fit(X, y, classes=[0, 1, 2, 3])
+    with pytest.raises(ValueError, match="partial_fit does not support early_stopping=True"):
+        MLPClassifier((8,), early_stopping=True).partial_fit(X, y, classes=[0, 1, 2])
+
+
+@pytest.mark.parametrize("name", ["shuffle", "nesterovs_momentum", "early_stopping", "verbose"])
+def test_switches_must_be_true_or_false(name):
+    # any truthy value turned them on: early_stopping="no" held out data
+    X, y = _blobs()
+    with pytest.raises(ValueError, match=f"MLPClassifier: {name} must be"):
+        MLPClassifier((4,), max_iter=2, **{name: "False"}).fit(X, y)
+
+
+def test_early_stopping_stratifies_binary_problems_only_as_sklearn():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(100, 4))
+    y = np.r_[np.zeros(60, int), np.ones(39, int), [2]]  # one sample of class 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        clf = MLPClassifier((4,), early_stopping=True, max_iter=3, random_state=0).fit(X, y)
+    assert clf.n_iter_ == 3
+    y2 = np.r_[np.zeros(99, int), [1]]
+    with pytest.raises(ValueError, match=r"early_stopping=True holds out validation_fraction=0.1 "
+                                         r"of the 100 samples, which failed: "):
+        MLPClassifier((4,), early_stopping=True, max_iter=3).fit(X, y2)
+
+
+def test_a_diverging_fit_raises_value_error_as_sklearn():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, 4)) * 1e3
+    with pytest.raises(ValueError, match="MLPRegressor: fit: training diverged"):
+        MLPRegressor((8,), solver="sgd", learning_rate_init=1.0, max_iter=10).fit(
+            X, X @ [1, 2, 3, 4] * 1e3)
+
+
+def test_values_past_float32s_range_are_named_as_such():
+    X, y = _blobs()
+    Xbig = X.astype(np.float64)
+    Xbig[3, 1] = 1e39
+    with pytest.raises(ValueError, match=r"X: 1 value\(s\) beyond float32's range \(the largest "
+                                         r"magnitude 1e\+39"):
+        MLPClassifier((4,), max_iter=2).fit(Xbig, y)
+    with pytest.raises(ValueError, match=r"y: 1 value\(s\) beyond float32's range"):
+        MLPRegressor((4,), max_iter=2).fit(X, np.r_[X[:-1, 0], -1e40])
+
+
 @pytest.fixture(scope="module")
 def mnist_subset(mnist):
     (X, y), (Xt, yt) = mnist

@@ -713,3 +713,18 @@ def test_a_change_made_while_the_compiled_network_is_built_is_seen_next_call(mon
     z = model.forward(X)
     e = np.exp(z - z.max(1, keepdims=True))
     np.testing.assert_allclose(model.predict_proba(X), e / e.sum(1, keepdims=True), atol=1e-6)
+
+
+def test_finite_values_past_float32s_range_are_named_as_such():
+    """float64 data beyond float32's largest value becomes inf in the
+    conversion: the error says so, where it said the data held NaN or inf
+    (found by a reviewer trying the sklearn wrapper)."""
+    model = sn.Sequential(sn.Dense(3, 2, seed=0))
+    X = np.ones((4, 3))
+    X[1, 2], X[2, 0] = 1e39, -5e40
+    with pytest.raises(ValueError, match=r"X: 2 value\(s\) beyond float32's range \(the largest "
+                                         r"magnitude 5e\+40 > 3.4e\+38\)"):
+        model.fit(X, np.array([0, 1, 0, 1]), sn.SGD(model.parameters()), epochs=1, verbose=0)
+    X[1, 2] = X[2, 0] = np.inf  # inf itself is what it was
+    with pytest.raises(ValueError, match=r"X: contains 2 non-finite value\(s\) \(NaN or inf\)"):
+        model.fit(X, np.array([0, 1, 0, 1]), sn.SGD(model.parameters()), epochs=1, verbose=0)
