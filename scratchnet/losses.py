@@ -1,6 +1,7 @@
 """Losses, the mean over the batch. forward(predictions, targets) returns a
 Python float and caches what backward() needs; backward() returns the
 gradient with respect to the predictions (an array owned by the loss)."""
+import math
 import numbers
 
 import numpy as np
@@ -21,6 +22,13 @@ class Loss(BufferOwner):
     def correct(self, predictions, targets):
         """(right, total) decisions in a batch, or None where accuracy has no meaning."""
         return None
+
+    def targets_for(self, targets, shape):
+        """targets checked as forward checks them against predictions of
+        this shape, converted as forward takes them (ValueError or TypeError
+        if forward would refuse them). fit checks all its targets so before
+        training, not batch by batch. A loss of the user's: as given."""
+        return targets
 
     def get_config(self):
         """Constructor arguments that rebuild this loss (saved with a model)."""
@@ -65,20 +73,27 @@ class CrossEntropy(Loss):
             raise ValueError(f"CrossEntropy: logits must be 2-D (batch, classes), got shape {z.shape}")
         check_finite(z, "CrossEntropy logits")
         probs = self._buffer("probs", z.shape)
-        targets_arr = np.asarray(targets)
-        if targets_arr.ndim == 2 and targets_arr.shape[1] > 1:
-            t = check_finite(as_float32(targets_arr, "CrossEntropy targets"), "CrossEntropy targets")
-            if t.shape != z.shape:
-                raise ValueError(f"CrossEntropy: targets of shape {t.shape} for logits {z.shape}")
-            if t.min() < 0.0:
-                raise ValueError("CrossEntropy: soft targets must be probabilities (>= 0), got "
-                                 f"a value of {t.min()}")
+        t = self.targets_for(targets, z.shape)
+        if t.ndim == 2:
             loss = _core.xent_soft_forward(z, t, probs)
         else:
-            t = as_labels(targets_arr, z.shape[1], z.shape[0], "CrossEntropy labels")
             loss = _core.xent_forward(z, t, probs)
         self._pred, self._targets, self._probs = z, t, probs
         return loss
+
+    def targets_for(self, targets, shape):
+        """int64 labels in [0, C) for logits of shape (N, C), or float32
+        one-hot / soft targets (N, C), finite and >= 0."""
+        targets_arr = np.asarray(targets)
+        if not (targets_arr.ndim == 2 and targets_arr.shape[1] > 1):
+            return as_labels(targets_arr, shape[1], shape[0], "CrossEntropy labels")
+        t = check_finite(as_float32(targets_arr, "CrossEntropy targets"), "CrossEntropy targets")
+        if t.shape != tuple(shape):
+            raise ValueError(f"CrossEntropy: targets of shape {t.shape} for logits {tuple(shape)}")
+        if t.min() < 0.0:
+            raise ValueError("CrossEntropy: soft targets must be probabilities (>= 0), got "
+                             f"a value of {t.min()}")
+        return t
 
     def backward(self, rows=None):
         """rows: the rows the mean is over (default: this batch's); in
@@ -98,12 +113,13 @@ class CrossEntropy(Loss):
         return right, len(labels)
 
 
-def _matching_targets(t, p, name):
+def _matching_targets(t, shape, name):
     t = check_finite(as_float32(t, f"{name} targets"), f"{name} targets")
+    shape = tuple(shape)
     # (N,) targets for (N, 1) predictions are accepted, as the same numbers
-    if t.shape != p.shape and not (t.size == p.size and t.shape[:1] == p.shape[:1]):
-        raise ValueError(f"{name}: targets of shape {t.shape} do not match predictions {p.shape}")
-    return t.reshape(p.shape)
+    if t.shape != shape and not (t.size == math.prod(shape) and t.shape[:1] == shape[:1]):
+        raise ValueError(f"{name}: targets of shape {t.shape} do not match predictions {shape}")
+    return t.reshape(shape)
 
 
 class MSE(Loss):
@@ -111,9 +127,13 @@ class MSE(Loss):
 
     def forward(self, predictions, targets):
         p = check_finite(_predictions(predictions, "MSE"), "MSE predictions")
-        t = _matching_targets(targets, p, "MSE")
+        t = self.targets_for(targets, p.shape)
         self._pred, self._targets = p, t
         return _core.mse_forward(p, t)
+
+    def targets_for(self, targets, shape):
+        """float32 targets of the predictions' shape ((N,) for (N, 1) too), finite."""
+        return _matching_targets(targets, shape, "MSE")
 
     def backward(self, rows=None):
         """rows: as CrossEntropy.backward's."""
@@ -129,12 +149,17 @@ class BinaryCrossEntropy(Loss):
 
     def forward(self, logits, targets):
         z = check_finite(_predictions(logits, "BinaryCrossEntropy"), "BinaryCrossEntropy logits")
-        t = _matching_targets(targets, z, "BinaryCrossEntropy")
-        if t.min() < 0.0 or t.max() > 1.0:
-            raise ValueError("BinaryCrossEntropy: targets must be in [0, 1], got values from "
-                             f"{t.min()} to {t.max()}")
+        t = self.targets_for(targets, z.shape)
         self._pred, self._targets = z, t
         return _core.bce_logits_forward(z, t)
+
+    def targets_for(self, targets, shape):
+        """float32 targets in [0, 1] of the logits' shape ((N,) for (N, 1) too)."""
+        t = _matching_targets(targets, shape, "BinaryCrossEntropy")
+        if t.size and (t.min() < 0.0 or t.max() > 1.0):
+            raise ValueError("BinaryCrossEntropy: targets must be in [0, 1], got values from "
+                             f"{t.min()} to {t.max()}")
+        return t
 
     def backward(self, rows=None):
         """rows: as CrossEntropy.backward's."""

@@ -972,7 +972,28 @@ def _targets(y, n, loss, model, where, in_shape=None, name="y"):
         raise ValueError(f"{where}: {n} samples but targets of shape {arr.shape}")
     if isinstance(loss, CrossEntropy) and not (arr.ndim == 2 and arr.shape[1] > 1):
         return as_labels(arr, _n_outputs(model, in_shape), n, name)
+    out = _output_shape(model, in_shape)
+    if out is not None:
+        # checked whole, as the loss checks a batch's, before any training: a
+        # bad value in a late batch (or in validation targets, first used
+        # after an epoch) stopped a fit that had already moved the weights
+        try:
+            loss.targets_for(arr, (n,) + out)
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(f"{name}: {exc}") from None
     return arr
+
+
+def _output_shape(model, in_shape):
+    """The model's per-sample output shape for inputs of in_shape, or None
+    when the layers do not tell (or the inputs do not fit them: the input
+    checks say so)."""
+    if in_shape is None or not model.layers:
+        return None
+    try:
+        return tuple(model._shapes(tuple(in_shape))[-1])
+    except (ValueError, TypeError):
+        return None
 
 
 def _shape_label(features):

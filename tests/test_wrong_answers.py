@@ -728,3 +728,36 @@ def test_finite_values_past_float32s_range_are_named_as_such():
     X[1, 2] = X[2, 0] = np.inf  # inf itself is what it was
     with pytest.raises(ValueError, match=r"X: contains 2 non-finite value\(s\) \(NaN or inf\)"):
         model.fit(X, np.array([0, 1, 0, 1]), sn.SGD(model.parameters()), epochs=1, verbose=0)
+
+
+@pytest.mark.parametrize("case", ["mse shape", "one-hot classes", "bce range", "soft negative",
+                                  "nan in a late training batch"])
+def test_float_targets_are_checked_whole_before_any_step(case):
+    """Targets the loss refuses are refused before training: validation
+    targets were first used after a whole epoch had trained, and a bad value
+    in a late training batch stopped a fit whose weights had moved (found by
+    a reviewer trying the library as a new user)."""
+    rng = np.random.default_rng(0)
+    X = rng.random((30, 4), dtype=np.float32)
+    Y = rng.random((30, 2), dtype=np.float32)
+    model = sn.Sequential(sn.Dense(4, 8, seed=0), sn.Tanh(), sn.Dense(8, 2, seed=1))
+    before = [p.data.copy() for p in model.parameters()]
+    loss, y, validation = {
+        "mse shape": (sn.MSE(), Y, (X, Y[:, 0])),
+        "one-hot classes": (sn.CrossEntropy(), Y, (X, np.eye(3, dtype=np.float32)[np.arange(30) % 3])),
+        "bce range": (sn.BinaryCrossEntropy(), Y, (X, 2 * Y)),
+        "soft negative": (sn.CrossEntropy(), Y, (X, Y - 0.5)),
+        "nan in a late training batch": (sn.MSE(), np.r_[Y[:-1], [[np.nan, 1]]], None),
+    }[case]
+    message = {"mse shape": r"validation y: MSE: targets of shape \(30,\) do not match "
+                            r"predictions \(30, 2\)",
+               "one-hot classes": r"validation y: CrossEntropy: targets of shape \(30, 3\) for "
+                                  r"logits \(30, 2\)",
+               "bce range": r"validation y: BinaryCrossEntropy: targets must be in \[0, 1\]",
+               "soft negative": r"validation y: CrossEntropy: soft targets must be probabilities",
+               "nan in a late training batch": r"y: MSE targets: contains 1 non-finite"}[case]
+    with pytest.raises(ValueError, match=message):
+        model.fit(X, y, sn.SGD(model.parameters(), lr=0.1), loss=loss, epochs=2, batch_size=10,
+                  shuffle=False, validation=validation, verbose=0)
+    for p, b in zip(model.parameters(), before):
+        np.testing.assert_array_equal(p.data, b)
