@@ -149,9 +149,12 @@ class Sequential(Module):
             self.layers[int(key)].set_random_state(state[key])
 
     def forward(self, x, training=False):
+        """The outputs for the batch x, a new array each call (as PyTorch's):
+        the layers' forward return buffers they reuse, and a list of model(x)
+        results held the last batch's outputs in every entry."""
         for layer in self.layers:
             x = layer.forward(x, training=training)
-        return x
+        return np.array(x, copy=True) if self.layers else x
 
     def backward(self, dy):
         """Sets every parameter's .grad. Returns the input gradient, except

@@ -761,3 +761,17 @@ def test_float_targets_are_checked_whole_before_any_step(case):
                   shuffle=False, validation=validation, verbose=0)
     for p, b in zip(model.parameters(), before):
         np.testing.assert_array_equal(p.data, b)
+
+
+def test_the_model_returns_a_new_array_each_call():
+    """model(x) and model.forward(x) returned the last layer's reused buffer:
+    a list of results held the last batch's in every entry (found by a
+    reviewer writing a PyTorch-style loop)."""
+    model = sn.Sequential(sn.Conv2D(1, 2, 3, seed=0), sn.Flatten(), sn.Dense(18, 3, seed=1))
+    rng = np.random.default_rng(0)
+    batches = [rng.random((4, 1, 5, 5), dtype=np.float32) for _ in range(3)]
+    expected = [model.predict_logits(b).copy() for b in batches]
+    for call in (model, model.forward, lambda b: model.forward(b, training=True)):
+        outs = [call(b) for b in batches]
+        for want, out in zip(expected, outs):
+            np.testing.assert_allclose(out, want, rtol=1e-6, atol=1e-6)
