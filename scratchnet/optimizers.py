@@ -57,6 +57,11 @@ class Optimizer:
         for key in ("lr", "weight_decay", "decay", "eps"):
             if key in group:
                 nonnegative_float(group[key], key)
+        if "eps" in group and group["eps"] == 0:
+            # PyTorch takes 0, and the first zero gradient (a pixel never lit)
+            # then makes its weight NaN, which fit reports as a divergence
+            raise ValueError("eps must be > 0: with eps = 0 a weight whose gradient and "
+                             "running sum of squares are 0 gets the step 0 / 0 = NaN")
 
     @property
     def lr(self):

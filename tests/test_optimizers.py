@@ -608,3 +608,14 @@ def test_against_torch(case):
         topt.step()
         for p, tp in zip(params, tparams):
             np.testing.assert_allclose(p.data, tp.detach().numpy(), rtol=RTOL, atol=ATOL)
+
+
+@pytest.mark.parametrize("cls", [sn.Adam, sn.AdamW, sn.RMSProp, sn.AdaGrad])
+def test_eps_must_be_positive(cls):
+    """eps = 0 (PyTorch takes it) makes the step of a weight whose gradient
+    is 0 from the start 0 / 0 = NaN; fit then reported a divergence blaming
+    the learning rate (found by a reviewer)."""
+    p = [sn.Parameter(np.zeros(3))]
+    with pytest.raises(ValueError, match="eps must be > 0: with eps = 0 .* 0 / 0 = NaN"):
+        cls(p, eps=0.0)
+    cls(p, eps=1e-30)  # any positive value
