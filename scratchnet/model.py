@@ -606,7 +606,8 @@ class Sequential(Module):
         steps = -(-n // batch_size)
         last = n - (steps - 1) * batch_size
         if shard is None:
-            self._check_batch_statistics(X.shape[1:], last, "the last batch")
+            self._check_batch_statistics(X.shape[1:], last, "every batch" if batch_size == 1
+                                         else "the last batch")
         else:
             # a rank's share of a batch of r rows is r // size or one more; with
             # fewer rows than ranks, 1 or none (and none makes no forward pass)
@@ -748,10 +749,12 @@ class Sequential(Module):
         shape = tuple(in_shape)
         for i, (layer, out) in enumerate(zip(self.layers, self._shapes(shape))):
             if isinstance(layer, _BatchNorm) and rows * math.prod(shape[1:]) < 2:
+                fix = ("a batch_size of 2 or more" if what == "every batch" else
+                       "a batch_size that leaves a last batch of 2 rows or more (or drop a row)")
                 raise ValueError(
                     f"fit: {what} would hold {rows} row(s), and layer {i} "
-                    f"({layer!r}) needs more than one value per channel to train on: choose a "
-                    "batch_size that leaves a last batch of 2 rows or more (or drop a row)")
+                    f"({layer!r}) needs more than one value per channel to train on: choose "
+                    f"{fix}")
             shape = out
 
     def _check_loss(self, loss, where, in_shape=None):

@@ -632,6 +632,9 @@ def test_a_last_batch_batchnorm_cannot_train_on_is_refused_before_any_step():
         model.fit(X, y, sn.Adam(model.parameters()), epochs=2, batch_size=64, verbose=0)
     for p, b in zip(model.parameters(), before):
         np.testing.assert_array_equal(p.data, b)
+    with pytest.raises(ValueError, match=r"every batch would hold 1 row\(s\), and layer 1 .*: "
+                                         "choose a batch_size of 2 or more$"):
+        model.fit(X, y, sn.Adam(model.parameters()), epochs=2, batch_size=1, verbose=0)
     model.fit(X, y, sn.Adam(model.parameters()), epochs=1, batch_size=63, verbose=0)
     images = sn.Sequential(sn.Reshape(2, 2, 2), sn.BatchNorm2d(2), sn.Flatten(), sn.Dense(8, 3))
     images.fit(X, y, sn.Adam(images.parameters()), epochs=1, batch_size=64, verbose=0)
