@@ -118,6 +118,7 @@ def _positive(kind):
         if not (math.isfinite(value) and value > 0):
             raise argparse.ArgumentTypeError(f"must be positive, got {text}")
         return value
+    parse.__name__ = kind.__name__  # argparse's "invalid int value: 'x'"
     return parse
 
 
@@ -133,6 +134,10 @@ def _fraction(text):
     if not 0.0 <= value < 1.0:  # also refuses nan
         raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
     return value
+
+
+# argparse names a type function in its message ("invalid _seed value")
+_seed.__name__, _fraction.__name__ = "int", "float"
 
 
 class CommandError(Exception):
@@ -354,7 +359,11 @@ def cmd_evaluate(args):
                            f"{type(model.loss).__name__}")
     _check_plots(args)
     # the dataset the model was trained on (recorded by `train`), unless told
-    args.dataset = args.dataset or model.metadata.get("dataset") or "mnist"
+    trained_on = model.metadata.get("dataset")
+    if args.dataset and trained_on and args.dataset != trained_on:
+        print(f"note: {args.model} was trained on {trained_on}; evaluating it on "
+              f"{args.dataset}", file=sys.stderr)
+    args.dataset = args.dataset or trained_on or "mnist"
     if args.dataset not in DATASETS:
         raise CommandError(f"{args.model}: trained on {args.dataset!r}; pass --dataset "
                            f"({' or '.join(DATASETS)})")
@@ -520,8 +529,14 @@ def cmd_export(args):
     if os.path.exists(args.out) and not args.force:
         raise CommandError(f"{args.out}: exists; pass --force to overwrite it")
     model = load(args.model)
+    shape = args.input_shape
+    if shape is None and model._first_dense_index() is None:
+        if model.metadata.get("dataset") not in DATASETS:
+            raise CommandError(f"{args.model} does not start with a Dense layer, so the shape "
+                               "of its input is unknown: give it, e.g. --input-shape 1,28,28")
+        shape = (1, 28, 28)  # the images of the dataset `train` recorded
     try:
-        model.export_onnx(args.out, opset=args.opset, input_shape=args.input_shape)
+        model.export_onnx(args.out, opset=args.opset, input_shape=shape)
     except ImportError as exc:
         raise CommandError(str(exc)) from None
     print(args.out)

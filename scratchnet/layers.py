@@ -52,8 +52,10 @@ class Dense(Module):
 
     def output_shape(self, in_shape):
         if tuple(in_shape) != (self.in_features,):
+            flat = len(in_shape) > 1 and math.prod(in_shape) == self.in_features
             raise ValueError(f"{self!r} takes {self.in_features} features per sample, got "
-                             f"shape {tuple(in_shape)}")
+                             f"shape {tuple(in_shape)}"
+                             + ("; put sn.Flatten() before it" if flat else ""))
         return (self.out_features,)
 
     def get_config(self):

@@ -113,8 +113,10 @@ class Sequential(Module):
                 try:
                     shape = layer.output_shape(shape)
                 except ValueError as exc:
-                    raise ValueError(f"layer {i}: {exc}"
-                                     + ("" if i == 0 else " from the layer before")) from None
+                    # said before the hint ("; put ...") a message may end with
+                    head, sep, hint = str(exc).partition("; ")
+                    where = " from the layer before" if i else ""
+                    raise ValueError(f"layer {i}: {head}{where}{sep}{hint}") from None
             shapes.append(shape)
         return shapes
 

@@ -75,6 +75,11 @@ def test_json_output_is_one_object(capsys, tmp_path, mnist):
     (["train", "--lr", "nan"], "must be positive"),
     (["train", "--lr", "inf"], "must be positive"),
     (["train", "--seed", "-1"], "must be 0 or more"),
+    # argparse names the type: it said "invalid parse value", "invalid _seed value"
+    (["train", "--lr", "abc"], "invalid float value: 'abc'"),
+    (["train", "--batch-size", "1e3"], "invalid int value: '1e3'"),
+    (["train", "--seed", "abc"], "invalid int value: 'abc'"),
+    (["train", "--dropout", "x"], "invalid float value: 'x'"),
 ])
 def test_bad_options_are_rejected_by_the_parser(capsys, argv, message):
     with pytest.raises(SystemExit) as exc:
@@ -436,9 +441,31 @@ def test_evaluate_defaults_to_the_dataset_the_model_was_trained_on(capsys, tmp_p
 
     monkeypatch.setattr(cli.datasets, "load", fake_load)
     assert run(capsys, "evaluate", str(tmp_path / "fashion.npz"), "--json")[0] == 0
-    assert run(capsys, "evaluate", str(tmp_path / "fashion.npz"), "--dataset", "mnist")[0] == 0
-    assert run(capsys, "evaluate", str(model_file))[0] == 0  # no record: mnist
+    code, _, err = run(capsys, "evaluate", str(tmp_path / "fashion.npz"), "--dataset", "mnist")
+    assert code == 0 and "was trained on fashion-mnist; evaluating it on mnist" in err
+    code, _, err = run(capsys, "evaluate", str(model_file))  # no record: mnist
+    assert code == 0 and "note" not in err
     assert asked == ["fashion-mnist", "mnist", "mnist"]
+
+
+@pytest.mark.parametrize("dataset", ["fashion-mnist", None])
+def test_export_of_a_model_of_images_takes_its_datasets_shape(capsys, tmp_path, dataset):
+    """A CNN's export said "give it, e.g. input_shape=(1, 28, 28)", Python's
+    spelling; a model train recorded a dataset for exports its images."""
+    pytest.importorskip("onnx")
+    model = sn.Sequential(sn.Conv2D(1, 2, 5, seed=0), sn.Flatten(), sn.Dense(2 * 24 * 24, 10))
+    if dataset:
+        model.metadata["dataset"] = dataset
+    model.save(tmp_path / "cnn.npz")
+    code, out, err = run(capsys, "export", str(tmp_path / "cnn.npz"), str(tmp_path / "c.onnx"))
+    if dataset:
+        assert code == 0 and (tmp_path / "c.onnx").exists(), err
+        inputs = sn.import_onnx(tmp_path / "c.onnx")
+        x = np.random.default_rng(0).random((3, 1, 28, 28), dtype=np.float32)
+        np.testing.assert_allclose(inputs.predict_logits(x), model.predict_logits(x), rtol=1e-5,
+                                   atol=1e-5)
+    else:
+        assert code == 1 and "give it, e.g. --input-shape 1,28,28" in err
 
 
 def test_train_records_the_dataset_in_the_model(capsys, tmp_path, small_mnist):

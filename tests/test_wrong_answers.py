@@ -778,3 +778,15 @@ def test_the_model_returns_a_new_array_each_call():
         outs = [call(b) for b in batches]
         for want, out in zip(expected, outs):
             np.testing.assert_allclose(out, want, rtol=1e-6, atol=1e-6)
+
+
+def test_a_dense_layer_after_images_asks_for_flatten():
+    """Conv2D straight into Dense: the shapes do not chain; where the counts
+    match, the message says what is missing (a reviewer's note)."""
+    x = np.random.default_rng(0).random((4, 1, 8, 8), dtype=np.float32)
+    with pytest.raises(ValueError, match=r"takes 72 features per sample, got shape \(2, 6, 6\) from "
+                                         r"the layer before; "
+                                         r"put sn.Flatten\(\) before it"):
+        sn.Sequential(sn.Conv2D(1, 2, 3), sn.Dense(72, 3)).predict(x)
+    with pytest.raises(ValueError, match=r"got shape \(2, 6, 6\) from the layer before$"):
+        sn.Sequential(sn.Conv2D(1, 2, 3), sn.Dense(70, 3)).predict(x)
