@@ -451,10 +451,14 @@ def test_random_shift_matches_reference_and_covers_the_range():
     assert set(np.unique(draws)) == set(range(-3, 4))     # every shift drawn, none outside
     for b in range(64):
         np.testing.assert_array_equal(y[b], ref_shift(x[b], *draws[b]))
-    # shifts beyond the image leave zeros only
-    big = RandomShift(50, seed=1)
-    z = big.forward(np.ones((32, 1, 3, 3), F32), training=True)
-    d = big._buffers["draws"]
+    # the layer refuses shifts that can move an image out entirely (a blank)
+    with pytest.raises(ValueError, match=r"shifts of up to 50 pixels move some 3 x 3 images out "
+                                         r"entirely \(blank\): use pixels <= 2"):
+        RandomShift(50, seed=1).forward(np.ones((32, 1, 3, 3), F32), training=True)
+    # the kernels themselves: shifts beyond the image leave zeros only
+    d = _core.random_shifts(np.empty((32, 2), np.int32), 50, 12345, 0)
+    z = _core.shift2d(np.ones((32, 1, 3, 3), F32), np.empty((32, 1, 3, 3), F32), d, False)
+    assert (np.abs(d) >= 3).any()
     np.testing.assert_array_equal(z.sum(axis=(1, 2, 3)) == 0, (np.abs(d) >= 3).any(axis=1))
 
 
