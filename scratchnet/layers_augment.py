@@ -46,7 +46,7 @@ class _RandomImageLayer(RandomStream, Module):
         if not training or not self.draws():
             self._draws = None
             return x
-        self.output_shape(x.shape[1:])  # what the layer refuses to do to such images
+        self.check_training(x.shape[1:])
         self._draws = self._draw(x.shape[0], self.take_mask_seed())
         return self._move(x, self._buffer("y", x.shape), self._draws, False)
 
@@ -81,13 +81,14 @@ class RandomShift(_RandomImageLayer):
     def get_config(self):
         return {"pixels": self.pixels}
 
-    def output_shape(self, in_shape):
-        channels, height, width = image_shape(self, in_shape)
+    def check_training(self, in_shape):
+        """Refuse to train on images a shift of up to pixels can move out
+        entirely (blank). Inference is the identity: no check there."""
+        _, height, width = image_shape(self, in_shape)
         if self.pixels >= min(height, width):
             raise ValueError(f"{self!r}: shifts of up to {self.pixels} pixels move some "
                              f"{height} x {width} images out entirely (blank): use pixels <= "
                              f"{min(height, width) - 1}")
-        return (channels, height, width)
 
     def draws(self):
         return self.pixels > 0

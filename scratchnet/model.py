@@ -747,9 +747,15 @@ class Sequential(Module):
         """Refuse, before any step, batches of `rows` rows (the fewest a
         forward pass will see: `what`) from which a BatchNorm layer would
         have one value per channel (its variance has no meaning: the layer
-        raises, mid-epoch, the weights already moved)."""
+        raises, mid-epoch, the weights already moved), and inputs a layer
+        refuses to train on (check_training: RandomShift's)."""
         shape = tuple(in_shape)
         for i, (layer, out) in enumerate(zip(self.layers, self._shapes(shape))):
+            if hasattr(layer, "check_training"):
+                try:
+                    layer.check_training(shape)
+                except ValueError as exc:
+                    raise ValueError(f"fit: layer {i}: {exc}") from None
             if isinstance(layer, _BatchNorm) and rows * math.prod(shape[1:]) < 2:
                 fix = ("a batch_size of 2 or more" if what == "every batch" else
                        "a batch_size that leaves a last batch of 2 rows or more (or drop a row)")

@@ -790,3 +790,19 @@ def test_a_dense_layer_after_images_asks_for_flatten():
         sn.Sequential(sn.Conv2D(1, 2, 3), sn.Dense(72, 3)).predict(x)
     with pytest.raises(ValueError, match=r"got shape \(2, 6, 6\) from the layer before$"):
         sn.Sequential(sn.Conv2D(1, 2, 3), sn.Dense(70, 3)).predict(x)
+
+
+def test_fit_refuses_shifts_that_can_blank_an_image_and_predict_still_runs():
+    """RandomShift(10) on 5 x 5 images blanked 81% of them in training, in
+    silence (a reviewer's note). At inference the layer is the identity: a
+    saved model holding one still predicts."""
+    X = np.random.default_rng(0).random((8, 1, 5, 5), dtype=np.float32)
+    model = sn.Sequential(sn.RandomShift(5), sn.Flatten(), sn.Dense(25, 2, seed=0))
+    before = model.layers[2].weight.data.copy()
+    with pytest.raises(ValueError, match=r"fit: layer 0: RandomShift\(pixels=5\): shifts of up to "
+                                         r"5 pixels move some 5 x 5 images out entirely"):
+        model.fit(X, np.arange(8) % 2, sn.SGD(model.parameters()), epochs=1, verbose=0)
+    np.testing.assert_array_equal(model.layers[2].weight.data, before)
+    assert model.predict(X).shape == (8,)
+    four = sn.Sequential(sn.RandomShift(4), sn.Flatten(), sn.Dense(25, 2))
+    four.fit(X, np.arange(8) % 2, sn.SGD(four.parameters()), epochs=1, verbose=0)
