@@ -32,6 +32,10 @@ class _RandomImageLayer(RandomStream, Module):
     def draws(self):
         return True
 
+    def check_training(self, in_shape):
+        """Refuse (ValueError) to train on images of this per-sample shape
+        (fit asks before its first step): here, nothing to refuse."""
+
     def _draw(self, n, key):
         raise NotImplementedError
 
