@@ -16,7 +16,8 @@ compiled C trainer runs it. scikit-learn is an optional dependency
 Where they differ from sklearn's:
 - solver: "adam" and "sgd" (constant learning rate); "lbfgs" raises.
   learning_rate, power_t, warm_start and max_fun are not taken, nor
-  sample_weight or sparse X.
+  sample_weight, sparse X or sklearn 1.9's MLPRegressor loss= (squared
+  error only).
 - alpha (the L2 penalty) is applied as weight decay alpha / batch_size on
   every parameter, biases included (sklearn leaves the biases out), with
   alpha and the batch size of each fit or partial_fit call; with
