@@ -442,9 +442,13 @@ def _pixels(path):
             raise CommandError(f"{path}: integer pixels must be 0..255, found {low}..{high}")
         return X.astype(np.float32) / np.float32(255)
     if low < 0 or high > 1:
+        # over 1: pixels 0..255 as floats; below 0: standardised ones
+        # (x - mean) / std, which dividing by 255 would not undo
+        fix = ("divide by 255, or save the raw pixels as uint8 (which predict scales)"
+               if low >= 0 else "give the pixels themselves, 0..255 as uint8 (which predict "
+               "scales) or 0..1 as floats, not standardised or shifted values")
         raise CommandError(f"{path}: pixel values range over {low:g}..{high:g}, but the model "
-                           "takes them scaled to 0..1: divide by 255, or save the raw pixels "
-                           "as uint8 (which predict scales)")
+                           f"takes them scaled to 0..1: {fix}")
     return X
 
 

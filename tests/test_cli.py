@@ -373,6 +373,9 @@ def test_predict_scales_integer_pixels_and_takes_one_image(capsys, tmp_path, mod
 
 @pytest.mark.parametrize("name, write, message", [
     ("float255.npy", lambda p: np.save(p, np.full((2, 784), 200.0, np.float32)), "divide by 255"),
+    # standardised pixels: dividing by 255 would not undo that (it was the hint)
+    ("standardised.npy", lambda p: np.save(p, np.linspace(-0.5, 2.8, 1568, dtype=np.float32)
+                                           .reshape(2, 784)), "not standardised or shifted"),
     ("big-ints.npy", lambda p: np.save(p, np.full((2, 784), 300)), "must be 0..255"),
     ("strings.npy", lambda p: np.save(p, np.array(["a", "b"])), "predict needs pixels"),
     ("wide.npy", lambda p: np.save(p, np.zeros((2, 10), np.float32)), "784 features"),
