@@ -54,6 +54,7 @@ from .callbacks import Callback
 from .layers import Dense, Dropout, ReLU, Sigmoid, Tanh
 from .losses import MSE, CrossEntropy
 from .model import Sequential
+from .module import checked_state
 from ._training import TrainingDivergedError
 from ._validate import as_float32
 from .optimizers import SGD, Adam
@@ -321,14 +322,38 @@ class _BaseMLP(BaseEstimator):
 
     @property
     def coefs_(self):
-        """The weight matrices, (inputs, outputs) each, as sklearn's coefs_."""
+        """The weight matrices, (inputs, outputs) each, as sklearn's coefs_;
+        assigning a list of arrays of those shapes copies them in."""
         check_is_fitted(self)
         return [l.weight.data for l in self.model_.layers if isinstance(l, Dense)]
 
+    @coefs_.setter
+    def coefs_(self, arrays):
+        self._assign("coefs_", "weight", arrays)
+
     @property
     def intercepts_(self):
+        """The bias vectors, as sklearn's intercepts_; assignable as coefs_."""
         check_is_fitted(self)
         return [l.bias.data for l in self.model_.layers if isinstance(l, Dense)]
+
+    @intercepts_.setter
+    def intercepts_(self, arrays):
+        self._assign("intercepts_", "bias", arrays)
+
+    def _assign(self, name, attribute, arrays):
+        """Copy arrays into the Dense layers' weight or bias (sklearn lets
+        coefs_ and intercepts_ be assigned), all checked before any is."""
+        check_is_fitted(self)
+        params = [getattr(l, attribute) for l in self.model_.layers if isinstance(l, Dense)]
+        arrays = list(arrays)
+        if len(arrays) != len(params):
+            raise ValueError(f"{type(self).__name__}.{name}: {len(arrays)} arrays for "
+                             f"{len(params)} layers")
+        values = [checked_state(a, p.data.shape, f"{type(self).__name__}.{name}[{i}]")
+                  for i, (a, p) in enumerate(zip(arrays, params))]
+        for p, value in zip(params, values):
+            p.data[...] = value
 
     def __sklearn_is_fitted__(self):
         return hasattr(self, "model_")

@@ -202,6 +202,23 @@ def test_values_past_float32s_range_are_named_as_such():
         MLPRegressor((4,), max_iter=2).fit(X, np.r_[X[:-1, 0], -1e40])
 
 
+def test_coefs_and_intercepts_can_be_assigned_as_in_sklearn():
+    X, y = _blobs()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        clf = MLPClassifier((5,), max_iter=3, random_state=0).fit(X, y)
+    clf.coefs_ = [np.zeros_like(c) for c in clf.coefs_]
+    clf.intercepts_ = [np.zeros_like(b) for b in clf.intercepts_]
+    np.testing.assert_array_equal(clf.predict_proba(X[:4]), np.full((4, 3), 1 / 3))
+    before = [c.copy() for c in clf.coefs_]
+    with pytest.raises(ValueError, match=r"coefs_\[1\]: got shape \(5, 2\), expected \(5, 3\)"):
+        clf.coefs_ = [np.ones((5, 5)), np.ones((5, 2))]
+    with pytest.raises(ValueError, match="1 arrays for 2 layers"):
+        clf.intercepts_ = [np.ones(5)]
+    for a, b in zip(clf.coefs_, before):
+        np.testing.assert_array_equal(a, b)  # nothing copied in when one is refused
+
+
 @pytest.fixture(scope="module")
 def mnist_subset(mnist):
     (X, y), (Xt, yt) = mnist
