@@ -259,18 +259,26 @@ class Dropout(RandomStream, Module):
     and advances the count, so a seed gives the same masks on both training
     paths."""
 
+    # the fused trainer copies p: a new one makes it rebuild (see Module)
+    _compiled_settings = frozenset({"p"})
+
     def __init__(self, p=0.5, seed=None):
         super().__init__()
-        p = float(p)
-        if not 0.0 <= p < 1.0:
-            raise ValueError(f"Dropout: p must be in [0, 1), got {p}")
-        self.p = p
+        self.p = self._checked_setting("p", p)
         self.reseed(_random.generator(seed))
         self._mask = None
 
+    def _checked_setting(self, name, value):
+        try:
+            p = float(value)
+        except (TypeError, ValueError):
+            p = float("nan")
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"Dropout: p must be in [0, 1), got {value!r}")
+        return p
+
     def get_config(self):
         return {"p": self.p}
-
 
     def draws(self):
         return self.p != 0.0

@@ -629,6 +629,7 @@ class Sequential(Module):
         if shard is not None:
             distributed_api.broadcast_parameters(self)  # rank 0's weights (checks the shapes)
         self.loss = loss
+        fast_key = self._compiled_key()  # before the build, as _plan takes it
         fast = _fused.trainer(self, optimizer, loss, y, batch_size)
         xb_buf = np.empty((batch_size,) + X.shape[1:], dtype=np.float32)
         self.stop_training = self.interrupted = False
@@ -647,6 +648,12 @@ class Sequential(Module):
                     # a callback may have edited the hyper-parameters since:
                     # checked again, as fit checked them before the first epoch
                     optimizer.check_param_groups(f"fit, before epoch {epoch}")
+                if not self._compiled_key_holds(fast_key):
+                    # a callback replaced a parameter array, a layer or a setting
+                    # the C trainer copied (a dropout p, a slope): it held the
+                    # old ones and trained them, unseen
+                    fast_key = self._compiled_key()
+                    fast = _fused.trainer(self, optimizer, loss, y, batch_size)
                 start_time = time.perf_counter()
                 lr = optimizer.current_lr()
                 order = rng.permutation(n) if shuffle else np.arange(n)

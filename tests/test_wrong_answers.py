@@ -806,3 +806,48 @@ def test_fit_refuses_shifts_that_can_blank_an_image_and_predict_still_runs():
     assert model.predict(X).shape == (8,)
     four = sn.Sequential(sn.RandomShift(4), sn.Flatten(), sn.Dense(25, 2))
     four.fit(X, np.arange(8) % 2, sn.SGD(four.parameters()), epochs=1, verbose=0)
+
+
+@pytest.mark.parametrize("change", ["replace arrays", "dropout p", "leaky slope"])
+def test_a_callbacks_change_between_epochs_reaches_the_fused_trainer(change, monkeypatch):
+    """The C trainer was built once a fit: a callback that replaced the
+    parameter arrays (the README's way, compiled networks rebuild) or set a
+    Dropout's p or a LeakyReLU's slope left it training the old ones, the
+    history reporting their loss (found by a reviewer). Both paths must now
+    end alike."""
+    from scratchnet import _fused
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((256, 20)).astype(np.float32)
+    y = X[:, :3].argmax(1)
+
+    class Change(sn.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch != 1:
+                return
+            model = self.model
+            if change == "replace arrays":
+                for p in model.parameters():
+                    p.data = p.data * 0.5
+            elif change == "dropout p":
+                model.layers[2].p = 0.0
+            else:
+                model.layers[1].negative_slope = 0.3
+
+    results = {}
+    for fused in (True, False):
+        monkeypatch.setattr(_fused, "ENABLED", fused)
+        model = sn.Sequential(sn.Dense(20, 32, seed=0), sn.LeakyReLU(0.01), sn.Dropout(0.3, seed=1),
+                              sn.Dense(32, 3, seed=2))
+        history = model.fit(X, y, sn.SGD(model.parameters(), lr=0.1), epochs=3, batch_size=32,
+                            seed=0, verbose=0, callbacks=[Change()])
+        results[fused] = ([p.data.copy() for p in model.parameters()], history["loss"])
+    for a, b in zip(results[True][0], results[False][0]):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(results[True][1], results[False][1], rtol=1e-4)
+
+
+def test_dropout_p_set_later_is_checked():
+    layer = sn.Dropout(0.2)
+    with pytest.raises(ValueError, match=r"Dropout: p must be in \[0, 1\), got 1.5"):
+        layer.p = 1.5
+    assert layer.p == 0.2
