@@ -957,6 +957,11 @@ class Sequential(Module):
                 raise TypeError(f"save: layer {i} is a {type(layer).__name__}, not one of "
                                 "scratchnet's layer types, which a saved model names to be "
                                 "rebuilt by sn.load")
+        if self.loss is not None and LOSSES.get(type(self.loss).__name__) is not type(self.loss):
+            raise TypeError(f"save: model.loss is a {type(self.loss).__name__}, not one of "
+                            f"scratchnet's losses ({', '.join(LOSSES)}), which a saved model "
+                            "names to be rebuilt by sn.load: set model.loss to one of them, or "
+                            "to None, before saving")
         for name, array in self._state_arrays().items():
             if not _core.all_finite(array):
                 raise ValueError(f"save: {name} contains non-finite values (NaN or inf), which "

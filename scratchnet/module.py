@@ -64,6 +64,22 @@ class Parameter:
         self._data = data
         Parameter.version += 1
 
+    @property
+    def grad(self):
+        return self._grad
+
+    @grad.setter
+    def grad(self, value):
+        """A gradient of the data's shape, as float32 (converted if need be:
+        the kernels read float32). One of another shape is refused, as
+        PyTorch refuses it: of the same size, the optimizers applied it
+        element by element to the wrong weights (a transposed gradient)."""
+        grad = contiguous(value, np.float32)
+        if grad.shape != self._data.shape:
+            raise ValueError(f"parameter {self.name!r}: assigned grad of shape {grad.shape}, "
+                             f"expected the data's {self._data.shape}")
+        self._grad = grad
+
     def validate(self, value, where=None):
         """value as the array assign() would copy in: a finite float array
         (or Parameter) of this shape; raises naming where (default: the

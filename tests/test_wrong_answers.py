@@ -851,3 +851,60 @@ def test_dropout_p_set_later_is_checked():
     with pytest.raises(ValueError, match=r"Dropout: p must be in \[0, 1\), got 1.5"):
         layer.p = 1.5
     assert layer.p == 0.2
+
+
+class _WeightedMSE(sn.MSE):
+    """A user's loss with a setting its get_config does not give."""
+
+    def __init__(self, weight=1.0):
+        super().__init__()
+        self.weight = weight
+
+    def forward(self, predictions, targets):
+        return self.weight * super().forward(predictions, targets)
+
+    def backward(self, rows=None):
+        return super().backward(rows) * self.weight
+
+
+def test_evaluate_and_validation_use_the_loss_given_settings_and_all(tmp_path):
+    """evaluate and fit's validation rebuilt the loss from get_config(): a
+    user's loss came back with its defaults (val_loss 2.08 for 20.8; found
+    by a reviewer). And save refuses such a loss, which sn.load could not
+    rebuild (it wrote a file sn.load refused)."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((64, 3)).astype(np.float32)
+    t = X.sum(axis=1)
+    model = sn.Sequential(sn.Dense(3, 1, seed=0))
+    loss = _WeightedMSE(10.0)
+    history = model.fit(X, t, sn.SGD(model.parameters(), lr=1e-3), loss=loss, epochs=1,
+                        verbose=0, validation=(X, t))
+    direct = 10.0 * sn.MSE()(model.predict_logits(X), t)
+    assert history["val_loss"][0] == pytest.approx(direct, rel=1e-6)
+    assert model.evaluate(X, t)["loss"] == pytest.approx(direct, rel=1e-6)
+    assert model.evaluate(X, t, loss=_WeightedMSE(3.0))["loss"] == pytest.approx(direct * 0.3,
+                                                                                  rel=1e-6)
+    with pytest.raises(TypeError, match="save: model.loss is a _WeightedMSE, not one of "
+                                        "scratchnet's losses"):
+        model.save(tmp_path / "m.npz")
+    assert not (tmp_path / "m.npz").exists()
+    model.loss = None
+    model.save(tmp_path / "m.npz")
+    np.testing.assert_array_equal(sn.load(tmp_path / "m.npz").predict_logits(X),
+                                  model.predict_logits(X))
+
+
+def test_a_gradient_of_another_shape_is_refused_and_dtypes_are_converted():
+    """A user's layer that set a transposed gradient of the same size trained
+    on it, the optimizers applying it element by element to the wrong weights
+    (found by a reviewer; PyTorch refuses such a grad). A float64 or strided
+    gradient is converted, as the README says of arrays given."""
+    p = sn.Parameter(np.ones((6, 4), np.float32), "w")
+    with pytest.raises(ValueError, match=r"parameter 'w': assigned grad of shape \(4, 6\), "
+                                         r"expected the data's \(6, 4\)"):
+        p.grad = np.zeros((4, 6))
+    p.grad = np.arange(48.0).reshape(6, 8)[:, ::2]  # float64, strided
+    assert p.grad.dtype == np.float32 and p.grad.flags.c_contiguous
+    opt = sn.SGD([p], lr=0.5)
+    opt.step()
+    np.testing.assert_array_equal(p.data, 1 - 0.5 * np.arange(48.0).reshape(6, 8)[:, ::2])
