@@ -188,6 +188,8 @@ def trainer(model, optimizer, loss, y, batch_size):
     if specs is None:
         return None
     params = [p for d, *_ in specs for p in (d.weight, d.bias)]
+    if not all(p.requires_grad for p in params):
+        return None  # the C step would move a frozen one
     group_params = optimizer.param_groups[0]["params"]
     if len(group_params) != len(params) or any(a is not b for a, b in zip(group_params, params)):
         return None

@@ -724,7 +724,8 @@ class Sequential(Module):
         held = [p for group in optimizer.param_groups for p in group["params"]]
         params = self.parameters()
         mine, theirs = {id(p) for p in params}, {id(p) for p in held}
-        missing = [p.name for p in params if id(p) not in theirs]
+        # a frozen one (requires_grad False) may be left out, as in PyTorch
+        missing = [p.name for p in params if id(p) not in theirs and p.requires_grad]
         build = (f"build it with this model's parameters, "
                  f"{type(optimizer).__name__}(model.parameters(), ...)")
         if missing:
@@ -732,7 +733,7 @@ class Sequential(Module):
                 f"fit: the optimizer does not hold {len(missing)} of this model's "
                 f"{len(params)} parameters ({_some(missing)}); it was built for another "
                 "model, or for this one before its parameters were replaced (e.g. by "
-                f"sn.load): {build}")
+                f"sn.load): {build} (to freeze a parameter, set its requires_grad = False)")
         others = [p.name or "unnamed" for p in held if id(p) not in mine]
         if others:
             raise ValueError(

@@ -42,6 +42,20 @@ class Parameter:
     # bumped whenever any parameter's array is replaced, so compiled networks
     # that point into the old arrays know to rebuild (Sequential._plan)
     version = 0
+    _requires_grad = True
+
+    @property
+    def requires_grad(self):
+        """False: frozen, as in PyTorch: optimizers leave it as it is, and
+        fit takes an optimizer that does not hold it."""
+        return self._requires_grad
+
+    @requires_grad.setter
+    def requires_grad(self, value):
+        if not isinstance(value, (bool, np.bool_)):
+            raise TypeError(f"parameter {self.name!r}: requires_grad must be True or False, "
+                            f"got {value!r}")
+        self._requires_grad = bool(value)
 
     def __init__(self, data, name=""):
         self.data = data
@@ -224,6 +238,10 @@ class Module(BufferOwner):
             if value is not current:
                 current.assign(value, f"{self!r}.{name}")
             return
+        if name == "trainable":  # Keras's switch, which would be taken and do nothing
+            raise AttributeError(f"{type(self).__name__}: scratchnet layers have no 'trainable' "
+                                 "switch; to freeze one, set p.requires_grad = False for each p "
+                                 "in layer.parameters()")
         if name in self._compiled_settings and name in self.__dict__:
             value = self._checked_setting(name, value)
             Parameter.version += 1

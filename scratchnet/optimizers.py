@@ -95,7 +95,8 @@ class Optimizer:
         for group in self.param_groups:
             lr = self.current_lr(group)
             for p in group["params"]:
-                self._update(p, p.grad, self.state.setdefault(p, {}), group, lr)
+                if p.requires_grad:  # a frozen one stays as it is
+                    self._update(p, p.grad, self.state.setdefault(p, {}), group, lr)
         self.iterations += 1
 
     def _update(self, p, g, state, group, lr):

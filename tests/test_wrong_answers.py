@@ -908,3 +908,29 @@ def test_a_gradient_of_another_shape_is_refused_and_dtypes_are_converted():
     opt = sn.SGD([p], lr=0.5)
     opt.step()
     np.testing.assert_array_equal(p.data, 1 - 0.5 * np.arange(48.0).reshape(6, 8)[:, ::2])
+
+
+@pytest.mark.parametrize("held", ["the others", "all"])
+def test_a_frozen_layer_stays_as_it_is(held):
+    """p.requires_grad = False (PyTorch's idiom) was taken and did nothing:
+    the layer trained on; an optimizer over the other parameters was refused
+    as one built for another model; layer.trainable = False (Keras's) was
+    taken and did nothing (found by a reviewer)."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((128, 20)).astype(np.float32)
+    y = X[:, :3].argmax(1)
+    model = sn.Sequential(sn.Dense(20, 32, seed=0), sn.ReLU(), sn.Dense(32, 3, seed=1))
+    for p in model.layers[0].parameters():
+        p.requires_grad = False
+    frozen = [p.data.copy() for p in model.layers[0].parameters()]
+    trained = model.layers[2].weight.data.copy()
+    params = model.parameters() if held == "all" else model.layers[2].parameters()
+    model.fit(X, y, sn.Adam(params, lr=1e-2), epochs=2, batch_size=32, verbose=0)
+    for p, before in zip(model.layers[0].parameters(), frozen):
+        np.testing.assert_array_equal(p.data, before)
+    assert not np.array_equal(model.layers[2].weight.data, trained)
+    with pytest.raises(AttributeError, match="no 'trainable' switch; to freeze one, set "
+                                             "p.requires_grad = False"):
+        model.layers[0].trainable = False
+    with pytest.raises(TypeError, match="requires_grad must be True or False"):
+        model.layers[0].weight.requires_grad = "no"
