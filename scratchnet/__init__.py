@@ -26,7 +26,7 @@ from .layers_conv import Conv2D
 from .layers_norm import BatchNorm1d, BatchNorm2d
 from .layers_pool import AvgPool2D, GlobalAvgPool2D, MaxPool2D
 from .layers import Dense, Dropout, Flatten, LeakyReLU, ReLU, Reshape, Sigmoid, Softmax, Tanh
-from .losses import MSE, BinaryCrossEntropy, CrossEntropy
+from .losses import MSE, BinaryCrossEntropy, CrossEntropy, Loss
 from .model import ModelFileError, Sequential, load
 from ._training import TrainingDivergedError
 from .module import Module, Parameter
@@ -53,7 +53,7 @@ __all__ = [
     "Conv2D", "Dense", "Dropout", "Flatten", "LeakyReLU", "ReLU", "Reshape", "Sigmoid",
     "Softmax", "Tanh", "MaxPool2D", "AvgPool2D", "GlobalAvgPool2D", "BatchNorm1d", "BatchNorm2d",
     "RandomShift", "RandomFlip",
-    "MSE", "BinaryCrossEntropy", "CrossEntropy", "ModelFileError", "Sequential", "load",
+    "MSE", "BinaryCrossEntropy", "CrossEntropy", "Loss", "ModelFileError", "Sequential", "load",
     "TrainingDivergedError",
     "Module", "Parameter", "SGD", "AdaGrad", "Adam", "AdamW", "RMSProp", "Optimizer",
     "StepLR", "CosineAnnealingLR", "Callback", "EarlyStopping",

@@ -38,7 +38,7 @@ from ._training import (NONFINITE_MODES, EpochTally, Interrupts, TrainingDiverge
 from ._validate import as_features, as_float32, as_labels, check_finite, choice, positive_int
 from .callbacks import CallbackList
 from .layers import LAYERS, Dense, Flatten, RandomStream, Reshape, Sigmoid, Softmax, _Activation
-from .losses import LOSSES, BinaryCrossEntropy, CrossEntropy, Loss
+from .losses import LOSSES, MSE, BinaryCrossEntropy, CrossEntropy, Loss
 from .layers_norm import _BatchNorm
 from .module import Module, Parameter, checked_state
 from .optimizers import Optimizer
@@ -429,9 +429,10 @@ class Sequential(Module):
             z = self._finite_outputs(X, "predict_proba")
             _core.sigmoid_forward(z, z)  # in place: z is a new array
             return _single_column(z)
-        raise ValueError(f"predict_proba: this model was fitted with {kind.__name__}, a "
-                         "regression loss: its outputs are values, not probabilities; use "
-                         "predict()")
+        what = ("a regression loss" if kind is MSE else "not CrossEntropy or "
+                "BinaryCrossEntropy (nor a subclass), so taken as a regression loss")
+        raise ValueError(f"predict_proba: this model was fitted with {kind.__name__}, {what}: "
+                         "its outputs are values, not probabilities; use predict()")
 
     def predict(self, X):
         """CrossEntropy: int64 class labels (N,), the argmax of the outputs.

@@ -88,7 +88,8 @@ class Optimizer:
     def current_lr(self, group=None):
         """The learning rate the next step uses, decay included."""
         group = group or self.param_groups[0]
-        return _core.decayed_lr(group["lr"], group["decay"], self.iterations)
+        # a user's optimizer whose defaults give no decay: none (a KeyError)
+        return _core.decayed_lr(group["lr"], group.get("decay", 0.0), self.iterations)
 
     def step(self):
         """Update every parameter from its .grad."""

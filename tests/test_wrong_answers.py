@@ -934,3 +934,33 @@ def test_a_frozen_layer_stays_as_it_is(held):
         model.layers[0].trainable = False
     with pytest.raises(TypeError, match="requires_grad must be True or False"):
         model.layers[0].weight.requires_grad = "no"
+
+
+def test_a_users_optimizer_and_loss_are_taken_as_they_are():
+    """A user's optimizer whose defaults have no decay failed in fit with a
+    bare KeyError: 'decay'; predict_proba called a user's classification
+    loss "a regression loss"; sn.Loss was not exported (a reviewer's notes)."""
+    class PlainSGD(sn.Optimizer):
+        def __init__(self, params, lr=0.1):
+            super().__init__(params, dict(lr=lr))
+
+        def _update(self, p, g, state, group, lr):
+            p.data -= lr * g
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((64, 5)).astype(np.float32)
+    y = X[:, :3].argmax(1)
+    model = sn.Sequential(sn.Dense(5, 3, seed=0))
+    before = model.layers[0].weight.data.copy()
+    model.fit(X, y, PlainSGD(model.parameters()), epochs=2, batch_size=16, verbose=0)
+    assert not np.array_equal(model.layers[0].weight.data, before)
+
+    class Smoothed(sn.Loss):  # a classification loss of the user's
+        def forward(self, logits, targets):
+            return sn.CrossEntropy()(logits, targets)
+
+    assert issubclass(Smoothed, sn.Loss)
+    model.loss = Smoothed()
+    with pytest.raises(ValueError, match="fitted with Smoothed, not CrossEntropy or "
+                                         r"BinaryCrossEntropy \(nor a subclass\)"):
+        model.predict_proba(X)
