@@ -489,17 +489,21 @@ def cmd_predict_files(args):
 
 
 def _predict_pictures(args, files):
-    """The top 3 classes of each picture, made an MNIST image by
-    datasets.image_to_mnist."""
+    """The top 3 classes of each picture, made an image of the dataset the
+    model was trained on (datasets.image_to_mnist, or image_to_fashion_mnist
+    for a Fashion-MNIST model: the digit recipe made clothes unrecognisable)."""
     model = load(args.model)
+    prepare = (datasets.image_to_fashion_mnist
+               if model.metadata.get("dataset") == "fashion-mnist" else datasets.image_to_mnist)
     pictures = []
     for path in files:
         try:
-            pictures.append(datasets.image_to_mnist(path))
+            pictures.append(prepare(path))
         except ImportError as exc:  # no Pillow
             raise CommandError(str(exc)) from None
         except ValueError as exc:
-            raise CommandError(f"{path}: {str(exc).removeprefix('image_to_mnist: ')}") from None
+            raise CommandError(f"{path}: {str(exc).removeprefix(prepare.__name__ + ': ')}") \
+                from None
         except OSError as exc:
             if exc.filename is None and not isinstance(exc, PermissionError):  # Pillow's
                 raise CommandError(f"{path}: not a picture Pillow can read ({exc})") from None

@@ -187,7 +187,8 @@ def test_predict_gives_a_cnn_images_and_names_fashion_classes(capsys, tmp_path, 
         Image.fromarray((255 * (1 - Xt[k].reshape(28, 28))).astype(np.uint8)).save(paths[-1])
     code, out, err = run(capsys, "predict", tmp_path / "cnn.npz", *paths, "--json")
     assert code == 0, err
-    images = np.stack([sn.datasets.image_to_mnist(p) for p in paths]).reshape(3, 1, 28, 28)
+    # a Fashion-MNIST model's pictures are prepared as Fashion-MNIST's were
+    images = np.stack([sn.datasets.image_to_fashion_mnist(p) for p in paths]).reshape(3, 1, 28, 28)
     expected = model.predict_proba(images)
     for result, p in zip(json.loads(out), expected):
         best = np.argsort(-p, kind="stable")[:3]
