@@ -206,6 +206,10 @@ class _Reader:
                 value = onnx.helper.get_attribute_value(attr)
                 self.constants[node.output[0]] = (onnx.numpy_helper.to_array(value)
                                                   if attr.name == "value" else np.asarray(value))
+            elif node.op_type == "Identity" and node.input and node.input[0] in self.constants:
+                # a copy of a constant: PyTorch writes one for each initializer
+                # equal to an earlier one (zero biases, an untouched BatchNorm)
+                self.constants[node.output[0]] = self.constants[node.input[0]]
             else:
                 self.nodes.append(node)
 
@@ -248,6 +252,8 @@ def _gemm(r, node):
     w = r.const(node, 1, "weight") * np.float32(a.get("alpha", 1.0))
     w = w.T if a.get("transB", 0) else w  # scratchnet's Dense weight is (in, out)
     b = r.const(node, 2, "bias")
+    if b is not None and b.ndim == 2 and b.shape[0] == 1:
+        b = b[0]  # (1, N), broadcast over the rows as ONNX allows
     b = np.zeros(w.shape[1], np.float32) if b is None else \
         np.broadcast_to(b * np.float32(a.get("beta", 1.0)), (w.shape[1],))
     dense = Dense(w.shape[0], w.shape[1])
@@ -377,6 +383,11 @@ def import_onnx(path):
             layers += _batchnorm(r, node, rank)
     if not layers:
         raise ValueError(f"import_onnx: {path}: the graph holds no layers")
+    if last != graph.output[0].name:
+        # the chain read past the output (a node after it): its layers would
+        # be applied too, giving other values than the graph
+        raise ValueError(f"import_onnx: {path}: not a chain of layers: the graph's output "
+                         f"{graph.output[0].name!r} is not its last node's ({last!r})")
     model = Sequential(*layers)
     recorded = {p.key: p.value for p in proto.metadata_props}.get("scratchnet.loss")
     if final is not None:

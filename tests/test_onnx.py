@@ -165,6 +165,58 @@ def test_models_exported_by_pytorch_import_and_predict_as_pytorch(tmp_path):
         np.testing.assert_array_equal(model.predict(X), expected.argmax(1))
 
 
+def test_pytorch_exports_with_shared_constants_import(tmp_path):
+    """PyTorch writes one initializer for equal ones and an Identity node for
+    each copy (zero biases, an untouched BatchNorm): such ordinary exports
+    were refused as not a chain of layers (found by a reviewer)."""
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    nets = {"zero biases": (torch.nn.Sequential(
+                torch.nn.Linear(4, 3), torch.nn.ReLU(), torch.nn.Linear(3, 3), torch.nn.ReLU(),
+                torch.nn.Linear(3, 2)), (4,)),
+            "untouched batchnorm": (torch.nn.Sequential(
+                torch.nn.Conv2d(1, 3, 3), torch.nn.ReLU(), torch.nn.BatchNorm2d(3),
+                torch.nn.Flatten(), torch.nn.Linear(3 * 4 * 4, 2)), (1, 6, 6))}
+    for bias in (nets["zero biases"][0][0].bias, nets["zero biases"][0][2].bias):
+        torch.nn.init.zeros_(bias)
+    for name, (net, shape) in nets.items():
+        path = tmp_path / "net.onnx"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(net.eval(), (torch.zeros(1, *shape),), str(path), dynamo=False,
+                              do_constant_folding=False)
+        assert "Identity" in {n.op_type for n in onnx.load(path).graph.node}, name
+        X = np.random.default_rng(1).standard_normal((20, *shape)).astype(np.float32)
+        with torch.no_grad():
+            expected = net(torch.from_numpy(X)).numpy()
+        np.testing.assert_allclose(sn.import_onnx(path).predict_logits(X), expected, atol=1e-5,
+                                   rtol=0, err_msg=name)
+
+
+def test_import_follows_the_graphs_output_and_broadcast_biases(tmp_path):
+    """A node after the declared output was applied too (values 6 off from
+    onnxruntime's); a Gemm bias of shape (1, N) failed in NumPy."""
+    h = onnx.helper
+    f32 = onnx.TensorProto.FLOAT
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((3, 4)).astype(np.float32)
+    consts = [onnx.numpy_helper.from_array(w, "w"),
+              onnx.numpy_helper.from_array(rng.standard_normal((1, 4)).astype(np.float32), "b")]
+    io = ([h.make_tensor_value_info("x", f32, ["batch", 3])],
+          [h.make_tensor_value_info("y", f32, ["batch", 4])])
+    path = tmp_path / "g.onnx"
+    onnx.save(h.make_model(h.make_graph([h.make_node("Gemm", ["x", "w", "b"], ["y"])], "g",
+                                        *io, consts),
+                           opset_imports=[h.make_opsetid("", 17)]), path)
+    X = rng.standard_normal((5, 3)).astype(np.float32)
+    np.testing.assert_allclose(sn.import_onnx(path).predict_logits(X), _run(path, X), atol=1e-5)
+    dead = h.make_graph([h.make_node("Gemm", ["x", "w", "b"], ["y"]),
+                         h.make_node("Relu", ["y"], ["z"])], "g", *io, consts)
+    onnx.save(h.make_model(dead, opset_imports=[h.make_opsetid("", 17)]), path)
+    with pytest.raises(ValueError, match="the graph's output 'y' is not its last node's \\('z'\\)"):
+        sn.import_onnx(path)
+
+
 def test_import_refuses_other_operators_naming_them(tmp_path):
     h = onnx.helper
     f32 = onnx.TensorProto.FLOAT
