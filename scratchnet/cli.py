@@ -9,6 +9,7 @@ import argparse
 import json
 import math
 import os
+import shlex
 import sys
 import tempfile
 import time
@@ -321,6 +322,10 @@ def cmd_train(args):
                         checkpoint=args.checkpoint, resume=args.resume,
                         distributed=args.distributed)
     if model.interrupted:  # Ctrl-C: fit said what was saved and how to resume
+        if args.checkpoint and main_rank and os.path.exists(args.checkpoint):
+            # resuming needs the run's own options: the whole command, not just --resume
+            print(f"to continue: {_resume_command(args._argv, args.checkpoint)}",
+                  file=sys.stderr)
         return 130
     if not main_rank:  # every rank holds the same model: rank 0 evaluates and saves it
         return 0
@@ -698,9 +703,9 @@ def make_parser():
                    help="write a checkpoint there after every epoch (atomically), to resume "
                         "from after Ctrl-C or a crash (default: none)")
     p.add_argument("--resume", metavar="PATH", default=None,
-                   help="continue the run a checkpoint holds, with the options it was started "
-                        "with (--epochs counts the whole run); the result is the same as "
-                        "uninterrupted (default: start afresh)")
+                   help="continue the run a checkpoint holds; give the options it was started "
+                        "with too (Ctrl-C prints the whole command; --epochs counts the whole "
+                        "run); the result is the same as uninterrupted (default: start afresh)")
     p.add_argument("--json", action="store_true",
                    help="print the final metrics and the model's path as one JSON object")
     p.add_argument("--distributed", action="store_true",
@@ -772,8 +777,24 @@ def make_parser():
     return parser
 
 
+def _resume_command(argv, checkpoint):
+    """The command line that resumes the run argv started: its options (any
+    --resume of its own left out) and --resume checkpoint."""
+    kept, skip = [], False
+    for token in argv:
+        if skip:
+            skip = False
+        elif token == "--resume":
+            skip = True
+        elif not token.startswith("--resume="):
+            kept.append(token)
+    return shlex.join(["scratchnet", *kept, "--resume", os.fspath(checkpoint)])
+
+
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else [os.fspath(a) for a in argv]
     args = make_parser().parse_args(argv)
+    args._argv = argv
     conflict = args.conflicts(args) if hasattr(args, "conflicts") else None
     if conflict:
         args.command_parser.error(conflict)  # exits with 2, as argparse does

@@ -3,6 +3,7 @@
 checkpoint that resumes to the weights of an uninterrupted run; resuming into
 another network is an error message, not a traceback."""
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -51,10 +52,15 @@ def test_ctrl_c_in_scratchnet_train_exits_130_and_the_checkpoint_resumes(tmp_pat
         child.kill()
     assert child.returncode == 130, err
     assert "Traceback" not in err and out == ""
-    [line] = err.splitlines()
+    line, command = err.splitlines()
     done = sn.load(ckpt) and int(line.split(" holds epoch ")[1].split(":")[0])
     assert line.startswith(f"fit: interrupted in epoch {done + 1} of 100000; {ckpt} holds "
                            f"epoch {done}: to continue") and f"--resume {ckpt}" in line
+    # the whole command: resuming needs the run's own options (a reviewer
+    # resumed with --resume alone, which other epochs or layers refuse)
+    assert shlex.split(command.removeprefix("to continue: ")) == [
+        "scratchnet", *cli_args(tmp_path, "m.npz", "--epochs", "100000", "--checkpoint",
+                                str(ckpt)), "--resume", str(ckpt)]
     assert not (tmp_path / "m.npz").exists()
 
     # resumed to one more epoch, in this process: the same as one run of that many epochs
