@@ -568,7 +568,9 @@ def _locate(name: str, root, allow_download: bool) -> dict[str, Path]:
         files = _files_in(folder)
         if files is not None:
             return files
-    if not allow_download:
+    if not allow_download or (explicit and _files_in(Path(root) / name) is not None):
+        # root/<name> holds the files: root was meant to be that folder (its
+        # hint says so), not a place to download another copy into
         raise DatasetNotFoundError(name, places, explicit)
     try:
         folder = download(name, root)

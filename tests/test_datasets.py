@@ -371,7 +371,8 @@ def test_not_found_error_carries_the_facts(tmp_path, monkeypatch, nowhere):
     assert exc.missing[datasets.cache_dir("mnist")] == list(FILES)
     assert not exc.download_tried and exc.download_error is None
 
-    # An explicit root holding <name>/, and a download that failed.
+    # An explicit root holding <name>/: refused before any download (it tried
+    # one, which would have put a second copy in the parent; a reviewer's note).
     parent = tmp_path / "parent"
     touch_all(parent / "mnist")
     with pytest.raises(datasets.DatasetNotFoundError) as info:
@@ -379,6 +380,15 @@ def test_not_found_error_carries_the_facts(tmp_path, monkeypatch, nowhere):
     exc = info.value
     assert exc.places == [("root", parent)] and exc.root_given
     assert exc.nested == parent / "mnist"
+    assert not exc.download_tried and list(parent.iterdir()) == [parent / "mnist"]
+
+    # An explicit root holding nothing, and a download that failed.
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(datasets.DatasetNotFoundError) as info:
+        datasets.load("mnist", root=empty)
+    exc = info.value
+    assert exc.nested is None
     assert exc.download_tried and isinstance(exc.download_error, datasets.DownloadError)
     assert "127.0.0.1:9" in str(exc.download_error)
     # Another download is no remedy for a failed one.
