@@ -24,11 +24,12 @@ functions do, and say which extra to install when it is missing.
 import io
 import math
 import os
+from collections.abc import Mapping
 
 import numpy as np
 
 from . import datasets
-from ._validate import as_labels
+from ._validate import as_labels, positive_int
 from .losses import BinaryCrossEntropy, CrossEntropy
 from .model import _n_outputs
 
@@ -65,7 +66,16 @@ def _finish(fig, path, data):
 def save_png(fig, path):
     """Write fig as a PNG of 256 colours (a quarter of the RGBA PNG matplotlib
     writes, or less; the figures have few colours): fig's size in inches times
-    DPI pixels."""
+    DPI pixels. A path ending in another format matplotlib writes (.pdf,
+    .svg, .jpg, ...) gets that format (it got a PNG under that name)."""
+    suffix = os.path.splitext(os.fspath(path))[1].lower().lstrip(".")
+    if suffix and suffix != "png":
+        formats = fig.canvas.get_supported_filetypes()
+        if suffix not in formats:
+            raise ValueError(f"{os.fspath(path)}: a plot is written as one of "
+                             f"{', '.join('.' + f for f in sorted(formats))}, not .{suffix}")
+        fig.savefig(os.fspath(path), dpi=DPI, facecolor="white")
+        return
     from PIL import Image
     buffer = io.BytesIO()
     fig.savefig(buffer, dpi=DPI, format="png", facecolor="white")
@@ -172,6 +182,10 @@ def training_curves(history, path="training_curves.png", val_label="validation")
     fig.data: "epoch" (1, 2, ...), and each of "loss", "accuracy", "val_loss",
     "val_accuracy", "lr" present in the history, as plotted."""
     require()
+    if not isinstance(history, Mapping) or not isinstance(history.get("loss"), (list, tuple,
+                                                                              np.ndarray)):
+        raise TypeError(f"training_curves: history must be the dict fit returns (with a "
+                        f"'loss' list), got {type(history).__name__}")
     n = len(history["loss"])
     if n == 0:
         raise ValueError("training_curves: the history holds no epoch")
@@ -308,6 +322,8 @@ def mistakes(model, X, y, class_names=None, path="mistakes.png", limit=32, colum
     not), "images" (the pictures shown) and "corners" (each one's top-left
     (row, column) in the grid image, fig.axes[0].images[0])."""
     require()
+    # a slice would take -1 as "all but one"; a grid of 0 columns is none
+    limit, columns = positive_int(limit, "mistakes: limit"), positive_int(columns, "mistakes: columns")
     inputs = model_input(model, X)
     y = _class_labels(model, y, inputs, "mistakes")
     probabilities = np.asarray(model.predict_proba(inputs))
@@ -317,6 +333,9 @@ def mistakes(model, X, y, class_names=None, path="mistakes.png", limit=32, colum
     order = wrong[np.argsort(-confidence, kind="stable")][:limit]
     names = (list(class_names) if class_names is not None
              else class_names_for(model, probabilities.shape[1]))
+    if len(names) < probabilities.shape[1]:  # as confusion_matrix says it
+        raise ValueError(f"mistakes: {len(names)} class names for {probabilities.shape[1]} "
+                         "classes")
     pictures = _pictures(np.asarray(X)[order]) if len(order) else np.zeros((1, 28, 28))
 
     side = pictures.shape[2]
@@ -389,6 +408,13 @@ def _one_sample(model, x):
     """x as a batch of one sample of the model's input shape."""
     x = np.asarray(x, np.float32)
     first = model.layers[0] if len(model.layers) else None
+    features = getattr(model, "in_features", None) if model._first_dense_index() is not None \
+        else None
+    if (x.ndim == 4 and x.shape[0] > 1) or (features and x.ndim == 2 and x.shape[0] > 1
+                                             and x.shape[1] == features):
+        # (n, C, H, W) images or (n, features) rows: several samples
+        raise ValueError(f"activations: x must be one sample, got {x.shape[0]} of them "
+                         f"(shape {x.shape}): pass x[0]")
     if getattr(first, "takes_images", False):
         if x.ndim == 1:
             side = math.isqrt(x.size)

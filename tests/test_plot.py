@@ -277,6 +277,34 @@ def test_activations_of_a_cnn_are_feature_maps(tmp_path):
         np.testing.assert_array_equal(drawn, outputs[0][0, channel])
 
 
+def test_plots_check_their_arguments_and_honour_the_file_format(tmp_path, trained):
+    """Found by a reviewer: a .pdf or .jpg path got a PNG under that name;
+    mistakes took too few class names (IndexError), limit=-1 (a slice: all
+    but one) and columns=0; training_curves(None or {}) and activations of
+    two samples failed with messages about something else."""
+    model, history, Xt, yt = trained
+    plot.training_curves(history, tmp_path / "c.pdf")
+    assert (tmp_path / "c.pdf").read_bytes().startswith(b"%PDF")
+    plot.training_curves(history, tmp_path / "c.svg")
+    assert b"<svg" in (tmp_path / "c.svg").read_bytes()[:500]
+    with pytest.raises(ValueError, match=r"c.xyz: a plot is written as one of .*\.pdf.*not \.xyz"):
+        plot.training_curves(history, tmp_path / "c.xyz")
+    for bad, message in [(None, "history must be the dict fit returns"),
+                         ({}, "history must be the dict fit returns"),
+                         ([0.5, 0.4], "history must be the dict fit returns")]:
+        with pytest.raises(TypeError, match=message):
+            plot.training_curves(bad, path=None)
+    for kwargs, message in [(dict(class_names=["a", "b"]), "2 class names for 10 classes"),
+                            (dict(limit=-1), "limit must be a positive integer"),
+                            (dict(limit=0), "limit must be a positive integer"),
+                            (dict(columns=0), "columns must be a positive integer")]:
+        with pytest.raises(ValueError, match=message):
+            plot.mistakes(model, Xt[:50], yt[:50], path=None, **kwargs)
+    with pytest.raises(ValueError, match=r"x must be one sample, got 2 of them"):
+        plot.activations(model, Xt[:2], path=None)
+    plot.activations(model, Xt[0].reshape(28, 28), path=None)  # one image, as before
+
+
 def test_model_input_takes_rows_or_images():
     mlp = sn.Sequential(sn.Dense(784, 10))
     cnn = sn.Sequential(sn.Conv2D(1, 2, 3), sn.Flatten(), sn.Dense(2 * 26 * 26, 10))
