@@ -589,6 +589,9 @@ def load(name: str, root: str | os.PathLike | None = None, download: bool = True
     if ``download``); otherwise the search path applies (see the module docstring).
     """
     name = _canonical(name)
+    for flag, value in (("download", download), ("flatten", flatten)):
+        if not isinstance(value, (bool, np.bool_)):  # "no" would be taken as True
+            raise TypeError(f"load: {flag} must be True or False, got {value!r}")
     return _load_files(name, _locate(name, root, download), flatten)
 
 

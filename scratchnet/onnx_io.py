@@ -26,7 +26,8 @@ with Sigmoid (also "probabilities"); an MSE model gives its raw "outputs".
 The recorded loss is kept in the model's metadata ("scratchnet.loss").
 
 Import reads a chain of the same operators (as PyTorch's exporter writes
-them, too: Gemm with either transB, Identity, Dropout) back into a
+them, too: Gemm with either transB, MatMul by a constant for a Linear without
+bias, Identity, Dropout, Identity copies of constants) back into a
 Sequential, and refuses any other operator, naming it. A final Softmax
 (Sigmoid) becomes the recorded loss CrossEntropy (BinaryCrossEntropy)
 instead of a layer, so the imported model's predict_proba gives the graph's
@@ -188,7 +189,7 @@ def _export_layer(g, layer):
 
 # ---- import ----
 
-SUPPORTED = ("Gemm", "Relu", "LeakyRelu", "Sigmoid", "Tanh", "Softmax", "Identity", "Dropout",
+SUPPORTED = ("Gemm", "MatMul", "Relu", "LeakyRelu", "Sigmoid", "Tanh", "Softmax", "Identity", "Dropout",
              "Flatten", "Reshape", "Conv", "MaxPool", "AveragePool", "GlobalAveragePool",
              "BatchNormalization")
 
@@ -315,7 +316,13 @@ def import_onnx(path):
     """A Sequential from the ONNX model at path (see the module's notes)."""
     onnx = _onnx()
     from .model import Sequential
-    proto = onnx.load(os.fspath(path))
+    try:
+        proto = onnx.load(os.fspath(path))
+    except OSError:
+        raise
+    except Exception as exc:  # protobuf's DecodeError and the like
+        raise ValueError(f"import_onnx: {path}: not an ONNX model ({type(exc).__name__}: "
+                         f"{exc})") from None
     graph = proto.graph
     opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0)
     r = _Reader(onnx, graph)
@@ -339,6 +346,14 @@ def import_onnx(path):
         if op == "Gemm":
             layers += _gemm(r, node)
             rank = 2
+        elif op == "MatMul":  # PyTorch's Linear(bias=False): a Dense with a zero bias
+            w = r.const(node, 1, "weight")
+            if w is None or w.ndim != 2 or rank != 2:
+                _refuse(node, "a product other than (batch, in) by a constant (in, out) matrix")
+            dense = Dense(w.shape[0], w.shape[1])
+            dense.weight.assign(w)
+            dense.bias.assign(np.zeros(w.shape[1], np.float32))
+            layers.append(dense)
         elif op in ("Relu", "Sigmoid", "Tanh"):
             if is_last and op == "Sigmoid":
                 final = BinaryCrossEntropy

@@ -563,3 +563,10 @@ def test_images_for_convolutional_networks(mnist):
     assert Xi.dtype == np.float32 and Xi.flags.c_contiguous
     np.testing.assert_array_equal(Xi.reshape(60000, -1), X)
     np.testing.assert_array_equal(yi, y)
+
+
+def test_load_switches_must_be_booleans():
+    # flatten="no" was taken as True (a reviewer's note)
+    for kwargs in ({"flatten": "no"}, {"download": 0}):
+        with pytest.raises(TypeError, match="must be True or False"):
+            datasets.load("mnist", **kwargs)
