@@ -88,8 +88,21 @@ def _copy(history):
     return {key: list(values) for key, values in history.items()}
 
 
+# Keras's hooks that fit never calls: the fused C trainer runs an epoch's
+# batches in one call, with no Python between them
+_NOT_CALLED = ("on_epoch_begin", "on_batch_begin", "on_batch_end", "on_train_batch_begin",
+               "on_train_batch_end", "on_test_begin", "on_test_end", "on_predict_begin",
+               "on_predict_end")
+
+
 def _checked(cb):
     if isinstance(cb, Callback):
+        uncalled = [name for name in _NOT_CALLED if callable(getattr(cb, name, None))]
+        if uncalled:
+            # defined and never called: the callback would do nothing, unseen
+            raise TypeError(f"callbacks=: {type(cb).__name__} defines {', '.join(uncalled)}, "
+                            "which fit does not call; its hooks are check_resume, "
+                            "on_train_begin, on_epoch_end and on_train_end")
         return cb
     if callable(cb):
         raise TypeError(f"callbacks= takes Callback objects, got the function {cb!r}; pass a "

@@ -888,6 +888,11 @@ class Sequential(Module):
         batch_loss = _finite_loss(loss, logits, yb)
         if batch_loss is None:
             return None
+        for layer in self.layers:
+            if LAYERS.get(type(layer).__name__) is not type(layer):
+                # a user's layer may add to .grad, PyTorch's way: from zero each
+                # step (scratchnet's own layers overwrite it)
+                layer.zero_grad()
         self.backward(loss.backward() if rows == len(idx) else loss.backward(rows=rows))
         counted = loss.correct(logits, yb)
         return (batch_loss, *(counted if counted is not None else (0, 0)))
@@ -985,7 +990,9 @@ def _finite_loss(loss, outputs, targets):
     if not _core.all_finite(outputs):
         return None
     try:
-        value = loss.forward(outputs, targets)
+        # a Python float: a user's loss may give np.float32, which the history
+        # (and json.dumps of it) would keep
+        value = float(loss.forward(outputs, targets))
     except FloatingPointError:
         return None
     return value if math.isfinite(value) else None

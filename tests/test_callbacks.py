@@ -261,3 +261,16 @@ def test_restore_best_puts_back_the_best_epochs_weights(patience, stops_early):
     fresh = small_model(seed=5)
     fresh.load_state_dict(snaps.states[best])
     np.testing.assert_array_equal(model.predict_logits(Xv), fresh.predict_logits(Xv))
+
+
+def test_a_keras_hook_fit_never_calls_is_refused():
+    """on_batch_end (or on_epoch_begin, ...) was taken and never called: the
+    callback did nothing, unseen (found by a reviewer)."""
+    class PerBatch(sn.Callback):
+        def on_batch_end(self, batch, logs=None):
+            raise AssertionError("never reached")
+
+    model = sn.Sequential(sn.Dense(3, 2))
+    X, y = np.ones((8, 3), np.float32), np.arange(8) % 2
+    with pytest.raises(TypeError, match="PerBatch defines on_batch_end, which fit does not call"):
+        model.fit(X, y, sn.SGD(model.parameters()), epochs=1, verbose=0, callbacks=[PerBatch()])

@@ -964,3 +964,49 @@ def test_a_users_optimizer_and_loss_are_taken_as_they_are():
     with pytest.raises(ValueError, match="fitted with Smoothed, not CrossEntropy or "
                                          r"BinaryCrossEntropy \(nor a subclass\)"):
         model.predict_proba(X)
+
+
+def test_a_users_layer_that_adds_to_grad_starts_from_zero_each_step():
+    """A user's layer written PyTorch's way (grad += ...) summed its gradients
+    over every step of fit (found by a reviewer); and a loss giving
+    np.float32 left np.float32 in the history, which json.dumps refuses."""
+    import json
+
+    class AddingLinear(sn.Module):
+        def __init__(self, n_in, n_out):
+            super().__init__()
+            self.w = sn.Parameter(np.full((n_in, n_out), 0.1, np.float32), "w")
+
+        def parameters(self):
+            return [self.w]
+
+        def output_shape(self, shape):
+            return (self.w.shape[1],)
+
+        def forward(self, x, training=False):
+            self._x = x
+            return x @ self.w.data
+
+        def backward(self, dy):
+            self.w.grad += self._x.T @ dy  # PyTorch's accumulation
+            return dy @ self.w.data.T
+
+    class Float32MSE(sn.MSE):
+        def forward(self, p, t):
+            return np.float32(super().forward(p, t))
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((64, 4)).astype(np.float32)
+    t = X @ rng.standard_normal((4, 1)).astype(np.float32)
+    runs = []
+    for layer in (AddingLinear(4, 1), sn.Dense(4, 1, seed=0)):
+        if isinstance(layer, sn.Dense):  # the same map: weights 0.1, a bias fixed at 0
+            layer.weight[...] = 0.1
+            layer.bias[...] = 0.0
+            layer.bias.requires_grad = False
+        model = sn.Sequential(layer)
+        history = model.fit(X, t, sn.SGD([layer.parameters()[0]], lr=0.05), loss=Float32MSE(),
+                            epochs=3, batch_size=8, shuffle=False, verbose=0)
+        json.dumps(history)
+        runs.append(layer.parameters()[0].data.copy())
+    np.testing.assert_allclose(runs[0], runs[1], rtol=1e-5, atol=1e-6)
