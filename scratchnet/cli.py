@@ -26,6 +26,7 @@ from .layers_conv import Conv2D
 from .layers_norm import BatchNorm2d
 from .layers_pool import MaxPool2D
 from .model import Sequential, load
+from .onnx_io import MIN_OPSET
 from .losses import CrossEntropy
 from .optimizers import OPTIMIZERS, CosineAnnealingLR
 
@@ -528,6 +529,16 @@ def _predict_pictures(args, files):
     return 0
 
 
+def _opset(text):
+    value = int(text)
+    if value < MIN_OPSET:  # the most onnx accepts is checked by export_onnx
+        raise argparse.ArgumentTypeError(f"must be {MIN_OPSET} or more, got {text}")
+    return value
+
+
+_opset.__name__ = "int"  # argparse's "invalid int value"
+
+
 def _shape(text):
     """A per-sample shape like 1,28,28."""
     dims = text.replace(" ", "").split(",")
@@ -744,7 +755,8 @@ def make_parser():
     p = command("export", "write a saved model as an ONNX file")
     p.add_argument("model", help="a model file written by `scratchnet train` or model.save (.npz)")
     p.add_argument("out", help="the ONNX file to write (.onnx)")
-    p.add_argument("--opset", type=_positive(int), default=17, help="the ONNX opset")
+    p.add_argument("--opset", type=_opset, default=17,
+                   help=f"the ONNX opset, {MIN_OPSET} or more (default: %(default)s)")
     p.add_argument("--input-shape", type=_shape, default=None,
                    help="the per-sample input shape, e.g. 1,28,28 (needed when the model "
                         "does not start with a Dense layer)")

@@ -80,6 +80,7 @@ def test_json_output_is_one_object(capsys, tmp_path, mnist):
     (["train", "--batch-size", "1e3"], "invalid int value: '1e3'"),
     (["train", "--seed", "abc"], "invalid int value: 'abc'"),
     (["train", "--dropout", "x"], "invalid float value: 'x'"),
+    (["export", "m.npz", "m.onnx", "--opset", "5"], "must be 13 or more"),  # it exited 1
 ])
 def test_bad_options_are_rejected_by_the_parser(capsys, argv, message):
     with pytest.raises(SystemExit) as exc:
