@@ -255,8 +255,9 @@ class Sequential(Module):
         lines = ["  ".join(a(cell, w) for a, cell, w in zip(align, row, widths)).rstrip()
                  for row in rows]
         total = _count(self.parameters())
-        # every parameter is trained (running statistics, if any, are not Parameters)
-        lines += [f"Total params: {total:,}", f"Trainable params: {total:,}"]
+        # running statistics, if any, are not Parameters; a frozen one is not trained
+        trainable = _count([p for p in self.parameters() if p.requires_grad])
+        lines += [f"Total params: {total:,}", f"Trainable params: {trainable:,}"]
         text = "\n".join(lines)
         if print_fn is not None:
             print_fn(text)

@@ -32,6 +32,7 @@ Sequential, and refuses any other operator, naming it. A final Softmax
 (Sigmoid) becomes the recorded loss CrossEntropy (BinaryCrossEntropy)
 instead of a layer, so the imported model's predict_proba gives the graph's
 output and the model can be trained further."""
+import json
 import os
 
 import numpy as np
@@ -138,8 +139,13 @@ def export_onnx(model, path, opset=17, input_shape=None):
                                    ir_version=helper.find_min_ir_version_for(opsets))
     from ._version import __version__
     onnx_model.producer_version = __version__
+    props = {}
     if model.loss is not None:
-        helper.set_model_props(onnx_model, {"scratchnet.loss": type(model.loss).__name__})
+        props["scratchnet.loss"] = type(model.loss).__name__
+    if model.metadata:  # JSON (save checks that): the dataset, for class names
+        props["scratchnet.metadata"] = json.dumps(model.metadata)
+    if props:
+        helper.set_model_props(onnx_model, props)
     onnx.checker.check_model(onnx_model)
     path = os.fspath(path)
     onnx.save(onnx_model, path)
@@ -404,7 +410,25 @@ def import_onnx(path):
         raise ValueError(f"import_onnx: {path}: not a chain of layers: the graph's output "
                          f"{graph.output[0].name!r} is not its last node's ({last!r})")
     model = Sequential(*layers)
-    recorded = {p.key: p.value for p in proto.metadata_props}.get("scratchnet.loss")
+    props = {p.key: p.value for p in proto.metadata_props}
+    recorded = props.get("scratchnet.loss")
+    try:
+        metadata = json.loads(props.get("scratchnet.metadata", "{}"))
+    except ValueError:
+        metadata = None
+    if isinstance(metadata, dict):
+        model.metadata.update(metadata)
+    # the per-sample shape the graph takes, when it gives every one: a
+    # re-export (and summary) know it as for a model that has seen input
+    dims = inputs[0].type.tensor_type.shape.dim[1:]
+    if dims and all(d.HasField("dim_value") and d.dim_value > 0 for d in dims):
+        shape = tuple(d.dim_value for d in dims)
+        try:
+            model._shapes(shape)  # recorded only as a shape the layers take
+        except ValueError:
+            pass
+        else:
+            model._checked_input = (tuple(model.layers), shape)
     if final is not None:
         model.loss = final()
     elif recorded in LOSSES and LOSSES[recorded] is MSE:

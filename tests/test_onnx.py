@@ -238,6 +238,20 @@ def test_a_linear_without_bias_and_a_damaged_file(tmp_path):
         sn.import_onnx(tmp_path / "junk.onnx")
 
 
+def test_an_imported_model_keeps_its_input_shape_and_metadata(tmp_path):
+    """Import dropped the graph's input shape (a CNN's re-export needed
+    input_shape= again) and export did not write model.metadata (the dataset,
+    which names the classes): a reviewer's notes."""
+    model = sn.Sequential(sn.Conv2D(1, 2, 3, seed=0), sn.Flatten(), sn.Dense(2 * 6 * 6, 3, seed=1))
+    model.metadata["dataset"] = "fashion-mnist"
+    model.export_onnx(tmp_path / "a.onnx", input_shape=(1, 8, 8))
+    back = sn.import_onnx(tmp_path / "a.onnx")
+    assert back.metadata == {"dataset": "fashion-mnist"}
+    back.export_onnx(tmp_path / "b.onnx")  # no input_shape needed now
+    X = np.random.default_rng(0).random((4, 1, 8, 8), dtype=np.float32)
+    np.testing.assert_allclose(_run(tmp_path / "b.onnx", X), model.predict_proba(X), atol=1e-6)
+
+
 def test_import_refuses_other_operators_naming_them(tmp_path):
     h = onnx.helper
     f32 = onnx.TensorProto.FLOAT

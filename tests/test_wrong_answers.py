@@ -924,6 +924,8 @@ def test_a_frozen_layer_stays_as_it_is(held):
         p.requires_grad = False
     frozen = [p.data.copy() for p in model.layers[0].parameters()]
     trained = model.layers[2].weight.data.copy()
+    table = model.summary(print_fn=None)  # the frozen 672 are not counted as trainable
+    assert "Total params: 771" in table and "Trainable params: 99" in table
     params = model.parameters() if held == "all" else model.layers[2].parameters()
     model.fit(X, y, sn.Adam(params, lr=1e-2), epochs=2, batch_size=32, verbose=0)
     for p, before in zip(model.layers[0].parameters(), frozen):
