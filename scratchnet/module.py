@@ -55,6 +55,10 @@ class Parameter:
         if not isinstance(value, (bool, np.bool_)):
             raise TypeError(f"parameter {self.name!r}: requires_grad must be True or False, "
                             f"got {value!r}")
+        if bool(value) != self._requires_grad:
+            # the fused trainer steps every parameter it holds: it must be
+            # rebuilt (or not used), as for a replaced array
+            Parameter.version += 1
         self._requires_grad = bool(value)
 
     def __init__(self, data, name=""):

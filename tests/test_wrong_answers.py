@@ -808,7 +808,7 @@ def test_fit_refuses_shifts_that_can_blank_an_image_and_predict_still_runs():
     four.fit(X, np.arange(8) % 2, sn.SGD(four.parameters()), epochs=1, verbose=0)
 
 
-@pytest.mark.parametrize("change", ["replace arrays", "dropout p", "leaky slope"])
+@pytest.mark.parametrize("change", ["replace arrays", "dropout p", "leaky slope", "freeze"])
 def test_a_callbacks_change_between_epochs_reaches_the_fused_trainer(change, monkeypatch):
     """The C trainer was built once a fit: a callback that replaced the
     parameter arrays (the README's way, compiled networks rebuild) or set a
@@ -830,6 +830,9 @@ def test_a_callbacks_change_between_epochs_reaches_the_fused_trainer(change, mon
                     p.data = p.data * 0.5
             elif change == "dropout p":
                 model.layers[2].p = 0.0
+            elif change == "freeze":  # the C trainer stepped a frozen layer on
+                for p in model.layers[0].parameters():
+                    p.requires_grad = False
             else:
                 model.layers[1].negative_slope = 0.3
 
