@@ -122,6 +122,14 @@ def nonnegative_float(value, name):
     return float(value)
 
 
+def boolean(value, name):
+    """value as a bool, refused unless it is one: any truthy value (the
+    string "False") would switch the option on."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
 def choice(value, options, name):
     if value not in options:
         raise ValueError(f"unknown {name} {value!r}; expected one of {sorted(options)}")

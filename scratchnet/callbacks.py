@@ -20,6 +20,8 @@ import copy
 import math
 import numbers
 
+from ._validate import boolean
+
 
 class Callback:
     """Base class: override the hooks you need; each returns nothing."""
@@ -141,7 +143,7 @@ class EarlyStopping(Callback):
         if mode not in self.MODES:
             raise ValueError(f"EarlyStopping: unknown mode {mode!r}; expected one of {self.MODES}")
         self.monitor, self.patience, self.min_delta = monitor, int(patience), float(min_delta)
-        self.restore_best = bool(restore_best)
+        self.restore_best = boolean(restore_best, "EarlyStopping: restore_best")
         if mode == "auto":
             mode = "max" if monitor.endswith(("accuracy", "acc")) else "min"
         self.mode = mode

@@ -35,7 +35,8 @@ from ._sharding import SharedInterrupts
 from ._training import (NONFINITE_MODES, EpochTally, Interrupts, TrainingDivergedError,
                         divergence_message, interrupted_message, nonfinite_problem,
                         skipped_message)
-from ._validate import as_features, as_float32, as_labels, check_finite, choice, positive_int
+from ._validate import (as_features, as_float32, as_labels, boolean, check_finite, choice,
+                        positive_int)
 from .callbacks import CallbackList
 from .layers import LAYERS, Dense, Flatten, RandomStream, Reshape, Sigmoid, Softmax, _Activation
 from .losses import LOSSES, MSE, BinaryCrossEntropy, CrossEntropy, Loss
@@ -564,6 +565,10 @@ class Sequential(Module):
         epochs = positive_int(epochs, "epochs")
         batch_size = positive_int(batch_size, "batch_size")
         on_nonfinite = choice(on_nonfinite, NONFINITE_MODES, "on_nonfinite")
+        shuffle = boolean(shuffle, "fit: shuffle")
+        if isinstance(verbose, str) or verbose not in (0, 1, 2):  # "0" printed progress
+            raise ValueError(f"fit: verbose must be 0, 1 or 2 (or False, True), got {verbose!r}")
+        verbose = int(verbose)
         if checkpoint is not None:
             checkpoint = os.fspath(checkpoint)
             if os.path.isdir(checkpoint):

@@ -12,7 +12,7 @@ import math
 import numpy as np
 
 from . import _core
-from ._validate import nonnegative_float
+from ._validate import boolean, nonnegative_float
 from .module import Parameter, checked_state
 
 
@@ -263,6 +263,7 @@ class SGD(Optimizer):
 
     def __init__(self, params, lr=1e-3, momentum=0.0, dampening=0.0, nesterov=False,
                  weight_decay=0.0, decay=0.0):
+        nesterov = boolean(nesterov, "SGD: nesterov")
         if nesterov and (momentum <= 0 or dampening != 0):
             raise ValueError("nesterov momentum needs momentum > 0 and dampening = 0")
         nonnegative_float(momentum, "momentum")

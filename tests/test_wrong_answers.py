@@ -1015,3 +1015,21 @@ def test_a_users_layer_that_adds_to_grad_starts_from_zero_each_step():
         json.dumps(history)
         runs.append(layer.parameters()[0].data.copy())
     np.testing.assert_allclose(runs[0], runs[1], rtol=1e-5, atol=1e-6)
+
+
+def test_switches_must_be_booleans_and_verbose_a_level():
+    """shuffle="False" shuffled, nesterov="False" used Nesterov, restore_best=
+    "False" restored, verbose="0" printed progress (found by a reviewer)."""
+    model = sn.Sequential(sn.Dense(3, 2, seed=0))
+    X, y = np.ones((8, 3), np.float32), np.arange(8) % 2
+    opt = sn.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(TypeError, match="fit: shuffle must be True or False, got 'False'"):
+        model.fit(X, y, opt, verbose=0, shuffle="False")
+    for verbose in ("0", 5, -1, 1.5):
+        with pytest.raises(ValueError, match="fit: verbose must be 0, 1 or 2"):
+            model.fit(X, y, opt, verbose=verbose)
+    model.fit(X, y, opt, verbose=False)  # a bool is a level
+    with pytest.raises(TypeError, match="SGD: nesterov must be True or False"):
+        sn.SGD(model.parameters(), momentum=0.9, nesterov="False")
+    with pytest.raises(TypeError, match="EarlyStopping: restore_best must be True or False"):
+        sn.EarlyStopping(restore_best="False")
