@@ -23,7 +23,7 @@ import json
 
 import numpy as np
 
-from ._files import ModelFileError, join_arrays, split_arrays
+from ._files import ModelFileError, _json_default, join_arrays, split_arrays
 
 FORMAT = "scratchnet.checkpoint"
 VERSION = 1
@@ -190,8 +190,10 @@ def _history(history, epochs):
 
 
 def _plain(value):
-    """value as JSON reads it back (tuples become lists)."""
-    return json.loads(json.dumps(value))
+    """value as JSON reads it back (tuples become lists, NumPy numbers
+    Python ones), as the checkpoint was written: an np.float32 lr had failed
+    the comparison with a bare TypeError."""
+    return json.loads(json.dumps(value, default=_json_default))
 
 
 def _first_difference(theirs, mine):

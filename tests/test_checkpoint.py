@@ -233,6 +233,22 @@ def test_a_sum_of_squares_must_be_at_least_zero(bad):
         opt.load_state_dict(state)
 
 
+def test_numpy_number_hyper_parameters_resume(tmp_path):
+    """A checkpoint written with lr=np.float32(0.1) could not be resumed: the
+    comparison of the settings failed with a bare JSON TypeError (found by a
+    reviewer)."""
+    X, y = blobs()
+    runs = []
+    for epochs, kwargs in ((1, dict(checkpoint=tmp_path / "c")), (2, dict(resume=tmp_path / "c")),
+                           (2, {})):
+        model = mlp()
+        opt = sn.SGD(model.parameters(), lr=np.float32(0.1), momentum=np.float32(0.5))
+        model.fit(X, y, opt, epochs=epochs, batch_size=16, seed=7, verbose=0, **kwargs)
+        runs.append(model)
+    for (name, a), b in zip(runs[1].state_dict().items(), runs[2].state_dict().values()):
+        np.testing.assert_array_equal(a, b, err_msg=name)  # resumed = uninterrupted
+
+
 def test_sn_load_reads_the_model_of_a_checkpoint(tmp_path):
     X, y = blobs()
     model = mlp()
