@@ -109,9 +109,12 @@ def interrupted_message(epoch, epochs, saved):
     epoch = epochs + 1: after the last one was complete."""
     where = (f"fit: interrupted in epoch {epoch} of {epochs}" if epoch <= epochs else
              f"fit: interrupted after the last epoch ({epochs} of {epochs}) was complete")
+    # the steps of the epoch under way stay in the model: say so
+    partway = (f" (the model in memory holds epoch {epoch}'s steps so far)"
+               if epoch <= epochs else "")
     if saved is None:
         return (f"{where}; nothing was saved (checkpoint=PATH keeps the last complete epoch; "
-                f"scratchnet train --checkpoint PATH)")
+                f"scratchnet train --checkpoint PATH){partway}")
     path, done = saved
     return (f"{where}; {path} holds epoch {done}: to continue, pass resume={str(path)!r} to "
-            f"fit (scratchnet train --resume {path})")
+            f"fit (scratchnet train --resume {path}){partway}")

@@ -504,7 +504,8 @@ class Sequential(Module):
         batch_size and shuffle; anything else is refused.
 
         Ctrl-C (SIGINT) stops fit at the next step, with no step or file left
-        half-done: the epoch under way is dropped, the checkpoint keeps the
+        half-done: the epoch under way is left out of the history (the model
+        keeps its steps so far, as Keras's does), the checkpoint keeps the
         last complete epoch, one line on stderr says what was saved and how
         to resume, and fit returns the history so far with model.interrupted
         set. A second Ctrl-C raises KeyboardInterrupt at once.

@@ -99,7 +99,8 @@ def test_an_mlp_with_dropout_resumes_bit_identically(training_path, monkeypatch,
     assert first.interrupted and len(h["loss"]) == 2  # epoch 3 was dropped
     line = capsys.readouterr().err.strip()
     assert line == (f"fit: interrupted in epoch 3 of 4; {ckpt} holds epoch 2: to continue, pass "
-                    f"resume='{ckpt}' to fit (scratchnet train --resume {ckpt})")
+                    f"resume='{ckpt}' to fit (scratchnet train --resume {ckpt}) (the model in "
+                    "memory holds epoch 3's steps so far)")
 
     resumed = mlp(seed=100)  # other initial weights: the checkpoint's must win
     h, opt, sched = train(resumed, OPTIMIZERS[case], X, y, checkpoint=ckpt, resume=ckpt)
