@@ -84,6 +84,11 @@ def as_labels(y, n_classes=None, n_samples=None, name="labels"):
     if arr.dtype.kind == "f":
         if not np.isfinite(arr).all() or not (arr == np.round(arr)).all():
             raise ValueError(f"{name}: class labels must be whole numbers")
+        big = arr[np.abs(arr) >= 2.0 ** 63]
+        if big.size:  # as int64 they would wrap (to -9223372036854775808): name them
+            raise ValueError(f"{name}: labels must be in [0, {n_classes}), got {big[:5].tolist()}"
+                             if n_classes is not None else
+                             f"{name}: label {big[0]!r} is too large for an int64")
     elif arr.dtype.kind not in "iub":
         raise TypeError(f"{name}: class labels must be integers, got dtype {arr.dtype}")
     elif arr.dtype.kind == "u" and arr.size and arr.max() > np.iinfo(np.int64).max:

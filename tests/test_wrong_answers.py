@@ -3,6 +3,8 @@ Each test here failed on scratchnet 0.1 (silently wrong, or an unhelpful
 error) and runs on both paths: the fused C network and layer by layer."""
 import threading
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -1033,3 +1035,14 @@ def test_switches_must_be_booleans_and_verbose_a_level():
         sn.SGD(model.parameters(), momentum=0.9, nesterov="False")
     with pytest.raises(TypeError, match="EarlyStopping: restore_best must be True or False"):
         sn.EarlyStopping(restore_best="False")
+
+
+def test_float_labels_past_int64_are_named_as_given():
+    """[0, 1, 1e20] was refused naming -9223372036854775808 (the wrapped cast),
+    with NumPy's cast warning (found by a reviewer)."""
+    model = sn.Sequential(sn.Dense(3, 2))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ValueError, match=r"labels must be in \[0, 2\), got \[1e\+20\]"):
+            model.fit(np.ones((3, 3), np.float32), np.array([0, 1, 1e20]),
+                      sn.SGD(model.parameters()), verbose=0)
