@@ -67,17 +67,21 @@ def caches():
                 source=source)
 
 
-def set_num_threads(int n):
+def set_num_threads(n):
+    # a whole number: 2.0 and True were taken (as 2 and 1)
+    if isinstance(n, (bool, np.bool_)) or not isinstance(n, (int, np.integer)):
+        raise TypeError(f"set_num_threads: the number of threads must be an int, got {n!r}")
     if n < 1 or n > SN_MAX_THREADS:
+        import os
         raise ValueError(f"number of threads must be in [1, {SN_MAX_THREADS}], got {n} "
-                         f"(this machine has {sn_max_threads()} by default)")
+                         f"(this machine has {os.cpu_count()} CPUs)")
     if n > 1 and sn_forked_after_threads():
         import warnings
         warnings.warn("set_num_threads: this process was forked after scratchnet had started "
                       "threads, and OpenMP cannot start them again here: it runs on 1 thread. "
                       "Start worker processes with multiprocessing's 'spawn' or 'forkserver' "
                       "method to use threads in them.", RuntimeWarning, stacklevel=2)
-    sn_set_num_threads(n)
+    sn_set_num_threads(int(n))
 
 
 def get_num_threads():

@@ -277,6 +277,12 @@ def test_threads_setting():
         assert sn.get_num_threads() == 1
         with pytest.raises(ValueError):
             sn.set_num_threads(0)
+        for bad in (2.0, True, "2"):  # 2.0 and True were taken as 2 and 1
+            with pytest.raises(TypeError, match="the number of threads must be an int"):
+                sn.set_num_threads(bad)
+        assert sn.get_num_threads() == 1
+        sn.set_num_threads(np.int64(2))
+        assert sn.get_num_threads() == 2
     finally:
         sn.set_num_threads(old)
     info = sn.info()
