@@ -14,7 +14,13 @@ def manual_seed(seed):
 
 
 def generator(seed=None):
-    """A generator of its own for seed, or a child of the default stream."""
+    """A generator of its own for seed (a whole number >= 0), or a child of
+    the default stream."""
     if seed is not None:
-        return np.random.default_rng(seed)
+        # NumPy's own refusals ("SeedSequence expects int...") did not say
+        # which argument; 3.0 and True are no seeds
+        if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) \
+                or seed < 0:
+            raise ValueError(f"seed must be None or a whole number >= 0, got {seed!r}")
+        return np.random.default_rng(int(seed))
     return np.random.default_rng(_default.integers(2**63))

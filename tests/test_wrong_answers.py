@@ -1046,3 +1046,16 @@ def test_float_labels_past_int64_are_named_as_given():
         with pytest.raises(ValueError, match=r"labels must be in \[0, 2\), got \[1e\+20\]"):
             model.fit(np.ones((3, 3), np.float32), np.array([0, 1, 1e20]),
                       sn.SGD(model.parameters()), verbose=0)
+
+
+def test_a_seed_must_be_a_whole_number_and_says_so():
+    """Dense(seed=3.0) gave NumPy's "SeedSequence expects int ...", fit(seed=-1)
+    "expected non-negative integer": neither named the seed (a reviewer's note)."""
+    for make in (lambda: sn.Dense(3, 2, seed=3.0), lambda: sn.Dropout(0.5, seed=-1),
+                 lambda: sn.RandomFlip(seed=True)):
+        with pytest.raises(ValueError, match="seed must be None or a whole number >= 0"):
+            make()
+    model = sn.Sequential(sn.Dense(3, 2, seed=np.int64(3)))
+    with pytest.raises(ValueError, match="seed must be None or a whole number >= 0, got -1"):
+        model.fit(np.ones((4, 3), np.float32), np.arange(4) % 2, sn.SGD(model.parameters()),
+                  seed=-1, verbose=0)
