@@ -56,14 +56,21 @@ def as_features(x, n_features=None, name="x"):
         if not _core.all_finite(x):  # the common case, checked in C without temporaries
             check_finite(x, name)
         return x
-    if np.ndim(x) == 0 and n_features != 1:  # (a model of one input takes it as a sample)
+    try:
+        ndim = np.ndim(x)
+    except ValueError as exc:  # ragged nested lists: NumPy's words, named
+        raise ValueError(f"{name}: cannot convert to an array: {exc}") from None
+    if ndim == 0 and n_features != 1:  # (a model of one input takes it as a sample)
         raise ValueError(f"{name}: expected a 2-D array (samples, features), got a single "
                          f"number ({x!r})")
     arr = as_float32(x, name)
     if arr.ndim == 1 and n_features is not None and arr.shape[0] == n_features:
         arr = arr.reshape(1, -1)
     if arr.ndim != 2:
-        raise ValueError(f"{name}: expected a 2-D array (samples, features), got shape {arr.shape}")
+        hint = ("; for one feature per sample, X.reshape(-1, 1)"
+                if arr.ndim == 1 and n_features == 1 else "")
+        raise ValueError(f"{name}: expected a 2-D array (samples, features), got shape "
+                         f"{arr.shape}{hint}")
     if arr.shape[0] == 0:
         raise ValueError(f"{name}: empty batch (0 samples)")
     if n_features is not None and arr.shape[1] != n_features:

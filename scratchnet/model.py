@@ -29,7 +29,7 @@ import numpy as np
 from . import _core, _fused, _inference, _random, _sharding
 from . import distributed as distributed_api
 from ._checkpoint import Checkpoint, data_fingerprint, training_record
-from ._files import ModelFileError, read_npz, read_record, write_npz
+from ._files import ModelFileError, _json_default, read_npz, read_record, write_npz
 from ._progress import start_epoch
 from ._sharding import SharedInterrupts
 from ._training import (NONFINITE_MODES, EpochTally, Interrupts, TrainingDivergedError,
@@ -955,7 +955,7 @@ class Sequential(Module):
                 {"type": type(self.loss).__name__, "config": self.loss.get_config()},
                 "metadata": self.metadata}
         try:
-            json.dumps(arch, allow_nan=False)
+            json.dumps(arch, allow_nan=False, default=_json_default)  # NumPy numbers as numbers
         except (TypeError, ValueError) as exc:
             raise TypeError(f"{where}: model.metadata must hold JSON values only ({exc})") \
                 from None

@@ -1059,3 +1059,19 @@ def test_a_seed_must_be_a_whole_number_and_says_so():
     with pytest.raises(ValueError, match="seed must be None or a whole number >= 0, got -1"):
         model.fit(np.ones((4, 3), np.float32), np.arange(4) % 2, sn.SGD(model.parameters()),
                   seed=-1, verbose=0)
+
+
+def test_ragged_and_one_feature_inputs_and_numpy_metadata(tmp_path):
+    """Ragged lists gave NumPy's message without naming X; a 1-D X for a
+    1-feature model gave no way out; save refused an np.float32 in
+    model.metadata (a reviewer's notes)."""
+    model = sn.Sequential(sn.Dense(2, 2))
+    with pytest.raises(ValueError, match="X: cannot convert to an array: .*inhomogeneous"):
+        model.predict([[1, 2], [3]])
+    one = sn.Sequential(sn.Dense(1, 2))
+    with pytest.raises(ValueError, match=r"got shape \(20,\); for one feature per sample, "
+                                         r"X.reshape\(-1, 1\)"):
+        one.fit(np.arange(20.0), np.arange(20) % 2, sn.SGD(one.parameters()), verbose=0)
+    one.metadata["scale"] = np.float32(1.5)
+    one.save(tmp_path / "m.npz")
+    assert sn.load(tmp_path / "m.npz").metadata == {"scale": 1.5}
