@@ -16,8 +16,18 @@ def contiguous(a, dtype):
     return arr if arr.flags.aligned else arr.copy()
 
 
+def _no_masked_values(a, name):
+    """Refuse a masked array with values masked: np.asarray drops the mask,
+    and the values under it would be taken as data."""
+    if isinstance(a, np.ma.MaskedArray) and np.ma.getmaskarray(a).any():
+        raise ValueError(f"{name}: a masked array with {int(np.ma.getmaskarray(a).sum())} "
+                         "masked value(s), which would be read as data: fill them "
+                         f"({name}.filled(value)) or drop those samples")
+
+
 def as_float32(a, name="input"):
     """a as an aligned, C-contiguous float32 array (no copy when it already is one)."""
+    _no_masked_values(a, name)
     try:
         arr = np.asarray(a)
     except Exception as exc:  # ragged lists and the like
@@ -81,6 +91,7 @@ def as_features(x, n_features=None, name="x"):
 
 def as_labels(y, n_classes=None, n_samples=None, name="labels"):
     """Integer class labels as a C-contiguous int64 vector, checked in range."""
+    _no_masked_values(y, name)
     arr = np.asarray(y)
     if arr.ndim == 2 and arr.shape[1] == 1:
         arr = arr[:, 0]

@@ -35,8 +35,8 @@ from ._sharding import SharedInterrupts
 from ._training import (NONFINITE_MODES, EpochTally, Interrupts, TrainingDivergedError,
                         divergence_message, interrupted_message, nonfinite_problem,
                         skipped_message)
-from ._validate import (as_features, as_float32, as_labels, boolean, check_finite, choice,
-                        positive_int)
+from ._validate import (_no_masked_values, as_features, as_float32, as_labels, boolean,
+                        check_finite, choice, positive_int)
 from .callbacks import CallbackList
 from .layers import LAYERS, Dense, Flatten, RandomStream, Reshape, Sigmoid, Softmax, _Activation
 from .losses import LOSSES, MSE, BinaryCrossEntropy, CrossEntropy, Loss
@@ -1009,6 +1009,7 @@ def _targets(y, n, loss, model, where, in_shape=None, name="y"):
     """Targets (named name in errors) checked against the loss: class labels
     for CrossEntropy (unless one-hot), float arrays otherwise; in_shape: the
     inputs' per sample."""
+    _no_masked_values(y, name)  # before asarray drops the mask
     arr = np.asarray(y)
     if arr.shape[:1] != (n,):
         raise ValueError(f"{where}: {n} samples but targets of shape {arr.shape}")

@@ -1075,3 +1075,17 @@ def test_ragged_and_one_feature_inputs_and_numpy_metadata(tmp_path):
     one.metadata["scale"] = np.float32(1.5)
     one.save(tmp_path / "m.npz")
     assert sn.load(tmp_path / "m.npz").metadata == {"scale": 1.5}
+
+
+def test_masked_values_are_not_read_as_data():
+    """np.asarray drops a masked array's mask: the values under it were
+    trained on as data, silently (a reviewer's note)."""
+    model = sn.Sequential(sn.Dense(2, 2))
+    X = np.ma.masked_array(np.ones((4, 2), np.float32), mask=[[0, 1], [0, 0], [0, 0], [0, 0]])
+    y = np.arange(4) % 2
+    with pytest.raises(ValueError, match=r"X: a masked array with 1 masked value\(s\)"):
+        model.fit(X, y, sn.SGD(model.parameters()), verbose=0)
+    with pytest.raises(ValueError, match=r"masked array with 1 masked value"):
+        model.fit(X.data, np.ma.masked_array(y, mask=[0, 0, 1, 0]), sn.SGD(model.parameters()),
+                  verbose=0)
+    model.fit(np.ma.masked_array(X.data), y, sn.SGD(model.parameters()), verbose=0)  # none masked
