@@ -464,7 +464,8 @@ class Sequential(Module):
         batch_size = positive_int(batch_size, "batch_size")
         X = self._inputs(X)
         y = _targets(y, X.shape[0], loss, self, "evaluate", X.shape[1:])
-        outputs = self._outputs(X, batch_size=batch_size)
+        # outputs not finite are refused with the causes (weights, inputs too large)
+        outputs = self._outputs(X, batch_size=batch_size, finite_for="evaluate")
         loss = loss.fresh()  # a copy of its own: evaluate may run in several threads
         result = {"loss": loss.forward(outputs, y)}
         counted = loss.correct(outputs, y)

@@ -1089,3 +1089,13 @@ def test_masked_values_are_not_read_as_data():
         model.fit(X.data, np.ma.masked_array(y, mask=[0, 0, 1, 0]), sn.SGD(model.parameters()),
                   verbose=0)
     model.fit(np.ma.masked_array(X.data), y, sn.SGD(model.parameters()), verbose=0)  # none masked
+
+
+def test_evaluate_names_the_causes_of_outputs_that_are_not_finite():
+    """evaluate said only "CrossEntropy logits: contains 8 non-finite
+    value(s)" where predict names the causes (a reviewer's note)."""
+    model = sn.Sequential(sn.Dense(3, 8, seed=0), sn.ReLU(), sn.Dense(8, 2, seed=1))
+    X = np.full((4, 3), 3e38, np.float32)  # finite, and too large for the model
+    with pytest.raises(ValueError, match="evaluate: the model's outputs contain NaN or inf: .* "
+                                         "or these inputs are too large for it"):
+        model.evaluate(X, np.arange(4) % 2)
