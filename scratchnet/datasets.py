@@ -377,9 +377,13 @@ def _check_idx(data: bytes, name: str, base: str, label: str) -> np.ndarray:
         raise DatasetError(f"{label}: label {int(array.max())} is outside 0..9")
     digest = hashlib.sha256(data).hexdigest()
     if digest != SHA256[name][base]:
+        # the other dataset's file of the same name (they share file names)
+        other = next((o for o in SHA256 if o != name and SHA256[o].get(base) == digest), None)
+        hint = (f"; it is {other}'s {base}: put {other}'s files in a folder named {other}"
+                if other else "")
         raise DatasetError(
             f"{label}: SHA-256 mismatch: the decompressed data hashes to {digest}, "
-            f"expected {SHA256[name][base]} ({name} {base})"
+            f"expected {SHA256[name][base]} ({name} {base}){hint}"
         )
     return array
 

@@ -185,6 +185,20 @@ def test_corrupted_byte_fails_the_checksum(tmp_path, mnist_raw, mnist_gz):
     assert "SHA-256 mismatch" in message and datasets.SHA256["mnist"][base] in message
 
 
+def test_the_other_datasets_file_is_named_as_such(tmp_path, mnist_gz):
+    """Fashion-MNIST's file in an MNIST folder was only a SHA-256 mismatch
+    (the two share file names; a reviewer's note)."""
+    folder = datasets.find("fashion-mnist")
+    if folder is None:
+        pytest.skip("fashion-mnist not found (set SCRATCHNET_DATA)")
+    base = "t10k-labels-idx1-ubyte"
+    path = next(p for p in folder.iterdir() if p.name.startswith(base))
+    with pytest.raises(datasets.DatasetError, match=f"SHA-256 mismatch: .*; it is fashion-mnist's "
+                                                    f"{base}: put fashion-mnist's files in a folder "
+                                                    "named fashion-mnist"):
+        load_with(tmp_path, mnist_gz, base, path.read_bytes(), suffix=path.suffix)
+
+
 def test_corrupted_image_pixel_fails_the_checksum(tmp_path, mnist_raw, mnist_gz):
     base = "train-images-idx3-ubyte"
     data = bytearray(mnist_raw[base])
