@@ -1,4 +1,5 @@
 # Run-time state: GEMM kernel choice (ISA) and threads.
+import os as _os
 
 _ISA_BY_NAME = {"generic": SN_ISA_GENERIC, "avx2": SN_ISA_AVX2, "avx512": SN_ISA_AVX512}
 
@@ -72,9 +73,8 @@ def set_num_threads(n):
     if isinstance(n, (bool, np.bool_)) or not isinstance(n, (int, np.integer)):
         raise TypeError(f"set_num_threads: the number of threads must be an int, got {n!r}")
     if n < 1 or n > SN_MAX_THREADS:
-        import os
         raise ValueError(f"number of threads must be in [1, {SN_MAX_THREADS}], got {n} "
-                         f"(this machine has {os.cpu_count()} CPUs)")
+                         f"(this machine has {_os.cpu_count()} CPUs)")
     if n > 1 and sn_forked_after_threads():
         import warnings
         warnings.warn("set_num_threads: this process was forked after scratchnet had started "

@@ -117,4 +117,4 @@ def interrupted_message(epoch, epochs, saved):
                 f"scratchnet train --checkpoint PATH){partway}")
     path, done = saved
     return (f"{where}; {path} holds epoch {done}: to continue, pass resume={str(path)!r} to "
-            f"fit (scratchnet train --resume {path}){partway}")
+            f"fit{partway}")

@@ -36,9 +36,12 @@ def as_float32(a, name="input"):
         raise TypeError(f"{name}: expected numbers, got dtype {arr.dtype}")
     if np.iscomplexobj(arr):
         raise TypeError(f"{name}: complex values are not supported")
+    wide = arr.dtype.kind == "f" and arr.dtype.itemsize > 4
+    if not wide:
+        return contiguous(arr, np.float32)
     with np.errstate(over="ignore"):  # said below, with the values that overflowed
         out = contiguous(arr, np.float32)
-    if arr.dtype.kind == "f" and arr.dtype.itemsize > 4 and not _core.all_finite(out):
+    if not _core.all_finite(out):
         # finite values past float32's largest (3.4e38) became inf: say so,
         # where the finiteness check would blame NaN or inf in the data
         overflowed = np.isinf(out) & np.isfinite(arr)
@@ -106,7 +109,7 @@ def as_labels(y, n_classes=None, n_samples=None, name="labels"):
         if big.size:  # as int64 they would wrap (to -9223372036854775808): name them
             raise ValueError(f"{name}: labels must be in [0, {n_classes}), got {big[:5].tolist()}"
                              if n_classes is not None else
-                             f"{name}: label {big[0]!r} is too large for an int64")
+                             f"{name}: label {float(big[0]):g} is outside int64's range")
     elif arr.dtype.kind not in "iub":
         raise TypeError(f"{name}: class labels must be integers, got dtype {arr.dtype}")
     elif arr.dtype.kind == "u" and arr.size and arr.max() > np.iinfo(np.int64).max:

@@ -90,8 +90,9 @@ def _copy(history):
     return {key: list(values) for key, values in history.items()}
 
 
-# Keras's hooks that fit never calls: the fused C trainer runs an epoch's
-# batches in one call, with no Python between them
+# Keras's hooks that fit has no place for: per batch (the fused C trainer
+# runs an epoch's batches in one call), at an epoch's start, or in evaluate
+# and predict; defined, each would be skipped without a word
 _NOT_CALLED = ("on_epoch_begin", "on_batch_begin", "on_batch_end", "on_train_batch_begin",
                "on_train_batch_end", "on_test_begin", "on_test_end", "on_predict_begin",
                "on_predict_end")

@@ -116,30 +116,34 @@ def _hidden_sizes(text):
 
 def _positive(kind):
     def parse(text):
-        value = kind(text)
+        value = _number(kind, text)
         if not (math.isfinite(value) and value > 0):
             raise argparse.ArgumentTypeError(f"must be positive, got {text}")
         return value
-    parse.__name__ = kind.__name__  # argparse's "invalid int value: 'x'"
     return parse
 
 
+def _number(kind, text):
+    """text as an int or float, or argparse's own words for one that is not
+    (it names the type function otherwise: "invalid parse value")."""
+    try:
+        return kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid {kind.__name__} value: {text!r}") from None
+
+
 def _seed(text):
-    value = int(text)
+    value = _number(int, text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
     return value
 
 
 def _fraction(text):
-    value = float(text)
+    value = _number(float, text)
     if not 0.0 <= value < 1.0:  # also refuses nan
         raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
     return value
-
-
-# argparse names a type function in its message ("invalid _seed value")
-_seed.__name__, _fraction.__name__ = "int", "float"
 
 
 class CommandError(Exception):
@@ -168,6 +172,8 @@ def _not_found_message(exc, args):
     name = exc.name
     if exc.download_tried:
         lines = [f"{name} not found, and the download failed: {exc.download_error}"]
+    elif exc.nested is not None:  # refused before any download: see the hint below
+        lines = [f"{name} not found in --data-dir"]
     else:
         lines = [f"{name} not found (--no-download: the network was not used)"]
     lines.append("Looked in:")
@@ -530,13 +536,11 @@ def _predict_pictures(args, files):
 
 
 def _opset(text):
-    value = int(text)
+    value = _number(int, text)
     if value < MIN_OPSET:  # the most onnx accepts is checked by export_onnx
         raise argparse.ArgumentTypeError(f"must be {MIN_OPSET} or more, got {text}")
     return value
 
-
-_opset.__name__ = "int"  # argparse's "invalid int value"
 
 
 def _shape(text):

@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from . import _decoded_cache
+from ._validate import boolean
 
 # http.client, urllib.request, tempfile and tqdm are imported where a download
 # needs them: they added 35 ms to every `import scratchnet` (of about 200 ms).
@@ -186,7 +187,7 @@ class DatasetNotFoundError(DatasetError):
         )
         if self.download_tried:
             lines.append(f"The download failed: {self.download_error}")
-        else:
+        elif self.nested is None:  # with the files one level down, none was tried
             lines.append("Downloading is disabled (download=False).")
         if self.nested is not None:
             lines.append(f"Hint: they are in {self.nested}; pass that folder as root.")
@@ -593,9 +594,7 @@ def load(name: str, root: str | os.PathLike | None = None, download: bool = True
     if ``download``); otherwise the search path applies (see the module docstring).
     """
     name = _canonical(name)
-    for flag, value in (("download", download), ("flatten", flatten)):
-        if not isinstance(value, (bool, np.bool_)):  # "no" would be taken as True
-            raise TypeError(f"load: {flag} must be True or False, got {value!r}")
+    download, flatten = boolean(download, "load: download"), boolean(flatten, "load: flatten")
     return _load_files(name, _locate(name, root, download), flatten)
 
 
@@ -663,7 +662,7 @@ def image_to_fashion_mnist(image) -> np.ndarray:
     resized to 28 pixels and the article centred in the field by its
     bounding box. A Fashion-MNIST image itself comes back
     as it was (the digit recipe, fitting 20 pixels by the centre of mass,
-    made them unrecognisable: 86% right became 40%).
+    made them unrecognisable: 84% right on 500 test images became 41%).
 
     Raises ValueError for an image with no article (all one level)."""
     small = np.clip(_resized(_cropped_ink(image, "image_to_fashion_mnist", full_level=False),

@@ -52,10 +52,11 @@ class Dense(Module):
 
     def output_shape(self, in_shape):
         if tuple(in_shape) != (self.in_features,):
+            # images of as many values: the Flatten between is what is missing
             flat = len(in_shape) > 1 and math.prod(in_shape) == self.in_features
-            raise ValueError(f"{self!r} takes {self.in_features} features per sample, got "
-                             f"shape {tuple(in_shape)}"
-                             + ("; put sn.Flatten() before it" if flat else ""))
+            raise ValueError(f"{self!r} takes {self.in_features} features per sample"
+                             f"{' (put sn.Flatten() before it)' if flat else ''}, got shape "
+                             f"{tuple(in_shape)}")
         return (self.out_features,)
 
     def get_config(self):

@@ -114,10 +114,8 @@ class Sequential(Module):
                 try:
                     shape = layer.output_shape(shape)
                 except ValueError as exc:
-                    # said before the hint ("; put ...") a message may end with
-                    head, sep, hint = str(exc).partition("; ")
-                    where = " from the layer before" if i else ""
-                    raise ValueError(f"layer {i}: {head}{where}{sep}{hint}") from None
+                    raise ValueError(f"layer {i}: {exc}"
+                                     + ("" if i == 0 else " from the layer before")) from None
             shapes.append(shape)
         return shapes
 
@@ -157,7 +155,7 @@ class Sequential(Module):
         results held the last batch's outputs in every entry."""
         for layer in self.layers:
             x = layer.forward(x, training=training)
-        return np.array(x, copy=True) if self.layers else x
+        return np.array(x, copy=True)
 
     def backward(self, dy):
         """Sets every parameter's .grad. Returns the input gradient, except
@@ -568,7 +566,8 @@ class Sequential(Module):
         batch_size = positive_int(batch_size, "batch_size")
         on_nonfinite = choice(on_nonfinite, NONFINITE_MODES, "on_nonfinite")
         shuffle = boolean(shuffle, "fit: shuffle")
-        if isinstance(verbose, str) or verbose not in (0, 1, 2):  # "0" printed progress
+        if not isinstance(verbose, (int, np.integer)) or verbose not in (0, 1, 2):
+            # "0", 5, 1.5 printed progress (bools are ints: False, True are levels)
             raise ValueError(f"fit: verbose must be 0, 1 or 2 (or False, True), got {verbose!r}")
         verbose = int(verbose)
         if checkpoint is not None:
@@ -618,7 +617,7 @@ class Sequential(Module):
         last = n - (steps - 1) * batch_size
         if shard is None:
             self._check_batch_statistics(X.shape[1:], last, "every batch" if batch_size == 1
-                                         else "the last batch")
+                                         else "the last batch", n)
         else:
             # a rank's share of a batch of r rows is r // size or one more; with
             # fewer rows than ranks, 1 or none (and none makes no forward pass)
@@ -760,7 +759,7 @@ class Sequential(Module):
                 return layer
         return None
 
-    def _check_batch_statistics(self, in_shape, rows, what):
+    def _check_batch_statistics(self, in_shape, rows, what, samples=None):
         """Refuse, before any step, batches of `rows` rows (the fewest a
         forward pass will see: `what`) from which a BatchNorm layer would
         have one value per channel (its variance has no meaning: the layer
@@ -774,7 +773,8 @@ class Sequential(Module):
                 except ValueError as exc:
                     raise ValueError(f"fit: layer {i}: {exc}") from None
             if isinstance(layer, _BatchNorm) and rows * math.prod(shape[1:]) < 2:
-                fix = ("a batch_size of 2 or more" if what == "every batch" else
+                fix = ("more samples: the data holds 1" if samples == 1 else
+                       "a batch_size of 2 or more" if what == "every batch" else
                        "a batch_size that leaves a last batch of 2 rows or more (or drop a row)")
                 raise ValueError(
                     f"fit: {what} would hold {rows} row(s), and layer {i} "
@@ -1034,6 +1034,8 @@ def _output_shape(model, in_shape):
     checks say so)."""
     if in_shape is None or not model.layers:
         return None
+    if any(LAYERS.get(type(layer).__name__) is not type(layer) for layer in model.layers):
+        return None  # a user's layer need not give its output_shape (the default: as it came)
     try:
         return tuple(model._shapes(tuple(in_shape))[-1])
     except (ValueError, TypeError):

@@ -1,7 +1,7 @@
 """Parameter and Module: the two building blocks every layer shares."""
 import numpy as np
 
-from ._validate import contiguous
+from ._validate import boolean, contiguous
 
 
 def _array_attribute(name):
@@ -52,14 +52,12 @@ class Parameter:
 
     @requires_grad.setter
     def requires_grad(self, value):
-        if not isinstance(value, (bool, np.bool_)):
-            raise TypeError(f"parameter {self.name!r}: requires_grad must be True or False, "
-                            f"got {value!r}")
-        if bool(value) != self._requires_grad:
+        value = boolean(value, f"parameter {self.name!r}: requires_grad")
+        if value != self._requires_grad:
             # the fused trainer steps every parameter it holds: it must be
             # rebuilt (or not used), as for a replaced array
             Parameter.version += 1
-        self._requires_grad = bool(value)
+        self._requires_grad = value
 
     def __init__(self, data, name=""):
         self.data = data
@@ -82,6 +80,12 @@ class Parameter:
         self._data = data
         Parameter.version += 1
 
+    def __setstate__(self, state):
+        # pickled before grad became a property (2026-11-27): kept as "grad"
+        if "grad" in state:
+            state["_grad"] = state.pop("grad")
+        self.__dict__.update(state)
+
     @property
     def grad(self):
         return self._grad
@@ -92,11 +96,14 @@ class Parameter:
         the kernels read float32). One of another shape is refused, as
         PyTorch refuses it: of the same size, the optimizers applied it
         element by element to the wrong weights (a transposed gradient)."""
-        grad = contiguous(value, np.float32)
-        if grad.shape != self._data.shape:
-            raise ValueError(f"parameter {self.name!r}: assigned grad of shape {grad.shape}, "
-                             f"expected the data's {self._data.shape}")
-        self._grad = grad
+        if value is None or np.shape(value) != self._data.shape:
+            # None (PyTorch's set-to-none) became NaN through np.asarray; a
+            # scalar a (1,) array: refused by the shape given
+            raise ValueError(f"parameter {self.name!r}: assigned grad of shape "
+                             f"{None if value is None else np.shape(value)}, expected the "
+                             f"data's {self._data.shape} (to leave a parameter out of the "
+                             "steps, set its requires_grad = False)")
+        self._grad = contiguous(value, np.float32)
 
     def validate(self, value, where=None):
         """value as the array assign() would copy in: a finite float array
@@ -242,7 +249,9 @@ class Module(BufferOwner):
             if value is not current:
                 current.assign(value, f"{self!r}.{name}")
             return
-        if name == "trainable":  # Keras's switch, which would be taken and do nothing
+        if name == "trainable" and type(self).__module__.startswith("scratchnet."):
+            # Keras's switch, which would be taken and do nothing (a user's own
+            # layer may have an attribute of that name)
             raise AttributeError(f"{type(self).__name__}: scratchnet layers have no 'trainable' "
                                  "switch; to freeze one, set p.requires_grad = False for each p "
                                  "in layer.parameters()")

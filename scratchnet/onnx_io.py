@@ -37,6 +37,7 @@ import os
 
 import numpy as np
 
+from ._files import _json_default
 from .layers import (Dense, Dropout, Flatten, LeakyReLU, ReLU, Reshape, Sigmoid, Softmax,
                      Tanh)
 from .layers_augment import RandomFlip, RandomShift
@@ -143,7 +144,7 @@ def export_onnx(model, path, opset=17, input_shape=None):
     if model.loss is not None:
         props["scratchnet.loss"] = type(model.loss).__name__
     if model.metadata:  # JSON (save checks that): the dataset, for class names
-        props["scratchnet.metadata"] = json.dumps(model.metadata)
+        props["scratchnet.metadata"] = json.dumps(model.metadata, default=_json_default)
     if props:
         helper.set_model_props(onnx_model, props)
     onnx.checker.check_model(onnx_model)
@@ -195,9 +196,9 @@ def _export_layer(g, layer):
 
 # ---- import ----
 
-SUPPORTED = ("Gemm", "MatMul", "Relu", "LeakyRelu", "Sigmoid", "Tanh", "Softmax", "Identity", "Dropout",
-             "Flatten", "Reshape", "Conv", "MaxPool", "AveragePool", "GlobalAveragePool",
-             "BatchNormalization")
+SUPPORTED = ("Gemm", "MatMul", "Relu", "LeakyRelu", "Sigmoid", "Tanh", "Softmax", "Identity",
+             "Dropout", "Flatten", "Reshape", "Conv", "MaxPool", "AveragePool",
+             "GlobalAveragePool", "BatchNormalization")
 
 
 class _Reader:
@@ -419,7 +420,7 @@ def import_onnx(path):
     if isinstance(metadata, dict):
         model.metadata.update(metadata)
     # the per-sample shape the graph takes, when it gives every one: a
-    # re-export (and summary) know it as for a model that has seen input
+    # re-export knows it as for a model that has seen input
     dims = inputs[0].type.tensor_type.shape.dim[1:]
     if dims and all(d.HasField("dim_value") and d.dim_value > 0 for d in dims):
         shape = tuple(d.dim_value for d in dims)

@@ -323,7 +323,8 @@ def mistakes(model, X, y, class_names=None, path="mistakes.png", limit=32, colum
     (row, column) in the grid image, fig.axes[0].images[0])."""
     require()
     # a slice would take -1 as "all but one"; a grid of 0 columns is none
-    limit, columns = positive_int(limit, "mistakes: limit"), positive_int(columns, "mistakes: columns")
+    limit = positive_int(limit, "mistakes: limit")
+    columns = positive_int(columns, "mistakes: columns")
     inputs = model_input(model, X)
     y = _class_labels(model, y, inputs, "mistakes")
     probabilities = np.asarray(model.predict_proba(inputs))

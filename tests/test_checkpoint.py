@@ -99,8 +99,7 @@ def test_an_mlp_with_dropout_resumes_bit_identically(training_path, monkeypatch,
     assert first.interrupted and len(h["loss"]) == 2  # epoch 3 was dropped
     line = capsys.readouterr().err.strip()
     assert line == (f"fit: interrupted in epoch 3 of 4; {ckpt} holds epoch 2: to continue, pass "
-                    f"resume='{ckpt}' to fit (scratchnet train --resume {ckpt}) (the model in "
-                    "memory holds epoch 3's steps so far)")
+                    f"resume='{ckpt}' to fit (the model in memory holds epoch 3's steps so far)")
 
     resumed = mlp(seed=100)  # other initial weights: the checkpoint's must win
     h, opt, sched = train(resumed, OPTIMIZERS[case], X, y, checkpoint=ckpt, resume=ckpt)
@@ -129,8 +128,8 @@ def test_a_ctrl_c_after_the_last_step_is_reported_not_dropped(training_path, cap
     assert model.interrupted and len(h["loss"]) == 3  # every epoch done, and the Ctrl-C seen
     line = capsys.readouterr().err.strip()
     where = "fit: interrupted after the last epoch (3 of 3) was complete"
-    assert line == (f"{where}; {ckpt} holds epoch 3: to continue, pass resume='{ckpt}' to fit "
-                    f"(scratchnet train --resume {ckpt})" if with_checkpoint else
+    assert line == (f"{where}; {ckpt} holds epoch 3: to continue, pass resume='{ckpt}' to fit"
+                    if with_checkpoint else
                     f"{where}; nothing was saved (checkpoint=PATH keeps the last complete epoch; "
                     "scratchnet train --checkpoint PATH)")
 

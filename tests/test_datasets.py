@@ -395,6 +395,7 @@ def test_not_found_error_carries_the_facts(tmp_path, monkeypatch, nowhere):
     assert exc.places == [("root", parent)] and exc.root_given
     assert exc.nested == parent / "mnist"
     assert not exc.download_tried and list(parent.iterdir()) == [parent / "mnist"]
+    assert "Downloading is disabled" not in str(exc)  # it was not: the hint says why
 
     # An explicit root holding nothing, and a download that failed.
     empty = tmp_path / "empty"

@@ -637,6 +637,8 @@ def test_a_last_batch_batchnorm_cannot_train_on_is_refused_before_any_step():
     with pytest.raises(ValueError, match=r"every batch would hold 1 row\(s\), and layer 1 .*: "
                                          "choose a batch_size of 2 or more$"):
         model.fit(X, y, sn.Adam(model.parameters()), epochs=2, batch_size=1, verbose=0)
+    with pytest.raises(ValueError, match="choose more samples: the data holds 1$"):
+        model.fit(X[:1], y[:1], sn.Adam(model.parameters()), batch_size=32, verbose=0)
     model.fit(X, y, sn.Adam(model.parameters()), epochs=1, batch_size=63, verbose=0)
     images = sn.Sequential(sn.Reshape(2, 2, 2), sn.BatchNorm2d(2), sn.Flatten(), sn.Dense(8, 3))
     images.fit(X, y, sn.Adam(images.parameters()), epochs=1, batch_size=64, verbose=0)
@@ -786,9 +788,8 @@ def test_a_dense_layer_after_images_asks_for_flatten():
     """Conv2D straight into Dense: the shapes do not chain; where the counts
     match, the message says what is missing (a reviewer's note)."""
     x = np.random.default_rng(0).random((4, 1, 8, 8), dtype=np.float32)
-    with pytest.raises(ValueError, match=r"takes 72 features per sample, got shape \(2, 6, 6\) from "
-                                         r"the layer before; "
-                                         r"put sn.Flatten\(\) before it"):
+    with pytest.raises(ValueError, match=r"takes 72 features per sample \(put sn.Flatten\(\) before "
+                                         r"it\), got shape \(2, 6, 6\) from the layer before$"):
         sn.Sequential(sn.Conv2D(1, 2, 3), sn.Dense(72, 3)).predict(x)
     with pytest.raises(ValueError, match=r"got shape \(2, 6, 6\) from the layer before$"):
         sn.Sequential(sn.Conv2D(1, 2, 3), sn.Dense(70, 3)).predict(x)
@@ -1055,8 +1056,13 @@ def test_a_seed_must_be_a_whole_number_and_says_so():
                  lambda: sn.RandomFlip(seed=True)):
         with pytest.raises(ValueError, match="seed must be None or a whole number >= 0"):
             make()
+    sn.Dense(3, 2, seed=np.random.default_rng(0))  # NumPy's seed forms, as before
+    sn.Dense(3, 2, seed=np.random.SeedSequence(1))
+    with pytest.raises(ValueError, match="seed must be None or a whole number >= 0, got 3.0"):
+        sn.manual_seed(3.0)  # the same rule
     model = sn.Sequential(sn.Dense(3, 2, seed=np.int64(3)))
-    with pytest.raises(ValueError, match="seed must be None or a whole number >= 0, got -1"):
+    with pytest.raises(ValueError, match=r"seed must be None or a whole number >= 0 \(or a NumPy "
+                                         r"seed\), got -1"):
         model.fit(np.ones((4, 3), np.float32), np.arange(4) % 2, sn.SGD(model.parameters()),
                   seed=-1, verbose=0)
 
@@ -1099,3 +1105,54 @@ def test_evaluate_names_the_causes_of_outputs_that_are_not_finite():
     with pytest.raises(ValueError, match="evaluate: the model's outputs contain NaN or inf: .* "
                                          "or these inputs are too large for it"):
         model.evaluate(X, np.arange(4) % 2)
+
+
+def test_what_todays_checks_must_still_take(tmp_path):
+    """A review of the day's changes found these refused or broken (each
+    worked before): a Parameter pickled before grad became a property; the
+    float targets of a model with a user's layer that keeps the default
+    output_shape; an np.float32 in model.metadata at export_onnx; a user's
+    layer with an attribute named trainable. And refused as they should be:
+    grad = None (it became NaN), verbose=1.5."""
+    import copy
+    p = sn.Parameter(np.ones((2, 3), np.float32), "w")
+    old_state = {k: v for k, v in p.__dict__.items() if k != "_grad"}
+    old_state["grad"] = np.full((2, 3), 0.5, np.float32)  # as pickles of before had it
+    q = sn.Parameter.__new__(sn.Parameter)
+    q.__setstate__(copy.deepcopy(old_state))
+    np.testing.assert_array_equal(q.grad, 0.5)
+
+    class MyLinear(sn.Module):  # no output_shape: the default says "as it came"
+        def __init__(self, n_in, n_out):
+            super().__init__()
+            self.w = sn.Parameter(np.full((n_in, n_out), 0.1, np.float32), "w")
+            self.trainable = True  # a name of its own
+
+        def parameters(self):
+            return [self.w]
+
+        def forward(self, x, training=False):
+            self._x = x
+            return x @ self.w.data
+
+        def backward(self, dy):
+            self.w.grad = self._x.T @ dy
+            return dy @ self.w.data.T
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((16, 4)).astype(np.float32)
+    model = sn.Sequential(MyLinear(4, 2))
+    model.fit(X, X[:, :2], sn.SGD(model.parameters(), lr=0.01), loss=sn.MSE(), epochs=1,
+              verbose=0)
+    with pytest.raises(ValueError, match=r"assigned grad of shape None, expected the data's "
+                                         r"\(2, 3\)"):
+        p.grad = None
+    with pytest.raises(ValueError, match=r"assigned grad of shape \(\), expected"):
+        p.grad = 0.0
+    with pytest.raises(ValueError, match="fit: verbose must be 0, 1 or 2"):
+        model.fit(X, X[:, :2], sn.SGD(model.parameters()), loss=sn.MSE(), verbose=1.5)
+    pytest.importorskip("onnx")
+    dense = sn.Sequential(sn.Dense(4, 2, seed=0))
+    dense.metadata["test_accuracy"] = np.float32(0.97)  # save takes it: so must export
+    dense.export_onnx(tmp_path / "m.onnx")
+    assert sn.import_onnx(tmp_path / "m.onnx").metadata == {"test_accuracy": 0.9700000286102295}
