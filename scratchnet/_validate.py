@@ -19,10 +19,13 @@ def contiguous(a, dtype):
 def _no_masked_values(a, name):
     """Refuse a masked array with values masked: np.asarray drops the mask,
     and the values under it would be taken as data."""
-    if isinstance(a, np.ma.MaskedArray) and np.ma.getmaskarray(a).any():
-        raise ValueError(f"{name}: a masked array with {int(np.ma.getmaskarray(a).sum())} "
-                         "masked value(s), which would be read as data: fill them "
-                         f"({name}.filled(value)) or drop those samples")
+    if not isinstance(a, np.ma.MaskedArray):
+        return
+    masked = int(np.ma.getmaskarray(a).sum())
+    if masked:
+        raise ValueError(f"{name}: a masked array with {masked} masked value(s), which would "
+                         f"be read as data: fill them ({name}.filled(value)) or drop those "
+                         "samples")
 
 
 def as_float32(a, name="input"):

@@ -56,7 +56,7 @@ from .losses import MSE, CrossEntropy
 from .model import Sequential
 from .module import checked_state
 from ._training import TrainingDivergedError
-from ._validate import as_float32
+from ._validate import as_float32, boolean
 from .optimizers import SGD, Adam
 
 __all__ = ["MLPClassifier", "MLPRegressor"]
@@ -82,11 +82,12 @@ def _check_number(est, name, low, high=None, low_open=False, high_open=False, in
 
 
 def _check_bool(est, name):
-    """A switch must be a bool: any truthy value (the string "False") would
-    turn it on."""
-    value = getattr(est, name)
-    if not isinstance(value, (bool, np.bool_)):
-        raise ValueError(f"{type(est).__name__}: {name} must be True or False, got {value!r}")
+    """A switch must be a bool (_validate.boolean), refused with sklearn's
+    ValueError, not boolean's TypeError."""
+    try:
+        boolean(getattr(est, name), f"{type(est).__name__}: {name}")
+    except TypeError as exc:
+        raise ValueError(str(exc)) from None
 
 
 class _EpochRule(Callback):
