@@ -5,6 +5,7 @@ Every optimizer also takes decay=: the learning-rate decay of the "Neural
 Networks from Scratch" book, lr_t = lr / (1 + decay * (t - 1)) at step t
 (t counts from 1), applied before the step. StepLR and CosineAnnealingLR
 change a group's lr once per epoch, as their torch namesakes do."""
+import copy
 import functools
 import inspect
 import math
@@ -166,8 +167,13 @@ class Optimizer:
         """Each group's hyper-parameters, checked as the constructor checks
         them: they may have been edited in param_groups since (fit calls this
         before training; a NaN momentum would make the weights NaN)."""
+        settings = [{k: v for k, v in group.items() if k != "params"}
+                    for group in self.param_groups]
+        if _same_settings(settings, getattr(self, "_settings_checked", None)):
+            return  # unchanged since they passed: no probe built again (fit asks each epoch)
         for i, group in enumerate(self.param_groups):
             self._checked_hyper(group, group, f"{where}: the optimizer's param_groups[{i}]")
+        self._settings_checked = copy.deepcopy(settings)
 
     def _checked_hyper(self, saved, mine, where="load_state_dict"):
         """saved's hyper-parameters, checked as the constructor checks them."""
@@ -205,6 +211,18 @@ class Optimizer:
     def __repr__(self):
         group = {k: v for k, v in self.param_groups[0].items() if k not in ("params", "initial_lr")}
         return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in group.items())})"
+
+
+def _same_settings(a, b):
+    """Whether two lists of hyper-parameter dicts hold the same values of the
+    same types (1 and 1.0 or True differ; anything not comparable differs)."""
+    try:
+        return b is not None and len(a) == len(b) and all(
+            x.keys() == y.keys() and all(type(x[k]) is type(y[k]) and bool(x[k] == y[k])
+                                         for k in x)
+            for x, y in zip(a, b))
+    except (TypeError, ValueError):
+        return False
 
 
 def _checked_square_sum(value, shape, where):

@@ -463,6 +463,30 @@ def test_fit_checks_hyper_parameters_a_callback_edits_between_epochs(fused):
         np.testing.assert_array_equal(p.data, kept)
 
 
+def test_fit_builds_a_users_optimizer_class_once_to_check_it():
+    """fit checks the hyper-parameters before every epoch by building a probe
+    of the optimizer's class: a user's class whose constructor has side
+    effects ran them once an epoch. Settings unchanged since they passed are
+    not checked again; changed ones are."""
+    built = []
+
+    class CountingAdam(sn.Adam):
+        def __init__(self, params, **kwargs):
+            built.append(kwargs)
+            super().__init__(params, **kwargs)
+
+    X = np.random.default_rng(3).standard_normal((40, 4)).astype(np.float32)
+    y = np.arange(40) % 3
+    model = sn.Sequential(sn.Dense(4, 3))
+    opt = CountingAdam(model.parameters(), lr=0.01)
+    model.fit(X, y, opt, epochs=4, verbose=0)
+    model.fit(X, y, opt, epochs=2, verbose=0)
+    assert len(built) == 2  # the user's and one probe
+    opt.param_groups[0]["betas"] = (0.9, 1.5)
+    with pytest.raises(ValueError, match="beta"):
+        model.fit(X, y, opt, epochs=1, verbose=0)
+
+
 def test_fit_refuses_what_is_not_a_scheduler():
     """An optimizer passed as scheduler= took one more step at each epoch's
     end, on the last batch's gradients."""
