@@ -68,7 +68,8 @@ class Optimizer:
     def lr(self):
         """The learning rate of every parameter group (one value; when groups
         were given different ones, read param_groups[i]["lr"]). Setting it
-        sets every group's lr, and the base a scheduler scales from."""
+        sets every group's lr (a scheduler goes on from it, as from a lr
+        written into param_groups)."""
         rates = {group["lr"] for group in self.param_groups}
         if len(rates) != 1:
             raise ValueError(f"the parameter groups have different learning rates "
@@ -398,8 +399,11 @@ def _epochs(value, what):
 
 
 class _EpochScheduler:
-    """Sets each group's lr from its initial lr once per epoch: call step()
-    at the end of every epoch (fit does)."""
+    """Moves each group's lr once per epoch from the lr the group has then,
+    as PyTorch's schedulers do: a lr set between epochs (opt.lr or
+    param_groups[i]["lr"]) carries on and is scaled from there, and two
+    schedulers stepped on one optimizer compose. Call step() at the end of
+    every epoch (fit does)."""
 
     def __init__(self, optimizer):
         if not isinstance(optimizer, Optimizer):
@@ -407,13 +411,14 @@ class _EpochScheduler:
         self.optimizer = optimizer
         self.epoch = 0
 
-    def factor(self, epoch, group):
+    def next_lr(self, epoch, lr):
+        """The lr of epoch `epoch` (from 1) from that of the epoch before."""
         raise NotImplementedError
 
     def step(self):
         self.epoch += 1
         for group in self.optimizer.param_groups:
-            group["lr"] = self.factor(self.epoch, group)
+            group["lr"] = self.next_lr(self.epoch, group["lr"])
 
     def get_last_lr(self):
         return [group["lr"] for group in self.optimizer.param_groups]
@@ -430,7 +435,8 @@ class _EpochScheduler:
     def load_state_dict(self, state):
         """Take the settings and epoch count of state (as state_dict gives),
         checked as the constructor checks them; nothing changes when a check
-        fails."""
+        fails. The lr it goes on from is the optimizer's: load the
+        optimizer's state_dict too."""
         kind = state.get("type", type(self).__name__)
         if kind != type(self).__name__:
             raise ValueError(f"load_state_dict: a state of the scheduler {kind}, not "
@@ -447,7 +453,8 @@ class _EpochScheduler:
 
 
 class StepLR(_EpochScheduler):
-    """lr = initial_lr * gamma ** (epoch // step_size)."""
+    """lr <- gamma lr after every step_size-th epoch: lr_0 gamma ** (epoch //
+    step_size) when nothing else sets the lr."""
 
     def __init__(self, optimizer, step_size, gamma=0.1):
         super().__init__(optimizer)
@@ -455,19 +462,25 @@ class StepLR(_EpochScheduler):
         # a negative factor would make the lr negative: gradient ascent
         self.gamma = nonnegative_float(gamma, "StepLR: gamma")
 
-    def factor(self, epoch, group):
-        return group["initial_lr"] * self.gamma ** (epoch // self.step_size)
+    def next_lr(self, epoch, lr):
+        return lr * self.gamma if epoch % self.step_size == 0 else lr
 
 
 class CosineAnnealingLR(_EpochScheduler):
-    """lr = eta_min + (initial_lr - eta_min) (1 + cos(pi epoch / T_max)) / 2,
-    and eta_min after T_max epochs (torch's version would climb back up)."""
+    """lr <- eta_min + (lr - eta_min) (1 + cos(pi t / T_max)) / (1 + cos(pi
+    (t - 1) / T_max)) after epoch t <= T_max, and held after T_max epochs
+    (torch's version would climb back up). When nothing else sets the lr:
+    eta_min + (lr_0 - eta_min) (1 + cos(pi t / T_max)) / 2, then eta_min."""
 
     def __init__(self, optimizer, T_max, eta_min=0.0):
         super().__init__(optimizer)
         self.T_max = _epochs(T_max, "CosineAnnealingLR: T_max")
         self.eta_min = nonnegative_float(eta_min, "CosineAnnealingLR: eta_min")
 
-    def factor(self, epoch, group):
-        cos = (1.0 + math.cos(math.pi * min(epoch, self.T_max) / self.T_max)) / 2.0
-        return self.eta_min + (group["initial_lr"] - self.eta_min) * cos
+    def next_lr(self, epoch, lr):
+        if epoch > self.T_max:
+            return lr
+        # the denominator is > 0: epoch - 1 < T_max
+        ratio = (1.0 + math.cos(math.pi * epoch / self.T_max)) / \
+            (1.0 + math.cos(math.pi * (epoch - 1) / self.T_max))
+        return self.eta_min + (lr - self.eta_min) * ratio

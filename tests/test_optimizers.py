@@ -387,6 +387,85 @@ def test_scheduler_lr_is_used_by_the_next_step():
     np.testing.assert_allclose(p.data, -total, rtol=1e-6)
 
 
+def test_schedulers_go_on_from_a_lr_set_between_epochs():
+    """A lr written into param_groups (before the scheduler was built, or
+    between epochs), or set by opt.lr, carries on and is scaled from there,
+    as PyTorch's schedulers do. Each scheduler started from the initial lr
+    instead: a group meant to train 10x slower jumped to the base rate, a
+    fine-tuning lr of 1e-5 became 1e-3 after an epoch, and opt.lr = opt.lr
+    applied the decay twice."""
+    a, b = sn.Parameter(np.zeros(2)), sn.Parameter(np.zeros(2))
+    opt = sn.SGD([{"params": [a]}, {"params": [b]}], lr=0.1)
+    opt.param_groups[1]["lr"] = 0.01
+    sched = sn.StepLR(opt, step_size=1, gamma=0.5)
+    lrs = []
+    for _ in range(3):
+        sched.step()
+        lrs.append(sched.get_last_lr())
+    assert lrs == [[0.05, 0.005], [0.025, 0.0025], [0.0125, 0.00125]]
+
+    opt = sn.SGD([sn.Parameter(np.zeros(2))], lr=0.1)
+    sched = sn.StepLR(opt, step_size=1, gamma=0.5)
+    lrs = []
+    for epoch in range(1, 5):
+        sched.step()
+        if epoch == 2:
+            opt.lr = opt.lr  # no change
+        lrs.append(opt.lr)
+    assert lrs == [0.05, 0.025, 0.0125, 0.00625]
+
+    opt = sn.Adam([sn.Parameter(np.zeros(2))], lr=1e-3)
+    opt.param_groups[0]["lr"] = 1e-5
+    sched = sn.CosineAnnealingLR(opt, T_max=10)
+    sched.step()
+    assert opt.lr == pytest.approx(1e-5 * (1 + math.cos(math.pi / 10)) / 2, rel=1e-12)
+
+
+def test_cosine_annealing_holds_after_t_max_even_a_lr_set_then():
+    opt = sn.SGD([sn.Parameter(np.zeros(2))], lr=0.2)
+    sched = sn.CosineAnnealingLR(opt, T_max=3, eta_min=0.02)
+    for _ in range(5):
+        sched.step()
+    assert opt.lr == pytest.approx(0.02, rel=1e-12)
+    opt.lr = 0.07
+    sched.step()
+    assert opt.lr == 0.07
+
+
+def test_schedulers_compose_and_match_torch():
+    """Two schedulers stepped on one optimizer multiply their effects, as
+    torch's do (the last one stepped used to win), and a lr written between
+    epochs carries on: the same lr as torch.optim.lr_scheduler at every
+    epoch."""
+    torch = pytest.importorskip("torch")
+    schedulers = torch.optim.lr_scheduler
+    p, tp = sn.Parameter(np.zeros(1)), torch.zeros(1, requires_grad=True)
+    opt, topt = sn.SGD([p], lr=0.1), torch.optim.SGD([tp], lr=0.1)
+    mine = [sn.CosineAnnealingLR(opt, T_max=7, eta_min=0.001), sn.StepLR(opt, 2, gamma=0.1)]
+    theirs = [schedulers.CosineAnnealingLR(topt, T_max=7, eta_min=0.001),
+              schedulers.StepLR(topt, 2, gamma=0.1)]
+    for epoch in range(1, 8):
+        opt.step()
+        topt.step()
+        for s in mine + theirs:
+            s.step()
+        if epoch == 3:
+            opt.lr = topt.param_groups[0]["lr"] = 0.05
+        assert opt.lr == pytest.approx(topt.param_groups[0]["lr"], rel=1e-12, abs=1e-15), epoch
+
+
+def test_fit_goes_on_from_a_lr_set_before_it():
+    X = np.random.default_rng(0).standard_normal((32, 4)).astype(np.float32)
+    y = np.arange(32) % 2
+    model = sn.Sequential(sn.Dense(4, 2))
+    opt = sn.Adam(model.parameters(), lr=1e-3)
+    opt.param_groups[0]["lr"] = 1e-5
+    history = model.fit(X, y, opt, epochs=3, verbose=0,
+                        scheduler=sn.CosineAnnealingLR(opt, T_max=10))
+    want = [1e-5 * (1 + math.cos(math.pi * t / 10)) / 2 for t in range(3)]
+    assert history["lr"] == pytest.approx(want, rel=1e-12)
+
+
 def test_scheduler_bad_arguments():
     opt = sn.SGD([sn.Parameter(np.zeros(2))], lr=0.1)
     with pytest.raises(ValueError):
