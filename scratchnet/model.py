@@ -155,13 +155,38 @@ class Sequential(Module):
         results held the last batch's outputs in every entry."""
         for layer in self.layers:
             x = layer.forward(x, training=training)
+        self._inference_forward = not training
         return np.array(x, copy=True)
+
+    def _warn_inference_backward(self):
+        """Once per model: a backward pass after a forward with training=False
+        (model(x)'s default, as Keras's call) through layers that train
+        differently. A PyTorch loop ported as it is (its modules start in
+        training mode) trained with BatchNorm frozen and no dropout, and
+        nothing said so; gradients of an inference forward (saliency) are
+        what was asked for there, so a warning, not an error."""
+        if not getattr(self, "_inference_forward", False) or \
+                getattr(self, "_warned_inference_backward", False):
+            return
+        differ = sorted({type(layer).__name__ for layer in self.layers
+                         if isinstance(layer, _BatchNorm) or
+                         (isinstance(layer, RandomStream) and layer.draws())})
+        if differ:
+            self._warned_inference_backward = True
+            warnings.warn(f"backward after a forward with training=False (the default of "
+                          f"model(x), as in Keras): {', '.join(differ)} ran in inference mode "
+                          "(running statistics, no random masks or shifts). To train, call "
+                          "model.forward(x, training=True) (PyTorch's modules start in "
+                          "training mode); for gradients of the inference outputs (saliency) "
+                          "this is right and the warning can be ignored", RuntimeWarning,
+                          stacklevel=3)
 
     def backward(self, dy):
         """Sets every parameter's .grad. Returns the input gradient, except
         when the lowest layer with parameters can skip computing its own
         (Dense, Conv2D: backward(dy, input_grad=False)): nothing below it
         needs one, so it is not computed and None is returned."""
+        self._warn_inference_backward()
         first = next((i for i, layer in enumerate(self.layers) if layer.parameters()), None)
         for i in range(len(self.layers) - 1, -1, -1):
             layer = self.layers[i]

@@ -316,3 +316,30 @@ def test_fit_on_fewer_rows_than_one_batch():
         history = model.fit(X, y, optimizer=sn.SGD(model.parameters(), lr=0.1), epochs=2,
                             batch_size=32, verbose=0)
         assert len(history["loss"]) == 2
+
+
+def test_backward_after_an_inference_forward_warns_once_where_layers_train_differently():
+    """model(x) runs in inference mode (training=False, as Keras's call): a
+    PyTorch loop ported as it is trained with BatchNorm on its running
+    statistics and Dropout off, and nothing said so. A warning, once per
+    model (gradients of an inference forward are right for saliency)."""
+    import warnings
+    X = np.random.default_rng(0).random((16, 4)).astype(np.float32)
+    y = np.arange(16) % 2
+    loss = sn.CrossEntropy()
+    model = sn.Sequential(sn.Dense(4, 3), sn.BatchNorm1d(3), sn.ReLU(), sn.Dropout(0.5),
+                          sn.Dense(3, 2))
+    with pytest.warns(RuntimeWarning, match=r"training=False.*BatchNorm1d, Dropout.*"
+                                            r"training=True") as seen:
+        for _ in range(3):
+            loss.forward(model(X), y)
+            model.backward(loss.backward())
+    assert len([w for w in seen if "training=False" in str(w.message)]) == 1
+    quiet = [sn.Sequential(sn.Dense(4, 3), sn.BatchNorm1d(3), sn.Dense(3, 2)),
+             sn.Sequential(sn.Dense(4, 3), sn.Dropout(0.0), sn.Dense(3, 2))]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        loss.forward(quiet[0].forward(X, training=True), y)
+        quiet[0].backward(loss.backward())
+        loss.forward(quiet[1](X), y)  # a Dropout of p = 0 trains no differently
+        quiet[1].backward(loss.backward())
