@@ -6,7 +6,7 @@ import numpy as np
 
 from . import _core, _random
 from ._validate import as_float32, choice, finite_float, positive_int
-from .module import Module, Parameter
+from .module import Module, Parameter, mark_changed
 
 
 def _as_batch(x, name):
@@ -150,7 +150,7 @@ class LeakyReLU(_Activation):
         # a replaced weight array does. Any finite slope, as PyTorch's (a NaN
         # failed later with "MLP.predict: invalid argument", or gave NaN)
         self._negative_slope = finite_float(value, "LeakyReLU: negative_slope")
-        Parameter.version += 1
+        mark_changed(self)
 
     def get_config(self):
         return {"negative_slope": self.negative_slope}

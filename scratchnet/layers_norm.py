@@ -8,7 +8,7 @@ import numpy as np
 from . import _core
 from ._validate import contiguous, positive_int
 from .layers import LAYERS, _as_batch
-from .module import Module, Parameter
+from .module import Module, Parameter, mark_changed
 
 
 def _number(value, name, low, high, low_open):
@@ -60,7 +60,7 @@ class _BatchNorm(Module):
                 raise ValueError(f"{type(self).__name__}.{name}: expected shape "
                                  f"({self.num_features},), got {value.shape}")
             self.__dict__["_" + name] = value
-            Parameter.version += 1
+            mark_changed(self)
         return property(getter, setter, doc=f"The {name.replace('_', ' ')} (float32, one per "
                                       "channel), used at inference.")
 

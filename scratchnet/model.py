@@ -322,16 +322,31 @@ class Sequential(Module):
         return X
 
     def _compiled_key(self):
-        """What a compiled network depends on: the layer list, the parameter
-        arrays (Parameter.version: any replaced) and whether the fast path is
-        on. In-place changes to the arrays need nothing: it reads them."""
-        return (list(self.layers), Parameter.version, _fused.ENABLED)
+        """What a compiled network depends on: [the layer list, Parameter.version
+        (any array replaced or setting changed anywhere), the stamps of this
+        model's layers and parameters (mark_changed), whether the fast path
+        is on]. In-place changes to the arrays need nothing: it reads them."""
+        return [list(self.layers), Parameter.version, self._change_stamps(), _fused.ENABLED]
+
+    def _change_stamps(self):
+        return tuple(getattr(x, "_changed_at", 0) for layer in self.layers
+                     for x in (layer, *layer.parameters()))
 
     def _compiled_key_holds(self, key):
         """Whether a key _compiled_key returned still holds, compared piece by
         piece (a list against the list, identities first): no new key is built
-        on the path of one-image latency."""
-        return key[0] == self.layers and key[1] == Parameter.version and key[2] == _fused.ENABLED
+        on the path of one-image latency. When something changed elsewhere
+        (Parameter.version moved, this model's stamps did not), the key is
+        brought up to date in place and holds."""
+        if not (key[0] == self.layers and key[3] == _fused.ENABLED):
+            return False
+        if key[1] == Parameter.version:
+            return True
+        version = Parameter.version  # before the stamps: a change meanwhile is seen next time
+        if key[2] != self._change_stamps():
+            return False
+        key[1] = version
+        return True
 
     def _plan(self):
         """The fast path's compiled network (scratchnet._core.MLP), or None
@@ -351,8 +366,8 @@ class Sequential(Module):
         of this shape, or None where it does not apply; rebuilt as _plan is,
         and for a new input shape. in_shape must have been checked."""
         cached = getattr(self, "_net_cache", None)
-        if cached is None or cached[0][3] != in_shape or not self._compiled_key_holds(cached[0]):
-            key = self._compiled_key() + (in_shape,)
+        if cached is None or cached[0][4] != in_shape or not self._compiled_key_holds(cached[0]):
+            key = self._compiled_key() + [in_shape]
             self._net_cache = cached = (key, _inference.build(self.layers, in_shape,
                                                               _PREDICT_BATCH))
         return cached[1]
@@ -373,7 +388,7 @@ class Sequential(Module):
         cached = getattr(self, "_net_cache", None)
         if (cached is not None and cached[1] is not None and type(X) is np.ndarray
                 and X.dtype == np.float32 and X.flags.c_contiguous and X.flags.aligned
-                and X.ndim >= 2 and cached[0][3] == X.shape[1:]
+                and X.ndim >= 2 and cached[0][4] == X.shape[1:]
                 and self._compiled_key_holds(cached[0])):
             return cached[1].predict(X, softmax, finite_for)
         X = self._inputs(X)

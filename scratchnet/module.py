@@ -30,6 +30,18 @@ def checked_state(value, shape, where):
     return arr
 
 
+def mark_changed(owner):
+    """A change compiled networks must see (a replaced parameter array, a
+    parameter frozen or thawed, a new value of a layer's compiled setting):
+    bumps Parameter.version, the cheap check that nothing changed anywhere,
+    and stamps owner with it, so that a model whose own parameters and
+    layers carry the stamps they had when it compiled knows the change was
+    elsewhere (any layer built anywhere made every model rebuild: one-image
+    calls 10 -> 90 us with a layer built between them)."""
+    Parameter.version += 1
+    object.__setattr__(owner, "_changed_at", Parameter.version)
+
+
 class Parameter:
     """A trainable array and its gradient: two float32 arrays of one shape,
     the buffers the C kernels read and write. backward() overwrites .grad.
@@ -40,7 +52,8 @@ class Parameter:
     optimizers that point into it see the change."""
 
     # bumped whenever any parameter's array is replaced, so compiled networks
-    # that point into the old arrays know to rebuild (Sequential._plan)
+    # that point into the old arrays know to rebuild (Sequential._plan;
+    # mark_changed)
     version = 0
     _requires_grad = True
 
@@ -56,7 +69,7 @@ class Parameter:
         if value != self._requires_grad:
             # the fused trainer steps every parameter it holds: it must be
             # rebuilt (or not used), as for a replaced array
-            Parameter.version += 1
+            mark_changed(self)
         self._requires_grad = value
 
     def __init__(self, data, name=""):
@@ -78,7 +91,7 @@ class Parameter:
             raise ValueError(f"parameter {self.name!r}: new data of shape {data.shape}, "
                              f"expected {old.shape}")
         self._data = data
-        Parameter.version += 1
+        mark_changed(self)
 
     def __setstate__(self, state):
         # pickled before grad became a property (2026-11-27): kept as "grad"
@@ -257,7 +270,7 @@ class Module(BufferOwner):
                                  "in layer.parameters()")
         if name in self._compiled_settings and name in self.__dict__:
             value = self._checked_setting(name, value)
-            Parameter.version += 1
+            mark_changed(self)
         super().__setattr__(name, value)
 
     def _checked_setting(self, name, value):
