@@ -522,6 +522,8 @@ def _predict_pictures(args, files):
             raise
     X = plot.model_input(model, np.stack(pictures).reshape(len(files), -1))
     probabilities = model.predict_proba(X)
+    if probabilities.ndim == 1:  # one sigmoid output: class 1's; class 0 has the rest
+        probabilities = np.stack([1 - probabilities, probabilities], axis=1)
     names = plot.class_names_for(model, probabilities.shape[1])
     top = np.argsort(-probabilities, axis=1, kind="stable")[:, :3]
     results = [{"file": path, "top": [{"class": int(k), "name": names[k],

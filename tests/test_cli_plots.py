@@ -141,6 +141,17 @@ def variants(digit):
             "colour.jpg": colour}
 
 
+def dark_on_light(folder, images):
+    """Images (N, 784) in 0..1 as PNG files 0.png, 1.png, ... of dark ink on
+    light paper; their paths."""
+    Image = pytest.importorskip("PIL.Image")
+    paths = []
+    for k, image in enumerate(images):
+        paths.append(folder / f"{k}.png")
+        Image.fromarray((255 * (1 - image.reshape(28, 28))).astype(np.uint8)).save(paths[-1])
+    return paths
+
+
 def test_predict_reads_pictures_of_digits(capsys, tmp_path, mlp_file, mnist):
     (_, _), (Xt, yt) = mnist
     files, truth = [], []
@@ -174,17 +185,13 @@ def test_predict_reads_pictures_of_digits(capsys, tmp_path, mlp_file, mnist):
 
 
 def test_predict_gives_a_cnn_images_and_names_fashion_classes(capsys, tmp_path, mnist):
-    Image = pytest.importorskip("PIL.Image")
     (_, _), (Xt, _) = mnist
     sn.manual_seed(3)
     model = sn.Sequential(sn.Conv2D(1, 4, 5), sn.ReLU(), sn.MaxPool2D(2), sn.Flatten(),
                           sn.Dense(4 * 12 * 12, 10))
     model.metadata["dataset"] = "fashion-mnist"
     model.save(tmp_path / "cnn.npz")
-    paths = []
-    for k in range(3):
-        paths.append(tmp_path / f"{k}.png")
-        Image.fromarray((255 * (1 - Xt[k].reshape(28, 28))).astype(np.uint8)).save(paths[-1])
+    paths = dark_on_light(tmp_path, Xt[:3])
     code, out, err = run(capsys, "predict", tmp_path / "cnn.npz", *paths, "--json")
     assert code == 0, err
     # a Fashion-MNIST model's pictures are prepared as Fashion-MNIST's were
@@ -212,3 +219,27 @@ def test_predict_refuses_files_it_cannot_read(capsys, tmp_path, mlp_file):
         assert err.startswith("scratchnet predict: error: ") and message in err, err
     code, out, err = run(capsys, "predict", mlp_file, tmp_path / "x.npy")  # .npy as before
     assert code == 0 and out.strip().isdigit(), err
+
+
+def test_predict_gives_a_one_output_model_both_classes(capsys, tmp_path, mnist):
+    """A one-output BinaryCrossEntropy model's pictures ended in a traceback
+    (predict_proba gives such a model's (N,) probabilities of class 1)."""
+    (_, _), (Xt, _) = mnist
+    sn.manual_seed(0)
+    model = sn.Sequential(sn.Dense(784, 1))
+    model.loss = sn.BinaryCrossEntropy()
+    model.save(tmp_path / "binary.npz")
+    paths = dark_on_light(tmp_path, Xt[:2])
+    code, out, err = run(capsys, "predict", tmp_path / "binary.npz", *paths, "--json")
+    assert code == 0, err
+    images = np.stack([sn.datasets.image_to_mnist(p) for p in paths]).reshape(2, 784)
+    ones = model.predict_proba(images)
+    for result, p1, label in zip(json.loads(out), ones, model.predict(images)):
+        top = result["top"]
+        assert [c["class"] for c in top] == [label, 1 - label]  # as .npy input would say
+        assert [c["name"] for c in top] == [str(label), str(1 - label)]
+        np.testing.assert_allclose({c["class"]: c["probability"] for c in top}[1], p1,
+                                   rtol=1e-6)
+        assert sum(c["probability"] for c in top) == pytest.approx(1)
+    code, out, err = run(capsys, "predict", tmp_path / "binary.npz", paths[0])
+    assert code == 0 and err == "" and out.startswith(f"{paths[0]}: ") and out.count("%") == 2
