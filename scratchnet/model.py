@@ -152,11 +152,15 @@ class Sequential(Module):
     def forward(self, x, training=False):
         """The outputs for the batch x, a new array each call (as PyTorch's):
         the layers' forward return buffers they reuse, and a list of model(x)
-        results held the last batch's outputs in every entry."""
-        for layer in self.layers:
-            x = layer.forward(x, training=training)
-        self._inference_forward = not training
-        return np.array(x, copy=True)
+        results held the last batch's outputs in every entry. Under the
+        model's lock: the buffers are the model's, so calls from several
+        threads got each other's outputs, and one during fit overwrote what
+        fit's backward pass reads."""
+        with self._lock:
+            for layer in self.layers:
+                x = layer.forward(x, training=training)
+            self._inference_forward = not training
+            return np.array(x, copy=True)
 
     def _warn_inference_backward(self):
         """Once per model: a backward pass after a forward with training=False
