@@ -971,6 +971,13 @@ class Sequential(Module):
         callbacks.check_resume(saved.history, saved.epoch)
         backup = (self.state_dict(), optimizer.state_dict(),
                   None if scheduler is None else scheduler.state_dict(), self.random_state())
+        def restore():
+            self.load_state_dict(backup[0])
+            optimizer.load_state_dict(backup[1])
+            if scheduler is not None:
+                scheduler.load_state_dict(backup[2])
+            self.set_random_state(backup[3])
+
         try:
             self.load_state_dict(arrays)
             optimizer.load_state_dict(saved.optimizer)
@@ -978,12 +985,13 @@ class Sequential(Module):
                 scheduler.load_state_dict(saved.scheduler)
             self.set_random_state(saved.random_layers)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            self.load_state_dict(backup[0])
-            optimizer.load_state_dict(backup[1])
-            if scheduler is not None:
-                scheduler.load_state_dict(backup[2])
-            self.set_random_state(backup[3])
+            restore()
             raise ModelFileError(f"{path}: {exc}") from None
+        except BaseException:
+            # a Ctrl-C (fit's handler is not in place yet) left a model half
+            # loaded, with its own weights in some layers and the file's in others
+            restore()
+            raise
         rng.bit_generator.state = saved.rng
         return saved.history, saved.epoch
 

@@ -520,3 +520,34 @@ def test_callbacks_get_their_own_copy_of_the_resumed_history(tmp_path):
 
     history, _, _ = train(mlp(), make, X, y, epochs=3, resume=path, callbacks=[Clears()])
     assert len(history["loss"]) == 3
+
+
+def test_a_ctrl_c_while_a_checkpoint_loads_leaves_the_model_as_it_was(tmp_path, monkeypatch):
+    """fit's Ctrl-C handler is in place only from the first epoch: a
+    KeyboardInterrupt while resume loaded the checkpoint left the model with
+    its own weights in some layers and the file's in others, and no optimizer
+    state. Everything is put back, as for a refused file."""
+    X = np.random.default_rng(0).random((64, 6), dtype=np.float32)
+    y = np.arange(64) % 3
+    path = tmp_path / "run.ckpt"
+    first = sn.Sequential(sn.Dense(6, 5, seed=1), sn.ReLU(), sn.Dense(5, 3, seed=2))
+    first.fit(X, y, sn.Adam(first.parameters()), epochs=1, verbose=0, seed=0, checkpoint=path)
+    model = sn.Sequential(sn.Dense(6, 5, seed=7), sn.ReLU(), sn.Dense(5, 3, seed=8))
+    opt = sn.Adam(model.parameters())
+    before = {k: v.copy() for k, v in model.state_dict().items()}
+
+    calls = []
+
+    def interrupted(state):  # the first call, after the weights loaded; then as it was
+        calls.append(state)
+        if len(calls) == 1:
+            raise KeyboardInterrupt
+        return type(opt).load_state_dict(opt, state)
+
+    monkeypatch.setattr(opt, "load_state_dict", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        model.fit(X, y, opt, epochs=2, verbose=0, seed=0, resume=path)
+    monkeypatch.undo()
+    for name, kept in before.items():
+        np.testing.assert_array_equal(model.state_dict()[name], kept, err_msg=name)
+    assert opt.state == {}
