@@ -139,6 +139,16 @@ def _seed(text):
     return value
 
 
+def _given(what):
+    """An argparse type: a path, refused empty (--out "" saved to the default
+    name, --checkpoint "" failed after the first epoch naming a temporary file)."""
+    def parse(text):
+        if not text:
+            raise argparse.ArgumentTypeError(f"empty; give {what}")
+        return text
+    return parse
+
+
 def _fraction(text):
     value = _number(float, text)
     if not 0.0 <= value < 1.0:  # also refuses nan
@@ -218,24 +228,67 @@ def _check_out(path, force):
     if path.lower().endswith(".onnx"):  # a .npz under that name: no ONNX tool reads it
         raise CommandError(f"--out {path}: train saves scratchnet's .npz model; give a .npz "
                            f"name, then `scratchnet export MODEL.npz {path}` writes ONNX")
+    _check_writable("--out", path, "model.npz",
+                    None if force else "pass --force to overwrite it, or choose another --out")
+
+
+def _check_writable(option, path, example, if_exists):
+    """Fail before any work if the file option names could not be written:
+    a folder, a file that exists (if_exists says what to do; None: replace
+    it), a folder that is missing or cannot be written in."""
     if os.path.isdir(path):
-        raise CommandError(f"--out {path}: is a folder; give a file name, such as "
-                           f"{os.path.join(path, 'model.npz')}")
-    if os.path.lexists(path) and not force:
-        raise CommandError(f"--out {path}: already exists; pass --force to overwrite it, "
-                           "or choose another --out")
+        raise CommandError(f"{option} {path}: is a folder; give a file name, such as "
+                           f"{os.path.join(path, example)}")
+    if os.path.lexists(path) and if_exists:
+        raise CommandError(f"{option} {path}: already exists; {if_exists}")
     folder = os.path.dirname(path) or "."
     if not os.path.isdir(folder):
         reason = (f"{folder} is not a folder" if os.path.exists(folder)
                   else f"the folder {folder} does not exist")
-        raise CommandError(f"--out {path}: cannot save there: {reason}")
+        raise CommandError(f"{option} {path}: cannot write there: {reason}")
     try:  # the only sure test of "writable" (permissions, read-only mounts, ACLs) is to write
         fd, probe = tempfile.mkstemp(dir=folder, prefix=".scratchnet-", suffix=".probe")
     except OSError as exc:
-        raise CommandError(f"--out {path}: cannot save there: cannot write in the folder "
+        raise CommandError(f"{option} {path}: cannot write there: cannot write in the folder "
                            f"{folder} ({exc.strerror or exc})") from None
     os.close(fd)
     os.unlink(probe)
+
+
+def _same_file(a, b):
+    """Whether paths a and b name one file (through links, or spelt differently)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one does not exist (yet)
+        return os.path.realpath(a) == os.path.realpath(b)
+
+
+def _check_checkpoint(args, out):
+    """Before loading data: --checkpoint can be written after every epoch,
+    without replacing the model at --out or, unasked, a run's checkpoint."""
+    path = args.checkpoint
+    if path is None:
+        return
+    if _same_file(path, out):  # the model saved at the end would replace the checkpoint
+        raise CommandError(f"--checkpoint {path} is also --out: the checkpoint is written "
+                           "after every epoch and the model at the end; give them different "
+                           "names")
+    continues = args.resume is not None and _same_file(path, args.resume)
+    _check_writable("--checkpoint", path, "run.ckpt", None if continues or args.force else
+                    f"it may hold an interrupted run: to continue that run, run its command "
+                    f"again with --resume {path}; to start over, replacing it, pass --force")
+
+
+def _check_resume(path):
+    """Before loading data: --resume names a file that can be read."""
+    if path is None:
+        return
+    try:
+        with open(path, "rb"):  # a folder: IsADirectoryError
+            pass
+    except OSError as exc:
+        raise CommandError(f"--resume {_os_error(exc, path)}; give the checkpoint file that "
+                           "--checkpoint wrote") from None
 
 
 def _save(model, out, force, dataset):
@@ -293,10 +346,12 @@ def cmd_train(args):
     defaults = (CNN_DEFAULTS if cnn else DEFAULTS)[args.dataset]
     epochs = args.epochs if args.epochs is not None else defaults["epochs"]
     dropout = args.dropout if args.dropout is not None else defaults["dropout"]
-    out = args.out or f"scratchnet-{args.dataset}.npz"
+    out = args.out if args.out is not None else f"scratchnet-{args.dataset}.npz"
     main_rank = _start_ranks(args)
     if main_rank:
         _check_out(out, args.force)
+        _check_checkpoint(args, out)
+        _check_resume(args.resume)
         _check_plots(args)
     if args.threads:
         _core.set_num_threads(args.threads)
@@ -323,11 +378,25 @@ def cmd_train(args):
               f"kernel {_core.get_isa()}, {_core.get_num_threads()} "
               f"thread{'s' if _core.get_num_threads() != 1 else ''}"
               + (f" x {distributed.size()} ranks" if args.distributed else ""))
-    history = model.fit(X, y, optimizer=optimizer, epochs=epochs, batch_size=args.batch_size,
-                        seed=args.seed, verbose=verbose, scheduler=scheduler,
-                        validation=(Xt, yt) if args.plots else None,
-                        checkpoint=args.checkpoint, resume=args.resume,
-                        distributed=args.distributed)
+    trained = []  # the epochs this run completes (a resumed one: from the checkpoint's on)
+    try:
+        history = model.fit(X, y, optimizer=optimizer, epochs=epochs,
+                            batch_size=args.batch_size, seed=args.seed, verbose=verbose,
+                            scheduler=scheduler, validation=(Xt, yt) if args.plots else None,
+                            checkpoint=args.checkpoint, resume=args.resume,
+                            distributed=args.distributed,
+                            callback=lambda epoch, logs: trained.append(epoch))
+    except OSError as exc:
+        # after an epoch, the only file fit writes is the checkpoint (rank 0's):
+        # the model trained so far is kept, as a full disk at the end keeps it
+        if not (args.checkpoint and trained and main_rank):
+            raise
+        saved, error = _save_trained(model, out, args)
+        raise CommandError(f"writing --checkpoint {args.checkpoint} after epoch {trained[-1]} "
+                           f"of {epochs} failed ({exc.strerror or exc}), which stopped "
+                           "training; " + (f"the model trained so far is saved to {saved}"
+                                           if error is None else
+                                           _not_saved_at_out(saved, error, out))) from None
     if model.interrupted:  # Ctrl-C: fit said what was saved and how to resume
         if args.checkpoint and main_rank and os.path.exists(args.checkpoint):
             # resuming needs the run's own options: the whole command, not just --resume
@@ -338,8 +407,7 @@ def cmd_train(args):
         return 0
     result = model.evaluate(Xt, yt)
     seconds = time.perf_counter() - started
-    model.metadata["dataset"] = args.dataset  # evaluate's default dataset
-    saved, error = _save(model, out, args.force, args.dataset)
+    saved, error = _save_trained(model, out, args)
     metrics = {"dataset": args.dataset, "test_accuracy": result["accuracy"],
                "test_loss": result["loss"], "train_loss": history["loss"][-1],
                "train_accuracy": history["accuracy"][-1], "epochs": epochs,
@@ -354,12 +422,22 @@ def cmd_train(args):
     _write_plots(args, model, Xt, yt, history)
     if error is None:
         return 0
+    raise CommandError(_not_saved_at_out(saved, error, out))
+
+
+def _save_trained(model, out, args):
+    """_save for `train`, the dataset recorded in the model (evaluate's default dataset)."""
+    model.metadata["dataset"] = args.dataset
+    return _save(model, out, args.force, args.dataset)
+
+
+def _not_saved_at_out(saved, error, out):
+    """What happened to a model _save could not put at out: error, then where it went."""
     reason = _os_error(error, out)
     if saved:
-        raise CommandError(f"could not save the model to --out ({reason}); "
-                           f"saved it to {saved} instead")
-    raise CommandError(f"could not save the model to --out ({reason}), nor in the current "
-                       "or the temporary folder: the trained model is lost")
+        return f"could not save the model to --out ({reason}); saved it to {saved} instead"
+    return (f"could not save the model to --out ({reason}), nor in the current or the "
+            "temporary folder: the trained model is lost")
 
 
 def cmd_evaluate(args):
@@ -712,14 +790,18 @@ def make_parser():
     p.add_argument("--threads", type=_positive(int), default=None,
                    help="threads of the C kernels (default: $SCRATCHNET_NUM_THREADS, else "
                         f"$OMP_NUM_THREADS, else the cores: {_core.get_num_threads()} here)")
-    p.add_argument("--out", default=None,
+    p.add_argument("--out", type=_given("a file name, such as model.npz"), default=None,
                    help="where to save the model, a .npz file; checked before training "
                         "(default: scratchnet-<dataset>.npz in the current folder)")
-    p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
-    p.add_argument("--checkpoint", metavar="PATH", default=None,
+    p.add_argument("--force", action="store_true",
+                   help="overwrite --out, and --checkpoint, if they exist")
+    p.add_argument("--checkpoint", metavar="PATH", type=_given("a file name, such as run.ckpt"),
+                   default=None,
                    help="write a checkpoint there after every epoch (atomically), to resume "
-                        "from after Ctrl-C or a crash (default: none)")
-    p.add_argument("--resume", metavar="PATH", default=None,
+                        "from after Ctrl-C or a crash; checked before training, and an "
+                        "existing one is kept unless --resume names it or --force is given "
+                        "(default: none)")
+    p.add_argument("--resume", metavar="PATH", type=_given("the checkpoint file"), default=None,
                    help="continue the run a checkpoint holds; give the options it was started "
                         "with too (Ctrl-C prints the whole command; --epochs counts the whole "
                         "run); the result is the same as uninterrupted (default: start afresh)")

@@ -81,8 +81,17 @@ def test_json_output_is_one_object(capsys, tmp_path, mnist):
     (["train", "--seed", "abc"], "invalid int value: 'abc'"),
     (["train", "--dropout", "x"], "invalid float value: 'x'"),
     (["export", "m.npz", "m.onnx", "--opset", "5"], "must be 13 or more"),  # it exited 1
+    # --out "" saved to the default name; --checkpoint "" failed after an epoch
+    (["train", "--out", ""], "argument --out: empty; give a file name"),
+    (["train", "--checkpoint", ""], "argument --checkpoint: empty; give a file name"),
+    (["train", "--resume", ""], "argument --resume: empty; give the checkpoint file"),
 ])
-def test_bad_options_are_rejected_by_the_parser(capsys, argv, message):
+def test_bad_options_are_rejected_by_the_parser(capsys, monkeypatch, tmp_path, argv, message):
+    def no_loading(*args, **kwargs):  # one the parser lets through must not train for long
+        raise AssertionError(f"the parser accepted {argv}")
+
+    monkeypatch.setattr(cli.datasets, "load", no_loading)
+    monkeypatch.chdir(tmp_path)  # nor write a model in the current folder
     with pytest.raises(SystemExit) as exc:
         cli.main(argv)
     assert exc.value.code == 2
