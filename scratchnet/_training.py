@@ -104,17 +104,23 @@ def skipped_message(epoch, steps, skipped):
             f"inputs are the likely causes")
 
 
-def interrupted_message(epoch, epochs, saved):
+def interrupted_message(epoch, epochs, saved, partway=True):
     """The one line fit prints when Ctrl-C stopped it in epoch (of epochs);
-    epoch = epochs + 1: after the last one was complete."""
-    where = (f"fit: interrupted in epoch {epoch} of {epochs}" if epoch <= epochs else
-             f"fit: interrupted after the last epoch ({epochs} of {epochs}) was complete")
+    epoch = epochs + 1: after the last one was complete; partway: epoch had
+    taken steps (a Ctrl-C in a callback at the end of the epoch before
+    stops it before any)."""
+    if epoch > epochs:
+        where = f"fit: interrupted after the last epoch ({epochs} of {epochs}) was complete"
+    elif not partway:
+        where = f"fit: interrupted after epoch {epoch - 1} of {epochs} was complete"
+    else:
+        where = f"fit: interrupted in epoch {epoch} of {epochs}"
     # the steps of the epoch under way stay in the model: say so
-    partway = (f" (the model in memory holds epoch {epoch}'s steps so far)"
-               if epoch <= epochs else "")
+    steps = (f" (the model in memory holds epoch {epoch}'s steps so far)"
+             if epoch <= epochs and partway else "")
     if saved is None:
         return (f"{where}; nothing was saved (checkpoint=PATH keeps the last complete epoch; "
-                f"scratchnet train --checkpoint PATH){partway}")
+                f"scratchnet train --checkpoint PATH){steps}")
     path, done = saved
     return (f"{where}; {path} holds epoch {done}: to continue, pass resume={str(path)!r} to "
-            f"fit{partway}")
+            f"fit{steps}")

@@ -693,6 +693,7 @@ class Sequential(Module):
             if shard is not None:
                 interrupts = SharedInterrupts(interrupts, shard)
             first_epoch = done + 1
+            tally, tally_epoch = None, None  # the sums of the last epoch begun
             for epoch in range(first_epoch, epochs + 1):
                 if interrupts.requested or self.stop_training:
                     break
@@ -710,7 +711,7 @@ class Sequential(Module):
                 lr = optimizer.current_lr()
                 order = rng.permutation(n) if shuffle else np.arange(n)
                 bar = start_epoch(n, epoch, epochs, verbose)
-                tally = EpochTally()
+                tally, tally_epoch = EpochTally(), epoch
                 if fast is not None:
                     self._fast_epoch(fast, X, y, order, batch_size, bar, tally, skip, interrupts,
                                      shard)
@@ -763,7 +764,10 @@ class Sequential(Module):
                     break
         if interrupts.requested:  # also after the last step: a Ctrl-C is never dropped
             self.interrupted = True
-            print(interrupted_message(done + 1, epochs, saved), file=sys.stderr, flush=True)
+            # a Ctrl-C in a callback at an epoch's end stops fit before the next takes a step
+            took_steps = tally is not None and tally_epoch == done + 1 and tally.samples > 0
+            print(interrupted_message(done + 1, epochs, saved, took_steps), file=sys.stderr,
+                  flush=True)
         callbacks.on_train_end(logs)
         return history
 

@@ -134,6 +134,26 @@ def test_a_ctrl_c_after_the_last_step_is_reported_not_dropped(training_path, cap
                     "scratchnet train --checkpoint PATH)")
 
 
+def test_a_ctrl_c_at_an_epochs_end_says_no_steps_of_the_next_were_taken(capsys, tmp_path):
+    """A Ctrl-C from a callback at the end of epoch 2 of 4 stops fit before
+    epoch 3 takes a step: the line said "interrupted in epoch 3 ... (the model
+    in memory holds epoch 3's steps so far)", and the model was the
+    checkpoint's."""
+    X, y = blobs()
+    model = mlp()
+    at_end = InterruptAtEnd()
+    at_end.last = 2
+    ckpt = tmp_path / "run.ckpt"
+    h, *_ = train(model, OPTIMIZERS["adagrad"], X, y, epochs=4, callbacks=[at_end],
+                  checkpoint=ckpt)
+    assert model.interrupted and len(h["loss"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"fit: interrupted after epoch 2 of 4 was complete; {ckpt} holds epoch 2: to "
+        f"continue, pass resume='{ckpt}' to fit")
+    for name, array in sn.load(ckpt).state_dict().items():
+        np.testing.assert_array_equal(model.state_dict()[name], array, err_msg=name)
+
+
 def small_cnn(seed=0):
     sn.manual_seed(seed)
     return sn.Sequential(sn.RandomShift(1), sn.RandomFlip(), sn.Conv2D(1, 3, 3, padding=1),
