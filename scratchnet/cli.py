@@ -397,6 +397,16 @@ def cmd_train(args):
                            "training; " + (f"the model trained so far is saved to {saved}"
                                            if error is None else
                                            _not_saved_at_out(saved, error, out))) from None
+    except ValueError as exc:
+        # fit's refusal speaks Python ("pass validation ... as then"): validation
+        # is what --plots adds, so say it in options
+        if args.resume is None or "validation data" not in str(exc):
+            raise
+        then, fix = (("without", "leave --plots out") if args.plots else
+                     ("with", "pass --plots DIR again"))
+        raise CommandError(f"cannot resume from {args.resume}: it was written by a run {then} "
+                           "--plots, which evaluates the test set after every epoch, and the "
+                           f"resumed run must do as that run did: {fix}") from None
     if model.interrupted:  # Ctrl-C: fit said what was saved and how to resume
         if args.checkpoint and main_rank and os.path.exists(args.checkpoint):
             # resuming needs the run's own options: the whole command, not just --resume

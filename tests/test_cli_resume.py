@@ -214,3 +214,23 @@ def test_a_checkpoint_that_cannot_be_written_stops_training_and_keeps_the_model(
                             sn.load(tmp_path / "two.npz").state_dict().values()):
         np.testing.assert_array_equal(a, b, err_msg=name)
     assert kept.metadata == {"dataset": "mnist"}
+
+
+@pytest.mark.parametrize("plots_then", [True, False])
+def test_resuming_with_plots_added_or_left_out_says_so_in_options(tmp_path, monkeypatch, capsys,
+                                                                 small_data, plots_then):
+    """The refusal spoke Python: "pass validation (or validation_split) as then"."""
+    monkeypatch.setattr(cli, "_check_plots", lambda args: None)  # no plots written here:
+    monkeypatch.setattr(cli, "_write_plots", lambda *args, **kwargs: None)  # (no matplotlib)
+    ckpt, plots = tmp_path / "run.ckpt", ["--plots", str(tmp_path / "plots")]
+    assert cli.main(cli_args(tmp_path, "a.npz", "--epochs", "1", "--checkpoint", str(ckpt),
+                             *plots * plots_then)) == 0
+    capsys.readouterr()
+    code = cli.main(cli_args(tmp_path, "b.npz", "--epochs", "2", "--resume", str(ckpt),
+                             *plots * (not plots_then)))
+    err = capsys.readouterr().err
+    assert code == 1 and err.count("\n") == 1 and "validation_split" not in err
+    assert err.startswith(f"scratchnet train: error: cannot resume from {ckpt}: it was written "
+                          f"by a run {'with' if plots_then else 'without'} --plots, which "
+                          "evaluates the test set after every epoch")
+    assert err.endswith("pass --plots DIR again\n" if plots_then else "leave --plots out\n")
