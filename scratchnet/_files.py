@@ -15,6 +15,7 @@ a ModelFileError naming the file and the problem."""
 import json
 import os
 import secrets
+import stat
 import zipfile
 
 import numpy as np
@@ -29,9 +30,13 @@ def write_npz(path, arrays, records, what):
     """Write arrays (name -> array) and records (name -> JSON-able value) to
     path atomically; what ("save", "checkpoint") starts error messages."""
     path = os.fspath(path)
+    if not path:
+        raise ValueError(f"{what}: an empty path; give a file name, e.g. model.npz")
     if os.path.isdir(path):
         raise IsADirectoryError(f"{what}: {path} is a folder; give a file name, e.g. "
                                 f"{os.path.join(path, 'model.npz')}")
+    if os.path.islink(path):  # the file it names is replaced, the link stays a link
+        path = os.path.realpath(path)
     folder = os.path.dirname(path) or "."
     if not os.path.isdir(folder):  # else the error would name the temporary file
         raise FileNotFoundError(f"{what}: {path}: the folder {folder} does not exist")
@@ -44,12 +49,17 @@ def write_npz(path, arrays, records, what):
     tmp = f"{path}.{os.getpid()}-{secrets.token_hex(4)}.tmp.npz"
     try:
         np.savez(tmp, **arrays)
+        if os.path.exists(path):  # a file replaced keeps its permissions (a private one private)
+            os.chmod(tmp, stat.S_IMODE(os.stat(path).st_mode))
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         if os.path.exists(tmp):  # a disk that filled up keeps no partial file
             os.remove(tmp)
+        if isinstance(exc, OSError) and exc.errno is not None:
+            # named by the file asked for, not the temporary one
+            raise OSError(exc.errno, f"{what}: {exc.strerror}", path) from None
         raise
     _sync_folder(os.path.dirname(path) or ".")
 

@@ -1005,6 +1005,11 @@ class Sequential(Module):
         """The JSON record of what the model is: its layers (type and config),
         the recorded loss and model.metadata (TypeError naming where if the
         metadata is not JSON)."""
+        if not isinstance(self.metadata, dict) or not all(isinstance(k, str)
+                                                          for k in self.metadata):
+            # sn.load refused a file with a string or list there; int keys came back as str
+            raise TypeError(f"{where}: model.metadata must be a dict with str keys (a JSON "
+                            f"object), got {_describe(self.metadata)}")
         arch = {"format": MODEL_FORMAT, "version": FORMAT_VERSION,
                 "layers": [{"type": type(l).__name__, "config": l.get_config()}
                            for l in self.layers],
@@ -1046,6 +1051,14 @@ class Sequential(Module):
         gives predict_proba's values. See scratchnet.onnx_io."""
         from .onnx_io import export_onnx
         return export_onnx(self, path, opset=opset, input_shape=input_shape)
+
+
+def _describe(value):
+    """A short description of a value for a message."""
+    if isinstance(value, dict):
+        return f"a dict with keys {sorted(map(repr, value))[:5]}"
+    text = repr(value)
+    return f"{type(value).__name__} {text if len(text) <= 40 else text[:37] + '...'}"
 
 
 def _finite_loss(loss, outputs, targets):

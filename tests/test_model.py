@@ -1,5 +1,6 @@
 """The Python API: Sequential's fit / evaluate / predict / save / load, seeds,
 and the clear errors promised for bad input."""
+import os
 import numpy as np
 import pytest
 
@@ -343,3 +344,37 @@ def test_backward_after_an_inference_forward_warns_once_where_layers_train_diffe
         quiet[0].backward(loss.backward())
         loss.forward(quiet[1](X), y)  # a Dropout of p = 0 trains no differently
         quiet[1].backward(loss.backward())
+
+
+def test_save_refuses_metadata_load_would_refuse_and_keeps_files_as_they_were(tmp_path,
+                                                                              monkeypatch):
+    """model.metadata = "run 7" (or a list, or int keys) was saved, and sn.load
+    then refused the file; a replaced file lost its permissions (a private
+    model became world-readable) and a symlink was replaced by a file; a
+    failed write was named by its temporary file."""
+    import stat
+    model = small_model()
+    for bad in ("run 7", ["x"], 5, {1: "x"}):
+        model.metadata = bad
+        with pytest.raises(TypeError, match="metadata must be a dict with str keys"):
+            model.save(tmp_path / "md.npz")
+    assert not (tmp_path / "md.npz").exists()
+    model.metadata = {}
+    real, link = tmp_path / "real.npz", tmp_path / "latest.npz"
+    model.save(real)
+    os.chmod(real, 0o600)
+    os.symlink(real, link)
+    other = sn.Sequential(sn.Dense(8, 2))
+    other.save(link)
+    assert os.path.islink(link) and sn.load(real).layers[0].weight.shape == (8, 2)
+    assert stat.S_IMODE(os.stat(real).st_mode) == 0o600
+    with pytest.raises(ValueError, match="empty path"):
+        model.save("")
+
+    def disk_full(path, **arrays):
+        raise OSError(28, "No space left on device", path)
+
+    monkeypatch.setattr(np, "savez", disk_full)
+    with pytest.raises(OSError) as failed:
+        model.save(real)
+    assert failed.value.filename == os.fspath(real) and failed.value.errno == 28
