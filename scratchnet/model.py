@@ -18,6 +18,7 @@ import math
 import numbers
 import os
 import sys
+import tempfile
 import threading
 import time
 import warnings
@@ -616,12 +617,16 @@ class Sequential(Module):
         verbose = int(verbose)
         if checkpoint is not None:
             checkpoint = os.fspath(checkpoint)
+            if not checkpoint:
+                raise ValueError("fit: checkpoint is an empty path; give a file name, e.g. "
+                                 "run.ckpt")
             if os.path.isdir(checkpoint):
                 raise IsADirectoryError(f"fit: checkpoint={checkpoint} is a folder; give a "
                                         f"file name, e.g. {os.path.join(checkpoint, 'run.ckpt')}")
             if not os.path.isdir(os.path.dirname(checkpoint) or "."):
                 raise FileNotFoundError(f"fit: checkpoint={checkpoint}: the folder "
                                         f"{os.path.dirname(checkpoint)} does not exist")
+            _check_writable_folder(checkpoint, "fit: checkpoint")
             self._architecture("fit")  # the metadata can be written, known before training
         X = self._inputs(X)
         y = _targets(y, X.shape[0], loss, self, "fit", X.shape[1:])
@@ -1051,6 +1056,20 @@ class Sequential(Module):
         gives predict_proba's values. See scratchnet.onnx_io."""
         from .onnx_io import export_onnx
         return export_onnx(self, path, opset=opset, input_shape=input_shape)
+
+
+def _check_writable_folder(path, what):
+    """Refuse, before any work, a path whose folder cannot be written in
+    (permissions, a read-only mount: the only sure test is to write), where
+    the first write would come after an epoch of training."""
+    folder = os.path.dirname(path) or "."
+    try:
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".scratchnet-", suffix=".probe")
+    except OSError as exc:
+        raise OSError(exc.errno, f"{what}: cannot write in the folder {folder} "
+                      f"({exc.strerror})", path) from None
+    os.close(fd)
+    os.unlink(probe)
 
 
 def _describe(value):

@@ -571,3 +571,26 @@ def test_a_ctrl_c_while_a_checkpoint_loads_leaves_the_model_as_it_was(tmp_path, 
     for name, kept in before.items():
         np.testing.assert_array_equal(model.state_dict()[name], kept, err_msg=name)
     assert opt.state == {}
+
+
+def test_a_checkpoint_that_cannot_be_written_is_refused_before_training(tmp_path,
+                                                                        monkeypatch):
+    """checkpoint="" or a folder that cannot be written in failed at the end
+    of the first epoch (naming a temporary file), after its training."""
+    import tempfile
+    X, y = blobs()
+    model = mlp()
+    before = {k: v.copy() for k, v in model.state_dict().items()}
+    with pytest.raises(ValueError, match="checkpoint is an empty path"):
+        model.fit(X, y, sn.SGD(model.parameters()), epochs=1, verbose=0, checkpoint="")
+
+    def read_only(*args, **kwargs):
+        raise OSError(30, "Read-only file system")
+
+    monkeypatch.setattr(tempfile, "mkstemp", read_only)
+    with pytest.raises(OSError, match="cannot write in the folder") as refused:
+        model.fit(X, y, sn.SGD(model.parameters()), epochs=1, verbose=0,
+                  checkpoint=tmp_path / "run.ckpt")
+    assert refused.value.filename == os.fspath(tmp_path / "run.ckpt")
+    for name, kept in before.items():
+        np.testing.assert_array_equal(model.state_dict()[name], kept, err_msg=name)
