@@ -29,26 +29,43 @@ class ModelFileError(ValueError):
 def write_npz(path, arrays, records, what):
     """Write arrays (name -> array) and records (name -> JSON-able value) to
     path atomically; what ("save", "checkpoint") starts error messages."""
+    arrays = dict(arrays)
+    for name, value in records.items():
+        text = json.dumps(value, allow_nan=False, default=_json_default)
+        arrays[name] = np.frombuffer(text.encode(), dtype=np.uint8)
+    # (np.savez adds .npz to a name without it)
+    write_atomically(path, lambda tmp: np.savez(tmp, **arrays), what, ".tmp.npz")
+
+
+def write_bytes(path, data, what):
+    """Write data (bytes) to path atomically (an ONNX export)."""
+    def write(tmp):
+        with open(tmp, "wb") as f:
+            f.write(data)
+    write_atomically(path, write, what, ".tmp")
+
+
+def write_atomically(path, write, what, suffix):
+    """write(tmp) makes the file in a temporary file beside path, which is
+    then synced and renamed over path: path is at any moment the old file or
+    the new one, whole. A symlink at path stays a link (the file it names is
+    replaced), a file replaced keeps its permissions, and an error names path."""
     path = os.fspath(path)
     if not path:
         raise ValueError(f"{what}: an empty path; give a file name, e.g. model.npz")
     if os.path.isdir(path):
         raise IsADirectoryError(f"{what}: {path} is a folder; give a file name, e.g. "
                                 f"{os.path.join(path, 'model.npz')}")
-    if os.path.islink(path):  # the file it names is replaced, the link stays a link
+    if os.path.islink(path):
         path = os.path.realpath(path)
     folder = os.path.dirname(path) or "."
     if not os.path.isdir(folder):  # else the error would name the temporary file
         raise FileNotFoundError(f"{what}: {path}: the folder {folder} does not exist")
-    arrays = dict(arrays)
-    for name, value in records.items():
-        text = json.dumps(value, allow_nan=False, default=_json_default)
-        arrays[name] = np.frombuffer(text.encode(), dtype=np.uint8)
     # beside the target (a rename across file systems is not atomic), unique,
     # made with the user's umask as the target would be
-    tmp = f"{path}.{os.getpid()}-{secrets.token_hex(4)}.tmp.npz"
+    tmp = f"{path}.{os.getpid()}-{secrets.token_hex(4)}{suffix}"
     try:
-        np.savez(tmp, **arrays)
+        write(tmp)
         if os.path.exists(path):  # a file replaced keeps its permissions (a private one private)
             os.chmod(tmp, stat.S_IMODE(os.stat(path).st_mode))
         with open(tmp, "rb+") as f:
@@ -61,7 +78,7 @@ def write_npz(path, arrays, records, what):
             # named by the file asked for, not the temporary one
             raise OSError(exc.errno, f"{what}: {exc.strerror}", path) from None
         raise
-    _sync_folder(os.path.dirname(path) or ".")
+    _sync_folder(folder)
 
 
 def _sync_folder(folder):

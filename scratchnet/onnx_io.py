@@ -37,7 +37,7 @@ import os
 
 import numpy as np
 
-from ._files import _json_default
+from ._files import _json_default, write_bytes
 from .layers import (Dense, Dropout, Flatten, LeakyReLU, ReLU, Reshape, Sigmoid, Softmax,
                      Tanh)
 from .layers_augment import RandomFlip, RandomShift
@@ -149,7 +149,9 @@ def export_onnx(model, path, opset=17, input_shape=None):
         helper.set_model_props(onnx_model, props)
     onnx.checker.check_model(onnx_model)
     path = os.fspath(path)
-    onnx.save(onnx_model, path)
+    # atomically, as save: a failed write (a full disk) left a truncated file
+    # in place of the one --force replaced
+    write_bytes(path, onnx_model.SerializeToString(), "export_onnx")
     return path
 
 

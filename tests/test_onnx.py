@@ -1,6 +1,7 @@
 """ONNX export (Sequential.export_onnx) and import (sn.import_onnx):
 checked by onnx's checker, run by onnxruntime, against PyTorch's exporter,
 and round trips; plus `scratchnet export` on the command line."""
+import os
 import warnings
 
 import numpy as np
@@ -283,3 +284,29 @@ def test_export_on_the_command_line(tmp_path, capsys):
     assert "--force" in capsys.readouterr().err
     assert main(["export", str(tmp_path / "m.npz"), str(out), "--force", "--opset", "13"]) == 0
     assert onnx.load(out).opset_import[0].version == 13
+
+
+def test_a_failed_export_leaves_the_file_it_would_replace(tmp_path, monkeypatch):
+    """export_onnx wrote straight into the target: a full disk left a
+    truncated ONNX file in place of the one it was replacing (the CLI's
+    export --force). It goes through a temporary file, as save does."""
+    import builtins
+    path = tmp_path / "m.onnx"
+    sn.Sequential(sn.Dense(4, 2)).export_onnx(path)
+    before = path.read_bytes()
+    real_open = builtins.open
+
+    def disk_full(file, mode="r", *args, **kwargs):
+        f = real_open(file, mode, *args, **kwargs)
+        if "w" in mode and os.fspath(file) != os.fspath(path):
+            f.write(b"half")
+            f.close()
+            raise OSError(28, "No space left on device")
+        return f
+
+    monkeypatch.setattr(builtins, "open", disk_full)
+    with pytest.raises(OSError, match="No space") as failed:
+        sn.Sequential(sn.Dense(4, 3)).export_onnx(path)
+    monkeypatch.undo()
+    assert failed.value.filename == os.fspath(path)
+    assert path.read_bytes() == before and sorted(os.listdir(tmp_path)) == ["m.onnx"]
