@@ -168,7 +168,13 @@ def _os_error(exc, path=None):
         return str(exc)
     if exc.filename2 is not None:
         where = f"{where} -> {exc.filename2}"
-    return f"{where}: {exc.strerror or exc}"
+    return f"{where}: {_reason(exc)}"
+
+
+def _reason(exc):
+    """An OSError's reason alone, "No space left on device" (its strerror may
+    name what was being written: "checkpoint: No space left on device")."""
+    return os.strerror(exc.errno) if exc.errno else str(exc)
 
 
 def _by_hand(name, where):
@@ -393,7 +399,7 @@ def cmd_train(args):
             raise
         saved, error = _save_trained(model, out, args)
         raise CommandError(f"writing --checkpoint {args.checkpoint} after epoch {trained[-1]} "
-                           f"of {epochs} failed ({exc.strerror or exc}), which stopped "
+                           f"of {epochs} failed ({_reason(exc)}), which stopped "
                            "training; " + (f"the model trained so far is saved to {saved}"
                                            if error is None else
                                            _not_saved_at_out(saved, error, out))) from None
