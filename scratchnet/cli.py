@@ -25,9 +25,9 @@ from .layers_augment import RandomFlip, RandomShift
 from .layers_conv import Conv2D
 from .layers_norm import BatchNorm2d
 from .layers_pool import MaxPool2D
-from .model import Sequential, load
+from .model import ModelFileError, Sequential, load
 from .onnx_io import MIN_OPSET
-from .losses import CrossEntropy
+from .losses import BinaryCrossEntropy, CrossEntropy
 from .optimizers import OPTIMIZERS, CosineAnnealingLR
 
 DATASETS = ("mnist", "fashion-mnist")
@@ -111,6 +111,8 @@ def _hidden_sizes(text):
         raise argparse.ArgumentTypeError(f"hidden sizes must be integers like 512,256; got {text!r}")
     if any(s < 1 for s in sizes):
         raise argparse.ArgumentTypeError(f"hidden sizes must be positive; got {text!r}")
+    if not sizes:  # trained a model without hidden layers, silently (an empty shell variable?)
+        raise argparse.ArgumentTypeError(f"no hidden sizes in {text!r}; give them like 512,256")
     return sizes
 
 
@@ -215,8 +217,19 @@ def _not_found_message(exc, args):
     return "\n".join(lines)
 
 
+def _refuse_file(where, path, fix):
+    """Refuse a folder (where names it: "--plots PATH") that is a file, saying
+    so and what to do (fix): it was "PATH: File exists" from os.makedirs, or
+    data not found with the advice to put the files in it."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise CommandError(f"{where}: is a file, not a folder; {fix}")
+
+
 def _load_data(args, images=False):
     """The dataset as rows (N, 784), or with images as (N, 1, 28, 28)."""
+    if args.data_dir:
+        _refuse_file(f"--data-dir {args.data_dir}", args.data_dir,
+                    "give the folder that holds the four files")
     try:
         return datasets.load(args.dataset, root=args.data_dir, download=not args.no_download,
                              flatten=not images)
@@ -456,8 +469,31 @@ def _not_saved_at_out(saved, error, out):
             "temporary folder: the trained model is lost")
 
 
+# what a user may give where the model goes: files that load reads as a damaged .npz
+PICTURES = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def _load_model(args, usage=None, others=()):
+    """load(args.model), an ONNX file or a picture there named as such rather
+    than as a damaged .npz; usage: the command's form, given when others (its
+    other file arguments) hold an .npz, as the arguments are likely swapped."""
+    try:
+        return load(args.model)
+    except ModelFileError:
+        name = args.model.lower()
+        what = ("an ONNX file" if name.endswith(".onnx") else
+                "a picture" if name.endswith(PICTURES) else None)
+        if what is None:
+            raise
+        swapped = any(os.fspath(f).lower().endswith(".npz") for f in others)
+        raise CommandError(f"{args.model}: {what}, not a scratchnet model (the .npz that "
+                           "`scratchnet train` or model.save writes)"
+                           + (f"; the arguments look swapped: scratchnet {usage}" if swapped
+                              else "")) from None
+
+
 def cmd_evaluate(args):
-    model = load(args.model)
+    model = _load_model(args)
     if args.plots and model.loss is not None and not isinstance(model.loss, CrossEntropy):
         # checked before the plots' folder is made and the test set is run
         raise CommandError(f"--plots: the plots are a classifier's (confusion matrix, "
@@ -495,6 +531,8 @@ def _check_plots(args):
         plot.require()
     except ImportError as exc:
         raise CommandError(str(exc)) from None
+    _refuse_file(f"--plots {args.plots}", args.plots, "give a folder to write the PNGs in "
+                "(made if missing)")
     os.makedirs(args.plots, exist_ok=True)
 
 
@@ -559,7 +597,7 @@ def _pixels(path):
 
 
 def cmd_predict(args):
-    model = load(args.model)
+    model = _load_model(args, PREDICT_USAGE, [args.inputs])
     X = _read_images(args.inputs, images=_takes_images(model))
     try:
         labels = model.predict(X)
@@ -594,11 +632,32 @@ def cmd_predict_files(args):
     return cmd_predict(args)
 
 
+PREDICT_USAGE = "predict MODEL.npz IMAGES.npy, or predict MODEL.npz PICTURE..."
+
+
+def _check_takes_pictures(model, path):
+    """Before reading pictures: the model (file path) classifies 28x28 images."""
+    if model.loss is not None and not isinstance(model.loss, (CrossEntropy,
+                                                              BinaryCrossEntropy)):
+        # predict_proba's refusal ends "use predict()", Python
+        raise CommandError(f"{path}: fitted with {type(model.loss).__name__}, a regression "
+                           "loss: its outputs are values, not classes, so a picture has no "
+                           "likeliest classes; predict prints its values for a .npy of its "
+                           "inputs")
+    first = model._first_dense_index()
+    features = None if first is None else model.layers[first].in_features
+    if features not in (None, 28 * 28):
+        raise CommandError(f"{path}: the model takes {features} features per sample, not "
+                           "28x28 images, which predict makes of pictures; give it a .npy of "
+                           f"shape (N, {features})")
+
+
 def _predict_pictures(args, files):
     """The top 3 classes of each picture, made an image of the dataset the
     model was trained on (datasets.image_to_mnist, or image_to_fashion_mnist
     for a Fashion-MNIST model: the digit recipe made clothes unrecognisable)."""
-    model = load(args.model)
+    model = _load_model(args, PREDICT_USAGE, files)
+    _check_takes_pictures(model, args.model)
     prepare = (datasets.image_to_fashion_mnist
                if model.metadata.get("dataset") == "fashion-mnist" else datasets.image_to_mnist)
     pictures = []
@@ -650,9 +709,11 @@ def _shape(text):
 
 def cmd_export(args):
     """Write a saved model as ONNX (scratchnet.onnx_io)."""
+    # the model first: with the arguments swapped, OUT is the model, which
+    # "exists; pass --force" would have offered to overwrite
+    model = _load_model(args, "export MODEL.npz OUT.onnx", [args.out])
     if os.path.exists(args.out) and not args.force:
         raise CommandError(f"{args.out}: exists; pass --force to overwrite it")
-    model = load(args.model)
     shape = args.input_shape
     if shape is None and model._first_dense_index() is None:
         if model.metadata.get("dataset") not in DATASETS:
@@ -669,9 +730,8 @@ def cmd_export(args):
 
 def cmd_download(args):
     folder = args.data_dir if args.data_dir else datasets.cache_dir(args.name)
-    if os.path.exists(folder) and not os.path.isdir(folder):
-        option = "--data-dir " if args.data_dir else ""
-        raise CommandError(f"{option}{folder}: is not a folder")
+    _refuse_file(f"--data-dir {folder}" if args.data_dir else str(folder), folder,
+                "give a folder to put the four files in")
     try:
         folder = datasets.download(args.name, root=args.data_dir, verbose=not args.quiet)
     except datasets.DownloadError as exc:

@@ -243,3 +243,38 @@ def test_predict_gives_a_one_output_model_both_classes(capsys, tmp_path, mnist):
         assert sum(c["probability"] for c in top) == pytest.approx(1)
     code, out, err = run(capsys, "predict", tmp_path / "binary.npz", paths[0])
     assert code == 0 and err == "" and out.startswith(f"{paths[0]}: ") and out.count("%") == 2
+
+
+def test_plots_given_a_file_says_it_is_not_a_folder(capsys, tmp_path, monkeypatch):
+    """It said "FILE: File exists"."""
+    monkeypatch.setattr(plot, "require", lambda: None)  # as if installed
+    monkeypatch.setattr(cli.datasets, "load", lambda *a, **k: pytest.fail("data loaded"))
+    model, not_a_folder = tmp_path / "m.npz", tmp_path / "plots.png"
+    sn.Sequential(sn.Dense(784, 10)).save(model)
+    not_a_folder.write_bytes(b"")
+    for argv in (["train", "--out", tmp_path / "new.npz"], ["evaluate", model]):
+        code, out, err = run(capsys, *argv, "--plots", not_a_folder)
+        assert code == 1 and out == ""
+        assert err == (f"scratchnet {argv[0]}: error: --plots {not_a_folder}: is a file, not a "
+                       "folder; give a folder to write the PNGs in (made if missing)\n")
+
+
+def test_predict_says_what_a_model_that_cannot_take_pictures_takes(capsys, tmp_path, mnist):
+    """A model of 100 inputs said "X: expected 100 features per sample, got
+    784"; a regression model ended "use predict()", Python."""
+    (_, _), (Xt, _) = mnist
+    [picture] = dark_on_light(tmp_path, Xt[:1])
+    narrow, regression = tmp_path / "narrow.npz", tmp_path / "regression.npz"
+    sn.Sequential(sn.Flatten(), sn.Dense(100, 10)).save(narrow)
+    model = sn.Sequential(sn.Dense(784, 1))
+    model.loss = sn.MSE()
+    model.save(regression)
+    for path, message in [
+            (narrow, "the model takes 100 features per sample, not 28x28 images, which "
+                     "predict makes of pictures; give it a .npy of shape (N, 100)"),
+            (regression, "fitted with MSE, a regression loss: its outputs are values, not "
+                         "classes, so a picture has no likeliest classes; predict prints its "
+                         "values for a .npy of its inputs")]:
+        code, out, err = run(capsys, "predict", path, picture)
+        assert code == 1 and out == ""
+        assert err == f"scratchnet predict: error: {path}: {message}\n"
