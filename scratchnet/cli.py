@@ -922,8 +922,10 @@ def make_parser():
     p.add_argument("--opset", type=_opset, default=17,
                    help=f"the ONNX opset, {MIN_OPSET} or more (default: %(default)s)")
     p.add_argument("--input-shape", type=_shape, default=None,
-                   help="the per-sample input shape, e.g. 1,28,28 (needed when the model "
-                        "does not start with a Dense layer)")
+                   help="the per-sample input shape, e.g. 1,28,28 (default: a model that "
+                        "starts with Dense, or with Flatten then Dense, takes rows of that "
+                        "Dense layer's inputs, e.g. 784; any other model takes 1,28,28 if "
+                        "`scratchnet train` made it, else needs this option)")
     p.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
     p.set_defaults(run=cmd_export)
 

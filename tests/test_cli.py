@@ -603,3 +603,23 @@ def test_hidden_sizes_are_refused_for_the_cnn(capsys, tmp_path):
     err = capsys.readouterr().err
     assert err.splitlines()[-1].startswith("scratchnet train: error: --hidden ")
     assert "--model cnn" in err and "Traceback" not in err
+
+
+def test_export_help_says_when_input_shape_is_needed(capsys, tmp_path):
+    """The help said --input-shape is needed unless the model starts with
+    Dense; a model starting with Flatten exports without it, taking rows."""
+    with pytest.raises(SystemExit):
+        cli.main(["export", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert ("--input-shape INPUT_SHAPE the per-sample input shape, e.g. 1,28,28 (default: a "
+            "model that starts with Dense, or with Flatten then Dense, takes rows of that Dense "
+            "layer's inputs, e.g. 784; any other model takes 1,28,28 if `scratchnet train` made "
+            "it, else needs this option)") in text
+    onnx = pytest.importorskip("onnx")  # what it says of rows
+    for layers in ([sn.Dense(784, 10)], [sn.Flatten(), sn.Dense(784, 10)]):
+        sn.Sequential(*layers).save(tmp_path / "m.npz")
+        code, _, err = run(capsys, "export", str(tmp_path / "m.npz"), str(tmp_path / "m.onnx"),
+                           "--force")
+        assert code == 0, err
+        dims = onnx.load(tmp_path / "m.onnx").graph.input[0].type.tensor_type.shape.dim
+        assert [d.dim_param or d.dim_value for d in dims] == ["batch", 784]
