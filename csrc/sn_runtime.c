@@ -82,7 +82,10 @@ void sn_runtime_init(void)
 #endif
     }
     sn_atomic_cas(&g_isa, -1, sn_atomic_load(&g_best_isa));
-    sn_atomic_cas(&g_num_threads, 0, sn_max_threads());
+    /* OMP_NUM_THREADS may ask for more than SN_MAX_THREADS: capped as
+     * sn_set_num_threads caps (5000 started 5000 threads) */
+    const int omp = sn_max_threads();
+    sn_atomic_cas(&g_num_threads, 0, omp > SN_MAX_THREADS ? SN_MAX_THREADS : omp);
 }
 
 /* A setting, after sn_runtime_init if the program has not called it (a C

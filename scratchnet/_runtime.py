@@ -19,9 +19,10 @@ def configure_from_environment():
     if threads:
         try:
             _core.set_num_threads(int(threads))
-        except ValueError:
-            warnings.warn(f"SCRATCHNET_NUM_THREADS={threads!r} ignored: not a positive integer",
-                          RuntimeWarning, stacklevel=3)
+        except ValueError as exc:  # not a number, or one out of range (set_num_threads says)
+            reason = exc if threads.lstrip("+-").isdigit() else "not a whole number"
+            warnings.warn(f"SCRATCHNET_NUM_THREADS={threads!r} ignored: {reason}; using "
+                          f"{_core.get_num_threads()}", RuntimeWarning, stacklevel=3)
 
 
 def info():

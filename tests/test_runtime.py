@@ -59,6 +59,19 @@ def test_thread_count_from_the_environment():
     assert info["threads"] == 1
 
 
+def test_thread_counts_from_the_environment_are_capped_and_named():
+    """OMP_NUM_THREADS=5000 started 5000 threads (set_num_threads takes at
+    most 1024); SCRATCHNET_NUM_THREADS=5000 was called 'not a positive
+    integer'."""
+    info, _ = run_info({"OMP_NUM_THREADS": "5000"})
+    assert info["threads"] == 1024
+    info, err = run_info({"SCRATCHNET_NUM_THREADS": "5000", "OMP_NUM_THREADS": "2"})
+    assert info["threads"] == 2
+    assert "SCRATCHNET_NUM_THREADS='5000' ignored: number of threads must be in [1, 1024]" in err
+    _, err = run_info({"SCRATCHNET_NUM_THREADS": "two"})
+    assert "ignored: not a whole number" in err
+
+
 def test_gemm_flushes_subnormals_and_restores_the_callers_mode():
     """Inside the GEMM (and what flushes with it: dense layers, the MLP, the
     optimizer steps; not the element-wise kernels) subnormal inputs count as
