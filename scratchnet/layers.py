@@ -1,6 +1,8 @@
 """Layers. Each keeps its parameters as float32 NumPy arrays and calls the
 C core (scratchnet._core) for all arithmetic; NumPy only allocates."""
+import contextlib
 import math
+import threading
 
 import numpy as np
 
@@ -17,14 +19,41 @@ def _as_batch(x, name):
     return as_float32(x, name)
 
 
+# draws a piece: the float64 draws of a whole layer doubled its memory (a
+# 100000 x 100000 layer asked for 74.5 GiB to keep 37)
+_DRAW_PIECE = 1 << 20
+_replacing = threading.local()
+
+
+@contextlib.contextmanager
+def weights_to_be_replaced():
+    """Layers built inside start with uninitialised float32 weights and draw
+    nothing from the random streams: sn.load builds a model whose file then
+    sets every parameter (drawing them took 7x as long as the save, and moved
+    the default stream)."""
+    _replacing.on = True
+    try:
+        yield
+    finally:
+        _replacing.on = False
+
+
 def initial_weights(init, shape, fan_in, fan_out, seed=None):
-    """Initial weights of this shape: "he" N(0, 2 / fan_in) (Kaiming normal,
-    for ReLU networks); "xavier" U(-a, a), a = sqrt(6 / (fan_in + fan_out))."""
+    """Initial float32 weights of this shape: "he" N(0, 2 / fan_in) (Kaiming
+    normal, for ReLU networks); "xavier" U(-a, a), a = sqrt(6 / (fan_in +
+    fan_out)). Drawn in float64 a piece at a time (the same values as one
+    draw of the whole: NumPy's streams do not depend on how they are cut)."""
+    out = np.empty(shape, np.float32)
+    if getattr(_replacing, "on", False):
+        return out
     rng = _random.generator(seed)
-    if init == "he":
-        return rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)
+    flat = out.reshape(-1)
     a = np.sqrt(6.0 / (fan_in + fan_out))
-    return rng.uniform(-a, a, shape)
+    for start in range(0, flat.size, _DRAW_PIECE):
+        n = min(_DRAW_PIECE, flat.size - start)
+        flat[start:start + n] = (rng.standard_normal(n) * np.sqrt(2.0 / fan_in) if init == "he"
+                                 else rng.uniform(-a, a, n))
+    return out
 
 
 class Dense(Module):

@@ -39,7 +39,8 @@ from ._training import (NONFINITE_MODES, EpochTally, Interrupts, TrainingDiverge
 from ._validate import (_no_masked_values, as_features, as_float32, as_labels, boolean,
                         check_finite, choice, positive_int)
 from .callbacks import CallbackList
-from .layers import LAYERS, Dense, Flatten, RandomStream, Reshape, Sigmoid, Softmax, _Activation
+from .layers import (LAYERS, Dense, Flatten, RandomStream, Reshape, Sigmoid, Softmax,
+                     _Activation, weights_to_be_replaced)
 from .losses import LOSSES, MSE, BinaryCrossEntropy, CrossEntropy, Loss
 from .layers_norm import _BatchNorm
 from .module import Module, Parameter, checked_state
@@ -1237,7 +1238,8 @@ def _from_architecture(arch, path):
             cls = LAYERS.get(spec["type"])
             if cls is None:
                 raise ValueError(f"unknown layer type {spec['type']!r}")
-            layers.append(cls(**spec["config"]))
+            with weights_to_be_replaced():  # the file's arrays replace them all
+                layers.append(cls(**spec["config"]))
         model = Sequential(*layers)
         loss = arch.get("loss")  # absent in files written before losses were recorded
         if loss is not None:

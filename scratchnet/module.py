@@ -74,7 +74,7 @@ class Parameter:
 
     def __init__(self, data, name=""):
         self.data = data
-        self.grad = np.zeros_like(self._data)
+        self.grad = np.zeros(self._data.shape, np.float32)  # calloc: pages on first use
         self.name = name
 
     @property

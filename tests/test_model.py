@@ -378,3 +378,29 @@ def test_save_refuses_metadata_load_would_refuse_and_keeps_files_as_they_were(tm
     with pytest.raises(OSError) as failed:
         model.save(real)
     assert failed.value.filename == os.fspath(real) and failed.value.errno == 28
+
+
+def test_initial_weights_are_drawn_in_pieces_and_load_draws_none(tmp_path, monkeypatch):
+    """A layer's weights were drawn whole in float64 (twice the float32
+    layer's memory), and sn.load drew a whole model's only to overwrite them
+    (7x the save's time) and moved the default random stream doing so. The
+    weights are the same values drawn a piece at a time; load draws none."""
+    from scratchnet import _random, layers
+    monkeypatch.setattr(layers, "_DRAW_PIECE", 7)  # many pieces, one ragged
+    he = sn.Dense(9, 5, seed=11).weight.data
+    want = (_random.generator(11).standard_normal((9, 5)) * np.sqrt(2.0 / 9)).astype(np.float32)
+    np.testing.assert_array_equal(he, want)
+    xavier = sn.Conv2D(2, 3, 3, init="xavier", seed=12).weight.data
+    a = np.sqrt(6.0 / (2 * 9 + 3 * 9))
+    np.testing.assert_array_equal(
+        xavier, _random.generator(12).uniform(-a, a, (3, 2, 3, 3)).astype(np.float32))
+
+    model = sn.Sequential(sn.Dense(6, 4), sn.ReLU(), sn.Dense(4, 3))
+    model.save(tmp_path / "m.npz")
+    sn.manual_seed(5)
+    wanted = sn.Dense(3, 2).weight.data.copy()
+    sn.manual_seed(5)
+    loaded = sn.load(tmp_path / "m.npz")
+    assert np.array_equal(sn.Dense(3, 2).weight.data, wanted)  # the stream did not move
+    for name, array in model.state_dict().items():
+        np.testing.assert_array_equal(loaded.state_dict()[name], array, err_msg=name)
