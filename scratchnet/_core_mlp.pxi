@@ -325,13 +325,21 @@ cdef class MLP:
         cdef float *pw = <float *>cnp.PyArray_DATA(work)
         cdef int status = SN_OK, finite_in, finite_out = 1
         cdef bint check_out = finite_for is not None
+        cdef int64_t start = 0, n, piece = _interrupt_rows(rows, 4)
         try:
             with nogil:
                 finite_in = sn_all_finite_f32(px, M * K)
-                if finite_in:
-                    status = sn_mlp_forward_f32(&self.net, po, px, M, softmax, pw, rows)
-                    if status == SN_OK and check_out:
-                        finite_out = sn_all_finite_f32(po, M * C)
+            while finite_in and start < M and status == SN_OK:
+                n = M - start if M - start < piece else piece
+                with nogil:
+                    status = sn_mlp_forward_f32(&self.net, po + start * C, px + start * K, n,
+                                                softmax, pw, rows)
+                start += n
+                if start < M:
+                    PyErr_CheckSignals()  # Ctrl-C between pieces, not after all of X
+            if finite_in and status == SN_OK and check_out:
+                with nogil:
+                    finite_out = sn_all_finite_f32(po, M * C)
         finally:
             if own:
                 self.busy = False

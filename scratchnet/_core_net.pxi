@@ -141,14 +141,22 @@ cdef class Net:
         cdef int status = SN_OK, finite_in, finite_out = 1
         cdef bint check_out = finite_for is not None
         cdef int64_t n_in = M * self.ops[0].in_, n_out = M * self.ops[self.n_ops - 1].out
+        cdef int64_t sample_in = self.ops[0].in_, sample_out = self.ops[self.n_ops - 1].out
+        cdef int64_t start = 0, n, piece = _interrupt_rows(rows, 1)
         try:
             with nogil:
                 finite_in = sn_all_finite_f32(px, n_in)
-                if finite_in:
-                    status = sn_net_forward_f32(self.ops, self.n_ops, po, px, M, softmax, pw,
-                                                rows)
-                    if status == SN_OK and check_out:
-                        finite_out = sn_all_finite_f32(po, n_out)
+            while finite_in and start < M and status == SN_OK:
+                n = M - start if M - start < piece else piece
+                with nogil:
+                    status = sn_net_forward_f32(self.ops, self.n_ops, po + start * sample_out,
+                                                px + start * sample_in, n, softmax, pw, rows)
+                start += n
+                if start < M:
+                    PyErr_CheckSignals()  # Ctrl-C between pieces, not after all of X
+            if finite_in and status == SN_OK and check_out:
+                with nogil:
+                    finite_out = sn_all_finite_f32(po, n_out)
         finally:
             if own:
                 self.busy = False

@@ -268,3 +268,44 @@ def test_a_layer_built_elsewhere_does_not_make_a_model_rebuild():
     assert not np.array_equal(mlp.predict_logits(x), before)
     cnn.layers[1] = sn.LeakyReLU(0.5)
     assert cnn._net((1, 6, 6)) is not net
+
+
+class _Alarm(Exception):
+    pass
+
+
+@pytest.mark.parametrize("kind", ["mlp", "net"])
+def test_a_signal_stops_a_long_predict_between_pieces(kind):
+    """predict ran all of X in one C call: a Ctrl-C during a 200,000-row
+    predict was heard only when it was done, 7-12 s later. It is now looked
+    for between pieces of a few thousand rows (25-100 pieces here), and the
+    model works after. The signal comes 20 ms in; it must be heard before
+    half of a whole predict's time (timed just before) has gone."""
+    import signal
+    import time
+    layers = [sn.Dense(784, 256), sn.ReLU(), sn.Dense(256, 10)]
+    if kind == "net":  # a BatchNorm1d takes the model off the fused MLP path
+        layers.insert(1, sn.BatchNorm1d(256))
+    model = sn.Sequential(*layers)
+    X = np.random.default_rng(0).random((200_000, 784), dtype=np.float32)
+    assert (model._plan() is not None) == (kind == "mlp")
+    start = time.perf_counter()
+    model.predict(X)
+    whole = time.perf_counter() - start
+    heard = []
+
+    def alarm(signum, frame):
+        heard.append(time.perf_counter() - start)
+        raise _Alarm
+
+    previous = signal.signal(signal.SIGALRM, alarm)
+    try:
+        start = time.perf_counter()
+        signal.setitimer(signal.ITIMER_REAL, 0.02)
+        with pytest.raises(_Alarm):
+            model.predict(X)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert heard[0] < whole / 2, (heard, whole)
+    np.testing.assert_array_equal(model.predict_logits(X[:3]), model.predict_logits(X[:3]))
