@@ -22,7 +22,8 @@ import tempfile
 import threading
 import time
 import warnings
-from collections import OrderedDict
+from collections import OrderedDict, namedtuple
+from collections.abc import Mapping
 from fractions import Fraction
 
 import numpy as np
@@ -252,22 +253,30 @@ class Sequential(Module):
         each buffer (as PyTorch's, running statistics included)."""
         return OrderedDict((name, a.copy()) for name, a in self._state_arrays().items())
 
-    def load_state_dict(self, state):
+    def load_state_dict(self, state, strict=True):
         """Copy the arrays of state (as state_dict gives) into the parameters
         and buffers, in place: optimizers and compiled networks keep pointing
         at the same arrays. Every key and shape is checked before anything is
-        copied."""
+        copied. strict=False (as PyTorch's): keys missing from state, or that
+        the model does not have, are passed over instead of refused. Returns
+        (missing_keys, unexpected_keys), as PyTorch's does."""
+        if not isinstance(state, Mapping):
+            raise TypeError(f"load_state_dict: expected a dict of name -> array (as "
+                            f"state_dict() gives), got {type(state).__name__}")
+        strict = boolean(strict, "load_state_dict: strict")
         targets = self._state_arrays()
         missing = [k for k in targets if k not in state]
         unexpected = [k for k in state if k not in targets]
-        if missing or unexpected:
+        if strict and (missing or unexpected):
             problems = [f"{what} keys {keys}" for what, keys in
                         (("missing", missing), ("unexpected", unexpected)) if keys]
-            raise ValueError(f"load_state_dict: {'; '.join(problems)}")
+            raise ValueError(f"load_state_dict: {'; '.join(problems)} (strict=False "
+                             "passes them over)")
         arrays = {name: checked_state(state[name], a.shape, f"load_state_dict: {name}")
-                  for name, a in targets.items()}
-        for name, a in targets.items():
-            a[...] = arrays[name]
+                  for name, a in targets.items() if name in state}
+        for name, a in arrays.items():
+            targets[name][...] = a
+        return IncompatibleKeys(missing, unexpected)
 
     def summary(self, print_fn=print, in_shape=None):
         """A table of the layers (index, type and config, output shape per
@@ -1057,6 +1066,9 @@ class Sequential(Module):
         gives predict_proba's values. See scratchnet.onnx_io."""
         from .onnx_io import export_onnx
         return export_onnx(self, path, opset=opset, input_shape=input_shape)
+
+
+IncompatibleKeys = namedtuple("IncompatibleKeys", "missing_keys unexpected_keys")
 
 
 def _check_writable_folder(path, what):

@@ -97,6 +97,25 @@ def test_load_state_dict_copies_in_place():
     assert not np.array_equal(target.layers[0].weight.data, source.layers[0].weight.data)
 
 
+def test_load_state_dict_strict_false_and_a_list_of_pairs():
+    """strict=False (PyTorch's) copies the names present and passes over the
+    others; both forms return (missing_keys, unexpected_keys). A list of
+    (name, array) pairs was refused with "unhashable type: 'numpy.ndarray'"."""
+    model, other = small_model(), small_model()
+    other.layers[0].weight[...] = 0.5
+    state = {k: v for k, v in other.state_dict().items() if k.startswith("0.")}
+    state["9.weight"] = np.zeros(1, np.float32)
+    kept = model.state_dict()
+    result = model.load_state_dict(state, strict=False)
+    assert result.missing_keys == [k for k in kept if not k.startswith("0.")]
+    assert result.unexpected_keys == ["9.weight"]
+    for name, value in model.state_dict().items():
+        np.testing.assert_array_equal(value, state[name] if name in state else kept[name])
+    assert model.load_state_dict(other.state_dict()) == ([], [])
+    with pytest.raises(TypeError, match="expected a dict of name -> array"):
+        model.load_state_dict(list(other.state_dict().items()))
+
+
 def test_load_state_dict_refuses_bad_keys_and_shapes():
     model = small_model()
     before = model.state_dict()
