@@ -16,6 +16,7 @@ import json
 import os
 import secrets
 import stat
+import tempfile
 import zipfile
 
 import numpy as np
@@ -45,6 +46,23 @@ def write_bytes(path, data, what):
     write_atomically(path, write, what, ".tmp")
 
 
+def written_path(path):
+    """The file a write of path replaces: a symlink's target (the link stays
+    a link), else path itself."""
+    path = os.fspath(path)
+    return os.path.realpath(path) if os.path.islink(path) else path
+
+
+def probe_folder(path):
+    """Raise OSError unless a file can be made in the folder a write of path
+    goes to (permissions, a read-only mount, ACLs: the only sure test is to
+    write one); for checks made before work that ends in such a write."""
+    folder = os.path.dirname(written_path(path)) or "."
+    fd, probe = tempfile.mkstemp(dir=folder, prefix=".scratchnet-", suffix=".probe")
+    os.close(fd)
+    os.unlink(probe)
+
+
 def write_atomically(path, write, what, suffix):
     """write(tmp) makes the file in a temporary file beside path, which is
     then synced and renamed over path: path is at any moment the old file or
@@ -56,8 +74,7 @@ def write_atomically(path, write, what, suffix):
     if os.path.isdir(path):
         raise IsADirectoryError(f"{what}: {path} is a folder; give a file name, e.g. "
                                 f"{os.path.join(path, 'model.npz')}")
-    if os.path.islink(path):
-        path = os.path.realpath(path)
+    path = written_path(path)
     folder = os.path.dirname(path) or "."
     if not os.path.isdir(folder):  # else the error would name the temporary file
         raise FileNotFoundError(f"{what}: {path}: the folder {folder} does not exist")
@@ -66,10 +83,11 @@ def write_atomically(path, write, what, suffix):
     tmp = f"{path}.{os.getpid()}-{secrets.token_hex(4)}{suffix}"
     try:
         write(tmp)
-        if os.path.exists(path):  # a file replaced keeps its permissions (a private one private)
-            os.chmod(tmp, stat.S_IMODE(os.stat(path).st_mode))
-        with open(tmp, "rb+") as f:
+        with open(tmp, "rb") as f:
             os.fsync(f.fileno())
+        if os.path.exists(path):  # a file replaced keeps its permissions (a private one private);
+            # after the sync: a read-only mode would have refused the reopen
+            os.chmod(tmp, stat.S_IMODE(os.stat(path).st_mode))
         os.replace(tmp, path)
     except BaseException as exc:
         if os.path.exists(tmp):  # a disk that filled up keeps no partial file

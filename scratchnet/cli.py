@@ -17,6 +17,7 @@ import time
 import numpy as np
 
 from . import _core, datasets, distributed, plot
+from ._files import probe_folder, written_path
 from ._version import __version__
 from ._random import manual_seed
 from ._runtime import info
@@ -260,18 +261,16 @@ def _check_writable(option, path, example, if_exists):
                            f"{os.path.join(path, example)}")
     if os.path.lexists(path) and if_exists:
         raise CommandError(f"{option} {path}: already exists; {if_exists}")
-    folder = os.path.dirname(path) or "."
+    folder = os.path.dirname(written_path(path)) or "."  # a link's target's folder
     if not os.path.isdir(folder):
         reason = (f"{folder} is not a folder" if os.path.exists(folder)
                   else f"the folder {folder} does not exist")
         raise CommandError(f"{option} {path}: cannot write there: {reason}")
-    try:  # the only sure test of "writable" (permissions, read-only mounts, ACLs) is to write
-        fd, probe = tempfile.mkstemp(dir=folder, prefix=".scratchnet-", suffix=".probe")
+    try:
+        probe_folder(path)
     except OSError as exc:
         raise CommandError(f"{option} {path}: cannot write there: cannot write in the folder "
                            f"{folder} ({exc.strerror or exc})") from None
-    os.close(fd)
-    os.unlink(probe)
 
 
 def _same_file(a, b):

@@ -18,7 +18,6 @@ import math
 import numbers
 import os
 import sys
-import tempfile
 import threading
 import time
 import warnings
@@ -31,7 +30,8 @@ import numpy as np
 from . import _core, _fused, _inference, _random, _sharding
 from . import distributed as distributed_api
 from ._checkpoint import Checkpoint, data_fingerprint, training_record
-from ._files import ModelFileError, _json_default, read_npz, read_record, write_npz
+from ._files import (ModelFileError, _json_default, probe_folder, read_npz, read_record,
+                     write_npz, written_path)
 from ._progress import start_epoch
 from ._sharding import SharedInterrupts
 from ._training import (NONFINITE_MODES, EpochTally, Interrupts, TrainingDivergedError,
@@ -1072,17 +1072,14 @@ IncompatibleKeys = namedtuple("IncompatibleKeys", "missing_keys unexpected_keys"
 
 
 def _check_writable_folder(path, what):
-    """Refuse, before any work, a path whose folder cannot be written in
-    (permissions, a read-only mount: the only sure test is to write), where
-    the first write would come after an epoch of training."""
-    folder = os.path.dirname(path) or "."
+    """Refuse, before any work, a path whose folder cannot be written in,
+    where the first write would come after an epoch of training."""
     try:
-        fd, probe = tempfile.mkstemp(dir=folder, prefix=".scratchnet-", suffix=".probe")
+        probe_folder(path)
     except OSError as exc:
+        folder = os.path.dirname(written_path(path)) or "."
         raise OSError(exc.errno, f"{what}: cannot write in the folder {folder} "
                       f"({exc.strerror})", path) from None
-    os.close(fd)
-    os.unlink(probe)
 
 
 def _describe(value):

@@ -594,3 +594,27 @@ def test_a_checkpoint_that_cannot_be_written_is_refused_before_training(tmp_path
     assert refused.value.filename == os.fspath(tmp_path / "run.ckpt")
     for name, kept in before.items():
         np.testing.assert_array_equal(model.state_dict()[name], kept, err_msg=name)
+
+
+def test_a_checkpoint_path_through_a_symlink_is_checked_where_it_writes(tmp_path,
+                                                                        monkeypatch):
+    """The check before training probed the folder of the link, but the
+    write follows the link: a link into a folder that cannot be written in
+    passed the check and failed after the first epoch."""
+    import tempfile
+    blocked = tmp_path / "blocked"
+    blocked.mkdir()
+    link = tmp_path / "run.ckpt"
+    os.symlink(blocked / "run.ckpt", link)
+    real_mkstemp = tempfile.mkstemp
+
+    def read_only_folder(*args, dir=None, **kwargs):
+        if dir is not None and os.path.realpath(dir) == os.path.realpath(blocked):
+            raise OSError(30, "Read-only file system")
+        return real_mkstemp(*args, dir=dir, **kwargs)
+
+    monkeypatch.setattr(tempfile, "mkstemp", read_only_folder)
+    X, y = blobs()
+    model = mlp()
+    with pytest.raises(OSError, match=f"cannot write in the folder {blocked}"):
+        model.fit(X, y, sn.SGD(model.parameters()), epochs=1, verbose=0, checkpoint=link)

@@ -404,3 +404,28 @@ def test_initial_weights_are_drawn_in_pieces_and_load_draws_none(tmp_path, monke
     assert np.array_equal(sn.Dense(3, 2).weight.data, wanted)  # the stream did not move
     for name, array in model.state_dict().items():
         np.testing.assert_array_equal(loaded.state_dict()[name], array, err_msg=name)
+
+
+def test_saving_over_a_read_only_file_works_as_for_a_user(tmp_path, monkeypatch):
+    """The writer gave the temporary file the target's mode (0444), then
+    reopened it for writing to sync it: refused for any user but root. Root
+    ignores modes, so the check a user meets is made here by hand."""
+    import builtins
+    import stat
+    path = tmp_path / "ro.npz"
+    small_model().save(path)
+    os.chmod(path, 0o444)
+    real_open = builtins.open
+
+    def as_a_user(file, mode="r", *args, **kwargs):
+        if any(c in mode for c in "wa+") and os.path.exists(file) and \
+                not os.stat(file).st_mode & stat.S_IWUSR:
+            raise PermissionError(13, "Permission denied", os.fspath(file))
+        return real_open(file, mode, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", as_a_user)
+    other = sn.Sequential(sn.Dense(8, 2))
+    other.save(path)
+    monkeypatch.undo()
+    assert sn.load(path).layers[0].weight.shape == (8, 2)
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o444
