@@ -69,7 +69,7 @@ class Sequential(Module):
         self.loss = None  # the loss fit used: what predict and evaluate follow
         self.metadata = {}  # the user's JSON-serialisable notes, saved with the model
         self.interrupted = False  # whether Ctrl-C stopped the last fit
-        self._lock = threading.RLock()
+        self._lock, self._fit_lock = threading.RLock(), threading.RLock()  # (__setstate__)
         self._name_parameters()
         self._shapes()  # a mismatch is reported now, where the input shape is known
         self._checked_input = None  # the last per-sample input shape checked
@@ -91,6 +91,7 @@ class Sequential(Module):
         # the lock and the compiled network are rebuilt, not copied
         state = self.__dict__.copy()
         state.pop("_lock", None)
+        state.pop("_fit_lock", None)
         state.pop("_plan_cache", None)
         state.pop("_net_cache", None)
         state.pop("_classifier_cache", None)
@@ -98,7 +99,9 @@ class Sequential(Module):
 
     def __setstate__(self, state):
         self.__dict__.update(state)
-        self._lock = threading.RLock()
+        # _lock: the layers' buffers (a forward pass, an epoch's training);
+        # _fit_lock: one fit at a time, callbacks included
+        self._lock, self._fit_lock = threading.RLock(), threading.RLock()
 
     def _name_parameters(self):
         for name, p in self.named_parameters():
@@ -584,7 +587,7 @@ class Sequential(Module):
 
         The loss is recorded in model.loss (predict and evaluate follow it);
         the optimizer must hold every parameter of this model."""
-        with self._lock:
+        with self._fit_lock:
             try:
                 return self._fit(X, y, optimizer, loss, epochs, batch_size, validation, seed,
                                  verbose, scheduler, shuffle, callback, validation_split,
@@ -727,12 +730,15 @@ class Sequential(Module):
                 order = rng.permutation(n) if shuffle else np.arange(n)
                 bar = start_epoch(n, epoch, epochs, verbose)
                 tally, tally_epoch = EpochTally(), epoch
-                if fast is not None:
-                    self._fast_epoch(fast, X, y, order, batch_size, bar, tally, skip, interrupts,
-                                     shard)
-                else:
-                    self._layer_epoch(X, y, order, batch_size, loss, optimizer, xb_buf, bar,
-                                      tally, skip, interrupts, shard)
+                # the layers' buffers are fit's for the epoch's steps only: a
+                # callback may have another thread call model(x) and wait for it
+                with self._lock:
+                    if fast is not None:
+                        self._fast_epoch(fast, X, y, order, batch_size, bar, tally, skip,
+                                         interrupts, shard)
+                    else:
+                        self._layer_epoch(X, y, order, batch_size, loss, optimizer, xb_buf, bar,
+                                          tally, skip, interrupts, shard)
                 if shard is not None:
                     shard.reduce_tally(tally)
                     shard.average_buffers()

@@ -248,3 +248,24 @@ def test_model_calls_during_fit_leave_the_training_alone():
     alone, beside = train(False), train(True)
     for name in alone:
         np.testing.assert_array_equal(beside[name], alone[name], err_msg=name)
+
+
+def test_a_callback_may_wait_for_model_calls_in_another_thread():
+    """fit held the layers' lock through its callbacks, and model(x) waits
+    for that lock: a callback that had a worker thread call model(x) and
+    waited for it hung for ever. fit holds it for each epoch's steps only
+    (no backward pass is pending in a callback)."""
+    import concurrent.futures
+    import scratchnet as sn
+    X = np.random.default_rng(0).random((64, 6), dtype=np.float32)
+    y = np.arange(64) % 3
+    model = sn.Sequential(sn.Dense(6, 5, seed=1), sn.BatchNorm1d(5), sn.ReLU(),
+                          sn.Dense(5, 3, seed=2))
+    seen = []
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        def callback(epoch, logs):
+            seen.append(pool.submit(lambda: model(X[:4])).result(timeout=20).shape)
+
+        model.fit(X, y, sn.SGD(model.parameters(), lr=0.1), epochs=2, verbose=0,
+                  callback=callback)
+    assert seen == [(4, 3), (4, 3)]
