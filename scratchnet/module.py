@@ -1,4 +1,6 @@
 """Parameter and Module: the two building blocks every layer shares."""
+import secrets
+
 import numpy as np
 
 from ._validate import boolean, contiguous
@@ -53,8 +55,10 @@ class Parameter:
 
     # bumped whenever any parameter's array is replaced, so compiled networks
     # that point into the old arrays know to rebuild (Sequential._plan;
-    # mark_changed)
-    version = 0
+    # mark_changed). It starts at a random number in each process: the stamps
+    # of an object pickled in another process (counted from its own start)
+    # could equal one made here, and a change would go unseen.
+    version = secrets.randbits(62)
     _requires_grad = True
 
     @property

@@ -309,3 +309,17 @@ def test_a_signal_stops_a_long_predict_between_pieces(kind):
         signal.signal(signal.SIGALRM, previous)
     assert heard[0] < whole / 2, (heard, whole)
     np.testing.assert_array_equal(model.predict_logits(X[:3]), model.predict_logits(X[:3]))
+
+
+def test_change_stamps_start_apart_in_each_process():
+    """The change stamps counted from 0 in every process: a model pickled in
+    one process and changed in another could get the stamp it was compiled
+    under, and keep its old network (a reviewer's weights set to zero still
+    gave the old outputs). Each process starts at a random count."""
+    import subprocess
+    import sys
+    code = ("import scratchnet as sn; from scratchnet.module import Parameter; "
+            "sn.Sequential(sn.Dense(4, 3)); print(Parameter.version)")
+    counts = {int(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                 check=True, timeout=120).stdout) for _ in range(2)}
+    assert len(counts) == 2
