@@ -27,10 +27,11 @@ _replacing = threading.local()
 
 @contextlib.contextmanager
 def weights_to_be_replaced():
-    """Layers built inside start with uninitialised float32 weights and draw
-    nothing from the random streams: sn.load builds a model whose file then
-    sets every parameter (drawing them took 7x as long as the save, and moved
-    the default stream)."""
+    """Layers built inside start with uninitialised float32 weights, drawing
+    none: sn.load builds a model whose file then sets every parameter
+    (drawing them took 7x as long as the save). Random layers (Dropout,
+    RandomShift, RandomFlip) still draw their seeds from the default stream,
+    as when built by hand, so a loaded model's masks follow manual_seed."""
     _replacing.on = True
     try:
         yield

@@ -383,8 +383,9 @@ def test_save_refuses_metadata_load_would_refuse_and_keeps_files_as_they_were(tm
 def test_initial_weights_are_drawn_in_pieces_and_load_draws_none(tmp_path, monkeypatch):
     """A layer's weights were drawn whole in float64 (twice the float32
     layer's memory), and sn.load drew a whole model's only to overwrite them
-    (7x the save's time) and moved the default random stream doing so. The
-    weights are the same values drawn a piece at a time; load draws none."""
+    (7x the save's time), moving the default random stream. The weights are
+    the same values drawn a piece at a time; load draws no weights (random
+    layers, absent here, still draw their seeds)."""
     from scratchnet import _random, layers
     monkeypatch.setattr(layers, "_DRAW_PIECE", 7)  # many pieces, one ragged
     he = sn.Dense(9, 5, seed=11).weight.data
