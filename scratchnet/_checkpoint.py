@@ -20,6 +20,7 @@ JSON record, "__training__", and the optimizer's state arrays, named
 """
 import hashlib
 import json
+import math
 
 import numpy as np
 
@@ -82,9 +83,13 @@ class Checkpoint:
         self.history = _history(record["history"], self.epoch)
         settings = record["fit"]
         run = {"samples", "batch_size", "shuffle"}
-        if not isinstance(settings, dict) or not run <= set(settings) <= run | {"data", "loss"} \
+        if not isinstance(settings, dict) \
+                or not run <= set(settings) <= run | {"data", "loss", "lr"} \
                 or not isinstance(settings["shuffle"], bool) \
-                or not all(isinstance(settings.get(k, ""), str) for k in ("data", "loss")):
+                or not all(isinstance(settings.get(k, ""), str) for k in ("data", "loss")) \
+                or not (isinstance(settings.get("lr", []), list) and all(
+                    isinstance(v, (int, float)) and not isinstance(v, bool) and
+                    math.isfinite(v) and v >= 0 for v in settings.get("lr", []))):
             raise ValueError(f"fit settings {settings!r}")
         for key in ("samples", "batch_size"):
             _whole(settings[key], key, 1)
@@ -159,11 +164,19 @@ class Checkpoint:
             raise ValueError(f"{where}: it was written by a fit "
                              f"{'with' if 'val_loss' in self.history else 'without'} "
                              "validation data; pass validation (or validation_split) as then")
+        started = self.settings.get("lr")  # each group's lr when the run began (since 11-27)
+        if started is not None and len(started) != len(optimizer.param_groups):
+            raise ValueError(f"{where}: it was written with {len(started)} parameter group(s), "
+                             f"this fit's optimizer has {len(optimizer.param_groups)}")
         for i, (saved, group) in enumerate(zip(self.optimizer.get("param_groups", []),
                                                optimizer.param_groups)):
             # resuming loads the checkpoint's hyper-parameters into the
             # optimizer: others given now (a new lr) would be dropped unseen
             theirs, mine = _hyper(saved), _hyper(group)
+            if started is not None:
+                # the lr each began with, not initial_lr: a lr set during the run
+                # (opt.lr in a callback) is the checkpoint's to carry on
+                theirs["lr"], mine["lr"] = started[i], settings["lr"][i]
             if theirs != mine:
                 group_name = f" (param group {i})" if len(optimizer.param_groups) > 1 else ""
                 raise ValueError(f"{where}: it was written with {_call(kind, theirs)}"

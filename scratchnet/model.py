@@ -688,7 +688,8 @@ class Sequential(Module):
                                          f"a rank's share of a batch (over {shard.size} ranks)")
         settings = {"samples": n, "batch_size": batch_size, "shuffle": bool(shuffle)}
         if checkpoint is not None or resume is not None:
-            settings.update(loss=type(loss).__name__, data=data_fingerprint(X, y))
+            settings.update(loss=type(loss).__name__, data=data_fingerprint(X, y),
+                            lr=[float(g["lr"]) for g in optimizer.param_groups])
         done, saved = 0, None  # epochs complete; (the file, the epoch) last checkpointed
         if resume is not None:
             history, done = self._resume(os.fspath(resume), optimizer, scheduler, rng,

@@ -618,3 +618,36 @@ def test_a_checkpoint_path_through_a_symlink_is_checked_where_it_writes(tmp_path
     model = mlp()
     with pytest.raises(OSError, match=f"cannot write in the folder {blocked}"):
         model.fit(X, y, sn.SGD(model.parameters()), epochs=1, verbose=0, checkpoint=link)
+
+
+def test_a_lr_set_during_the_run_resumes_and_another_starting_lr_is_refused(tmp_path):
+    """A callback's opt.lr = ... during the run made the checkpoint's lr
+    differ from the one the resuming fit was given, and resume refused it
+    (pass the same settings), though the run was started the same way. The
+    lr each group began the run with is what must match now."""
+    X, y = blobs()
+    ckpt = tmp_path / "run.ckpt"
+
+    def run(stop_at=None, resume=None, lr=0.1):
+        model = mlp()
+        opt = sn.SGD(model.parameters(), lr=lr)
+
+        def callback(epoch, logs):
+            if epoch == 2:
+                opt.lr = opt.lr * 0.3
+            if epoch == stop_at:
+                model.stop_training = True
+
+        h = model.fit(X, y, opt, epochs=4, verbose=0, seed=0, callback=callback,
+                      checkpoint=ckpt, resume=resume)
+        return model, h
+
+    whole, h_whole = run()
+    ckpt.unlink()
+    run(stop_at=3)
+    resumed, h_resumed = run(resume=ckpt)
+    assert h_resumed["lr"] == h_whole["lr"] == pytest.approx([0.1, 0.1, 0.03, 0.03])
+    for name, array in whole.state_dict().items():
+        np.testing.assert_array_equal(resumed.state_dict()[name], array, err_msg=name)
+    with pytest.raises(ValueError, match=r"written with SGD\(lr=0\.1.*this fit has SGD\(lr=0\.05"):
+        run(resume=ckpt, lr=0.05)
