@@ -106,6 +106,8 @@ def _augmentation(shift, flip):
 
 
 def _hidden_sizes(text):
+    if text.strip().lower() == "none":  # a linear model: the inputs straight to the classes
+        return []
     try:
         sizes = [int(s) for s in text.replace(" ", "").split(",") if s]
     except ValueError:
@@ -113,7 +115,8 @@ def _hidden_sizes(text):
     if any(s < 1 for s in sizes):
         raise argparse.ArgumentTypeError(f"hidden sizes must be positive; got {text!r}")
     if not sizes:  # trained a model without hidden layers, silently (an empty shell variable?)
-        raise argparse.ArgumentTypeError(f"no hidden sizes in {text!r}; give them like 512,256")
+        raise argparse.ArgumentTypeError(f"no hidden sizes in {text!r}; give them like 512,256 "
+                                         "(or none, for no hidden layer)")
     return sizes
 
 
@@ -674,10 +677,13 @@ def _predict_pictures(args, files):
             raise
     X = plot.model_input(model, np.stack(pictures).reshape(len(files), -1))
     probabilities = model.predict_proba(X)
-    if probabilities.ndim == 1:  # one sigmoid output: class 1's; class 0 has the rest
+    binary = probabilities.ndim == 1
+    if binary:  # one sigmoid output: class 1's; class 0 has the rest
         probabilities = np.stack([1 - probabilities, probabilities], axis=1)
     names = plot.class_names_for(model, probabilities.shape[1])
     top = np.argsort(-probabilities, axis=1, kind="stable")[:, :3]
+    if probabilities.shape[1] == 2 and binary:  # a tie at 0.5 is class 1, as predict says
+        top = np.where(probabilities[:, 1:] >= 0.5, [[1, 0]], [[0, 1]])
     results = [{"file": path, "top": [{"class": int(k), "name": names[k],
                                        "probability": float(p[k])} for k in best]}
                for path, p, best in zip(files, probabilities, top)]
@@ -846,7 +852,8 @@ def make_parser():
                             f"{_augmentation(d['shift'], d['flip'])}"
                             for name, d in CNN_DEFAULTS.items()))
     p.add_argument("--hidden", type=_hidden_sizes, default=None,
-                   help="hidden layer sizes of --model mlp, e.g. 512,256 "
+                   help="hidden layer sizes of --model mlp, e.g. 512,256, or none (a linear "
+                        "model) "
                         + _per_dataset("hidden", lambda v: ",".join(map(str, v))))
     p.add_argument("--epochs", type=_positive(int), default=None,
                    help="passes over the training set " + _per_dataset("epochs", cnn=True))

@@ -137,6 +137,16 @@ def train(capsys, out, *extra):
     return run(capsys, "train", "--epochs", "1", "--hidden", "16", "--out", str(out), *extra)
 
 
+def test_hidden_none_trains_a_linear_model(capsys, tmp_path, small_mnist):
+    """--hidden "" trained a 784-10 model silently and is refused now; none
+    asks for that model by name (the only way left to train one)."""
+    code, out, err = train(capsys, tmp_path / "linear.npz", "--hidden", "none")
+    assert code == 0, err
+    model = sn.load(tmp_path / "linear.npz")
+    assert [type(l).__name__ for l in model.layers] == ["Dense"]
+    assert model.layers[0].weight.shape == (784, 10)
+
+
 def test_version(capsys):
     with pytest.raises(SystemExit) as exc:
         cli.main(["--version"])

@@ -245,6 +245,21 @@ def test_predict_gives_a_one_output_model_both_classes(capsys, tmp_path, mnist):
     assert code == 0 and err == "" and out.startswith(f"{paths[0]}: ") and out.count("%") == 2
 
 
+def test_predict_puts_class_1_first_on_a_tie_as_predict_does(capsys, tmp_path, mnist):
+    """At p = 0.5 exactly (a logit of 0) predict says 1 (sigmoid >= 0.5) and
+    the pictures' list put 0 first (a review of 905954e)."""
+    (_, _), (Xt, _) = mnist
+    model = sn.Sequential(sn.Dense(784, 1))
+    model.layers[0].weight[...] = 0.0
+    model.loss = sn.BinaryCrossEntropy()
+    model.save(tmp_path / "zero.npz")
+    paths = dark_on_light(tmp_path, Xt[:1])
+    code, out, err = run(capsys, "predict", tmp_path / "zero.npz", *paths, "--json")
+    assert code == 0, err
+    assert [c["class"] for c in json.loads(out)[0]["top"]] == [1, 0]
+    assert model.predict(Xt[:1]).tolist() == [1]
+
+
 def test_plots_given_a_file_says_it_is_not_a_folder(capsys, tmp_path, monkeypatch):
     """It said "FILE: File exists"."""
     monkeypatch.setattr(plot, "require", lambda: None)  # as if installed
