@@ -125,7 +125,7 @@ class Checkpoint:
             raise ValueError(f"{where}: it holds epoch {self.epoch} of its run, past "
                              f"epochs={epochs} (epochs counts the whole run): pass epochs >= "
                              f"{self.epoch}, or take its model with sn.load")
-        theirs, mine = _plain(arch.get("layers")), _plain(model_arch["layers"])
+        theirs, mine = _resumable(arch.get("layers")), _resumable(model_arch["layers"])
         if theirs != mine:
             raise ValueError(f"{where}: it holds a model of another architecture "
                              f"({_first_difference(theirs, mine)})")
@@ -183,6 +183,18 @@ class Checkpoint:
                                  f"{group_name}, this fit has {_call(kind, mine)}; resuming "
                                  "continues the optimizer it holds: pass the same settings (to "
                                  "train on with others, fit again without resume)")
+
+
+def _resumable(layers):
+    """The layer records as resuming compares them: without the weights'
+    initialisation ("init"), which the checkpoint's weights replace (a run
+    resumed with Dense(init="xavier") for "he" was refused)."""
+    layers = _plain(layers)
+    if not isinstance(layers, list):
+        return layers
+    return [{**spec, "config": {k: v for k, v in spec["config"].items() if k != "init"}}
+            if isinstance(spec, dict) and isinstance(spec.get("config"), dict) else spec
+            for spec in layers]
 
 
 def _whole(value, what, low=0):

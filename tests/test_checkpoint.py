@@ -294,8 +294,8 @@ def other_architecture():
 
 @pytest.mark.parametrize("case, message", [
     ("architecture", r"another architecture \(layer 3: Dense\(in_features=16, "
-                     r"out_features=12, init='he'\) in the file, Dense\(in_features=16, "
-                     r"out_features=11, init='he'\) in this model\)"),
+                     r"out_features=12\) in the file, Dense\(in_features=16, "
+                     r"out_features=11\) in this model\)"),
     ("optimizer", "written with the optimizer Adam, this fit has SGD"),
     ("scheduler", "written with scheduler=CosineAnnealingLR, this fit has scheduler=None"),
     ("schedule", r"written with CosineAnnealingLR\(T_max=4, eta_min=0.0\), this fit has "
@@ -651,3 +651,21 @@ def test_a_lr_set_during_the_run_resumes_and_another_starting_lr_is_refused(tmp_
         np.testing.assert_array_equal(resumed.state_dict()[name], array, err_msg=name)
     with pytest.raises(ValueError, match=r"written with SGD\(lr=0\.1.*this fit has SGD\(lr=0\.05"):
         run(resume=ckpt, lr=0.05)
+
+
+def test_a_resume_with_another_weight_initialisation_is_taken(tmp_path):
+    """The checkpoint's weights replace the initial ones, so Dense(init=...)
+    differing is no other architecture (it was refused as one); other sizes
+    still are."""
+    X, y = blobs()
+    ckpt = tmp_path / "run.ckpt"
+    first = sn.Sequential(sn.Dense(8, 6, init="he"), sn.ReLU(), sn.Dense(6, 3))
+    first.fit(X, y, sn.SGD(first.parameters(), lr=0.1), epochs=1, verbose=0, seed=0,
+              checkpoint=ckpt)
+    again = sn.Sequential(sn.Dense(8, 6, init="xavier"), sn.ReLU(), sn.Dense(6, 3))
+    again.fit(X, y, sn.SGD(again.parameters(), lr=0.1), epochs=2, verbose=0, seed=0,
+              resume=ckpt)
+    other = sn.Sequential(sn.Dense(8, 7), sn.ReLU(), sn.Dense(7, 3))
+    with pytest.raises(ValueError, match="another architecture"):
+        other.fit(X, y, sn.SGD(other.parameters(), lr=0.1), epochs=2, verbose=0, seed=0,
+                  resume=ckpt)
