@@ -30,6 +30,11 @@ def configured(threads, isa, torch):
     `isa`, when given) until the block ends; yields notes on what could not
     be set."""
     notes = []
+    cpus = os.cpu_count() or 1
+    if threads > cpus:  # each library's threads wait on the others': runs crawl
+        notes.append(f"{threads} threads on {cpus} CPUs: oversubscribed, so every library "
+                     "runs far slower than it can (a run may take minutes); pass --threads "
+                     f"{cpus} or fewer")
     with contextlib.ExitStack() as stack:
         stack.callback(_core.set_num_threads, _core.get_num_threads())
         _core.set_num_threads(threads)
