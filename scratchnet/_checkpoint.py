@@ -175,8 +175,13 @@ class Checkpoint:
             theirs, mine = _hyper(saved), _hyper(group)
             if started is not None:
                 # the lr each began with, not initial_lr: a lr set during the run
-                # (opt.lr in a callback) is the checkpoint's to carry on
-                theirs["lr"], mine["lr"] = started[i], settings["lr"][i]
+                # (opt.lr in a callback) is the checkpoint's to carry on. The
+                # optimizer the run left (its lr moved by a scheduler), passed
+                # again in the same session, holds the checkpoint's own lr.
+                mine_lr = settings["lr"][i]
+                same_optimizer = isinstance(saved.get("lr"), (int, float)) and \
+                    mine_lr == float(saved["lr"])
+                theirs["lr"], mine["lr"] = started[i], started[i] if same_optimizer else mine_lr
             if theirs != mine:
                 group_name = f" (param group {i})" if len(optimizer.param_groups) > 1 else ""
                 raise ValueError(f"{where}: it was written with {_call(kind, theirs)}"

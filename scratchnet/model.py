@@ -1019,6 +1019,8 @@ class Sequential(Module):
             restore()
             raise
         rng.bit_generator.state = saved.rng
+        if saved.settings.get("lr") is not None:  # this run's checkpoints: the run's first lr
+            settings["lr"] = list(saved.settings["lr"])
         return saved.history, saved.epoch
 
     # ---- files ----

@@ -669,3 +669,24 @@ def test_a_resume_with_another_weight_initialisation_is_taken(tmp_path):
     with pytest.raises(ValueError, match="another architecture"):
         other.fit(X, y, sn.SGD(other.parameters(), lr=0.1), epochs=2, verbose=0, seed=0,
                   resume=ckpt)
+
+
+def test_the_same_optimizer_and_scheduler_resume_in_one_session(tmp_path):
+    """The optimizer a run left (its lr moved by a scheduler), passed again
+    with resume= in the same session, was refused as another lr (a review of
+    064ef75); a resumed run's checkpoint keeps the run's first lr, so a fresh
+    optimizer resumes from it too."""
+    X, y = blobs()
+    ckpt = tmp_path / "run.ckpt"
+    model = mlp()
+    opt = sn.SGD(model.parameters(), lr=0.1)
+    sched = sn.StepLR(opt, 1, gamma=0.5)
+    model.fit(X, y, opt, epochs=2, verbose=0, seed=0, scheduler=sched, checkpoint=ckpt)
+    h = model.fit(X, y, opt, epochs=3, verbose=0, seed=0, scheduler=sched, checkpoint=ckpt,
+                  resume=ckpt)
+    assert h["lr"] == [0.1, 0.05, 0.025]
+    fresh = mlp()
+    again = sn.SGD(fresh.parameters(), lr=0.1)
+    h = fresh.fit(X, y, again, epochs=4, verbose=0, seed=0,
+                  scheduler=sn.StepLR(again, 1, gamma=0.5), resume=ckpt)
+    assert h["lr"] == [0.1, 0.05, 0.025, 0.0125]
