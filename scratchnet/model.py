@@ -163,10 +163,18 @@ class Sequential(Module):
         threads got each other's outputs, and one during fit overwrote what
         fit's backward pass reads."""
         with self._lock:
-            for layer in self.layers:
-                x = layer.forward(x, training=training)
-            self._inference_forward = not training
-            return np.array(x, copy=True)
+            out = np.array(self._layers_forward(x, training), copy=True)
+            self._last_forward = "train" if training else "inference"
+            return out
+
+    def _layers_forward(self, x, training):
+        """The layers' own forward: their last output (a buffer of the last
+        layer's). The layers keep what a backward pass needs of it: marked as
+        predict's, unless forward (above) says otherwise."""
+        self._last_forward = "predict"
+        for layer in self.layers:
+            x = layer.forward(x, training=training)
+        return x
 
     def _warn_inference_backward(self):
         """Once per model: a backward pass after a forward with training=False
@@ -175,8 +183,15 @@ class Sequential(Module):
         training mode) trained with BatchNorm frozen and no dropout, and
         nothing said so; gradients of an inference forward (saliency) are
         what was asked for there, so a warning, not an error."""
-        if not getattr(self, "_inference_forward", False) or \
-                getattr(self, "_warned_inference_backward", False):
+        last = getattr(self, "_last_forward", None)
+        if last == "predict":
+            # the layers hold the activations of predict/evaluate's batches: the
+            # gradients would be theirs, not those of the forward pass before
+            raise RuntimeError("backward after predict, evaluate or a plot ran the layers: "
+                               "they hold that call's activations, not those of your "
+                               "forward pass; call model.forward(x, training=True) again "
+                               "before backward (or predict after backward)")
+        if last != "inference" or getattr(self, "_warned_inference_backward", False):
             return
         differ = sorted({type(layer).__name__ for layer in self.layers
                          if isinstance(layer, _BatchNorm) or
@@ -416,7 +431,7 @@ class Sequential(Module):
         with self._lock:  # the layers' buffers are shared by every call
             out = None
             for start in range(0, X.shape[0], batch_size):
-                y = self.forward(X[start:start + batch_size], training=False)
+                y = self._layers_forward(X[start:start + batch_size], training=False)
                 if out is None:
                     out = np.empty((X.shape[0],) + y.shape[1:], dtype=np.float32)
                 out[start:start + y.shape[0]] = y

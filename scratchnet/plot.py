@@ -441,6 +441,7 @@ def activations(model, x, path="activations.png", limit=16):
     sample = _one_sample(model, x)
     outputs, value = [], sample
     with model._lock:  # the layers' buffers are shared with other calls
+        model._last_forward = "predict"  # a backward pass now would be this sample's
         for layer in model.layers:
             value = layer.forward(value, training=False)
             outputs.append(np.array(value, copy=True))

@@ -430,3 +430,29 @@ def test_saving_over_a_read_only_file_works_as_for_a_user(tmp_path, monkeypatch)
     monkeypatch.undo()
     assert sn.load(path).layers[0].weight.shape == (8, 2)
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o444
+
+
+def test_backward_after_a_predict_on_the_layers_is_refused():
+    """predict / evaluate on a model that runs layer by layer (here a user's
+    layer) reuse the layers' buffers: a predict between a user's forward and
+    backward made the gradients those of predict's batch, silently. Refused
+    now; forward, backward, then predict is fine."""
+
+    class Double(sn.Module):
+        def forward(self, x, training=False):
+            return x * 2
+
+        def backward(self, dy):
+            return dy * 2
+
+    model = sn.Sequential(sn.Dense(4, 3, seed=1), Double(), sn.ReLU(), sn.Dense(3, 2, seed=2))
+    loss = sn.CrossEntropy()
+    X = np.random.default_rng(0).random((8, 4), dtype=np.float32)
+    y = np.arange(8) % 2
+    loss.forward(model.forward(X, training=True), y)
+    model.predict(X[::-1].copy())
+    with pytest.raises(RuntimeError, match="backward after predict"):
+        model.backward(loss.backward())
+    loss.forward(model.forward(X, training=True), y)
+    model.backward(loss.backward())
+    model.predict(X)
