@@ -681,9 +681,12 @@ def _predict_pictures(args, files):
     if binary:  # one sigmoid output: class 1's; class 0 has the rest
         probabilities = np.stack([1 - probabilities, probabilities], axis=1)
     names = plot.class_names_for(model, probabilities.shape[1])
-    top = np.argsort(-probabilities, axis=1, kind="stable")[:, :3]
-    if probabilities.shape[1] == 2 and binary:  # a tie at 0.5 is class 1, as predict says
-        top = np.where(probabilities[:, 1:] >= 0.5, [[1, 0]], [[0, 1]])
+    if binary:  # predict's label first (its logit >= 0: a probability that rounds to 0.5
+        # in float32 may be either)
+        first = model.predict(X)[:, None]
+        top = np.concatenate([first, 1 - first], axis=1)
+    else:
+        top = np.argsort(-probabilities, axis=1, kind="stable")[:, :3]
     results = [{"file": path, "top": [{"class": int(k), "name": names[k],
                                        "probability": float(p[k])} for k in best]}
                for path, p, best in zip(files, probabilities, top)]

@@ -258,6 +258,13 @@ def test_predict_puts_class_1_first_on_a_tie_as_predict_does(capsys, tmp_path, m
     assert code == 0, err
     assert [c["class"] for c in json.loads(out)[0]["top"]] == [1, 0]
     assert model.predict(Xt[:1]).tolist() == [1]
+    # a logit of -1e-8: predict says 0, and the probability still rounds to 0.5
+    model.layers[0].bias[...] = -1e-8
+    model.save(tmp_path / "below.npz")
+    code, out, err = run(capsys, "predict", tmp_path / "below.npz", *paths, "--json")
+    assert code == 0, err
+    assert [c["class"] for c in json.loads(out)[0]["top"]] == [0, 1]
+    assert model.predict(Xt[:1]).tolist() == [0] and model.predict_proba(Xt[:1])[0] == 0.5
 
 
 def test_plots_given_a_file_says_it_is_not_a_folder(capsys, tmp_path, monkeypatch):
