@@ -14,9 +14,10 @@ JSON record, "__training__", and the optimizer's state arrays, named
 - rng: the state of fit's generator (it shuffles, and seeded the random layers)
 - random_layers: {layer index: {"seed", "calls"}} of each random layer
   (dropout masks, augmentation)
-- fit: the samples, batch size and shuffle of the run, the loss's type and a
-  fingerprint of the data (data_fingerprint): resuming needs the same (a
-  checkpoint written before the last two were kept is checked without them)
+- fit: the samples, batch size and shuffle of the run, the loss's type, a
+  fingerprint of the data (data_fingerprint) and each parameter group's lr
+  when the run began: resuming needs the same (a checkpoint written before
+  the last three were kept is checked without them, its initial_lr for the lr)
 """
 import hashlib
 import json
@@ -164,7 +165,7 @@ class Checkpoint:
             raise ValueError(f"{where}: it was written by a fit "
                              f"{'with' if 'val_loss' in self.history else 'without'} "
                              "validation data; pass validation (or validation_split) as then")
-        started = self.settings.get("lr")  # each group's lr when the run began (since 11-27)
+        started = self.settings.get("lr")  # each group's lr when the run began (None: older)
         if started is not None and len(started) != len(optimizer.param_groups):
             raise ValueError(f"{where}: it was written with {len(started)} parameter group(s), "
                              f"this fit's optimizer has {len(optimizer.param_groups)}")
@@ -245,9 +246,10 @@ def _label(spec):
 
 
 def _hyper(group):
-    """A parameter group's hyper-parameters as given to the optimizer: the
-    learning rate a scheduler started from (initial_lr) rather than the one
-    it has reached, no parameters; as JSON reads them back."""
+    """A parameter group's hyper-parameters as given to the optimizer, no
+    parameters, as JSON reads them back; the lr as initial_lr (the lr at
+    construction or last set by opt.lr), which check_fits replaces by the
+    lr the run began with where the checkpoint records it."""
     given = {k: v for k, v in group.items() if k not in ("params", "lr", "initial_lr")}
     return _plain({"lr": group.get("initial_lr", group.get("lr")), **given})
 

@@ -10,7 +10,9 @@ called on one model from several threads at once and gives each call the
 single-thread answer: the fused C network takes a workspace of its own for a
 call when another call holds the shared one; the layer-by-layer path, whose
 layers keep per-call buffers, holds the model's lock across the call. fit
-holds the lock too (inference waits for a running fit on the layer path)."""
+holds the lock for each epoch's steps (inference on the layer path waits for
+them; between epochs, callbacks included, it runs) and a lock of its own
+for the whole run (one fit at a time)."""
 import functools
 import inspect
 import json
@@ -571,9 +573,12 @@ class Sequential(Module):
         resume=PATH continues from one (it may be the same PATH): epochs
         counts the whole run, so a checkpoint of epoch 2 resumed with epochs=4
         trains epochs 3 and 4, bit for bit as one uninterrupted fit with the
-        same seed would (the history's "time" aside). Resuming needs the
-        checkpoint's architecture, optimizer (and scheduler) type, data,
-        batch_size and shuffle; anything else is refused.
+        same seed would (the history's "time" aside). Resuming needs what the
+        checkpoint was written with: the architecture (but for the weights'
+        init), the optimizer type and hyper-parameters (each group's lr as
+        the run began), the scheduler type and settings, the data, loss,
+        batch_size and shuffle, and validation on or off; a checkpoint that
+        differs is refused, naming the difference (Checkpoint.check_fits).
 
         Ctrl-C (SIGINT) stops fit at the next step, with no step or file left
         half-done: the epoch under way is left out of the history (the model

@@ -53,9 +53,9 @@ class Parameter:
     Indexing reads and writes .data in place, so compiled networks and
     optimizers that point into it see the change."""
 
-    # bumped whenever any parameter's array is replaced, so compiled networks
-    # that point into the old arrays know to rebuild (Sequential._plan;
-    # mark_changed). It starts at a random number in each process: the stamps
+    # bumped at every change compiled networks must see (mark_changed: a
+    # parameter's array replaced, a parameter frozen or thawed, a layer's
+    # compiled setting), so those know to rebuild (Sequential._plan). It starts at a random number in each process: the stamps
     # of an object pickled in another process (counted from its own start)
     # could equal one made here, and a change would go unseen.
     version = secrets.randbits(62)
@@ -98,7 +98,7 @@ class Parameter:
         mark_changed(self)
 
     def __setstate__(self, state):
-        # pickled before grad became a property (2026-11-27): kept as "grad"
+        # pickled before grad became a property: kept as "grad"
         if "grad" in state:
             state["_grad"] = state.pop("grad")
         self.__dict__.update(state)

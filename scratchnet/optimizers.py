@@ -69,7 +69,8 @@ class Optimizer:
         """The learning rate of every parameter group (one value; when groups
         were given different ones, read param_groups[i]["lr"]). Setting it
         sets every group's lr (a scheduler goes on from it, as from a lr
-        written into param_groups)."""
+        written into param_groups) and its initial_lr (which only older
+        checkpoints' resume checks read)."""
         rates = {group["lr"] for group in self.param_groups}
         if len(rates) != 1:
             raise ValueError(f"the parameter groups have different learning rates "
