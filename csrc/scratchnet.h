@@ -270,7 +270,7 @@ typedef struct {
     float beta1, beta2;                        /* Adam, AdamW */
     float eps;                                 /* AdaGrad, RMSProp, Adam */
     double lr_decay;                           /* AdaGrad: sn_decayed_lr(lr_t, lr_decay, step) */
-    int64_t iterations;       /* steps taken so far: advanced by sn_optim_step_(all|done) */
+    int64_t iterations;       /* steps taken so far: advanced by sn_optim_step_done */
     int64_t step;             /* per-parameter steps so far (all parameters in step) */
 } sn_optim_cfg;
 
@@ -282,11 +282,9 @@ typedef struct {
     int64_t n;
 } sn_param;
 
-/* One optimizer step over every parameter, then iterations and step + 1. */
-int sn_optim_step_all(sn_optim_cfg *cfg, const sn_param *params, int n_params);
-/* The same step over elements [lo, hi) of one parameter only, the counters
+/* One optimizer step over elements [lo, hi) of one parameter, the counters
  * left as they are: a caller that splits a step over threads steps every
- * element once, then calls sn_optim_step_done once. */
+ * element once, then calls sn_optim_step_done once (iterations and step + 1). */
 int sn_optim_step_range(const sn_optim_cfg *cfg, const sn_param *q, int64_t lo, int64_t hi);
 void sn_optim_step_done(sn_optim_cfg *cfg);
 

@@ -93,11 +93,7 @@ void sn_adam_step_f32(float *p, float *m, float *v, const float *g, int64_t n, f
     sn_fp_leave(fp);
 }
 
-/* ---- one step over many parameters ---- */
-
-/* Elements per chunk a thread takes: large enough that the thread start-up
- * is paid back, small enough to split a 100k-weight layer. */
-#define SN_OPTIM_CHUNK 16384
+/* ---- one step over a range of a parameter ---- */
 
 /* lr: the step's decayed learning rate; clr: AdaGrad's, decayed again */
 static void step_chunk(const sn_optim_cfg *c, const sn_param *q, int64_t lo, int64_t hi,
@@ -160,36 +156,4 @@ void sn_optim_step_done(sn_optim_cfg *cfg)
 {
     cfg->iterations += 1;
     cfg->step += 1;
-}
-
-/* chunk u of one parameter's step (sn_run_units) */
-typedef struct {
-    const sn_optim_cfg *cfg;
-    const sn_param *q;
-    step_rates r;
-} optim_job;
-
-static int step_unit(const void *ctx, int64_t u)
-{
-    const optim_job *j = ctx;
-    const int64_t lo = u * SN_OPTIM_CHUNK;
-    const int64_t hi = lo + SN_OPTIM_CHUNK < j->q->n ? lo + SN_OPTIM_CHUNK : j->q->n;
-    step_chunk(j->cfg, j->q, lo, hi, j->r.lr, j->r.clr, j->r.first);
-    return SN_OK;
-}
-
-int sn_optim_step_all(sn_optim_cfg *cfg, const sn_param *params, int n_params)
-{
-    if (!kind_ok(cfg)) return SN_EINVAL;
-    const step_rates r = rates_of(cfg);
-    for (int k = 0; k < n_params; ++k) {
-        const sn_param *q = &params[k];
-        const int64_t chunks = (q->n + SN_OPTIM_CHUNK - 1) / SN_OPTIM_CHUNK;
-        const optim_job job = {cfg, q, r};
-        /* each step function sets the floating-point mode itself */
-        sn_run_units(step_unit, &job, chunks, chunks > 1 ? sn_parallel_threads() : 1,
-                     SN_UNITS_FP_AS_IS);
-    }
-    sn_optim_step_done(cfg);
-    return SN_OK;
 }

@@ -125,7 +125,6 @@ cdef extern from "scratchnet.h" nogil:
         float *state[3]
         int64_t n
 
-    int sn_optim_step_all(sn_optim_cfg *cfg, const sn_param *params, int n_params)
 
     ctypedef struct sn_mlp_layer:
         int64_t in_ "in"

@@ -53,11 +53,11 @@ cdef inline bint _native_float32(X):
             cnp.PyArray_ISNOTSWAPPED(X))
 
 
-cdef inline int64_t _interrupt_rows(int64_t rows, int64_t chunks):
-    """Rows of a predict between two looks for Ctrl-C: `chunks` of the C
-    call's own chunks of `rows` (a 200,000-row predict of a large network
-    heard a Ctrl-C only when done, 7-12 s later)."""
-    return rows * chunks
+# Rows a predict runs between two looks for Ctrl-C (PyErr_CheckSignals, with
+# the GIL): a 200,000-row predict of a large network heard one only when it
+# was done, 7-12 s later. A few thousand rows are a small part of any long
+# call, and the look costs nothing beside their work.
+cdef int64_t _SIGNAL_ROWS = 4096
 
 
 def plain_rows(X, Py_ssize_t features):

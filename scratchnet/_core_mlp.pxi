@@ -325,7 +325,7 @@ cdef class MLP:
         cdef float *pw = <float *>cnp.PyArray_DATA(work)
         cdef int status = SN_OK, finite_in, finite_out = 1
         cdef bint check_out = finite_for is not None
-        cdef int64_t start = 0, n, piece = _interrupt_rows(rows, 4)
+        cdef int64_t start = 0, n, piece = _SIGNAL_ROWS
         try:
             with nogil:
                 finite_in = sn_all_finite_f32(px, M * K)

@@ -142,7 +142,7 @@ cdef class Net:
         cdef bint check_out = finite_for is not None
         cdef int64_t n_in = M * self.ops[0].in_, n_out = M * self.ops[self.n_ops - 1].out
         cdef int64_t sample_in = self.ops[0].in_, sample_out = self.ops[self.n_ops - 1].out
-        cdef int64_t start = 0, n, piece = _interrupt_rows(rows, 1)
+        cdef int64_t start = 0, n, piece = _SIGNAL_ROWS
         try:
             with nogil:
                 finite_in = sn_all_finite_f32(px, n_in)

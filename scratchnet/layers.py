@@ -32,11 +32,11 @@ def weights_to_be_replaced():
     (drawing them took 7x as long as the save). Random layers (Dropout,
     RandomShift, RandomFlip) still draw their seeds from the default stream,
     as when built by hand, so a loaded model's masks follow manual_seed."""
-    _replacing.on = True
+    before, _replacing.on = getattr(_replacing, "on", False), True
     try:
         yield
     finally:
-        _replacing.on = False
+        _replacing.on = before  # as it was: a use inside another ends only its own
 
 
 def initial_weights(init, shape, fan_in, fan_out, seed=None):
