@@ -162,9 +162,13 @@ class Checkpoint:
                              "number of samples, but other targets or other rows of X); "
                              "resuming needs the same X and y")
         if set(self.history) != set(history):
-            raise ValueError(f"{where}: it was written by a fit "
-                             f"{'with' if 'val_loss' in self.history else 'without'} "
-                             "validation data; pass validation (or validation_split) as then")
+            had = "val_loss" in self.history
+            refusal = ValueError(f"{where}: it was written by a fit "
+                                 f"{'with' if had else 'without'} validation data; "
+                                 + ("pass validation (or validation_split) as then" if had else
+                                    "pass neither validation nor validation_split, as then"))
+            refusal.validation_differs = True  # what the command line words as --plots
+            raise refusal
         started = self.settings.get("lr")  # each group's lr when the run began (None: older)
         if started is not None and len(started) != len(optimizer.param_groups):
             raise ValueError(f"{where}: it was written with {len(started)} parameter group(s), "

@@ -421,7 +421,7 @@ def cmd_train(args):
     except ValueError as exc:
         # fit's refusal speaks Python ("pass validation ... as then"): validation
         # is what --plots adds, so say it in options
-        if args.resume is None or "validation data" not in str(exc):
+        if args.resume is None or not getattr(exc, "validation_differs", False):
             raise
         then, fix = (("without", "leave --plots out") if args.plots else
                      ("with", "pass --plots DIR again"))

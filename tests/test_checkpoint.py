@@ -690,3 +690,17 @@ def test_the_same_optimizer_and_scheduler_resume_in_one_session(tmp_path):
     h = fresh.fit(X, y, again, epochs=4, verbose=0, seed=0,
                   scheduler=sn.StepLR(again, 1, gamma=0.5), resume=ckpt)
     assert h["lr"] == [0.1, 0.05, 0.025, 0.0125]
+
+
+def test_a_resume_adding_validation_is_told_to_leave_it_out(tmp_path):
+    """Written without validation, resumed with it: the message said "pass
+    validation ... as then", backwards (a review)."""
+    X, y = blobs()
+    ckpt = tmp_path / "run.ckpt"
+    model = mlp()
+    model.fit(X, y, sn.SGD(model.parameters()), epochs=1, verbose=0, seed=0, checkpoint=ckpt)
+    with pytest.raises(ValueError, match="without validation data; pass neither validation "
+                                         "nor validation_split, as then") as refused:
+        model.fit(X, y, sn.SGD(model.parameters()), epochs=2, verbose=0, seed=0,
+                  validation=(X[:20], y[:20]), resume=ckpt)
+    assert refused.value.validation_differs

@@ -278,7 +278,7 @@ class _Alarm(Exception):
 def test_a_signal_stops_a_long_predict_between_pieces(kind):
     """predict ran all of X in one C call: a Ctrl-C during a 200,000-row
     predict was heard only when it was done, 7-12 s later. It is now looked
-    for between pieces of a few thousand rows (25-100 pieces here), and the
+    for between pieces of a few thousand rows (about 50 here), and the
     model works after. The signal comes 20 ms in; it must be heard before
     half of a whole predict's time (timed just before) has gone."""
     import signal
