@@ -92,10 +92,7 @@ def _optimizer_state(optimizer, params):
             arrays = [optimizer._zeros(state, "momentum_buffer", p)] \
                 if group["momentum"] != 0 else []
         elif kind == "adagrad":
-            if "sum" not in state:
-                state["sum"] = np.full_like(p.data, group["initial_accumulator_value"])
-                state["step"] = 0
-            arrays = [state["sum"]]
+            arrays = [AdaGrad.started(state, p, group)]
         elif kind == "rmsprop":
             arrays = [optimizer._zeros(state, "square_avg", p),
                       optimizer._zeros(state, "grad_avg", p) if group["centered"] else None,

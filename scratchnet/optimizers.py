@@ -319,10 +319,16 @@ class AdaGrad(Optimizer):
                                       initial_accumulator_value=initial_accumulator_value,
                                       eps=eps, decay=decay))
 
-    def _update(self, p, g, state, group, lr):
+    @staticmethod
+    def started(state, p, group):
+        """The state's running sum, made as AdaGrad starts it (both training paths)."""
         if "sum" not in state:
             state["sum"] = np.full_like(p.data, group["initial_accumulator_value"])
             state["step"] = 0
+        return state["sum"]
+
+    def _update(self, p, g, state, group, lr):
+        self.started(state, p, group)
         state["step"] += 1
         clr = _core.decayed_lr(lr, group["lr_decay"], state["step"] - 1)
         _core.adagrad_step(p.data, g, state["sum"], clr, group["eps"], group["weight_decay"])
