@@ -53,6 +53,30 @@ def written_path(path):
     return os.path.realpath(path) if os.path.islink(path) else path
 
 
+def checked_target(path, what, example="model.npz", probe=False):
+    """The file a write of path replaces (written_path), after refusing an
+    empty path, a folder, a folder that does not exist (else the error would
+    name the temporary file) and, with probe, one no file can be made in (for
+    checks made before work that ends in the write); errors start with what."""
+    path = os.fspath(path)
+    if not path:
+        raise ValueError(f"{what}: an empty path; give a file name, e.g. {example}")
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"{what}: {path} is a folder; give a file name, e.g. "
+                                f"{os.path.join(path, example)}")
+    target = written_path(path)
+    folder = os.path.dirname(target) or "."
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"{what}: {path}: the folder {folder} does not exist")
+    if probe:
+        try:
+            probe_folder(target)
+        except OSError as exc:
+            raise OSError(exc.errno, f"{what}: cannot write in the folder {folder} "
+                          f"({exc.strerror})", path) from None
+    return target
+
+
 def probe_folder(path):
     """Raise OSError unless a file can be made in the folder a write of path
     goes to (permissions, a read-only mount, ACLs: the only sure test is to
@@ -68,16 +92,8 @@ def write_atomically(path, write, what, suffix):
     then synced and renamed over path: path is at any moment the old file or
     the new one, whole. A symlink at path stays a link (the file it names is
     replaced), a file replaced keeps its permissions, and an error names path."""
-    path = os.fspath(path)
-    if not path:
-        raise ValueError(f"{what}: an empty path; give a file name, e.g. model.npz")
-    if os.path.isdir(path):
-        raise IsADirectoryError(f"{what}: {path} is a folder; give a file name, e.g. "
-                                f"{os.path.join(path, 'model.npz')}")
-    path = written_path(path)
+    path = checked_target(path, what)
     folder = os.path.dirname(path) or "."
-    if not os.path.isdir(folder):  # else the error would name the temporary file
-        raise FileNotFoundError(f"{what}: {path}: the folder {folder} does not exist")
     # beside the target (a rename across file systems is not atomic), unique,
     # made with the user's umask as the target would be
     tmp = f"{path}.{os.getpid()}-{secrets.token_hex(4)}{suffix}"

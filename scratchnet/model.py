@@ -32,8 +32,8 @@ import numpy as np
 from . import _core, _fused, _inference, _random, _sharding
 from . import distributed as distributed_api
 from ._checkpoint import Checkpoint, data_fingerprint, training_record
-from ._files import (ModelFileError, _json_default, probe_folder, read_npz, read_record,
-                     write_npz, written_path)
+from ._files import (ModelFileError, _json_default, checked_target, read_npz, read_record,
+                     write_npz)
 from ._progress import start_epoch
 from ._sharding import SharedInterrupts
 from ._training import (NONFINITE_MODES, EpochTally, Interrupts, TrainingDivergedError,
@@ -650,16 +650,8 @@ class Sequential(Module):
         verbose = int(verbose)
         if checkpoint is not None:
             checkpoint = os.fspath(checkpoint)
-            if not checkpoint:
-                raise ValueError("fit: checkpoint is an empty path; give a file name, e.g. "
-                                 "run.ckpt")
-            if os.path.isdir(checkpoint):
-                raise IsADirectoryError(f"fit: checkpoint={checkpoint} is a folder; give a "
-                                        f"file name, e.g. {os.path.join(checkpoint, 'run.ckpt')}")
-            if not os.path.isdir(os.path.dirname(checkpoint) or "."):
-                raise FileNotFoundError(f"fit: checkpoint={checkpoint}: the folder "
-                                        f"{os.path.dirname(checkpoint)} does not exist")
-            _check_writable_folder(checkpoint, "fit: checkpoint")
+            # refused now, not after an epoch's training
+            checked_target(checkpoint, "fit: checkpoint", "run.ckpt", probe=True)
             self._architecture("fit")  # the metadata can be written, known before training
         X = self._inputs(X)
         y = _targets(y, X.shape[0], loss, self, "fit", X.shape[1:])
@@ -1098,17 +1090,6 @@ class Sequential(Module):
 
 
 IncompatibleKeys = namedtuple("IncompatibleKeys", "missing_keys unexpected_keys")
-
-
-def _check_writable_folder(path, what):
-    """Refuse, before any work, a path whose folder cannot be written in,
-    where the first write would come after an epoch of training."""
-    try:
-        probe_folder(path)
-    except OSError as exc:
-        folder = os.path.dirname(written_path(path)) or "."
-        raise OSError(exc.errno, f"{what}: cannot write in the folder {folder} "
-                      f"({exc.strerror})", path) from None
 
 
 def _describe(value):

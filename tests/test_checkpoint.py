@@ -581,7 +581,7 @@ def test_a_checkpoint_that_cannot_be_written_is_refused_before_training(tmp_path
     X, y = blobs()
     model = mlp()
     before = {k: v.copy() for k, v in model.state_dict().items()}
-    with pytest.raises(ValueError, match="checkpoint is an empty path"):
+    with pytest.raises(ValueError, match="checkpoint: an empty path"):
         model.fit(X, y, sn.SGD(model.parameters()), epochs=1, verbose=0, checkpoint="")
 
     def read_only(*args, **kwargs):
@@ -704,3 +704,15 @@ def test_a_resume_adding_validation_is_told_to_leave_it_out(tmp_path):
         model.fit(X, y, sn.SGD(model.parameters()), epochs=2, verbose=0, seed=0,
                   validation=(X[:20], y[:20]), resume=ckpt)
     assert refused.value.validation_differs
+
+
+def test_a_checkpoint_link_into_a_missing_folder_is_refused_before_training(tmp_path):
+    """fit checked the folder of the link, the write goes to the folder of
+    the file it names (a code review): a dangling link into a folder that
+    does not exist passed the check and failed after the first epoch."""
+    link = tmp_path / "run.ckpt"
+    os.symlink(tmp_path / "gone" / "run.ckpt", link)
+    X, y = blobs()
+    model = mlp()
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        model.fit(X, y, sn.SGD(model.parameters()), epochs=1, verbose=0, checkpoint=link)
