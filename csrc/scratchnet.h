@@ -355,8 +355,10 @@ typedef struct {
  * with SN_ENONFINITE before its optimizer step and before its loss is added:
  * opt->iterations then counts the batches of the run that stepped.
  * With net->shard, the run is its shard->batches batches of shard->rows[b]
- * rows each (n must be their sum, each at most max_batch; batch_size is not
- * used) and a failed reduce ends it with its status. */
+ * rows each (n must be their sum, each at most max_batch; batch_size is
+ * used only to tell full steps, which time the thread choice: a share's
+ * rows are fewer, so with a shard no step is timed and the threads stay)
+ * and a failed reduce ends it with its status. */
 int sn_mlp_train_f32(const sn_mlp *net, sn_optim_cfg *opt, const float *X,
                      const int64_t *labels, int64_t n_classes, const int64_t *order, int64_t n,
                      int64_t batch_size, double *loss_sum, int64_t *correct);

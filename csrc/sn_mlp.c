@@ -167,6 +167,9 @@ int sn_mlp_train_f32(const sn_mlp *net, sn_optim_cfg *opt, const float *X,
             *correct += step.correct[p];
         }
         status = sn_mlp_step_optimize(&step, net, opt);
+        /* full steps time the thread choice; a share's (M under the global
+         * batch_size) never do: its step includes waiting for the other
+         * processes at the reduce, which says nothing of the threads */
         if (M == batch_size) sn_team_after_step(net->team, SN_NOW() - t_step);
     }
     sn_cap_threads(0);
