@@ -11,9 +11,12 @@
 #include "sn_internal.h"
 
 /* The finiteness check of a share's gradients once summed over the
- * processes (one process checks each as the step makes it), in chunks over
- * the threads (a large layer's gradient is read about as fast as the
- * optimizer step reads it). */
+ * processes (one process checks each as the step makes it), in pieces over
+ * the threads: 16384 floats (64 KB), so that a 100,000-weight layer's
+ * gradient, just written and in cache, is split over two cores (a large
+ * layer's gradient is then read about as fast as the optimizer step reads
+ * it). sn_all_finite_f32's 1M-float pieces are for data sets read from
+ * memory, where a piece must pay back a thread's start-up on its own. */
 #define SN_CHECK_CHUNK 16384
 
 static int gradients_finite(const sn_mlp *net)

@@ -1009,7 +1009,7 @@ class Sequential(Module):
         callbacks.check_resume(saved.history, saved.epoch)
         backup = (self.state_dict(), optimizer.state_dict(),
                   None if scheduler is None else scheduler.state_dict(), self.random_state())
-        def restore():
+        def restore():  # put back what backup holds: all of it or none was loaded
             self.load_state_dict(backup[0])
             optimizer.load_state_dict(backup[1])
             if scheduler is not None:
