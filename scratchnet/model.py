@@ -178,10 +178,11 @@ class Sequential(Module):
             x = layer.forward(x, training=training)
         return x
 
-    def _warn_inference_backward(self):
-        """Once per model: a backward pass after a forward with training=False
-        (model(x)'s default, as Keras's call) through layers that train
-        differently. A PyTorch loop ported as it is (its modules start in
+    def _check_backward_follows_forward(self):
+        """Refuse a backward pass after predict, evaluate or a plot ran the
+        layers; warn, once per model, of one after a forward with
+        training=False (model(x)'s default, as Keras's call) through layers
+        that train differently. A PyTorch loop ported as it is (its modules start in
         training mode) trained with BatchNorm frozen and no dropout, and
         nothing said so; gradients of an inference forward (saliency) are
         what was asked for there, so a warning, not an error."""
@@ -213,7 +214,7 @@ class Sequential(Module):
         when the lowest layer with parameters can skip computing its own
         (Dense, Conv2D: backward(dy, input_grad=False)): nothing below it
         needs one, so it is not computed and None is returned."""
-        self._warn_inference_backward()
+        self._check_backward_follows_forward()
         first = next((i for i, layer in enumerate(self.layers) if layer.parameters()), None)
         for i in range(len(self.layers) - 1, -1, -1):
             layer = self.layers[i]
