@@ -145,10 +145,12 @@ class Optimizer:
             raise ValueError(f"load_state_dict: a state of the optimizer {kind}, not "
                              f"{type(self).__name__}")
         groups = state_dict["param_groups"]
-        if len(groups) != len(self.param_groups) or any(
-                len(g["params"]) != len(mine["params"])
-                for g, mine in zip(groups, self.param_groups)):
-            raise ValueError("load_state_dict: the parameter groups do not match this optimizer")
+        theirs = [len(g["params"]) for g in groups]
+        mine = [len(g["params"]) for g in self.param_groups]
+        if theirs != mine:
+            raise ValueError(f"load_state_dict: the state holds parameter groups of {theirs} "
+                             f"parameters, this optimizer {mine}: built over other parameters "
+                             "(a parameter frozen or thawed since, or another model?)")
         hypers = [self._checked_hyper(saved, mine) for saved, mine in
                   zip(groups, self.param_groups)]
         params = [p for group in self.param_groups for p in group["params"]]

@@ -722,3 +722,12 @@ def test_eps_must_be_positive(cls):
     with pytest.raises(ValueError, match="eps must be > 0: with eps = 0 .* 0 / 0 = NaN"):
         cls(p, eps=0.0)
     cls(p, eps=1e-30)  # any positive value
+
+
+def test_a_state_of_other_parameter_groups_names_the_counts():
+    """It said only 'the parameter groups do not match this optimizer' (a
+    resume after freezing a layer)."""
+    a, b = sn.Parameter(np.zeros(2)), sn.Parameter(np.zeros(3))
+    whole = sn.SGD([a, b], lr=0.1).state_dict()
+    with pytest.raises(ValueError, match=r"groups of \[2\] parameters, this optimizer \[1\]"):
+        sn.SGD([a], lr=0.1).load_state_dict(whole)
