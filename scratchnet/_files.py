@@ -99,7 +99,7 @@ def write_atomically(path, write, what, suffix):
     tmp = f"{path}.{os.getpid()}-{secrets.token_hex(4)}{suffix}"
     try:
         write(tmp)
-        with open(tmp, "rb") as f:
+        with open(tmp, "rb+") as f:  # (Windows syncs only a handle open for writing)
             os.fsync(f.fileno())
         if os.path.exists(path):  # a file replaced keeps its permissions (a private one private);
             # after the sync: a read-only mode would have refused the reopen
