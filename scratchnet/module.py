@@ -1,4 +1,5 @@
 """Parameter and Module: the two building blocks every layer shares."""
+import os
 import secrets
 
 import numpy as np
@@ -30,6 +31,12 @@ def checked_state(value, shape, where):
     if not np.isfinite(arr).all():
         raise ValueError(f"{where}: contains non-finite values (NaN or inf)")
     return arr
+
+
+def _restart_count_in_child():
+    """A child of fork() would count on from its parent's number: a model made
+    in the child and sent back could carry stamps the parent makes again."""
+    Parameter.version = secrets.randbits(62)
 
 
 def mark_changed(owner):
@@ -321,3 +328,7 @@ class Module(BufferOwner):
     def __repr__(self):
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
         return f"{type(self).__name__}({args})"
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_restart_count_in_child)

@@ -323,3 +323,21 @@ def test_change_stamps_start_apart_in_each_process():
     counts = {int(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                                  check=True, timeout=120).stdout) for _ in range(2)}
     assert len(counts) == 2
+
+
+def _stamp_count():
+    from scratchnet.module import Parameter
+    return Parameter.version
+
+
+def test_a_forked_child_counts_change_stamps_apart_from_its_parent():
+    """A child of fork() counted on from its parent's number: a model it made
+    and sent back carried stamps the parent then made again, and a change
+    of its weights went unseen (a review: zeroed weights gave old outputs)."""
+    import multiprocessing
+    from scratchnet.module import Parameter
+    if "fork" not in multiprocessing.get_all_start_methods():
+        pytest.skip("no fork on this platform")
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        child = pool.apply(_stamp_count)
+    assert child != Parameter.version
