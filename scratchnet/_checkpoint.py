@@ -6,7 +6,8 @@ parameter and buffer arrays, so sn.load reads it as a model) with one more
 JSON record, "__training__", and the optimizer's state arrays, named
 "__optimizer__.state.<parameter index>.<name>". The record holds:
 
-- format, version: "scratchnet.checkpoint" and VERSION (a newer one is refused)
+- format, version: "scratchnet.checkpoint" and VERSION (a newer one is refused;
+  READS are the versions this one reads)
 - epoch: the epochs completed; history: fit's history up to there
 - optimizer: Optimizer.state_dict() (type, hyper-parameters with the current
   learning rate, step counts; the arrays stand in as {"__array__": name})
@@ -28,7 +29,9 @@ import numpy as np
 from ._files import ModelFileError, _json_default, join_arrays, split_arrays
 
 FORMAT = "scratchnet.checkpoint"
-VERSION = 1
+# 2: the fit settings hold each group's lr as the run began; 1 is still read
+VERSION = 2
+READS = (1, 2)
 _OPTIMIZER = "__optimizer__"
 
 
@@ -76,9 +79,10 @@ class Checkpoint:
     def _read(self, record, arrays):
         if not isinstance(record, dict) or record.get("format") != FORMAT:
             raise ValueError("not a scratchnet checkpoint record")
-        if record.get("version") != VERSION:
+        if record.get("version") not in READS:
             raise ModelFileError(f"{self.path}: checkpoint format version "
-                                 f"{record.get('version')!r} (this scratchnet reads {VERSION}: "
+                                 f"{record.get('version')!r} (this scratchnet reads up to "
+                                 f"{VERSION}: "
                                  "written by a newer scratchnet?)")
         self.epoch = _whole(record["epoch"], "epoch", 1)
         self.history = _history(record["history"], self.epoch)
@@ -193,6 +197,17 @@ class Checkpoint:
                                  f"{group_name}, this fit has {_call(kind, mine)}; resuming "
                                  "continues the optimizer it holds: pass the same settings (to "
                                  "train on with others, fit again without resume)")
+
+
+def started_lrs(checkpoint):
+    """Each parameter group's lr as the checkpoint's run began: recorded in
+    its fit settings, or, in a checkpoint from before they held it, the
+    initial_lr its resume was checked against."""
+    started = checkpoint.settings.get("lr")
+    if started is not None:
+        return list(started)
+    return [float(g.get("initial_lr", g.get("lr")))
+            for g in checkpoint.optimizer.get("param_groups", [])]
 
 
 def _resumable(layers):

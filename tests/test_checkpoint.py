@@ -352,8 +352,8 @@ def test_a_checkpoint_written_before_the_data_and_loss_were_kept_still_resumes(t
 
     def as_before(*args):
         *head, settings, arrays = args
-        old = {k: v for k, v in settings.items() if k not in ("data", "loss")}
-        return original(*head, old, arrays)
+        old = {k: v for k, v in settings.items() if k not in ("data", "loss", "lr")}
+        return {**original(*head, old, arrays), "version": 1}
 
     monkeypatch.setattr(model_module, "training_record", as_before)
     X, y = blobs()
@@ -366,6 +366,41 @@ def test_a_checkpoint_written_before_the_data_and_loss_were_kept_still_resumes(t
                         scheduler=sn.CosineAnnealingLR(opt, 4), validation=(X[:30], y[:30]),
                         resume=path)
     assert len(history["loss"]) == 2
+
+
+def test_a_checkpoint_without_the_runs_first_lr_passes_on_its_initial_lr(tmp_path,
+                                                                          monkeypatch):
+    """A version-1 checkpoint records no first lr: a run resumed from it with
+    the optimizer an earlier resume left (its lr moved by the scheduler)
+    recorded that lr as the run's first, and its own checkpoint then refused
+    a fresh optimizer of the run's lr (a review)."""
+    from scratchnet import model as model_module
+    original = model_module.training_record
+
+    def as_before(*args):
+        *head, settings, arrays = args
+        old = {k: v for k, v in settings.items() if k != "lr"}
+        return {**original(*head, old, arrays), "version": 1}
+
+    X, y = blobs()
+    old, new = tmp_path / "old.ckpt", tmp_path / "new.ckpt"
+
+    def fresh():
+        model = mlp()
+        opt = sn.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        return model, opt, sn.StepLR(opt, 1, gamma=0.5)
+
+    model, opt, sched = fresh()
+    monkeypatch.setattr(model_module, "training_record", as_before)
+    model.fit(X, y, opt, epochs=2, verbose=0, seed=1, scheduler=sched, checkpoint=old)
+    monkeypatch.undo()
+    model, opt, sched = fresh()
+    model.fit(X, y, opt, epochs=3, verbose=0, seed=1, scheduler=sched, resume=old)
+    model.fit(X, y, opt, epochs=3, verbose=0, seed=1, scheduler=sched, resume=old,
+              checkpoint=new)  # the same optimizer again, its lr at 0.0125
+    model, opt, sched = fresh()
+    h = model.fit(X, y, opt, epochs=4, verbose=0, seed=1, scheduler=sched, resume=new)
+    assert h["lr"] == [0.1, 0.05, 0.025, 0.0125]
 
 
 # ---------------------------------------------------------------- atomic writes
