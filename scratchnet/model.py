@@ -31,7 +31,7 @@ import numpy as np
 
 from . import _core, _fused, _inference, _random, _sharding
 from . import distributed as distributed_api
-from ._checkpoint import Checkpoint, data_fingerprint, training_record
+from ._checkpoint import Checkpoint, data_fingerprint, started_lrs, training_record
 from ._files import (ModelFileError, _json_default, checked_target, read_npz, read_record,
                      write_npz)
 from ._progress import start_epoch
@@ -165,15 +165,15 @@ class Sequential(Module):
         threads got each other's outputs, and one during fit overwrote what
         fit's backward pass reads."""
         with self._lock:
+            self._last_forward = "failed"  # until every layer has run
             out = np.array(self._layers_forward(x, training), copy=True)
             self._last_forward = "train" if training else "inference"
             return out
 
     def _layers_forward(self, x, training):
         """The layers' own forward: their last output (a buffer of the last
-        layer's). The layers keep what a backward pass needs of it: marked as
-        predict's, unless forward (above) says otherwise."""
-        self._last_forward = "predict"
+        layer's); the layers keep what a backward pass needs of it. The
+        caller marks whose it is (_last_forward)."""
         for layer in self.layers:
             x = layer.forward(x, training=training)
         return x
@@ -193,7 +193,11 @@ class Sequential(Module):
             raise RuntimeError("backward after predict, evaluate or a plot ran the layers: "
                                "they hold that call's activations, not those of your "
                                "forward pass; call model.forward(x, training=True) again "
-                               "before backward (or predict after backward)")
+                               "before backward (or predict after backward; a forward pass "
+                               "made layer by layer by hand is not seen: use model.forward)")
+        if last == "failed":
+            raise RuntimeError("backward after a forward pass that raised: the layers hold "
+                               "part of it; call model.forward(x, training=True) again")
         if last != "inference" or getattr(self, "_warned_inference_backward", False):
             return
         differ = sorted({type(layer).__name__ for layer in self.layers
@@ -431,13 +435,18 @@ class Sequential(Module):
         net = self._net(X.shape[1:])
         if net is not None:
             return net.predict(X, softmax, finite_for)
+        custom = type(self).forward is not Sequential.forward
         with self._lock:  # the layers' buffers are shared by every call
+            self._last_forward = "predict"  # what the layers will hold
             out = None
             for start in range(0, X.shape[0], batch_size):
-                y = self._layers_forward(X[start:start + batch_size], training=False)
+                # a subclass's own forward (the compiled paths do not see it)
+                y = (self.forward(X[start:start + batch_size], training=False) if custom else
+                     self._layers_forward(X[start:start + batch_size], training=False))
                 if out is None:
                     out = np.empty((X.shape[0],) + y.shape[1:], dtype=np.float32)
                 out[start:start + y.shape[0]] = y
+            self._last_forward = "predict"  # (a subclass's forward marked its own)
         if finite_for is not None and not _core.all_finite(out):
             raise ValueError(f"{finite_for}: {_core.NONFINITE_OUTPUTS}")
         return _core.softmax_forward(out, out) if softmax else out
@@ -1032,8 +1041,7 @@ class Sequential(Module):
             restore()
             raise
         rng.bit_generator.state = saved.rng
-        if saved.settings.get("lr") is not None:  # this run's checkpoints: the run's first lr
-            settings["lr"] = list(saved.settings["lr"])
+        settings["lr"] = started_lrs(saved)  # this run's checkpoints: the run's first lr
         return saved.history, saved.epoch
 
     # ---- files ----

@@ -456,3 +456,31 @@ def test_backward_after_a_predict_on_the_layers_is_refused():
     loss.forward(model.forward(X, training=True), y)
     model.backward(loss.backward())
     model.predict(X)
+
+
+def test_backward_after_a_failed_forward_says_so_and_predict_uses_a_subclass_forward():
+    """A forward pass that raised left the model marked as predict's (the
+    message blamed predict); predict on the layer path ran the layers, not a
+    subclass's own forward (model(x) and predict disagreed). Both reviews of
+    this day's changes."""
+
+    class Double(sn.Module):
+        def forward(self, x, training=False):
+            return x * 2
+
+        def backward(self, dy):
+            return dy * 2
+
+    class Scaled(sn.Sequential):
+        def forward(self, x, training=False):
+            return super().forward(x, training) * 10
+
+    X = np.random.default_rng(0).random((6, 4), dtype=np.float32)
+    model = Scaled(sn.Dense(4, 3, seed=1), Double(), sn.Dense(3, 2, seed=2))
+    np.testing.assert_array_equal(model.predict_logits(X), model(X))
+    loss = sn.CrossEntropy()
+    loss.forward(model.forward(X, training=True), np.arange(6) % 2)
+    with pytest.raises(ValueError):
+        model.forward(np.zeros((6, 7), np.float32), training=True)
+    with pytest.raises(RuntimeError, match="after a forward pass that raised"):
+        model.backward(loss.backward())
