@@ -343,6 +343,8 @@ def _train_conflicts(args):
     if args.model == "cnn" and args.hidden is not None:
         return ("--hidden sets the hidden layers of --model mlp; --model cnn has a fixed "
                 "network (--dropout sets the dropout of its dense part)")
+    if args.hidden == [] and args.dropout:  # dropout follows hidden layers: none to follow
+        return "--dropout acts after hidden layers, and --hidden none has none: leave it out"
     return None
 
 

@@ -217,7 +217,8 @@ def test_more_threads_than_cpus_is_noted_before_the_run():
     """bench --threads 64 on 2 CPUs ran for minutes with nothing said."""
     import os
     from scratchnet.bench.machine import configured
-    cpus = os.cpu_count() or 1
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else \
+        os.cpu_count() or 1
     with configured(cpus + 1, None, None) as notes:
         assert any(f"{cpus + 1} threads on {cpus} CPUs: oversubscribed" in n for n in notes)
     with configured(1, None, None) as notes:

@@ -633,3 +633,12 @@ def test_export_help_says_when_input_shape_is_needed(capsys, tmp_path):
         assert code == 0, err
         dims = onnx.load(tmp_path / "m.onnx").graph.input[0].type.tensor_type.shape.dim
         assert [d.dim_param or d.dim_value for d in dims] == ["batch", 784]
+
+
+def test_hidden_none_refuses_a_dropout_it_has_no_layer_for(capsys, tmp_path):
+    """--hidden none --dropout 0.5 trained a linear model and dropped the
+    dropout unseen (a review)."""
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["train", "--hidden", "none", "--dropout", "0.5", "--out",
+                  str(tmp_path / "m.npz")])
+    assert exc.value.code == 2 and "--hidden none has none" in capsys.readouterr().err

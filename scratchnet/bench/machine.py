@@ -30,7 +30,9 @@ def configured(threads, isa, torch):
     `isa`, when given) until the block ends; yields notes on what could not
     be set."""
     notes = []
-    cpus = os.cpu_count() or 1
+    # the CPUs this process may run on (taskset, a container's cpuset), else all
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else \
+        os.cpu_count() or 1
     if threads > cpus:  # each library's threads wait on the others': runs crawl
         notes.append(f"{threads} threads on {cpus} CPUs: oversubscribed, so every library "
                      "runs far slower than it can (a run may take minutes); pass --threads "
