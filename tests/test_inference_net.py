@@ -2,6 +2,7 @@
 the same outputs as the layers' own forward(training=False), for every
 layer it covers, in chunks, after the weights change, from several threads,
 and a fall-back to the layer-by-layer path for what it does not cover."""
+import os
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -320,8 +321,11 @@ def test_change_stamps_start_apart_in_each_process():
     import sys
     code = ("import scratchnet as sn; from scratchnet.module import Parameter; "
             "sn.Sequential(sn.Dense(4, 3)); print(Parameter.version)")
+    # from the tests' folder: the installed package, not a source tree's (as test_runtime)
     counts = {int(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                                 check=True, timeout=120).stdout) for _ in range(2)}
+                                 check=True, timeout=120,
+                                 cwd=os.path.dirname(os.path.abspath(__file__))).stdout)
+              for _ in range(2)}
     assert len(counts) == 2
 
 
