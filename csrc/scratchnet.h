@@ -306,14 +306,25 @@ typedef struct {
 /* Whether the training steps run on the threads or in the calling thread
  * alone, chosen by timing both (sn_mlp.c). Zero-initialised by the caller. */
 #define SN_TEAM_PROBE 8        /* steps timed each way */
-/* Steps the choice is kept before timing again. The probe's steps alone
- * cost: a step on one thread took 1.4x one on two (AMD EPYC Zen 3), so 8
- * of every 256 + 16 steps alone made epochs 8 x 0.4 / 272 = 1.2% slower;
- * of every 1024 + 16, 0.3%. A change of the vCPUs' placement is still
- * seen within half a second of 784-128-10 training (2.5 s of 784-512-256-10). */
+/* Steps the threads are kept, once chosen, before timing again. The
+ * probe's steps alone cost: a step on one thread took 1.4x one on two (AMD
+ * EPYC Zen 3), so 8 of every 256 + 16 steps alone made epochs 8 x 0.4 /
+ * 272 = 1.2% slower; of every 1024 + 16, 0.3%. A change of the vCPUs'
+ * placement is still seen within half a second of 784-128-10 training
+ * (2.5 s of 784-512-256-10). */
 #define SN_TEAM_KEEP 1024
+/* Steps alone is kept, once chosen, before timing again: this many the
+ * first time, twice as many each time it is chosen again in a row, up to
+ * SN_TEAM_KEEP. A moment's contention makes the threads look slow: NumPy's
+ * OpenBLAS keeps its threads spinning for ~0.1 s after each product, and
+ * 784-512-256-10 epochs that began within it ran alone throughout, 2.1-2.5 s
+ * against 1.2-1.4 s (AMD EPYC Zen 3). The threads' steps of the extra
+ * timings cost at most 8 x 0.25 / (32 + 16) of the steps where two threads
+ * are truly slower (1.25x, see sn_mlp.c), then less as the keep doubles. */
+#define SN_TEAM_KEEP_ALONE 32
 typedef struct {
     int64_t count;             /* full-batch steps since the last timing began */
+    int64_t keep;              /* steps the last choice is kept (0: none made yet) */
     int alone;                 /* 1: the steps run in the calling thread alone */
     double times[2][SN_TEAM_PROBE]; /* the timed steps: [0] on the threads, [1] alone */
 } sn_team_choice;

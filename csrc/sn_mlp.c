@@ -38,7 +38,8 @@ static int gradients_finite(const sn_mlp *net)
  * thread made). 784-128-10 Adam epochs then took 0.50-0.55 s on two threads
  * against 0.30 s, and 0.42 s on one; the placement changes while a process
  * runs. So the trainer times SN_TEAM_PROBE full steps each way, keeps the
- * faster for SN_TEAM_KEEP steps, then times again. The threads must be
+ * faster for a while (SN_TEAM_KEEP steps the threads, fewer alone, see
+ * scratchnet.h), then times again. The threads must be
  * clearly (5%) slower to be left: timing noise is no reason. The thread
  * count never changes a result. */
 
@@ -69,9 +70,14 @@ void sn_team_after_step(sn_team_choice *t, double seconds)
     if (!t) return;
     if (t->count < 2 * SN_TEAM_PROBE)
         t->times[t->count / SN_TEAM_PROBE][t->count % SN_TEAM_PROBE] = seconds;
-    if (++t->count == 2 * SN_TEAM_PROBE)
+    if (++t->count == 2 * SN_TEAM_PROBE) {
+        const int was_alone = t->keep > 0 && t->alone;
         t->alone = median_of_probe(t->times[1]) < 0.95 * median_of_probe(t->times[0]);
-    if (t->count >= 2 * SN_TEAM_PROBE + SN_TEAM_KEEP) t->count = 0;
+        t->keep = !t->alone  ? SN_TEAM_KEEP
+                  : was_alone ? (2 * t->keep < SN_TEAM_KEEP ? 2 * t->keep : SN_TEAM_KEEP)
+                              : SN_TEAM_KEEP_ALONE;
+    }
+    if (t->count >= 2 * SN_TEAM_PROBE + t->keep) t->count = 0;
 }
 
 /* a shard's batches: rows within [0, max_batch], summing to n, on valid rows

@@ -1436,7 +1436,8 @@ static void test_small_rows_match_blocked(void)
 
 /* ---- the trainer's choice of threads (sn_mlp.c) ----
  * Fed step times, it times SN_TEAM_PROBE steps on the threads, then as many
- * alone, keeps the clearly faster for SN_TEAM_KEEP steps, then times again;
+ * alone, keeps the clearly faster (the threads SN_TEAM_KEEP steps, alone
+ * SN_TEAM_KEEP_ALONE, doubling while it wins in a row), then times again;
  * during each phase the calling thread's regions get the threads it says. */
 static int team_phase_threads(sn_team_choice *t, double team_s, double alone_s, int steps)
 {
@@ -1473,6 +1474,27 @@ static void test_team_choice(void)
     check(t.alone == 1, "team: alone chosen when clearly faster");
     sn_team_before_step(&t);
     check(sn_parallel_threads() == 1, "team: the choice alone runs alone");
+    team_phase_threads(&t, 1.3, 1.0, SN_TEAM_KEEP_ALONE - 1);
+    check(t.count == 2 * SN_TEAM_PROBE + SN_TEAM_KEEP_ALONE - 1 && t.alone == 1,
+          "team: alone kept SN_TEAM_KEEP_ALONE steps");
+    team_phase_threads(&t, 1.3, 1.0, 1);
+    check(t.count == 0, "team: timed again after SN_TEAM_KEEP_ALONE steps alone");
+    int64_t keep = SN_TEAM_KEEP_ALONE;
+    while (keep < SN_TEAM_KEEP) { /* alone wins again: kept twice as long each time */
+        team_phase_threads(&t, 1.3, 1.0, 2 * SN_TEAM_PROBE);
+        keep = 2 * keep < SN_TEAM_KEEP ? 2 * keep : SN_TEAM_KEEP;
+        check(t.alone == 1 && t.keep == keep, "team: alone again, kept twice as long");
+        team_phase_threads(&t, 1.3, 1.0, (int)keep);
+        check(t.count == 0, "team: timed again after the longer keep");
+    }
+    team_phase_threads(&t, 1.0, 1.3, 2 * SN_TEAM_PROBE);
+    check(t.alone == 0 && t.keep == SN_TEAM_KEEP, "team: threads again: kept SN_TEAM_KEEP");
+    team_phase_threads(&t, 1.0, 1.0, SN_TEAM_KEEP);
+    team_phase_threads(&t, 1.3, 1.0, 2 * SN_TEAM_PROBE);
+    check(t.alone == 1 && t.keep == SN_TEAM_KEEP_ALONE,
+          "team: alone after the threads: kept SN_TEAM_KEEP_ALONE again");
+    sn_team_before_step(&t);
+    check(sn_parallel_threads() == 1, "team: the choice alone runs alone again");
     sn_cap_threads(0);
     check(sn_parallel_threads() == 2, "team: the cap lifted");
     sn_team_before_step(NULL);
