@@ -5,6 +5,7 @@ import argparse
 import contextlib
 import io
 import json
+import os
 
 import pytest
 
@@ -223,3 +224,23 @@ def test_more_threads_than_cpus_is_noted_before_the_run():
         assert any(f"{cpus + 1} threads on {cpus} CPUs: oversubscribed" in n for n in notes)
     with configured(1, None, None) as notes:
         assert not any("oversubscribed" in n for n in notes)
+
+
+def test_figures_of_an_installed_copy_are_flagged_when_run_from_a_source_tree(tmp_path):
+    # python benchmarks/bench_mlp.py puts benchmarks/ first on the path, not the
+    # tree, so an installed scratchnet is the one measured: said, not silent
+    from scratchnet.bench import machine
+    tree = tmp_path / "checkout"
+    (tree / "benchmarks").mkdir(parents=True)
+    (tree / "scratchnet").mkdir()
+    (tree / "scratchnet" / "__init__.py").write_text("")
+    (tree / "pyproject.toml").write_text("")
+    script = str(tree / "benchmarks" / "bench_mlp.py")
+    assert machine.other_source_tree(script) == str(tree)
+    ours = os.path.join(os.path.dirname(machine.PACKAGE_DIR), "benchmarks", "bench_mlp.py")
+    assert machine.other_source_tree(ours) is None  # the tree that was imported
+    assert machine.other_source_tree(str(tmp_path / "elsewhere" / "x.py")) is None
+    assert machine.other_source_tree(str(tree / "examples" / "x.py")) is None
+    assert machine.other_source_tree("") is None  # python -c
+    notes = machine.environment_notes(torch=object())
+    assert not any("imported from" in note for note in notes)  # pytest is not in a tree

@@ -4,6 +4,7 @@ processes kept the CPUs (sampled from /proc/stat) while a table was timed."""
 import contextlib
 import datetime
 import os
+import sys
 import time
 
 import numpy as np
@@ -65,7 +66,33 @@ def environment_notes(torch):
                      f"env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python ...")
     if torch is None:
         notes.append("PyTorch is not importable: its columns are skipped")
+    other = other_source_tree(sys.argv[0])
+    if other:
+        notes.append(f"WARNING: these are the figures of the scratchnet imported from "
+                     f"{PACKAGE_DIR}, not of the source tree at {other} this script is in "
+                     f"(Python puts the script's folder first on its path, not the tree's): "
+                     f"run it with PYTHONPATH={other}, or pip install that tree")
     return notes
+
+
+PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def other_source_tree(script):
+    """The source tree holding `script` when it is one of the tree's
+    benchmarks/ scripts (the tree: benchmarks/'s parent, with a pyproject.toml
+    and a scratchnet package) and scratchnet was imported from elsewhere (an
+    installed copy), else None."""
+    if not script:
+        return None
+    folder = os.path.dirname(os.path.abspath(script))
+    tree = os.path.dirname(folder)
+    package = os.path.join(tree, "scratchnet")
+    if not (os.path.basename(folder) == "benchmarks" and
+            os.path.isfile(os.path.join(tree, "pyproject.toml")) and
+            os.path.isfile(os.path.join(package, "__init__.py"))):
+        return None
+    return None if os.path.samefile(package, PACKAGE_DIR) else tree
 
 
 def cpu_sample():
