@@ -354,7 +354,14 @@ typedef struct {
     sn_param *params;         /* 2 per layer (W, b), for the optimizer */
     sn_team_choice *team;     /* training's choice of threads (NULL: always the threads) */
     const sn_mlp_shard *shard; /* data-parallel training (NULL: one process) */
+    float *last_shares;       /* training with 2 or more layers: sn_mlp_last_shares_size
+                                 floats, each part's share of the last layer's gradient */
 } sn_mlp;
+
+/* The floats sn_mlp.last_shares holds: per part of the step (sn_mlp_step.c),
+ * the last layer's dW and db summed over that part's rows of the batch,
+ * each part's on whole 64-byte lines; 0 for a network of one layer. */
+int64_t sn_mlp_last_shares_size(const sn_mlp *net);
 
 /* Train on rows order[0..n) of X (rows of layers[0].in floats) in batches of
  * batch_size: forward, softmax cross-entropy with labels, backward, one

@@ -133,6 +133,7 @@ int sn_mlp_train_f32(const sn_mlp *net, sn_optim_cfg *opt, const float *X,
 {
     const sn_mlp_shard *shard = net->shard;
     if (!layers_valid(net) || net->layers[net->n_layers - 1].out != n_classes ||
+        (net->n_layers > 1 && !net->last_shares) ||
         (shard ? !shard_valid(net, n) : batch_size < 1 || batch_size > net->max_batch))
         return SN_EINVAL;
     const int64_t batches = shard ? shard->batches : (n + batch_size - 1) / batch_size;

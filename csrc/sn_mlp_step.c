@@ -9,9 +9,13 @@
  *              1 into dz_l, which the backward pass overwrites later);
  *              Z_l = (P_0 + P_1) + b_l, and the part that owns columns K of
  *              the next layer's input makes them: y_l[:, K] = act(Z_l[:, K]),
- *              then its dropout. The last layer splits the BATCH's rows
- *              instead: part p's rows of the logits, then their softmax
- *              cross-entropy.
+ *              then its dropout. The last layer, and the finish of the
+ *              hidden layer H below it, split the BATCH's rows R_p instead,
+ *              all in one region (last_layer): y_H[R_p, :] from P_0 + P_1,
+ *              the logits x_O[R_p, :] W_O + b_O, their softmax cross-entropy,
+ *              and at once the last layer's backward for those rows: its
+ *              share S_p = x_O[R_p, :]^T dZ_O[R_p, :] of dW_O (and of db_O)
+ *              and dZ_H[R_p, :]. Backward sums dW_O = S_0 + S_1 by rows K_p.
  *   backward   dW_l[K_p, :] = X_l[:, K_p]^T dZ_l, and the columns it owns
  *              of the layer below's gradient,
  *              dZ_l-1[:, K_p] = (dZ_l W_l[K_p, :]^T) * act'(y_l-1[:, K_p]) * mask;
@@ -191,6 +195,94 @@ static int finish_last(const step_ctx *c, int p, int s)
                              L->y + r0 * L->out, c->net->yb + r0, r1 - r0, L->out, c->scale);
 }
 
+/* floats from one part's share of the last layer's gradient to the next's:
+ * dW (in x out) and db (out), rounded up to whole 64-byte lines */
+static int64_t share_stride(const sn_mlp_layer *O)
+{
+    return (O->in * O->out + O->out + SN_STEP_ALIGN - 1) / SN_STEP_ALIGN * SN_STEP_ALIGN;
+}
+
+int64_t sn_mlp_last_shares_size(const sn_mlp *net)
+{
+    return net->n_layers < 2 ? 0 : SN_STEP_PARTS * share_stride(&net->layers[net->n_layers - 1]);
+}
+
+/* With two layers or more: the hidden layer H below the last layer O, for
+ * part p's rows R_p of the batch (strip 0 only: the work is small, and the
+ * shares must not depend on the strips). Every row of it needs only rows R_p
+ * of what came before, so no region ends between:
+ *   y_H[R_p, :] = act((P_0 + P_1) + b_H), then its dropout;
+ *   the logits z[R_p, :] = x_O[R_p, :] W_O + b_O (x_O: y_H after dropout),
+ *   and, if finite, their loss and its gradient dZ_O[R_p, :];
+ *   part p's share of the last layer's gradient, dW: x_O[R_p, :]^T dZ_O[R_p, :],
+ *   db: the sum of dZ_O's rows R_p (backward adds the parts' shares);
+ *   dZ_H[R_p, :] = (dZ_O[R_p, :] W_O^T) * act'(y_H[R_p, :]) * mask[R_p, :].
+ * dZ_H's rows R_p held P_1's, which this unit alone reads, and read first.
+ * When the logits are not finite, no gradient is made: the step ends. */
+static int last_layer(const step_ctx *c, int p, int s)
+{
+    if (s != 0) return SN_OK;
+    const sn_mlp *net = c->net;
+    const sn_mlp_layer *H = &net->layers[net->n_layers - 2];
+    const sn_mlp_layer *O = &net->layers[net->n_layers - 1];
+    const int64_t r0 = c->M * p / SN_STEP_PARTS, r1 = c->M * (p + 1) / SN_STEP_PARTS;
+    float *share_dW = net->last_shares + p * share_stride(O);
+    float *share_db = share_dW + O->in * O->out;
+    if (r1 == r0) { /* no rows: a share of zeros */
+        memset(share_dW, 0, (size_t)(O->in * O->out + O->out) * sizeof(float));
+        return SN_OK;
+    }
+    add_products(H, r0, r1, (span){0, H->out}, H->act);
+    if (H->dropout > 0.0f) {
+        /* element (i, j) takes draw (first_row + i) out + j of the batch's stream */
+        const int status = sn_dropout_forward_f32(
+            H->y_drop + r0 * H->out, H->mask + r0 * H->out, H->y + r0 * H->out,
+            (r1 - r0) * H->out, H->dropout, H->dropout_seed + c->dropout_batch,
+            (c->first_row + (uint64_t)r0) * (uint64_t)H->out);
+        if (status != SN_OK) return status;
+    }
+    const float *x = layer_input(net, net->n_layers - 1) + r0 * O->in;
+    float *z = O->y + r0 * O->out, *dz = O->dz + r0 * O->out;
+    int status = sn_gemm_serial_f32(0, 0, r1 - r0, O->out, O->in, 1.0f, x, O->in, O->W, O->out,
+                                    0.0f, z, O->out, NULL);
+    if (status != SN_OK) return status;
+    sn_act_rows_f32(z, O->out, r1 - r0, O->out, O->b, SN_ACT_NONE, O->act_param);
+    c->finite[p] = sn_all_finite_serial_f32(z, (r1 - r0) * O->out);
+    if (!c->finite[p]) return SN_OK;
+    status = sn_xent_train_f32(&c->loss[p], &c->correct[p], dz, z, net->yb + r0, r1 - r0,
+                               O->out, c->scale);
+    if (status != SN_OK) return status;
+    status = sn_gemm_serial_f32(1, 0, O->in, O->out, r1 - r0, 1.0f, x, O->in, dz, O->out, 0.0f,
+                                share_dW, O->out, NULL);
+    if (status != SN_OK) return status;
+    sn_bias_grad_f32(share_db, dz, O->out, r1 - r0, O->out, 0.0f);
+    const sn_epilogue ep = {SN_EPI_DACT, H->act, H->act_param, NULL, H->y + r0 * H->out,
+                            H->dropout > 0.0f ? H->mask + r0 * H->out : NULL, H->out};
+    return sn_gemm_serial_f32(0, 1, r1 - r0, H->out, O->out, 1.0f, dz, O->out, O->W, O->out,
+                              0.0f, H->dz + r0 * H->out, H->out, &ep);
+}
+
+/* the last layer's gradient from the parts' shares: rows K_p (strip s) of
+ * dW_O = S_0 + S_1; unit 0 also db_O. 0 if one it made is not finite (and
+ * the caller checks). */
+static int sum_last_shares(const step_ctx *c, int p, int s)
+{
+    const sn_mlp *net = c->net;
+    const sn_mlp_layer *O = &net->layers[net->n_layers - 1];
+    const span k = strip_of(part_of(O->in, p), s, c->strips);
+    const float *s0 = net->last_shares, *s1 = net->last_shares + share_stride(O);
+    int finite = 1;
+    for (int64_t i = k.lo * O->out; i < k.hi * O->out; ++i) O->dW[i] = s0[i] + s1[i];
+    if (c->check && k.hi > k.lo)
+        finite = sn_all_finite_serial_f32(O->dW + k.lo * O->out, (k.hi - k.lo) * O->out);
+    if (p == 0 && s == 0) {
+        const int64_t at = O->in * O->out;
+        for (int64_t j = 0; j < O->out; ++j) O->db[j] = s0[at + j] + s1[at + j];
+        if (c->check && finite) finite = sn_all_finite_serial_f32(O->db, O->out);
+    }
+    return finite;
+}
+
 /* layer l backward over part p's inputs (strip s): its rows of dW_l and its
  * columns of the gradient reaching the layer below; unit 0 also db_l. Every
  * gradient is made even when one is not finite (so which ones are does not
@@ -247,7 +339,7 @@ static int optimize(const step_ctx *c, int p, int s)
  * the one before (its columns of the batch, its columns of y_l), so the
  * gather and the first product, and each hidden layer's finish and the next
  * product, run in one region. With more strips a region ends between them. */
-enum { PH_GATHER, PH_FORWARD, PH_FINISH, PH_BACKWARD, PH_OPTIMIZE };
+enum { PH_GATHER, PH_FORWARD, PH_FINISH, PH_LAST, PH_BACKWARD, PH_OPTIMIZE };
 typedef struct {
     const step_ctx *c;
     int phase;
@@ -261,7 +353,7 @@ typedef struct {
  * starts the regions to the wall times. */
 #ifdef SN_STEP_PROFILE
 /* layers and units past these are not recorded */
-enum { PROFILE_LAYERS = 8, PROFILE_UNITS = 16, PROFILE_SLOTS = 2 + 3 * PROFILE_LAYERS };
+enum { PROFILE_LAYERS = 8, PROFILE_UNITS = 16, PROFILE_SLOTS = 2 + 4 * PROFILE_LAYERS };
 static double g_profile_wall[PROFILE_SLOTS], g_profile_busy[PROFILE_SLOTS][PROFILE_UNITS];
 static int64_t g_profile_steps;
 
@@ -272,7 +364,7 @@ static int profile_slot(int phase, int layer)
     if (phase == PH_GATHER) return 0;
     if (phase == PH_OPTIMIZE) return 1;
     if (layer >= PROFILE_LAYERS) return -1;
-    const int kind = phase == PH_FORWARD ? 0 : phase == PH_FINISH ? 1 : 2;
+    const int kind = phase == PH_FORWARD ? 0 : phase == PH_FINISH ? 1 : phase == PH_LAST ? 3 : 2;
     return 2 + kind * PROFILE_LAYERS + layer;
 }
 
@@ -290,7 +382,8 @@ static void profile_add(int phase, int layer, int64_t unit, double seconds)
 int64_t sn_step_profile_report(FILE *out)
 {
     const int64_t steps = g_profile_steps;
-    static const char *const kinds[] = {"forward", "finish (+ next forward)", "backward"};
+    static const char *const kinds[] = {"forward", "finish (+ next forward)", "backward",
+                                        "finish + last layer"};
     for (int slot = 0; out && steps > 0 && slot < PROFILE_SLOTS; ++slot) {
         if (g_profile_wall[slot] == 0.0) continue;
         char name[64];
@@ -331,7 +424,10 @@ static int phase_work(const void *ctx, int64_t u)
             const int status = finish_hidden(c, l, p, s);
             return status == SN_OK && merged ? product(c, l + 1, p, s) : status;
         }
+    case PH_LAST:
+        return last_layer(c, p, s);
     case PH_BACKWARD:
+        if (l == last - 1 && !sum_last_shares(c, p, s)) sn_atomic_store(c->nonfinite, 1);
         return backward(c, l, p, s);
     default:
         return optimize(c, p, s);
@@ -403,10 +499,15 @@ int sn_mlp_step_forward(sn_mlp_step *st, const sn_mlp *net, const float *X,
                   .strips = st->strips, .loss = st->loss, .correct = st->correct,
                   .finite = st->finite};
     int status = run_phase(&c, PH_GATHER, 0, st->parallel);
-    for (int l = 0; l < net->n_layers && status == SN_OK; ++l) {
+    /* with two layers or more, the last one is made with the finish of the
+     * layer below (PH_LAST) */
+    const int last = net->n_layers - 1, upto = last > 0 ? last - 1 : last;
+    for (int l = 0; l <= upto && status == SN_OK; ++l) {
         /* one strip per part: the product was made in the region before */
         if (c.strips > 1) status = run_phase(&c, PH_FORWARD, l, st->parallel);
-        if (status == SN_OK) status = run_phase(&c, PH_FINISH, l, st->parallel);
+        if (status == SN_OK)
+            status = run_phase(&c, last > 0 && l == last - 1 ? PH_LAST : PH_FINISH, l,
+                               st->parallel);
     }
     return status;
 }
@@ -417,7 +518,10 @@ int sn_mlp_step_backward(const sn_mlp_step *st, const sn_mlp *net, int64_t M, in
     step_ctx c = {.net = net, .M = M, .strips = st->strips, .check = check,
                   .nonfinite = &nonfinite};
     int status = SN_OK;
-    for (int l = net->n_layers - 1; l >= 0 && status == SN_OK; --l)
+    /* with two layers or more, the last one's backward was made by PH_LAST,
+     * but for the sum of its shares, made with the layer below's */
+    const int top = net->n_layers > 1 ? net->n_layers - 2 : 0;
+    for (int l = top; l >= 0 && status == SN_OK; --l)
         status = run_phase(&c, PH_BACKWARD, l, st->parallel);
     return status == SN_OK && sn_atomic_load(&nonfinite) ? SN_ENONFINITE : status;
 }

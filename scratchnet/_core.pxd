@@ -163,6 +163,9 @@ cdef extern from "scratchnet.h" nogil:
         sn_param *params
         sn_team_choice *team
         const sn_mlp_shard *shard
+        float *last_shares
+
+    int64_t sn_mlp_last_shares_size(const sn_mlp *net)
 
     int sn_mlp_train_f32(const sn_mlp *net, sn_optim_cfg *opt, const float *X,
                          const int64_t *labels, int64_t n_classes, const int64_t *order,

@@ -64,6 +64,7 @@ cdef class MLP:
         self.net.layers = NULL
         self.net.params = NULL
         self.net.shard = NULL
+        self.net.last_shares = NULL
         memset(&self.team, 0, sizeof(self.team))
         self.net.team = &self.team
 
@@ -140,6 +141,12 @@ cdef class MLP:
         self.net.xb = _fptr(xb, "xb", max_batch * sizes[0])
         cdef int64_t[::1] ybv = yb
         self.net.yb = &ybv[0]
+        cdef int64_t shares = sn_mlp_last_shares_size(&self.net)
+        if shares:  # each part's share of the last layer's gradient (sn_mlp_step.c)
+            last_shares = _zeros_on_lines((shares,))
+            self.keep.append(last_shares)
+            self.step_buffers["last_shares"] = last_shares
+            self.net.last_shares = _fptr(last_shares, "last_shares", shares)
 
     def set_dropout_seeds(self, seeds):
         """One seed per layer: batch b of the next train() call draws layer

@@ -458,6 +458,8 @@ def test_the_training_step_s_buffers_are_the_aligned_ones(dropout):
                            0.0, 0.0 if last else dropout))
         mlp = _core.MLP(layers, batch)
         names = {"xb"} | {f"{k}{i}" for i in range(len(layers)) for k in ("y", "dz")}
+        if len(layers) > 1:
+            names |= {"last_shares"}
         if dropout:
             names |= {f"{k}{i}" for i in range(len(layers) - 1) for k in ("y_drop", "mask")}
         assert set(mlp.step_buffers) == names

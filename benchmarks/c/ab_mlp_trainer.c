@@ -120,6 +120,10 @@ static void make_side(side *S, const char *path, int n_layers, const int64_t *si
     const sn_mlp net = {n_layers, layers, B, zeros(B * size[0]), calloc((size_t)B, 8), params,
                         getenv("TEAM") ? &S->team : NULL};
     S->net = net;
+    /* a build from before sn_mlp.last_shares has no such function, nor reads the field */
+    int64_t (*shares_size)(const sn_mlp *) =
+        (int64_t (*)(const sn_mlp *))dlsym(lib, "sn_mlp_last_shares_size");
+    if (shares_size) S->net.last_shares = zeros(shares_size(&S->net));
     memset(&S->opt, 0, sizeof S->opt);
     if (adam) {
         S->opt.kind = SN_OPT_ADAM;
