@@ -491,3 +491,34 @@ def test_set_optimizer_keeps_the_state_arrays_of_the_last_call_only():
     X = np.ones((8, 6), np.float32)
     mlp.train(X, np.arange(8) % 3, np.arange(8), 8)
     assert all(np.any(row[0] != 0) for row in others[::2])
+
+
+@pytest.mark.parametrize("batch", [2, 3, 7])
+@pytest.mark.parametrize("dropout", [0.0, 0.4])
+def test_one_step_s_gradients_match_the_layer_path_when_both_parts_hold_rows(batch, dropout):
+    """The C step makes the last layer's gradient as two shares, each over
+    one part's rows of the batch, then adds them; the hidden layer below it
+    gets its gradient row by row from the same region. With both parts
+    holding rows (any batch of 2 or more), one step's gradients are the
+    layer path's up to float32 rounding, dropout masks and all."""
+    rng = np.random.default_rng(batch)
+    X = rng.standard_normal((batch, 12)).astype(np.float32)
+    y = rng.integers(0, 4, batch)
+
+    def step(fit):
+        layers = [sn.Dense(12, 20, seed=0), sn.LeakyReLU(0.1)]
+        layers += [sn.Dropout(dropout, seed=3)] if dropout else []
+        model = sn.Sequential(*layers, sn.Dense(20, 4, seed=1))
+        fit(model, X, y, optimizer=sn.SGD(model.parameters(), lr=0.0), epochs=1,
+            batch_size=batch, seed=2, verbose=0, shuffle=False)
+        return [p.grad.copy() for p in model.parameters()]
+
+    def fused_fit(model, *args, **kwargs):
+        assert _fused.trainer(model, kwargs["optimizer"], sn.CrossEntropy(), y, batch) is not None
+        return model.fit(*args, **kwargs)
+
+    fast = step(fused_fit)
+    slow = step(slow_fit)
+    for a, b in zip(fast, slow):
+        assert np.abs(b).max() > 0
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6 * np.abs(b).max())
