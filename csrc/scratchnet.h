@@ -317,8 +317,8 @@ typedef struct {
  * first time, twice as many each time it is chosen again in a row, up to
  * SN_TEAM_KEEP. A moment's contention makes the threads look slow: NumPy's
  * OpenBLAS keeps its threads spinning for ~0.1 s after each product, and
- * 784-512-256-10 epochs that began within it ran alone throughout, 2.1-2.5 s
- * against 1.2-1.4 s (AMD EPYC Zen 3). The threads' steps of the extra
+ * 784-512-256-10 epochs that began within it ran alone throughout, 2.1-2.6 s
+ * against 1.3-1.6 s begun 0.2-0.5 s later (AMD EPYC Zen 3). The threads' steps of the extra
  * timings cost at most 8 x 0.25 / (32 + 16) of the steps where two threads
  * are truly slower (1.25x, see sn_mlp.c), then less as the keep doubles. */
 #define SN_TEAM_KEEP_ALONE 32
