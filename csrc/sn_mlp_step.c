@@ -160,15 +160,19 @@ static void add_products(const sn_mlp_layer *L, int64_t rows0, int64_t rows1, sp
     }
 }
 
-/* hidden layer l: the columns of y_l that are part p's inputs of layer l + 1 */
-static int finish_hidden(const step_ctx *c, int l, int p, int s)
+/* part p's rows of the batch, for the last layer (and the hidden one below it) */
+static span rows_of(int64_t M, int p)
 {
-    const sn_mlp_layer *L = &c->net->layers[l];
-    const span cols = strip_of(part_of(L->out, p), s, c->strips);
-    if (cols.hi == cols.lo) return SN_OK;
-    add_products(L, 0, c->M, cols, L->act);
+    const span r = {M * p / SN_STEP_PARTS, M * (p + 1) / SN_STEP_PARTS};
+    return r;
+}
+
+/* y_l[rows, cols] = act((P_0 + P_1) + b_l), then its dropout */
+static int finish_rows(const step_ctx *c, const sn_mlp_layer *L, span rows, span cols)
+{
+    add_products(L, rows.lo, rows.hi, cols, L->act);
     if (!(L->dropout > 0.0f)) return SN_OK;
-    for (int64_t i = 0; i < c->M; ++i) {
+    for (int64_t i = rows.lo; i < rows.hi; ++i) {
         /* element (i, j) takes draw (first_row + i) out + j of the batch's stream,
          * as one call over the whole batch would */
         const int64_t at = i * L->out + cols.lo;
@@ -181,18 +185,35 @@ static int finish_hidden(const step_ctx *c, int l, int p, int s)
     return SN_OK;
 }
 
+/* hidden layer l: the columns of y_l that are part p's inputs of layer l + 1 */
+static int finish_hidden(const step_ctx *c, int l, int p, int s)
+{
+    const sn_mlp_layer *L = &c->net->layers[l];
+    const span cols = strip_of(part_of(L->out, p), s, c->strips);
+    if (cols.hi == cols.lo) return SN_OK;
+    return finish_rows(c, L, (span){0, c->M}, cols);
+}
+
+/* the loss of the last layer L's logits (made) for part p's rows, and its
+ * gradient, only if the logits are finite */
+static int rows_loss(const step_ctx *c, const sn_mlp_layer *L, int p, span rows)
+{
+    const float *z = L->y + rows.lo * L->out;
+    c->finite[p] = sn_all_finite_serial_f32(z, (rows.hi - rows.lo) * L->out);
+    if (!c->finite[p] || rows.hi == rows.lo) return SN_OK;
+    return sn_xent_train_f32(&c->loss[p], &c->correct[p], L->dz + rows.lo * L->out, z,
+                             c->net->yb + rows.lo, rows.hi - rows.lo, L->out, c->scale);
+}
+
 /* the last layer: part p's rows of the logits, then their loss and its
  * gradient (only if the logits are finite) */
 static int finish_last(const step_ctx *c, int p, int s)
 {
     if (s != 0) return SN_OK;
     const sn_mlp_layer *L = &c->net->layers[c->net->n_layers - 1];
-    const int64_t r0 = c->M * p / SN_STEP_PARTS, r1 = c->M * (p + 1) / SN_STEP_PARTS;
-    add_products(L, r0, r1, (span){0, L->out}, SN_ACT_NONE);
-    c->finite[p] = sn_all_finite_serial_f32(L->y + r0 * L->out, (r1 - r0) * L->out);
-    if (!c->finite[p] || r1 == r0) return SN_OK;
-    return sn_xent_train_f32(&c->loss[p], &c->correct[p], L->dz + r0 * L->out,
-                             L->y + r0 * L->out, c->net->yb + r0, r1 - r0, L->out, c->scale);
+    const span rows = rows_of(c->M, p);
+    const int status = finish_rows(c, L, rows, (span){0, L->out}); /* no activation, no dropout */
+    return status == SN_OK ? rows_loss(c, L, p, rows) : status;
 }
 
 /* floats from one part's share of the last layer's gradient to the next's:
@@ -225,33 +246,24 @@ static int last_layer(const step_ctx *c, int p, int s)
     const sn_mlp *net = c->net;
     const sn_mlp_layer *H = &net->layers[net->n_layers - 2];
     const sn_mlp_layer *O = &net->layers[net->n_layers - 1];
-    const int64_t r0 = c->M * p / SN_STEP_PARTS, r1 = c->M * (p + 1) / SN_STEP_PARTS;
+    const span rows = rows_of(c->M, p);
+    const int64_t r0 = rows.lo, r1 = rows.hi;
     float *share_dW = net->last_shares + p * share_stride(O);
     float *share_db = share_dW + O->in * O->out;
     if (r1 == r0) { /* no rows: a share of zeros */
         memset(share_dW, 0, (size_t)(O->in * O->out + O->out) * sizeof(float));
         return SN_OK;
     }
-    add_products(H, r0, r1, (span){0, H->out}, H->act);
-    if (H->dropout > 0.0f) {
-        /* element (i, j) takes draw (first_row + i) out + j of the batch's stream */
-        const int status = sn_dropout_forward_f32(
-            H->y_drop + r0 * H->out, H->mask + r0 * H->out, H->y + r0 * H->out,
-            (r1 - r0) * H->out, H->dropout, H->dropout_seed + c->dropout_batch,
-            (c->first_row + (uint64_t)r0) * (uint64_t)H->out);
-        if (status != SN_OK) return status;
-    }
+    int status = finish_rows(c, H, rows, (span){0, H->out});
+    if (status != SN_OK) return status;
     const float *x = layer_input(net, net->n_layers - 1) + r0 * O->in;
     float *z = O->y + r0 * O->out, *dz = O->dz + r0 * O->out;
-    int status = sn_gemm_serial_f32(0, 0, r1 - r0, O->out, O->in, 1.0f, x, O->in, O->W, O->out,
-                                    0.0f, z, O->out, NULL);
+    status = sn_gemm_serial_f32(0, 0, r1 - r0, O->out, O->in, 1.0f, x, O->in, O->W, O->out, 0.0f,
+                                z, O->out, NULL);
     if (status != SN_OK) return status;
     sn_act_rows_f32(z, O->out, r1 - r0, O->out, O->b, SN_ACT_NONE, O->act_param);
-    c->finite[p] = sn_all_finite_serial_f32(z, (r1 - r0) * O->out);
-    if (!c->finite[p]) return SN_OK;
-    status = sn_xent_train_f32(&c->loss[p], &c->correct[p], dz, z, net->yb + r0, r1 - r0,
-                               O->out, c->scale);
-    if (status != SN_OK) return status;
+    status = rows_loss(c, O, p, rows);
+    if (status != SN_OK || !c->finite[p]) return status;
     status = sn_gemm_serial_f32(1, 0, O->in, O->out, r1 - r0, 1.0f, x, O->in, dz, O->out, 0.0f,
                                 share_dW, O->out, NULL);
     if (status != SN_OK) return status;
