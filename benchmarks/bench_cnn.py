@@ -23,7 +23,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     full = bench.CNN_SETTINGS["full"]
-    parser.add_argument("--threads", type=bench.positive_int, default=2,
+    parser.add_argument("--threads", type=bench.thread_count, default=2,
                         help="threads for both libraries (default 2)")
     parser.add_argument("--rounds", type=bench.positive_int, default=full["rounds"],
                         help=f"alternating rounds of timed training steps (default "

@@ -19,6 +19,7 @@ import numpy as np
 
 import scratchnet as sn
 from scratchnet import _core
+from scratchnet.bench.options import non_negative_int, positive_int, thread_count
 from scratchnet.layers_conv import Conv2D
 
 LAYERS = [  # name, (C, H, W), out_channels, kernel, input gradient
@@ -41,10 +42,10 @@ def cpu_name():
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--batch", type=int, default=128)
-    parser.add_argument("--repeat", type=int, default=15, help="timed rounds (default 15)")
-    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--threads", type=thread_count, default=2)
+    parser.add_argument("--batch", type=positive_int, default=128)
+    parser.add_argument("--repeat", type=positive_int, default=15, help="timed rounds (default 15)")
+    parser.add_argument("--warmup", type=non_negative_int, default=3)
     args = parser.parse_args(argv)
     try:
         import torch

@@ -13,7 +13,7 @@ from scratchnet import _core, bench
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--threads", type=bench.positive_int, default=2,
+    parser.add_argument("--threads", type=bench.thread_count, default=2,
                         help="threads for all three libraries (default 2)")
     parser.add_argument("--repeat", type=bench.positive_int, default=None,
                         help="timed rounds per shape (default 7, or 3 with --quick)")

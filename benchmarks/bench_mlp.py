@@ -18,7 +18,7 @@ from scratchnet import bench
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--threads", type=bench.positive_int, default=2,
+    parser.add_argument("--threads", type=bench.thread_count, default=2,
                         help="threads for all three libraries (default 2)")
     parser.add_argument("--epochs", type=bench.positive_int, default=None,
                         help="timed epochs per training row, after a warm-up one "

@@ -39,7 +39,7 @@ def _sequential_fit(X, y, Xt, yt, hidden, batch, epochs, alpha, seed):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--threads", type=bench.positive_int, default=2)
+    parser.add_argument("--threads", type=bench.thread_count, default=2)
     parser.add_argument("--epochs", type=bench.positive_int, default=5)
     parser.add_argument("--rounds", type=bench.positive_int, default=3)
     parser.add_argument("--hidden", type=bench.positive_int, default=128)

@@ -14,14 +14,15 @@ import numpy as np
 
 import scratchnet as sn
 from scratchnet.bench import benchmark_cnn
+from scratchnet.bench.options import positive_int, thread_count
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=12, help="timed steps (default 12)")
-    parser.add_argument("--batch-size", type=int, default=128, help="default 128")
-    parser.add_argument("--threads", type=int, default=2, help="default 2")
+    parser.add_argument("--steps", type=positive_int, default=12, help="timed steps (default 12)")
+    parser.add_argument("--batch-size", type=positive_int, default=128, help="default 128")
+    parser.add_argument("--threads", type=thread_count, default=2, help="default 2")
     args = parser.parse_args(argv)
     sn.set_num_threads(args.threads)
     model, loss = benchmark_cnn(), sn.CrossEntropy()

@@ -68,6 +68,10 @@ def caches():
                 source=source)
 
 
+# the most threads set_num_threads takes
+MAX_THREADS = SN_MAX_THREADS
+
+
 def set_num_threads(n):
     # a whole number: 2.0 and True were taken (as 2 and 1)
     if isinstance(n, (bool, np.bool_)) or not isinstance(n, (int, np.integer)):

@@ -7,11 +7,17 @@ import warnings
 from . import _core
 
 
+# the kernel SCRATCHNET_ISA forced at import (None: none, or one refused)
+FORCED_ISA = None
+
+
 def configure_from_environment():
+    global FORCED_ISA
     name = os.environ.get("SCRATCHNET_ISA", "").strip().lower()
     if name:
         try:
             _core.set_isa(name)
+            FORCED_ISA = name
         except ValueError as exc:
             warnings.warn(f"SCRATCHNET_ISA ignored: {exc}; using {_core.get_isa()}",
                           RuntimeWarning, stacklevel=3)

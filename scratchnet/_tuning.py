@@ -22,11 +22,12 @@ import time
 
 import numpy as np
 
-from . import _core, datasets
+from . import _core, _runtime, datasets
 from ._runtime import cpu_name
 from ._version import __version__
 
 FILE_VERSION = 1
+MAX_FILE_BYTES = 1 << 20  # a tuning file is a few KB: anything larger is not one
 # the timed GEMMs (M, N, K), one thread: a large square one and one of an
 # MLP's training step (a batch of 128 rows through 784 -> 512)
 SHAPES = ((768, 768, 768), (128, 512, 784))
@@ -79,14 +80,23 @@ def candidates(isa):
     return list(dict.fromkeys(pairs))  # unique, in order
 
 
-def time_candidates(isas=None, rounds=ROUNDS, budget=BUDGET, shapes=SHAPES):
+def timed_shapes(isas=None, shapes=None):
+    """The GEMMs (M, N, K) time_candidates times for these kernels (shapes:
+    SHAPES): with the generic kernel alone (slower), smaller ones, to keep
+    within the budget."""
+    shapes = SHAPES if shapes is None else shapes
+    if list(isas or _simd_isas()) == ["generic"]:
+        return [tuple(min(d, 512) for d in shape) for shape in shapes]
+    return [tuple(shape) for shape in shapes]
+
+
+def time_candidates(isas=None, rounds=ROUNDS, budget=BUDGET, shapes=None):
     """[{"isa", "mc", "nc", "seconds", "gflops"}] for every candidate of
-    every isa: its fastest call of each GEMM of `shapes` on one thread,
-    summed, the candidates taking turns round after round. Restores the
-    kernel, the blocks and the thread count it found."""
+    every isa: its fastest call of each GEMM of timed_shapes(isas, shapes)
+    on one thread, summed, the candidates taking turns round after round.
+    Restores the kernel, the blocks and the thread count it found."""
     isas = list(isas or _simd_isas())
-    if isas == ["generic"]:  # a slower kernel: smaller GEMMs keep within the budget
-        shapes = [tuple(min(d, 512) for d in shape) for shape in shapes]
+    shapes = timed_shapes(isas, shapes)
     cands = [(isa, mc, nc) for isa in isas for mc, nc in candidates(isa)]
     rng = np.random.default_rng(0)
     operands = [(rng.standard_normal((m, k), dtype=np.float32),
@@ -156,20 +166,21 @@ def _isa_rank(isa):
 
 
 def _valid_choice(choice):
-    """The choice if it is well formed and this build and CPU can apply it,
-    else None."""
-    supported = _core.supported_isas()
-    if not (isinstance(choice, dict) and choice.get("isa") in supported
+    """The choice if it is well formed and one tune() could have made here
+    (a kernel it times: never the generic one where a SIMD one runs), with
+    blocks this build accepts; else None."""
+    timed = _simd_isas()
+    if not (isinstance(choice, dict) and choice.get("isa") in timed
             and isinstance(choice.get("blocks"), dict) and choice["blocks"]):
         return None
     for isa, pair in choice["blocks"].items():
-        if isa not in supported or not (isinstance(pair, list) and len(pair) == 2
-                                         and all(type(v) is int for v in pair)):
+        if isa not in timed or not (isinstance(pair, list) and len(pair) == 2
+                                    and all(type(v) is int for v in pair)):
             return None
         saved = _core.gemm_blocking(isa)
         try:
             _core.set_gemm_blocks(isa, pair[0], pair[1])  # the C checks decide
-        except ValueError:
+        except (ValueError, OverflowError):  # out of range, or beyond a C integer
             return None
         finally:
             _restore_blocks(isa, saved)
@@ -180,11 +191,17 @@ def load(path=None):
     """The saved choice for this machine, or (None, why not)."""
     path = path or tuning_path()
     try:
-        with open(path, encoding="utf-8") as f:
-            record = json.load(f)
-    except FileNotFoundError:
-        return None, "no tuning file yet"
-    except (OSError, ValueError) as exc:  # unreadable, not JSON
+        if not path.exists():
+            return None, "no tuning file yet"
+        # a FIFO or a device would block the import or never end
+        if not path.is_file():
+            return None, f"{path} is not a regular file: timed again"
+        with open(path, "rb") as f:
+            text = f.read(MAX_FILE_BYTES + 1)
+        if len(text) > MAX_FILE_BYTES:
+            return None, f"{path} larger than a tuning file: timed again"
+        record = json.loads(text.decode("utf-8"))
+    except (OSError, ValueError, RecursionError) as exc:  # unreadable, not JSON, nested too deep
         return None, f"{path} unreadable ({type(exc).__name__}): timed again"
     if not isinstance(record, dict) or record.get("file_version") != FILE_VERSION:
         return None, f"{path}: another format: timed again"
@@ -215,10 +232,10 @@ def save(choice, timings, path=None):
 
 def apply(choice):
     """Sets every timed kernel's blocks, and the kernel unless SCRATCHNET_ISA
-    forces one."""
+    forced one (a name it refused forces none)."""
     for isa, (mc, nc) in choice["blocks"].items():
         _core.set_gemm_blocks(isa, mc, nc)
-    if not os.environ.get("SCRATCHNET_ISA", "").strip():
+    if _runtime.FORCED_ISA is None:
         _core.set_isa(choice["isa"])
 
 
@@ -233,7 +250,8 @@ def tune(path=None):
         save(choice, timings, path)
         saved = f"saved to {path}"
     except OSError as exc:
-        saved = f"not saved ({exc.strerror or exc}): timed again at the next import"
+        where = exc.filename or path
+        saved = f"not saved ({where}: {exc.strerror or exc}): timed again at the next import"
     STATE.update(source="tuned", detail=f"timed now, {saved}", choice=choice)
     return choice, timings, saved
 

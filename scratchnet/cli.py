@@ -781,7 +781,7 @@ def cmd_tune(args):
     if args.json:
         print(json.dumps({"choice": choice, "timings": timings, "saved": saved}))
         return 0
-    shapes = ", ".join("x".join(map(str, shape)) for shape in _tuning.SHAPES)
+    shapes = ", ".join("x".join(map(str, shape)) for shape in _tuning.timed_shapes())
     print(f"GEMMs (M x N x K) {shapes} on one thread, each candidate's fastest calls "
           f"({info()['cpu']}):")
     for row in timings:

@@ -9,7 +9,7 @@ import os
 
 import pytest
 
-from scratchnet import bench, cli
+from scratchnet import _core, bench, cli
 from scratchnet.bench import cnn, efficiency, gemm, mlp, timing
 
 pytestmark = pytest.mark.sanitizer_skip("benchmarks")
@@ -212,6 +212,38 @@ def test_command_line_values_are_checked():
             bench.parse_shapes(bad)
     with pytest.raises(argparse.ArgumentTypeError):
         bench.parse_rows("sgd-b64")
+    with pytest.raises(argparse.ArgumentTypeError, match="no rows given"):
+        bench.parse_rows(" , ")
+    # a size whose matrices would not fit: refused before anything is allocated
+    with pytest.raises(argparse.ArgumentTypeError, match="too large"):
+        bench.parse_shapes("200000")
+    with pytest.raises(argparse.ArgumentTypeError, match="too large"):
+        bench.parse_shapes("16384x16385x1")
+    assert [(s.m, s.k, s.n) for s in bench.parse_shapes("16384x16384x1")] == [(16384, 16384, 1)]
+    # thread counts set_num_threads would refuse are refused by the parser
+    assert bench.thread_count(str(_core.MAX_THREADS)) == _core.MAX_THREADS
+    for bad in ("0", "-1", str(_core.MAX_THREADS + 1), "2.5"):
+        with pytest.raises((argparse.ArgumentTypeError, ValueError)):
+            bench.thread_count(bad)
+
+
+@pytest.mark.parametrize("script, args", [
+    ("bench_mlp.py", ["--threads", "2000"]), ("bench_gemm.py", ["--threads", "5000"]),
+    ("bench_cnn.py", ["--threads", "5000"]), ("bench_conv_layers.py", ["--threads", "0"]),
+    ("bench_conv_layers.py", ["--batch", "0"]), ("profile_cnn.py", ["--batch-size", "0"]),
+    ("profile_cnn.py", ["--threads", "5000"]), ("bench_gemm.py", ["--sizes", "200000"]),
+    ("bench_mpi.py", ["--rounds", "0"]), ("bench_contention.py", ["--threads", "9999"])])
+def test_a_script_given_a_bad_value_says_so_without_a_traceback(script, args):
+    """--threads 2000 gave a traceback from set_num_threads, --batch 0 one
+    from NumPy, --sizes 200000 one of a 149 GiB allocation."""
+    import subprocess
+    import sys
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]))
+    out = subprocess.run([sys.executable, os.path.join(root, "benchmarks", script), *args],
+                         capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 2, (out.returncode, out.stderr[-800:])
+    assert "Traceback" not in out.stderr and "error:" in out.stderr
 
 
 def test_more_threads_than_cpus_is_noted_before_the_run():

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from scratchnet import _core, _tuning
+from scratchnet import _core, _runtime, _tuning
 
 SMALL = ((40, 48, 56),)  # fast timings for tests
 
@@ -19,6 +19,7 @@ def cache_home(tmp_path, monkeypatch):
     """A user cache of the test's own; the kernel and blocks restored after."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     monkeypatch.delenv("SCRATCHNET_ISA", raising=False)  # a forced kernel would win (tested below)
+    monkeypatch.setattr(_runtime, "FORCED_ISA", None)
     monkeypatch.setattr(_tuning, "SHAPES", SMALL)
     isa = _core.get_isa()
     blocks = {name: _core.gemm_blocking(name) for name in _core.supported_isas()}
@@ -90,15 +91,23 @@ def test_a_saved_choice_is_read_back_and_applied(cache_home):
 
 
 @pytest.mark.parametrize("damage", ["not json", "truncated", "other cpu", "other version",
-                                    "other kc", "other format", "off the tile", "unknown isa"])
+                                    "other kc", "other format", "off the tile", "unknown isa",
+                                    "beyond a C integer", "nested too deep", "too large",
+                                    "generic beside a SIMD kernel"])
 def test_a_damaged_or_foreign_tuning_file_is_timed_again(cache_home, damage):
     _tuning.tune()
     path = cache_home / "scratchnet" / "tuning.json"
     text = path.read_text()
     record = json.loads(text)
     isa = record["choice"]["isa"]
+    if damage == "generic beside a SIMD kernel" and _tuning._simd_isas() == ["generic"]:
+        pytest.skip("the generic kernel is the only one here")
     if damage == "not json":
         path.write_text("{not json")
+    elif damage == "nested too deep":  # json's parser recurses
+        path.write_text("[" * 100_000 + "]" * 100_000)
+    elif damage == "too large":  # what is read stays bounded
+        path.write_text(text + " " * _tuning.MAX_FILE_BYTES)
     elif damage == "truncated":
         path.write_text(text[: len(text) // 2])
     else:
@@ -114,6 +123,10 @@ def test_a_damaged_or_foreign_tuning_file_is_timed_again(cache_home, damage):
             record["choice"]["blocks"][isa] = [_core.gemm_blocking(isa)["mr"] + 1, 2048]
         elif damage == "unknown isa":
             record["choice"]["isa"] = "sse9"
+        elif damage == "beyond a C integer":  # was OverflowError: tuning off for good
+            record["choice"]["blocks"][isa] = [2 ** 70, 8192]
+        elif damage == "generic beside a SIMD kernel":  # never tune()'s choice here
+            record["choice"]["isa"] = "generic"
         path.write_text(json.dumps(record))
     choice, why = _tuning.load()
     assert choice is None and "timed again" in why
@@ -127,6 +140,7 @@ def test_an_unwritable_cache_still_tunes(cache_home):
     target.write_text("a file where the folder should be")
     choice, _, saved = _tuning.tune()
     assert saved.startswith("not saved") and _core.get_isa() == choice["isa"]
+    assert str(target) in saved  # where: "not saved (File exists)" named no path
 
 
 def run_python(code, env_extra, cache_home):
@@ -157,3 +171,64 @@ def test_scratchnet_tune_0_keeps_the_derived_blocks_and_a_forced_kernel_wins(cac
              "float(np.abs(c - r).max()))")
     isa, how, err = run_python(check, {"SCRATCHNET_ISA": "generic"}, cache_home).split()
     assert (isa, how) == ("generic", "read") and float(err) < 1e-3
+
+
+def test_a_cache_path_that_is_not_a_regular_file_is_timed_again_without_blocking(cache_home):
+    """A FIFO at the path blocked open() and the import for ever."""
+    import threading
+    path = cache_home / "scratchnet" / "tuning.json"
+    path.parent.mkdir(parents=True)
+    os.mkfifo(path)
+    result = []
+    reader = threading.Thread(target=lambda: result.append(_tuning.load()), daemon=True)
+    reader.start()
+    reader.join(timeout=20)
+    if reader.is_alive():  # blocked in open(): a writer lets it go, and the test fails
+        with open(path, "w"):
+            pass
+        reader.join()
+        pytest.fail("load() blocked on a FIFO")
+    choice, why = result[0]
+    assert choice is None and "not a regular file" in why
+    _tuning.configure()  # times again, and the file it saves replaces the FIFO
+    assert _tuning.STATE["source"] == "tuned" and path.is_file() and _tuning.load()[0]
+
+
+def test_a_choice_that_was_unreadable_is_timed_and_saved_again_at_the_next_import(cache_home):
+    """An OverflowError in the checks reached configure()'s catch-all, which
+    neither tuned nor rewrote: every import after said "tuning failed"."""
+    _tuning.tune()
+    path = cache_home / "scratchnet" / "tuning.json"
+    record = json.loads(path.read_text())
+    record["choice"]["blocks"][record["choice"]["isa"]] = [2 ** 63, 8192]
+    path.write_text(json.dumps(record))
+    _tuning.configure()
+    assert _tuning.STATE["source"] == "tuned" and "timed now" in _tuning.STATE["detail"]
+    assert _tuning.load()[0] is not None
+
+
+def test_the_tune_command_names_the_gemms_it_timed(cache_home, monkeypatch, capsys):
+    """With the generic kernel alone the shapes are cut to 512: the header
+    named the uncut ones."""
+    from scratchnet import cli
+    monkeypatch.setattr(_tuning, "SHAPES", ((600, 48, 40),))
+    monkeypatch.setattr(_tuning, "_simd_isas", lambda: ["generic"])
+    assert _tuning.timed_shapes() == [(512, 48, 40)]
+    assert cli.main(["tune"]) == 0
+    header = capsys.readouterr().out.splitlines()[0]
+    assert "512x48x40" in header and "600" not in header
+
+
+def test_a_refused_scratchnet_isa_leaves_the_tuned_kernel(cache_home, monkeypatch):
+    """SCRATCHNET_ISA=sse9 is refused with a warning at import; it kept the
+    tuned kernel from being applied all the same (on a CPU with AVX2 and
+    AVX-512, the best kernel instead of the faster one timed)."""
+    applied = []
+    monkeypatch.setattr(_core, "set_isa", applied.append)
+    monkeypatch.setenv("SCRATCHNET_ISA", "sse9")
+    choice = {"isa": "avx2", "blocks": {}}
+    _tuning.apply(choice)  # FORCED_ISA None: the import refused the name
+    assert applied == ["avx2"]
+    monkeypatch.setattr(_runtime, "FORCED_ISA", "generic")  # one the import accepted
+    _tuning.apply(choice)
+    assert applied == ["avx2"]

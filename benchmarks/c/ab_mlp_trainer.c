@@ -12,7 +12,8 @@
  *   GOMP_SPINCOUNT=200000 LIBA=/tmp/libA.so LIBB=/tmp/libB.so /tmp/ab_mlp_trainer
  * Environment: DEEP=1 (784-512-256-10, else 784-128-10), SGD=1 (SGD with
  * momentum 0.9, else Adam), B, DROP (dropout p after hidden layers),
- * THREADS (2), TEAM=1 (the trainer's thread probe on), ROUNDS (21),
+ * THREADS (2), SMALL_PAGES=a, b or ab (those sides' data in 4 KB pages,
+ * else 2 MB), TEAM=1 (the trainer's thread probe on), ROUNDS (21),
  * CHECK=n (n steps of each from the same weights: the largest weight
  * difference, instead of timing), PHASES=1 (then where each build's steps
  * went, phase by phase: each parallel region's wall time and each unit's
@@ -171,14 +172,24 @@ int main(void)
         y[i] = (i * 7) % CLASSES;
         order[i] = (i * 7919) % ROWS; /* a fixed shuffle */
     }
+    /* SMALL_PAGES=a, b or ab: that side trains on a copy of X in 4 KB pages
+     * (as scratchnet.datasets maps its arrays), the other on X in 2 MB */
+    const char *small = getenv("SMALL_PAGES") ? getenv("SMALL_PAGES") : "";
+    float *X_small = X;
+    if (strchr(small, 'a') || strchr(small, 'b')) {
+        X_small = aligned_alloc(1 << 21, x_bytes);
+        madvise(X_small, x_bytes, MADV_NOHUGEPAGE);
+        memcpy(X_small, X, (size_t)ROWS * FEATURES * 4);
+    }
+    float *const X_a = strchr(small, 'a') ? X_small : X, *const X_b = strchr(small, 'b') ? X_small : X;
     const char *name = deep ? "784-512-256-10" : "784-128-10";
 
     if (getenv("CHECK")) {
         const int64_t n = atoi(getenv("CHECK")) * B;
         double loss_a = 0, loss_b = 0;
         int64_t right_a = 0, right_b = 0;
-        const int ra = A.train(&A.net, &A.opt, X, y, CLASSES, order, n, B, &loss_a, &right_a);
-        const int rb = N.train(&N.net, &N.opt, X, y, CLASSES, order, n, B, &loss_b, &right_b);
+        const int ra = A.train(&A.net, &A.opt, X_a, y, CLASSES, order, n, B, &loss_a, &right_a);
+        const int rb = N.train(&N.net, &N.opt, X_b, y, CLASSES, order, n, B, &loss_b, &right_b);
         double diff = 0, largest = 0;
         for (int l = 0; l < n_layers; l++)
             for (int64_t i = 0; i < size[l] * size[l + 1]; i++) {
@@ -200,9 +211,9 @@ int main(void)
         double loss = 0;
         int64_t right = 0;
         const double t0 = now();
-        A.train(&A.net, &A.opt, X, y, CLASSES, o, n, B, &loss, &right);
+        A.train(&A.net, &A.opt, X_a, y, CLASSES, o, n, B, &loss, &right);
         const double t1 = now();
-        N.train(&N.net, &N.opt, X, y, CLASSES, o, n, B, &loss, &right);
+        N.train(&N.net, &N.opt, X_b, y, CLASSES, o, n, B, &loss, &right);
         const double t2 = now();
         if (q < 0 && A.profile && N.profile) { /* the warm-up's steps not counted */
             A.profile(NULL);

@@ -35,9 +35,9 @@ from .cnn import CNN_SETTINGS, benchmark_cnn, cnn_table, print_cnn_table
 from .gemm import GEMM_SETTINGS, gemm_table, parse_shapes, print_gemm_table
 from .machine import configured, cpu_name, describe, environment_notes, import_torch
 from .mlp import MLP_ROWS, MLP_SETTINGS, mlp_table, parse_rows, print_mlp_table
-from .options import positive_int
+from .options import positive_int, thread_count
 
-__all__ = ["run", "cli", "positive_int", "parse_shapes", "parse_rows", "benchmark_cnn",
+__all__ = ["run", "cli", "positive_int", "thread_count", "parse_shapes", "parse_rows", "benchmark_cnn",
            "import_torch", "cpu_name", "GEMM_SETTINGS", "MLP_SETTINGS", "MLP_ROWS",
            "CNN_SETTINGS"]
 

@@ -38,6 +38,11 @@ GEMM_SETTINGS = {
 GEMM_TOLERANCE = 1e-4
 
 
+# the most floats --sizes gives one operand: three libraries' copies of three
+# such matrices stay within a machine's memory
+MAX_OPERAND = 16384 * 16384
+
+
 def parse_shapes(text):
     """--sizes: '256,512,128x784x512' -> Shapes; N is N x N x N, MxKxN is (MxK) @ (KxN)."""
     shapes = []
@@ -47,10 +52,15 @@ def parse_shapes(text):
                                                           for d in dims):
             raise argparse.ArgumentTypeError(
                 f"bad size {item!r}: give N or MxKxN with positive integers")
+        m, k, n = (int(dims[0]),) * 3 if len(dims) == 1 else map(int, dims)
+        if max(m * k, k * n, m * n) > MAX_OPERAND:
+            raise argparse.ArgumentTypeError(
+                f"size {item!r} too large: each matrix at most {MAX_OPERAND:,} floats "
+                f"(16384 x 16384, 1 GiB)")
         if len(dims) == 1:
-            shapes += square(int(dims[0]))
+            shapes += square(m)
         else:
-            shapes.append(Shape(item, *map(int, dims)))
+            shapes.append(Shape(item, m, k, n))
     return shapes
 
 

@@ -39,8 +39,8 @@ def parse_rows(text):
     rows = [key for key in text.replace(" ", "").split(",") if key]
     unknown = [key for key in rows if key not in MLP_ROWS]
     if unknown or not rows:
-        raise argparse.ArgumentTypeError(f"unknown rows {unknown}; choose from "
-                                         f"{', '.join(MLP_ROWS)}")
+        problem = f"unknown rows {unknown}" if unknown else "no rows given"
+        raise argparse.ArgumentTypeError(f"{problem}; choose from {', '.join(MLP_ROWS)}")
     return rows
 
 
