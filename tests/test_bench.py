@@ -239,7 +239,10 @@ def test_a_script_given_a_bad_value_says_so_without_a_traceback(script, args):
     import subprocess
     import sys
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]))
+    # the scratchnet under test: the tree's when built in place, else the installed one
+    imported = os.path.dirname(os.path.dirname(_core.__file__))
+    env = dict(os.environ,
+               PYTHONPATH=os.pathsep.join([imported, os.environ.get("PYTHONPATH", "")]))
     out = subprocess.run([sys.executable, os.path.join(root, "benchmarks", script), *args],
                          capture_output=True, text=True, env=env, timeout=120)
     assert out.returncode == 2, (out.returncode, out.stderr[-800:])
