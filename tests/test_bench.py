@@ -196,6 +196,20 @@ def test_tables_print_every_row(quick_run):
         assert any(line.startswith(row["label"]) for line in lines), row["label"]
 
 
+def test_a_table_of_inference_rows_alone_has_no_training_columns(quick_run):
+    """bench_mlp.py --rows infer-b1 printed empty share and accuracy columns."""
+    _, report = quick_run
+    inference = dict(report["mlp"], rows=[r for r in report["mlp"]["rows"] if not r["accuracy"]])
+    out = io.StringIO()
+    mlp.print_mlp_table(inference, 1, 10_000, out)
+    text = out.getvalue()
+    assert inference["rows"] and "share of NumPy SGEMM" not in text
+    assert "accuracy" not in text and "training on" not in text
+    out = io.StringIO()
+    mlp.print_mlp_table(report["mlp"], 1, 10_000, out)  # with a training row: both
+    assert "share of NumPy SGEMM" in out.getvalue() and "training on" in out.getvalue()
+
+
 def test_a_wrong_gemm_result_is_flagged(monkeypatch, capsys):
     monkeypatch.setattr(gemm, "GEMM_TOLERANCE", -1.0)  # no result can pass
     code = bench.run(gemm=dict(shapes=bench.parse_shapes("8"), repeat=1, block=0.0))

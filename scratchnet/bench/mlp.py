@@ -113,12 +113,15 @@ def mlp_row(key, seconds, nets, data, names, sgemm):
 
 def print_mlp_table(table, epochs, train_size, file):
     images = train_size or EPOCH_IMAGES
-    print(f"\nMNIST MLP: training on {images} images, median of {epochs} timed epoch(s), each "
-          f"after an untimed one (test accuracy after all {2 * epochs}); inference: median "
-          f"call. vs > 1: scratchnet is faster", file=file)
-    print(f"{'row':<38} {'unit':>8} {'scratchnet':>10} {'numpy':>9} {'torch':>9} "
-          f"{'vs numpy':>8} {'vs torch':>8}  {SHARE_HEADER}  test accuracy sn / numpy / torch",
+    # the shares and accuracies are the training rows': none, no such columns
+    trained = any(row["accuracy"] for row in table["rows"])
+    training = (f"training on {images} images, median of {epochs} timed epoch(s), each after "
+                f"an untimed one (test accuracy after all {2 * epochs}); " if trained else "")
+    print(f"\nMNIST MLP: {training}inference: median call. vs > 1: scratchnet is faster",
           file=file)
+    print((f"{'row':<38} {'unit':>8} {'scratchnet':>10} {'numpy':>9} {'torch':>9} "
+           f"{'vs numpy':>8} {'vs torch':>8}") +
+          (f"  {SHARE_HEADER}  test accuracy sn / numpy / torch" if trained else ""), file=file)
     for row in table["rows"]:
         spec = UNIT_FORMAT[row["unit"]]
         share = percents(row["sgemm_share"], NAMES, 0)
