@@ -37,8 +37,8 @@ from .machine import configured, cpu_name, describe, environment_notes, import_t
 from .mlp import MLP_ROWS, MLP_SETTINGS, mlp_table, parse_rows, print_mlp_table
 from .options import positive_int, thread_count
 
-__all__ = ["run", "cli", "positive_int", "thread_count", "parse_shapes", "parse_rows", "benchmark_cnn",
-           "import_torch", "cpu_name", "GEMM_SETTINGS", "MLP_SETTINGS", "MLP_ROWS",
+__all__ = ["run", "cli", "positive_int", "thread_count", "parse_shapes", "parse_rows",
+           "benchmark_cnn", "import_torch", "cpu_name", "GEMM_SETTINGS", "MLP_SETTINGS", "MLP_ROWS",
            "CNN_SETTINGS"]
 
 
