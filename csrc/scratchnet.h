@@ -62,16 +62,25 @@ int sn_get_isa(void);
 const char *sn_isa_name(int isa);       /* "generic", "avx2", "avx512" */
 
 /* The GEMM blocking of an ISA's kernel: out = {mr, nr, kc, mc, nc, small_m,
- * parallel_min, tuned, mr_tail} (register tile, cache blocks, the most rows
- * computed without packing, the multiply-adds from which threads are used,
- * 1 if mc and nc were set by sn_set_gemm_blocks, the rows of the tail
- * kernel's tile or 0). SN_EINVAL for an unknown ISA. */
-int sn_gemm_blocking(int isa, int64_t out[9]);
+ * parallel_min, tuned, mr_tail, small_parallel_min} (register tile, cache
+ * blocks, the most rows computed without packing, the multiply-adds from
+ * which threads are used, 1 if mc and nc were set by sn_set_gemm_blocks,
+ * the rows of the tail kernel's tile or 0, the multiply-adds from which
+ * threads are used for at most small_m rows). SN_EINVAL for an unknown ISA. */
+int sn_gemm_blocking(int isa, int64_t out[10]);
 /* Sets an ISA's mc and nc (multiples of its mr and nr, at most 1024 and
  * 8192), or with mc = nc = 0 goes back to those derived from the caches.
  * They change only the speed, never a result (kc, which orders the sums, is
  * always derived). SN_EINVAL for an unsupported ISA or sizes out of range. */
 int sn_set_gemm_blocks(int isa, int64_t mc, int64_t nc);
+/* The multiply-adds (M x N x K) from which a GEMM of a few rows (at most
+ * small_m) is cut in two halves, the second for a helper thread, up to
+ * small_parallel_min (sn_gemm_blocking; from there the threads share it):
+ * 0 for the default (SN_SMALL_PAIR_MIN_FLOPS), small_parallel_min for
+ * never. Speed only, never a result. SN_EINVAL outside 0 ..
+ * small_parallel_min. */
+int sn_set_pair_min_flops(int64_t flops);
+int64_t sn_get_pair_min_flops(void);
 /* The caches the blocks are derived from: out = {L1d, L2, L3 bytes, logical
  * CPUs sharing L2, sharing L3}; returns where they came from: "cpuid",
  * "sysconf" or "defaults". */

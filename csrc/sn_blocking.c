@@ -171,7 +171,7 @@ int sn_set_gemm_blocks(int isa, int64_t mc, int64_t nc)
     return SN_OK;
 }
 
-int sn_gemm_blocking(int isa, int64_t out[9])
+int sn_gemm_blocking(int isa, int64_t out[10])
 {
     if (!sn_gemm_kernel_for(isa)) return SN_EINVAL;
     const sn_gemm_plan p = sn_gemm_plan_for(isa);
@@ -184,6 +184,7 @@ int sn_gemm_blocking(int isa, int64_t out[9])
     out[6] = SN_GEMM_PARALLEL_MIN_FLOPS;
     out[7] = p.blocks.tuned;
     out[8] = p.ki->kernel_tail ? p.ki->mr_tail : 0;
+    out[9] = SN_SMALL_PARALLEL_MIN_FLOPS;
     return SN_OK;
 }
 

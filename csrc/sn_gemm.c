@@ -694,13 +694,26 @@ static int gemm_blocked_parallel(gemm_strips *g, int nthreads)
     return sn_run_units(strip_unit, g, (total + g->per_strip - 1) / g->per_strip, nthreads, 0);
 }
 
+/* where a few rows' GEMM is cut in two: set once by the tuner, read by
+ * every call (an int: at most SN_SMALL_PARALLEL_MIN_FLOPS) */
+static sn_atomic_int pair_min_flops = SN_SMALL_PAIR_MIN_FLOPS;
+
+int sn_set_pair_min_flops(int64_t flops)
+{
+    if (flops < 0 || flops > SN_SMALL_PARALLEL_MIN_FLOPS) return SN_EINVAL;
+    sn_atomic_store(&pair_min_flops, flops == 0 ? SN_SMALL_PAIR_MIN_FLOPS : (int)flops);
+    return SN_OK;
+}
+
+int64_t sn_get_pair_min_flops(void) { return sn_atomic_load(&pair_min_flops); }
+
 /* a GEMM of a few rows worth two halves though not the team: one image
  * through a layer of 32 or more outputs */
 static int pair_worth(int64_t M, int64_t N, int64_t K, float alpha)
 {
     const double flops = (double)M * (double)N * (double)K;
     return M <= SN_SMALL_M && N >= 32 && K > 0 && alpha != 0.0f &&
-           flops >= SN_SMALL_PAIR_MIN_FLOPS && flops < SN_SMALL_PARALLEL_MIN_FLOPS;
+           flops >= sn_atomic_load(&pair_min_flops) && flops < SN_SMALL_PARALLEL_MIN_FLOPS;
 }
 
 /* the threads a GEMM is worth: one for few multiply-adds (or none) */

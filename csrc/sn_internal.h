@@ -61,9 +61,11 @@ typedef void (*sn_small_gemm_fn)(int trans_a, int trans_b, int64_t M, int64_t N,
 /* Below these many multiply-adds a second thread costs more than it saves
  * (waking it, and each strip packing its own copy of an operand). */
 #define SN_SMALL_PARALLEL_MIN_FLOPS (1 << 18)
-/* From these many up to the one above, a GEMM of a few rows is cut in two
- * halves, the second for a helper thread (sn_run_pair): 1 x 784 x 128 (one
- * image through 784-128-10's first layer, 100,352) is 7 us on one thread. */
+/* From these many up to the one above, by default, a GEMM of a few rows is
+ * cut in two halves, the second for a helper thread (sn_run_pair): 1 x 784
+ * x 128 (one image through 784-128-10's first layer, 100,352) is 7 us on
+ * one thread of an AMD EPYC Zen 3. sn_set_pair_min_flops moves it (the
+ * tuner does, where handing a half to another core costs more than it saves). */
 #define SN_SMALL_PAIR_MIN_FLOPS (1 << 15)
 #define SN_GEMM_PARALLEL_MIN_FLOPS (1 << 20)
 /* A GEMM's epilogue goes over each tile as it is made from this K on, else

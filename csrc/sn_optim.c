@@ -26,28 +26,29 @@ double sn_decayed_lr(double lr, double decay, int64_t steps_taken)
 }
 
 /* the loops, for the baseline instruction set and (x86-64, GCC or clang)
- * for AVX2; MSVC builds keep the baseline loops only */
+ * for AVX2 and AVX-512; MSVC builds keep the baseline loops only */
 #define SN_LOOP(name) name##_baseline
 #define SN_LOOPS_TARGET
 #include "sn_optim_loops.h"
 #if defined(SN_X86_64) && (defined(__GNUC__) || defined(__clang__))
-#define SN_HAVE_AVX2_LOOPS 1
+#define SN_HAVE_SIMD_LOOPS 1
 #define SN_LOOP(name) name##_avx2
 #define SN_LOOPS_TARGET __attribute__((target("avx2")))
 #include "sn_optim_loops.h"
+#define SN_LOOP(name) name##_avx512
+#define SN_LOOPS_TARGET __attribute__((target("avx512f")))
+#include "sn_optim_loops.h"
 #else
-#define SN_HAVE_AVX2_LOOPS 0
+#define SN_HAVE_SIMD_LOOPS 0
 #endif
 
-#if SN_HAVE_AVX2_LOOPS
-/* the AVX2 copies where the CPU has AVX2 and sn_set_isa has not asked for
- * less (the same bits either way) */
-static int use_avx2(void)
-{
-    return sn_get_isa() >= SN_ISA_AVX2;
-}
-
-#define SN_DISPATCH(name, ...) (use_avx2() ? name##_avx2(__VA_ARGS__) : name##_baseline(__VA_ARGS__))
+#if SN_HAVE_SIMD_LOOPS
+/* the widest copy the CPU has and sn_set_isa has not asked for less (the
+ * same bits from each) */
+#define SN_DISPATCH(name, ...)                                                \
+    (sn_get_isa() >= SN_ISA_AVX512 ? name##_avx512(__VA_ARGS__)               \
+     : sn_get_isa() >= SN_ISA_AVX2 ? name##_avx2(__VA_ARGS__)                 \
+                                   : name##_baseline(__VA_ARGS__))
 #else
 #define SN_DISPATCH(name, ...) name##_baseline(__VA_ARGS__)
 #endif

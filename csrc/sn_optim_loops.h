@@ -1,14 +1,15 @@
 /* Internal: the optimizers' loops over elements, one copy of each update
  * rule (torch.optim's, docs/formulas.md). sn_optim.c includes this file
- * twice: for the baseline instruction set (SSE2 on x86-64, 4 floats a
- * vector), and on x86-64 again with SN_LOOPS_TARGET = AVX2 (8 floats a
- * vector; Adam over 50,000 weights 38 -> 17-22 us on an AMD EPYC Zen 3,
- * where it was a tenth of a 784-128-10 training step).
- * No multiply and add is contracted into one rounding, on either copy: the
- * AVX2 target leaves FMA out, and the build turns contraction off
+ * for the baseline instruction set (SSE2 on x86-64, 4 floats a vector),
+ * and on x86-64 again with SN_LOOPS_TARGET = AVX2 (8 floats a vector; Adam
+ * over 50,000 weights 38 -> 17-22 us on an AMD EPYC Zen 3, where it was a
+ * tenth of a 784-128-10 training step) and AVX-512F (16; the optimizer's
+ * part of that step 16.2 -> 14.2 us on an AMD EPYC Zen 5).
+ * No multiply and add is contracted into one rounding, on any copy: the
+ * AVX2 and AVX-512F targets leave FMA out, and the build turns contraction off
  * (-ffp-contract=off in setup.py; clang would contract by default, and a
  * -march or -mfma in CFLAGS would bring FMA back). So every element gets
- * the same IEEE operations in the same order on both copies, and the same
+ * the same IEEE operations in the same order on every copy, and the same
  * bits (tests/test_optimizers.py checks this).
  *
  * Before including: SN_LOOP(name) (the function's name), SN_LOOPS_TARGET. */

@@ -37,14 +37,16 @@ def gemm_blocking(str name):
     blocks kc, mc, nc, small_m (the most rows computed without packing),
     parallel_min (the multiply-adds from which a GEMM uses threads),
     tuned (mc and nc were set by set_gemm_blocks, else derived from the
-    caches) and mr_tail (the rows of the tail kernel's tile, for a block's
-    last rows; 0: none)."""
+    caches), mr_tail (the rows of the tail kernel's tile, for a block's
+    last rows; 0: none) and small_parallel_min (the multiply-adds from
+    which a GEMM of at most small_m rows uses threads)."""
     if name not in _ISA_BY_NAME:
         raise ValueError(f"unknown ISA {name!r}; expected one of {isa_names()}")
-    cdef int64_t out[9]
+    cdef int64_t out[10]
     _check(sn_gemm_blocking(_ISA_BY_NAME[name], out), "gemm_blocking")
     return dict(mr=out[0], nr=out[1], kc=out[2], mc=out[3], nc=out[4], small_m=out[5],
-                parallel_min=out[6], tuned=bool(out[7]), mr_tail=out[8])
+                parallel_min=out[6], tuned=bool(out[7]), mr_tail=out[8],
+                small_parallel_min=out[9])
 
 
 def set_gemm_blocks(str name, int64_t mc, int64_t nc):
@@ -56,6 +58,21 @@ def set_gemm_blocks(str name, int64_t mc, int64_t nc):
     if sn_set_gemm_blocks(_ISA_BY_NAME[name], mc, nc) != SN_OK:
         raise ValueError(f"set_gemm_blocks: mc={mc}, nc={nc} refused for {name!r} (mc a multiple "
                          f"of mr up to 1024, nc of nr up to 8192, or both 0; the ISA supported)")
+
+
+def pair_min_flops():
+    """The multiply-adds (M x N x K) from which a GEMM of a few rows (one
+    image through a layer) is cut in two halves, the second for a helper
+    thread; gemm_blocking's small_parallel_min when it never is."""
+    return sn_get_pair_min_flops()
+
+
+def set_pair_min_flops(int64_t flops):
+    """Set pair_min_flops: 0 for the default, small_parallel_min for never.
+    The speed only, never a result."""
+    if sn_set_pair_min_flops(flops) != SN_OK:
+        raise ValueError(f"set_pair_min_flops: {flops} refused (0 for the default, up to "
+                         f"small_parallel_min for never)")
 
 
 def caches():

@@ -47,6 +47,9 @@ def info():
         "cpu": cpu_name(),
         "caches": _core.caches(),
         "gemm_blocks": {isa: _core.gemm_blocking(isa) for isa in _core.supported_isas()},
+        # one image's layer of at least this many multiply-adds is cut in two halves,
+        # the second for a helper thread; small_parallel_min: never
+        "pair_min_flops": _core.pair_min_flops(),
         "tuning": _tuning.STATE["detail"],
     }
 

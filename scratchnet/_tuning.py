@@ -12,7 +12,12 @@ SCRATCHNET_TUNE=0 uses the derived blocks and the best kernel.
 What may change: mc and nc change only the speed, never a bit of a result.
 The kernel changes the rounding (as SCRATCHNET_ISA does), so a file made for
 another CPU, core count, version or kc is never used: it is timed again.
-kc orders the sums, so it is always derived, never timed."""
+kc orders the sums, so it is always derived, never timed.
+
+Also timed: whether one image's first layer is worth cutting in two halves,
+the second for a helper thread on the other core (pair_min_flops). Where
+the cores are far apart (two vCPUs 0.55 us apart for a round trip, AMD EPYC
+Zen 5), handing a half over costs more than it saves. Speed only."""
 import datetime
 import json
 import math
@@ -35,6 +40,12 @@ ROUNDS = 3             # the candidates take turns; each keeps its fastest call
 BUDGET = 0.4           # seconds: no round starts after this
 MIN_GAIN = 0.03        # the derived blocks and the best kernel give way only to a
 #                        candidate this much faster: noise on a shared machine is no reason
+
+# one image through 784-H-10 for each H: first layers of 100,352 and 200,704
+# multiply-adds, within the range where a GEMM of a few rows may be paired
+PAIR_HIDDEN = (128, 256)
+PAIR_CALLS = 200       # calls in a timed block (about a millisecond)
+PAIR_ROUNDS = 5
 
 # how the GEMM was configured at import: read by info() and `scratchnet info`
 STATE = {"source": "derived", "detail": "not configured yet"}
@@ -134,6 +145,62 @@ def time_candidates(isas=None, rounds=ROUNDS, budget=BUDGET, shapes=None):
     return rows
 
 
+def _never_paired():
+    """pair_min_flops's value for never: where the threads take over."""
+    return _core.gemm_blocking(_core.get_isa())["small_parallel_min"]
+
+
+def time_pair(hidden=PAIR_HIDDEN, rounds=PAIR_ROUNDS, calls=PAIR_CALLS):
+    """[{"hidden", "flops", "paired_us", "alone_us"}]: microseconds per call
+    of one image through a 784-hidden-10 network (_core.MLP.predict), its
+    first layer (flops multiply-adds) cut in two for the helper thread
+    (pair_min_flops at its default) or computed on one thread (never), the
+    two taking turns; each the fastest block's mean. Restores the threshold
+    and the thread count."""
+    rng = np.random.default_rng(1)
+    x = rng.random((1, 784), dtype=np.float32)
+    never = _never_paired()
+    saved, saved_threads = _core.pair_min_flops(), _core.get_num_threads()
+    rows = []
+    try:
+        _core.set_num_threads(max(2, saved_threads))  # a pair needs a second thread
+        for h in hidden:
+            layers = [(rng.standard_normal((784, h), dtype=np.float32) * 0.05,
+                       np.zeros(h, np.float32), None, None, "relu", 0.0, 0.0),
+                      (rng.standard_normal((h, 10), dtype=np.float32) * 0.1,
+                       np.zeros(10, np.float32), None, None, "none", 0.0, 0.0)]
+            net = _core.MLP(layers, 1, False)
+            best = {0: math.inf, never: math.inf}
+            for r in range(rounds + 1):  # round 0 warms up
+                for setting in best:
+                    _core.set_pair_min_flops(setting)
+                    t0 = time.perf_counter()
+                    for _ in range(calls):
+                        net.predict(x)
+                    if r > 0:
+                        best[setting] = min(best[setting], (time.perf_counter() - t0) / calls)
+            rows.append({"hidden": h, "flops": 784 * h, "paired_us": best[0] * 1e6,
+                         "alone_us": best[never] * 1e6})
+    finally:
+        _core.set_pair_min_flops(saved)
+        _core.set_num_threads(saved_threads)
+    return rows
+
+
+def choose_pair(rows):
+    """pair_min_flops from time_pair's rows: the default (0) if the halves
+    were faster by MIN_GAIN for every network timed; else the first layer of
+    the smallest network from which they were for every larger one; else
+    never."""
+    rows = sorted(rows, key=lambda row: row["flops"])
+    start = len(rows)
+    while start > 0 and rows[start - 1]["paired_us"] * (1 + MIN_GAIN) < rows[start - 1]["alone_us"]:
+        start -= 1
+    if start == 0:
+        return 0
+    return rows[start]["flops"] if start < len(rows) else _never_paired()
+
+
 def choose(timings, default_isa=None):
     """The choice from time_candidates' rows: per kernel, the fastest blocks
     unless the derived ones (each kernel's first row) are within MIN_GAIN of
@@ -184,6 +251,9 @@ def _valid_choice(choice):
             return None
         finally:
             _restore_blocks(isa, saved)
+    pair = choice.get("pair_min_flops")
+    if type(pair) is not int or not 0 <= pair <= _never_paired():
+        return None
     return choice
 
 
@@ -213,11 +283,11 @@ def load(path=None):
     return choice, f"read from {path}"
 
 
-def save(choice, timings, path=None):
+def save(choice, timings, path=None, pair_timings=None):
     """Writes the record atomically (a temporary file renamed over it)."""
     path = path or tuning_path()
     record = {"file_version": FILE_VERSION, "machine": machine_key(), "choice": choice,
-              "timings": timings,
+              "timings": timings, "pair_timings": pair_timings,
               "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tuning-", suffix=".json")
@@ -235,19 +305,25 @@ def apply(choice):
     forced one (a name it refused forces none)."""
     for isa, (mc, nc) in choice["blocks"].items():
         _core.set_gemm_blocks(isa, mc, nc)
+    _core.set_pair_min_flops(choice["pair_min_flops"])
     if _runtime.FORCED_ISA is None:
         _core.set_isa(choice["isa"])
 
 
 def tune(path=None):
     """Times the candidates, applies and saves the choice; returns (choice,
-    timings, where it was saved or why not)."""
+    timings, where it was saved or why not). The pair is timed with the
+    chosen kernel and blocks; its rows are in STATE["pair_timings"]."""
     timings = time_candidates()
     choice = choose(timings, default_isa=_core.best_isa())
+    apply(dict(choice, pair_min_flops=0))
+    pair_timings = time_pair()
+    choice["pair_min_flops"] = choose_pair(pair_timings)
     apply(choice)
+    STATE["pair_timings"] = pair_timings
     path = path or tuning_path()
     try:
-        save(choice, timings, path)
+        save(choice, timings, path, pair_timings)
         saved = f"saved to {path}"
     except OSError as exc:
         where = exc.filename or path

@@ -758,6 +758,15 @@ def _describe_blocks(isa, b):
             f"nc {b['nc']} ({how})")
 
 
+def _describe_pair(min_flops):
+    """'one image's layer in two halves (one for a helper thread) from 32768 multiply-adds'"""
+    never = _core.gemm_blocking(_core.get_isa())["small_parallel_min"]
+    if min_flops >= never:
+        return f"one image's layer on one thread up to {never} multiply-adds (a helper not worth it)"
+    return (f"one image's layer in two halves (one for a helper thread) from {min_flops} "
+            f"multiply-adds")
+
+
 def cmd_info(args):
     details = info()
     if args.json:
@@ -771,6 +780,8 @@ def cmd_info(args):
         if key == "gemm_blocks":
             value = "\n".join(" " * 15 * (i > 0) + _describe_blocks(isa, b)
                               for i, (isa, b) in enumerate(value.items()))
+        if key == "pair_min_flops":
+            value = _describe_pair(value)
         print(f"{key:14s} {value}")
     return 0
 
@@ -778,8 +789,10 @@ def cmd_info(args):
 def cmd_tune(args):
     from . import _tuning
     choice, timings, saved = _tuning.tune()
+    pair_timings = _tuning.STATE["pair_timings"]
     if args.json:
-        print(json.dumps({"choice": choice, "timings": timings, "saved": saved}))
+        print(json.dumps({"choice": choice, "timings": timings, "pair_timings": pair_timings,
+                          "saved": saved}))
         return 0
     shapes = ", ".join("x".join(map(str, shape)) for shape in _tuning.timed_shapes())
     print(f"GEMMs (M x N x K) {shapes} on one thread, each candidate's fastest calls "
@@ -789,7 +802,12 @@ def cmd_tune(args):
             choice["blocks"][row["isa"]]
         print(f"  {row['isa']:8s} mc {row['mc']:5d}  nc {row['nc']:5d}  "
               f"{row['gflops']:7.1f} GFLOPS{'  <- chosen' if chosen else ''}")
-    print(f"kernel {choice['isa']}; {saved}")
+    print("one image through 784-H-10, first layer in two halves (a helper thread) or on "
+          "one thread, us per call:")
+    for row in pair_timings:
+        print(f"  H {row['hidden']:4d} ({row['flops']} multiply-adds)  halves "
+              f"{row['paired_us']:6.2f}  one thread {row['alone_us']:6.2f}")
+    print(f"kernel {choice['isa']}; {_describe_pair(_core.pair_min_flops())}; {saved}")
     return 0
 
 

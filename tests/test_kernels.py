@@ -351,6 +351,27 @@ def test_gemm_a_rows_bits_do_not_depend_on_the_row_count(isa, trans_a, trans_b, 
     assert_gemm_close(whole, ref, tol, "all rows")
 
 
+@pytest.mark.parametrize("trans_a", [False, True])
+def test_gemm_few_rows_bits_across_column_blocks(isa, trans_a):
+    """The few-rows path (at most small_m rows, B not transposed) goes over
+    the columns in blocks of its own (AVX-512: 128, 64, 16, then a masked
+    rest; AVX2: 64, 8, masked): with N = 2 x 128 + 64 + 16 + 7 every kind
+    of block is there, and each of rows 1 .. small_m gets the bits the
+    blocked path gives it in a larger M; two kc blocks, alpha and beta."""
+    b = BLOCKING[isa]
+    M_all, N, K = 2 * b["mr"] + 1, 2 * 128 + 64 + 16 + 7, b["kc"] + 5
+    rng = rng_for("few rows", isa, trans_a)
+    A, B = operands(rng, M_all, N, K, trans_a, False)
+    C0 = randn(rng, M_all, N)
+    whole = _core.gemm(A, B, C0.copy(), trans_a, False, 1.5, -0.25)
+    for M in range(1, b["small_m"] + 1):
+        part = np.ascontiguousarray(A[:, :M] if trans_a else A[:M])
+        C = _core.gemm(part, B, C0[:M].copy(), trans_a, False, 1.5, -0.25)
+        np.testing.assert_array_equal(C, whole[:M], err_msg=f"M={M}")
+    ref, tol = gemm_reference(A, B, C0, trans_a, False, 1.5, -0.25)
+    assert_gemm_close(whole, ref, tol, "all rows")
+
+
 @pytest.mark.parametrize("trans_a,trans_b", [(False, False), (True, True)])
 def test_gemm_wider_than_nc(isa, trans_a, trans_b):
     """N past the nc = 2048 column block, and K past kc, in one call."""

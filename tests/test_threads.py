@@ -114,14 +114,18 @@ def test_one_image_predictions_from_several_threads_get_the_one_thread_bits():
     """One image at a time goes through the first layer in two halves, the
     second for a helper thread when it is free (csrc/sn_helper.c; one caller
     at a time offers it, the others compute both halves): 4 Python threads
-    predicting images at once get what one thread alone got, bit for bit."""
+    predicting images at once get what one thread alone got, bit for bit.
+    (The first layer is paired whatever the tuner found here: the default
+    threshold is set for the test.)"""
     import scratchnet as sn
 
     rng = np.random.default_rng(2)
     model = sn.Sequential(sn.Dense(784, 128), sn.ReLU(), sn.Dense(128, 10))
     X = rng.random((64, 784), dtype=np.float32)
-    prev = _core.get_num_threads()
+    prev, prev_pair = _core.get_num_threads(), _core.pair_min_flops()
     try:
+        _core.set_pair_min_flops(0)
+        assert _core.pair_min_flops() <= 784 * 128
         _core.set_num_threads(1)
         want = [model.predict_proba(X[i:i + 1]) for i in range(len(X))]
         _core.set_num_threads(2)
@@ -140,6 +144,7 @@ def test_one_image_predictions_from_several_threads_get_the_one_thread_bits():
             t.join()
     finally:
         _core.set_num_threads(prev)
+        _core.set_pair_min_flops(prev_pair)
     for t, runs in enumerate(got):
         assert len(runs) == 5
         for probs in runs:

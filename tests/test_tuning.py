@@ -21,10 +21,13 @@ def cache_home(tmp_path, monkeypatch):
     monkeypatch.delenv("SCRATCHNET_ISA", raising=False)  # a forced kernel would win (tested below)
     monkeypatch.setattr(_runtime, "FORCED_ISA", None)
     monkeypatch.setattr(_tuning, "SHAPES", SMALL)
-    isa = _core.get_isa()
+    monkeypatch.setattr(_tuning, "PAIR_CALLS", 20)
+    monkeypatch.setattr(_tuning, "PAIR_ROUNDS", 1)
+    isa, pair = _core.get_isa(), _core.pair_min_flops()
     blocks = {name: _core.gemm_blocking(name) for name in _core.supported_isas()}
     yield tmp_path
     _core.set_isa(isa)
+    _core.set_pair_min_flops(pair)
     for name, b in blocks.items():
         _core.set_gemm_blocks(name, b["mc"] if b["tuned"] else 0, b["nc"] if b["tuned"] else 0)
 
@@ -43,6 +46,44 @@ def test_the_derived_blocks_and_the_best_kernel_give_way_only_to_a_clear_gain():
              row("avx512", 144, 2048, 1.20), row("avx512", 72, 2048, 0.95)]
     assert _tuning.choose(clear, "avx512") == {
         "isa": "avx2", "blocks": {"avx2": [48, 2048], "avx512": [72, 2048]}}
+
+
+def pair_row(flops, paired_us, alone_us):
+    return {"hidden": flops // 784, "flops": flops, "paired_us": paired_us, "alone_us": alone_us}
+
+
+def test_one_image_is_paired_from_where_the_halves_are_clearly_faster():
+    never = _core.gemm_blocking(_core.get_isa())["small_parallel_min"]
+    small, large = 784 * 128, 784 * 256
+    both = [pair_row(small, 1.0, 2.0), pair_row(large, 2.0, 4.0)]
+    assert _tuning.choose_pair(both) == 0  # the default threshold
+    assert _tuning.choose_pair(both[::-1]) == 0  # in any order
+    only_large = [pair_row(small, 3.5, 2.2), pair_row(large, 5.0, 6.5)]
+    assert _tuning.choose_pair(only_large) == large
+    # within MIN_GAIN is no gain; a gain for the smaller network alone is noise
+    assert _tuning.choose_pair([pair_row(small, 1.0, 1.02), pair_row(large, 2.0, 2.05)]) == never
+    assert _tuning.choose_pair([pair_row(small, 1.0, 2.0), pair_row(large, 4.0, 4.0)]) == never
+
+
+def test_timing_the_pair_restores_what_it_found(cache_home):
+    threads = _core.get_num_threads()
+    _core.set_pair_min_flops(784 * 256)
+    rows = _tuning.time_pair(rounds=1, calls=10)
+    assert _core.pair_min_flops() == 784 * 256 and _core.get_num_threads() == threads
+    assert [r["flops"] for r in rows] == [784 * h for h in _tuning.PAIR_HIDDEN]
+    assert all(0 < r["paired_us"] < 1e5 and 0 < r["alone_us"] < 1e5 for r in rows)
+
+
+def test_the_tuned_pair_threshold_is_applied_and_saved(cache_home, monkeypatch):
+    never = _core.gemm_blocking(_core.get_isa())["small_parallel_min"]
+    monkeypatch.setattr(_tuning, "time_pair", lambda: [pair_row(784 * 128, 3.5, 2.2),
+                                                       pair_row(784 * 256, 5.0, 6.5)])
+    choice, _, _ = _tuning.tune()
+    assert choice["pair_min_flops"] == _core.pair_min_flops() == 784 * 256
+    _core.set_pair_min_flops(never)
+    _tuning.configure()  # an import: read back and applied
+    assert _tuning.STATE["detail"].startswith("read from")
+    assert _core.pair_min_flops() == 784 * 256
 
 
 def test_candidates_are_on_the_tile_and_start_with_the_derived_blocks():
@@ -93,7 +134,8 @@ def test_a_saved_choice_is_read_back_and_applied(cache_home):
 @pytest.mark.parametrize("damage", ["not json", "truncated", "other cpu", "other version",
                                     "other kc", "other format", "off the tile", "unknown isa",
                                     "beyond a C integer", "nested too deep", "too large",
-                                    "generic beside a SIMD kernel"])
+                                    "generic beside a SIMD kernel", "no pair threshold",
+                                    "pair threshold out of range", "pair threshold not an int"])
 def test_a_damaged_or_foreign_tuning_file_is_timed_again(cache_home, damage):
     _tuning.tune()
     path = cache_home / "scratchnet" / "tuning.json"
@@ -127,6 +169,13 @@ def test_a_damaged_or_foreign_tuning_file_is_timed_again(cache_home, damage):
             record["choice"]["blocks"][isa] = [2 ** 70, 8192]
         elif damage == "generic beside a SIMD kernel":  # never tune()'s choice here
             record["choice"]["isa"] = "generic"
+        elif damage == "no pair threshold":  # a file from before it was timed
+            del record["choice"]["pair_min_flops"]
+        elif damage == "pair threshold out of range":
+            record["choice"]["pair_min_flops"] = \
+                _core.gemm_blocking(isa)["small_parallel_min"] + 1
+        elif damage == "pair threshold not an int":
+            record["choice"]["pair_min_flops"] = 32768.0
         path.write_text(json.dumps(record))
     choice, why = _tuning.load()
     assert choice is None and "timed again" in why
@@ -219,6 +268,22 @@ def test_the_tune_command_names_the_gemms_it_timed(cache_home, monkeypatch, caps
     assert "512x48x40" in header and "600" not in header
 
 
+def test_tune_and_info_show_the_pair_decision(cache_home, monkeypatch, capsys):
+    from scratchnet import cli
+    monkeypatch.setattr(_tuning, "time_pair", lambda: [pair_row(784 * 128, 3.5, 2.2),
+                                                       pair_row(784 * 256, 5.0, 6.5)])
+    assert cli.main(["tune"]) == 0
+    out = capsys.readouterr().out
+    assert "H  128 (100352 multiply-adds)  halves   3.50  one thread   2.20" in out
+    assert "in two halves (one for a helper thread) from 200704 multiply-adds" in out
+    assert cli.main(["info"]) == 0
+    line = [x for x in capsys.readouterr().out.splitlines() if x.startswith("pair_min_flops")]
+    assert line and "from 200704 multiply-adds" in line[0]
+    _core.set_pair_min_flops(_core.gemm_blocking(_core.get_isa())["small_parallel_min"])
+    assert cli.main(["info"]) == 0
+    assert "a helper not worth it" in capsys.readouterr().out
+
+
 def test_a_refused_scratchnet_isa_leaves_the_tuned_kernel(cache_home, monkeypatch):
     """SCRATCHNET_ISA=sse9 is refused with a warning at import; it kept the
     tuned kernel from being applied all the same (on a CPU with AVX2 and
@@ -226,7 +291,7 @@ def test_a_refused_scratchnet_isa_leaves_the_tuned_kernel(cache_home, monkeypatc
     applied = []
     monkeypatch.setattr(_core, "set_isa", applied.append)
     monkeypatch.setenv("SCRATCHNET_ISA", "sse9")
-    choice = {"isa": "avx2", "blocks": {}}
+    choice = {"isa": "avx2", "blocks": {}, "pair_min_flops": 0}
     _tuning.apply(choice)  # FORCED_ISA None: the import refused the name
     assert applied == ["avx2"]
     monkeypatch.setattr(_runtime, "FORCED_ISA", "generic")  # one the import accepted

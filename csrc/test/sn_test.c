@@ -299,7 +299,7 @@ static void test_flush_to_zero(void)
 static void test_arm64_uses_neon(void)
 {
 #if defined(__aarch64__)
-    int64_t blk[9];
+    int64_t blk[10];
     sn_gemm_blocking(SN_ISA_GENERIC, blk);
     check(blk[0] == 8 && blk[1] == 12, "arm64: the generic path is the 8x12 NEON kernel");
 #endif
@@ -1341,7 +1341,7 @@ static void test_blocks(void)
     for (int64_t i = 0; i < M * K; ++i) A[i] = frand(&seed);
     for (int64_t i = 0; i < K * N; ++i) B[i] = frand(&seed);
     for (int isa = SN_ISA_GENERIC; isa <= sn_isa_best(); ++isa) {
-        int64_t blk[9];
+        int64_t blk[10];
         check(sn_gemm_blocking(isa, blk) == SN_OK && blk[7] == 0, "blocks: derived by default");
         const int64_t mr = blk[0], nr = blk[1], kc = blk[2], mc = blk[3], nc = blk[4];
         check(kc >= 64 && kc <= 512 && kc % 16 == 0 && mc >= mr && mc <= 1024 && mc % mr == 0 &&
@@ -1378,6 +1378,16 @@ static void test_blocks(void)
         check(blk[3] == mc && blk[4] == nc && blk[7] == 0, "blocks: back to the derived ones");
     }
     check(sn_set_gemm_blocks(99, 6, 16) == SN_EINVAL, "blocks: an unknown ISA is refused");
+    /* the pair threshold: 0 (the default) .. small_parallel_min (never) */
+    int64_t blk[10];
+    sn_gemm_blocking(sn_isa_best(), blk);
+    const int64_t pair_default = sn_get_pair_min_flops();
+    check(sn_set_pair_min_flops(-1) == SN_EINVAL && sn_set_pair_min_flops(blk[9] + 1) == SN_EINVAL &&
+              sn_get_pair_min_flops() == pair_default,
+          "pair: thresholds out of range are refused");
+    check(sn_set_pair_min_flops(blk[9]) == SN_OK && sn_get_pair_min_flops() == blk[9] &&
+              sn_set_pair_min_flops(0) == SN_OK && sn_get_pair_min_flops() == pair_default,
+          "pair: never, then back to the default");
     sn_set_isa(sn_isa_best());
     sn_set_num_threads(sn_max_threads());
     arena_free();
