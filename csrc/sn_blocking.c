@@ -5,12 +5,17 @@
  * from /sys), else fixed defaults (arm64 and unknown CPUs). From them, for
  * a kernel with an mr x nr register tile (BLIS's analytical model, Low et
  * al., "Analytical modeling is enough for high-performance BLIS", 2016):
- *   kc: a kc x nr panel of B fills L1d. (BLIS's model gives it half; the
- *       whole, and so one pass over C where it took two, measured 1.03x to
- *       1.08x faster on 128x512x400, 512^3, 128x512x784 and 1000x128x784,
- *       1.00x on 1024^3 and 2048^3, and a training step 1.03x faster: AMD
- *       EPYC Zen 3, AVX2 (kc 512 against 256). The panel's lines that
- *       leave L1 come back from L2 at ~15 bytes a cycle, well within it);
+ *   kc: a kc x nr panel of B fills L1d and half again. (BLIS's model gives
+ *       it half; the whole, and so one pass over C where it took two,
+ *       measured 1.03x to 1.08x faster on 128x512x400, 512^3, 128x512x784
+ *       and 1000x128x784, 1.00x on 1024^3 and 2048^3, and a training step
+ *       1.03x faster: AMD EPYC Zen 3, AVX2 (kc 512 against 256). The
+ *       panel's lines that leave L1 come back from L2 at ~15 bytes a cycle,
+ *       well within it. Half again: AVX-512 on a 48 KB L1d, kc 512 against
+ *       384, 2048^3 on two threads 1.035x, 1536^3 1.012x, 1024^3 1.004x,
+ *       784-128-10 and 784-512-256-10 training steps 1.012x and 1.013x:
+ *       AMD EPYC Zen 5. Every other kernel there, and on Zen 3, was at
+ *       SN_KC_MAX already);
  *   mc: an mc x kc block of A fills half of L2;
  *   nc: a kc x nc block of B fills half of this core's share of L3,
  *   each rounded down to a multiple of its tile and kept within bounds.
@@ -126,7 +131,7 @@ static sn_gemm_blocks derived(const sn_gemm_kernel_info *ki)
     sn_cache_info c;
     sn_cache_sizes(&c);
     const int64_t f = (int64_t)sizeof(float);
-    const int64_t kc = fit(c.l1d / (ki->nr * f), 16, SN_KC_MIN, SN_KC_MAX);
+    const int64_t kc = fit(c.l1d * 3 / 2 / (ki->nr * f), 16, SN_KC_MIN, SN_KC_MAX);
     const int64_t l2 = c.l2 / (c.l2_sharing > 2 ? c.l2_sharing / 2 : 1); /* per core (2 SMT) */
     const int64_t mc = fit(l2 / 2 / (kc * f), ki->mr, ki->mr, SN_MC_MAX / ki->mr * ki->mr);
     /* no L3 (or none reported): B's block sized as if L3 were 4x L2 */

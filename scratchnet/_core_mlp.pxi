@@ -26,18 +26,7 @@ cdef float *_fptr(a, str name, Py_ssize_t n) except? NULL:
     return &v[0]
 
 
-def _zeros_on_lines(shape, dtype=np.float32):
-    """np.zeros whose data start on a 64-byte boundary (a cache line; NumPy's
-    start 16 or 32 bytes in). The training step splits each row of these
-    buffers between its threads at a multiple of 16 floats (a layer's inputs,
-    csrc/sn_mlp_step.c): whole lines when the row's width is a multiple of 16
-    floats too (784, 128, 512 ...). Misaligned, each row had a line both
-    threads write, moved between their cores again and again (false
-    sharing)."""
-    nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
-    raw = np.zeros(nbytes + 64, np.uint8)
-    start = -raw.ctypes.data % 64
-    return raw[start:start + nbytes].view(dtype).reshape(shape)
+from scratchnet._lines import zeros_on_lines as _zeros_on_lines  # why: see there
 
 
 cdef class MLP:

@@ -7,6 +7,7 @@ import threading
 import numpy as np
 
 from . import _core, _random
+from ._lines import empty_on_lines, zeros_on_lines
 from ._validate import as_float32, choice, finite_float, positive_int
 from .module import Module, Parameter, mark_changed
 
@@ -44,7 +45,7 @@ def initial_weights(init, shape, fan_in, fan_out, seed=None):
     normal, for ReLU networks); "xavier" U(-a, a), a = sqrt(6 / (fan_in +
     fan_out)). Drawn in float64 a piece at a time (the same values as one
     draw of the whole: NumPy's streams do not depend on how they are cut)."""
-    out = np.empty(shape, np.float32)
+    out = empty_on_lines(shape)
     if getattr(_replacing, "on", False):
         return out
     rng = _random.generator(seed)
@@ -74,7 +75,7 @@ class Dense(Module):
         w = initial_weights(init, (self.in_features, self.out_features), self.in_features,
                             self.out_features, seed)
         self.weight = Parameter(w, "weight")
-        self.bias = Parameter(np.zeros(self.out_features), "bias")
+        self.bias = Parameter(zeros_on_lines(self.out_features), "bias")
         self._x = None
 
     def parameters(self):

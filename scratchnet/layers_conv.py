@@ -5,6 +5,7 @@ import numbers
 import numpy as np
 
 from . import _core
+from ._lines import zeros_on_lines
 from ._validate import choice, positive_int
 from .layers import LAYERS, _as_batch, initial_weights
 from .module import Module, Parameter
@@ -49,7 +50,7 @@ class Conv2D(Module):
         w = initial_weights(init, (self.out_channels, self.in_channels, kh, kw), fan_in, fan_out,
                             seed)
         self.weight = Parameter(w, "weight")
-        self.bias = Parameter(np.zeros(self.out_channels), "bias")
+        self.bias = Parameter(zeros_on_lines(self.out_channels), "bias")
         self._x = None
 
     def _checked_setting(self, name, value):

@@ -6,6 +6,7 @@ import numbers
 import numpy as np
 
 from . import _core
+from ._lines import zeros_on_lines
 from ._validate import contiguous, positive_int
 from .layers import LAYERS, _as_batch
 from .module import Module, Parameter, mark_changed
@@ -39,7 +40,7 @@ class _BatchNorm(Module):
         self.momentum = _number(momentum, f"{name}: momentum", 0.0, 1.0, False)
         self.eps = self._checked_setting("eps", eps)
         self.weight = Parameter(np.ones(self.num_features), "weight")
-        self.bias = Parameter(np.zeros(self.num_features), "bias")
+        self.bias = Parameter(zeros_on_lines(self.num_features), "bias")
         self.running_mean = np.zeros(self.num_features, np.float32)
         self.running_var = np.ones(self.num_features, np.float32)
         self._x = None

@@ -4,6 +4,7 @@ import secrets
 
 import numpy as np
 
+from ._lines import zeros_on_lines
 from ._validate import boolean, contiguous
 
 
@@ -85,7 +86,7 @@ class Parameter:
 
     def __init__(self, data, name=""):
         self.data = data
-        self.grad = np.zeros(self._data.shape, np.float32)  # calloc: pages on first use
+        self.grad = zeros_on_lines(self._data.shape)  # calloc: pages on first use
         self.name = name
 
     @property

@@ -13,6 +13,7 @@ import math
 import numpy as np
 
 from . import _core
+from ._lines import zeros_on_lines
 from ._validate import boolean, nonnegative_float
 from .module import Parameter, checked_state
 
@@ -108,7 +109,7 @@ class Optimizer:
 
     def _zeros(self, state, key, p):
         if key not in state:
-            state[key] = np.zeros_like(p.data)
+            state[key] = zeros_on_lines(p.data.shape)
         return state[key]
 
     # the names a parameter's state may hold (load_state_dict refuses others)
@@ -325,7 +326,8 @@ class AdaGrad(Optimizer):
     def started(state, p, group):
         """The state's running sum, made as AdaGrad starts it (both training paths)."""
         if "sum" not in state:
-            state["sum"] = np.full_like(p.data, group["initial_accumulator_value"])
+            state["sum"] = zeros_on_lines(p.data.shape)
+            state["sum"][...] = group["initial_accumulator_value"]
             state["step"] = 0
         return state["sum"]
 
