@@ -67,10 +67,14 @@ def pair_min_flops():
     return sn_get_pair_min_flops()
 
 
-def set_pair_min_flops(int64_t flops):
+def set_pair_min_flops(flops):
     """Set pair_min_flops: 0 for the default, small_parallel_min for never.
     The speed only, never a result."""
-    if sn_set_pair_min_flops(flops) != SN_OK:
+    # a whole number: 1.5 and True were taken (as 1)
+    if isinstance(flops, (bool, np.bool_)) or not isinstance(flops, (int, np.integer)):
+        raise TypeError(f"set_pair_min_flops: a number of multiply-adds must be an int, "
+                        f"got {flops!r}")
+    if not 0 <= flops <= 1 << 62 or sn_set_pair_min_flops(int(flops)) != SN_OK:
         raise ValueError(f"set_pair_min_flops: {flops} refused (0 for the default, up to "
                          f"small_parallel_min for never)")
 

@@ -1,6 +1,7 @@
 """Arrays that start on a cache line (64 bytes).
 
-NumPy's data start 16, 32 or 48 bytes past a line (malloc's alignment). The
+NumPy's data start on malloc's 16-byte alignment: 16, 32 or 48 bytes past a
+line, or on one only by chance. The
 C kernels read and write rows of weights, gradients and optimizer state 16
 floats (one 64-byte vector of AVX-512) at a time: off a line, every such
 vector straddles two lines. And the training step splits each row of its
@@ -27,3 +28,19 @@ def zeros_on_lines(shape, dtype=np.float32):
     raw = np.zeros(nbytes + LINE, np.uint8)
     start = -raw.ctypes.data % LINE
     return raw[start:start + nbytes].view(dtype).reshape(shape)
+
+
+def ones_on_lines(shape, dtype=np.float32):
+    """np.ones whose data start on a 64-byte boundary."""
+    out = empty_on_lines(shape, dtype)
+    out[...] = 1
+    return out
+
+
+def on_lines(a):
+    """a itself if it starts on a line, else a copy that does (same dtype and shape)."""
+    if a.ctypes.data % LINE == 0:
+        return a
+    out = empty_on_lines(a.shape, a.dtype)
+    out[...] = a
+    return out

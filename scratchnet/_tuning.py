@@ -313,13 +313,24 @@ def apply(choice):
 def tune(path=None):
     """Times the candidates, applies and saves the choice; returns (choice,
     timings, where it was saved or why not). The pair is timed with the
-    chosen kernel and blocks; its rows are in STATE["pair_timings"]."""
-    timings = time_candidates()
-    choice = choose(timings, default_isa=_core.best_isa())
-    apply(dict(choice, pair_min_flops=0))
-    pair_timings = time_pair()
-    choice["pair_min_flops"] = choose_pair(pair_timings)
-    apply(choice)
+    chosen kernel and blocks; its rows are in STATE["pair_timings"]. If
+    the timing fails, the kernel, blocks and pair threshold it found are
+    put back before the error propagates."""
+    saved_isa, saved_pair = _core.get_isa(), _core.pair_min_flops()
+    saved_blocks = {isa: _core.gemm_blocking(isa) for isa in _core.supported_isas()}
+    try:
+        timings = time_candidates()
+        choice = choose(timings, default_isa=_core.best_isa())
+        apply(dict(choice, pair_min_flops=0))
+        pair_timings = time_pair()
+        choice["pair_min_flops"] = choose_pair(pair_timings)
+        apply(choice)
+    except BaseException:
+        _core.set_isa(saved_isa)
+        _core.set_pair_min_flops(saved_pair)
+        for isa, b in saved_blocks.items():
+            _restore_blocks(isa, b)
+        raise
     STATE["pair_timings"] = pair_timings
     path = path or tuning_path()
     try:

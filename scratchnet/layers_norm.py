@@ -6,7 +6,7 @@ import numbers
 import numpy as np
 
 from . import _core
-from ._lines import zeros_on_lines
+from ._lines import ones_on_lines, zeros_on_lines
 from ._validate import contiguous, positive_int
 from .layers import LAYERS, _as_batch
 from .module import Module, Parameter, mark_changed
@@ -39,7 +39,7 @@ class _BatchNorm(Module):
         self.num_features = positive_int(size, f"{name}: {self._size_name}")
         self.momentum = _number(momentum, f"{name}: momentum", 0.0, 1.0, False)
         self.eps = self._checked_setting("eps", eps)
-        self.weight = Parameter(np.ones(self.num_features), "weight")
+        self.weight = Parameter(ones_on_lines(self.num_features), "weight")
         self.bias = Parameter(zeros_on_lines(self.num_features), "bias")
         self.running_mean = np.zeros(self.num_features, np.float32)
         self.running_var = np.ones(self.num_features, np.float32)

@@ -4,7 +4,7 @@ import secrets
 
 import numpy as np
 
-from ._lines import zeros_on_lines
+from ._lines import on_lines, zeros_on_lines
 from ._validate import boolean, contiguous
 
 
@@ -109,6 +109,10 @@ class Parameter:
         # pickled before grad became a property: kept as "grad"
         if "grad" in state:
             state["_grad"] = state.pop("grad")
+        # unpickled arrays start where NumPy puts them: back on cache lines
+        for key in ("_data", "_grad"):
+            if isinstance(state.get(key), np.ndarray):
+                state[key] = on_lines(state[key])
         self.__dict__.update(state)
 
     @property

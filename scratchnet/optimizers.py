@@ -13,7 +13,7 @@ import math
 import numpy as np
 
 from . import _core
-from ._lines import zeros_on_lines
+from ._lines import on_lines, zeros_on_lines
 from ._validate import boolean, nonnegative_float
 from .module import Parameter, checked_state
 
@@ -211,7 +211,7 @@ class Optimizer:
             return _count(value, where)
         if key in self.square_sums:
             return _checked_square_sum(value, p.data.shape, where)
-        return np.array(checked_state(value, p.data.shape, where), dtype=np.float32)
+        return on_lines(np.array(checked_state(value, p.data.shape, where), dtype=np.float32))
 
     def __repr__(self):
         group = {k: v for k, v in self.param_groups[0].items() if k not in ("params", "initial_lr")}
@@ -241,7 +241,7 @@ def _checked_square_sum(value, shape, where):
                          "NaN or negative ones")
     finite = np.where(value == np.inf, 0, value) if value.dtype.kind == "f" else value
     checked_state(finite, shape, where)  # the dtype and the shape
-    return np.array(value, dtype=np.float32)
+    return on_lines(np.array(value, dtype=np.float32))
 
 
 def _count(value, what):

@@ -198,10 +198,10 @@ def test_step_does_not_modify_gradient(case):
 
 @pytest.mark.parametrize("case", CASES, ids=case_id)
 def test_every_instruction_set_gives_the_same_bits(case):
-    """The update loops are compiled for the baseline instruction set and for
-    AVX2 (csrc/sn_optim_loops.h), picked by the active ISA: both must make
-    the same IEEE operations, so the same bits, on sizes with and without a
-    vector tail."""
+    """The update loops are compiled for the baseline instruction set, AVX2
+    and AVX-512F (csrc/sn_optim_loops.h), picked by the active ISA: all must
+    make the same IEEE operations, so the same bits, on sizes with and
+    without a vector tail."""
     from scratchnet import _core
     if len(_core.supported_isas()) < 2:
         pytest.skip("one instruction set on this CPU: nothing to compare")

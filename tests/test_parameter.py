@@ -1,5 +1,7 @@
 """Parameter behaves like the array it holds, and assigning to a layer's
 parameter attribute checks the value and copies it in place."""
+import pickle
+
 import numpy as np
 import pytest
 
@@ -148,7 +150,17 @@ def test_weights_gradients_and_optimizer_state_start_on_cache_lines(optimizer):
     opt = optimizer(model.parameters(), **kwargs)
     X = np.random.default_rng(0).random((64, 784), dtype=np.float32)
     model.fit(X, np.arange(64) % 10, opt, epochs=1, verbose=0)
-    arrays = [a for p in [*model.parameters(), *conv.parameters()] for a in (p.data, p.grad)]
+    norms = [sn.BatchNorm1d(n) for n in range(3, 60, 7)]
+    made = [*model.parameters(), *conv.parameters(), *(p for n in norms for p in n.parameters())]
+    arrays = [a for p in made for a in (p.data, p.grad)]
     states = [v for s in opt.state.values() for v in s.values() if isinstance(v, np.ndarray)]
+    assert len(states) >= len(model.parameters())
+    assert [a.ctypes.data % 64 for a in arrays + states] == [0] * len(arrays + states)
+    # a pickled model, and an optimizer's state loaded back, start on lines too
+    copy = pickle.loads(pickle.dumps(model))
+    arrays = [a for p in copy.parameters() for a in (p.data, p.grad)]
+    loaded = optimizer(copy.parameters(), **kwargs)
+    loaded.load_state_dict(opt.state_dict())
+    states = [v for s in loaded.state.values() for v in s.values() if isinstance(v, np.ndarray)]
     assert len(states) >= len(model.parameters())
     assert [a.ctypes.data % 64 for a in arrays + states] == [0] * len(arrays + states)

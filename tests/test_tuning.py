@@ -74,6 +74,46 @@ def test_timing_the_pair_restores_what_it_found(cache_home):
     assert all(0 < r["paired_us"] < 1e5 and 0 < r["alone_us"] < 1e5 for r in rows)
 
 
+def test_the_pair_threshold_takes_whole_numbers_in_range_only(cache_home):
+    never = _core.gemm_blocking(_core.get_isa())["small_parallel_min"]
+    for bad in (1.5, True, np.float32(3), "32768", None):
+        with pytest.raises(TypeError, match="must be an int"):
+            _core.set_pair_min_flops(bad)
+    for bad in (-1, never + 1, 2 ** 63, 2 ** 70):
+        with pytest.raises(ValueError, match="refused"):
+            _core.set_pair_min_flops(bad)
+    _core.set_pair_min_flops(np.int64(never))
+    assert _core.pair_min_flops() == never
+
+
+def test_a_failed_tuning_puts_back_what_it_found(cache_home, monkeypatch):
+    """A tuning that fails half way (here the pair's timing) left the timed
+    kernel, blocks and the default threshold in use, and configure() then
+    said the blocks were derived."""
+    never = _core.gemm_blocking(_core.get_isa())["small_parallel_min"]
+    _core.set_pair_min_flops(never)
+    for isa in _core.supported_isas():
+        _core.set_gemm_blocks(isa, 0, 0)
+    before = (_core.get_isa(), {isa: _core.gemm_blocking(isa) for isa in _core.supported_isas()})
+
+    def broken():
+        raise ZeroDivisionError("timing went wrong")
+
+    monkeypatch.setattr(_tuning, "time_pair", broken)
+    monkeypatch.setattr(_tuning, "choose", lambda timings, default_isa=None: {
+        "isa": _core.supported_isas()[0],
+        "blocks": {isa: [_core.gemm_blocking(isa)["mr"], _core.gemm_blocking(isa)["nr"]]
+                   for isa in _tuning._simd_isas()}})
+    with pytest.raises(ZeroDivisionError):
+        _tuning.tune()
+    assert _core.pair_min_flops() == never
+    assert (_core.get_isa(), {isa: _core.gemm_blocking(isa)
+                              for isa in _core.supported_isas()}) == before
+    _tuning.configure()
+    assert "tuning failed (ZeroDivisionError" in _tuning.STATE["detail"]
+    assert not any(_core.gemm_blocking(isa)["tuned"] for isa in _core.supported_isas())
+
+
 def test_the_tuned_pair_threshold_is_applied_and_saved(cache_home, monkeypatch):
     never = _core.gemm_blocking(_core.get_isa())["small_parallel_min"]
     monkeypatch.setattr(_tuning, "time_pair", lambda: [pair_row(784 * 128, 3.5, 2.2),
@@ -135,7 +175,8 @@ def test_a_saved_choice_is_read_back_and_applied(cache_home):
                                     "other kc", "other format", "off the tile", "unknown isa",
                                     "beyond a C integer", "nested too deep", "too large",
                                     "generic beside a SIMD kernel", "no pair threshold",
-                                    "pair threshold out of range", "pair threshold not an int"])
+                                    "pair threshold out of range", "pair threshold not an int",
+                                    "pair threshold a bool"])
 def test_a_damaged_or_foreign_tuning_file_is_timed_again(cache_home, damage):
     _tuning.tune()
     path = cache_home / "scratchnet" / "tuning.json"
@@ -176,6 +217,8 @@ def test_a_damaged_or_foreign_tuning_file_is_timed_again(cache_home, damage):
                 _core.gemm_blocking(isa)["small_parallel_min"] + 1
         elif damage == "pair threshold not an int":
             record["choice"]["pair_min_flops"] = 32768.0
+        elif damage == "pair threshold a bool":  # an int to isinstance()
+            record["choice"]["pair_min_flops"] = True
         path.write_text(json.dumps(record))
     choice, why = _tuning.load()
     assert choice is None and "timed again" in why
