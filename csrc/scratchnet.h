@@ -358,7 +358,7 @@ typedef struct {
     int n_layers;
     sn_mlp_layer *layers;
     int64_t max_batch;
-    float *xb;                /* max_batch x layers[0].in: the gathered batch */
+    float *xb;                /* max_batch x sn_mlp_batch_width(layers[0].in): the gathered batch */
     int64_t *yb;              /* max_batch labels */
     sn_param *params;         /* 2 per layer (W, b), for the optimizer */
     sn_team_choice *team;     /* training's choice of threads (NULL: always the threads) */
@@ -366,6 +366,11 @@ typedef struct {
     float *last_shares;       /* training with 2 or more layers: sn_mlp_last_shares_size
                                  floats, each part's share of the last layer's gradient */
 } sn_mlp;
+
+/* The floats a row of sn_mlp.xb (the gathered batch) takes for `in`
+ * inputs: each part of the step's columns on whole 64-byte lines of their
+ * own (sn_mlp_step.c), so at least in. */
+int64_t sn_mlp_batch_width(int64_t in);
 
 /* The floats sn_mlp.last_shares holds: per part of the step (sn_mlp_step.c),
  * the last layer's dW and db summed over that part's rows of the batch,

@@ -26,6 +26,13 @@
  * columns themselves, moved half of every W and dW between the cores each
  * step: README, "Where the two-thread step's time goes".)
  *
+ * Layer 0's inputs, the batch's columns, are split evenly on multiples of
+ * 8 (784 = 392 + 392: on whole lines, 400 + 384, the first part's products
+ * took 4% longer, about 4 us of each of the two largest regions of a
+ * 784-128-10 step), and the gathered batch xb keeps each part's columns on
+ * lines of their own: part p's from column batch_offset(in, p) of rows
+ * sn_mlp_batch_width(in) floats apart, so no line of it is written by both.
+ *
  * The number of parts is fixed, not the thread count: (P_0 + P_1) is
  * rounded the same whether one thread computes both products or two threads
  * one each, so results never depend on the thread count. With 2s or 2s + 1
@@ -76,6 +83,53 @@ static span part_of(int64_t n, int p)
     return s;
 }
 
+/* layer 0's inputs (the batch's columns) are cut on multiples of this, not
+ * of whole lines (see the top) */
+#define SN_STEP_INPUT_ALIGN 8
+
+/* part p's inputs of layer l: layer 0's evenly, the others' on whole lines */
+static span input_part(const sn_mlp *net, int l, int p)
+{
+    const int64_t n = net->layers[l].in;
+    if (l > 0) return part_of(n, p);
+    const span s = {cut(n, p, SN_STEP_PARTS, SN_STEP_INPUT_ALIGN),
+                    cut(n, p + 1, SN_STEP_PARTS, SN_STEP_INPUT_ALIGN)};
+    return s;
+}
+
+/* n rounded up to whole lines of floats */
+static int64_t whole_lines(int64_t n)
+{
+    return (n + SN_STEP_ALIGN - 1) / SN_STEP_ALIGN * SN_STEP_ALIGN;
+}
+
+/* the column of xb where part p's inputs of layer 0 start: the parts
+ * before it, each on whole lines */
+static int64_t batch_offset(int64_t in, int p)
+{
+    int64_t at = 0;
+    for (int q = 0; q < p; ++q)
+        at += whole_lines(cut(in, q + 1, SN_STEP_PARTS, SN_STEP_INPUT_ALIGN) -
+                          cut(in, q, SN_STEP_PARTS, SN_STEP_INPUT_ALIGN));
+    return at;
+}
+
+int64_t sn_mlp_batch_width(int64_t in) { return batch_offset(in, SN_STEP_PARTS); }
+
+/* Where input k (of part p) of layer l is in the input the layer saw in
+ * training, and that input's row stride: the gathered batch (xb, laid out
+ * by parts) or the layer below's output (after its dropout, if any). */
+static const float *input_at(const sn_mlp *net, int l, int p, int64_t k, int64_t *ld)
+{
+    if (l > 0) {
+        const sn_mlp_layer *below = &net->layers[l - 1];
+        *ld = net->layers[l].in;
+        return (below->dropout > 0.0f ? below->y_drop : below->y) + k;
+    }
+    *ld = sn_mlp_batch_width(net->layers[0].in);
+    return net->xb + batch_offset(net->layers[0].in, p) + (k - input_part(net, 0, p).lo);
+}
+
 /* strip s of `strips` of a span */
 static span strip_of(span whole, int s, int strips)
 {
@@ -103,29 +157,22 @@ typedef struct {
     int *finite;                    /* [SN_STEP_PARTS]: its logits were finite */
 } step_ctx;
 
-/* The input layer l saw in training: the batch, or the layer below's
- * output (after its dropout, if any). */
-static const float *layer_input(const sn_mlp *net, int l)
-{
-    if (l == 0) return net->xb;
-    const sn_mlp_layer *below = &net->layers[l - 1];
-    return below->dropout > 0.0f ? below->y_drop : below->y;
-}
-
 /* ---- the phases, one unit (part p, strip s) each ---- */
 
 /* the batch's columns K_p (strip s) copied from its rows of X; unit 0 the labels */
 static void gather(const step_ctx *c, int p, int s)
 {
     const int64_t in = c->net->layers[0].in;
-    const span cols = strip_of(part_of(in, p), s, c->strips);
+    const span cols = strip_of(input_part(c->net, 0, p), s, c->strips);
     const size_t bytes = (size_t)(cols.hi - cols.lo) * sizeof(float);
+    int64_t ld;
+    float *xb = (float *)input_at(c->net, 0, p, cols.lo, &ld);
     for (int64_t i = 0; i < c->M && bytes; ++i) {
         if (i + SN_GATHER_AHEAD < c->M) {
             const char *ahead = (const char *)(c->X + c->order[i + SN_GATHER_AHEAD] * in + cols.lo);
             for (size_t b = 0; b < bytes; b += 64) SN_PREFETCH(ahead + b);
         }
-        memcpy(c->net->xb + i * in + cols.lo, c->X + c->order[i] * in + cols.lo, bytes);
+        memcpy(xb + i * ld, c->X + c->order[i] * in + cols.lo, bytes);
     }
     if (p == 0 && s == 0)
         for (int64_t i = 0; i < c->M; ++i) c->net->yb[i] = c->labels[c->order[i]];
@@ -135,22 +182,25 @@ static void gather(const step_ctx *c, int p, int s)
 static int product(const step_ctx *c, int l, int p, int s)
 {
     const sn_mlp_layer *L = &c->net->layers[l];
-    const span k = part_of(L->in, p);
+    const span k = input_part(c->net, l, p);
     const span cols = strip_of((span){0, L->out}, s, c->strips);
     if (k.hi == k.lo || cols.hi == cols.lo) return SN_OK;
     float *P = p == 0 ? L->y : L->dz;
-    return sn_gemm_serial_f32(0, 0, c->M, cols.hi - cols.lo, k.hi - k.lo, 1.0f,
-                              layer_input(c->net, l) + k.lo, L->in,
+    int64_t ld;
+    const float *x = input_at(c->net, l, p, k.lo, &ld);
+    return sn_gemm_serial_f32(0, 0, c->M, cols.hi - cols.lo, k.hi - k.lo, 1.0f, x, ld,
                               L->W + k.lo * L->out + cols.lo, L->out, 0.0f, P + cols.lo, L->out,
                               NULL);
 }
 
-/* y[:, cols] = act((P_0 + P_1) + b) for rows [rows0, rows1). Part 0 always
- * has inputs (cut); P_1 is absent when part 1 has none. */
-static void add_products(const sn_mlp_layer *L, int64_t rows0, int64_t rows1, span cols,
+/* y[:, cols] = act((P_0 + P_1) + b) for rows [rows0, rows1) of layer l.
+ * Part 0 always has inputs (cut); P_1 is absent when part 1 has none. */
+static void add_products(const sn_mlp *net, int l, int64_t rows0, int64_t rows1, span cols,
                          int act)
 {
-    const int two = part_of(L->in, 1).hi > part_of(L->in, 1).lo;
+    const sn_mlp_layer *L = &net->layers[l];
+    const span second = input_part(net, l, 1);
+    const int two = second.hi > second.lo;
     for (int64_t i = rows0; i < rows1; ++i) {
         float *y = L->y + i * L->out + cols.lo;
         const float *p1 = L->dz + i * L->out + cols.lo;
@@ -170,7 +220,7 @@ static span rows_of(int64_t M, int p)
 /* y_l[rows, cols] = act((P_0 + P_1) + b_l), then its dropout */
 static int finish_rows(const step_ctx *c, const sn_mlp_layer *L, span rows, span cols)
 {
-    add_products(L, rows.lo, rows.hi, cols, L->act);
+    add_products(c->net, (int)(L - c->net->layers), rows.lo, rows.hi, cols, L->act);
     if (!(L->dropout > 0.0f)) return SN_OK;
     for (int64_t i = rows.lo; i < rows.hi; ++i) {
         /* element (i, j) takes draw (first_row + i) out + j of the batch's stream,
@@ -256,15 +306,16 @@ static int last_layer(const step_ctx *c, int p, int s)
     }
     int status = finish_rows(c, H, rows, (span){0, H->out});
     if (status != SN_OK) return status;
-    const float *x = layer_input(net, net->n_layers - 1) + r0 * O->in;
+    int64_t ld;
+    const float *x = input_at(net, net->n_layers - 1, p, 0, &ld) + r0 * ld;
     float *z = O->y + r0 * O->out, *dz = O->dz + r0 * O->out;
-    status = sn_gemm_serial_f32(0, 0, r1 - r0, O->out, O->in, 1.0f, x, O->in, O->W, O->out, 0.0f,
+    status = sn_gemm_serial_f32(0, 0, r1 - r0, O->out, O->in, 1.0f, x, ld, O->W, O->out, 0.0f,
                                 z, O->out, NULL);
     if (status != SN_OK) return status;
     sn_act_rows_f32(z, O->out, r1 - r0, O->out, O->b, SN_ACT_NONE, O->act_param);
     status = rows_loss(c, O, p, rows);
     if (status != SN_OK || !c->finite[p]) return status;
-    status = sn_gemm_serial_f32(1, 0, O->in, O->out, r1 - r0, 1.0f, x, O->in, dz, O->out, 0.0f,
+    status = sn_gemm_serial_f32(1, 0, O->in, O->out, r1 - r0, 1.0f, x, ld, dz, O->out, 0.0f,
                                 share_dW, O->out, NULL);
     if (status != SN_OK) return status;
     sn_bias_grad_f32(share_db, dz, O->out, r1 - r0, O->out, 0.0f);
@@ -281,7 +332,7 @@ static int sum_last_shares(const step_ctx *c, int p, int s)
 {
     const sn_mlp *net = c->net;
     const sn_mlp_layer *O = &net->layers[net->n_layers - 1];
-    const span k = strip_of(part_of(O->in, p), s, c->strips);
+    const span k = strip_of(input_part(net, net->n_layers - 1, p), s, c->strips);
     const float *s0 = net->last_shares, *s1 = net->last_shares + share_stride(O);
     int finite = 1;
     for (int64_t i = k.lo * O->out; i < k.hi * O->out; ++i) O->dW[i] = s0[i] + s1[i];
@@ -302,7 +353,7 @@ static int sum_last_shares(const step_ctx *c, int p, int s)
 static int backward(const step_ctx *c, int l, int p, int s)
 {
     const sn_mlp_layer *L = &c->net->layers[l];
-    const span k = strip_of(part_of(L->in, p), s, c->strips);
+    const span k = strip_of(input_part(c->net, l, p), s, c->strips);
     const int64_t n = k.hi - k.lo;
     int finite = 1;
     if (p == 0 && s == 0) {
@@ -311,9 +362,10 @@ static int backward(const step_ctx *c, int l, int p, int s)
     }
     int status = SN_OK;
     if (n > 0) {
-        const float *x = layer_input(c->net, l);
+        int64_t ld;
+        const float *x = input_at(c->net, l, p, k.lo, &ld);
         /* dW[K, :] = X[:, K]^T dZ */
-        status = sn_gemm_serial_f32(1, 0, n, L->out, c->M, 1.0f, x + k.lo, L->in, L->dz,
+        status = sn_gemm_serial_f32(1, 0, n, L->out, c->M, 1.0f, x, ld, L->dz,
                                     L->out, 0.0f, L->dW + k.lo * L->out, L->out, NULL);
         if (c->check && finite) finite = sn_all_finite_serial_f32(L->dW + k.lo * L->out, n * L->out);
     }
@@ -336,7 +388,7 @@ static int optimize(const step_ctx *c, int p, int s)
 {
     for (int l = 0; l < c->net->n_layers; ++l) {
         const sn_mlp_layer *L = &c->net->layers[l];
-        const span k = strip_of(part_of(L->in, p), s, c->strips);
+        const span k = strip_of(input_part(c->net, l, p), s, c->strips);
         int status = sn_optim_step_range(c->opt, &c->net->params[2 * l], k.lo * L->out,
                                          k.hi * L->out);
         if (status == SN_OK && p == 0 && s == 0)

@@ -168,6 +168,7 @@ cdef extern from "scratchnet.h" nogil:
         float *last_shares
 
     int64_t sn_mlp_last_shares_size(const sn_mlp *net)
+    int64_t sn_mlp_batch_width(int64_t inputs)
 
     int sn_mlp_train_f32(const sn_mlp *net, sn_optim_cfg *opt, const float *X,
                          const int64_t *labels, int64_t n_classes, const int64_t *order,

@@ -123,11 +123,12 @@ cdef class MLP:
         self.busy = False
         if not train:
             return
-        xb = _zeros_on_lines((max_batch, sizes[0]))
+        # the gathered batch: each part of the step's columns on lines of their own
+        xb = _zeros_on_lines((max_batch, sn_mlp_batch_width(sizes[0])))
         yb = np.zeros(max_batch, np.int64)
         self.keep += [xb, yb]
         self.step_buffers["xb"] = xb
-        self.net.xb = _fptr(xb, "xb", max_batch * sizes[0])
+        self.net.xb = _fptr(xb, "xb", max_batch * sn_mlp_batch_width(sizes[0]))
         cdef int64_t[::1] ybv = yb
         self.net.yb = &ybv[0]
         cdef int64_t shares = sn_mlp_last_shares_size(&self.net)

@@ -71,14 +71,18 @@ def test_fused_fit_is_the_layer_by_layer_fit_bit_for_bit(act, opt, monkeypatch):
     rates), so the same seed trains the same model, to the last bit. In
     batches of one row: the C step sums the last layer's gradient over the
     two halves of a batch's rows, then adds the halves (the layer path sums
-    all rows at once), so larger batches round differently."""
+    all rows at once), so larger batches round differently. And with 8
+    inputs and 16 hidden units: the C step splits a layer's inputs between
+    its two parts (the batch's columns on multiples of 8, a hidden layer's
+    on multiples of 16) and adds the parts' products, so wider layers round
+    differently too."""
     rng = np.random.default_rng(6)
-    centers = rng.standard_normal((4, 12)) * 2
+    centers = rng.standard_normal((4, 8)) * 2
     y = rng.integers(0, 4, 200)
-    X = (centers[y] + rng.standard_normal((200, 12))).astype(F32)
+    X = (centers[y] + rng.standard_normal((200, 8))).astype(F32)
 
     def fit(fused):
-        model = sn.Sequential(sn.Dense(12, 16, seed=0), LAYERS[act](), sn.Dense(16, 4, seed=1))
+        model = sn.Sequential(sn.Dense(8, 16, seed=0), LAYERS[act](), sn.Dense(16, 4, seed=1))
         optimizer = OPTIMIZERS[opt](model.parameters())
         assert (_fused.trainer(model, optimizer, sn.CrossEntropy(), y, 1) is not None) == fused
         model.fit(X, y, optimizer=optimizer, epochs=2, batch_size=1, seed=1, verbose=0)

@@ -369,9 +369,12 @@ def test_training_is_identical_for_any_thread_count(widths):
             np.testing.assert_array_equal(a, b)
 
 
-# the input splits of these widths: 1 input (part 0 owns it, part 1 none),
-# 8 = 8 + 0, 17 = 16 + 1, 33 = 32 + 1, 15 = 15 + 0
-@pytest.mark.parametrize("widths", [(1, 8, 2), (20, 1, 3), (17, 15, 2), (8, 33, 3)])
+# the input splits of these widths: the batch's columns on multiples of 8
+# (1 input: part 0 owns it, part 1 none; 8 = 8 + 0, 20 = 16 + 4, 17 = 16 + 1,
+# 12 = 8 + 4, 41 = 24 + 17, each part's columns on lines of their own in the
+# gathered batch), a hidden layer's on whole lines (15 = 15 + 0, 33 = 32 + 1)
+@pytest.mark.parametrize("widths", [(1, 8, 2), (20, 1, 3), (17, 15, 2), (8, 33, 3), (12, 16, 3),
+                                    (41, 9, 4)])
 def test_fast_fit_matches_layer_by_layer_for_odd_widths(widths):
     X, y = wide_data(widths[0], widths[-1], n=200)
     fast, slow = wide_model(widths, sn.ReLU, 0.2), wide_model(widths, sn.ReLU, 0.2)
@@ -522,3 +525,31 @@ def test_one_step_s_gradients_match_the_layer_path_when_both_parts_hold_rows(bat
     for a, b in zip(fast, slow):
         assert np.abs(b).max() > 0
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6 * np.abs(b).max())
+
+
+@pytest.mark.parametrize("inputs, cut, second_at", [(784, 392, 400), (41, 24, 32), (12, 8, 16)])
+def test_the_gathered_batch_keeps_each_part_s_columns_on_lines_of_their_own(inputs, cut,
+                                                                            second_at):
+    """Layer 0's inputs are cut evenly on multiples of 8 (784 = 392 + 392),
+    and each part's columns of the gathered batch start on a 64-byte line of
+    their own (the second part's at column 400 of rows 800 wide): no line is
+    written by both threads. The rows gathered are X's, in order."""
+    rng = np.random.default_rng(5)
+    W1 = rng.standard_normal((inputs, 16)).astype(np.float32) * 0.1
+    W2 = rng.standard_normal((16, 3)).astype(np.float32) * 0.1
+    layers = [(W1, np.zeros(16, np.float32), np.zeros_like(W1), np.zeros(16, np.float32),
+               "relu", 0.0, 0.0),
+              (W2, np.zeros(3, np.float32), np.zeros_like(W2), np.zeros(3, np.float32),
+               "none", 0.0, 0.0)]
+    mlp = _core.MLP(layers, 8)
+    mlp.set_optimizer("sgd", {"lr": 0.0, "momentum": 0.0, "dampening": 0.0, "nesterov": False,
+                              "weight_decay": 0.0, "decay": 0.0},
+                      [[None] for _ in range(4)], 0, 0)
+    X = rng.random((20, inputs), dtype=np.float32)
+    order = np.array([5, 17, 2, 9, 11, 0, 3, 19], np.int64)
+    mlp.train(X, np.zeros(20, np.int64), order, 8)
+    xb = mlp.step_buffers["xb"]
+    width = second_at + -(-(inputs - cut) // 16) * 16
+    assert xb.shape == (8, width) and (second_at * 4) % 64 == 0 and (width * 4) % 64 == 0
+    np.testing.assert_array_equal(xb[:, :cut], X[order, :cut])
+    np.testing.assert_array_equal(xb[:, second_at:second_at + inputs - cut], X[order, cut:])

@@ -118,7 +118,11 @@ static void make_side(side *S, const char *path, int n_layers, const int64_t *si
         params[2 * l] = (sn_param){L->W, L->dW, {zeros(in * out), zeros(in * out), NULL}, in * out};
         params[2 * l + 1] = (sn_param){L->b, L->db, {zeros(out), zeros(out), NULL}, out};
     }
-    const sn_mlp net = {n_layers, layers, B, zeros(B * size[0]), calloc((size_t)B, 8), params,
+    /* the gathered batch's rows: as wide as the build lays them out (a build
+     * from before sn_mlp_batch_width packed them: as wide as X's) */
+    int64_t (*batch_width)(int64_t) = (int64_t (*)(int64_t))dlsym(lib, "sn_mlp_batch_width");
+    const int64_t width = batch_width ? batch_width(size[0]) : size[0];
+    const sn_mlp net = {n_layers, layers, B, zeros(B * width), calloc((size_t)B, 8), params,
                         getenv("TEAM") ? &S->team : NULL};
     S->net = net;
     /* a build from before sn_mlp.last_shares has no such function, nor reads the field */
