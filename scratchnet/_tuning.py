@@ -145,7 +145,7 @@ def time_candidates(isas=None, rounds=ROUNDS, budget=BUDGET, shapes=None):
     return rows
 
 
-def _never_paired():
+def never_paired():
     """pair_min_flops's value for never: where the threads take over."""
     return _core.gemm_blocking(_core.get_isa())["small_parallel_min"]
 
@@ -159,7 +159,7 @@ def time_pair(hidden=PAIR_HIDDEN, rounds=PAIR_ROUNDS, calls=PAIR_CALLS):
     and the thread count."""
     rng = np.random.default_rng(1)
     x = rng.random((1, 784), dtype=np.float32)
-    never = _never_paired()
+    never = never_paired()
     saved, saved_threads = _core.pair_min_flops(), _core.get_num_threads()
     rows = []
     try:
@@ -198,7 +198,7 @@ def choose_pair(rows):
         start -= 1
     if start == 0:
         return 0
-    return rows[start]["flops"] if start < len(rows) else _never_paired()
+    return rows[start]["flops"] if start < len(rows) else never_paired()
 
 
 def choose(timings, default_isa=None):
@@ -252,7 +252,7 @@ def _valid_choice(choice):
         finally:
             _restore_blocks(isa, saved)
     pair = choice.get("pair_min_flops")
-    if type(pair) is not int or not 0 <= pair <= _never_paired():
+    if type(pair) is not int or not 0 <= pair <= never_paired():
         return None
     return choice
 

@@ -760,7 +760,8 @@ def _describe_blocks(isa, b):
 
 def _describe_pair(min_flops):
     """'one image's layer in two halves (one for a helper thread) from 32768 multiply-adds'"""
-    never = _core.gemm_blocking(_core.get_isa())["small_parallel_min"]
+    from . import _tuning
+    never = _tuning.never_paired()
     if min_flops >= never:
         return f"one image's layer on one thread up to {never} multiply-adds (a helper not worth it)"
     return (f"one image's layer in two halves (one for a helper thread) from {min_flops} "
