@@ -510,6 +510,12 @@ static int gemm_blocked(const sn_gemm_plan *plan, int trans_a, int trans_b, int6
                         const float *B, int64_t ldb, float beta, float *C, int64_t ldc,
                         const sn_epilogue *ep)
 {
+    /* a few columns: the ISA's narrow kernel, no packing (same bits) */
+    if (!trans_b && N <= SN_NARROW_N && plan->ki->narrow) {
+        plan->ki->narrow(trans_a, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, plan->blocks.kc);
+        if (ep) apply_epilogue(ep, C, ldc, 0, 0, M, N);
+        return SN_OK;
+    }
     const int transposed = transposed_is_narrower(plan, trans_a, M, N, beta, ep);
     /* the rows and columns gemm_loops computes; with C^T, also C^T itself
      * (N x M) after the packed B */

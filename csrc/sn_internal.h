@@ -58,6 +58,15 @@ typedef void (*sn_small_gemm_fn)(int trans_a, int trans_b, int64_t M, int64_t N,
 /* C with at most this many rows skips packing */
 #define SN_SMALL_M 4
 
+/* GEMM of a few columns (N <= SN_NARROW_N), B not transposed, without
+ * packing: each row of C one masked vector (a classifier's 10 logits, the
+ * last layer's weight gradient). Sums over k in blocks of kc, each element
+ * stored as the blocked path stores an edge tile: the same bits. */
+typedef void (*sn_narrow_gemm_fn)(int trans_a, int64_t M, int64_t N, int64_t K, float alpha,
+                                  const float *A, int64_t lda, const float *B, int64_t ldb,
+                                  float beta, float *C, int64_t ldc, int64_t kc);
+#define SN_NARROW_N 16
+
 /* Below these many multiply-adds a second thread costs more than it saves
  * (waking it, and each strip packing its own copy of an operand). */
 #define SN_SMALL_PARALLEL_MIN_FLOPS (1 << 18)
@@ -87,6 +96,9 @@ typedef struct {
      * (sn_gemm.c, row_panels_of) */
     int mr_tail;
     sn_ukernel_fn kernel_tail;
+    /* C of at most SN_NARROW_N columns, B not transposed (NULL: the blocked
+     * path, whose tiles are then mostly padding) */
+    sn_narrow_gemm_fn narrow;
 } sn_gemm_kernel_info;
 
 #define SN_MAX_MR 16

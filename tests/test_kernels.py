@@ -372,6 +372,34 @@ def test_gemm_few_rows_bits_across_column_blocks(isa, trans_a):
     assert_gemm_close(whole, ref, tol, "all rows")
 
 
+@pytest.mark.parametrize("trans_a", [False, True])
+def test_gemm_narrow_columns_bits_of_the_tiles(isa, trans_a):
+    """C of at most 16 columns with B not transposed (a classifier's
+    logits, its weight gradient) goes through a kernel of its own where the
+    ISA has one (AVX-512: one masked vector a row, 8 rows at a time, then 4,
+    then 1). Each element must get the bits the tiles give it: the same
+    columns taken from a wider call of fewer than nr columns (an edge tile,
+    c = alpha sum + beta c in two roundings), over two kc blocks, for every
+    row count up to 3 groups of 8 and a remainder; C's padding untouched.
+    (beta -0.3: beta c is rounded, where a power of two would be exact.)"""
+    b = BLOCKING[isa]
+    K, wide = b["kc"] + 5, min(b["nr"] - 1, 20)  # AVX-512: 20 of 32; AVX2: 15 of 16
+    rng = rng_for("narrow", isa, trans_a)
+    for M in list(range(b["small_m"] + 1, 30)) + [64]:
+        A, B = operands(rng, M, wide, K, trans_a, False)
+        C0 = randn(rng, M, wide)
+        whole = _core.gemm(A, B, C0.copy(), trans_a, False, 1.5, -0.3)
+        for N in (n for n in (1, 10, 15, 16) if n < wide):
+            padded = np.full((M, N + 3), 7.0, F32)
+            C = padded[:, :N]
+            C[...] = C0[:, :N]
+            _core.gemm(A, np.ascontiguousarray(B[:, :N]), C, trans_a, False, 1.5, -0.3)
+            np.testing.assert_array_equal(C, whole[:, :N], err_msg=f"M={M} N={N}")
+            assert (padded[:, N:] == 7.0).all(), f"M={M} N={N}: wrote past column N"
+    ref, tol = gemm_reference(A, B, C0, trans_a, False, 1.5, -0.3)
+    assert_gemm_close(whole, ref, tol, "the wider call")
+
+
 @pytest.mark.parametrize("trans_a,trans_b", [(False, False), (True, True)])
 def test_gemm_wider_than_nc(isa, trans_a, trans_b):
     """N past the nc = 2048 column block, and K past kc, in one call."""
