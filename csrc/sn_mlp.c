@@ -195,9 +195,18 @@ static int64_t widest_layer(const sn_mlp *net)
     return widest;
 }
 
+/* floats of each half of the forward workspace: the widest layer's rows,
+ * rounded up to whole 64-byte lines, so the second half starts on a line as
+ * the first does (a layer split between two threads by columns at a
+ * multiple of 16 floats then shares no line between them) */
+static int64_t forward_half(const sn_mlp *net, int64_t rows)
+{
+    return (rows * widest_layer(net) + 15) / 16 * 16;
+}
+
 int64_t sn_mlp_forward_workspace(const sn_mlp *net, int64_t rows)
 {
-    return 2 * rows * widest_layer(net);
+    return 2 * forward_half(net, rows);
 }
 
 int sn_mlp_forward_f32(const sn_mlp *net, float *out, const float *X, int64_t M, int softmax,
@@ -205,7 +214,7 @@ int sn_mlp_forward_f32(const sn_mlp *net, float *out, const float *X, int64_t M,
 {
     if (net->n_layers < 1 || M < 0 || rows < 1 || !workspace) return SN_EINVAL;
     const unsigned fp = sn_fp_enter();
-    const int64_t in = net->layers[0].in, half = rows * widest_layer(net);
+    const int64_t in = net->layers[0].in, half = forward_half(net, rows);
     const sn_mlp_layer *last = &net->layers[net->n_layers - 1];
     int status = SN_OK;
     for (int64_t start = 0; start < M && status == SN_OK; start += rows) {

@@ -77,7 +77,8 @@ static int64_t half_len(const sn_net_op *ops, int n_ops, int64_t rows)
     int64_t widest = 0;
     for (int i = 0; i < n_ops; ++i)
         if (ops[i].out > widest) widest = ops[i].out;
-    return widest > ((int64_t)1 << 40) / rows ? -1 : rows * widest;
+    /* whole 64-byte lines: the second half starts on one as the first does */
+    return widest > ((int64_t)1 << 40) / rows ? -1 : (rows * widest + 15) / 16 * 16;
 }
 
 /* floats of the largest scratch one operation needs, or -1 */

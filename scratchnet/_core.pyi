@@ -85,6 +85,7 @@ class MLP:
     sizes: tuple[int, ...]
     trainable: bool
     step_buffers: dict[str, F32]
+    work: F32
     iterations: int
     step: int
     def __init__(self, layers: list[tuple[Any, ...]], max_batch: int,

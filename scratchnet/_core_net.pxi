@@ -104,7 +104,7 @@ cdef class Net:
             raise ValueError(f"Net: shapes {in_shape} -> {out_shape} do not match the operations")
         if sn_net_workspace(self.ops, self.n_ops, max_batch) < 0:
             raise ValueError("Net: no workspace fits this network and max_batch")
-        self.work = np.empty(0, np.float32)  # grown to the largest chunk asked for
+        self.work = np.empty(0, np.float32)  # grown to the largest chunk asked for, on lines
         self.busy = False
 
     def __dealloc__(self):
@@ -131,10 +131,10 @@ cdef class Net:
         if own:
             self.busy = True
             if self.work.shape[0] < need:
-                self.work = np.empty(need, np.float32)
+                self.work = _empty_on_lines((need,))
             work = self.work
         else:
-            work = np.empty(need, np.float32)
+            work = _empty_on_lines((need,))
         cdef const float *px = <const float *>cnp.PyArray_DATA(X)
         cdef float *po = <float *>cnp.PyArray_DATA(out)
         cdef float *pw = <float *>cnp.PyArray_DATA(work)
