@@ -66,8 +66,9 @@ def check_finite(arr, name="input"):
 def as_features(x, n_features=None, name="x", check=True):
     """A non-empty (N, n_features) float32 batch; a single sample (n_features,)
     becomes a batch of one. check=False skips the test for NaN and inf when
-    x is such an array already (fit, on an array it has seen whole and
-    finite: its trainer checks each batch as it copies it)."""
+    x is such an array already (fit, on an array a complete epoch of its
+    compiled trainer went over: a value changed since fails its batch's
+    step, see Sequential._knows_finite)."""
     if type(x) is np.ndarray and x.dtype == np.float32 and x.ndim == 2 \
             and x.flags.c_contiguous and x.flags.aligned and x.shape[0] \
             and x.shape[1] == n_features:

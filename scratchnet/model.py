@@ -673,8 +673,9 @@ class Sequential(Module):
             checked_target(checkpoint, "fit: checkpoint", "run.ckpt", probe=True)
             self._architecture("fit")  # the metadata can be written, known before training
         # X's NaN and inf: read all of it now (4 ms for MNIST, 5% of an epoch
-        # of 784-128-10), unless a fit before read it all through the C
-        # trainer, which checks each batch as it copies it (_knows_finite)
+        # of 784-128-10), unless a complete epoch of the C trainer went over
+        # this very array in a fit before (_knows_finite: a value changed
+        # since fails its batch's step, and _fast_epoch raises)
         given, trusted = X, shard is None and self._knows_finite(X)
         X = self._inputs(X, check=not trusted)
         y = _targets(y, X.shape[0], loss, self, "fit", X.shape[1:])

@@ -608,10 +608,10 @@ def _calls_on(monkeypatch, target):
 
 def test_fit_reads_x_whole_until_an_epoch_of_the_c_trainer_has_checked_every_row(monkeypatch):
     """Reading all of X for NaN and inf before each fit was 4 ms for MNIST,
-    5% of a 784-128-10 epoch. The C trainer checks each batch as it copies
-    it, so a fit on the very array a complete fast epoch went over skips
-    that read; a new array, one converted on the way in, a split off
-    validation part or the layer-by-layer path do not."""
+    5% of a 784-128-10 epoch. A fit on the very array a complete epoch of
+    the C trainer went over skips that read (a value changed since fails
+    its batch's step: the next test); a new array, one converted on the way
+    in, a split off validation part or the layer-by-layer path do not."""
     X, y = data()
     model = build()
     opt = sn.Adam(model.parameters())
