@@ -242,18 +242,12 @@ cdef class MLP:
     def step(self):
         return self.opt.step
 
-    def train(self, X, labels, order, int64_t batch_size, bint partial=False,
-              bint checked=False):
+    def train(self, X, labels, order, int64_t batch_size, bint partial=False):
         """Train on X[order] in batches; returns (summed loss, correct count).
         A batch whose outputs, loss or a gradient are not finite takes no
         step and ends the run: FloatingPointError, or with partial=True
         (summed loss, correct count, that batch's index in the run) with the
-        sums of the batches before it; the index is -1 when none failed.
-        checked=True: the caller has checked every label against the classes
-        and order against X's rows (fit: its labels once, its order a
-        permutation), which are then not read whole again each run (~10 us
-        of a run of ~8 steps of 784-128-10). A label changed since is still
-        refused by the loss, before its batch's step."""
+        sums of the batches before it; the index is -1 when none failed."""
         if not self.trainable:
             raise RuntimeError("MLP.train: this network was built for inference only")
         if self.opt.kind < 0:
@@ -274,9 +268,9 @@ cdef class MLP:
             if partial:
                 return 0.0, 0, -1
             return 0.0, 0
-        if not checked and order.size and (order.min() < 0 or order.max() >= X.shape[0]):
+        if order.size and (order.min() < 0 or order.max() >= X.shape[0]):
             raise ValueError("MLP.train: order holds indices outside X")
-        if not checked and labels.size and (labels.min() < 0 or labels.max() >= n_classes):
+        if labels.size and (labels.min() < 0 or labels.max() >= n_classes):
             raise ValueError(f"MLP.train: labels must be in [0, {n_classes})")
         cdef const float[:, ::1] xv = X
         cdef const int64_t[::1] lv = labels

@@ -148,9 +148,8 @@ class Trainer:
                 if shard is not None:
                     self.mlp.set_shard(rows[done:], first[done:], global_rows[done:],
                                        shard.reduce)
-                # checked: fit checked y whole, and order is its permutation of X's rows
                 loss, correct, bad = self.mlp.train(X, y, order[starts[done]:], batch_size,
-                                                    partial=True, checked=True)
+                                                    partial=True)
                 total, right = total + loss, right + correct
                 if bad < 0:
                     break
