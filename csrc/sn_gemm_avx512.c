@@ -163,7 +163,9 @@ static void small_row_avx512(int64_t N, int64_t kc, float alpha, const float *a,
  * each B row loaded once for the R rows. The blocked path computes such a C
  * in edge tiles, 12 x 32 with 10 columns of 32 used (a classifier's
  * logits), then copies the valid part as c = v (beta_k 0) or v + beta_k * c,
- * v = alpha * sum; stored the same way here, so the bits are the same.
+ * v = alpha * sum; stored the same way here, so the bits are the same (with
+ * A transposed, beta 0 and 32 rows or more it took C^T in whole tiles: the
+ * same chains, stored as v).
  * A(r, k) is a[r * a_row + k * a_k]. 64 x 10 x 128 on one core of an AMD
  * EPYC Zen 5: blocked 3.6 us, this 1.4 us (16 rows at a time: no faster). */
 SN_TARGET_AVX512 SN_ALWAYS_INLINE

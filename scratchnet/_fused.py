@@ -119,7 +119,8 @@ class Trainer:
         failed lists the batches of the run (from 0) whose outputs, loss or
         gradient were not finite, which took no step and are not in the sums
         nor in rows (the rows trained on). The run ends at the first, unless
-        skip: then it goes on after each. With shard (a
+        skip: then it goes on after each, but for one whose rows of X hold
+        NaN or inf. With shard (a
         scratchnet._sharding.Shard), order holds the run's global batches:
         this rank trains its share of each, and the C trainer sums the
         ranks' gradients (shard.reduce) before every step."""
@@ -155,7 +156,11 @@ class Trainer:
                     break
                 failed.append(done + bad)
                 done += bad + 1
-                if not skip:
+                # skip goes on after a diverged batch, not after one with NaN or
+                # inf among its inputs (X changed since fit read it whole): fit
+                # then raises, the steps before that batch kept, none after
+                if not skip or (shard is None and
+                                not _core.all_finite(X[order[starts[done - 1]:starts[done]]])):
                     break
         finally:
             self.mlp.set_shard()

@@ -676,7 +676,10 @@ class Sequential(Module):
         # of 784-128-10), unless a complete epoch of the C trainer went over
         # this very array in a fit before (_knows_finite: a value changed
         # since fails its batch's step, and _fast_epoch raises)
-        given, trusted = X, shard is None and self._knows_finite(X)
+        # (not with validation_split: the part held out would be checked as
+        # "validation X", and the training part not at all before its steps)
+        given = X
+        trusted = shard is None and validation_split is None and self._knows_finite(X)
         X = self._inputs(X, check=not trusted)
         y = _targets(y, X.shape[0], loss, self, "fit", X.shape[1:])
         if validation_split is not None:
@@ -923,10 +926,12 @@ class Sequential(Module):
 
     def _knows_finite(self, X):
         """Whether X is the very array (same object, memory and shape) a
-        complete epoch of the C trainer copied every row of, each checked
-        finite as it was. Changed in place since, its NaN or inf is still
-        found, when its batch is copied: before that batch's step (then
-        _fast_epoch raises)."""
+        complete epoch of the C trainer went over, every batch of it taking
+        its step: all of X was finite then, as a NaN or inf among a batch's
+        inputs makes the first layer's weight gradient NaN or inf (x * 0 is
+        NaN for such x) and the batch fails. Changed in place since, the
+        batch that holds the value fails, takes no step, and _fast_epoch
+        raises."""
         known = self.__dict__.get("_finite_x")
         return (known is not None and known[0]() is X and type(X) is np.ndarray
                 and X.ctypes.data == known[1] and X.shape == known[2])
@@ -953,9 +958,9 @@ class Sequential(Module):
                     bad = int(X.size - np.isfinite(X).sum())
                     raise ValueError(
                         f"X: contains {bad} non-finite value(s) (NaN or inf), found in the "
-                        f"rows of step {start // batch_size + b + 1} of the epoch as they were "
-                        f"copied, before that step (X changed since fit last read all of "
-                        f"it); the model keeps the steps before it")
+                        f"rows of step {start // batch_size + b + 1} of the epoch, which took "
+                        f"no step (X changed since fit last read all of it); the model keeps "
+                        f"the steps before it")
                 problem = None if skip else nonfinite_problem(
                     (name, p.grad) for name, p in self.named_parameters())
                 if not tally.nonfinite(start // batch_size + b + 1, problem, skip):

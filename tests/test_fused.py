@@ -642,17 +642,18 @@ def test_a_value_changed_in_place_after_a_fit_is_refused_before_its_batch(value,
     batch's rows, raises ValueError (not TrainingDivergedError), the weights
     those of the steps before it; the next fit reads X whole again and
     refuses it before any step."""
-    X, y = data()
+    X, y = data(n=3000)  # runs of 5 batches (about 20 runs an epoch): skip goes on within one
     model = build(dropout=0.2)
     opt = sn.Adam(model.parameters())
     model.fit(X, y, opt, epochs=1, batch_size=32, verbose=0, seed=0)
     if value == "-inf behind relu":
         w = model.layers[0].weight.data
         w[3] = np.abs(w[3]) + 0.1  # every hidden unit gets -inf: ReLU makes it 0
-    X[217, 3] = float(value.split()[0])
+    X[2171, 3] = float(value.split()[0])
     steps = opt.iterations
     with pytest.raises(ValueError, match=r"X: contains 1 non-finite value\(s\) \(NaN or inf\), "
-                                         r"found in the rows of step (\d+) of the epoch") as caught:
+                                         r"found in the rows of step (\d+) of the epoch, which "
+                                         r"took no step") as caught:
         model.fit(X, y, opt, epochs=1, batch_size=32, verbose=0, seed=0,
                   on_nonfinite=on_nonfinite)
     step = int(caught.value.args[0].split("rows of step ")[1].split()[0])
@@ -661,4 +662,21 @@ def test_a_value_changed_in_place_after_a_fit_is_refused_before_its_batch(value,
     weights = [p.data.copy() for p in model.parameters()]
     with pytest.raises(ValueError, match=r"X: contains 1 non-finite value\(s\) \(NaN or inf\)$"):
         model.fit(X, y, opt, epochs=1, batch_size=32, verbose=0, seed=0)
+    assert all(np.array_equal(w, p.data) for w, p in zip(weights, model.parameters()))
+
+
+@pytest.mark.parametrize("row", [0, -1])
+def test_a_known_array_split_by_validation_split_is_read_whole_first(row):
+    """validation_split holds out X's last rows: a NaN put since into an
+    array fit knew finite is refused before any step, as X's (it was found
+    at its training batch, steps after the first, or named "validation X"
+    though the user passed none)."""
+    X, y = data()
+    model = build()
+    opt = sn.Adam(model.parameters())
+    model.fit(X, y, opt, epochs=1, batch_size=32, verbose=0, seed=0)
+    X[row, 0] = np.nan
+    weights = [p.data.copy() for p in model.parameters()]
+    with pytest.raises(ValueError, match=r"^X: contains 1 non-finite value\(s\) \(NaN or inf\)$"):
+        model.fit(X, y, opt, epochs=1, batch_size=32, verbose=0, seed=0, validation_split=0.1)
     assert all(np.array_equal(w, p.data) for w, p in zip(weights, model.parameters()))
