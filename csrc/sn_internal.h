@@ -58,6 +58,11 @@ typedef void (*sn_small_gemm_fn)(int trans_a, int trans_b, int64_t M, int64_t N,
 /* C with at most this many rows skips packing */
 #define SN_SMALL_M 4
 
+/* n floats rounded up to whole 64-byte lines (16 floats): a buffer cut
+ * there starts its next part on a line, so two threads writing the parts
+ * share none */
+static inline int64_t sn_whole_lines(int64_t n) { return (n + 15) / 16 * 16; }
+
 /* GEMM of a few columns (N <= SN_NARROW_N), B not transposed, without
  * packing: each row of C one masked vector (a classifier's 10 logits, the
  * last layer's weight gradient). Sums over k in blocks of kc, each element

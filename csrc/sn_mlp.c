@@ -196,12 +196,12 @@ static int64_t widest_layer(const sn_mlp *net)
 }
 
 /* floats of each half of the forward workspace: the widest layer's rows,
- * rounded up to whole 64-byte lines, so the second half starts on a line as
- * the first does (a layer split between two threads by columns at a
- * multiple of 16 floats then shares no line between them) */
+ * on whole lines, so the second half starts on a line as the first does (a
+ * layer split between two threads by columns at a multiple of 16 floats
+ * then shares no line between them) */
 static int64_t forward_half(const sn_mlp *net, int64_t rows)
 {
-    return (rows * widest_layer(net) + 15) / 16 * 16;
+    return sn_whole_lines(rows * widest_layer(net));
 }
 
 int64_t sn_mlp_forward_workspace(const sn_mlp *net, int64_t rows)

@@ -97,19 +97,13 @@ static span input_part(const sn_mlp *net, int l, int p)
     return s;
 }
 
-/* n rounded up to whole lines of floats */
-static int64_t whole_lines(int64_t n)
-{
-    return (n + SN_STEP_ALIGN - 1) / SN_STEP_ALIGN * SN_STEP_ALIGN;
-}
-
 /* the column of xb where part p's inputs of layer 0 start: the parts
  * before it, each on whole lines */
 static int64_t batch_offset(int64_t in, int p)
 {
     int64_t at = 0;
     for (int q = 0; q < p; ++q)
-        at += whole_lines(cut(in, q + 1, SN_STEP_PARTS, SN_STEP_INPUT_ALIGN) -
+        at += sn_whole_lines(cut(in, q + 1, SN_STEP_PARTS, SN_STEP_INPUT_ALIGN) -
                           cut(in, q, SN_STEP_PARTS, SN_STEP_INPUT_ALIGN));
     return at;
 }
@@ -270,7 +264,7 @@ static int finish_last(const step_ctx *c, int p, int s)
  * dW (in x out) and db (out), rounded up to whole 64-byte lines */
 static int64_t share_stride(const sn_mlp_layer *O)
 {
-    return (O->in * O->out + O->out + SN_STEP_ALIGN - 1) / SN_STEP_ALIGN * SN_STEP_ALIGN;
+    return sn_whole_lines(O->in * O->out + O->out);
 }
 
 int64_t sn_mlp_last_shares_size(const sn_mlp *net)

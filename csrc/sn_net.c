@@ -9,6 +9,7 @@
 
 #include "scratchnet.h"
 #include "sn_fpmode.h"
+#include "sn_internal.h"
 
 /* operations that write y[i] from x[i] alone, so may run in place */
 static int elementwise(const sn_net_op *op)
@@ -78,7 +79,7 @@ static int64_t half_len(const sn_net_op *ops, int n_ops, int64_t rows)
     for (int i = 0; i < n_ops; ++i)
         if (ops[i].out > widest) widest = ops[i].out;
     /* whole 64-byte lines: the second half starts on one as the first does */
-    return widest > ((int64_t)1 << 40) / rows ? -1 : (rows * widest + 15) / 16 * 16;
+    return widest > ((int64_t)1 << 40) / rows ? -1 : sn_whole_lines(rows * widest);
 }
 
 /* floats of the largest scratch one operation needs, or -1 */

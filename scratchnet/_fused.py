@@ -115,12 +115,13 @@ class Trainer:
         self.dropouts = [dropout for *_, dropout in specs]
 
     def run(self, X, y, order, batch_size, skip=False, shard=None):
-        """Train on X[order]; returns (summed loss, correct, failed, rows):
-        failed lists the batches of the run (from 0) whose outputs, loss or
-        gradient were not finite, which took no step and are not in the sums
-        nor in rows (the rows trained on). The run ends at the first, unless
-        skip: then it goes on after each, but for one whose rows of X hold
-        NaN or inf. With shard (a
+        """Train on X[order]; returns (summed loss, correct, failed, rows,
+        bad_input): failed lists the batches of the run (from 0) whose
+        outputs, loss or gradient were not finite, which took no step and are
+        not in the sums nor in rows (the rows trained on). The run ends at the
+        first, unless skip: then it goes on after each, but for one whose rows
+        of X hold NaN or inf (X changed since fit read it whole), which ends
+        the run and is bad_input (else None). With shard (a
         scratchnet._sharding.Shard), order holds the run's global batches:
         this rank trains its share of each, and the C trainer sums the
         ranks' gradients (shard.reduce) before every step."""
@@ -137,12 +138,13 @@ class Trainer:
         # (a Dropout with p = 0 draws nothing, on either path)
         seeds = [d.take_mask_seed(batches) if d is not None and d.draws() else 0
                  for d in self.dropouts]
+        given = order  # the global batches, batch_size rows apart
         if shard is not None:
             order, rows, first, global_rows = shard.plan(order, batch_size)
         else:
             rows = np.minimum(batch_size, len(order) - np.arange(0, len(order), batch_size))
         starts = np.concatenate(([0], np.cumsum(rows)))  # of each batch, in order
-        total, right, failed, done = 0.0, 0, [], 0
+        total, right, failed, done, bad_input = 0.0, 0, [], 0, None
         try:
             while done < batches:
                 self.mlp.set_dropout_seeds([seed + done for seed in seeds])
@@ -156,16 +158,17 @@ class Trainer:
                     break
                 failed.append(done + bad)
                 done += bad + 1
-                # skip goes on after a diverged batch, not after one with NaN or
-                # inf among its inputs (X changed since fit read it whole): fit
-                # then raises, the steps before that batch kept, none after
-                if not skip or (shard is None and
-                                not _core.all_finite(X[order[starts[done - 1]:starts[done]]])):
+                # not a divergence but the data: fit raises, the steps before
+                # that batch kept, none after (skip or not)
+                if not _core.all_finite(X[given[(done - 1) * batch_size:done * batch_size]]):
+                    bad_input = done - 1
+                    break
+                if not skip:
                     break
         finally:
             self.mlp.set_shard()
             self._took_steps(step)
-        return total, right, failed, int(starts[-1] - rows[failed].sum())
+        return total, right, failed, int(starts[-1] - rows[failed].sum()), bad_input
 
     def _took_steps(self, step):
         """The C step counts back into the optimizer's state, as the Python

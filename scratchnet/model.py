@@ -948,19 +948,19 @@ class Sequential(Module):
                 tally.interrupted = True
                 return
             idx = order[start:start + per_run]
-            run_loss, run_right, failed, samples = fast.run(X, y, idx, batch_size, skip, shard)
+            run_loss, run_right, failed, samples, bad_input = fast.run(X, y, idx, batch_size,
+                                                                        skip, shard)
             tally.add(run_loss, run_right, samples, samples)
+            if bad_input is not None:  # not a divergence: the data
+                bar.close()
+                self.__dict__.pop("_finite_x", None)  # the next fit reads X first
+                bad = int(X.size - np.isfinite(X).sum())
+                raise ValueError(
+                    f"X: contains {bad} non-finite value(s) (NaN or inf), found in the "
+                    f"rows of step {start // batch_size + bad_input + 1} of the epoch, which "
+                    f"took no step (X changed since fit last read all of it); the model keeps "
+                    f"the steps before it")
             for b in failed:
-                rows = idx[b * batch_size:(b + 1) * batch_size]
-                if not _core.all_finite(X[rows]):  # not a divergence: the data
-                    bar.close()
-                    self.__dict__.pop("_finite_x", None)  # the next fit reads X first
-                    bad = int(X.size - np.isfinite(X).sum())
-                    raise ValueError(
-                        f"X: contains {bad} non-finite value(s) (NaN or inf), found in the "
-                        f"rows of step {start // batch_size + b + 1} of the epoch, which took "
-                        f"no step (X changed since fit last read all of it); the model keeps "
-                        f"the steps before it")
                 problem = None if skip else nonfinite_problem(
                     (name, p.grad) for name, p in self.named_parameters())
                 if not tally.nonfinite(start // batch_size + b + 1, problem, skip):
