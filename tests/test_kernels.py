@@ -1011,7 +1011,11 @@ def test_mul():
         _core.mul(x, y[:3], np.empty_like(x))
 
 
-def test_all_finite():
+def test_all_finite(isa):
+    """A bad value anywhere is found: each of the vector loop's lanes (64
+    side by side with AVX-512, 32 with AVX2, 16 in the baseline loop) and
+    the scalar rest after the last whole group of lanes, in each instruction
+    set's loop."""
     for n in (1, 7, 16, 17, 1001):
         x = np.linspace(-3e38, 3e38, n).astype(F32)
         assert _core.all_finite(x) is True
@@ -1020,6 +1024,14 @@ def test_all_finite():
                 y = x.copy()
                 y[pos] = bad
                 assert _core.all_finite(y) is False, (n, bad, pos)
+    n = 3 * 64 + 9
+    x = np.linspace(-3e38, 3e38, n).astype(F32)
+    for pos in range(n):
+        for bad in (np.nan, -np.inf):
+            y = x.copy()
+            y[pos] = bad
+            assert _core.all_finite(y) is False, (bad, pos)
+            assert _core.all_finite(y[pos + 1:]) is True, (bad, pos)
     assert _core.all_finite(np.zeros(0, F32)) is True
     assert _core.all_finite(np.full((3, 4), np.finfo(F32).max, F32)) is True
     assert _core.all_finite(np.full((3, 4), np.finfo(F32).tiny / 4, F32)) is True  # subnormal
