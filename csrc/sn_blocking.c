@@ -18,7 +18,17 @@
  *       SN_KC_MAX already);
  *   mc: an mc x kc block of A fills half of L2;
  *   nc: a kc x nc block of B fills half of this core's share of L3,
- *   each rounded down to a multiple of its tile and kept within bounds.
+ *   each rounded down to a multiple of its tile and kept within bounds;
+ *   panel_ways: half the ways of L1 (l1d / 4 KB: 64 sets of 64-byte lines,
+ *       as on the x86-64 and arm64 cores this runs on): a panel read in
+ *       place may put that many of its lines in one set, the other half
+ *       kept for the other operand's panel (sn_gemm.c, panel_fits_l1).
+ *       12-way 48 KB L1d (AMD Zen 5, Intel Golden Cove): 6, and a plain A
+ *       of 12 rows of 392 floats, 800 apart (the step's batch, part of
+ *       784 inputs), is read in place (at most 6 lines a set), no longer
+ *       packed: C trainer steps 1.025x (784-128-10 Adam), 1.013x (SGD batch
+ *       32), 1.009x (784-512-256-10), AMD EPYC Zen 5. 8-way 32 KB: 4, as
+ *       before.
  * kc fixes the order the shared dimension is summed in, so it is derived
  * only (never timed: a timing race must not change results); mc and nc
  * change only speed, and the tuner (scratchnet/_tuning.py) may set them. */
@@ -137,7 +147,9 @@ static sn_gemm_blocks derived(const sn_gemm_kernel_info *ki)
     /* no L3 (or none reported): B's block sized as if L3 were 4x L2 */
     const int64_t l3 = c.l3 > 0 ? c.l3 / (c.l3_sharing > 2 ? c.l3_sharing / 2 : 1) : 4 * l2;
     const int64_t nc = fit(l3 / 2 / (kc * f), ki->nr, ki->nr, SN_NC_MAX / ki->nr * ki->nr);
-    return (sn_gemm_blocks){kc, mc, nc, 0};
+    const int64_t ways = c.l1d / (64 * 64);
+    const int panel_ways = ways < 4 ? 2 : ways > 32 ? 16 : (int)(ways / 2);
+    return (sn_gemm_blocks){.kc = kc, .mc = mc, .nc = nc, .tuned = 0, .panel_ways = panel_ways};
 }
 
 /* The tuner's mc and nc per ISA, packed in one atomic int so that a reader

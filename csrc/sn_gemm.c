@@ -283,16 +283,17 @@ static void apply_epilogue(const sn_epilogue *ep, float *c, int64_t ldc, int64_t
  * of nr; a plain A through the row kernel: mr rows of kc). Its cache lines
  * fall in the sets of a 64-set L1 (4 KB a way, as on the x86-64 and arm64
  * cores this runs on) spaced by ld: a power of two piles them into a few
- * sets, which hold 8 lines each, and the panel evicts itself and the other
- * operand's panel. Packed, it is contiguous. So: in place if no set gets
- * more than 4 of its lines (half the ways, the other half for the other
- * panel). Measured on an AMD EPYC Zen 3, one thread, against packing:
- * 1024^3 with A transposed (lda 1024) 1.34x faster packed, 784x128x128's A
- * (lda 784) 1.17x faster in place; 128x512x784's B (ldb 512) 1.13x faster
- * packed; a plain A of 2048^3 through the row kernel 1.06x faster packed. */
-static int panel_fits_l1(int64_t ld, int64_t rows, int64_t width)
+ * sets, which hold 8 or 12 lines each, and the panel evicts itself and the
+ * other operand's panel. Packed, it is contiguous. So: in place if no set
+ * gets more than `ways` of its lines (half the ways, the other half for
+ * the other panel: sn_gemm_blocks.panel_ways). Measured on an AMD EPYC Zen
+ * 3 (8 ways, 4 for a panel), one thread, against packing: 1024^3 with A
+ * transposed (lda 1024) 1.34x faster packed, 784x128x128's A (lda 784)
+ * 1.17x faster in place; 128x512x784's B (ldb 512) 1.13x faster packed; a
+ * plain A of 2048^3 through the row kernel 1.06x faster packed. */
+static int panel_fits_l1(int64_t ld, int64_t rows, int64_t width, int ways)
 {
-    enum { SETS = 64, LINE = 64, WAYS_FOR_ONE_PANEL = 4 };
+    enum { SETS = 64, LINE = 64 };
     const int64_t lines = (width * (int64_t)sizeof(float) + LINE - 1) / LINE;
     if (lines == 1) {
         /* rows ld * 4 bytes apart cycle through SETS * LINE / gcd(that, SETS * LINE)
@@ -304,13 +305,13 @@ static int panel_fits_l1(int64_t ld, int64_t rows, int64_t width)
             r = t;
         }
         const int64_t sets = SETS * LINE / (g > LINE ? g : LINE);
-        return (rows + sets - 1) / sets <= WAYS_FOR_ONE_PANEL;
+        return (rows + sets - 1) / sets <= ways;
     }
     int count[SETS] = {0};
     for (int64_t r = 0; r < rows; ++r) {
         const int64_t first = r * ld * (int64_t)sizeof(float) / LINE;
         for (int64_t l = 0; l < lines && l < SETS; ++l)
-            if (++count[(first + l) % SETS] > WAYS_FOR_ONE_PANEL) return 0;
+            if (++count[(first + l) % SETS] > ways) return 0;
     }
     return 1;
 }
@@ -328,10 +329,11 @@ static in_place_panels panels_in_place(const sn_gemm_plan *plan, int trans_a, in
 {
     const sn_gemm_kernel_info *ki = plan->ki;
     const int64_t kc = K < plan->blocks.kc ? K : plan->blocks.kc;
+    const int ways = plan->blocks.panel_ways;
     in_place_panels p;
-    p.b = !trans_b && M <= plan->blocks.mc && panel_fits_l1(ldb, kc, ki->nr);
-    p.a_transposed = trans_a && panel_fits_l1(lda, kc, ki->mr);
-    p.a_rows = !trans_a && ki->kernel_rows != NULL && panel_fits_l1(lda, ki->mr, kc);
+    p.b = !trans_b && M <= plan->blocks.mc && panel_fits_l1(ldb, kc, ki->nr, ways);
+    p.a_transposed = trans_a && panel_fits_l1(lda, kc, ki->mr, ways);
+    p.a_rows = !trans_a && ki->kernel_rows != NULL && panel_fits_l1(lda, ki->mr, kc, ways);
     return p;
 }
 
