@@ -149,7 +149,8 @@ static sn_gemm_blocks derived(const sn_gemm_kernel_info *ki)
     const int64_t nc = fit(l3 / 2 / (kc * f), ki->nr, ki->nr, SN_NC_MAX / ki->nr * ki->nr);
     const int64_t ways = c.l1d / (64 * 64);
     const int panel_ways = ways < 4 ? 2 : ways > 32 ? 16 : (int)(ways / 2);
-    return (sn_gemm_blocks){.kc = kc, .mc = mc, .nc = nc, .tuned = 0, .panel_ways = panel_ways};
+    return (sn_gemm_blocks){.kc = kc, .mc = mc, .nc = nc, .tuned = 0, .panel_ways = panel_ways,
+                            .l1d = c.l1d};
 }
 
 /* The tuner's mc and nc per ISA, packed in one atomic int so that a reader

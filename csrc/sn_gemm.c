@@ -319,7 +319,7 @@ static int panel_fits_l1(int64_t ld, int64_t rows, int64_t width, int ways)
 /* Which panels gemm_loops reads where they are, for a sub-problem of M
  * rows: a plain B when the M rows fit one mc block, a transposed A, or a
  * plain A through the row kernel (where there is one), each only if it
- * fits L1. */
+ * fits L1 (a plain B also if it would not fit there packed). */
 typedef struct {
     int b, a_transposed, a_rows;
 } in_place_panels;
@@ -331,7 +331,17 @@ static in_place_panels panels_in_place(const sn_gemm_plan *plan, int trans_a, in
     const int64_t kc = K < plan->blocks.kc ? K : plan->blocks.kc;
     const int ways = plan->blocks.panel_ways;
     in_place_panels p;
-    p.b = !trans_b && M <= plan->blocks.mc && panel_fits_l1(ldb, kc, ki->nr, ways);
+    /* a plain B whose panel would not stay in L1 even packed (more than
+     * L1d: the AVX-512 tile's 32 columns by kc 392 or more) is read in
+     * place too: packing would only add a pass over B (the step's W_0,
+     * 392 x 512, written by the optimizer and read once by the product). 1
+     * thread: 128x512x392 1.04-1.07x, 128x128x392 1.06x faster; C trainer
+     * steps 784-128-10 Adam 1.019x, SGD batch 32 1.116x, 784-512-256-10
+     * 1.027x (AMD EPYC Zen 5; the AVX2 kernel's panels, 16 columns: no
+     * difference there) */
+    const int packed_fits_l1 = kc * ki->nr * (int64_t)sizeof(float) <= plan->blocks.l1d;
+    p.b = !trans_b && M <= plan->blocks.mc &&
+          (!packed_fits_l1 || panel_fits_l1(ldb, kc, ki->nr, ways));
     p.a_transposed = trans_a && panel_fits_l1(lda, kc, ki->mr, ways);
     p.a_rows = !trans_a && ki->kernel_rows != NULL && panel_fits_l1(lda, ki->mr, kc, ways);
     return p;

@@ -258,6 +258,7 @@ typedef struct {
     int64_t kc, mc, nc; /* kc x nr panel of B in L1, mc x kc of A in L2, kc x nc of B in L3 */
     int tuned;          /* mc and nc set by the tuner (else derived from the caches) */
     int panel_ways;     /* lines of a panel read in place that one L1 set may hold */
+    int64_t l1d;        /* bytes of L1 data cache */
 } sn_gemm_blocks;
 /* a kernel and the blocks it runs with, read once per GEMM call */
 typedef struct {
