@@ -89,8 +89,8 @@ static void ukernel_rows_avx512(int64_t kc, const float *a, int64_t lda, const f
 
 /* One row of a few-rows GEMM (sn_gemm_small.h), B not transposed: c[0:N)
  * = alpha * sum over kc steps of a_k * B[k, :] (+ beta * c), 128 columns
- * (8 zmm) at a time, then 64, 16 and a masked rest, each sum a chain of fused
- * multiply-adds in k order, stored as store_tile stores a tile: the bits of
+ * (8 zmm) at a time, then the rest (its last vector masked), each sum a chain
+ * of fused multiply-adds in k order, stored as store_tile stores a tile: the bits of
  * the blocked path. 1 x 784 x 128 on one core of an AMD EPYC Zen 5: GCC's
  * code for the plain loops 2.1 us at -O3 (3.6 us at -O2), this 2.0 us at
  * either: B read from L2 at about 48 bytes a cycle. */
@@ -101,10 +101,10 @@ static inline __m512 small_scale_avx512(__m512 acc, float alpha, float beta, __m
     return beta == 0.0f ? v : _mm512_fmadd_ps(_mm512_set1_ps(beta), c_old, v);
 }
 
-/* c[j0 : j0 + 16 vecs) for as many whole blocks of 16 vecs columns as fit
- * from j0 (vecs accumulators, each a chain in k order); returns the first
- * column left over. Always inlined with a constant vecs: the accumulators
- * stay in registers. */
+/* c[j0 : j0 + 16 vecs), the last vector's columns through `last` (a mask:
+ * all 16, or the 1-15 left at the end of a row), as vecs chains of fused
+ * multiply-adds in k order, side by side. Always inlined with a constant
+ * vecs: the accumulators stay in registers. */
 #if defined(__GNUC__) || defined(__clang__)
 /* GCC at -O2 left the loops over the accumulators rolled (in memory): 3.3 us */
 #define SN_UNROLL_VECS _Pragma("GCC unroll 8")
@@ -112,49 +112,80 @@ static inline __m512 small_scale_avx512(__m512 acc, float alpha, float beta, __m
 #define SN_UNROLL_VECS
 #endif
 SN_TARGET_AVX512 SN_ALWAYS_INLINE
-static inline int64_t small_cols_avx512(const int vecs, int64_t j0, int64_t N, int64_t kc,
-                                        float alpha, const float *a, int64_t a_step,
-                                        const float *B, int64_t ldb, float beta, float *c)
+static inline void small_block_avx512(const int vecs, __mmask16 last, int64_t j0, int64_t kc,
+                                      float alpha, const float *a, int64_t a_step,
+                                      const float *B, int64_t ldb, float beta, float *c)
 {
-    for (; j0 + 16 * vecs <= N; j0 += 16 * vecs) {
-        __m512 s[8];
+    __m512 s[8];
+    SN_UNROLL_VECS
+    for (int v = 0; v < vecs; ++v) s[v] = _mm512_setzero_ps();
+    const float *b = B + j0;
+    for (int64_t k = 0; k < kc; ++k, b += ldb) {
+        const __m512 ak = _mm512_set1_ps(a[k * a_step]);
         SN_UNROLL_VECS
-        for (int v = 0; v < vecs; ++v) s[v] = _mm512_setzero_ps();
-        const float *b = B + j0;
-        for (int64_t k = 0; k < kc; ++k, b += ldb) {
-            const __m512 ak = _mm512_set1_ps(a[k * a_step]);
-            SN_UNROLL_VECS
-            for (int v = 0; v < vecs; ++v)
-                s[v] = _mm512_fmadd_ps(ak, _mm512_loadu_ps(b + 16 * v), s[v]);
-        }
-        SN_UNROLL_VECS
-        for (int v = 0; v < vecs; ++v) {
-            float *cv = c + j0 + 16 * v;
-            const __m512 old = beta == 0.0f ? s[v] : _mm512_loadu_ps(cv);
-            _mm512_storeu_ps(cv, small_scale_avx512(s[v], alpha, beta, old));
-        }
+        for (int v = 0; v < vecs - 1; ++v)
+            s[v] = _mm512_fmadd_ps(ak, _mm512_loadu_ps(b + 16 * v), s[v]);
+        s[vecs - 1] =
+            _mm512_fmadd_ps(ak, _mm512_maskz_loadu_ps(last, b + 16 * (vecs - 1)), s[vecs - 1]);
     }
-    return j0;
+    SN_UNROLL_VECS
+    for (int v = 0; v < vecs; ++v) {
+        const __mmask16 m = v == vecs - 1 ? last : (__mmask16)0xFFFF;
+        float *cv = c + j0 + 16 * v;
+        const __m512 old = beta == 0.0f ? s[v] : _mm512_maskz_loadu_ps(m, cv);
+        _mm512_mask_storeu_ps(cv, m, small_scale_avx512(s[v], alpha, beta, old));
+    }
+}
+
+/* c[j0 : j0 + 128), 8 whole vectors: as small_block_avx512 with no mask
+ * (there, GCC ordered the 8 loads of a row of B out of address order:
+ * 1 x 784 x 128 took 2.8 us instead of 2.0) */
+SN_TARGET_AVX512 SN_ALWAYS_INLINE
+static inline void small_full_avx512(int64_t j0, int64_t kc, float alpha, const float *a,
+                                     int64_t a_step, const float *B, int64_t ldb, float beta,
+                                     float *c)
+{
+    __m512 s[8];
+    SN_UNROLL_VECS
+    for (int v = 0; v < 8; ++v) s[v] = _mm512_setzero_ps();
+    const float *b = B + j0;
+    for (int64_t k = 0; k < kc; ++k, b += ldb) {
+        const __m512 ak = _mm512_set1_ps(a[k * a_step]);
+        SN_UNROLL_VECS
+        for (int v = 0; v < 8; ++v) s[v] = _mm512_fmadd_ps(ak, _mm512_loadu_ps(b + 16 * v), s[v]);
+    }
+    SN_UNROLL_VECS
+    for (int v = 0; v < 8; ++v) {
+        float *cv = c + j0 + 16 * v;
+        const __m512 old = beta == 0.0f ? s[v] : _mm512_loadu_ps(cv);
+        _mm512_storeu_ps(cv, small_scale_avx512(s[v], alpha, beta, old));
+    }
 }
 
 SN_TARGET_AVX512
 static void small_row_avx512(int64_t N, int64_t kc, float alpha, const float *a,
                              int64_t a_step, const float *B, int64_t ldb, float beta, float *c)
 {
-    /* 128 columns at a time, then 64 (a half of 128, as a pair of threads
-     * splits it) */
-    int64_t j0 = small_cols_avx512(8, 0, N, kc, alpha, a, a_step, B, ldb, beta, c);
-    j0 = small_cols_avx512(4, j0, N, kc, alpha, a, a_step, B, ldb, beta, c);
-    /* then 16 columns, then the last 1-15 through a mask */
-    for (; j0 < N; j0 += 16) {
-        const int64_t w = N - j0 < 16 ? N - j0 : 16;
-        const __mmask16 mask = (__mmask16)((1u << w) - 1u);
-        __m512 s = _mm512_setzero_ps();
-        const float *b = B + j0;
-        for (int64_t k = 0; k < kc; ++k, b += ldb)
-            s = _mm512_fmadd_ps(_mm512_set1_ps(a[k * a_step]), _mm512_maskz_loadu_ps(mask, b), s);
-        const __m512 old = beta == 0.0f ? s : _mm512_maskz_loadu_ps(mask, c + j0);
-        _mm512_mask_storeu_ps(c + j0, mask, small_scale_avx512(s, alpha, beta, old));
+    /* 128 columns (8 zmm) at a time, then the rest in one pass: its whole
+     * vectors and a masked last one side by side (one vector at a time, a
+     * chain of kc dependent multiply-adds each, took 0.75 us per 16 columns
+     * of 1 x 784: a pair's unequal halves, 80 + 48 columns of 128, took
+     * longer than 64 + 64) */
+    int64_t j0 = 0;
+    for (; j0 + 128 <= N; j0 += 128)
+        small_full_avx512(j0, kc, alpha, a, a_step, B, ldb, beta, c);
+    const int64_t rest = N - j0;
+    if (rest == 0) return;
+    const __mmask16 last = rest % 16 ? (__mmask16)((1u << rest % 16) - 1u) : (__mmask16)0xFFFF;
+    switch ((rest + 15) / 16) {
+    case 1: small_block_avx512(1, last, j0, kc, alpha, a, a_step, B, ldb, beta, c); break;
+    case 2: small_block_avx512(2, last, j0, kc, alpha, a, a_step, B, ldb, beta, c); break;
+    case 3: small_block_avx512(3, last, j0, kc, alpha, a, a_step, B, ldb, beta, c); break;
+    case 4: small_block_avx512(4, last, j0, kc, alpha, a, a_step, B, ldb, beta, c); break;
+    case 5: small_block_avx512(5, last, j0, kc, alpha, a, a_step, B, ldb, beta, c); break;
+    case 6: small_block_avx512(6, last, j0, kc, alpha, a, a_step, B, ldb, beta, c); break;
+    case 7: small_block_avx512(7, last, j0, kc, alpha, a, a_step, B, ldb, beta, c); break;
+    default: small_block_avx512(8, last, j0, kc, alpha, a, a_step, B, ldb, beta, c); break;
     }
 }
 
