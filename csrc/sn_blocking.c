@@ -19,8 +19,10 @@
  *   mc: an mc x kc block of A fills half of L2;
  *   nc: a kc x nc block of B fills half of this core's share of L3,
  *   each rounded down to a multiple of its tile and kept within bounds;
- *   panel_ways: half the ways of L1 (l1d / 4 KB: 64 sets of 64-byte lines,
- *       as on the x86-64 and arm64 cores this runs on): a panel read in
+ *   panel_ways: half the ways of L1 counted as l1d / 4 KB (64 sets of
+ *       64-byte lines, as on the x86-64 cores this runs on; an L1 with
+ *       more sets, such as some arm64 cores' 64 KB 4-way with 256, holds
+ *       at least as many lines per 4 KB of addresses): a panel read in
  *       place may put that many of its lines in one set, the other half
  *       kept for the other operand's panel (sn_gemm.c, panel_fits_l1).
  *       12-way 48 KB L1d (AMD Zen 5, Intel Golden Cove): 6, and a plain A

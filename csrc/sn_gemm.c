@@ -332,13 +332,13 @@ static in_place_panels panels_in_place(const sn_gemm_plan *plan, int trans_a, in
     const int ways = plan->blocks.panel_ways;
     in_place_panels p;
     /* a plain B whose panel would not stay in L1 even packed (more than
-     * L1d: the AVX-512 tile's 32 columns by kc 392 or more) is read in
-     * place too: packing would only add a pass over B (the step's W_0,
-     * 392 x 512, written by the optimizer and read once by the product). 1
-     * thread: 128x512x392 1.04-1.07x, 128x128x392 1.06x faster; C trainer
-     * steps 784-128-10 Adam 1.019x, SGD batch 32 1.116x, 784-512-256-10
-     * 1.027x (AMD EPYC Zen 5; the AVX2 kernel's panels, 16 columns: no
-     * difference there) */
+     * L1d: on a 48 KB L1d the AVX-512 tile's 32 columns by kc 385 or more)
+     * is read in place too: packing would only add a pass over B (the
+     * step's W_0, 392 x 512, written by the optimizer and read once by the
+     * product). 1 thread: 128x512x392 1.04-1.07x, 128x128x392 1.06x
+     * faster; C trainer steps 784-128-10 Adam 1.025x, SGD batch 32 1.123x,
+     * 784-512-256-10 1.018x (AMD EPYC Zen 5; the AVX2 kernel's 16-column
+     * panels, timed either way there: no difference) */
     const int packed_fits_l1 = kc * ki->nr * (int64_t)sizeof(float) <= plan->blocks.l1d;
     p.b = !trans_b && M <= plan->blocks.mc &&
           (!packed_fits_l1 || panel_fits_l1(ldb, kc, ki->nr, ways));
@@ -738,10 +738,13 @@ static int gemm_small_pair(gemm_strips *g)
         _Alignas(64) float t[SN_PAIR_K_BUFFER];
         const k_halves h = {g, k_last, t};
         const int status = sn_run_pair(k_half, &h);
-        /* C += t, then the epilogue over the whole of C */
+        /* C += t, then the epilogue over the whole of C (in the library's
+         * floating-point mode, as the serial path's last block) */
+        const unsigned fp = sn_fp_enter();
         for (int64_t i = 0; i < g->M; ++i)
             for (int64_t j = 0; j < g->N; ++j) g->C[i * g->ldc + j] += t[i * g->N + j];
         if (g->ep) apply_epilogue(g->ep, g->C, g->ldc, 0, 0, g->M, g->N);
+        sn_fp_leave(fp);
         return status;
     }
     g->per_strip = ((g->N + 1) / 2 + 15) / 16 * 16;

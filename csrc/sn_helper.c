@@ -147,37 +147,31 @@ static int this_cpu(void)
  * 3.4-3.8 us against 2.45 alone and 2.3 with the helper on the other CPU,
  * for the first ~200 ms after the helper started, until the OS moved it).
  * So when the helper finds itself on the CPU a caller last offered from, it
- * takes that CPU out of its own affinity (of those it started with, which
- * it keeps: `allowed`), and the OS moves it at once. A caller that moves to
- * the helper's CPU later sends it back the same way. Linux only. */
+ * takes that CPU out of its affinity, which moves it to another at once,
+ * then gives its affinity back as it was: it never keeps a narrowed mask,
+ * so one the user sets later (taskset -a) is the user's. If the OS brings
+ * it back beside the caller, it moves again. Linux only. */
 #if defined(__linux__) && defined(CPU_COUNT)
-static cpu_set_t allowed;
-static int allowed_known;
-
 static void keep_off_caller_cpu(void)
 {
     const int caller = sn_atomic_load(&g.caller_cpu);
-    if (!allowed_known || caller < 0 || caller >= CPU_SETSIZE || caller != this_cpu() ||
-        !CPU_ISSET(caller, &allowed) || CPU_COUNT(&allowed) < 2)
+    if (caller < 0 || caller >= CPU_SETSIZE || caller != this_cpu()) return;
+    cpu_set_t allowed;
+    if (sched_getaffinity(0, sizeof allowed, &allowed) != 0 || !CPU_ISSET(caller, &allowed) ||
+        CPU_COUNT(&allowed) < 2)
         return;
     cpu_set_t others = allowed;
     CPU_CLR(caller, &others);
-    sched_setaffinity(0, sizeof others, &others);
-}
-
-static void learn_allowed_cpus(void)
-{
-    allowed_known = sched_getaffinity(0, sizeof allowed, &allowed) == 0;
+    if (sched_setaffinity(0, sizeof others, &others) == 0)
+        sched_setaffinity(0, sizeof allowed, &allowed);
 }
 #else
 static void keep_off_caller_cpu(void) {}
-static void learn_allowed_cpus(void) {}
 #endif
 
 static void *helper_main(void *unused)
 {
     (void)unused;
-    learn_allowed_cpus();
     keep_off_caller_cpu();
     double idle_since = seconds_now();
     for (unsigned turn = 1;; ++turn) {

@@ -111,6 +111,45 @@ def test_concurrent_gemm_calls_get_the_single_thread_bits(trans_a, trans_b):
             np.testing.assert_array_equal(C, want[i], err_msg=f"thread {i}")
 
 
+def test_a_pair_of_threads_flushes_subnormals_as_one_thread_does():
+    """One image through a layer on two threads (the helper sums K's last kc
+    block, the caller adds it) rounds as one thread does, in flush-to-zero:
+    sums that cancel into the subnormal range give 0 both ways, and so does
+    a sigmoid of a large negative input (the pair's last add and epilogue
+    once ran in the caller's own floating-point mode and gave 1e-39)."""
+    K, N = 784, 128
+    a = np.zeros((1, K), np.float32)
+    a[0, 0] = a[0, 600] = 1.0
+    b = np.zeros((K, N), np.float32)
+    b[0, :], b[600, :] = 1.5e-38, -1.4e-38  # rows 0 and 600: both kc blocks
+    x = np.zeros((1, K), np.float32)
+    x[0, 0] = 1.0
+    w = np.zeros((K, N), np.float32)
+    w[0, :] = -90.0  # sigmoid(-90) ~ 8e-40, subnormal
+    bias = np.zeros(N, np.float32)
+    prev, prev_pair, prev_isa = _core.get_num_threads(), _core.pair_min_flops(), _core.get_isa()
+    try:
+        for isa in _core.supported_isas():
+            _core.set_isa(isa)
+            got = {}
+            for threads in (1, 2):
+                _core.set_num_threads(threads)
+                _core.set_pair_min_flops(0)  # two threads: the pair
+                c = np.full((1, N), np.nan, np.float32)
+                _core.gemm(a, b, c)
+                y = np.full((1, N), np.nan, np.float32)
+                _core.dense_forward(x, w, bias, y, act="sigmoid")
+                got[threads] = (c, y)
+            for one, two in zip(got[1], got[2]):
+                np.testing.assert_array_equal(one.view(np.uint32), two.view(np.uint32),
+                                              err_msg=isa)
+                assert not one.any(), isa  # flushed to zero
+    finally:
+        _core.set_isa(prev_isa)
+        _core.set_num_threads(prev)
+        _core.set_pair_min_flops(prev_pair)
+
+
 def test_one_image_predictions_from_several_threads_get_the_one_thread_bits():
     """One image at a time goes through the first layer in two halves, the
     second for a helper thread when it is free (csrc/sn_helper.c; one caller
@@ -171,21 +210,34 @@ def _helper_threads():
 
 @pytest.mark.skipif(not sys.platform.startswith("linux") or len(os.sched_getaffinity(0)) < 2,
                     reason="the helper's placement is managed on Linux, with two CPUs or more")
-def test_the_pair_helper_moves_off_the_callers_cpu():
+def test_the_pair_helper_moves_off_the_callers_cpu_within_the_cpus_it_is_given():
     """The helper thread (csrc/sn_helper.c) leaves the CPU its caller offers
-    halves from. Here the calling thread and the helper are both pinned to
-    one CPU (the worst the OS did: it placed the helper beside its caller
-    while another library's threads spun on the other CPU; the helper then
-    ran only when the caller yielded, every half was taken back, and a call
-    took 3.4-3.8 us instead of 2.45 alone, 784-128-10 on an AMD EPYC Zen 5);
-    one-image predictions soon find the helper on another CPU, for each of
-    two CPUs in turn."""
+    halves from, but never for a CPU its affinity does not allow. For each
+    of two CPUs: the calling thread pinned there and the helper placed
+    beside it (pinned there, then allowed every CPU again, as the OS left it
+    when another library's threads spun on the other CPU: it ran only when
+    the caller yielded, every half was taken back, and a call took 3.4-3.8
+    us instead of 2.45 alone, 784-128-10 on an AMD EPYC Zen 5), one-image
+    predictions soon find it on another CPU (the OS may move it too, when
+    the other CPU is idle). Then restricted to the caller's CPU, as
+    `taskset -a` restricts a process's threads, it stays within it (the
+    helper once kept a mask of its own from the CPUs it started with, and
+    so left such a restriction)."""
     import scratchnet as sn
 
     model = sn.Sequential(sn.Dense(784, 128), sn.ReLU(), sn.Dense(128, 10))
     x = np.random.default_rng(3).random((1, 784), dtype=np.float32)
+    want = model.predict_proba(x)
     mask = os.sched_getaffinity(0)  # this thread's
     prev, prev_pair = _core.get_num_threads(), _core.pair_min_flops()
+    helpers = {}
+
+    def predict_for(seconds, until=lambda: False):
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline and not until():
+            for _ in range(200):
+                np.testing.assert_array_equal(model.predict_proba(x), want)
+
     try:
         _core.set_num_threads(2)
         _core.set_pair_min_flops(0)  # the first layer in two halves
@@ -196,16 +248,22 @@ def test_the_pair_helper_moves_off_the_callers_cpu():
             os.sched_setaffinity(0, {cpu})
             for tid in helpers:
                 os.sched_setaffinity(tid, {cpu})
-            deadline, where = time.monotonic() + 2.0, None
-            while time.monotonic() < deadline:
-                for _ in range(200):
-                    model.predict_proba(x)
-                where = _helper_threads()
-                if cpu not in where.values():
-                    break
+                os.sched_setaffinity(tid, mask)
+            predict_for(2.0, until=lambda: cpu not in _helper_threads().values())
+            where = _helper_threads()
             assert where and cpu not in where.values(), (cpu, where)
+            for tid in helpers:
+                os.sched_setaffinity(tid, {cpu})
+            predict_for(0.3)
+            for tid in helpers:
+                assert os.sched_getaffinity(tid) == {cpu}, (cpu, os.sched_getaffinity(tid))
     finally:
         os.sched_setaffinity(0, mask)
+        for tid in helpers:
+            try:
+                os.sched_setaffinity(tid, mask)
+            except OSError:  # the thread ended
+                pass
         _core.set_num_threads(prev)
         _core.set_pair_min_flops(prev_pair)
 
