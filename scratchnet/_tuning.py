@@ -47,6 +47,14 @@ MIN_GAIN = 0.03        # the derived blocks and the best kernel give way only to
 PAIR_HIDDEN = (128, 256)
 PAIR_CALLS = 200       # calls in a timed block (about a millisecond)
 PAIR_ROUNDS = 5
+# The halves must be this much faster to be kept: timed here in a loop of
+# their own, they meet in a program other libraries' threads (NumPy's
+# OpenBLAS, PyTorch's) spinning on the second CPU at times. 784-128-10's
+# halves timed 10% faster here (2.10 against 2.35 us) and gave the bench's
+# batch-1 row 2.6, 2.6, 3.3, 2.7, 3.3, 2.6, 2.6 and 3.4 us against 2.6-2.7
+# (once 3.1) on one thread; 784-256-10's, 30-40% faster here, pay their way
+# (AMD EPYC Zen 5, 2026-11-28).
+PAIR_MIN_GAIN = 0.15
 
 # how the GEMM was configured at import: read by info() and `scratchnet info`
 STATE = {"source": "derived", "detail": "not configured yet"}
@@ -199,12 +207,13 @@ def time_pair(hidden=PAIR_HIDDEN, rounds=PAIR_ROUNDS, calls=PAIR_CALLS):
 
 def choose_pair(rows):
     """pair_min_flops from time_pair's rows: the default (0) if the halves
-    were faster by MIN_GAIN for every network timed; else the first layer of
+    were faster by PAIR_MIN_GAIN for every network timed; else the first layer of
     the smallest network from which they were for every larger one; else
     never."""
     rows = sorted(rows, key=lambda row: row["flops"])
     start = len(rows)
-    while start > 0 and rows[start - 1]["paired_us"] * (1 + MIN_GAIN) < rows[start - 1]["alone_us"]:
+    while (start > 0 and
+           rows[start - 1]["paired_us"] * (1 + PAIR_MIN_GAIN) < rows[start - 1]["alone_us"]):
         start -= 1
     if start == 0:
         return 0
