@@ -137,28 +137,49 @@ static inline void small_block_avx512(const int vecs, __mmask16 last, int64_t j0
     }
 }
 
-/* c[j0 : j0 + 128), 8 whole vectors: as small_block_avx512 with no mask
+/* c[j0 : j0 + 128), 8 whole vectors, as small_block_avx512 with no mask
  * (there, GCC ordered the 8 loads of a row of B out of address order:
- * 1 x 784 x 128 took 2.8 us instead of 2.0) */
+ * 1 x 784 x 128 took 2.8 us instead of 2.0), over one kc block (blocks 1:
+ * kn0 steps from a0 and B0) or two side by side (blocks 2: also kn1 <= kn0
+ * steps from a1 and B1, each block its own 8 chains in k order, their rows
+ * of B read in turn; stored block 0 first (beta), block 1 after (beta 1),
+ * as the blocks one after the other store them: the same bits). Always
+ * inlined with a constant `blocks`. Two streams from L2 where there was
+ * one: 1 x K x 128 on one core of an AMD EPYC Zen 5 (kc 512), one block
+ * after the other / side by side: K 784 1.93-1.95 / 1.83-1.87 us, 850
+ * 2.07-2.10 / 1.75, 900 2.17 / 1.82, 1024 2.10-2.17 / 2.06-2.11, 1280
+ * 2.65-2.73 / 2.60-2.62. (Prefetching each stream 3 rows ahead gave 1.66
+ * at K 784 but 1.83-1.94 at 850-900 and 2.2-2.3 at 1024: left out.) */
 SN_TARGET_AVX512 SN_ALWAYS_INLINE
-static inline void small_full_avx512(int64_t j0, int64_t kc, float alpha, const float *a,
-                                     int64_t a_step, const float *B, int64_t ldb, float beta,
-                                     float *c)
+static inline void small_full_avx512(const int blocks, int64_t j0, int64_t kn0, int64_t kn1,
+                                     float alpha, const float *a0, const float *a1,
+                                     int64_t a_step, const float *B0, const float *B1,
+                                     int64_t ldb, float beta, float *c)
 {
-    __m512 s[8];
+    __m512 s[8], t[8];
     SN_UNROLL_VECS
-    for (int v = 0; v < 8; ++v) s[v] = _mm512_setzero_ps();
-    const float *b = B + j0;
-    for (int64_t k = 0; k < kc; ++k, b += ldb) {
-        const __m512 ak = _mm512_set1_ps(a[k * a_step]);
+    for (int v = 0; v < 8; ++v) s[v] = t[v] = _mm512_setzero_ps();
+    const float *b0 = B0 + j0, *b1 = blocks == 2 ? B1 + j0 : NULL;
+    int64_t k = 0;
+    for (; blocks == 2 && k < kn1; ++k, b0 += ldb, b1 += ldb) {
+        const __m512 ak = _mm512_set1_ps(a0[k * a_step]), bk = _mm512_set1_ps(a1[k * a_step]);
         SN_UNROLL_VECS
-        for (int v = 0; v < 8; ++v) s[v] = _mm512_fmadd_ps(ak, _mm512_loadu_ps(b + 16 * v), s[v]);
+        for (int v = 0; v < 8; ++v) s[v] = _mm512_fmadd_ps(ak, _mm512_loadu_ps(b0 + 16 * v), s[v]);
+        SN_UNROLL_VECS
+        for (int v = 0; v < 8; ++v) t[v] = _mm512_fmadd_ps(bk, _mm512_loadu_ps(b1 + 16 * v), t[v]);
+    }
+    for (; k < kn0; ++k, b0 += ldb) {
+        const __m512 ak = _mm512_set1_ps(a0[k * a_step]);
+        SN_UNROLL_VECS
+        for (int v = 0; v < 8; ++v) s[v] = _mm512_fmadd_ps(ak, _mm512_loadu_ps(b0 + 16 * v), s[v]);
     }
     SN_UNROLL_VECS
     for (int v = 0; v < 8; ++v) {
         float *cv = c + j0 + 16 * v;
         const __m512 old = beta == 0.0f ? s[v] : _mm512_loadu_ps(cv);
-        _mm512_storeu_ps(cv, small_scale_avx512(s[v], alpha, beta, old));
+        __m512 out = small_scale_avx512(s[v], alpha, beta, old);
+        if (blocks == 2) out = small_scale_avx512(t[v], alpha, 1.0f, out);
+        _mm512_storeu_ps(cv, out);
     }
 }
 
@@ -173,7 +194,7 @@ static void small_row_avx512(int64_t N, int64_t kc, float alpha, const float *a,
      * longer than 64 + 64) */
     int64_t j0 = 0;
     for (; j0 + 128 <= N; j0 += 128)
-        small_full_avx512(j0, kc, alpha, a, a_step, B, ldb, beta, c);
+        small_full_avx512(1, j0, kc, 0, alpha, a, NULL, a_step, B, NULL, ldb, beta, c);
     const int64_t rest = N - j0;
     if (rest == 0) return;
     const __mmask16 last = rest % 16 ? (__mmask16)((1u << rest % 16) - 1u) : (__mmask16)0xFFFF;
@@ -247,8 +268,26 @@ static void narrow_gemm_avx512(int trans_a, int64_t M, int64_t N, int64_t K, flo
                                C + i * ldc, ldc);
     }
 }
+/* Two kc blocks of one row (sn_gemm_small.h's SN_SMALL_ROW2): their
+ * 128-column blocks side by side (small_full_avx512), the rest of the
+ * columns one block after the other. */
+SN_TARGET_AVX512
+static void small_row2_avx512(int64_t N, int64_t kn0, int64_t kn1, float alpha,
+                              const float *a0, const float *a1, int64_t a_step,
+                              const float *B0, const float *B1, int64_t ldb, float beta,
+                              float *c)
+{
+    int64_t j0 = 0;
+    for (; j0 + 128 <= N; j0 += 128)
+        small_full_avx512(2, j0, kn0, kn1, alpha, a0, a1, a_step, B0, B1, ldb, beta, c);
+    if (j0 < N) {
+        small_row_avx512(N - j0, kn0, alpha, a0, a_step, B0 + j0, ldb, beta, c + j0);
+        small_row_avx512(N - j0, kn1, alpha, a1, a_step, B1 + j0, ldb, 1.0f, c + j0);
+    }
+}
 #undef SN_UNROLL_VECS
 #define SN_SMALL_HAVE_ROW 1
+#define SN_SMALL_ROW2 small_row2_avx512
 
 #define SN_SMALL_NAME small_gemm_avx512
 #define SN_SMALL_BLOCKS small_blocks_avx512

@@ -92,10 +92,20 @@ static void SN_SMALL_NAME(int trans_a, int trans_b, int64_t M, int64_t N, int64_
         if (!trans_b) {
             /* c[j] = sum_k a_ik B[k, j]: rows of B scaled and added, in
              * the blocked path's kc blocks */
-            for (int64_t pc = 0; pc < K; pc += kc) {
+            for (int64_t pc = 0; pc < K;) {
                 const int64_t kn = K - pc < kc ? K - pc : kc;
-                SN_SMALL_ROW(N, kn, alpha, a + pc * a_step, a_step, B + pc * ldb, ldb,
-                             pc == 0 ? beta : 1.0f, c);
+                const float beta_k = pc == 0 ? beta : 1.0f;
+#ifdef SN_SMALL_ROW2
+                if (pc + kc < K) { /* this block and the next side by side */
+                    const int64_t kn1 = K - pc - kc < kc ? K - pc - kc : kc;
+                    SN_SMALL_ROW2(N, kn, kn1, alpha, a + pc * a_step, a + (pc + kc) * a_step,
+                                  a_step, B + pc * ldb, B + (pc + kc) * ldb, ldb, beta_k, c);
+                    pc += 2 * kc;
+                    continue;
+                }
+#endif
+                SN_SMALL_ROW(N, kn, alpha, a + pc * a_step, a_step, B + pc * ldb, ldb, beta_k, c);
+                pc += kc;
             }
         } else {
             /* c[j] = dot(op(A) row i, B row j): 16 partial sums, added in a
@@ -120,6 +130,7 @@ static void SN_SMALL_NAME(int trans_a, int trans_b, int64_t M, int64_t N, int64_
 #undef SN_SMALL_BLOCKS
 #undef SN_SMALL_ROW
 #undef SN_SMALL_HAVE_ROW
+#undef SN_SMALL_ROW2
 #undef SN_SMALL_FMA
 #undef SN_SMALL_MADD
 #undef SN_SMALL_SCALE

@@ -357,17 +357,23 @@ def test_gemm_few_rows_bits_across_column_blocks(isa, trans_a):
     the columns in blocks of its own (AVX-512: 128, 64, 16, then a masked
     rest; AVX2: 64, 8, masked): with N = 2 x 128 + 64 + 16 + 7 every kind
     of block is there, and each of rows 1 .. small_m gets the bits the
-    blocked path gives it in a larger M; two kc blocks, alpha and beta."""
+    blocked path gives it in a larger M; alpha and beta. Two kc blocks (the
+    AVX-512 path reads two blocks side by side), two whole ones, and three
+    (two side by side, then one)."""
     b = BLOCKING[isa]
-    M_all, N, K = 2 * b["mr"] + 1, 2 * 128 + 64 + 16 + 7, b["kc"] + 5
-    rng = rng_for("few rows", isa, trans_a)
-    A, B = operands(rng, M_all, N, K, trans_a, False)
-    C0 = randn(rng, M_all, N)
-    whole = _core.gemm(A, B, C0.copy(), trans_a, False, 1.5, -0.25)
-    for M in range(1, b["small_m"] + 1):
-        part = np.ascontiguousarray(A[:, :M] if trans_a else A[:M])
-        C = _core.gemm(part, B, C0[:M].copy(), trans_a, False, 1.5, -0.25)
-        np.testing.assert_array_equal(C, whole[:M], err_msg=f"M={M}")
+    kc = b["kc"]
+    M_all, N = 2 * b["mr"] + 1, 2 * 128 + 64 + 16 + 7
+    for K in (kc + 5, 2 * kc, 2 * kc + 37):
+        rng = rng_for("few rows", isa, trans_a, K)
+        A, B = operands(rng, M_all, N, K, trans_a, False)
+        C0 = randn(rng, M_all, N)
+        whole = _core.gemm(A, B, C0.copy(), trans_a, False, 1.5, -0.25)
+        for M in range(1, b["small_m"] + 1):
+            part = np.ascontiguousarray(A[:, :M] if trans_a else A[:M])
+            C = _core.gemm(part, B, C0[:M].copy(), trans_a, False, 1.5, -0.25)
+            np.testing.assert_array_equal(C, whole[:M], err_msg=f"K={K}, M={M}")
+    ref, tol = gemm_reference(A, B, C0, trans_a, False, 1.5, -0.25)
+    assert_gemm_close(whole, ref, tol, "all rows")
     ref, tol = gemm_reference(A, B, C0, trans_a, False, 1.5, -0.25)
     assert_gemm_close(whole, ref, tol, "all rows")
 
