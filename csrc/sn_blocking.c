@@ -31,8 +31,11 @@
  *       packed: C trainer steps 1.025x (784-128-10 Adam), 1.013x (SGD batch
  *       32), 1.009x (784-512-256-10), AMD EPYC Zen 5. 8-way 32 KB: 4, as
  *       before.
- * kc fixes the order the shared dimension is summed in, so it is derived
- * only (never timed: a timing race must not change results); mc and nc
+ * kc is the longest block of the shared dimension: a GEMM cuts its K into
+ * as many as that needs, of equal length (sn_gemm.c, plan_for_k: 784 is
+ * 392 + 392, not 512 + 272). It fixes the order the shared dimension is
+ * summed in, so it is derived only (never timed: a timing race must not
+ * change results); mc and nc
  * change only speed, and the tuner (scratchnet/_tuning.py) may set them. */
 #include <stddef.h>
 

@@ -598,13 +598,31 @@ static void small_strip(const sn_gemm_plan *plan, int trans_a, int trans_b, int6
     sn_fp_leave(fp);
 }
 
+/* The active plan for a shared dimension of K, its kc blocks made equal:
+ * as many as the derived kc needs, each K / blocks long (rounded up), so
+ * that no block is a short rest (every path takes kc from here: the same
+ * sums whatever the path). One image through 784-128-10 on two threads
+ * (the helper takes the last block, gemm_small_pair): 1.80-1.82 us with
+ * 512 + 272, 1.63-1.70 with 392 + 392; one thread 2.11-2.16 either way;
+ * training steps 0.994x-1.014x (C trainer, AMD EPYC Zen 5). */
+static sn_gemm_plan plan_for_k(int64_t K)
+{
+    sn_gemm_plan plan = sn_active_gemm_plan();
+    const int64_t kc = plan.blocks.kc;
+    if (K > kc) {
+        const int64_t blocks = (K + kc - 1) / kc;
+        plan.blocks.kc = (K + blocks - 1) / blocks;
+    }
+    return plan;
+}
+
 /* The GEMM in the calling thread, arguments already checked, M, N > 0. */
 static int gemm_serial(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha,
                        const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
                        float *C, int64_t ldc, const sn_epilogue *ep)
 {
     if (ep && ep->kind == SN_EPI_NONE) ep = NULL;
-    const sn_gemm_plan plan = sn_active_gemm_plan();
+    const sn_gemm_plan plan = plan_for_k(K);
     const unsigned fp = sn_fp_enter();
     int status = SN_OK;
     if (K == 0 || alpha == 0.0f) {
@@ -724,10 +742,12 @@ static int k_half(const void *ctx, int64_t half)
  * an AMD EPYC Zen 5: one core alone 1.98 us; the first 64 columns of rows
  * 128 floats apart 1.44 us, against 1.14 for rows 64 apart (the core's
  * prefetchers fetch the other half's lines too), so halves by columns took
- * 1.41 and 1.43 us; by blocks, 512 rows of B 1.43 us (the caller) and 272
- * rows 0.82 us (the helper, begun ~0.1 us after the offer). One image
- * through 784-128-10 (sn_mlp_forward_f32): 2.16-2.30 us alone, 1.96-2.0
- * with column halves, 1.79 with block halves. Same bits either way. */
+ * 1.41 and 1.43 us; by blocks of 512 + 272 rows, 512 rows of B 1.43 us
+ * (the caller) and 272 rows 0.82 us (the helper, begun ~0.1 us after the
+ * offer). One image through 784-128-10 (sn_mlp_forward_f32): 2.16-2.30 us
+ * alone, 1.96-2.0 with column halves, 1.79 with block halves of 512 + 272,
+ * 1.63-1.70 since the blocks are equal (392 + 392, plan_for_k). Same bits
+ * either way. */
 static int gemm_small_pair(gemm_strips *g)
 {
     g->small = 1;
@@ -815,7 +835,7 @@ int sn_gemm_epi_f32(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, f
     if (nthreads == 1 && !pair)
         return gemm_serial(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, ep);
     if (ep && ep->kind == SN_EPI_NONE) ep = NULL;
-    gemm_strips g = {sn_active_gemm_plan(), trans_a, trans_b, M, N, K, alpha, beta, A, B,
+    gemm_strips g = {plan_for_k(K), trans_a, trans_b, M, N, K, alpha, beta, A, B,
                      lda, ldb, ldc, C, ep, 0, 0, 0};
     if (pair) return gemm_small_pair(&g);
     return M <= SN_SMALL_M ? gemm_small_parallel(&g, nthreads)

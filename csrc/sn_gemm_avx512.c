@@ -146,10 +146,12 @@ static inline void small_block_avx512(const int vecs, __mmask16 last, int64_t j0
  * as the blocks one after the other store them: the same bits). Always
  * inlined with a constant `blocks`. Two streams from L2 where there was
  * one: 1 x K x 128 on one core of an AMD EPYC Zen 5 (kc 512), one block
- * after the other / side by side: K 784 1.93-1.95 / 1.83-1.87 us, 850
- * 2.07-2.10 / 1.75, 900 2.17 / 1.82, 1024 2.10-2.17 / 2.06-2.11, 1280
- * 2.65-2.73 / 2.60-2.62. (Prefetching each stream 3 rows ahead gave 1.66
- * at K 784 but 1.83-1.94 at 850-900 and 2.2-2.3 at 1024: left out.) */
+ * after the other (K 784: 512 + 272 rows) / side by side in equal blocks
+ * (392 + 392, plan_for_k in sn_gemm.c): K 784 1.92 / 1.84-1.85 us, 850
+ * 2.08-2.14 / 1.77-1.79, 900 2.15-2.18 / 1.83, 1024 and 1280 no
+ * different (2.06-2.11, 2.6-2.7). (Prefetching each stream 3 rows ahead
+ * gave 1.66 at K 784 in 512 + 272 but 1.83-1.94 at 850-900 and 2.2-2.3
+ * at 1024: left out.) */
 SN_TARGET_AVX512 SN_ALWAYS_INLINE
 static inline void small_full_avx512(const int blocks, int64_t j0, int64_t kn0, int64_t kn1,
                                      float alpha, const float *a0, const float *a1,

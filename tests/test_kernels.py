@@ -352,6 +352,38 @@ def test_gemm_a_rows_bits_do_not_depend_on_the_row_count(isa, trans_a, trans_b, 
 
 
 @pytest.mark.parametrize("trans_a", [False, True])
+def test_gemm_cuts_the_shared_dimension_in_equal_blocks(isa, trans_a):
+    """K longer than kc is summed in ceil(K / kc) blocks of equal length
+    (784 with kc 512: 392 + 392, not 512 + 272), each a fresh sum, added to
+    C in turn, on every path (few rows, one image on a pair of threads, the
+    blocked path). Seen in the bits: B's column is 2^24 in row 0 and 1 in
+    every other row, A is ones, so in the first block each 1 is lost
+    (2^24 + 1 rounds to 2^24) and in every later block it is counted: C is
+    2^24 plus the rows past the first block."""
+    kc = BLOCKING[isa]["kc"]
+    prev_threads, prev_pair = _core.get_num_threads(), _core.pair_min_flops()
+    try:
+        for K in (784, kc + 2, 2 * kc + 100):
+            blocks = -(-K // kc)
+            first = -(-K // blocks)
+            want = np.float32(2.0 ** 24)
+            for start in range(first, K, first):  # each later block's sum, added to C
+                want = np.float32(want + np.float32(min(first, K - start)))
+            B = np.ones((K, 40), np.float32)
+            B[0] = 2.0 ** 24
+            for M, threads in ((1, 1), (1, 2), (3, 1), (40, 1), (40, 2)):
+                _core.set_num_threads(threads)
+                _core.set_pair_min_flops(1)  # one image: the pair's halves on two threads
+                A = np.ones((K, M) if trans_a else (M, K), np.float32)
+                C = _core.gemm(A, B, np.zeros((M, 40), np.float32), trans_a, False)
+                np.testing.assert_array_equal(C, np.full((M, 40), want),
+                                              err_msg=f"K={K} M={M} threads={threads}")
+    finally:
+        _core.set_num_threads(prev_threads)
+        _core.set_pair_min_flops(prev_pair)
+
+
+@pytest.mark.parametrize("trans_a", [False, True])
 def test_gemm_few_rows_bits_across_column_blocks(isa, trans_a):
     """The few-rows path (at most small_m rows, B not transposed) goes over
     the columns in blocks of its own (AVX-512: 128, 64, 16, then a masked
