@@ -81,6 +81,12 @@ int sn_set_gemm_blocks(int isa, int64_t mc, int64_t nc);
  * small_parallel_min. */
 int sn_set_pair_min_flops(int64_t flops);
 int64_t sn_get_pair_min_flops(void);
+/* 1 (the default): each shape of such a GEMM is timed at run time, now
+ * alone and now in two halves, and goes the faster way (sn_pair_choice.c);
+ * 0: always in two halves where the threshold says so (tests). Speed only.
+ * SN_EINVAL for anything else. */
+int sn_set_pair_timing(int on);
+int sn_get_pair_timing(void);
 /* The caches the blocks are derived from: out = {L1d, L2, L3 bytes, logical
  * CPUs sharing L2, sharing L3}; returns where they came from: "cpuid",
  * "sysconf" or "defaults". */

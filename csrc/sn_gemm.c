@@ -837,7 +837,15 @@ int sn_gemm_epi_f32(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, f
     if (ep && ep->kind == SN_EPI_NONE) ep = NULL;
     gemm_strips g = {plan_for_k(K), trans_a, trans_b, M, N, K, alpha, beta, A, B,
                      lda, ldb, ldc, C, ep, 0, 0, 0};
-    if (pair) return gemm_small_pair(&g);
+    if (pair) {
+        sn_pair_call call;
+        const int status = sn_pair_begin(M, N, K, &call)
+                               ? gemm_small_pair(&g)
+                               : gemm_serial(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb,
+                                             beta, C, ldc, ep);
+        sn_pair_end(&call);
+        return status;
+    }
     return M <= SN_SMALL_M ? gemm_small_parallel(&g, nthreads)
                            : gemm_blocked_parallel(&g, nthreads);
 }

@@ -91,13 +91,6 @@ static struct {
 } g = {0, 0, 0, 0, 0, 0, -1, NULL, NULL, SN_OK, 0, SN_HELPER_BACKOFF_MIN, 0, 0, -1,
        PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER};
 
-static double seconds_now(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
 static void spin_pause(void)
 {
 #if defined(__x86_64__) || defined(__i386__)
@@ -173,18 +166,18 @@ static void *helper_main(void *unused)
 {
     (void)unused;
     keep_off_caller_cpu();
-    double idle_since = seconds_now();
+    double idle_since = sn_seconds_now();
     for (unsigned turn = 1;; ++turn) {
         const int s = sn_atomic_load_acquire(&g.state);
         if ((s & 3) == OFFERED && sn_atomic_cas(&g.state, s, (s & ~3) | BEGUN)) {
             g.status = run_half(g.fn, g.ctx, 1);
             __atomic_fetch_add(&g.helped, 1, __ATOMIC_RELAXED);
             sn_atomic_publish(&g.state, s & ~3); /* IDLE, same sequence */
-            idle_since = seconds_now();
-        } else if (seconds_now() - idle_since > SN_HELPER_SPIN_SECONDS) {
+            idle_since = sn_seconds_now();
+        } else if (sn_seconds_now() - idle_since > SN_HELPER_SPIN_SECONDS) {
             sleep_until_offered();
             keep_off_caller_cpu();
-            idle_since = seconds_now();
+            idle_since = sn_seconds_now();
         } else if (turn % SN_HELPER_YIELD_EVERY == 0) {
             keep_off_caller_cpu();
             /* a caller the OS runs on this same core (another program has
@@ -285,6 +278,29 @@ int sn_pair_halves_helped(void)
     return __atomic_load_n(&g.helped, __ATOMIC_RELAXED);
 }
 
+/* Wakes the helper if it sleeps, once each sleep (the holder of in_use);
+ * returns whether it was asleep. Only if the lock is free: the helper
+ * holds it for a moment around its sleep, and may have been descheduled in
+ * that moment; the next call tries again. */
+static int wake_once(void)
+{
+    const int asleep = __atomic_load_n(&g.sleeping, __ATOMIC_SEQ_CST);
+    const int nap = sn_atomic_load(&g.naps);
+    if (asleep && nap != g.woken_nap && pthread_mutex_trylock(&g.lock) == 0) {
+        pthread_cond_signal(&g.wake);
+        pthread_mutex_unlock(&g.lock);
+        g.woken_nap = nap;
+    }
+    return asleep;
+}
+
+void sn_pair_wake(void)
+{
+    if (sn_atomic_load_acquire(&g.started) != RUNNING || !sn_atomic_cas(&g.in_use, 0, 1)) return;
+    wake_once();
+    sn_atomic_release(&g.in_use);
+}
+
 int sn_run_pair(sn_unit_fn fn, const void *ctx)
 {
     if (!helper_running() || !sn_atomic_cas(&g.in_use, 0, 1)) return both_halves(fn, ctx);
@@ -308,16 +324,8 @@ int sn_run_pair(sn_unit_fn fn, const void *ctx)
     __atomic_store_n(&g.state, offered, __ATOMIC_SEQ_CST);
     /* wake each sleep once: it wakes within tens of microseconds, or, with
      * another program on its core, when the OS runs it (a signal a call
-     * would cost each call a system call). Only if the lock is free: the
-     * helper holds it for a moment around its sleep, and may have been
-     * descheduled in that moment; the next call tries again. */
-    const int asleep = __atomic_load_n(&g.sleeping, __ATOMIC_SEQ_CST);
-    const int nap = sn_atomic_load(&g.naps);
-    if (asleep && nap != g.woken_nap && pthread_mutex_trylock(&g.lock) == 0) {
-        pthread_cond_signal(&g.wake);
-        pthread_mutex_unlock(&g.lock);
-        g.woken_nap = nap;
-    }
+     * would cost each call a system call) */
+    const int asleep = wake_once();
     const int first = run_half(fn, ctx, 0);
     int second;
     if (sn_atomic_cas(&g.state, offered, offered & ~3)) {
@@ -329,7 +337,7 @@ int sn_run_pair(sn_unit_fn fn, const void *ctx)
          * so it sleeps. */
         if (!asleep && ++g.missed == SN_HELPER_MISSES) back_off();
     } else {
-        const double t0 = seconds_now();
+        const double t0 = sn_seconds_now();
         for (unsigned turn = 1; sn_atomic_load_acquire(&g.state) != (offered & ~3); ++turn)
             if (turn % SN_HELPER_WAIT_YIELD_EVERY == 0)
                 sched_yield(); /* the helper may be waiting for this core */
@@ -337,7 +345,7 @@ int sn_run_pair(sn_unit_fn fn, const void *ctx)
                 spin_pause();
         second = g.status;
         g.missed = 0;
-        if (seconds_now() - t0 > SN_HELPER_LATE_SECONDS) {
+        if (sn_seconds_now() - t0 > SN_HELPER_LATE_SECONDS) {
             back_off(); /* it was descheduled while computing */
         } else if (g.on_time < SN_HELPER_ON_TIME) {
             ++g.on_time;
@@ -352,6 +360,8 @@ int sn_run_pair(sn_unit_fn fn, const void *ctx)
 
 #else
 int sn_pair_forget(void) { return 1; }
+
+void sn_pair_wake(void) {}
 
 int sn_pair_halves_helped(void) { return 0; }
 

@@ -195,6 +195,19 @@ int sn_run_pair(sn_unit_fn fn, const void *ctx);
  * was in progress and nothing was done), and the halves the helper ran. */
 int sn_pair_forget(void);
 int sn_pair_halves_helped(void);
+/* Wakes the helper if it sleeps (a pair is about to be timed). */
+void sn_pair_wake(void);
+/* Whether a GEMM of M x N x K worth a pair offers its second half now
+ * (sn_pair_choice.c: each shape timed both ways now and then); after the
+ * call, sn_pair_end with the same record. */
+typedef struct {
+    int shape, paired, timed, decide, helped;
+    double start;
+} sn_pair_call;
+int sn_pair_begin(int64_t M, int64_t N, int64_t K, sn_pair_call *call);
+void sn_pair_end(const sn_pair_call *call);
+/* seconds on a monotonic clock (0 where there is none) */
+double sn_seconds_now(void);
 
 /* At most cap threads for the parallel regions the calling thread starts
  * (0: no cap), until changed: a caller that has found its steps faster

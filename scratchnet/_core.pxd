@@ -23,6 +23,8 @@ cdef extern from "scratchnet.h" nogil:
     int sn_set_gemm_blocks(int isa, int64_t mc, int64_t nc)
     int sn_set_pair_min_flops(int64_t flops)
     int64_t sn_get_pair_min_flops()
+    int sn_set_pair_timing(int on)
+    int sn_get_pair_timing()
     const char *sn_caches(int64_t out[5])
     void sn_set_num_threads(int n)
     int sn_forked_after_threads()

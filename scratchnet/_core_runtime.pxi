@@ -79,6 +79,21 @@ def set_pair_min_flops(flops):
                          f"small_parallel_min for never)")
 
 
+def pair_timing():
+    """Whether each shape of such a GEMM is timed at run time, alone and in
+    two halves now and then, and goes the faster way (the default); else
+    it is always cut in two where pair_min_flops says so."""
+    return bool(sn_get_pair_timing())
+
+
+def set_pair_timing(on):
+    """Time the pair at run time (True, the default) or always cut in two
+    (False: the tests that need the helper). The speed only, never a result."""
+    if not isinstance(on, (bool, np.bool_)):
+        raise TypeError(f"set_pair_timing: on must be a bool, got {on!r}")
+    sn_set_pair_timing(1 if on else 0)
+
+
 def caches():
     """The caches the GEMM blocks are derived from: bytes of L1d, L2 and L3
     (0: none reported), the logical CPUs sharing L2 and L3, and the source

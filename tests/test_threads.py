@@ -129,6 +129,7 @@ def test_a_pair_of_threads_flushes_subnormals_as_one_thread_does():
     bias = np.zeros(N, np.float32)
     prev, prev_pair, prev_isa = _core.get_num_threads(), _core.pair_min_flops(), _core.get_isa()
     try:
+        _core.set_pair_timing(False)  # every call in two halves, none timed alone
         for isa in _core.supported_isas():
             _core.set_isa(isa)
             got = {}
@@ -148,6 +149,7 @@ def test_a_pair_of_threads_flushes_subnormals_as_one_thread_does():
         _core.set_isa(prev_isa)
         _core.set_num_threads(prev)
         _core.set_pair_min_flops(prev_pair)
+        _core.set_pair_timing(True)
 
 
 def test_one_image_predictions_from_several_threads_get_the_one_thread_bits():
@@ -165,6 +167,7 @@ def test_one_image_predictions_from_several_threads_get_the_one_thread_bits():
     prev, prev_pair = _core.get_num_threads(), _core.pair_min_flops()
     try:
         _core.set_pair_min_flops(0)
+        _core.set_pair_timing(False)  # every call in two halves, none timed alone
         assert _core.pair_min_flops() <= 784 * 128
         _core.set_num_threads(1)
         want = [model.predict_proba(X[i:i + 1]) for i in range(len(X))]
@@ -185,6 +188,7 @@ def test_one_image_predictions_from_several_threads_get_the_one_thread_bits():
     finally:
         _core.set_num_threads(prev)
         _core.set_pair_min_flops(prev_pair)
+        _core.set_pair_timing(True)
     for t, runs in enumerate(got):
         assert len(runs) == 5
         for probs in runs:
@@ -241,6 +245,7 @@ def test_the_pair_helper_moves_off_the_callers_cpu_within_the_cpus_it_is_given()
     try:
         _core.set_num_threads(2)
         _core.set_pair_min_flops(0)  # the first layer in two halves
+        _core.set_pair_timing(False)  # every call, none timed alone
         model.predict_proba(x)  # the helper starts
         helpers = _helper_threads()
         assert helpers, "no sn-helper thread"
@@ -266,6 +271,7 @@ def test_the_pair_helper_moves_off_the_callers_cpu_within_the_cpus_it_is_given()
                 pass
         _core.set_num_threads(prev)
         _core.set_pair_min_flops(prev_pair)
+        _core.set_pair_timing(True)
 
 
 # A parent that has run parallel regions forks; the child predicts (a large

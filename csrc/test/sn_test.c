@@ -1185,6 +1185,7 @@ static void test_pair_gemm_same_bits(void)
         sn_set_num_threads(1);
         ok &= sn_dense_forward_f32(y1, x, W, b, M, K, N, SN_ACT_RELU, 0.0f) == SN_OK;
         sn_set_num_threads(2);
+        sn_set_pair_timing(0); /* every call in two halves, none timed alone */
         sn_pair_forget();
         const int helped_before = sn_pair_halves_helped();
         for (int rep = 0; rep < 300 && ok; ++rep) {
@@ -1210,12 +1211,53 @@ static void test_pair_gemm_same_bits(void)
         free(y2);
     }
     sn_set_num_threads(sn_max_threads());
+    sn_set_pair_timing(1);
     check(ok, "one-image GEMMs in two halves (helper thread): the bits of one thread");
     /* without OpenMP there are no two threads to ask for: one computes all;
      * valgrind runs one thread at a time, so the helper seldom begins a half
      * before its caller has taken it back */
     if (sn_max_threads() > 1 && !RUNNING_ON_VALGRIND)
         check(helped, "one-image GEMMs: the helper computed halves");
+}
+
+/* A GEMM far too small for two threads (1 x 32 x 64: offering a half costs
+ * more than the work), made worth a pair by the threshold: timed at run
+ * time (sn_pair_choice.c), it goes alone after each cycle's trials, and
+ * the helper computes at most those trials' halves; always in two halves,
+ * it computes most of them. Same bits either way. */
+static void test_pair_timing_goes_the_faster_way(void)
+{
+    enum { M = 1, N = 32, K = 64, CALLS = 20000 };
+    float x[M * K], W[K * N], y1[M * N], y2[M * N];
+    unsigned s = 5;
+    for (int i = 0; i < M * K; ++i) x[i] = frand(&s);
+    for (int i = 0; i < K * N; ++i) W[i] = frand(&s);
+    int ok = sn_set_pair_timing(2) == SN_EINVAL && sn_get_pair_timing() == 1;
+    sn_set_num_threads(1);
+    ok &= sn_gemm_f32(0, 0, M, N, K, 1.0f, x, K, W, N, 0.0f, y1, N) == SN_OK;
+    sn_set_num_threads(2);
+    ok &= sn_set_pair_min_flops(1) == SN_OK;
+    int helped[2] = {0, 0};
+    for (int timed = 0; timed < 2; ++timed) {
+        sn_set_pair_timing(timed);
+        sn_pair_forget();
+        const int before = sn_pair_halves_helped();
+        for (int i = 0; i < CALLS && ok; ++i)
+            ok &= sn_gemm_f32(0, 0, M, N, K, 1.0f, x, K, W, N, 0.0f, y2, N) == SN_OK &&
+                  memcmp(y1, y2, sizeof y1) == 0;
+        helped[timed] = sn_pair_halves_helped() - before;
+    }
+    sn_set_pair_timing(1);
+    sn_set_pair_min_flops(0);
+    sn_set_num_threads(sn_max_threads());
+    check(ok, "pair timing: the bits of one thread, either way; timing set to 0 or 1 only");
+    /* 20000 calls are 5 cycles of 4096: at most 5 x 64 paired trials */
+    if (sn_max_threads() > 1 && !RUNNING_ON_VALGRIND) {
+        char what[160];
+        snprintf(what, sizeof what, "pair timing: a GEMM too small for two goes alone (helper ran "
+                 "%d halves timed, %d always paired)", helped[1], helped[0]);
+        check(helped[1] <= 5 * 64 && helped[0] > 4 * helped[1], what);
+    }
 }
 
 /* ---- whole-network inference (sn_net.c) ---- */
@@ -1532,6 +1574,7 @@ int main(int argc, char **argv)
     test_pair_from_several_threads();
     test_pair_fork_while_helper_computes();
     test_pair_gemm_same_bits();
+    test_pair_timing_goes_the_faster_way();
     test_threads_identical();
     test_dense_epilogue();
     test_fused_matches_elementwise();

@@ -1,0 +1,129 @@
+/* Whether a GEMM worth a pair (one image through a layer: sn_gemm.c,
+ * pair_worth) offers its second half to the helper thread now, timed at
+ * run time.
+ *
+ * Two threads beat one only while a cache line crosses between their CPUs
+ * quickly: the offer, the helper's claim and its half's result each cross
+ * once. On a 2-vCPU VM (AMD EPYC Zen 5) the round trip was 85-140 ns for
+ * minutes, then 400-420 ns for minutes (the host moves the vCPUs): one image
+ * through 784-128-10 took 1.70 us paired against 2.03 alone, then 2.8
+ * against 2.07 (the offer 0.27 us, the wait 0.56, reading the result 0.22).
+ * A choice made once, as the tuner makes it, is right only until the next
+ * move. So each shape of call (M x N x K, a few kept at once) is timed both
+ * ways now and then: in each cycle of SN_PAIR_CYCLE calls of that shape the
+ * first SN_PAIR_ALONE_TRIALS run alone, the next SN_PAIR_PAIRED_TRIALS
+ * paired (counted only where the helper ran its half: a helper asleep when
+ * the cycle began may take a few hundred microseconds to wake), each call
+ * timed; the rest of the cycle goes the way whose fastest call was the
+ * faster. The helper is woken as the cycle begins. Either way gives the same
+ * bits (sn_gemm.c): the choice changes the speed only, and a race between
+ * two threads timing the same shape at most mistimes one call. */
+/* clock_gettime and CLOCK_MONOTONIC (POSIX 2008) under -std=c11 */
+#if !defined(_GNU_SOURCE) && (defined(__linux__) || defined(__unix__))
+#define _GNU_SOURCE
+#endif
+#include "sn_atomic.h"
+#include "sn_internal.h"
+
+#define SN_PAIR_SHAPES 4            /* shapes timed at once (by a hash) */
+#define SN_PAIR_CYCLE 4096          /* calls of a shape between two timings */
+#define SN_PAIR_ALONE_TRIALS 32     /* at the start of each cycle, */
+#define SN_PAIR_PAIRED_TRIALS 64    /* then these (the helper may be waking) */
+
+static sn_atomic_int timing_on = 1; /* 0: always paired (tests) */
+
+int sn_set_pair_timing(int on)
+{
+    if (on != 0 && on != 1) return SN_EINVAL;
+    sn_atomic_store(&timing_on, on);
+    return SN_OK;
+}
+
+int sn_get_pair_timing(void) { return sn_atomic_load(&timing_on); }
+
+#if (defined(__unix__) || defined(__APPLE__)) && (defined(__GNUC__) || defined(__clang__))
+#include <limits.h>
+#include <time.h>
+
+typedef struct {
+    sn_atomic_int key;       /* the shape's hash (never 0), 0 when unused */
+    sn_atomic_int calls;     /* of this shape since it took the slot */
+    sn_atomic_int best[2];   /* the fastest timed call alone [0], paired [1], ns */
+    sn_atomic_int paired;    /* the way the rest of the cycle goes */
+} pair_shape;
+
+static pair_shape shapes[SN_PAIR_SHAPES];
+
+double sn_seconds_now(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+static int shape_key(int64_t M, int64_t N, int64_t K)
+{
+    const uint64_t h = ((uint64_t)M * 0x9E3779B97F4A7C15u) ^ ((uint64_t)N * 0xC2B2AE3D27D4EB4Fu) ^
+                       ((uint64_t)K * 0x165667B19E3779F9u);
+    return (int)((h >> 33) | 1u); /* non-negative, never 0 */
+}
+
+static void store_min(sn_atomic_int *best, int ns)
+{
+    for (int seen = sn_atomic_load(best); ns < seen && !sn_atomic_cas(best, seen, ns);)
+        seen = sn_atomic_load(best);
+}
+
+int sn_pair_begin(int64_t M, int64_t N, int64_t K, sn_pair_call *call)
+{
+    call->timed = 0;
+    if (!sn_atomic_load(&timing_on)) return call->paired = 1;
+    const int key = shape_key(M, N, K);
+    pair_shape *s = &shapes[(unsigned)key % SN_PAIR_SHAPES];
+    if (sn_atomic_load(&s->key) != key) { /* a new shape takes the slot */
+        sn_atomic_store(&s->key, key);
+        sn_atomic_store(&s->calls, 0);
+        sn_atomic_store(&s->paired, 0);
+    }
+    const int n = (int)((unsigned)sn_atomic_fetch_sub(&s->calls, -1) % SN_PAIR_CYCLE);
+    call->shape = (int)(s - shapes);
+    if (n == 0) {
+        sn_atomic_store(&s->best[0], INT_MAX);
+        sn_atomic_store(&s->best[1], INT_MAX);
+        sn_pair_wake(); /* awake by the paired trials */
+    }
+    if (n < SN_PAIR_ALONE_TRIALS + SN_PAIR_PAIRED_TRIALS) {
+        call->timed = 1;
+        call->paired = n >= SN_PAIR_ALONE_TRIALS;
+        call->decide = n == SN_PAIR_ALONE_TRIALS + SN_PAIR_PAIRED_TRIALS - 1;
+        call->helped = sn_pair_halves_helped();
+        call->start = sn_seconds_now();
+        return call->paired;
+    }
+    return call->paired = sn_atomic_load(&s->paired);
+}
+
+void sn_pair_end(const sn_pair_call *call)
+{
+    if (!call->timed) return;
+    const double seconds = sn_seconds_now() - call->start;
+    pair_shape *s = &shapes[call->shape];
+    /* a paired call counts only if the helper ran a half meanwhile */
+    if (!call->paired || sn_pair_halves_helped() != call->helped)
+        store_min(&s->best[call->paired], seconds < 1.0 ? (int)(seconds * 1e9) : INT_MAX);
+    if (call->decide)
+        sn_atomic_store(&s->paired, sn_atomic_load(&s->best[1]) < sn_atomic_load(&s->best[0]));
+}
+#else
+/* no helper thread here (sn_helper.c): both halves would be this thread's */
+double sn_seconds_now(void) { return 0.0; }
+
+int sn_pair_begin(int64_t M, int64_t N, int64_t K, sn_pair_call *call)
+{
+    (void)M, (void)N, (void)K;
+    call->timed = 0;
+    return call->paired = !sn_atomic_load(&timing_on);
+}
+
+void sn_pair_end(const sn_pair_call *call) { (void)call; }
+#endif
