@@ -206,6 +206,7 @@ typedef struct {
 } sn_pair_call;
 int sn_pair_begin(int64_t M, int64_t N, int64_t K, sn_pair_call *call);
 void sn_pair_end(const sn_pair_call *call);
+int sn_pair_timed_calls(void); /* calls timed so far (tests) */
 /* seconds on a monotonic clock (0 where there is none) */
 double sn_seconds_now(void);
 

@@ -15,9 +15,15 @@
  * paired (counted only where the helper ran its half: a helper asleep when
  * the cycle began may take a few hundred microseconds to wake), each call
  * timed; the rest of the cycle goes the way whose fastest call was the
- * faster. The helper is woken as the cycle begins. Either way gives the same
- * bits (sn_gemm.c): the choice changes the speed only, and a race between
- * two threads timing the same shape at most mistimes one call. */
+ * faster. The helper is woken as the cycle begins. A shape holds its slot
+ * until another has missed it SN_PAIR_TAKEOVER times in a row (two shapes
+ * that share a slot and take turns, one image then two, would otherwise
+ * reset each other's cycle at every call, and time every call alone);
+ * meanwhile the other goes alone. Either way gives the same bits (sn_gemm.c):
+ * the choice changes the speed only. Several threads at once, or shapes
+ * taking over a slot, may mistime a cycle (a paired call counted for a
+ * half the helper ran for another thread; a choice from the times of two
+ * shapes): the next cycle times it again. */
 /* clock_gettime and CLOCK_MONOTONIC (POSIX 2008) under -std=c11 */
 #if !defined(_GNU_SOURCE) && (defined(__linux__) || defined(__unix__))
 #define _GNU_SOURCE
@@ -25,7 +31,8 @@
 #include "sn_atomic.h"
 #include "sn_internal.h"
 
-#define SN_PAIR_SHAPES 4            /* shapes timed at once (by a hash) */
+#define SN_PAIR_SHAPES 8            /* slots for the shapes timed (by a hash) */
+#define SN_PAIR_TAKEOVER 64         /* misses in a row before another shape takes a slot */
 #define SN_PAIR_CYCLE 4096          /* calls of a shape between two timings */
 #define SN_PAIR_ALONE_TRIALS 32     /* at the start of each cycle, */
 #define SN_PAIR_PAIRED_TRIALS 64    /* then these (the helper may be waking) */
@@ -47,12 +54,16 @@ int sn_get_pair_timing(void) { return sn_atomic_load(&timing_on); }
 
 typedef struct {
     sn_atomic_int key;       /* the shape's hash (never 0), 0 when unused */
+    sn_atomic_int misses;    /* calls of other shapes in a row since */
     sn_atomic_int calls;     /* of this shape since it took the slot */
     sn_atomic_int best[2];   /* the fastest timed call alone [0], paired [1], ns */
     sn_atomic_int paired;    /* the way the rest of the cycle goes */
 } pair_shape;
 
 static pair_shape shapes[SN_PAIR_SHAPES];
+static sn_atomic_int timed_calls; /* (tests) */
+
+int sn_pair_timed_calls(void) { return sn_atomic_load(&timed_calls); }
 
 double sn_seconds_now(void)
 {
@@ -61,11 +72,10 @@ double sn_seconds_now(void)
     return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }
 
-static int shape_key(int64_t M, int64_t N, int64_t K)
+static uint64_t shape_hash(int64_t M, int64_t N, int64_t K)
 {
-    const uint64_t h = ((uint64_t)M * 0x9E3779B97F4A7C15u) ^ ((uint64_t)N * 0xC2B2AE3D27D4EB4Fu) ^
-                       ((uint64_t)K * 0x165667B19E3779F9u);
-    return (int)((h >> 33) | 1u); /* non-negative, never 0 */
+    return ((uint64_t)M * 0x9E3779B97F4A7C15u) ^ ((uint64_t)N * 0xC2B2AE3D27D4EB4Fu) ^
+           ((uint64_t)K * 0x165667B19E3779F9u);
 }
 
 static void store_min(sn_atomic_int *best, int ns)
@@ -78,13 +88,18 @@ int sn_pair_begin(int64_t M, int64_t N, int64_t K, sn_pair_call *call)
 {
     call->timed = 0;
     if (!sn_atomic_load(&timing_on)) return call->paired = 1;
-    const int key = shape_key(M, N, K);
-    pair_shape *s = &shapes[(unsigned)key % SN_PAIR_SHAPES];
-    if (sn_atomic_load(&s->key) != key) { /* a new shape takes the slot */
-        sn_atomic_store(&s->key, key);
+    const uint64_t h = shape_hash(M, N, K);
+    const int key = (int)((h >> 33) | 1u); /* non-negative, never 0 */
+    pair_shape *s = &shapes[(h >> 8) % SN_PAIR_SHAPES];
+    if (sn_atomic_load(&s->key) != key) {
+        const int held = sn_atomic_load(&s->key) != 0;
+        if (held && sn_atomic_fetch_sub(&s->misses, -1) + 1 < SN_PAIR_TAKEOVER)
+            return call->paired = 0; /* another shape's slot: alone */
+        sn_atomic_store(&s->key, key); /* taken over */
         sn_atomic_store(&s->calls, 0);
         sn_atomic_store(&s->paired, 0);
     }
+    if (sn_atomic_load(&s->misses) != 0) sn_atomic_store(&s->misses, 0);
     const int n = (int)((unsigned)sn_atomic_fetch_sub(&s->calls, -1) % SN_PAIR_CYCLE);
     call->shape = (int)(s - shapes);
     if (n == 0) {
@@ -94,6 +109,7 @@ int sn_pair_begin(int64_t M, int64_t N, int64_t K, sn_pair_call *call)
     }
     if (n < SN_PAIR_ALONE_TRIALS + SN_PAIR_PAIRED_TRIALS) {
         call->timed = 1;
+        sn_atomic_fetch_sub(&timed_calls, -1);
         call->paired = n >= SN_PAIR_ALONE_TRIALS;
         call->decide = n == SN_PAIR_ALONE_TRIALS + SN_PAIR_PAIRED_TRIALS - 1;
         call->helped = sn_pair_halves_helped();
@@ -117,6 +133,8 @@ void sn_pair_end(const sn_pair_call *call)
 #else
 /* no helper thread here (sn_helper.c): both halves would be this thread's */
 double sn_seconds_now(void) { return 0.0; }
+
+int sn_pair_timed_calls(void) { return 0; }
 
 int sn_pair_begin(int64_t M, int64_t N, int64_t K, sn_pair_call *call)
 {

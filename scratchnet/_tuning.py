@@ -166,10 +166,12 @@ def never_paired():
 def time_pair(hidden=PAIR_HIDDEN, rounds=PAIR_ROUNDS, calls=PAIR_CALLS):
     """[{"hidden", "flops", "paired_us", "alone_us"}]: microseconds per call
     of one image through a 784-hidden-10 network (_core.MLP.predict), its
-    first layer (flops multiply-adds) cut in two for the helper thread
-    (pair_min_flops at its default) or computed on one thread (never), the
-    two taking turns, each block after untimed calls; each the fastest
-    block's mean. Restores the threshold and the thread count."""
+    first layer (flops multiply-adds) allowed to go in two halves, the
+    second for the helper thread (pair_min_flops at its default: the halves
+    as the run-time timing chooses them, csrc/sn_pair_choice.c), or computed
+    on one thread (never), the two taking turns, each block after untimed
+    calls; each the fastest block's mean. Restores the threshold and the
+    thread count."""
     rng = np.random.default_rng(1)
     x = rng.random((1, 784), dtype=np.float32)
     never = never_paired()

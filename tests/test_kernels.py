@@ -362,6 +362,7 @@ def test_gemm_cuts_the_shared_dimension_in_equal_blocks(isa, trans_a):
     2^24 plus the rows past the first block."""
     kc = BLOCKING[isa]["kc"]
     prev_threads, prev_pair = _core.get_num_threads(), _core.pair_min_flops()
+    prev_timing = _core.pair_timing()
     try:
         _core.set_pair_timing(False)  # a pair-worthy call in two halves, never timed alone
         for K in (784, kc + 2, 2 * kc + 100):
@@ -382,7 +383,7 @@ def test_gemm_cuts_the_shared_dimension_in_equal_blocks(isa, trans_a):
     finally:
         _core.set_num_threads(prev_threads)
         _core.set_pair_min_flops(prev_pair)
-        _core.set_pair_timing(True)
+        _core.set_pair_timing(prev_timing)
 
 
 @pytest.mark.parametrize("trans_a", [False, True])

@@ -128,6 +128,7 @@ def test_a_pair_of_threads_flushes_subnormals_as_one_thread_does():
     w[0, :] = -90.0  # sigmoid(-90) ~ 8e-40, subnormal
     bias = np.zeros(N, np.float32)
     prev, prev_pair, prev_isa = _core.get_num_threads(), _core.pair_min_flops(), _core.get_isa()
+    prev_timing = _core.pair_timing()
     try:
         _core.set_pair_timing(False)  # every call in two halves, none timed alone
         for isa in _core.supported_isas():
@@ -149,7 +150,7 @@ def test_a_pair_of_threads_flushes_subnormals_as_one_thread_does():
         _core.set_isa(prev_isa)
         _core.set_num_threads(prev)
         _core.set_pair_min_flops(prev_pair)
-        _core.set_pair_timing(True)
+        _core.set_pair_timing(prev_timing)
 
 
 def test_one_image_predictions_from_several_threads_get_the_one_thread_bits():
@@ -165,6 +166,7 @@ def test_one_image_predictions_from_several_threads_get_the_one_thread_bits():
     model = sn.Sequential(sn.Dense(784, 128), sn.ReLU(), sn.Dense(128, 10))
     X = rng.random((64, 784), dtype=np.float32)
     prev, prev_pair = _core.get_num_threads(), _core.pair_min_flops()
+    prev_timing = _core.pair_timing()
     try:
         _core.set_pair_min_flops(0)
         _core.set_pair_timing(False)  # every call in two halves, none timed alone
@@ -188,7 +190,7 @@ def test_one_image_predictions_from_several_threads_get_the_one_thread_bits():
     finally:
         _core.set_num_threads(prev)
         _core.set_pair_min_flops(prev_pair)
-        _core.set_pair_timing(True)
+        _core.set_pair_timing(prev_timing)
     for t, runs in enumerate(got):
         assert len(runs) == 5
         for probs in runs:
@@ -234,6 +236,7 @@ def test_the_pair_helper_moves_off_the_callers_cpu_within_the_cpus_it_is_given()
     want = model.predict_proba(x)
     mask = os.sched_getaffinity(0)  # this thread's
     prev, prev_pair = _core.get_num_threads(), _core.pair_min_flops()
+    prev_timing = _core.pair_timing()
     helpers = {}
 
     def predict_for(seconds, until=lambda: False):
@@ -271,7 +274,7 @@ def test_the_pair_helper_moves_off_the_callers_cpu_within_the_cpus_it_is_given()
                 pass
         _core.set_num_threads(prev)
         _core.set_pair_min_flops(prev_pair)
-        _core.set_pair_timing(True)
+        _core.set_pair_timing(prev_timing)
 
 
 # A parent that has run parallel regions forks; the child predicts (a large
