@@ -764,8 +764,10 @@ def _describe_pair(min_flops):
     never = _tuning.never_paired()
     if min_flops >= never:
         return f"one image's layer on one thread up to {never} multiply-adds (a helper not worth it)"
+    timed = (", where timed faster at run time (each shape, now and then)"
+             if _core.pair_timing() else "")
     return (f"one image's layer in two halves (one for a helper thread) from {min_flops} "
-            f"multiply-adds")
+            f"multiply-adds{timed}")
 
 
 def cmd_info(args):
