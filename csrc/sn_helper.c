@@ -78,18 +78,28 @@ enum { NOT_STARTED = 0, STARTING, RUNNING, FAILED };
 #define SN_HELPER_BACKOFF_MIN 64
 #define SN_HELPER_BACKOFF_MAX 65536
 
+/* What the callers and the helper both touch, from a line of its own. */
 static struct {
-    sn_atomic_int state, in_use, started, sleeping, naps;
+    _Alignas(64) sn_atomic_int state;
+    sn_atomic_int sleeping, naps;
     sn_atomic_int helped;     /* halves the helper ran (tests) */
     sn_atomic_int caller_cpu; /* the CPU the last caller offered from, or -1 */
     sn_unit_fn fn;   /* the offered half: written by the caller before OFFERED, */
     const void *ctx; /* read by the helper after it took the offer */
     int status;      /* the helper's half's, written before IDLE */
-    int skip, backoff, missed, on_time, woken_nap; /* only the holder of in_use */
     pthread_mutex_t lock;
     pthread_cond_t wake;
-} g = {0, 0, 0, 0, 0, 0, -1, NULL, NULL, SN_OK, 0, SN_HELPER_BACKOFF_MIN, 0, 0, -1,
-       PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER};
+} g = {0, 0, 0, 0, -1, NULL, NULL, SN_OK, PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER};
+
+/* The callers' own, on a line the helper never writes: taking in_use and
+ * the bookkeeping stay in the calling core's cache from call to call (in
+ * g, each call's compare-and-swap of in_use first fetched the line the
+ * helper had written its half's end to). */
+static struct {
+    _Alignas(64) sn_atomic_int in_use;
+    sn_atomic_int started;
+    int skip, backoff, missed, on_time, woken_nap; /* only the holder of in_use */
+} callers = {0, 0, 0, SN_HELPER_BACKOFF_MIN, 0, 0, -1};
 
 static void spin_pause(void)
 {
@@ -207,7 +217,7 @@ static void after_fork_in_child(void)
         sn_atomic_publish(&g.state, s & ~3);
     }
     sn_atomic_store(&g.sleeping, 0);
-    sn_atomic_store(&g.started, NOT_STARTED);
+    sn_atomic_store(&callers.started, NOT_STARTED);
     pthread_mutex_unlock(&g.lock);
 }
 
@@ -230,9 +240,9 @@ static int another_cpu(void)
 /* 1 once the helper runs; the first caller starts it */
 static int helper_running(void)
 {
-    const int started = sn_atomic_load_acquire(&g.started);
+    const int started = sn_atomic_load_acquire(&callers.started);
     if (started != NOT_STARTED) return started == RUNNING;
-    if (!sn_atomic_cas(&g.started, NOT_STARTED, STARTING)) return 0;
+    if (!sn_atomic_cas(&callers.started, NOT_STARTED, STARTING)) return 0;
     sn_atomic_store(&g.caller_cpu, this_cpu()); /* the helper starts off it */
     static pthread_once_t fork_handlers = PTHREAD_ONCE_INIT;
     pthread_attr_t attr;
@@ -252,24 +262,24 @@ static int helper_running(void)
         pthread_sigmask(SIG_SETMASK, &before, NULL);
         pthread_attr_destroy(&attr);
     }
-    sn_atomic_publish(&g.started, ok ? RUNNING : FAILED);
+    sn_atomic_publish(&callers.started, ok ? RUNNING : FAILED);
     return ok;
 }
 
-/* offer nothing for the next g.backoff calls; twice as many after the next */
+/* offer nothing for the next callers.backoff calls; twice as many after the next */
 static void back_off(void)
 {
-    g.skip = g.backoff;
-    g.backoff = g.backoff < SN_HELPER_BACKOFF_MAX ? 2 * g.backoff : g.backoff;
-    g.missed = g.on_time = 0;
+    callers.skip = callers.backoff;
+    callers.backoff = callers.backoff < SN_HELPER_BACKOFF_MAX ? 2 * callers.backoff : callers.backoff;
+    callers.missed = callers.on_time = 0;
 }
 
 int sn_pair_forget(void)
 {
-    if (!sn_atomic_cas(&g.in_use, 0, 1)) return 0;
-    g.skip = g.missed = g.on_time = 0;
-    g.backoff = SN_HELPER_BACKOFF_MIN;
-    sn_atomic_release(&g.in_use);
+    if (!sn_atomic_cas(&callers.in_use, 0, 1)) return 0;
+    callers.skip = callers.missed = callers.on_time = 0;
+    callers.backoff = SN_HELPER_BACKOFF_MIN;
+    sn_atomic_release(&callers.in_use);
     return 1;
 }
 
@@ -286,32 +296,32 @@ static int wake_once(void)
 {
     const int asleep = __atomic_load_n(&g.sleeping, __ATOMIC_SEQ_CST);
     const int nap = sn_atomic_load(&g.naps);
-    if (asleep && nap != g.woken_nap && pthread_mutex_trylock(&g.lock) == 0) {
+    if (asleep && nap != callers.woken_nap && pthread_mutex_trylock(&g.lock) == 0) {
         pthread_cond_signal(&g.wake);
         pthread_mutex_unlock(&g.lock);
-        g.woken_nap = nap;
+        callers.woken_nap = nap;
     }
     return asleep;
 }
 
 void sn_pair_wake(void)
 {
-    if (sn_atomic_load_acquire(&g.started) != RUNNING || !sn_atomic_cas(&g.in_use, 0, 1)) return;
+    if (sn_atomic_load_acquire(&callers.started) != RUNNING || !sn_atomic_cas(&callers.in_use, 0, 1)) return;
     wake_once();
-    sn_atomic_release(&g.in_use);
+    sn_atomic_release(&callers.in_use);
 }
 
 int sn_run_pair(sn_unit_fn fn, const void *ctx)
 {
-    if (!helper_running() || !sn_atomic_cas(&g.in_use, 0, 1)) return both_halves(fn, ctx);
-    if (g.skip > 0) {
-        --g.skip;
-        sn_atomic_release(&g.in_use);
+    if (!helper_running() || !sn_atomic_cas(&callers.in_use, 0, 1)) return both_halves(fn, ctx);
+    if (callers.skip > 0) {
+        --callers.skip;
+        sn_atomic_release(&callers.in_use);
         return both_halves(fn, ctx);
     }
-    if (sn_atomic_load_acquire(&g.sleeping) && sn_atomic_load(&g.naps) == g.woken_nap) {
+    if (sn_atomic_load_acquire(&g.sleeping) && sn_atomic_load(&g.naps) == callers.woken_nap) {
         /* woken from this sleep, and not up yet: nothing to offer it meanwhile */
-        sn_atomic_release(&g.in_use);
+        sn_atomic_release(&callers.in_use);
         return both_halves(fn, ctx);
     }
     g.fn = fn;
@@ -335,7 +345,7 @@ int sn_run_pair(sn_unit_fn fn, const void *ctx)
          * its own (another program has the other one), and while it spins
          * it may take turns with this thread on this one. Leave it alone,
          * so it sleeps. */
-        if (!asleep && ++g.missed == SN_HELPER_MISSES) back_off();
+        if (!asleep && ++callers.missed == SN_HELPER_MISSES) back_off();
     } else {
         const double t0 = sn_seconds_now();
         for (unsigned turn = 1; sn_atomic_load_acquire(&g.state) != (offered & ~3); ++turn)
@@ -344,17 +354,17 @@ int sn_run_pair(sn_unit_fn fn, const void *ctx)
             else
                 spin_pause();
         second = g.status;
-        g.missed = 0;
+        callers.missed = 0;
         if (sn_seconds_now() - t0 > SN_HELPER_LATE_SECONDS) {
             back_off(); /* it was descheduled while computing */
-        } else if (g.on_time < SN_HELPER_ON_TIME) {
-            ++g.on_time;
-        } else if (g.backoff > SN_HELPER_BACKOFF_MIN) {
-            g.backoff /= 2; /* a long run of halves on time: contention has eased */
-            g.on_time = 0;
+        } else if (callers.on_time < SN_HELPER_ON_TIME) {
+            ++callers.on_time;
+        } else if (callers.backoff > SN_HELPER_BACKOFF_MIN) {
+            callers.backoff /= 2; /* a long run of halves on time: contention has eased */
+            callers.on_time = 0;
         }
     }
-    sn_atomic_release(&g.in_use);
+    sn_atomic_release(&callers.in_use);
     return first != SN_OK ? first : second;
 }
 
