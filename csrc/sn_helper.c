@@ -270,7 +270,7 @@ static int helper_running(void)
 static void back_off(void)
 {
     callers.skip = callers.backoff;
-    callers.backoff = callers.backoff < SN_HELPER_BACKOFF_MAX ? 2 * callers.backoff : callers.backoff;
+    if (callers.backoff < SN_HELPER_BACKOFF_MAX) callers.backoff *= 2;
     callers.missed = callers.on_time = 0;
 }
 
@@ -306,7 +306,9 @@ static int wake_once(void)
 
 void sn_pair_wake(void)
 {
-    if (sn_atomic_load_acquire(&callers.started) != RUNNING || !sn_atomic_cas(&callers.in_use, 0, 1)) return;
+    if (sn_atomic_load_acquire(&callers.started) != RUNNING ||
+        !sn_atomic_cas(&callers.in_use, 0, 1))
+        return;
     wake_once();
     sn_atomic_release(&callers.in_use);
 }

@@ -54,7 +54,7 @@ int sn_get_pair_timing(void) { return sn_atomic_load(&timing_on); }
 
 typedef struct {
     sn_atomic_int key;       /* the shape's hash (never 0), 0 when unused */
-    sn_atomic_int misses;    /* calls of other shapes in a row since */
+    sn_atomic_int misses;    /* calls of other shapes in a row since this one's last */
     sn_atomic_int calls;     /* of this shape since it took the slot */
     sn_atomic_int best[2];   /* the fastest timed call alone [0], paired [1], ns */
     sn_atomic_int paired;    /* the way the rest of the cycle goes */
