@@ -54,6 +54,21 @@ def fashion_mnist():
     return _load("fashion-mnist")
 
 
+@pytest.fixture
+def always_paired():
+    """For the tests that need the one-image pair's helper thread: every GEMM
+    worth a pair goes in two halves (the run-time timing off); the thread
+    count, the pair threshold and the timing switch are put back after."""
+    from scratchnet import _core
+
+    threads, pair, timing = _core.get_num_threads(), _core.pair_min_flops(), _core.pair_timing()
+    _core.set_pair_timing(False)
+    yield
+    _core.set_num_threads(threads)
+    _core.set_pair_min_flops(pair)
+    _core.set_pair_timing(timing)
+
+
 @pytest.fixture(params=["fused", "layers"])
 def training_path(request, monkeypatch):
     """Runs a test once on each training/inference path: the fused C network

@@ -352,7 +352,7 @@ def test_gemm_a_rows_bits_do_not_depend_on_the_row_count(isa, trans_a, trans_b, 
 
 
 @pytest.mark.parametrize("trans_a", [False, True])
-def test_gemm_cuts_the_shared_dimension_in_equal_blocks(isa, trans_a):
+def test_gemm_cuts_the_shared_dimension_in_equal_blocks(isa, trans_a, always_paired):
     """K longer than kc is summed in ceil(K / kc) blocks of equal length
     (784 with kc 512: 392 + 392, not 512 + 272), each a fresh sum, added to
     C in turn, on every path (few rows, one image on a pair of threads, the
@@ -361,29 +361,21 @@ def test_gemm_cuts_the_shared_dimension_in_equal_blocks(isa, trans_a):
     (2^24 + 1 rounds to 2^24) and in every later block it is counted: C is
     2^24 plus the rows past the first block."""
     kc = BLOCKING[isa]["kc"]
-    prev_threads, prev_pair = _core.get_num_threads(), _core.pair_min_flops()
-    prev_timing = _core.pair_timing()
-    try:
-        _core.set_pair_timing(False)  # a pair-worthy call in two halves, never timed alone
-        for K in (784, kc + 2, 2 * kc + 100):
-            blocks = -(-K // kc)
-            first = -(-K // blocks)
-            want = np.float32(2.0 ** 24)
-            for start in range(first, K, first):  # each later block's sum, added to C
-                want = np.float32(want + np.float32(min(first, K - start)))
-            B = np.ones((K, 40), np.float32)
-            B[0] = 2.0 ** 24
-            for M, threads in ((1, 1), (1, 2), (3, 1), (40, 1), (40, 2)):
-                _core.set_num_threads(threads)
-                _core.set_pair_min_flops(1)  # one image: the pair's halves on two threads
-                A = np.ones((K, M) if trans_a else (M, K), np.float32)
-                C = _core.gemm(A, B, np.zeros((M, 40), np.float32), trans_a, False)
-                np.testing.assert_array_equal(C, np.full((M, 40), want),
-                                              err_msg=f"K={K} M={M} threads={threads}")
-    finally:
-        _core.set_num_threads(prev_threads)
-        _core.set_pair_min_flops(prev_pair)
-        _core.set_pair_timing(prev_timing)
+    for K in (784, kc + 2, 2 * kc + 100):
+        blocks = -(-K // kc)
+        first = -(-K // blocks)
+        want = np.float32(2.0 ** 24)
+        for start in range(first, K, first):  # each later block's sum, added to C
+            want = np.float32(want + np.float32(min(first, K - start)))
+        B = np.ones((K, 40), np.float32)
+        B[0] = 2.0 ** 24
+        for M, threads in ((1, 1), (1, 2), (3, 1), (40, 1), (40, 2)):
+            _core.set_num_threads(threads)
+            _core.set_pair_min_flops(1)  # one image: the pair's halves on two threads
+            A = np.ones((K, M) if trans_a else (M, K), np.float32)
+            C = _core.gemm(A, B, np.zeros((M, 40), np.float32), trans_a, False)
+            np.testing.assert_array_equal(C, np.full((M, 40), want),
+                                          err_msg=f"K={K} M={M} threads={threads}")
 
 
 @pytest.mark.parametrize("trans_a", [False, True])

@@ -111,7 +111,7 @@ def test_concurrent_gemm_calls_get_the_single_thread_bits(trans_a, trans_b):
             np.testing.assert_array_equal(C, want[i], err_msg=f"thread {i}")
 
 
-def test_a_pair_of_threads_flushes_subnormals_as_one_thread_does():
+def test_a_pair_of_threads_flushes_subnormals_as_one_thread_does(always_paired):
     """One image through a layer on two threads (the helper sums K's last kc
     block, the caller adds it) rounds as one thread does, in flush-to-zero:
     sums that cancel into the subnormal range give 0 both ways, and so does
@@ -127,10 +127,8 @@ def test_a_pair_of_threads_flushes_subnormals_as_one_thread_does():
     w = np.zeros((K, N), np.float32)
     w[0, :] = -90.0  # sigmoid(-90) ~ 8e-40, subnormal
     bias = np.zeros(N, np.float32)
-    prev, prev_pair, prev_isa = _core.get_num_threads(), _core.pair_min_flops(), _core.get_isa()
-    prev_timing = _core.pair_timing()
+    prev_isa = _core.get_isa()
     try:
-        _core.set_pair_timing(False)  # every call in two halves, none timed alone
         for isa in _core.supported_isas():
             _core.set_isa(isa)
             got = {}
@@ -148,12 +146,9 @@ def test_a_pair_of_threads_flushes_subnormals_as_one_thread_does():
                 assert not one.any(), isa  # flushed to zero
     finally:
         _core.set_isa(prev_isa)
-        _core.set_num_threads(prev)
-        _core.set_pair_min_flops(prev_pair)
-        _core.set_pair_timing(prev_timing)
 
 
-def test_one_image_predictions_from_several_threads_get_the_one_thread_bits():
+def test_one_image_predictions_from_several_threads_get_the_one_thread_bits(always_paired):
     """One image at a time goes through the first layer in two halves, the
     second for a helper thread when it is free (csrc/sn_helper.c; one caller
     at a time offers it, the others compute both halves): 4 Python threads
@@ -165,32 +160,24 @@ def test_one_image_predictions_from_several_threads_get_the_one_thread_bits():
     rng = np.random.default_rng(2)
     model = sn.Sequential(sn.Dense(784, 128), sn.ReLU(), sn.Dense(128, 10))
     X = rng.random((64, 784), dtype=np.float32)
-    prev, prev_pair = _core.get_num_threads(), _core.pair_min_flops()
-    prev_timing = _core.pair_timing()
-    try:
-        _core.set_pair_min_flops(0)
-        _core.set_pair_timing(False)  # every call in two halves, none timed alone
-        assert _core.pair_min_flops() <= 784 * 128
-        _core.set_num_threads(1)
-        want = [model.predict_proba(X[i:i + 1]) for i in range(len(X))]
-        _core.set_num_threads(2)
-        got = [[] for _ in range(4)]
-        start = threading.Barrier(4)
+    _core.set_pair_min_flops(0)
+    assert _core.pair_min_flops() <= 784 * 128
+    _core.set_num_threads(1)
+    want = [model.predict_proba(X[i:i + 1]) for i in range(len(X))]
+    _core.set_num_threads(2)
+    got = [[] for _ in range(4)]
+    start = threading.Barrier(4)
 
-        def run(t):
-            start.wait()
-            for _ in range(5):
-                got[t].append([model.predict_proba(X[i:i + 1]) for i in range(len(X))])
+    def run(t):
+        start.wait()
+        for _ in range(5):
+            got[t].append([model.predict_proba(X[i:i + 1]) for i in range(len(X))])
 
-        threads = [threading.Thread(target=run, args=(t,)) for t in range(4)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-    finally:
-        _core.set_num_threads(prev)
-        _core.set_pair_min_flops(prev_pair)
-        _core.set_pair_timing(prev_timing)
+    threads = [threading.Thread(target=run, args=(t,)) for t in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
     for t, runs in enumerate(got):
         assert len(runs) == 5
         for probs in runs:
@@ -216,7 +203,7 @@ def _helper_threads():
 
 @pytest.mark.skipif(not sys.platform.startswith("linux") or len(os.sched_getaffinity(0)) < 2,
                     reason="the helper's placement is managed on Linux, with two CPUs or more")
-def test_the_pair_helper_moves_off_the_callers_cpu_within_the_cpus_it_is_given():
+def test_the_pair_helper_moves_off_the_callers_cpu_within_the_cpus_it_is_given(always_paired):
     """The helper thread (csrc/sn_helper.c) leaves the CPU its caller offers
     halves from, but never for a CPU its affinity does not allow. For each
     of two CPUs: the calling thread pinned there and the helper placed
@@ -235,8 +222,6 @@ def test_the_pair_helper_moves_off_the_callers_cpu_within_the_cpus_it_is_given()
     x = np.random.default_rng(3).random((1, 784), dtype=np.float32)
     want = model.predict_proba(x)
     mask = os.sched_getaffinity(0)  # this thread's
-    prev, prev_pair = _core.get_num_threads(), _core.pair_min_flops()
-    prev_timing = _core.pair_timing()
     helpers = {}
 
     def predict_for(seconds, until=lambda: False):
@@ -248,7 +233,6 @@ def test_the_pair_helper_moves_off_the_callers_cpu_within_the_cpus_it_is_given()
     try:
         _core.set_num_threads(2)
         _core.set_pair_min_flops(0)  # the first layer in two halves
-        _core.set_pair_timing(False)  # every call, none timed alone
         model.predict_proba(x)  # the helper starts
         helpers = _helper_threads()
         assert helpers, "no sn-helper thread"
@@ -272,9 +256,6 @@ def test_the_pair_helper_moves_off_the_callers_cpu_within_the_cpus_it_is_given()
                 os.sched_setaffinity(tid, mask)
             except OSError:  # the thread ended
                 pass
-        _core.set_num_threads(prev)
-        _core.set_pair_min_flops(prev_pair)
-        _core.set_pair_timing(prev_timing)
 
 
 # A parent that has run parallel regions forks; the child predicts (a large
