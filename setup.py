@@ -23,6 +23,7 @@ compiling, -fsanitize=... when linking. Unset or empty, it changes nothing.
 Such an extension needs the sanitizer runtime preloaded into Python:
 tools/check_sanitizers.sh does that and runs the tests with it.
 """
+import hashlib
 import os
 import sys
 import tempfile
@@ -154,13 +155,29 @@ class BuildExt(build_ext):
         super().build_extensions()
 
 
+def source_hash():
+    """The first 16 hex digits of a SHA-256 over what the build compiles, and
+    the tuner's rules: compiled in as SN_BUILD_ID, it keys the tuning file
+    (scratchnet/_tuning.py), so a build with other kernels or other rules
+    times them again, where one version number covered every development
+    build (a choice timed before a change was kept after it)."""
+    digest = hashlib.sha256()
+    for path in sorted(glob("csrc/*.[ch]") + glob("scratchnet/_core*.p*")
+                       + ["scratchnet/_tuning.py"]):
+        digest.update(path.encode() + b"\0")
+        with open(path, "rb") as f:
+            digest.update(f.read())
+    return digest.hexdigest()[:16]
+
+
 ext = Extension(
     "scratchnet._core",
     ["scratchnet/_core.pyx", *sorted(glob("csrc/*.c"))],
     include_dirs=["csrc", numpy.get_include()],
     # a changed header rebuilds every source (setuptools does not track includes)
     depends=sorted(glob("csrc/*.h")),
-    define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+    define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION"),
+                   ("SN_BUILD_ID", f'"{source_hash()}"')],
 )
 
 setup(

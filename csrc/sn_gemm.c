@@ -759,10 +759,17 @@ static int gemm_small_pair(gemm_strips *g)
         const k_halves h = {g, k_last, t};
         const int status = sn_run_pair(k_half, &h);
         /* C += t, then the epilogue over the whole of C (in the library's
-         * floating-point mode, as the serial path's last block) */
+         * floating-point mode, as the serial path's last block). In locals:
+         * built with -fno-strict-aliasing (setup.py), a store to C could
+         * change g's fields, so reading them in the loop kept it scalar,
+         * reloading them at each step (130 cycles became 300-1200 here, the
+         * more the farther apart the two cores) */
         const unsigned fp = sn_fp_enter();
-        for (int64_t i = 0; i < g->M; ++i)
-            for (int64_t j = 0; j < g->N; ++j) g->C[i * g->ldc + j] += t[i * g->N + j];
+        float *restrict C = g->C;
+        const float *restrict helper_block = t;
+        const int64_t M = g->M, N = g->N, ldc = g->ldc;
+        for (int64_t i = 0; i < M; ++i)
+            for (int64_t j = 0; j < N; ++j) C[i * ldc + j] += helper_block[i * N + j];
         if (g->ep) apply_epilogue(g->ep, g->C, g->ldc, 0, 0, g->M, g->N);
         sn_fp_leave(fp);
         return status;

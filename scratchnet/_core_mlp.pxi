@@ -30,6 +30,11 @@ from scratchnet._lines import empty_on_lines as _empty_on_lines  # why: see ther
 from scratchnet._lines import zeros_on_lines as _zeros_on_lines
 
 
+cdef int _mlp_rows(const void *net, float *out, const float *X, int64_t n, int softmax,
+                   float *work, int64_t rows) noexcept nogil:
+    return sn_mlp_forward_f32(<const sn_mlp *>net, out, X, n, softmax, work, rows)
+
+
 cdef class MLP:
     """layers: a list of (W, b, dW, db, activation, act_param, dropout) with
     W of shape (in, out); max_batch: the most rows one training batch or one
@@ -305,14 +310,26 @@ cdef class MLP:
                 cnp.PyArray_ISALIGNED(X) and cnp.PyArray_NDIM(X) == 2):
             raise TypeError(f"MLP.predict: X must be a 2-D aligned, C-contiguous float32 "
                             f"ndarray in native byte order, got {_describe(X)}")
-        cdef int64_t M = cnp.PyArray_DIM(X, 0), K = cnp.PyArray_DIM(X, 1)
-        cdef int64_t C = self.sizes[len(self.sizes) - 1]
-        if K != self.sizes[0] or M == 0:
+        if cnp.PyArray_DIM(X, 1) != self.net.layers[0].in_ or cnp.PyArray_DIM(X, 0) == 0:
             raise ValueError(f"X: expected a non-empty batch of {self.sizes[0]} features, "
                              f"got shape {X.shape}")
+        return self._predict(X, softmax, finite_for)
+
+    def try_predict(self, X, bint softmax=False, str finite_for=None):
+        """predict(X, softmax, finite_for) where X is plain_rows of this
+        network's inputs; None otherwise (the caller converts X first): one
+        call on the path of one-image latency, where the check and predict
+        were two."""
+        if not _plain_rows(X, self.net.layers[0].in_):
+            return None
+        return self._predict(X, softmax, finite_for)
+
+    cdef object _predict(self, X, bint softmax, str finite_for):
+        """predict's work, for an X already checked."""
+        cdef int64_t M = cnp.PyArray_DIM(X, 0)
         cdef cnp.npy_intp out_dims[2]
         out_dims[0] = M
-        out_dims[1] = C
+        out_dims[1] = self.net.layers[self.net.n_layers - 1].out
         out = cnp.PyArray_EMPTY(2, out_dims, cnp.NPY_FLOAT32, 0)  # np.empty without its call overhead
         cdef int64_t rows = self.max_batch
         cdef bint own = not self.busy
@@ -322,30 +339,13 @@ cdef class MLP:
         else:
             rows = M if M < rows else rows
             work = _empty_on_lines((sn_mlp_forward_workspace(&self.net, rows),))
-        cdef const float *px = <const float *>cnp.PyArray_DATA(X)
-        cdef float *po = <float *>cnp.PyArray_DATA(out)
-        cdef float *pw = <float *>cnp.PyArray_DATA(work)
-        cdef int status = SN_OK, finite_in, finite_out = 1
-        cdef bint check_out = finite_for is not None
-        cdef int64_t start = 0, n, piece = _SIGNAL_ROWS
         try:
-            with nogil:
-                finite_in = sn_all_finite_f32(px, M * K)
-            while finite_in and start < M and status == SN_OK:
-                n = M - start if M - start < piece else piece
-                with nogil:
-                    status = sn_mlp_forward_f32(&self.net, po + start * C, px + start * K, n,
-                                                softmax, pw, rows)
-                start += n
-                if start < M:
-                    PyErr_CheckSignals()  # Ctrl-C between pieces, not after all of X
-            if finite_in and status == SN_OK and check_out:
-                with nogil:
-                    finite_out = sn_all_finite_f32(po, M * C)
+            _predict_rows(_mlp_rows, &self.net, X, self.net.layers[0].in_, out, out_dims[1],
+                          <float *>cnp.PyArray_DATA(work), rows, softmax, "MLP.predict",
+                          finite_for)
         finally:
             if own:
                 self.busy = False
-        _check_predicted(X, finite_in, status, finite_out, "MLP.predict", finite_for)
         return out
 
 

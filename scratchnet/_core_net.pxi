@@ -42,6 +42,17 @@ cdef const float *_net_array(dict spec, str key, Py_ssize_t n, list keep) except
     return &v[0]
 
 
+cdef struct _net_program:
+    const sn_net_op *ops
+    int n_ops
+
+
+cdef int _net_rows(const void *program, float *out, const float *X, int64_t n, int softmax,
+                   float *work, int64_t rows) noexcept nogil:
+    cdef const _net_program *p = <const _net_program *>program
+    return sn_net_forward_f32(p.ops, p.n_ops, out, X, n, softmax, work, rows)
+
+
 cdef class Net:
     """ops: a list of dicts, one per operation (see sn_net_op in
     csrc/scratchnet.h): "kind" (a key of NET_KINDS), the sizes "in", "out"
@@ -135,32 +146,14 @@ cdef class Net:
             work = self.work
         else:
             work = _empty_on_lines((need,))
-        cdef const float *px = <const float *>cnp.PyArray_DATA(X)
-        cdef float *po = <float *>cnp.PyArray_DATA(out)
-        cdef float *pw = <float *>cnp.PyArray_DATA(work)
-        cdef int status = SN_OK, finite_in, finite_out = 1
-        cdef bint check_out = finite_for is not None
-        cdef int64_t n_in = M * self.ops[0].in_, n_out = M * self.ops[self.n_ops - 1].out
-        cdef int64_t sample_in = self.ops[0].in_, sample_out = self.ops[self.n_ops - 1].out
-        cdef int64_t start = 0, n, piece = _SIGNAL_ROWS
+        cdef _net_program program = [self.ops, self.n_ops]
         try:
-            with nogil:
-                finite_in = sn_all_finite_f32(px, n_in)
-            while finite_in and start < M and status == SN_OK:
-                n = M - start if M - start < piece else piece
-                with nogil:
-                    status = sn_net_forward_f32(self.ops, self.n_ops, po + start * sample_out,
-                                                px + start * sample_in, n, softmax, pw, rows)
-                start += n
-                if start < M:
-                    PyErr_CheckSignals()  # Ctrl-C between pieces, not after all of X
-            if finite_in and status == SN_OK and check_out:
-                with nogil:
-                    finite_out = sn_all_finite_f32(po, n_out)
+            _predict_rows(_net_rows, &program, X, self.ops[0].in_, out,
+                          self.ops[self.n_ops - 1].out, <float *>cnp.PyArray_DATA(work), rows,
+                          softmax, "Net.predict", finite_for)
         finally:
             if own:
                 self.busy = False
-        _check_predicted(X, finite_in, status, finite_out, "Net.predict", finite_for)
         return out
 
 

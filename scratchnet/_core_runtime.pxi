@@ -145,3 +145,18 @@ def have_openmp():
 
 def compiler():
     return sn_compiler().decode().strip()
+
+
+cdef extern from *:
+    """
+    #ifndef SN_BUILD_ID /* a build by other means than setup.py */
+    #define SN_BUILD_ID "unknown"
+    #endif
+    """
+    const char *SN_BUILD_ID
+
+
+def build_id():
+    """A hash of the sources this extension was built from (setup.py's
+    source_hash), "unknown" without one."""
+    return SN_BUILD_ID.decode()

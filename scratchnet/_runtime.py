@@ -37,6 +37,7 @@ def info():
     from ._version import __version__
     return {
         "version": __version__,
+        "build": _core.build_id(),  # the sources' hash (setup.py): keys the tuning file
         "compiler": _core.compiler(),
         "openmp": _core.have_openmp(),
         "isa": _core.get_isa(),

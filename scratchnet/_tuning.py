@@ -71,11 +71,15 @@ def tuning_path():
 def machine_key():
     """What a tuning is valid for. With each kernel's kc (derived from the
     caches, never timed): the mc and nc timed were timed with it, and a
-    build that derives another kc times them again."""
+    build that derives another kc times them again. With the build's source
+    hash: a build of other kernels or rules times them again, where the
+    version alone kept, between two development builds of one version, a
+    choice made by the older (one image through 784-128-10 went alone for
+    hours under a pair rule since changed)."""
     isas = list(_core.supported_isas())
     return {"cpu": cpu_name(), "cores": os.cpu_count(), "isas": isas,
             "kc": {isa: _core.gemm_blocking(isa)["kc"] for isa in isas},
-            "version": __version__}
+            "version": __version__, "build": _core.build_id()}
 
 
 def _simd_isas():

@@ -421,9 +421,9 @@ class Sequential(Module):
             raise ValueError("this Sequential has no layers")
         plan = self._plan()
         if plan is not None:
-            if not _core.plain_rows(X, plan.sizes[0]):
-                X = self._inputs(X)  # converts, or raises the error that names the problem
-            return plan.predict(X, softmax, finite_for)
+            out = plan.try_predict(X, softmax, finite_for)
+            # else X is converted, or the error that names the problem raised
+            return out if out is not None else plan.predict(self._inputs(X), softmax, finite_for)
         # an array the C network takes as it is, of the shape it was built
         # for, goes straight to it (the path of one-image latency); anything
         # else is converted and checked first
@@ -505,9 +505,12 @@ class Sequential(Module):
         Softmax); sigmoid of each output for BinaryCrossEntropy, (N,) for a
         single output. A regression (MSE) model has none: raises."""
         fused = self._fused_classifier()
-        if fused is not None and _core.plain_rows(X, fused.sizes[0]):
+        if fused is not None:
             # the fast path's networks end in a Dense layer: take the softmax
-            return fused.predict(X, True, "predict_proba")
+            # (None: X is to be converted first, below)
+            proba = fused.try_predict(X, True, "predict_proba")
+            if proba is not None:
+                return proba
         kind = self._output_kind("predict_proba", _sample_shape(X))
         if kind is CrossEntropy:
             ends_in_softmax = isinstance(self._output_layer(), Softmax)
@@ -527,8 +530,9 @@ class Sequential(Module):
         (z >= 0); (N,) for a single output, (N, outputs) otherwise.
         MSE: the outputs themselves, float32; (N,) for a single output."""
         fused = self._fused_classifier()
-        if fused is not None and _core.plain_rows(X, fused.sizes[0]):
-            return fused.predict(X, False, "predict").argmax(axis=1).astype(np.int64)
+        outputs = fused.try_predict(X, False, "predict") if fused is not None else None
+        if outputs is not None:
+            return outputs.argmax(axis=1).astype(np.int64)
         kind = self._output_kind("predict", _sample_shape(X))
         out = self._finite_outputs(X, "predict")
         if kind is CrossEntropy:

@@ -303,6 +303,67 @@ def test_mlp_rejects_bad_arguments():
         mlp.predict(np.full((2, 4), np.nan, np.float32))
 
 
+def inference_mlp(seed=0, features=4, hidden=6, classes=3):
+    rng = np.random.default_rng(seed)
+    W1 = rng.standard_normal((features, hidden)).astype(np.float32)
+    W2 = rng.standard_normal((hidden, classes)).astype(np.float32)
+    layers = [(W1, rng.standard_normal(hidden).astype(np.float32), None, None, "relu", 0.0, 0.0),
+              (W2, rng.standard_normal(classes).astype(np.float32), None, None, "none", 0.0, 0.0)]
+    return _core.MLP(layers, 16, False), layers
+
+
+def test_try_predict_runs_plain_rows_and_declines_the_rest():
+    """try_predict, the one-image path's single call: predict's result for a
+    non-empty 2-D aligned C-contiguous native float32 X of the network's
+    width, None for anything else (the caller converts it), never an error
+    for the array's form."""
+    mlp, _ = inference_mlp()
+    X = np.random.default_rng(1).standard_normal((5, 4)).astype(np.float32)
+    for softmax in (False, True):
+        want = mlp.predict(X, softmax)
+        assert np.array_equal(mlp.try_predict(X, softmax), want)
+        assert np.array_equal(mlp.try_predict(X[2:3], softmax), want[2:3])
+    misaligned = np.zeros(X.nbytes + 4, np.uint8)[1:1 + X.nbytes].view(np.float32).reshape(5, 4)
+    assert not misaligned.flags.aligned
+    declined = {"float64": X.astype(np.float64), "big-endian": X.astype(">f4"),
+                "Fortran order": np.asfortranarray(X), "a column slice": X[:, :3],
+                "every other row": X[::2], "no rows": X[:0], "1-D": X[0], "3-D": X[None],
+                "a list": X.tolist(), "misaligned": misaligned, "wider": np.zeros((2, 5), np.float32)}
+    for name, bad in declined.items():
+        assert mlp.try_predict(bad) is None, name
+
+
+def test_predict_checks_inputs_and_outputs_of_every_piece():
+    """predict runs X in pieces of _SIGNAL_ROWS rows (Ctrl-C is heard between
+    them), the first in the same release of the GIL as the check of X: a
+    non-finite value anywhere in X is refused before any piece, and a
+    non-finite output in the last piece as in the first."""
+    mlp, layers = inference_mlp()
+    n = 2 * 4096 + 3
+    X = np.random.default_rng(2).standard_normal((n, 4)).astype(np.float32)
+    whole = mlp.predict(X, True, "predict_proba")
+    rows = np.concatenate([mlp.predict(X[i:i + 1000], True) for i in range(0, n, 1000)])
+    assert np.array_equal(whole, rows)
+    W1, b1 = layers[0][0], layers[0][1]
+    h = np.maximum(X.astype(np.float64) @ W1 + b1, 0)
+    z = h @ layers[1][0] + layers[1][1]
+    p = np.exp(z - z.max(1, keepdims=True))
+    np.testing.assert_allclose(whole, p / p.sum(1, keepdims=True), rtol=1e-5, atol=1e-6)
+    for row in (0, 4096, n - 1):
+        bad = X.copy()
+        bad[row, 1] = np.nan
+        with pytest.raises(ValueError, match=r"^X: contains 1 non-finite value"):
+            mlp.predict(bad, True, "predict_proba")
+        with pytest.raises(ValueError, match=r"^X: contains 1 non-finite value"):
+            mlp.try_predict(bad, True, "predict_proba")
+        huge = X.copy()
+        huge[row] = 3e38  # finite, but the hidden sums overflow to inf
+        assert np.isfinite(huge).all()
+        with pytest.raises(ValueError, match="^predict_proba: "):
+            mlp.predict(huge, False, "predict_proba")
+        assert not np.isfinite(mlp.predict(huge, False)[row]).all()  # unchecked without a name
+
+
 def test_dense_kernels_against_reference():
     rng = np.random.default_rng(5)
     for M, K, N in [(1, 784, 128), (33, 7, 129), (128, 300, 10)]:

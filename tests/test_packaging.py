@@ -8,6 +8,7 @@ installed in a fresh virtual environment; cibuildwheel runs them against each
 built wheel."""
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -92,6 +93,7 @@ def test_installed_package_carries_no_build_inputs():
 def test_info_describes_the_build():
     info = sn.info()
     assert info["compiler"] and info["compiler"] != "unknown"
+    assert re.fullmatch("[0-9a-f]{16}", info["build"])  # setup.py's source hash reached the C
     assert info["isa"] in info["isa_supported"] and info["isa_best"] in info["isa_supported"]
     assert info["threads"] >= 1
     assert isinstance(info["openmp"], bool)

@@ -3,6 +3,7 @@ the choice rule, what the tuned blocks compute, the tuning file (rebuilt
 when corrupt or made elsewhere), SCRATCHNET_TUNE=0 and a forced kernel."""
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -187,6 +188,19 @@ def test_a_saved_choice_is_read_back_and_applied(cache_home):
     assert path.is_file()
     loaded, why = _tuning.load()
     assert loaded == choice and why == f"read from {path}"
+
+
+def test_a_tuning_file_from_another_build_of_the_same_version_is_timed_again(cache_home,
+                                                                             monkeypatch):
+    """The file is keyed by the build's source hash (setup.py compiles it in):
+    a development build with other kernels or tuning rules, the same
+    version number, does not take up the choice an older build made."""
+    assert re.fullmatch("[0-9a-f]{16}", _core.build_id())
+    _tuning.tune()
+    assert _tuning.load()[0] is not None
+    monkeypatch.setattr(_core, "build_id", lambda: "0123456789abcdef")
+    choice, why = _tuning.load()
+    assert choice is None and "timed again" in why
 
 
 @pytest.mark.parametrize("damage", ["not json", "truncated", "other cpu", "other version",
