@@ -110,37 +110,68 @@ cdef int _check_predicted(X, int finite_in, int status, int finite_out, str op,
 ctypedef int (*_forward_rows)(const void *ctx, float *out, const float *X, int64_t n,
                               int softmax, float *work, int64_t rows) noexcept nogil
 
+# A predict of fewer multiply-adds than this keeps the GIL: letting it go and
+# taking it back costs ~40 ns (CPython 3.11, AMD EPYC Zen 5), 2% of one image
+# through 784-128-10 (101,632 of them, ~2 us). NumPy keeps it for small
+# loops too; a few microseconds hold other Python threads back far less than
+# the interpreter's own switch interval (5 ms) does.
+cdef int64_t _KEEP_GIL_MACS = 1 << 18
 
-cdef inline int _predict_rows(_forward_rows forward, const void *ctx, X, int64_t K, out, int64_t C,
-                       float *work, int64_t rows, bint softmax, str op,
+
+cdef struct _predict_job:
+    _forward_rows forward
+    const void *ctx
+    const float *X
+    float *out
+    int64_t M, K, C, rows
+    float *work
+    bint softmax, check_out
+    int status, finite_in, finite_out
+
+
+cdef void _predict_piece(_predict_job *job, int64_t start, int64_t n) noexcept nogil:
+    """Rows start..start+n of the job: X's values checked first (all of X,
+    at the first piece), the outputs last (all of them, at the last piece,
+    with check_out)."""
+    if start == 0:
+        job.finite_in = sn_all_finite_f32(job.X, job.M * job.K)
+    if not job.finite_in:
+        return
+    job.status = job.forward(job.ctx, job.out + start * job.C, job.X + start * job.K, n,
+                             job.softmax, job.work, job.rows)
+    if job.status == SN_OK and start + n == job.M and job.check_out:
+        job.finite_out = sn_all_finite_f32(job.out, job.M * job.C)
+
+
+cdef int _predict_rows(_forward_rows forward, const void *ctx, X, int64_t K, out, int64_t C,
+                       int64_t row_macs, float *work, int64_t rows, bint softmax, str op,
                        str finite_for) except -1:
     """A compiled network's predict once X (M samples of K floats, M > 0) and
     out (M x C) are checked: X through forward into out in pieces of
-    _SIGNAL_ROWS rows (Ctrl-C
-    is heard between them). X's values are checked before the first piece
-    and, with finite_for, the outputs after the last, each in the same
-    release of the GIL as the piece beside it: one release for a small X
-    (three were ~0.08 us of the 2 us one-image call)."""
+    _SIGNAL_ROWS rows (Ctrl-C is heard between them), each piece and its
+    checks in one release of the GIL (three releases were ~0.08 us of the
+    2 us one-image call); with fewer than _KEEP_GIL_MACS multiply-adds in
+    all (row_macs a sample), in none."""
     cdef int64_t M = cnp.PyArray_DIM(X, 0)
-    cdef const float *px = <const float *>cnp.PyArray_DATA(X)
-    cdef float *po = <float *>cnp.PyArray_DATA(out)
-    cdef int status = SN_OK, finite_in = 1, finite_out = 1
-    cdef bint check_out = finite_for is not None
+    cdef _predict_job job = [forward, ctx, <const float *>cnp.PyArray_DATA(X),
+                             <float *>cnp.PyArray_DATA(out), M, K, C, rows, work, softmax,
+                             finite_for is not None, SN_OK, 1, 1]
+    # M * row_macs >= _KEEP_GIL_MACS, in integers that cannot overflow
+    cdef int64_t per_row = row_macs if row_macs > 0 else 1
+    cdef bint release = M >= (_KEEP_GIL_MACS + per_row - 1) // per_row
     cdef int64_t start = 0, n
     while True:
         n = M - start if M - start < _SIGNAL_ROWS else _SIGNAL_ROWS
-        with nogil:
-            if start == 0:
-                finite_in = sn_all_finite_f32(px, M * K)
-            if finite_in:
-                status = forward(ctx, po + start * C, px + start * K, n, softmax, work, rows)
-            start += n
-            if finite_in and status == SN_OK and start == M and check_out:
-                finite_out = sn_all_finite_f32(po, M * C)
-        if not finite_in or status != SN_OK or start == M:
+        if release:
+            with nogil:
+                _predict_piece(&job, start, n)
+        else:
+            _predict_piece(&job, start, n)
+        start += n
+        if not job.finite_in or job.status != SN_OK or start == M:
             break
         PyErr_CheckSignals()
-    return _check_predicted(X, finite_in, status, finite_out, op, finite_for)
+    return _check_predicted(X, job.finite_in, job.status, job.finite_out, op, finite_for)
 
 
 cdef object _flat(a, str op, str name, bint writable=False):

@@ -47,6 +47,7 @@ cdef class MLP:
     cdef list state_keep    # the optimizer state arrays it points into, of the last set_optimizer
     cdef readonly int64_t max_batch
     cdef readonly tuple sizes
+    cdef int64_t row_macs   # multiply-adds of one sample's forward pass
     cdef readonly bint trainable
     cdef readonly dict step_buffers  # the training step's own buffers by name ("xb", "y0", ...)
     cdef readonly object work  # the inference workspace of predict (two halves, on lines)
@@ -124,6 +125,7 @@ cdef class MLP:
                 self.net.params[2 * i + k].g = _fptr(g, "grad", size)
                 self.net.params[2 * i + k].n = size
         self.sizes = tuple(sizes)
+        self.row_macs = sum(a * b for a, b in zip(sizes, sizes[1:]))
         self.opt.kind = -1
         # on lines: one image's layer, split by columns between this thread
         # and the helper (sn_helper.c), shared a line of its output when the
@@ -341,8 +343,8 @@ cdef class MLP:
             work = _empty_on_lines((sn_mlp_forward_workspace(&self.net, rows),))
         try:
             _predict_rows(_mlp_rows, &self.net, X, self.net.layers[0].in_, out, out_dims[1],
-                          <float *>cnp.PyArray_DATA(work), rows, softmax, "MLP.predict",
-                          finite_for)
+                          self.row_macs, <float *>cnp.PyArray_DATA(work), rows, softmax,
+                          "MLP.predict", finite_for)
         finally:
             if own:
                 self.busy = False

@@ -148,9 +148,12 @@ cdef class Net:
             work = _empty_on_lines((need,))
         cdef _net_program program = [self.ops, self.n_ops]
         try:
+            # its multiply-adds not counted: the GIL is let go (a sample through a
+            # convolution is far above _KEEP_GIL_MACS)
             _predict_rows(_net_rows, &program, X, self.ops[0].in_, out,
-                          self.ops[self.n_ops - 1].out, <float *>cnp.PyArray_DATA(work), rows,
-                          softmax, "Net.predict", finite_for)
+                          self.ops[self.n_ops - 1].out, _KEEP_GIL_MACS,
+                          <float *>cnp.PyArray_DATA(work), rows, softmax, "Net.predict",
+                          finite_for)
         finally:
             if own:
                 self.busy = False

@@ -1,6 +1,8 @@
 """The fast path (scratchnet._fused, _core.MLP and the fused dense kernels)
 against the layer-by-layer path and float64 references."""
 import sys
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -331,6 +333,29 @@ def test_try_predict_runs_plain_rows_and_declines_the_rest():
                 "a list": X.tolist(), "misaligned": misaligned, "wider": np.zeros((2, 5), np.float32)}
     for name, bad in declined.items():
         assert mlp.try_predict(bad) is None, name
+
+
+def test_a_long_predict_lets_other_python_threads_run():
+    """Only a predict of a few microseconds keeps the GIL (_KEEP_GIL_MACS):
+    a long one lets it go, so another Python thread, woken meanwhile, runs
+    while the predict goes on (with the GIL held, only as it returns)."""
+    mlp, _ = inference_mlp(features=64, hidden=256, classes=10)
+    X = np.random.default_rng(3).standard_normal((100_000, 64)).astype(np.float32)
+    woke = []
+
+    def sleeper():
+        time.sleep(0.002)
+        woke.append(time.perf_counter())
+
+    thread = threading.Thread(target=sleeper)
+    thread.start()
+    start = time.perf_counter()
+    mlp.predict(X)  # ~1.9 billion multiply-adds: tens of milliseconds or more
+    took = time.perf_counter() - start
+    thread.join()
+    # with the GIL held it runs as the predict returns, before this thread goes on
+    assert woke[0] - start < took / 2, \
+        f"the other thread ran {woke[0] - start:.4f} s into a {took:.4f} s predict"
 
 
 def test_predict_checks_inputs_and_outputs_of_every_piece():
