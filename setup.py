@@ -149,21 +149,25 @@ class BuildExt(build_ext):
               f"OpenMP {'on ' + str(omp[0] + omp[1]) if omp else 'off (serial)'}")
         # POSIX threads for csrc/sn_helper.c (glibc before 2.34 keeps them in libpthread)
         threads = [] if ctype == "msvc" else ["-pthread"]
+        build_id = build_hash([getattr(self.compiler, "compiler_so", ctype), compile_flags,
+                               threads, omp])
         for ext in self.extensions:
             ext.extra_compile_args = compile_flags + threads + (omp[0] if omp else [])
             ext.extra_link_args = threads + (omp[1] if omp else []) + san_link
+            ext.define_macros = ext.define_macros + [("SN_BUILD_ID", f'"{build_id}"')]
         super().build_extensions()
 
 
-def source_hash():
-    """The first 16 hex digits of a SHA-256 over what the build compiles, and
-    the tuner's rules: compiled in as SN_BUILD_ID, it keys the tuning file
-    (scratchnet/_tuning.py), so a build with other kernels or other rules
-    times them again, where one version number covered every development
-    build (a choice timed before a change was kept after it)."""
-    digest = hashlib.sha256()
-    for path in sorted(glob("csrc/*.[ch]") + glob("scratchnet/_core*.p*")
-                       + ["scratchnet/_tuning.py"]):
+def build_hash(flags):
+    """The first 16 hex digits of a SHA-256 over what the build compiles and
+    how (the compiler command and flags): compiled in as SN_BUILD_ID, it
+    keys the tuning file (scratchnet/_tuning.py), so a build of other
+    kernels, or with other flags (a sanitizer's), times them again, where
+    one version number covered every development build (a choice timed
+    before a change was kept after it)."""
+    digest = hashlib.sha256(repr(flags).encode())
+    for path in sorted(glob("csrc/*.[ch]") + glob("scratchnet/_core*.pyx")
+                       + glob("scratchnet/_core*.pxd") + glob("scratchnet/_core*.pxi")):
         digest.update(path.encode() + b"\0")
         with open(path, "rb") as f:
             digest.update(f.read())
@@ -176,8 +180,7 @@ ext = Extension(
     include_dirs=["csrc", numpy.get_include()],
     # a changed header rebuilds every source (setuptools does not track includes)
     depends=sorted(glob("csrc/*.h")),
-    define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION"),
-                   ("SN_BUILD_ID", f'"{source_hash()}"')],
+    define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
 )
 
 setup(

@@ -765,11 +765,13 @@ static int gemm_small_pair(gemm_strips *g)
          * reloading them at each step (130 cycles became 300-1200 here, the
          * more the farther apart the two cores) */
         const unsigned fp = sn_fp_enter();
-        float *restrict C = g->C;
-        const float *restrict helper_block = t;
-        const int64_t M = g->M, N = g->N, ldc = g->ldc;
-        for (int64_t i = 0; i < M; ++i)
-            for (int64_t j = 0; j < N; ++j) C[i * ldc + j] += helper_block[i * N + j];
+        { /* restrict: C is written through nothing else within this block */
+            float *restrict C = g->C;
+            const float *restrict helper_block = t;
+            const int64_t M = g->M, N = g->N, ldc = g->ldc;
+            for (int64_t i = 0; i < M; ++i)
+                for (int64_t j = 0; j < N; ++j) C[i * ldc + j] += helper_block[i * N + j];
+        }
         if (g->ep) apply_epilogue(g->ep, g->C, g->ldc, 0, 0, g->M, g->N);
         sn_fp_leave(fp);
         return status;

@@ -80,8 +80,6 @@ def adam_step(p: F32, g: F32, exp_avg: F32, exp_avg_sq: F32, lr: float, step: in
               beta1: float = ..., beta2: float = ..., eps: float = ...,
               weight_decay: float = ..., decoupled: bool = ...) -> None: ...
 
-def plain_rows(X: Any, features: int) -> bool: ...
-
 class MLP:
     """A whole MLP in C: layers are (W, b, dW, db, activation, slope, dropout)."""
     max_batch: int

@@ -62,16 +62,14 @@ cdef int64_t _SIGNAL_ROWS = 4096
 
 cdef inline bint _plain_rows(X, Py_ssize_t features):
     """Whether X is what the compiled networks read as it is: a non-empty
-    2-D aligned, C-contiguous float32 ndarray of `features` columns (a few
-    C-API checks: the path of one-image latency)."""
-    return (_native_float32(X) and cnp.PyArray_IS_C_CONTIGUOUS(X) and
-            cnp.PyArray_ISALIGNED(X) and cnp.PyArray_NDIM(X) == 2 and cnp.PyArray_DIM(X, 0) > 0 and
+    2-D aligned, C-contiguous float32 ndarray of `features` columns, an
+    ndarray itself (a subclass, such as a masked array, may mean more than
+    its data: the caller's checks and conversion see to it). A few C-API
+    checks: the path of one-image latency."""
+    return (cnp.PyArray_CheckExact(X) and _native_float32(X) and
+            cnp.PyArray_IS_C_CONTIGUOUS(X) and cnp.PyArray_ISALIGNED(X) and
+            cnp.PyArray_NDIM(X) == 2 and cnp.PyArray_DIM(X, 0) > 0 and
             cnp.PyArray_DIM(X, 1) == features)
-
-
-def plain_rows(X, Py_ssize_t features):
-    """_plain_rows, for Python."""
-    return _plain_rows(X, features)
 
 
 cdef object _array(a, str op, str name, object dtype, bint writable):

@@ -305,9 +305,9 @@ cdef class MLP:
     def predict(self, X, bint softmax=False, str finite_for=None):
         """The network's outputs for the rows of X (inference: no dropout), or
         their softmax, as a new (N, classes) array. X must be a C-contiguous
-        float32 ndarray with finite values (checked here, cheaply: this is the
-        path of one-image latency). finite_for: a method name, to refuse
-        outputs that are not finite with a ValueError naming it."""
+        float32 ndarray with finite values (checked here). finite_for: a
+        method name, to refuse outputs that are not finite with a ValueError
+        naming it."""
         if not (_native_float32(X) and cnp.PyArray_IS_C_CONTIGUOUS(X) and
                 cnp.PyArray_ISALIGNED(X) and cnp.PyArray_NDIM(X) == 2):
             raise TypeError(f"MLP.predict: X must be a 2-D aligned, C-contiguous float32 "
@@ -318,10 +318,10 @@ cdef class MLP:
         return self._predict(X, softmax, finite_for)
 
     def try_predict(self, X, bint softmax=False, str finite_for=None):
-        """predict(X, softmax, finite_for) where X is plain_rows of this
-        network's inputs; None otherwise (the caller converts X first): one
-        call on the path of one-image latency, where the check and predict
-        were two."""
+        """predict(X, softmax, finite_for) where X is rows this network reads
+        as they are (_plain_rows); None otherwise (the caller converts X
+        first): one call on the path of one-image latency, where the check
+        and predict were two."""
         if not _plain_rows(X, self.net.layers[0].in_):
             return None
         return self._predict(X, softmax, finite_for)

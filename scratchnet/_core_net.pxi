@@ -67,6 +67,7 @@ cdef class Net:
     cdef readonly int64_t max_batch
     cdef object work        # the inference workspace
     cdef bint busy          # a predict call is using work
+    cdef int64_t row_macs   # multiply-adds of one sample (elementwise operations: one each)
 
     def __cinit__(self):
         self.ops = NULL
@@ -99,10 +100,13 @@ cdef class Net:
             channels = max(op.C, 0)
             if op.kind == SN_NET_DENSE:
                 n_w, n_b = op.in_ * op.out, op.out
+                self.row_macs += n_w
             elif op.kind == SN_NET_CONV2D:
                 n_w, n_b = op.K * op.C * op.kh * op.kw, op.K
+                self.row_macs += op.out * op.C * op.kh * op.kw  # out: K x Ho x Wo
             else:
                 n_w = n_b = channels
+                self.row_macs += op.in_
             op.w = _net_array(spec, "w", n_w, self.keep)
             op.b = _net_array(spec, "b", n_b, self.keep)
             op.mean = _net_array(spec, "mean", channels, self.keep)
@@ -148,10 +152,8 @@ cdef class Net:
             work = _empty_on_lines((need,))
         cdef _net_program program = [self.ops, self.n_ops]
         try:
-            # its multiply-adds not counted: the GIL is let go (a sample through a
-            # convolution is far above _KEEP_GIL_MACS)
             _predict_rows(_net_rows, &program, X, self.ops[0].in_, out,
-                          self.ops[self.n_ops - 1].out, _KEEP_GIL_MACS,
+                          self.ops[self.n_ops - 1].out, self.row_macs,
                           <float *>cnp.PyArray_DATA(work), rows, softmax, "Net.predict",
                           finite_for)
         finally:

@@ -157,6 +157,6 @@ cdef extern from *:
 
 
 def build_id():
-    """A hash of the sources this extension was built from (setup.py's
-    source_hash), "unknown" without one."""
+    """A hash of the sources this extension was built from and of its
+    compiler flags (setup.py's build_hash), "unknown" without one."""
     return SN_BUILD_ID.decode()

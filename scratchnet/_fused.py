@@ -185,7 +185,7 @@ class Trainer:
 def trainer(model, optimizer, loss, y, batch_size):
     """A Trainer when the fast path covers this model, loss and optimizer,
     else None."""
-    if type(loss) is not CrossEntropy or y.ndim != 1:
+    if type(loss) is not CrossEntropy or y.ndim != 1 or not model._compiled_paths_apply():
         return None
     if type(optimizer) not in _OPTIMIZER_NAMES or len(optimizer.param_groups) != 1:
         return None

@@ -5,13 +5,15 @@ cache sizes the CPU reports. Here the blocks mc and nc around those, and,
 where the CPU has two SIMD kernels (AVX2 and AVX-512), the kernel itself,
 are timed on this machine the first time scratchnet is imported (well under
 a second), and the winner is kept in ~/.cache/scratchnet/tuning.json, keyed
-by CPU model, core count, the kernels the CPU supports and scratchnet's
-version; later imports only read it. `scratchnet tune` times them again;
+by CPU model, core count, the kernels the CPU supports, their kc,
+scratchnet's version, the build (a hash of the compiled sources and flags)
+and the rules here (a hash of this file); later imports only read it. `scratchnet tune` times them again;
 SCRATCHNET_TUNE=0 uses the derived blocks and the best kernel.
 
 What may change: mc and nc change only the speed, never a bit of a result.
 The kernel changes the rounding (as SCRATCHNET_ISA does), so a file made for
-another CPU, core count, version or kc is never used: it is timed again.
+another CPU, core count, version, kc, build or rules is never used: it is
+timed again.
 kc orders the sums, so it is always derived, never timed.
 
 Also timed: whether one image's first layer may be cut in two halves, the
@@ -23,6 +25,7 @@ also timed at run time, alone and paired now and then, and goes the faster
 way (csrc/sn_pair_choice.c). Here only a pair that loses even so is turned
 off. Speed only."""
 import datetime
+import hashlib
 import json
 import math
 import os
@@ -68,18 +71,29 @@ def tuning_path():
     return datasets.user_cache_root() / "tuning.json"
 
 
+def _rules_hash():
+    """The first 16 hex digits of a SHA-256 of this file (the rules a choice
+    is made by), "unknown" where it cannot be read."""
+    try:
+        with open(__file__, "rb") as f:
+            return hashlib.sha256(f.read()).hexdigest()[:16]
+    except OSError:
+        return "unknown"
+
+
 def machine_key():
     """What a tuning is valid for. With each kernel's kc (derived from the
     caches, never timed): the mc and nc timed were timed with it, and a
-    build that derives another kc times them again. With the build's source
-    hash: a build of other kernels or rules times them again, where the
-    version alone kept, between two development builds of one version, a
-    choice made by the older (one image through 784-128-10 went alone for
-    hours under a pair rule since changed)."""
+    build that derives another kc times them again. With the build's hash
+    (setup.py's build_id: the compiled sources and flags) and the rules':
+    other kernels or other rules time them again, where the version alone
+    kept, between two development builds of one version, a choice the older
+    made (one image through 784-128-10 went alone for hours under a pair
+    rule since changed)."""
     isas = list(_core.supported_isas())
     return {"cpu": cpu_name(), "cores": os.cpu_count(), "isas": isas,
             "kc": {isa: _core.gemm_blocking(isa)["kc"] for isa in isas},
-            "version": __version__, "build": _core.build_id()}
+            "version": __version__, "build": _core.build_id(), "rules": _rules_hash()}
 
 
 def _simd_isas():
@@ -305,7 +319,8 @@ def load(path=None):
     if not isinstance(record, dict) or record.get("file_version") != FILE_VERSION:
         return None, f"{path}: another format: timed again"
     if record.get("machine") != machine_key():
-        return None, f"{path}: made for another CPU, core count, version or kc: timed again"
+        return None, (f"{path}: made for another CPU, core count, version, kc, build or "
+                      "tuning rules: timed again")
     choice = _valid_choice(record.get("choice"))
     if choice is None:
         return None, f"{path}: a choice this machine cannot apply: timed again"

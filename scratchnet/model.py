@@ -390,6 +390,13 @@ class Sequential(Module):
         key[1] = version
         return True
 
+    def _compiled_paths_apply(self):
+        """Whether the compiled networks compute what this model does: not for
+        a subclass with a forward or backward of its own, which they would
+        never call (its predictions and training were the layers' own)."""
+        kind = type(self)
+        return kind.forward is Sequential.forward and kind.backward is Sequential.backward
+
     def _plan(self):
         """The fast path's compiled network (scratchnet._core.MLP), or None
         where it does not apply; rebuilt when _compiled_key changes."""
@@ -398,7 +405,7 @@ class Sequential(Module):
             # the key first: a change another thread makes while this builds
             # leaves the network under the older key, to be rebuilt next call
             key = self._compiled_key()
-            specs = _fused.layer_specs(self.layers)
+            specs = _fused.layer_specs(self.layers) if self._compiled_paths_apply() else None
             plan = _fused.build(specs, _PREDICT_BATCH, train=False) if specs else None
             self._plan_cache = cached = (key, plan)
         return cached[1]
@@ -410,8 +417,9 @@ class Sequential(Module):
         cached = getattr(self, "_net_cache", None)
         if cached is None or cached[0][4] != in_shape or not self._compiled_key_holds(cached[0]):
             key = self._compiled_key() + [in_shape]
-            self._net_cache = cached = (key, _inference.build(self.layers, in_shape,
-                                                              _PREDICT_BATCH))
+            net = (_inference.build(self.layers, in_shape, _PREDICT_BATCH)
+                   if self._compiled_paths_apply() else None)
+            self._net_cache = cached = (key, net)
         return cached[1]
 
     def _outputs(self, X, softmax=False, batch_size=_PREDICT_BATCH, finite_for=None):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import scratchnet as sn
-from scratchnet import _core, _fused
+from scratchnet import _core, _fused, _inference
 
 from reference import cross_entropy, layer_forward
 
@@ -314,11 +314,15 @@ def inference_mlp(seed=0, features=4, hidden=6, classes=3):
     return _core.MLP(layers, 16, False), layers
 
 
+class Rows(np.ndarray):
+    """An ndarray subclass, which may mean more than its data."""
+
+
 def test_try_predict_runs_plain_rows_and_declines_the_rest():
     """try_predict, the one-image path's single call: predict's result for a
     non-empty 2-D aligned C-contiguous native float32 X of the network's
-    width, None for anything else (the caller converts it), never an error
-    for the array's form."""
+    width (an ndarray itself, not a subclass), None for anything else (the
+    caller converts it), never an error for the array's form."""
     mlp, _ = inference_mlp()
     X = np.random.default_rng(1).standard_normal((5, 4)).astype(np.float32)
     for softmax in (False, True):
@@ -330,16 +334,23 @@ def test_try_predict_runs_plain_rows_and_declines_the_rest():
     declined = {"float64": X.astype(np.float64), "big-endian": X.astype(">f4"),
                 "Fortran order": np.asfortranarray(X), "a column slice": X[:, :3],
                 "every other row": X[::2], "no rows": X[:0], "1-D": X[0], "3-D": X[None],
-                "a list": X.tolist(), "misaligned": misaligned, "wider": np.zeros((2, 5), np.float32)}
+                "a list": X.tolist(), "misaligned": misaligned, "wider": np.zeros((2, 5), np.float32),
+                "a masked array": np.ma.masked_array(X), "a memmap-like subclass": X.view(Rows)}
     for name, bad in declined.items():
         assert mlp.try_predict(bad) is None, name
 
 
-def test_a_long_predict_lets_other_python_threads_run():
+@pytest.mark.parametrize("network", ["MLP", "Net"])
+def test_a_long_predict_lets_other_python_threads_run(network):
     """Only a predict of a few microseconds keeps the GIL (_KEEP_GIL_MACS):
     a long one lets it go, so another Python thread, woken meanwhile, runs
     while the predict goes on (with the GIL held, only as it returns)."""
-    mlp, _ = inference_mlp(features=64, hidden=256, classes=10)
+    if network == "MLP":
+        mlp, _ = inference_mlp(features=64, hidden=256, classes=10)
+    else:  # the whole-network path (a Softmax layer at the end takes it there)
+        layers = [sn.Dense(64, 256, seed=0), sn.ReLU(), sn.Dense(256, 10, seed=1), sn.Softmax()]
+        mlp = _inference.build(layers, (64,), 2048)
+        assert isinstance(mlp, _core.Net)
     X = np.random.default_rng(3).standard_normal((100_000, 64)).astype(np.float32)
     woke = []
 

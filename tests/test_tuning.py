@@ -190,15 +190,22 @@ def test_a_saved_choice_is_read_back_and_applied(cache_home):
     assert loaded == choice and why == f"read from {path}"
 
 
+@pytest.mark.parametrize("changed", ["build", "rules"])
 def test_a_tuning_file_from_another_build_of_the_same_version_is_timed_again(cache_home,
-                                                                             monkeypatch):
-    """The file is keyed by the build's source hash (setup.py compiles it in):
-    a development build with other kernels or tuning rules, the same
-    version number, does not take up the choice an older build made."""
+                                                                             monkeypatch,
+                                                                             changed):
+    """The file is keyed by the build's hash (of the compiled sources and
+    flags: setup.py compiles it in) and the tuning rules' (of _tuning.py):
+    a development build with other kernels or other rules, the same version
+    number, does not take up the choice an older one made."""
     assert re.fullmatch("[0-9a-f]{16}", _core.build_id())
+    assert re.fullmatch("[0-9a-f]{16}", _tuning._rules_hash())
     _tuning.tune()
     assert _tuning.load()[0] is not None
-    monkeypatch.setattr(_core, "build_id", lambda: "0123456789abcdef")
+    if changed == "build":
+        monkeypatch.setattr(_core, "build_id", lambda: "0123456789abcdef")
+    else:
+        monkeypatch.setattr(_tuning, "_rules_hash", lambda: "0123456789abcdef")
     choice, why = _tuning.load()
     assert choice is None and "timed again" in why
 

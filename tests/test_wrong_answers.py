@@ -434,6 +434,62 @@ def test_small_api_edges(tmp_path):
         sn.load(tmp_path / "images.npy")
 
 
+class _Doubled(sn.Sequential):
+    """A subclass with a forward of its own: twice the layers' outputs."""
+
+    def forward(self, x, training=False):
+        return 2 * super().forward(x, training=training)
+
+
+def _small_net(kind):
+    """(layers, X) of a small dense or convolutional network, the same
+    weights at each call."""
+    rng = np.random.default_rng(0)
+    if kind == "dense":
+        return ((sn.Dense(6, 8, seed=0), sn.ReLU(), sn.Dense(8, 3, seed=1)),
+                rng.standard_normal((64, 6)).astype(np.float32))
+    return ((sn.Conv2D(1, 2, 3, seed=0), sn.ReLU(), sn.Flatten(), sn.Dense(32, 3, seed=1)),
+            rng.standard_normal((64, 1, 6, 6)).astype(np.float32))
+
+
+@pytest.mark.parametrize("kind", ["dense", "conv"])
+def test_a_subclass_forward_is_what_predict_and_fit_follow(kind, monkeypatch):
+    """The compiled networks (the one-image path, the whole-network C path,
+    the C trainer) compute the layers' own forward: a subclass's forward
+    was never called, its predictions and training silently the layers'."""
+    layers, X = _small_net(kind)
+    y = np.arange(len(X)) % 3
+    model, plain = _Doubled(*layers), sn.Sequential(*layers)
+    for x in (X[:1], X):
+        np.testing.assert_array_equal(model.predict_logits(x), 2 * plain.predict_logits(x))
+    logits = 2 * plain.predict_logits(X).astype(np.float64)
+    p = np.exp(logits - logits.max(1, keepdims=True))
+    np.testing.assert_allclose(model.predict_proba(X), p / p.sum(1, keepdims=True), rtol=1e-5,
+                               atol=1e-7)
+    model.fit(X, y, sn.SGD(model.parameters(), lr=0.1), epochs=1, batch_size=64, verbose=0)
+    monkeypatch.setattr(_fused, "ENABLED", False)  # the layer-by-layer path: forward called
+    twin = _Doubled(*_small_net(kind)[0])
+    twin.fit(X, y, sn.SGD(twin.parameters(), lr=0.1), epochs=1, batch_size=64, verbose=0)
+    for a, b in zip(model.parameters(), twin.parameters()):
+        np.testing.assert_allclose(a.data, b.data, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("rows", [1, 64])
+def test_a_masked_array_is_refused_on_the_one_image_path_too(rows):
+    """A masked array is a float32 ndarray (a subclass): the compiled
+    networks' own check took it as rows to read, masked values and all,
+    where the layer-by-layer path refuses it."""
+    layers, X = _small_net("dense")
+    model = sn.Sequential(*layers)
+    masked = np.ma.masked_array(X[:rows], mask=np.zeros_like(X[:rows], bool))
+    masked.mask[0, 2] = True
+    for method in (model.predict_proba, model.predict, model.predict_logits):
+        with pytest.raises(ValueError, match="masked"):
+            method(masked)
+    unmasked = np.ma.masked_array(X[:rows])  # nothing masked: its data, as an array's
+    np.testing.assert_array_equal(model.predict_proba(unmasked), model.predict_proba(X[:rows]))
+
+
 def test_predict_follows_changes_to_the_model_after_a_first_call():
     """predict and predict_proba keep what they worked out about a model
     (the compiled network, whether it is a classifier) between calls: a new
