@@ -37,7 +37,8 @@ def info():
     from ._version import __version__
     return {
         "version": __version__,
-        "build": _core.build_id(),  # the sources' hash (setup.py): keys the tuning file
+        # a hash of the compiled sources and flags (setup.py): keys the tuning file
+        "build": _core.build_id(),
         "compiler": _core.compiler(),
         "openmp": _core.have_openmp(),
         "isa": _core.get_isa(),

@@ -7,8 +7,9 @@ are timed on this machine the first time scratchnet is imported (well under
 a second), and the winner is kept in ~/.cache/scratchnet/tuning.json, keyed
 by CPU model, core count, the kernels the CPU supports, their kc,
 scratchnet's version, the build (a hash of the compiled sources and flags)
-and the rules here (a hash of this file); later imports only read it. `scratchnet tune` times them again;
-SCRATCHNET_TUNE=0 uses the derived blocks and the best kernel.
+and the rules here (a hash of this file); later imports only read it.
+`scratchnet tune` times them again; SCRATCHNET_TUNE=0 uses the derived
+blocks and the best kernel.
 
 What may change: mc and nc change only the speed, never a bit of a result.
 The kernel changes the rounding (as SCRATCHNET_ISA does), so a file made for

@@ -334,8 +334,9 @@ def test_try_predict_runs_plain_rows_and_declines_the_rest():
     declined = {"float64": X.astype(np.float64), "big-endian": X.astype(">f4"),
                 "Fortran order": np.asfortranarray(X), "a column slice": X[:, :3],
                 "every other row": X[::2], "no rows": X[:0], "1-D": X[0], "3-D": X[None],
-                "a list": X.tolist(), "misaligned": misaligned, "wider": np.zeros((2, 5), np.float32),
-                "a masked array": np.ma.masked_array(X), "a memmap-like subclass": X.view(Rows)}
+                "a list": X.tolist(), "misaligned": misaligned,
+                "wider": np.zeros((2, 5), np.float32), "a masked array": np.ma.masked_array(X),
+                "a subclass": X.view(Rows)}
     for name, bad in declined.items():
         assert mlp.try_predict(bad) is None, name
 
