@@ -86,7 +86,7 @@ def machine_key():
     """What a tuning is valid for. With each kernel's kc (derived from the
     caches, never timed): the mc and nc timed were timed with it, and a
     build that derives another kc times them again. With the build's hash
-    (setup.py's build_id: the compiled sources and flags) and the rules':
+    (setup.py's build_hash: the compiled sources and flags) and the rules':
     other kernels or other rules time them again, where the version alone
     kept, between two development builds of one version, a choice the older
     made (one image through 784-128-10 went alone for hours under a pair
