@@ -218,7 +218,9 @@ void sn_cap_threads(int cap);
 
 /* One step of the fused trainer, every layer split by its inputs into
  * SN_STEP_PARTS parts (sn_mlp_step.c). begin picks the strips; forward
- * gathers the batch's rows (order[0..M)) of X and labels, runs the forward
+ * first makes pending's update from the gradients the step before left (if
+ * pending is not NULL: as optimize does, counters advanced), then gathers
+ * the batch's rows (order[0..M)) of X and labels, runs the forward
  * pass and the loss (each part's sum in loss[p], correct[p]; finite[p] = 0
  * if its logits were not finite, and then no loss gradient); backward makes
  * every gradient (check: then SN_ENONFINITE if one is not finite); optimize
@@ -232,9 +234,9 @@ typedef struct {
     int finite[SN_STEP_PARTS];
 } sn_mlp_step;
 void sn_mlp_step_begin(sn_mlp_step *st, const sn_mlp *net, int64_t M);
-int sn_mlp_step_forward(sn_mlp_step *st, const sn_mlp *net, const float *X,
-                        const int64_t *labels, const int64_t *order, int64_t M, int64_t batch,
-                        uint64_t first_row, float scale);
+int sn_mlp_step_forward(sn_mlp_step *st, const sn_mlp *net, sn_optim_cfg *pending,
+                        const float *X, const int64_t *labels, const int64_t *order, int64_t M,
+                        int64_t batch, uint64_t first_row, float scale);
 int sn_mlp_step_backward(const sn_mlp_step *st, const sn_mlp *net, int64_t M, int check);
 int sn_mlp_step_optimize(const sn_mlp_step *st, const sn_mlp *net, sn_optim_cfg *opt);
 #ifdef SN_STEP_PROFILE

@@ -140,12 +140,17 @@ int sn_mlp_train_f32(const sn_mlp *net, sn_optim_cfg *opt, const float *X,
     const unsigned fp = sn_fp_enter();
     int status = SN_OK;
     int64_t M = 0;
+    /* A step's update is made at the start of the next step's first region
+     * (sn_mlp_step_forward), where each thread updates the rows of W its
+     * product reads next: one region fewer a step. pending: the step before's
+     * update is still to be made. */
+    int pending = 0;
+    sn_mlp_step step;
     for (int64_t start = 0, batch = 0; batch < batches && status == SN_OK;
          start += M, ++batch) {
         M = shard ? shard->rows[batch] : n - start < batch_size ? n - start : batch_size;
         const double t_step = SN_NOW();
         sn_team_before_step(net->team);
-        sn_mlp_step step;
         sn_mlp_step_begin(&step, net, M);
         /* a non-finite output, loss or gradient ends the run before this
          * batch's step (SN_ENONFINITE): the parameters stay as the last
@@ -156,14 +161,19 @@ int sn_mlp_train_f32(const sn_mlp *net, sn_optim_cfg *opt, const float *X,
              * a share draws the dropout masks of its rows there */
             const float scale = 1.0f / (float)(shard ? shard->global[batch] : M);
             const uint64_t first_row = shard ? (uint64_t)shard->first[batch] : 0;
-            status = sn_mlp_step_forward(&step, net, X, labels, order + start, M, batch,
-                                         first_row, scale);
+            status = sn_mlp_step_forward(&step, net, pending ? opt : NULL, X, labels,
+                                         order + start, M, batch, first_row, scale);
+            pending = 0;
             for (int p = 0; p < SN_STEP_PARTS; ++p) finite = finite && step.finite[p];
             /* one process checks each gradient as it is made; a share's
              * gradients are checked once summed over the processes */
             if (status == SN_OK && finite) status = sn_mlp_step_backward(&step, net, M, !shard);
             if (status != SN_OK) break;
         } else {
+            /* the update reads the gradients this step zeroes */
+            if (pending) status = sn_mlp_step_optimize(&step, net, opt);
+            pending = 0;
+            if (status != SN_OK) break;
             zero_gradients(net);
         }
         if (shard) status = shard->reduce(shard->ctx, batch, finite);
@@ -176,12 +186,13 @@ int sn_mlp_train_f32(const sn_mlp *net, sn_optim_cfg *opt, const float *X,
             *loss_sum += step.loss[p];
             *correct += step.correct[p];
         }
-        status = sn_mlp_step_optimize(&step, net, opt);
+        pending = 1;
         /* full steps time the thread choice; a share's (M under the global
          * batch_size) never do: its step includes waiting for the other
          * processes at the reduce, which says nothing of the threads */
         if (M == batch_size) sn_team_after_step(net->team, SN_NOW() - t_step);
     }
+    if (pending && status == SN_OK) status = sn_mlp_step_optimize(&step, net, opt);
     sn_cap_threads(0);
     sn_fp_leave(fp);
     return status;

@@ -19,7 +19,9 @@
  *   backward   dW_l[K_p, :] = X_l[:, K_p]^T dZ_l, and the columns it owns
  *              of the layer below's gradient,
  *              dZ_l-1[:, K_p] = (dZ_l W_l[K_p, :]^T) * act'(y_l-1[:, K_p]) * mask;
- *   optimizer  the rows K_p of W_l.
+ *   optimizer  the rows K_p of W_l, at the start of the next step's first
+ *              region (before its gather and P_p = X_0[:, K_p] W_0[K_p, :],
+ *              which read only those rows), or alone after the last step.
  * A part writes the weights it reads in the next step, so with one thread
  * per part only activation-sized data (M x out) crosses between cores, never
  * weight-sized. (The threaded GEMMs, left to split the work by output
@@ -471,9 +473,14 @@ static int phase_work(const void *ctx, int64_t u)
     const int last = c->net->n_layers - 1;
     const int merged = c->strips == 1;
     switch (job->phase) {
-    case PH_GATHER:
+    case PH_GATHER: {
+        /* the step before's update first: it writes only this unit's rows
+         * of each W (and unit 0 the biases), which the product reads */
+        const int status = c->opt ? optimize(c, p, s) : SN_OK;
+        if (status != SN_OK) return status;
         gather(c, p, s);
         return merged ? product(c, 0, p, s) : SN_OK;
+    }
     case PH_FORWARD:
         return product(c, l, p, s);
     case PH_FINISH:
@@ -548,15 +555,17 @@ void sn_mlp_step_begin(sn_mlp_step *st, const sn_mlp *net, int64_t M)
     }
 }
 
-int sn_mlp_step_forward(sn_mlp_step *st, const sn_mlp *net, const float *X,
-                        const int64_t *labels, const int64_t *order, int64_t M, int64_t batch,
-                        uint64_t first_row, float scale)
+int sn_mlp_step_forward(sn_mlp_step *st, const sn_mlp *net, sn_optim_cfg *pending,
+                        const float *X, const int64_t *labels, const int64_t *order, int64_t M,
+                        int64_t batch, uint64_t first_row, float scale)
 {
-    step_ctx c = {.net = net, .X = X, .labels = labels, .order = order, .M = M,
+    step_ctx c = {.net = net, .opt = pending, .X = X, .labels = labels, .order = order, .M = M,
                   .dropout_batch = (uint64_t)batch, .first_row = first_row, .scale = scale,
                   .strips = st->strips, .loss = st->loss, .correct = st->correct,
                   .finite = st->finite};
     int status = run_phase(&c, PH_GATHER, 0, st->parallel);
+    if (pending && status == SN_OK) sn_optim_step_done(pending);
+    c.opt = NULL;
     /* with two layers or more, the last one is made with the finish of the
      * layer below (PH_LAST) */
     const int last = net->n_layers - 1, upto = last > 0 ? last - 1 : last;

@@ -778,3 +778,42 @@ def test_a_known_array_split_by_validation_split_is_read_whole_first(row):
     with pytest.raises(ValueError, match=r"^X: contains 1 non-finite value\(s\) \(NaN or inf\)$"):
         model.fit(X, y, opt, epochs=1, batch_size=32, verbose=0, seed=0, validation_split=0.1)
     assert all(np.array_equal(w, p.data) for w, p in zip(weights, model.parameters()))
+
+
+@pytest.mark.parametrize("optimizer, hyper", [("sgd", {"lr": 0.1, "momentum": 0.9}),
+                                               ("adam", {"lr": 0.01})])
+def test_a_share_with_no_rows_steps_after_the_update_of_the_batch_before(optimizer, hyper):
+    """The C trainer makes each batch's update at the start of the next
+    batch's first region; a batch with no rows in this process's share (a
+    data-parallel run) zeroes the gradients first, so the update before must
+    be made before that. One run of three batches (4, 0 and 4 rows) against
+    three runs of one batch each, which each end with their own update."""
+    rng = np.random.default_rng(5)
+    X = rng.standard_normal((8, 6)).astype(np.float32)
+    labels = rng.integers(0, 3, 8)
+
+    def fresh():
+        shapes = [(6, 5), (5,), (5, 3), (3,)]
+        params = [np.asarray(rng2.standard_normal(s) * 0.5, np.float32) for s in shapes]
+        grads = [np.zeros_like(p) for p in params]
+        mlp = _core.MLP([(params[0], params[1], grads[0], grads[1], "relu", 0.0, 0.0),
+                         (params[2], params[3], grads[2], grads[3], "none", 0.0, 0.0)], 8)
+        states = [[np.zeros_like(p) for _ in range(2)] for p in params]
+        mlp.set_optimizer(optimizer, hyper, states, 0, 0)
+        return mlp, params
+
+    rows, first, global_rows = (np.array(a, np.int64) for a in ([4, 0, 4], [0, 0, 0], [4, 4, 4]))
+    order = np.arange(8)
+    rng2 = np.random.default_rng(9)
+    whole, want = fresh()
+    whole.set_shard(rows, first, global_rows, lambda batch, ok: None)
+    whole.train(X, labels, order, 4)
+    rng2 = np.random.default_rng(9)
+    apart, got = fresh()
+    for b, start in enumerate((0, 4, 4)):
+        apart.set_shard(rows[b:b + 1], first[b:b + 1], global_rows[b:b + 1],
+                        lambda batch, ok: None)
+        apart.train(X, labels, order[start:start + rows[b]], 4)
+    assert whole.iterations == apart.iterations == 3
+    for a, b in zip(want, got):
+        np.testing.assert_array_equal(a, b)
