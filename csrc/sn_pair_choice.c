@@ -14,28 +14,38 @@
  * first SN_PAIR_ALONE_TRIALS run alone, the next SN_PAIR_PAIRED_TRIALS
  * paired (counted only where the helper ran its half: a helper asleep when
  * the cycle began may take a few hundred microseconds to wake), each call
- * timed; the rest of the cycle goes the way whose fastest call was the
- * faster. The helper is woken as the cycle begins. A shape holds its slot
- * until another has missed it SN_PAIR_TAKEOVER times in a row (two shapes
- * that share a slot and take turns, one image then two, would otherwise
- * reset each other's cycle at every call, and time every call alone);
- * meanwhile the other goes alone. Either way gives the same bits (sn_gemm.c):
- * the choice changes the speed only. Several threads at once, or shapes
- * taking over a slot, may mistime a cycle (a paired call counted for a
- * half the helper ran for another thread; a choice from the times of two
- * shapes): the next cycle times it again. */
+ * timed; the rest of the cycle goes the way whose median call was faster.
+ * The median, not the fastest call: with the CPUs far apart a paired call
+ * varies most, and its fastest (1.82 us against 1.69 alone) said little of
+ * the others (a call paired took 0.7 us longer than one alone on the whole).
+ * The trials take blocks, not turns: a call alone right after a paired one
+ * reads the half of the weights the other CPU read (1.7 us alone became
+ * 2.2). The helper is woken
+ * as the cycle begins. A shape holds its slot until another has missed it
+ * SN_PAIR_TAKEOVER times in a row (two shapes that share a slot and take
+ * turns, one image then two, would otherwise reset each other's cycle at
+ * every call, and time every call alone); meanwhile the other goes alone.
+ * Either way gives the same bits (sn_gemm.c): the choice changes the speed
+ * only. Several threads at once, or shapes taking over a slot, may mistime
+ * a cycle (a paired call counted for a half the helper ran for another
+ * thread; a choice from the times of two shapes): the next cycle times it
+ * again. */
 /* clock_gettime and CLOCK_MONOTONIC (POSIX 2008) under -std=c11 */
 #if !defined(_GNU_SOURCE) && (defined(__linux__) || defined(__unix__))
 #define _GNU_SOURCE
 #endif
 #include "sn_atomic.h"
 #include "sn_internal.h"
+#ifdef SN_PAIR_DEBUG
+#include <stdio.h>
+#endif
 
 #define SN_PAIR_SHAPES 8            /* slots for the shapes timed (by a hash) */
 #define SN_PAIR_TAKEOVER 64         /* misses in a row before another shape takes a slot */
 #define SN_PAIR_CYCLE 4096          /* calls of a shape between two timings */
 #define SN_PAIR_ALONE_TRIALS 32     /* at the start of each cycle, */
 #define SN_PAIR_PAIRED_TRIALS 64    /* then these (the helper may be waking) */
+#define SN_PAIR_SAMPLES SN_PAIR_PAIRED_TRIALS /* times kept of each way, at most */
 
 static sn_atomic_int timing_on = 1; /* 0: always paired (tests) */
 
@@ -56,7 +66,8 @@ typedef struct {
     sn_atomic_int key;       /* the shape's hash (never 0), 0 when unused */
     sn_atomic_int misses;    /* calls of other shapes in a row since this one's last */
     sn_atomic_int calls;     /* of this shape since it took the slot */
-    sn_atomic_int best[2];   /* the fastest timed call alone [0], paired [1], ns */
+    sn_atomic_int kept[2];   /* timed calls kept this cycle, alone [0] and paired [1] */
+    sn_atomic_int ns[2][SN_PAIR_SAMPLES]; /* their times, nanoseconds */
     sn_atomic_int paired;    /* the way the rest of the cycle goes */
 } pair_shape;
 
@@ -78,10 +89,27 @@ static uint64_t shape_hash(int64_t M, int64_t N, int64_t K)
            ((uint64_t)K * 0x165667B19E3779F9u);
 }
 
-static void store_min(sn_atomic_int *best, int ns)
+static void keep_time(pair_shape *s, int way, int ns)
 {
-    for (int seen = sn_atomic_load(best); ns < seen && !sn_atomic_cas(best, seen, ns);)
-        seen = sn_atomic_load(best);
+    const int at = sn_atomic_fetch_sub(&s->kept[way], -1);
+    if (at < SN_PAIR_SAMPLES) sn_atomic_store(&s->ns[way][at], ns);
+}
+
+/* the median of way's kept times (the upper one of an even count), INT_MAX
+ * if none was kept */
+static int median_time(pair_shape *s, int way)
+{
+    int n = sn_atomic_load(&s->kept[way]);
+    n = n < SN_PAIR_SAMPLES ? n : SN_PAIR_SAMPLES;
+    if (n <= 0) return INT_MAX;
+    int t[SN_PAIR_SAMPLES];
+    for (int i = 0; i < n; ++i) { /* insertion sort: at most 48, once a cycle */
+        const int v = sn_atomic_load(&s->ns[way][i]);
+        int j = i;
+        for (; j > 0 && t[j - 1] > v; --j) t[j] = t[j - 1];
+        t[j] = v;
+    }
+    return t[n / 2];
 }
 
 int sn_pair_begin(int64_t M, int64_t N, int64_t K, sn_pair_call *call)
@@ -103,8 +131,8 @@ int sn_pair_begin(int64_t M, int64_t N, int64_t K, sn_pair_call *call)
     const int n = (int)((unsigned)sn_atomic_fetch_sub(&s->calls, -1) % SN_PAIR_CYCLE);
     call->shape = (int)(s - shapes);
     if (n == 0) {
-        sn_atomic_store(&s->best[0], INT_MAX);
-        sn_atomic_store(&s->best[1], INT_MAX);
+        sn_atomic_store(&s->kept[0], 0);
+        sn_atomic_store(&s->kept[1], 0);
         sn_pair_wake(); /* awake by the paired trials */
     }
     if (n < SN_PAIR_ALONE_TRIALS + SN_PAIR_PAIRED_TRIALS) {
@@ -126,9 +154,14 @@ void sn_pair_end(const sn_pair_call *call)
     pair_shape *s = &shapes[call->shape];
     /* a paired call counts only if the helper ran a half meanwhile */
     if (!call->paired || sn_pair_halves_helped() != call->helped)
-        store_min(&s->best[call->paired], seconds < 1.0 ? (int)(seconds * 1e9) : INT_MAX);
-    if (call->decide)
-        sn_atomic_store(&s->paired, sn_atomic_load(&s->best[1]) < sn_atomic_load(&s->best[0]));
+        keep_time(s, call->paired, seconds < 1.0 ? (int)(seconds * 1e9) : INT_MAX);
+    if (call->decide) {
+        const int alone = median_time(s, 0), paired = median_time(s, 1);
+#ifdef SN_PAIR_DEBUG
+        fprintf(stderr, "pair choice: median alone %d ns, paired %d ns\n", alone, paired);
+#endif
+        sn_atomic_store(&s->paired, paired < alone);
+    }
 }
 #else
 /* no helper thread here (sn_helper.c): both halves would be this thread's */

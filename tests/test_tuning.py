@@ -65,10 +65,12 @@ def test_one_image_is_paired_from_where_the_halves_do_not_lose():
     only_large = [pair_row(small, 3.5, 2.2), pair_row(large, 5.0, 6.5)]
     assert _tuning.choose_pair(only_large) == large
     # about as fast as one thread (where the run-time timing keeps them alone)
-    assert _tuning.choose_pair([pair_row(small, 2.02, 2.0), pair_row(large, 4.1, 4.0)]) == 0
-    assert _tuning.choose_pair([pair_row(small, 2.10, 2.0), pair_row(large, 4.1, 4.0)]) == large
+    # (a file made while the vCPUs were far: 5% is noise, not a reason to
+    # turn them off for good)
+    assert _tuning.choose_pair([pair_row(small, 2.10, 2.0), pair_row(large, 4.1, 4.0)]) == 0
+    assert _tuning.choose_pair([pair_row(small, 2.30, 2.0), pair_row(large, 4.1, 4.0)]) == large
     # a loss for the larger network: the smaller one's gain alone is noise
-    assert _tuning.choose_pair([pair_row(small, 1.0, 2.0), pair_row(large, 4.2, 4.0)]) == never
+    assert _tuning.choose_pair([pair_row(small, 1.0, 2.0), pair_row(large, 4.5, 4.0)]) == never
 
 
 def test_timing_the_pair_restores_what_it_found(cache_home):

@@ -1294,6 +1294,30 @@ static void test_pair_choice_follows_its_timings(void)
         check(late_paired[1] == 1, "pair timing: paired where paired was faster");
 }
 
+/* The trials decide by their medians: here a paired call takes 40 us but
+ * for one in eight, 2 us, and one alone 10 us, so after the trials the
+ * calls go alone (by the fastest call they went paired). */
+static void test_pair_choice_takes_the_median(void)
+{
+    if (sn_seconds_now() == 0.0) return; /* no clock here, and no timing: nothing to drive */
+    const int helped_before = sn_pair_halves_helped();
+    int late_paired = -1, paired_calls = 0;
+    for (int i = 0; i < 3000; ++i) {
+        sn_pair_call call;
+        const int paired = sn_pair_begin(1, 7779, 3, &call);
+        if (paired) {
+            sn_run_pair(nothing_half, NULL);
+            spin_for(paired_calls++ % 8 == 0 ? 2e-6 : 40e-6);
+        } else {
+            spin_for(10e-6);
+        }
+        sn_pair_end(&call);
+        if (i == 2999) late_paired = paired;
+    }
+    check(late_paired == 0 || sn_pair_halves_helped() == helped_before,
+          "pair timing: alone where most paired calls were slower (the median, not the fastest)");
+}
+
 /* Nine shapes of pair-worthy GEMM in turn, more than the slots they are
  * timed in: each slot keeps the shape that took it, the others go alone,
  * untimed. (A slot once went to each new shape: two shapes sharing one, in
@@ -1638,6 +1662,7 @@ int main(int argc, char **argv)
     test_pair_gemm_same_bits();
     test_pair_timing_same_bits();
     test_pair_choice_follows_its_timings();
+    test_pair_choice_takes_the_median();
     test_pair_timing_shapes_in_turn();
     test_threads_identical();
     test_dense_epilogue();
