@@ -207,6 +207,9 @@ typedef struct {
 int sn_pair_begin(int64_t M, int64_t N, int64_t K, sn_pair_call *call);
 void sn_pair_end(const sn_pair_call *call);
 int sn_pair_timed_calls(void); /* calls timed so far (tests) */
+/* The run-time choice's rule (sn_pair_choice.c), on a cycle's timed calls
+ * in nanoseconds (sorted in place): 1 if the rest of the cycle goes paired */
+int sn_pair_prefers_paired(int *alone_ns, int n_alone, int *paired_ns, int n_paired);
 /* seconds on a monotonic clock (0 where there is none) */
 double sn_seconds_now(void);
 

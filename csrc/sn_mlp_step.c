@@ -148,6 +148,8 @@ typedef struct {
     int layer;                      /* the layer of a per-layer phase */
     int check;                      /* backward: check the gradients it made are finite */
     sn_atomic_int *nonfinite;       /* backward: set to 1 by a unit that made a non-finite one */
+    sn_atomic_int *product_failed;  /* gather: a first product's error, kept so that no unit
+                                       skips its part of the update before */
     double *loss;                   /* [SN_STEP_PARTS]: the summed loss of each part's rows */
     int64_t *correct;               /* [SN_STEP_PARTS] */
     int *finite;                    /* [SN_STEP_PARTS]: its logits were finite */
@@ -417,8 +419,9 @@ enum { PROFILE_LAYERS = 8, PROFILE_UNITS = 16, PROFILE_SLOTS = 2 + 4 * PROFILE_L
 static double g_profile_wall[PROFILE_SLOTS], g_profile_busy[PROFILE_SLOTS][PROFILE_UNITS];
 static int64_t g_profile_steps;
 
-/* the gather 0, the optimizer 1, then each layer's forward, finish and
- * backward; -1: not recorded */
+/* the gather (with the update of the step before) 0, the update after a
+ * run's last step 1, then each layer's forward, finish and backward; -1:
+ * not recorded */
 static int profile_slot(int phase, int layer)
 {
     if (phase == PH_GATHER) return 0;
@@ -448,11 +451,12 @@ int64_t sn_step_profile_report(FILE *out)
         if (g_profile_wall[slot] == 0.0) continue;
         char name[64];
         if (slot < 2)
-            snprintf(name, sizeof name, "%s", slot == 0 ? "gather (+ forward 0)" : "optimize");
+            snprintf(name, sizeof name, "%s",
+                     slot == 0 ? "update, gather (+ forward 0)" : "update after the last step");
         else
             snprintf(name, sizeof name, "%s %d", kinds[(slot - 2) / PROFILE_LAYERS],
                      (slot - 2) % PROFILE_LAYERS);
-        fprintf(out, "  %-26s region %8.1f us, units", name, g_profile_wall[slot] / steps * 1e6);
+        fprintf(out, "  %-29s region %8.1f us, units", name, g_profile_wall[slot] / steps * 1e6);
         for (int u = 0; u < PROFILE_UNITS; ++u)
             if (g_profile_busy[slot][u] > 0.0)
                 fprintf(out, " %8.1f", g_profile_busy[slot][u] / steps * 1e6);
@@ -479,7 +483,13 @@ static int phase_work(const void *ctx, int64_t u)
         const int status = c->opt ? optimize(c, p, s) : SN_OK;
         if (status != SN_OK) return status;
         gather(c, p, s);
-        return merged ? product(c, 0, p, s) : SN_OK;
+        /* a failed product (SN_ENOMEM) must not stop the units after this
+         * one from making their part of the update (one thread runs the
+         * units in turn and stops at the first error): kept, returned
+         * once the whole update is made and counted */
+        const int made = merged ? product(c, 0, p, s) : SN_OK;
+        if (made != SN_OK) sn_atomic_store(c->product_failed, made);
+        return SN_OK;
     }
     case PH_FORWARD:
         return product(c, l, p, s);
@@ -559,12 +569,14 @@ int sn_mlp_step_forward(sn_mlp_step *st, const sn_mlp *net, sn_optim_cfg *pendin
                         const float *X, const int64_t *labels, const int64_t *order, int64_t M,
                         int64_t batch, uint64_t first_row, float scale)
 {
+    sn_atomic_int product_failed = SN_OK;
     step_ctx c = {.net = net, .opt = pending, .X = X, .labels = labels, .order = order, .M = M,
                   .dropout_batch = (uint64_t)batch, .first_row = first_row, .scale = scale,
                   .strips = st->strips, .loss = st->loss, .correct = st->correct,
-                  .finite = st->finite};
+                  .finite = st->finite, .product_failed = &product_failed};
     int status = run_phase(&c, PH_GATHER, 0, st->parallel);
     if (pending && status == SN_OK) sn_optim_step_done(pending);
+    if (status == SN_OK) status = sn_atomic_load(&product_failed);
     c.opt = NULL;
     /* with two layers or more, the last one is made with the finish of the
      * layer below (PH_LAST) */

@@ -14,7 +14,8 @@
  * first SN_PAIR_ALONE_TRIALS run alone, the next SN_PAIR_PAIRED_TRIALS
  * paired (counted only where the helper ran its half: a helper asleep when
  * the cycle began may take a few hundred microseconds to wake), each call
- * timed; the rest of the cycle goes the way whose median call was faster.
+ * timed; the rest of the cycle goes the way whose median call was faster,
+ * paired only if the helper took part in SN_PAIR_MIN_COUNTED trials or more.
  * The median, not the fastest call: with the CPUs far apart a paired call
  * varies most, and its fastest (1.82 us against 1.69 alone) said little of
  * the others (a call paired took 0.7 us longer than one alone on the whole).
@@ -36,9 +37,6 @@
 #endif
 #include "sn_atomic.h"
 #include "sn_internal.h"
-#ifdef SN_PAIR_DEBUG
-#include <stdio.h>
-#endif
 
 #define SN_PAIR_SHAPES 8            /* slots for the shapes timed (by a hash) */
 #define SN_PAIR_TAKEOVER 64         /* misses in a row before another shape takes a slot */
@@ -46,6 +44,10 @@
 #define SN_PAIR_ALONE_TRIALS 32     /* at the start of each cycle, */
 #define SN_PAIR_PAIRED_TRIALS 64    /* then these (the helper may be waking) */
 #define SN_PAIR_SAMPLES SN_PAIR_PAIRED_TRIALS /* times kept of each way, at most */
+/* paired trials the helper took part in, at least, for the rest of a
+ * cycle to go paired: fewer, and the other CPU is busy (the median of one
+ * or two calls would say little) */
+#define SN_PAIR_MIN_COUNTED 8
 
 static sn_atomic_int timing_on = 1; /* 0: always paired (tests) */
 
@@ -57,6 +59,24 @@ int sn_set_pair_timing(int on)
 }
 
 int sn_get_pair_timing(void) { return sn_atomic_load(&timing_on); }
+
+/* the median of n times (the upper one of an even count), sorted into t */
+static int median_of(int *t, int n)
+{
+    for (int i = 1; i < n; ++i) { /* insertion sort: at most 64, once a cycle */
+        const int v = t[i];
+        int j = i;
+        for (; j > 0 && t[j - 1] > v; --j) t[j] = t[j - 1];
+        t[j] = v;
+    }
+    return t[n / 2];
+}
+
+int sn_pair_prefers_paired(int *alone_ns, int n_alone, int *paired_ns, int n_paired)
+{
+    if (n_paired < SN_PAIR_MIN_COUNTED) return 0;
+    return n_alone < 1 || median_of(paired_ns, n_paired) < median_of(alone_ns, n_alone);
+}
 
 #if (defined(__unix__) || defined(__APPLE__)) && (defined(__GNUC__) || defined(__clang__))
 #include <limits.h>
@@ -95,21 +115,13 @@ static void keep_time(pair_shape *s, int way, int ns)
     if (at < SN_PAIR_SAMPLES) sn_atomic_store(&s->ns[way][at], ns);
 }
 
-/* the median of way's kept times (the upper one of an even count), INT_MAX
- * if none was kept */
-static int median_time(pair_shape *s, int way)
+/* way's kept times, copied into t; returns how many */
+static int kept_times(pair_shape *s, int way, int *t)
 {
     int n = sn_atomic_load(&s->kept[way]);
     n = n < SN_PAIR_SAMPLES ? n : SN_PAIR_SAMPLES;
-    if (n <= 0) return INT_MAX;
-    int t[SN_PAIR_SAMPLES];
-    for (int i = 0; i < n; ++i) { /* insertion sort: at most 48, once a cycle */
-        const int v = sn_atomic_load(&s->ns[way][i]);
-        int j = i;
-        for (; j > 0 && t[j - 1] > v; --j) t[j] = t[j - 1];
-        t[j] = v;
-    }
-    return t[n / 2];
+    for (int i = 0; i < n; ++i) t[i] = sn_atomic_load(&s->ns[way][i]);
+    return n;
 }
 
 int sn_pair_begin(int64_t M, int64_t N, int64_t K, sn_pair_call *call)
@@ -156,11 +168,9 @@ void sn_pair_end(const sn_pair_call *call)
     if (!call->paired || sn_pair_halves_helped() != call->helped)
         keep_time(s, call->paired, seconds < 1.0 ? (int)(seconds * 1e9) : INT_MAX);
     if (call->decide) {
-        const int alone = median_time(s, 0), paired = median_time(s, 1);
-#ifdef SN_PAIR_DEBUG
-        fprintf(stderr, "pair choice: median alone %d ns, paired %d ns\n", alone, paired);
-#endif
-        sn_atomic_store(&s->paired, paired < alone);
+        int alone[SN_PAIR_SAMPLES], paired[SN_PAIR_SAMPLES];
+        const int n_alone = kept_times(s, 0, alone), n_paired = kept_times(s, 1, paired);
+        sn_atomic_store(&s->paired, sn_pair_prefers_paired(alone, n_alone, paired, n_paired));
     }
 }
 #else

@@ -4,6 +4,8 @@
 # code paths (FPCR flush-to-zero, the portable kernel as NEON) are checked on
 # this x86-64 machine. With --install, fetches the cross tools with apt when
 # they are missing; without them the arm64 part is reported as skipped.
+# Natively also csrc/test/sn_test_enomem.c, the trainer when malloc fails
+# (built with the linker's --wrap).
 # Then the several-threads test (`sn_test threads`) runs under gcc's
 # ThreadSanitizer, built without OpenMP: libgomp is not instrumented, so its
 # own synchronisation would be reported as races. Every data race fails it.
@@ -24,6 +26,13 @@ sources=(csrc/test/sn_test.c csrc/*.c)
 echo "== native ($(uname -m))"
 gcc "${flags[@]}" "${sources[@]}" -lm -o "$out/sn_test"
 "$out/sn_test"
+
+echo "== native, the trainer when memory runs out (csrc/test/sn_test_enomem.c)"
+# malloc and the optimizer's entry point wrapped: every malloc fails once the
+# update of the batch before has begun
+gcc "${flags[@]}" -Wl,--wrap=malloc -Wl,--wrap=sn_optim_step_range csrc/test/sn_test_enomem.c \
+  csrc/*.c -lm -o "$out/sn_test_enomem"
+"$out/sn_test_enomem"
 
 if [[ "${1:-}" == "--install" ]] && ! command -v aarch64-linux-gnu-gcc >/dev/null; then
   (apt-get update -qq && apt-get install -y -qq gcc-aarch64-linux-gnu qemu-user) >/dev/null 2>&1 \
@@ -71,8 +80,9 @@ ab() { LIBA="$out/libsn_profile_a.so" LIBB="$out/libsn_profile_b.so" "$out/ab_ml
 CHECK=3 ab | tee "$out/ab_check.txt"
 grep -q "status 0 / 0, .*differ by at most 0 " "$out/ab_check.txt"
 DEEP=1 SGD=1 ROUNDS=1 PHASES=1 ab | tee "$out/ab_phases.txt"
-# each copy: the gather, the first layer's finish, the second's with the last
-# layer, two backwards (the last layer's is in that finish) and the optimizer
-test "$(grep -cE '^  (gather|finish|backward|optimize).* region +[0-9.]+ us, units +[0-9.]+' "$out/ab_phases.txt")" -eq 12
+# each copy: the gather (with the update of the step before), the first
+# layer's finish, the second's with the last layer, two backwards (the last
+# layer's is in that finish) and the update after the run's last step
+test "$(grep -cE '^  (update|finish|backward).* region +[0-9.]+ us, units +[0-9.]+' "$out/ab_phases.txt")" -eq 12
 echo "ab_mlp_trainer: same steps, per-phase report: ok"
 

@@ -1271,10 +1271,9 @@ static void test_pair_choice_follows_its_timings(void)
 {
     if (sn_seconds_now() == 0.0) return; /* no clock here, and no timing: nothing to drive */
     const double fast = 2e-6, slow = 40e-6;
-    int late_paired[2] = {-1, -1}, helped_in_trials = 0;
+    int late_paired[2] = {-1, -1}, counted = 0;
     for (int cycle = 0; cycle < 2; ++cycle) {
         const double alone_s = cycle == 0 ? fast : slow, paired_s = cycle == 0 ? slow : fast;
-        const int helped_before = sn_pair_halves_helped();
         for (int i = 0; i < 4096; ++i) {
             sn_pair_call call;
             const int paired = sn_pair_begin(1, 7777, 3, &call);
@@ -1284,37 +1283,69 @@ static void test_pair_choice_follows_its_timings(void)
             } else {
                 spin_for(alone_s);
             }
+            /* the second cycle's paired trials the helper took part in, as
+             * sn_pair_end counts them */
+            counted += cycle == 1 && call.timed && paired && sn_pair_halves_helped() != call.helped;
             sn_pair_end(&call);
             if (i == 3000) late_paired[cycle] = paired; /* past the trials (and a takeover) */
-            if (i == 2000 && cycle == 1) helped_in_trials = sn_pair_halves_helped() > helped_before;
         }
     }
     check(late_paired[0] == 0, "pair timing: alone where alone was faster");
-    if (helped_in_trials && !RUNNING_ON_VALGRIND)
+    /* the helper may not get the other CPU for enough of them */
+    if (counted >= 8 && !RUNNING_ON_VALGRIND)
         check(late_paired[1] == 1, "pair timing: paired where paired was faster");
 }
 
-/* The trials decide by their medians: here a paired call takes 40 us but
- * for one in eight, 2 us, and one alone 10 us, so after the trials the
- * calls go alone (by the fastest call they went paired). */
+/* The run-time choice's rule on made-up times (ns): the medians decide,
+ * the upper one of an even count; paired only with 8 or more paired calls
+ * timed (the helper took part in them). */
+static void test_pair_rule(void)
+{
+    int alone[32], paired[64];
+    for (int i = 0; i < 32; ++i) alone[i] = 1700;
+    for (int i = 0; i < 32; ++i) paired[i] = i % 8 == 0 ? 1300 : 2500; /* fastest 1300 */
+    check(!sn_pair_prefers_paired(alone, 32, paired, 32),
+          "pair rule: alone where most paired calls were slower (the median, not the fastest)");
+    for (int i = 0; i < 32; ++i) alone[i] = 1700;
+    for (int i = 0; i < 10; ++i) paired[i] = 1300 + i;
+    check(sn_pair_prefers_paired(alone, 32, paired, 10), "pair rule: paired where it was faster");
+    for (int i = 0; i < 7; ++i) paired[i] = 1300 + i;
+    check(!sn_pair_prefers_paired(alone, 32, paired, 7),
+          "pair rule: alone with fewer than 8 paired calls timed");
+    int two[2] = {20, 10}, eight[8] = {30, 5, 30, 5, 30, 5, 30, 5};
+    check(!sn_pair_prefers_paired(two, 2, eight, 8),
+          "pair rule: the upper median of an even count (half the paired calls fast: alone)");
+}
+
+/* The same rule driven by timed calls: a paired call takes 40 us but for one
+ * in eight, 2 us, and one alone 10 us, so after the trials the calls go
+ * alone (by the fastest call they went paired). Only the paired trials the
+ * helper took part in are counted, which may be any few of them on a busy
+ * machine: the choice is checked against those the test saw counted. */
 static void test_pair_choice_takes_the_median(void)
 {
     if (sn_seconds_now() == 0.0) return; /* no clock here, and no timing: nothing to drive */
-    const int helped_before = sn_pair_halves_helped();
-    int late_paired = -1, paired_calls = 0;
+    int late_paired = -1, paired_calls = 0, counted = 0, counted_fast = 0;
     for (int i = 0; i < 3000; ++i) {
         sn_pair_call call;
         const int paired = sn_pair_begin(1, 7779, 3, &call);
+        int fast = 0;
         if (paired) {
             sn_run_pair(nothing_half, NULL);
-            spin_for(paired_calls++ % 8 == 0 ? 2e-6 : 40e-6);
+            fast = paired_calls++ % 8 == 0;
+            spin_for(fast ? 2e-6 : 40e-6);
         } else {
             spin_for(10e-6);
+        }
+        if (call.timed && call.paired && sn_pair_halves_helped() != call.helped) {
+            ++counted; /* as sn_pair_end counts it */
+            counted_fast += fast;
         }
         sn_pair_end(&call);
         if (i == 2999) late_paired = paired;
     }
-    check(late_paired == 0 || sn_pair_halves_helped() == helped_before,
+    /* paired only if most of the counted paired trials were the fast ones */
+    check(late_paired == 0 || 2 * counted_fast > counted,
           "pair timing: alone where most paired calls were slower (the median, not the fastest)");
 }
 
@@ -1662,6 +1693,7 @@ int main(int argc, char **argv)
     test_pair_gemm_same_bits();
     test_pair_timing_same_bits();
     test_pair_choice_follows_its_timings();
+    test_pair_rule();
     test_pair_choice_takes_the_median();
     test_pair_timing_shapes_in_turn();
     test_threads_identical();
