@@ -21,16 +21,15 @@
  * the others (a call paired took 0.7 us longer than one alone on the whole).
  * The trials take blocks, not turns: a call alone right after a paired one
  * reads the half of the weights the other CPU read (1.7 us alone became
- * 2.2). The helper is woken
- * as the cycle begins. A shape holds its slot until another has missed it
- * SN_PAIR_TAKEOVER times in a row (two shapes that share a slot and take
- * turns, one image then two, would otherwise reset each other's cycle at
- * every call, and time every call alone); meanwhile the other goes alone.
- * Either way gives the same bits (sn_gemm.c): the choice changes the speed
- * only. Several threads at once, or shapes taking over a slot, may mistime
- * a cycle (a paired call counted for a half the helper ran for another
- * thread; a choice from the times of two shapes): the next cycle times it
- * again. */
+ * 2.2). The helper is woken as the cycle begins. A shape holds its slot
+ * until another has missed it SN_PAIR_TAKEOVER times in a row (two shapes
+ * that share a slot and take turns, one image then two, would otherwise
+ * reset each other's cycle at every call, and time every call alone);
+ * meanwhile the other goes alone. Either way gives the same bits
+ * (sn_gemm.c): the choice changes the speed only. Several threads at once,
+ * or shapes taking over a slot, may mistime a cycle (a paired call counted
+ * for a half the helper ran for another thread; a choice from the times of
+ * two shapes): the next cycle times it again. */
 /* clock_gettime and CLOCK_MONOTONIC (POSIX 2008) under -std=c11 */
 #if !defined(_GNU_SOURCE) && (defined(__linux__) || defined(__unix__))
 #define _GNU_SOURCE
