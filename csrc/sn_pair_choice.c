@@ -15,7 +15,8 @@
  * paired (counted only where the helper ran its half: a helper asleep when
  * the cycle began may take a few hundred microseconds to wake), each call
  * timed; the rest of the cycle goes the way whose median call was faster,
- * paired only if the helper took part in SN_PAIR_MIN_COUNTED trials or more.
+ * paired only if the helper took part in SN_PAIR_MIN_COUNTED trials or more
+ * (up to SN_PAIR_MAX_EXTRA more blocks of paired trials while it has not).
  * The median, not the fastest call: with the CPUs far apart a paired call
  * varies most, and its fastest (1.82 us against 1.69 alone) said little of
  * the others (a call paired took 0.7 us longer than one alone on the whole).
@@ -47,6 +48,13 @@
  * cycle to go paired: fewer, and the other CPU is busy (the median of one
  * or two calls would say little) */
 #define SN_PAIR_MIN_COUNTED 8
+/* blocks of paired trials more, at most, while fewer were counted: waking
+ * the helper on an idle vCPU can take hundreds of microseconds, longer than
+ * the 96 trials (about 170 us for one image through 784-128-10), and a
+ * cycle where it took part in none went alone; the helper, given nothing,
+ * slept again by the next cycle (4 in 5 cycles alone in a test loop where
+ * it slept between blocks of calls) */
+#define SN_PAIR_MAX_EXTRA 8
 
 static sn_atomic_int timing_on = 1; /* 0: always paired (tests) */
 
@@ -86,6 +94,7 @@ typedef struct {
     sn_atomic_int misses;    /* calls of other shapes in a row since this one's last */
     sn_atomic_int calls;     /* of this shape since it took the slot */
     sn_atomic_int kept[2];   /* timed calls kept this cycle, alone [0] and paired [1] */
+    sn_atomic_int extra;     /* blocks of paired trials added this cycle */
     sn_atomic_int ns[2][SN_PAIR_SAMPLES]; /* their times, nanoseconds */
     sn_atomic_int paired;    /* the way the rest of the cycle goes */
 } pair_shape;
@@ -144,6 +153,7 @@ int sn_pair_begin(int64_t M, int64_t N, int64_t K, sn_pair_call *call)
     if (n == 0) {
         sn_atomic_store(&s->kept[0], 0);
         sn_atomic_store(&s->kept[1], 0);
+        sn_atomic_store(&s->extra, 0);
         sn_pair_wake(); /* awake by the paired trials */
     }
     if (n < SN_PAIR_ALONE_TRIALS + SN_PAIR_PAIRED_TRIALS) {
@@ -166,7 +176,12 @@ void sn_pair_end(const sn_pair_call *call)
     /* a paired call counts only if the helper ran a half meanwhile */
     if (!call->paired || sn_pair_halves_helped() != call->helped)
         keep_time(s, call->paired, seconds < 1.0 ? (int)(seconds * 1e9) : INT_MAX);
-    if (call->decide) {
+    if (call->decide && sn_atomic_load(&s->kept[1]) < SN_PAIR_MIN_COUNTED &&
+        sn_atomic_fetch_sub(&s->extra, -1) < SN_PAIR_MAX_EXTRA) {
+        /* too few paired trials counted (the helper may be waking): the
+         * next calls are another block of them */
+        sn_atomic_fetch_sub(&s->calls, SN_PAIR_PAIRED_TRIALS);
+    } else if (call->decide) {
         int alone[SN_PAIR_SAMPLES], paired[SN_PAIR_SAMPLES];
         const int n_alone = kept_times(s, 0, alone), n_paired = kept_times(s, 1, paired);
         sn_atomic_store(&s->paired, sn_pair_prefers_paired(alone, n_alone, paired, n_paired));
