@@ -577,7 +577,6 @@ int sn_mlp_step_forward(sn_mlp_step *st, const sn_mlp *net, sn_optim_cfg *pendin
     int status = run_phase(&c, PH_GATHER, 0, st->parallel);
     if (pending && status == SN_OK) sn_optim_step_done(pending);
     if (status == SN_OK) status = sn_atomic_load(&product_failed);
-    c.opt = NULL;
     /* with two layers or more, the last one is made with the finish of the
      * layer below (PH_LAST) */
     const int last = net->n_layers - 1, upto = last > 0 ? last - 1 : last;

@@ -1259,6 +1259,13 @@ static int nothing_half(const void *ctx, int64_t half)
     return SN_OK;
 }
 
+/* whether sn_pair_end counts this call among the paired trials: timed,
+ * paired, and the helper ran a half meanwhile */
+static int counted_paired(const sn_pair_call *call)
+{
+    return call->timed && call->paired && sn_pair_halves_helped() != call->helped;
+}
+
 /* The run-time choice follows its timings (sn_pair_choice.c), driven here
  * with calls of a shape of its own that take the time the test says: a
  * cycle of 4096 calls where alone takes 2 us and paired 40, then one where
@@ -1283,9 +1290,7 @@ static void test_pair_choice_follows_its_timings(void)
             } else {
                 spin_for(alone_s);
             }
-            /* the second cycle's paired trials the helper took part in, as
-             * sn_pair_end counts them */
-            counted += cycle == 1 && call.timed && paired && sn_pair_halves_helped() != call.helped;
+            counted += cycle == 1 && counted_paired(&call); /* the second cycle's */
             sn_pair_end(&call);
             if (i == 3000) late_paired[cycle] = paired; /* past the trials (and a takeover) */
         }
@@ -1337,8 +1342,8 @@ static void test_pair_choice_takes_the_median(void)
         } else {
             spin_for(10e-6);
         }
-        if (call.timed && call.paired && sn_pair_halves_helped() != call.helped) {
-            ++counted; /* as sn_pair_end counts it */
+        if (counted_paired(&call)) {
+            ++counted;
             counted_fast += fast;
         }
         sn_pair_end(&call);
