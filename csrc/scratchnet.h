@@ -109,6 +109,10 @@ int sn_max_threads(void);               /* OpenMP's default, 1 without OpenMP */
  * that many threads. */
 void sn_parallel_backoff(int on);
 int sn_have_openmp(void);
+/* nanoseconds for a cache line to go from one of the library's threads to
+ * another and back (median over runs of `rounds` round trips), -1 when it
+ * cannot be measured: see sn_runtime.c */
+double sn_thread_round_trip_ns(int64_t rounds);
 const char *sn_compiler(void);
 
 /* ---- GEMM (sn_gemm.c) ----

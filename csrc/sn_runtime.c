@@ -194,6 +194,88 @@ int sn_get_num_threads(void)
     return sn_forked_after_threads() ? 1 : setting(&g_num_threads, 0);
 }
 
+/* ---- how far apart the threads are ----
+ * A cache line's round trip between two of the library's threads, in
+ * nanoseconds: they pass a counter back and forth, each waiting (spinning,
+ * no pause, which would add its own tens of nanoseconds) for the other's
+ * increment, `rounds` times a run; the median of SN_ROUND_TRIP_RUNS runs
+ * after an untimed one, over rounds. Benchmarks print it beside their
+ * figures: the project's 2-vCPU virtual machine has its vCPUs close (80-140
+ * ns) or far apart (380-430 ns) by the host's placement, which changes from
+ * minute to minute, and a 784-512-256-10 training step took 750 or 930 us
+ * accordingly (README, "The evening of 2026-11-28"). -1 when it cannot be
+ * measured: fewer than two threads (a build without OpenMP, a thread count
+ * of 1, a process forked after the threads started, a team OpenMP gave
+ * fewer), or one side waited over SN_ROUND_TRIP_PATIENCE seconds for the
+ * other (the OS ran something else on its CPU). */
+#define SN_ROUND_TRIP_RUNS 5
+#define SN_ROUND_TRIP_PATIENCE 0.1
+#define SN_ROUND_TRIP_MAX_ROUNDS (1 << 20)
+
+typedef struct {
+    _Alignas(64) sn_atomic_int ball; /* thread 0 makes it odd, thread 1 even */
+    _Alignas(64) sn_atomic_int gave_up;
+} round_trip_court;
+
+/* 1 once the ball is `value`; 0 if either side gave up waiting */
+static int wait_for_ball(round_trip_court *c, int value)
+{
+    /* the clock is read only once the wait has lasted 1024 spins (reading it
+     * each time added its own time to every round trip) */
+    double start = -1.0;
+    for (unsigned spins = 1; sn_atomic_load_acquire(&c->ball) != value; ++spins) {
+        if (spins % 1024) continue;
+        if (sn_atomic_load(&c->gave_up)) return 0;
+        const double now = SN_NOW();
+        if (start < 0.0) start = now;
+        if (now - start > SN_ROUND_TRIP_PATIENCE) {
+            sn_atomic_store(&c->gave_up, 1);
+            return 0;
+        }
+    }
+    return 1;
+}
+
+double sn_thread_round_trip_ns(int64_t rounds)
+{
+#ifdef _OPENMP
+    if (rounds < 1 || rounds > SN_ROUND_TRIP_MAX_ROUNDS || sn_get_num_threads() < 2) return -1.0;
+    note_threads_started();
+    round_trip_court court = {0, 0};
+    double seconds[SN_ROUND_TRIP_RUNS + 1];
+    int teamed = 0;
+#pragma omp parallel num_threads(2)
+    if (omp_get_num_threads() == 2) {
+        const int first = omp_get_thread_num() == 0;
+        if (first) teamed = 1;
+        int value = 0; /* the ball's next values, the same sequence on both sides */
+        for (int run = 0; run <= SN_ROUND_TRIP_RUNS && !sn_atomic_load(&court.gave_up); ++run) {
+            const double t0 = SN_NOW();
+            for (int64_t r = 0; r < rounds; ++r) {
+                /* thread 0 serves 2r + 1 and waits for 2r + 2; thread 1 the other way */
+                if (first) sn_atomic_publish(&court.ball, ++value);
+                if (!wait_for_ball(&court, ++value)) break;
+                if (!first) sn_atomic_publish(&court.ball, ++value);
+            }
+            if (first) seconds[run] = SN_NOW() - t0;
+        }
+    }
+    if (!teamed || sn_atomic_load(&court.gave_up)) return -1.0;
+    /* the median of the timed runs (insertion sort of a handful) */
+    double *timed = seconds + 1;
+    for (int i = 1; i < SN_ROUND_TRIP_RUNS; ++i)
+        for (int j = i; j > 0 && timed[j - 1] > timed[j]; --j) {
+            const double t = timed[j];
+            timed[j] = timed[j - 1];
+            timed[j - 1] = t;
+        }
+    return timed[SN_ROUND_TRIP_RUNS / 2] / (double)rounds * 1e9;
+#else
+    (void)rounds;
+    return -1.0;
+#endif
+}
+
 /* ---- back-off under contention ----
  * A parallel region ends when every thread of the team has arrived. If the
  * OS has given another program the second core, the caller waits for a

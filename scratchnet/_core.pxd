@@ -32,6 +32,7 @@ cdef extern from "scratchnet.h" nogil:
     int sn_max_threads()
     void sn_parallel_backoff(int on)
     int sn_have_openmp()
+    double sn_thread_round_trip_ns(int64_t rounds) nogil
     const char *sn_compiler()
 
     int sn_gemm_f32(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K,

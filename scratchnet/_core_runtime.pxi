@@ -143,6 +143,20 @@ def have_openmp():
     return bool(sn_have_openmp())
 
 
+def thread_round_trip_ns(int64_t rounds=20000):
+    """Nanoseconds for a cache line to go from one of the library's threads
+    to another and back (the median of runs of `rounds` round trips), or None
+    where it cannot be measured (fewer than two threads; one waited 0.1 s for
+    the other). On a virtual machine it tells whether the vCPUs are close or
+    far apart, which moves training speed (sn_runtime.c)."""
+    if not 1 <= rounds <= 1 << 20:
+        raise ValueError(f"thread_round_trip_ns: rounds must be in [1, {1 << 20}], not {rounds}")
+    cdef double ns
+    with nogil:
+        ns = sn_thread_round_trip_ns(rounds)
+    return None if ns < 0.0 else ns
+
+
 def compiler():
     return sn_compiler().decode().strip()
 

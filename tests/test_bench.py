@@ -44,6 +44,9 @@ def test_quick_bench_gemm_rows_are_verified(quick_run):
     code, report = quick_run
     assert code == 0
     assert report["config"]["threads"] == 2 and report["config"]["isa"]
+    # the vCPUs' distance before and after the tables (None: a thread not running)
+    for ns in (report["config"]["round_trip_ns"], report["round_trip_ns_end"]):
+        assert ns is None or (isinstance(ns, int) and ns > 0)
     assert (report["config"]["torch"] is not None) == HAVE_TORCH
     assert "other_cpu" in report["gemm"]
     rows = report["gemm"]["rows"]

@@ -105,3 +105,27 @@ def test_thread_counts_past_the_limit_are_refused():
         with pytest.raises(ValueError, match=r"must be in \[1, 1024\]"):
             sn.set_num_threads(bad)
     assert sn.get_num_threads() == old
+
+
+def test_thread_round_trip_is_measured_on_two_threads_only():
+    """The cache-line round trip the benchmarks print beside their figures
+    (close or far-apart vCPUs): a time with two threads; None with one (no
+    second thread to answer: it must not wait forever either)."""
+    old = sn.get_num_threads()
+    try:
+        sn.set_num_threads(2)
+        if _core.have_openmp() and (os.cpu_count() or 1) >= 2:
+            # a thread the OS did not run for 0.1 s gives None: try again
+            times = [_core.thread_round_trip_ns(2000) for _ in range(3)]
+            measured = [t for t in times if t is not None]
+            assert measured, times
+            # a line cannot cross between two threads and back in 5 ns, nor
+            # take a millisecond on an idle machine
+            assert all(5 < t < 1e6 for t in measured), measured
+        sn.set_num_threads(1)
+        assert _core.thread_round_trip_ns(2000) is None
+    finally:
+        sn.set_num_threads(old)
+    for bad in (0, (1 << 20) + 1):
+        with pytest.raises(ValueError, match=r"rounds must be in \[1, 1048576\]"):
+            _core.thread_round_trip_ns(bad)

@@ -16,7 +16,8 @@ cannot be imported.
 
 One module per concern:
     timing          interleaved, run_for: competitors take turns, medians
-    machine         CPU model, thread settings, /proc/stat samples of how busy others were
+    machine         CPU model, thread settings, /proc/stat samples of how busy others were,
+                    the threads' cache-line round trip (close or far-apart vCPUs)
     report          the cells of the printed tables, speedups
     options         command-line options the scripts share
     workload        the seed, optimizer settings, initial weights, epoch order all share
@@ -33,7 +34,8 @@ import sys
 
 from .cnn import CNN_SETTINGS, benchmark_cnn, cnn_table, print_cnn_table
 from .gemm import GEMM_SETTINGS, gemm_table, parse_shapes, print_gemm_table
-from .machine import configured, cpu_name, describe, environment_notes, import_torch
+from .machine import (configured, cpu_name, describe, environment_notes, import_torch,
+                      round_trip, round_trip_text)
 from .mlp import MLP_ROWS, MLP_SETTINGS, mlp_table, parse_rows, print_mlp_table
 from .options import positive_int, thread_count
 
@@ -69,6 +71,11 @@ def run(gemm=None, mlp=None, cnn=None, threads=2, isa=None, as_json=False, file=
             result["cnn"] = cnn_table(torch=torch, **cnn)
             if not as_json:
                 print_cnn_table(result["cnn"], file)
+        # the vCPUs may have moved while the tables ran
+        result["round_trip_ns_end"] = round_trip()
+        if not as_json:
+            print(f"\nthreads' cache-line round trip at the end: "
+                  f"{round_trip_text(result['round_trip_ns_end'])}", file=file)
     if as_json:
         print(json.dumps(result, indent=1), file=file)
     wrong = [row["shape"] for row in result.get("gemm", {"rows": []})["rows"] if not row["ok"]]
@@ -81,7 +88,8 @@ def print_header(result, file):
     c = result["config"]
     print(f"scratchnet {c['scratchnet']} benchmark, {c['date']}, {c['cpu']} ({c['cores']} cores):"
           f" {c['threads']} threads, kernel {c['isa']}; numpy {c['numpy']}, "
-          f"torch {c['torch'] or '(none)'}", file=file)
+          f"torch {c['torch'] or '(none)'}; threads' cache-line round trip "
+          f"{round_trip_text(c['round_trip_ns'])}", file=file)
     for note in result["notes"]:
         print(f"note: {note}", file=file, flush=True)
 
