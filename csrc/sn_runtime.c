@@ -203,11 +203,11 @@ int sn_get_num_threads(void)
  * figures: the project's 2-vCPU virtual machine has its vCPUs close (80-140
  * ns) or far apart (380-430 ns) by the host's placement, which changes from
  * minute to minute, and a 784-512-256-10 training step took 750 or 930 us
- * accordingly (README, "The evening of 2026-11-28"). -1 when it cannot be
- * measured: fewer than two threads (a build without OpenMP, a thread count
- * of 1, a process forked after the threads started, a team OpenMP gave
- * fewer), or one side waited over SN_ROUND_TRIP_PATIENCE seconds for the
- * other (the OS ran something else on its CPU). */
+ * accordingly (README, "The late afternoon of 2026-11-28"). -1 when it
+ * cannot be measured: fewer than two threads (a build without OpenMP, a
+ * thread count of 1, a process forked after the threads started, a team
+ * OpenMP gave fewer), or one side waited over SN_ROUND_TRIP_PATIENCE
+ * seconds for the other (the OS ran something else on its CPU). */
 #define SN_ROUND_TRIP_RUNS 5
 #define SN_ROUND_TRIP_PATIENCE 0.1
 #define SN_ROUND_TRIP_MAX_ROUNDS (1 << 20)
