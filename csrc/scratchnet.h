@@ -341,10 +341,26 @@ typedef struct {
  * timings cost at most 8 x 0.25 / (32 + 16) of the steps where two threads
  * are truly slower (1.25x, see sn_mlp.c), then less as the keep doubles. */
 #define SN_TEAM_KEEP_ALONE 32
+/* Threads that win by this much (alone's median step over theirs) twice in
+ * a row or more are kept twice as long each time, up to SN_TEAM_KEEP_MAX
+ * steps: a step alone took 1.93x one on two threads (AMD EPYC Zen 5), so
+ * the probe's 8 steps alone of every 1024 + 16 made epochs 0.7% slower; of
+ * every 8192 + 16, 0.1%. */
+#define SN_TEAM_WIDE 1.5
+#define SN_TEAM_KEEP_MAX 8192
+/* Kept on the threads, SN_TEAM_PROBE full steps in a row each slower than
+ * SN_TEAM_SLOWER x the threads' median at the last timing (another program
+ * took a core, the vCPUs came to share one) time both ways again at once,
+ * however long the keep. */
+#define SN_TEAM_SLOWER 1.5
 typedef struct {
     int64_t count;             /* full-batch steps since the last timing began */
     int64_t keep;              /* steps the last choice is kept (0: none made yet) */
     int alone;                 /* 1: the steps run in the calling thread alone */
+    int wide;                  /* 1: the threads won the last timing by SN_TEAM_WIDE */
+    int slow;                  /* kept on the threads: full steps in a row slower than
+                                  SN_TEAM_SLOWER x reference */
+    double reference;          /* the threads' median step at the last timing */
     double times[2][SN_TEAM_PROBE]; /* the timed steps: [0] on the threads, [1] alone */
 } sn_team_choice;
 

@@ -38,8 +38,9 @@ static int gradients_finite(const sn_mlp *net)
  * thread made). 784-128-10 Adam epochs then took 0.50-0.55 s on two threads
  * against 0.30 s, and 0.42 s on one; the placement changes while a process
  * runs. So the trainer times SN_TEAM_PROBE full steps each way, keeps the
- * faster for a while (SN_TEAM_KEEP steps the threads, fewer alone, see
- * scratchnet.h), then times again. The threads must be
+ * faster for a while (SN_TEAM_KEEP steps the threads, longer while they
+ * keep winning widely, fewer alone, see scratchnet.h), then times again,
+ * or at once when the threads' steps turn clearly slower. The threads must be
  * clearly (5%) slower to be left: timing noise is no reason. The thread
  * count never changes a result. */
 
@@ -64,18 +65,33 @@ void sn_team_before_step(const sn_team_choice *t)
     sn_cap_threads(alone ? 1 : 0);
 }
 
+/* the keep doubled, up to `most` */
+static int64_t doubled(int64_t keep, int64_t most) { return 2 * keep < most ? 2 * keep : most; }
+
 /* a full step took `seconds` */
 void sn_team_after_step(sn_team_choice *t, double seconds)
 {
     if (!t) return;
-    if (t->count < 2 * SN_TEAM_PROBE)
+    if (t->count < 2 * SN_TEAM_PROBE) {
         t->times[t->count / SN_TEAM_PROBE][t->count % SN_TEAM_PROBE] = seconds;
+    } else if (!t->alone) {
+        /* kept on the threads: a run of clearly slower steps times again now */
+        t->slow = seconds > SN_TEAM_SLOWER * t->reference ? t->slow + 1 : 0;
+        if (t->slow >= SN_TEAM_PROBE) {
+            t->count = t->slow = t->wide = 0;
+            return;
+        }
+    }
     if (++t->count == 2 * SN_TEAM_PROBE) {
-        const int was_alone = t->keep > 0 && t->alone;
-        t->alone = median_of_probe(t->times[1]) < 0.95 * median_of_probe(t->times[0]);
-        t->keep = !t->alone  ? SN_TEAM_KEEP
-                  : was_alone ? (2 * t->keep < SN_TEAM_KEEP ? 2 * t->keep : SN_TEAM_KEEP)
-                              : SN_TEAM_KEEP_ALONE;
+        const int was_alone = t->keep > 0 && t->alone, was_wide = t->keep > 0 && t->wide;
+        const double team = median_of_probe(t->times[0]), alone = median_of_probe(t->times[1]);
+        t->alone = alone < 0.95 * team;
+        t->wide = !t->alone && alone >= SN_TEAM_WIDE * team;
+        t->reference = team;
+        t->slow = 0;
+        t->keep = t->alone  ? (was_alone ? doubled(t->keep, SN_TEAM_KEEP) : SN_TEAM_KEEP_ALONE)
+                  : t->wide && was_wide ? doubled(t->keep, SN_TEAM_KEEP_MAX)
+                                        : SN_TEAM_KEEP;
     }
     if (t->count >= 2 * SN_TEAM_PROBE + t->keep) t->count = 0;
 }

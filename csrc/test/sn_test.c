@@ -1711,6 +1711,41 @@ static void test_team_choice(void)
           "team: alone after the threads: kept SN_TEAM_KEEP_ALONE again");
     sn_team_before_step(&t);
     check(sn_parallel_threads() == 1, "team: the choice alone runs alone again");
+
+    /* threads that win widely again and again are kept twice as long each
+     * time, up to SN_TEAM_KEEP_MAX; a narrow win goes back to SN_TEAM_KEEP */
+    memset(&t, 0, sizeof t);
+    team_phase_threads(&t, 1.0, 2.0, 2 * SN_TEAM_PROBE);
+    check(t.alone == 0 && t.wide == 1 && t.keep == SN_TEAM_KEEP,
+          "team: a first wide win keeps SN_TEAM_KEEP");
+    int64_t wide_keep = SN_TEAM_KEEP;
+    for (int round = 0; round < 5; ++round) {
+        team_phase_threads(&t, 1.0, 2.0, (int)t.keep);
+        check(t.count == 0, "team: timed again after the keep");
+        team_phase_threads(&t, 1.0, 2.0, 2 * SN_TEAM_PROBE);
+        wide_keep = 2 * wide_keep < SN_TEAM_KEEP_MAX ? 2 * wide_keep : SN_TEAM_KEEP_MAX;
+        check(t.alone == 0 && t.keep == wide_keep,
+              "team: a wide win again: kept twice as long, up to SN_TEAM_KEEP_MAX");
+    }
+    check(t.keep == SN_TEAM_KEEP_MAX, "team: the keep reached SN_TEAM_KEEP_MAX");
+    team_phase_threads(&t, 1.0, 2.0, (int)t.keep);
+    team_phase_threads(&t, 1.0, 1.2, 2 * SN_TEAM_PROBE);
+    check(t.alone == 0 && t.wide == 0 && t.keep == SN_TEAM_KEEP,
+          "team: a narrow win keeps SN_TEAM_KEEP again");
+    /* kept on the threads, a run of SN_TEAM_PROBE steps each over
+     * SN_TEAM_SLOWER x the timing's median times again at once; a shorter
+     * run, or steps slower by less, does not */
+    team_phase_threads(&t, 1.6, 2.0, SN_TEAM_PROBE - 1);
+    team_phase_threads(&t, 1.0, 2.0, 1);
+    check(t.count == 3 * SN_TEAM_PROBE, "team: a short run of slow steps: the keep goes on");
+    team_phase_threads(&t, 1.4, 2.0, 4 * SN_TEAM_PROBE);
+    check(t.count == 7 * SN_TEAM_PROBE, "team: steps 1.4x slower: the keep goes on");
+    team_phase_threads(&t, 1.6, 2.0, SN_TEAM_PROBE);
+    check(t.count == 0, "team: SN_TEAM_PROBE slow steps in a row: timed again at once");
+    sn_team_before_step(&t);
+    check(sn_parallel_threads() == 2, "team: the new timing starts on the threads");
+    team_phase_threads(&t, 1.6, 1.0, 2 * SN_TEAM_PROBE);
+    check(t.alone == 1, "team: slower threads than alone now: alone chosen");
     sn_cap_threads(0);
     check(sn_parallel_threads() == 2, "team: the cap lifted");
     sn_team_before_step(NULL);
