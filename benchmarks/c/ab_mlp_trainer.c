@@ -10,6 +10,10 @@
  *   gcc -O3 -std=c11 -fno-math-errno -fopenmp -fPIC -shared -Icsrc csrc/sn_*.c -lm -o /tmp/libB.so
  *   gcc -O2 -std=gnu11 -Icsrc benchmarks/c/ab_mlp_trainer.c -ldl -lm -o /tmp/ab_mlp_trainer
  *   GOMP_SPINCOUNT=200000 LIBA=/tmp/libA.so LIBB=/tmp/libB.so /tmp/ab_mlp_trainer
+ * Build this program with the newer side's csrc/: each side's trainer
+ * writes its own layout of sn_team_choice (scratchnet.h) into the one this
+ * program allocates, which grew at 1ce2e37 (with TEAM=1, one built with the
+ * older header crashed against the newer library).
  * Environment: DEEP=1 (784-512-256-10, else 784-128-10), SGD=1 (SGD with
  * momentum 0.9, else Adam), B, DROP (dropout p after hidden layers),
  * THREADS (2), SMALL_PAGES=a, b or ab (those sides' data in 4 KB pages,
