@@ -14,6 +14,7 @@
 #endif
 #if defined(_OPENMP) && (defined(__unix__) || defined(__APPLE__))
 #include <pthread.h>
+#include <sched.h>
 #define SN_FORK_HANDLER 1 /* fork() exists, and OpenMP threads do not survive it */
 #else
 #define SN_FORK_HANDLER 0
@@ -203,19 +204,34 @@ int sn_get_num_threads(void)
  * figures: the project's 2-vCPU virtual machine has its vCPUs close (80-140
  * ns) or far apart (380-430 ns) by the host's placement, which changes from
  * minute to minute, and a 784-512-256-10 training step took 750 or 930 us
- * accordingly (README, "The late afternoon of 2026-11-28"). -1 when it
+ * accordingly (README, "The late afternoon of 2026-11-28"). A wait that
+ * lasts SN_ROUND_TRIP_YIELD_SPINS spins yields the CPU: with more busy
+ * threads than CPUs the other side may need this one to run, and a round
+ * trip then costs a switch between threads (microseconds) instead of the
+ * OS's time slice (milliseconds: 20000 rounds took minutes). -1 when it
  * cannot be measured: fewer than two threads (a build without OpenMP, a
  * thread count of 1, a process forked after the threads started, a team
- * OpenMP gave fewer), or one side waited over SN_ROUND_TRIP_PATIENCE
- * seconds for the other (the OS ran something else on its CPU). */
+ * OpenMP gave fewer), one side waited over SN_ROUND_TRIP_PATIENCE seconds
+ * for the other (the OS ran something else on its CPU), or the whole took
+ * over SN_ROUND_TRIP_BUDGET seconds. */
 #define SN_ROUND_TRIP_RUNS 5
 #define SN_ROUND_TRIP_PATIENCE 0.1
+#define SN_ROUND_TRIP_BUDGET 1.0
 #define SN_ROUND_TRIP_MAX_ROUNDS (1 << 20)
+#define SN_ROUND_TRIP_YIELD_SPINS 4096 /* a few microseconds: never in a true round trip */
 
 typedef struct {
     _Alignas(64) sn_atomic_int ball; /* thread 0 makes it odd, thread 1 even */
     _Alignas(64) sn_atomic_int gave_up;
+    double deadline; /* the clock's reading past which both give up */
 } round_trip_court;
+
+static void give_the_cpu_away(void)
+{
+#if defined(_OPENMP) && (defined(__unix__) || defined(__APPLE__))
+    sched_yield();
+#endif
+}
 
 /* 1 once the ball is `value`; 0 if either side gave up waiting */
 static int wait_for_ball(round_trip_court *c, int value)
@@ -228,10 +244,11 @@ static int wait_for_ball(round_trip_court *c, int value)
         if (sn_atomic_load(&c->gave_up)) return 0;
         const double now = SN_NOW();
         if (start < 0.0) start = now;
-        if (now - start > SN_ROUND_TRIP_PATIENCE) {
+        if (now - start > SN_ROUND_TRIP_PATIENCE || now > c->deadline) {
             sn_atomic_store(&c->gave_up, 1);
             return 0;
         }
+        if (spins >= SN_ROUND_TRIP_YIELD_SPINS) give_the_cpu_away();
     }
     return 1;
 }
@@ -241,7 +258,7 @@ double sn_thread_round_trip_ns(int64_t rounds)
 #ifdef _OPENMP
     if (rounds < 1 || rounds > SN_ROUND_TRIP_MAX_ROUNDS || sn_get_num_threads() < 2) return -1.0;
     note_threads_started();
-    round_trip_court court = {0, 0};
+    round_trip_court court = {0, 0, SN_NOW() + SN_ROUND_TRIP_BUDGET};
     double seconds[SN_ROUND_TRIP_RUNS + 1];
     int teamed = 0;
 #pragma omp parallel num_threads(2)
@@ -258,6 +275,7 @@ double sn_thread_round_trip_ns(int64_t rounds)
                 if (!first) sn_atomic_publish(&court.ball, ++value);
             }
             if (first) seconds[run] = SN_NOW() - t0;
+            if (first && SN_NOW() > court.deadline) sn_atomic_store(&court.gave_up, 1);
         }
     }
     if (!teamed || sn_atomic_load(&court.gave_up)) return -1.0;

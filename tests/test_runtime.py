@@ -119,9 +119,11 @@ def test_thread_round_trip_is_measured_on_two_threads_only():
             times = [_core.thread_round_trip_ns(2000) for _ in range(3)]
             measured = [t for t in times if t is not None]
             assert measured, times
-            # a line cannot cross between two threads and back in 5 ns, nor
-            # take a millisecond on an idle machine
-            assert all(5 < t < 1e6 for t in measured), measured
+            # a line cannot cross between two threads and back in 5 ns (no
+            # upper bound: with more busy threads than CPUs, a round trip is a
+            # switch between threads, microseconds; CI saw 6.8 ms a round
+            # trip before the waits yielded the CPU)
+            assert all(t > 5 for t in measured), measured
         sn.set_num_threads(1)
         assert _core.thread_round_trip_ns(2000) is None
     finally:
