@@ -249,12 +249,16 @@ cdef class MLP:
     def step(self):
         return self.opt.step
 
-    def train(self, X, labels, order, int64_t batch_size, bint partial=False):
+    def train(self, X, labels, order, int64_t batch_size, bint partial=False,
+              double loss_before=0.0):
         """Train on X[order] in batches; returns (summed loss, correct count).
         A batch whose outputs, loss or a gradient are not finite takes no
         step and ends the run: FloatingPointError, or with partial=True
         (summed loss, correct count, that batch's index in the run) with the
-        sums of the batches before it; the index is -1 when none failed."""
+        sums of the batches before it; the index is -1 when none failed.
+        The loss is summed onto loss_before, batch after batch: an epoch cut
+        into runs, each given the sum so far, adds the same numbers in the
+        same order as one run, and so sums to the same bits."""
         if not self.trainable:
             raise RuntimeError("MLP.train: this network was built for inference only")
         if self.opt.kind < 0:
@@ -273,8 +277,8 @@ cdef class MLP:
                              f"hold {self.shard_keep[0].sum()}")
         if order.size == 0 and self.net.shard == NULL:
             if partial:
-                return 0.0, 0, -1
-            return 0.0, 0
+                return loss_before, 0, -1
+            return loss_before, 0
         if order.size and (order.min() < 0 or order.max() >= X.shape[0]):
             raise ValueError("MLP.train: order holds indices outside X")
         if labels.size and (labels.min() < 0 or labels.max() >= n_classes):
@@ -282,7 +286,7 @@ cdef class MLP:
         cdef const float[:, ::1] xv = X
         cdef const int64_t[::1] lv = labels
         cdef const int64_t[::1] ov = order
-        cdef double loss_sum = 0.0
+        cdef double loss_sum = loss_before
         cdef int64_t correct = 0, n = order.shape[0], ncls = n_classes
         cdef int status
         cdef int64_t stepped = self.opt.iterations

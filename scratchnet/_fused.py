@@ -113,10 +113,13 @@ class Trainer:
         self.kind = _OPTIMIZER_NAMES[type(optimizer)]
         self.mlp = build(specs, batch_size)
         self.dropouts = [dropout for *_, dropout in specs]
+        self.batch_seconds = None  # seconds a batch took in the last run (fit sizes runs by it)
 
-    def run(self, X, y, order, batch_size, skip=False, shard=None):
+    def run(self, X, y, order, batch_size, skip=False, shard=None, loss_before=0.0):
         """Train on X[order]; returns (summed loss, correct, failed, rows,
-        bad_input): failed lists the batches of the run (from 0) whose
+        bad_input), the loss summed onto loss_before (the epoch's sum so far:
+        then the sum does not depend on how the epoch is cut into runs; see
+        _core.MLP.train): failed lists the batches of the run (from 0) whose
         outputs, loss or gradient were not finite, which took no step and are
         not in the sums nor in rows (the rows trained on). The run ends at the
         first, unless skip: then it goes on after each, but for one whose rows
@@ -144,16 +147,16 @@ class Trainer:
         else:
             rows = np.minimum(batch_size, len(order) - np.arange(0, len(order), batch_size))
         starts = np.concatenate(([0], np.cumsum(rows)))  # of each batch, in order
-        total, right, failed, done, bad_input = 0.0, 0, [], 0, None
+        total, right, failed, done, bad_input = loss_before, 0, [], 0, None
         try:
             while done < batches:
                 self.mlp.set_dropout_seeds([seed + done for seed in seeds])
                 if shard is not None:
                     self.mlp.set_shard(rows[done:], first[done:], global_rows[done:],
                                        shard.reduce)
-                loss, correct, bad = self.mlp.train(X, y, order[starts[done]:], batch_size,
-                                                    partial=True)
-                total, right = total + loss, right + correct
+                total, correct, bad = self.mlp.train(X, y, order[starts[done]:], batch_size,
+                                                     partial=True, loss_before=total)
+                right += correct
                 if bad < 0:
                     break
                 failed.append(done + bad)

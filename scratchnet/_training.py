@@ -61,6 +61,13 @@ class EpochTally:
         self.decisions += decisions
         self.samples += samples
 
+    def add_onto(self, total, right, decisions, samples):
+        """As add, but total is the loss sum itself, made by adding the new
+        losses onto this tally's (the C trainer's runs): an epoch's sum is
+        then the same bits however the epoch was cut into runs."""
+        self.add(0.0, right, decisions, samples)
+        self.total = total
+
     def nonfinite(self, step, problem, skip):
         """Step met a non-finite value; returns whether the epoch goes on."""
         if skip:

@@ -42,9 +42,12 @@ OPTIMIZERS = {
 def interrupt_during(monkeypatch, epoch, after=2):
     """Send this process SIGINT from inside fit, in epoch `epoch`, after
     `after` progress updates (steps on the layer path, runs of steps on the
-    C path): a Ctrl-C in the middle of an epoch, at a known place."""
+    C path, here a twentieth of an epoch each, not fit's 0.1 s of steps,
+    which on these small data is a whole epoch): a Ctrl-C in the middle of
+    an epoch, at a known place."""
     advance = _progress.EpochDisplay.advance
     seen = []
+    monkeypatch.setattr(sn.model, "_FAST_RUN_SECONDS", 0.0)
 
     def advance_then_interrupt(self, *args):
         advance(self, *args)

@@ -817,3 +817,40 @@ def test_a_share_with_no_rows_steps_after_the_update_of_the_batch_before(optimiz
     assert whole.iterations == apart.iterations == 3
     for a, b in zip(want, got):
         np.testing.assert_array_equal(a, b)
+
+
+def test_fit_sizes_its_runs_by_the_pace_of_its_batches_and_they_change_no_result(monkeypatch):
+    """fit hands the C trainer runs of about a twentieth of an epoch until
+    it knows how long a batch takes, then _FAST_RUN_SECONDS' worth: fewer
+    runs, each with its own setup. The runs change no step: the weights are
+    the same bits as with runs of a twentieth throughout (Adam, dropout, a
+    partial last batch, two epochs), and so is the loss: each run adds its
+    batches' losses onto the epoch's sum so far."""
+    from scratchnet import model as model_module
+    X, y = data(n=3000)
+    runs = []
+    real_run = _fused.Trainer.run
+
+    def counted(self, X, y, order, *args, **kwargs):
+        runs.append(len(order))
+        return real_run(self, X, y, order, *args, **kwargs)
+
+    monkeypatch.setattr(_fused.Trainer, "run", counted)
+
+    def train(seconds):
+        monkeypatch.setattr(model_module, "_FAST_RUN_SECONDS", seconds)
+        runs.clear()
+        model = build(dropout=0.2)
+        history = model.fit(X, y, sn.Adam(model.parameters()), epochs=2, batch_size=32,
+                            verbose=0, seed=0)
+        return [p.data.copy() for p in model.parameters()], history, list(runs)
+
+    weights, history, twentieths = train(0.0)
+    weights_long, history_long, long_runs = train(1e9)
+    # 94 batches an epoch: runs of 5 (160 rows), the last of 4 (120 rows)
+    assert twentieths == 2 * ([160] * 18 + [120])
+    # the first run gives the pace; then the rest of the epoch, then a whole one
+    assert long_runs == [160, 2840, 3000]
+    assert all(np.array_equal(a, b) for a, b in zip(weights, weights_long))
+    assert history["accuracy"] == history_long["accuracy"]
+    assert history["loss"] == history_long["loss"]
