@@ -328,9 +328,11 @@ typedef struct {
 /* Steps the threads are kept, once chosen, before timing again. The
  * probe's steps alone cost: a step on one thread took 1.4x one on two (AMD
  * EPYC Zen 3), so 8 of every 256 + 16 steps alone made epochs 8 x 0.4 /
- * 272 = 1.2% slower; of every 1024 + 16, 0.3%. A change of the vCPUs'
- * placement is still seen within half a second of 784-128-10 training
- * (2.5 s of 784-512-256-10). */
+ * 272 = 1.2% slower; of every 1024 + 16, 0.3%. Kept longer after wide wins
+ * (SN_TEAM_KEEP_MAX below: 1.2 s of 784-128-10 training, 6 s of
+ * 784-512-256-10); a slowdown of the threads' steps by SN_TEAM_SLOWER is
+ * seen within SN_TEAM_PROBE steps, a smaller one (the vCPUs moved far
+ * apart: 1.2-1.25x, where the threads still win) at the next timing. */
 #define SN_TEAM_KEEP 1024
 /* Steps alone is kept, once chosen, before timing again: this many the
  * first time, twice as many each time it is chosen again in a row, up to
@@ -351,7 +353,11 @@ typedef struct {
 /* Kept on the threads, SN_TEAM_PROBE full steps in a row each slower than
  * SN_TEAM_SLOWER x the threads' median at the last timing (another program
  * took a core, the vCPUs came to share one) time both ways again at once,
- * however long the keep. */
+ * however long the keep, and the keep starts again from SN_TEAM_KEEP: a
+ * slow spell at the start of every epoch (NumPy work between epochs, whose
+ * OpenBLAS threads spin ~0.1 s) keeps the probe at its cost before these
+ * constants, 0.7%. Alone is not watched so: its keep is at most
+ * SN_TEAM_KEEP steps. */
 #define SN_TEAM_SLOWER 1.5
 typedef struct {
     int64_t count;             /* full-batch steps since the last timing began */

@@ -202,21 +202,29 @@ int sn_get_num_threads(void)
  * increment, `rounds` times a run; the median of SN_ROUND_TRIP_RUNS runs
  * after an untimed one, over rounds. Benchmarks print it beside their
  * figures: the project's 2-vCPU virtual machine has its vCPUs close (80-140
- * ns) or far apart (380-430 ns) by the host's placement, which changes from
+ * ns) or far apart (350-430 ns) by the host's placement, which changes from
  * minute to minute, and a 784-512-256-10 training step took 750 or 930 us
  * accordingly (README, "The late afternoon of 2026-11-28"). A wait that
  * lasts SN_ROUND_TRIP_YIELD_SPINS spins yields the CPU: with more busy
  * threads than CPUs the other side may need this one to run, and a round
  * trip then costs a switch between threads (microseconds) instead of the
- * OS's time slice (milliseconds: 20000 rounds took minutes). -1 when it
- * cannot be measured: fewer than two threads (a build without OpenMP, a
- * thread count of 1, a process forked after the threads started, a team
- * OpenMP gave fewer), one side waited over SN_ROUND_TRIP_PATIENCE seconds
- * for the other (the OS ran something else on its CPU), or the whole took
- * over SN_ROUND_TRIP_BUDGET seconds. */
+ * OS's time slice (milliseconds: 20000 rounds took minutes). So it is the
+ * round trip the threads see: on a busy machine a higher one than the
+ * placement alone gives (the benchmarks also print how busy other
+ * processes kept the CPUs). The counter carries no data: relaxed loads and
+ * stores, the same plain instructions on every compiler (MSVC's acquire
+ * load is a locked instruction that would take the line from the sender).
+ * -1 when it cannot be measured: fewer than two threads (a build without
+ * OpenMP, a thread count of 1, a process forked after the threads started,
+ * a team OpenMP gave fewer), one side waited over SN_ROUND_TRIP_PATIENCE
+ * seconds for the other (the OS ran something else on its CPU), the whole
+ * took over SN_ROUND_TRIP_BUDGET seconds, or rounds is outside
+ * [SN_ROUND_TRIP_MIN_ROUNDS, SN_ROUND_TRIP_MAX_ROUNDS] (fewer rounds would
+ * count the clock's own readings in the figure). */
 #define SN_ROUND_TRIP_RUNS 5
 #define SN_ROUND_TRIP_PATIENCE 0.1
 #define SN_ROUND_TRIP_BUDGET 1.0
+#define SN_ROUND_TRIP_MIN_ROUNDS 100
 #define SN_ROUND_TRIP_MAX_ROUNDS (1 << 20)
 #define SN_ROUND_TRIP_YIELD_SPINS 4096 /* a few microseconds: never in a true round trip */
 
@@ -239,7 +247,7 @@ static int wait_for_ball(round_trip_court *c, int value)
     /* the clock is read only once the wait has lasted 1024 spins (reading it
      * each time added its own time to every round trip) */
     double start = -1.0;
-    for (unsigned spins = 1; sn_atomic_load_acquire(&c->ball) != value; ++spins) {
+    for (unsigned spins = 1; sn_atomic_load(&c->ball) != value; ++spins) {
         if (spins % 1024) continue;
         if (sn_atomic_load(&c->gave_up)) return 0;
         const double now = SN_NOW();
@@ -256,7 +264,9 @@ static int wait_for_ball(round_trip_court *c, int value)
 double sn_thread_round_trip_ns(int64_t rounds)
 {
 #ifdef _OPENMP
-    if (rounds < 1 || rounds > SN_ROUND_TRIP_MAX_ROUNDS || sn_get_num_threads() < 2) return -1.0;
+    if (rounds < SN_ROUND_TRIP_MIN_ROUNDS || rounds > SN_ROUND_TRIP_MAX_ROUNDS ||
+        sn_get_num_threads() < 2)
+        return -1.0;
     note_threads_started();
     round_trip_court court = {0, 0, SN_NOW() + SN_ROUND_TRIP_BUDGET};
     double seconds[SN_ROUND_TRIP_RUNS + 1];
@@ -270,9 +280,9 @@ double sn_thread_round_trip_ns(int64_t rounds)
             const double t0 = SN_NOW();
             for (int64_t r = 0; r < rounds; ++r) {
                 /* thread 0 serves 2r + 1 and waits for 2r + 2; thread 1 the other way */
-                if (first) sn_atomic_publish(&court.ball, ++value);
+                if (first) sn_atomic_store(&court.ball, ++value);
                 if (!wait_for_ball(&court, ++value)) break;
-                if (!first) sn_atomic_publish(&court.ball, ++value);
+                if (!first) sn_atomic_store(&court.ball, ++value);
             }
             if (first) seconds[run] = SN_NOW() - t0;
             if (first && SN_NOW() > court.deadline) sn_atomic_store(&court.gave_up, 1);

@@ -143,17 +143,22 @@ def have_openmp():
     return bool(sn_have_openmp())
 
 
-def thread_round_trip_ns(int64_t rounds=20000):
+def thread_round_trip_ns(rounds=20000):
     """Nanoseconds for a cache line to go from one of the library's threads
     to another and back (the median of runs of `rounds` round trips), or None
     where it cannot be measured (fewer than two threads; one waited 0.1 s for
-    the other). On a virtual machine it tells whether the vCPUs are close or
-    far apart, which moves training speed (sn_runtime.c)."""
-    if not 1 <= rounds <= 1 << 20:
-        raise ValueError(f"thread_round_trip_ns: rounds must be in [1, {1 << 20}], not {rounds}")
+    the other; over 1 s in all). On a virtual machine it tells whether the
+    vCPUs are close or far apart, which moves training speed; on a busy
+    machine it reads higher (sn_runtime.c)."""
+    if isinstance(rounds, (bool, np.bool_)) or not isinstance(rounds, (int, np.integer)):
+        raise TypeError(f"thread_round_trip_ns: rounds must be an int, got {rounds!r}")
+    if not 100 <= rounds <= 1 << 20:
+        raise ValueError(f"thread_round_trip_ns: rounds must be in [100, {1 << 20}], "
+                         f"not {rounds}")
+    cdef int64_t n = rounds
     cdef double ns
     with nogil:
-        ns = sn_thread_round_trip_ns(rounds)
+        ns = sn_thread_round_trip_ns(n)
     return None if ns < 0.0 else ns
 
 

@@ -128,6 +128,9 @@ def test_thread_round_trip_is_measured_on_two_threads_only():
         assert _core.thread_round_trip_ns(2000) is None
     finally:
         sn.set_num_threads(old)
-    for bad in (0, (1 << 20) + 1):
-        with pytest.raises(ValueError, match=r"rounds must be in \[1, 1048576\]"):
+    for bad in (99, (1 << 20) + 1):
+        with pytest.raises(ValueError, match=r"rounds must be in \[100, 1048576\]"):
+            _core.thread_round_trip_ns(bad)
+    for bad in (1500.0, True, "2000"):
+        with pytest.raises(TypeError, match="rounds must be an int"):
             _core.thread_round_trip_ns(bad)

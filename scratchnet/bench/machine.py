@@ -14,6 +14,7 @@ from .._runtime import cpu_name  # noqa: F401 (part of this module's interface)
 from .._version import __version__
 
 OPENBLAS_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+SETTLE_BEFORE_ROUND_TRIP = 0.3  # seconds: see round_trip
 
 
 def import_torch():
@@ -122,8 +123,12 @@ def round_trip():
     """The cache-line round trip between the library's threads now, in whole
     nanoseconds (None: fewer than two threads, or one was not running). On
     the project's 2-vCPU virtual machine the host puts the vCPUs close
-    (80-140 ns) or far apart (380-430 ns), and training runs up to 25% slower
-    far apart: a figure means little without it."""
+    (80-140 ns) or far apart (350-430 ns), and training runs up to 25% slower
+    far apart: a figure means little without it. Other busy processes raise
+    it too. After a pause: NumPy's OpenBLAS keeps its threads spinning for
+    ~0.1 s after a product, and a reading right after the tables' NumPy turn
+    once came out 289 ns against 89 ns 0.3 s later."""
+    time.sleep(SETTLE_BEFORE_ROUND_TRIP)
     ns = _core.thread_round_trip_ns()
     return None if ns is None else round(ns)
 
