@@ -149,6 +149,7 @@ cdef extern from "scratchnet.h" nogil:
 
     ctypedef struct sn_team_choice:
         int64_t count
+        int64_t keep
         int alone
 
     ctypedef struct sn_mlp_shard:

@@ -81,6 +81,12 @@ def adam_step(p: F32, g: F32, exp_avg: F32, exp_avg_sq: F32, lr: float, step: in
               beta1: float = ..., beta2: float = ..., eps: float = ...,
               weight_decay: float = ..., decoupled: bool = ...) -> None: ...
 
+class TeamChoice:
+    """The C trainer's choice of the threads or alone, carried from MLP to MLP."""
+    count: int
+    keep: int
+    def __init__(self) -> None: ...
+
 class MLP:
     """A whole MLP in C: layers are (W, b, dW, db, activation, slope, dropout)."""
     max_batch: int
@@ -90,8 +96,9 @@ class MLP:
     work: F32
     iterations: int
     step: int
+    team: TeamChoice
     def __init__(self, layers: list[tuple[Any, ...]], max_batch: int,
-                 train: bool = ...) -> None: ...
+                 train: bool = ..., team: TeamChoice | None = ...) -> None: ...
     def set_dropout_seeds(self, seeds: list[int]) -> None: ...
     def set_shard(self, rows: I64 | None = ..., first: I64 | None = ...,
                   global_rows: I64 | None = ..., reduce: Any = ...) -> None: ...

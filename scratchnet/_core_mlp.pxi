@@ -35,13 +35,36 @@ cdef int _mlp_rows(const void *net, float *out, const float *X, int64_t n, int s
     return sn_mlp_forward_f32(<const sn_mlp *>net, out, X, n, softmax, work, rows)
 
 
+cdef class TeamChoice:
+    """Whether the C trainer's steps run on the threads or alone, as its
+    timing left it (sn_team_choice, sn_mlp.c). An MLP makes its own, or
+    carries on one given: a model trained by fit after fit (the same layers
+    and batch size) keeps its choice and its timing's schedule, instead of
+    timing 8 steps alone again at every fit."""
+    cdef sn_team_choice team
+
+    def __cinit__(self):
+        memset(&self.team, 0, sizeof(self.team))
+
+    @property
+    def count(self):
+        """Full steps since the last timing began."""
+        return self.team.count
+
+    @property
+    def keep(self):
+        """Steps the last choice is kept (0: none made yet)."""
+        return self.team.keep
+
+
 cdef class MLP:
     """layers: a list of (W, b, dW, db, activation, act_param, dropout) with
     W of shape (in, out); max_batch: the most rows one training batch or one
     inference chunk has. train=False builds an inference-only network (no
-    training workspaces; dW, db may be None)."""
+    training workspaces; dW, db may be None). team: the TeamChoice its
+    training carries on (default: a new one)."""
     cdef sn_mlp net
-    cdef sn_team_choice team  # training on the threads or alone (sn_mlp.c)
+    cdef readonly TeamChoice team  # training on the threads or alone (sn_mlp.c)
     cdef sn_optim_cfg opt
     cdef list keep          # every array the C struct points into (but the optimizer's)
     cdef list state_keep    # the optimizer state arrays it points into, of the last set_optimizer
@@ -61,12 +84,13 @@ cdef class MLP:
         self.net.params = NULL
         self.net.shard = NULL
         self.net.last_shares = NULL
-        memset(&self.team, 0, sizeof(self.team))
-        self.net.team = &self.team
+        self.net.team = NULL
 
-    def __init__(self, list layers, int64_t max_batch, bint train=True):
+    def __init__(self, list layers, int64_t max_batch, bint train=True, TeamChoice team=None):
         if not layers or max_batch < 1:
             raise ValueError("MLP: needs at least one layer and max_batch >= 1")
+        self.team = team if team is not None else TeamChoice()
+        self.net.team = &self.team.team
         cdef sn_mlp_layer *L
         cdef int64_t fan_in, fan_out
         self.keep = []

@@ -97,8 +97,10 @@ class Sequential(Module):
         self._loss = value
 
     def __getstate__(self):
-        # the lock and the compiled network are rebuilt, not copied
+        # the lock and the compiled network are rebuilt, not copied; so is
+        # what the C trainer learned of its speed here (_fused.Pace)
         state = self.__dict__.copy()
+        state.pop("_fused_pace", None)
         state.pop("_lock", None)
         state.pop("_fit_lock", None)
         state.pop("_plan_cache", None)
@@ -964,7 +966,8 @@ class Sequential(Module):
                     shard=None):
         """One epoch through the C trainer, in runs of batches so the
         progress bar moves and Ctrl-C is seen: about a twentieth of the epoch
-        until the pace of the batches is known (from fast's last run), then
+        until the pace of the batches is known (from the last run, in this
+        fit or the model's fit before with the same layers and batch size), then
         _FAST_RUN_SECONDS' worth (with a shard, always the twentieth: the
         ranks check for interrupts together between runs); sums into tally
         (this rank's rows, with a shard). The runs change no result."""
@@ -976,16 +979,16 @@ class Sequential(Module):
                 tally.interrupted = True
                 return
             batches = least
-            if shard is None and fast.batch_seconds is not None:
-                batches = max(least, int(_FAST_RUN_SECONDS / fast.batch_seconds))
+            if shard is None and fast.pace.batch_seconds is not None:
+                batches = max(least, int(_FAST_RUN_SECONDS / fast.pace.batch_seconds))
             idx = order[start:start + batches * batch_size]
             began = time.perf_counter()
             # the loss summed onto the epoch's so far: the same bits however
             # the epoch is cut into runs
             total, run_right, failed, samples, bad_input = fast.run(
                 X, y, idx, batch_size, skip, shard, loss_before=tally.total)
-            fast.batch_seconds = max(time.perf_counter() - began, 1e-9) / -(-len(idx) //
-                                                                           batch_size)
+            fast.pace.batch_seconds = max(time.perf_counter() - began, 1e-9) / -(-len(idx) //
+                                                                                batch_size)
             tally.add_onto(total, run_right, samples, samples)
             if bad_input is not None:  # not a divergence: the data
                 bar.close()

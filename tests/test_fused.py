@@ -854,3 +854,42 @@ def test_fit_sizes_its_runs_by_the_pace_of_its_batches_and_they_change_no_result
     assert all(np.array_equal(a, b) for a, b in zip(weights, weights_long))
     assert history["accuracy"] == history_long["accuracy"]
     assert history["loss"] == history_long["loss"]
+
+
+def test_fit_after_fit_carries_on_the_thread_choice_and_the_pace(monkeypatch):
+    """A model fit again with the same layers and batch size carries on the
+    C trainer's choice of the threads or alone where the fit before left it
+    (no new timing of 8 steps alone at every fit), and the pace of its
+    batches (its first run already _FAST_RUN_SECONDS long); another batch
+    size starts afresh."""
+    from scratchnet import model as model_module
+    monkeypatch.setattr(model_module, "_FAST_RUN_SECONDS", 1e9)
+    X, y = data(n=3000)
+    seen = []  # (the trainer's pace, the rows of each run)
+    real_run = _fused.Trainer.run
+
+    def watched(self, X, y, order, *args, **kwargs):
+        seen.append((self.pace, self.mlp.team, len(order)))
+        return real_run(self, X, y, order, *args, **kwargs)
+
+    monkeypatch.setattr(_fused.Trainer, "run", watched)
+    model = build()
+    opt = sn.Adam(model.parameters())
+
+    def fit(batch_size):
+        seen.clear()
+        model.fit(X, y, opt, epochs=1, batch_size=batch_size, verbose=0, seed=0)
+        paces = {id(p) for p, *_ in seen}
+        assert len(paces) == 1 and all(team is seen[0][0].team for _, team, _ in seen)
+        return seen[0][0], [rows for *_, rows in seen]
+
+    pace, runs = fit(32)
+    assert runs == [160, 2840]  # a twentieth, then the rest at the pace it gave
+    team = pace.team
+    assert team.keep > 0  # the 16 steps of a timing done, a choice made
+    again, runs = fit(32)
+    # (the count of steps since the last timing is not checked: a run of 8
+    # slow steps, ordinary for steps of microseconds, times again at once)
+    assert again is pace and again.team is team and runs == [3000]
+    other, runs = fit(64)
+    assert other is not pace and other.team is not team and runs == [192, 2808]
