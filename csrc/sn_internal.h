@@ -63,6 +63,21 @@ typedef void (*sn_small_gemm_fn)(int trans_a, int trans_b, int64_t M, int64_t N,
  * share none */
 static inline int64_t sn_whole_lines(int64_t n) { return (n + 15) / 16 * 16; }
 
+/* The median of n timings, n <= SN_MEDIAN_MAX (the mean of the middle two
+ * when n is even), by an insertion sort of a copy: the trainer's thread
+ * probe (sn_mlp.c) and the threads' round trip (sn_runtime.c). */
+#define SN_MEDIAN_MAX 16
+static inline double sn_median(const double *v, int n)
+{
+    double s[SN_MEDIAN_MAX];
+    for (int i = 0; i < n; ++i) {
+        int j = i;
+        for (; j > 0 && s[j - 1] > v[i]; --j) s[j] = s[j - 1];
+        s[j] = v[i];
+    }
+    return 0.5 * (s[(n - 1) / 2] + s[n / 2]);
+}
+
 /* GEMM of a few columns (N <= SN_NARROW_N), B not transposed, without
  * packing: each row of C one masked vector (a classifier's 10 logits, the
  * last layer's weight gradient). Sums over k in blocks of kc, each element

@@ -44,17 +44,6 @@ static int gradients_finite(const sn_mlp *net)
  * clearly (5%) slower to be left: timing noise is no reason. The thread
  * count never changes a result. */
 
-static double median_of_probe(const double *v)
-{
-    double s[SN_TEAM_PROBE];
-    for (int i = 0; i < SN_TEAM_PROBE; ++i) {
-        int j = i;
-        for (; j > 0 && s[j - 1] > v[i]; --j) s[j] = s[j - 1];
-        s[j] = v[i];
-    }
-    return 0.5 * (s[(SN_TEAM_PROBE - 1) / 2] + s[SN_TEAM_PROBE / 2]);
-}
-
 /* the threads the next full step may use: timing each way, then the choice */
 void sn_team_before_step(const sn_team_choice *t)
 {
@@ -84,7 +73,8 @@ void sn_team_after_step(sn_team_choice *t, double seconds)
     }
     if (++t->count == 2 * SN_TEAM_PROBE) {
         const int was_alone = t->keep > 0 && t->alone, was_wide = t->keep > 0 && t->wide;
-        const double team = median_of_probe(t->times[0]), alone = median_of_probe(t->times[1]);
+        const double team = sn_median(t->times[0], SN_TEAM_PROBE),
+                     alone = sn_median(t->times[1], SN_TEAM_PROBE);
         t->alone = alone < 0.95 * team;
         t->wide = !t->alone && alone >= SN_TEAM_WIDE * team;
         t->reference = team;

@@ -289,15 +289,8 @@ double sn_thread_round_trip_ns(int64_t rounds)
         }
     }
     if (!teamed || sn_atomic_load(&court.gave_up)) return -1.0;
-    /* the median of the timed runs (insertion sort of a handful) */
-    double *timed = seconds + 1;
-    for (int i = 1; i < SN_ROUND_TRIP_RUNS; ++i)
-        for (int j = i; j > 0 && timed[j - 1] > timed[j]; --j) {
-            const double t = timed[j];
-            timed[j] = timed[j - 1];
-            timed[j - 1] = t;
-        }
-    return timed[SN_ROUND_TRIP_RUNS / 2] / (double)rounds * 1e9;
+    /* the timed runs: all but the first */
+    return sn_median(seconds + 1, SN_ROUND_TRIP_RUNS) / (double)rounds * 1e9;
 #else
     (void)rounds;
     return -1.0;

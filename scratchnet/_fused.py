@@ -132,10 +132,10 @@ def _optimizer_state(optimizer, params):
 class Trainer:
     """Trains a Sequential through one _core.MLP; made by trainer() below."""
 
-    def __init__(self, specs, params, optimizer, batch_size, pace=None):
+    def __init__(self, specs, params, optimizer, batch_size, pace):
         self.optimizer, self.params = optimizer, params
         self.kind = _OPTIMIZER_NAMES[type(optimizer)]
-        self.pace = pace if pace is not None else Pace()
+        self.pace = pace
         self.mlp = build(specs, batch_size, team=self.pace.team)
         self.dropouts = [dropout for *_, dropout in specs]
 
