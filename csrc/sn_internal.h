@@ -34,11 +34,16 @@ typedef void (*sn_ukernel_fn)(int64_t kc, const float *a, int64_t a_ks, const fl
 /* restrict (C99), as MSVC spells it too */
 #define SN_RESTRICT __restrict
 
-/* a hint to bring the line holding p into the caches; never changes a result */
+/* a hint to bring the line holding p into the caches; never changes a result.
+ * SN_PREFETCH_WRITE: the same, owned to be written (x86's PREFETCHW, where
+ * the function's target has it: taken from other cores' caches now, not
+ * when the store comes) */
 #if defined(__GNUC__) || defined(__clang__)
 #define SN_PREFETCH(p) __builtin_prefetch((p), 0, 3)
+#define SN_PREFETCH_WRITE(p) __builtin_prefetch((p), 1, 3)
 #else
 #define SN_PREFETCH(p) ((void)(p))
+#define SN_PREFETCH_WRITE(p) ((void)(p))
 #endif
 
 #if defined(_MSC_VER)
