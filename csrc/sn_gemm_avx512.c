@@ -44,8 +44,16 @@ static inline void store_tile(__m512 acc[MR][2], float *c, int64_t ldc, float al
  * close, 1.017x-1.042x with them far apart (AMD EPYC Zen 5; 784-128-10 Adam
  * 1.007x, SGD 1.024x). */
 static inline int64_t c_prefetch_every(int64_t kc) { return kc >= 2 * MR ? kc / (2 * MR) : 1; }
-#define SN_PREFETCH_C_LINE(line)                                           \
-    SN_PREFETCH_WRITE(c + ((line) >> 1) * ldc + ((line) & 1) * (NR / 2))
+/* at step k of the loop: the next line, when its turn has come (line and
+ * next count the lines asked for and the step of the next) */
+#define SN_PREFETCH_C_STEP(k)                                                          \
+    do {                                                                               \
+        if ((k) == next && line < 2 * MR) {                                            \
+            SN_PREFETCH_WRITE(c + (line >> 1) * ldc + (line & 1) * (NR / 2));          \
+            ++line;                                                                    \
+            next += every;                                                             \
+        }                                                                              \
+    } while (0)
 
 /* acc[i] += a_i * (b0, b1) */
 #define SN_FMA_ROW(i, ai_ptr)                                              \
@@ -63,11 +71,7 @@ static void ukernel_avx512(int64_t kc, const float *a, int64_t a_ks, const float
     for (int i = 0; i < MR; ++i) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
     const int64_t every = c_prefetch_every(kc);
     for (int64_t k = 0, next = 0, line = 0; k < kc; ++k) {
-        if (k == next && line < 2 * MR) {
-            SN_PREFETCH_C_LINE(line);
-            ++line;
-            next += every;
-        }
+        SN_PREFETCH_C_STEP(k);
         const __m512 b0 = _mm512_loadu_ps(b), b1 = _mm512_loadu_ps(b + 16);
         SN_FMA_ROW(0, a + 0); SN_FMA_ROW(1, a + 1); SN_FMA_ROW(2, a + 2);
         SN_FMA_ROW(3, a + 3); SN_FMA_ROW(4, a + 4); SN_FMA_ROW(5, a + 5);
@@ -93,11 +97,7 @@ static void ukernel_rows_avx512(int64_t kc, const float *a, int64_t lda, const f
     const int64_t l1 = lda, l2 = 2 * lda, l3 = 3 * lda;
     const int64_t every = c_prefetch_every(kc);
     for (int64_t k = 0, next = 0, line = 0; k < kc; ++k) {
-        if (k == next && line < 2 * MR) {
-            SN_PREFETCH_C_LINE(line);
-            ++line;
-            next += every;
-        }
+        SN_PREFETCH_C_STEP(k);
         const __m512 b0 = _mm512_loadu_ps(b), b1 = _mm512_loadu_ps(b + 16);
         SN_FMA_ROW(0, a0); SN_FMA_ROW(1, a0 + l1); SN_FMA_ROW(2, a0 + l2);
         SN_FMA_ROW(3, a0 + l3); SN_FMA_ROW(4, a4); SN_FMA_ROW(5, a4 + l1);
@@ -111,7 +111,7 @@ static void ukernel_rows_avx512(int64_t kc, const float *a, int64_t lda, const f
     store_tile(acc, c, ldc, alpha, beta);
 }
 #undef SN_FMA_ROW
-#undef SN_PREFETCH_C_LINE
+#undef SN_PREFETCH_C_STEP
 
 /* One row of a few-rows GEMM (sn_gemm_small.h), B not transposed: c[0:N)
  * = alpha * sum over kc steps of a_k * B[k, :] (+ beta * c), 128 columns
