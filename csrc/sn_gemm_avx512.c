@@ -15,13 +15,16 @@
 
 #define MR 12
 #define NR 32
+#define MR_TAIL 8 /* the tail kernel's rows (ukernel_tail_avx512) */
 
-/* C tile = alpha * acc + beta * C (beta == 0: C not read) */
+/* The first `rows` rows of a C tile = alpha * acc + beta * C (beta == 0: C
+ * not read). Always inlined with a constant rows. */
 SN_TARGET_AVX512 SN_ALWAYS_INLINE
-static inline void store_tile(__m512 acc[MR][2], float *c, int64_t ldc, float alpha, float beta)
+static inline void store_tile(const int rows, __m512 acc[][2], float *c, int64_t ldc, float alpha,
+                              float beta)
 {
     const __m512 va = _mm512_set1_ps(alpha);
-    for (int i = 0; i < MR; ++i) {
+    for (int i = 0; i < rows; ++i) {
         float *ci = c + i * ldc;
         __m512 v0 = _mm512_mul_ps(va, acc[i][0]), v1 = _mm512_mul_ps(va, acc[i][1]);
         if (beta != 0.0f) {
@@ -34,8 +37,9 @@ static inline void store_tile(__m512 acc[MR][2], float *c, int64_t ldc, float al
     }
 }
 
-/* The tile's 2 MR lines of C, asked for to be written, one every
- * c_prefetch_every(kc) k steps of its loop: in a training step another core
+/* The tile's 2 rows lines of C (2 MR, or 2 MR_TAIL in the tail kernel),
+ * asked for to be written, one every c_prefetch_every(kc, rows) k steps of
+ * its loop: in a training step another core
  * last read or wrote them (the product's output, the other part's finish or
  * gradient), and a store that must first take the line from that core waits
  * for it. All at once at the start, 24 outstanding misses held up the loads
@@ -43,12 +47,16 @@ static inline void store_tile(__m512 acc[MR][2], float *c, int64_t ldc, float al
  * and owned for writing, those steps 1.004x-1.010x with the two vCPUs
  * close, 1.017x-1.042x with them far apart (AMD EPYC Zen 5; 784-128-10 Adam
  * 1.007x, SGD 1.024x). */
-static inline int64_t c_prefetch_every(int64_t kc) { return kc >= 2 * MR ? kc / (2 * MR) : 1; }
-/* at step k of the loop: the next line, when its turn has come (line and
- * next count the lines asked for and the step of the next) */
-#define SN_PREFETCH_C_STEP(k)                                                          \
+static inline int64_t c_prefetch_every(int64_t kc, int rows)
+{
+    return kc >= 2 * rows ? kc / (2 * rows) : 1;
+}
+/* at step k of the loop: the next line of the first `rows` rows, when its
+ * turn has come (line and next count the lines asked for and the step of
+ * the next) */
+#define SN_PREFETCH_C_STEP(k, rows)                                                    \
     do {                                                                               \
-        if ((k) == next && line < 2 * MR) {                                            \
+        if ((k) == next && line < 2 * (rows)) {                                        \
             SN_PREFETCH_WRITE(c + (line >> 1) * ldc + (line & 1) * (NR / 2));          \
             ++line;                                                                    \
             next += every;                                                             \
@@ -69,9 +77,9 @@ static void ukernel_avx512(int64_t kc, const float *a, int64_t a_ks, const float
 {
     __m512 acc[MR][2];
     for (int i = 0; i < MR; ++i) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
-    const int64_t every = c_prefetch_every(kc);
+    const int64_t every = c_prefetch_every(kc, MR);
     for (int64_t k = 0, next = 0, line = 0; k < kc; ++k) {
-        SN_PREFETCH_C_STEP(k);
+        SN_PREFETCH_C_STEP(k, MR);
         const __m512 b0 = _mm512_loadu_ps(b), b1 = _mm512_loadu_ps(b + 16);
         SN_FMA_ROW(0, a + 0); SN_FMA_ROW(1, a + 1); SN_FMA_ROW(2, a + 2);
         SN_FMA_ROW(3, a + 3); SN_FMA_ROW(4, a + 4); SN_FMA_ROW(5, a + 5);
@@ -80,7 +88,34 @@ static void ukernel_avx512(int64_t kc, const float *a, int64_t a_ks, const float
         a += a_ks;
         b += b_ks;
     }
-    store_tile(acc, c, ldc, alpha, beta);
+    store_tile(MR, acc, c, ldc, alpha, beta);
+}
+
+/* The 8 x 32 tail kernel: 16 accumulators (16 FMA chains: enough for 2
+ * FMA units of latency 4), A packed 8 values a step or transposed in place.
+ * Each element is the same chain of FMAs in k order as in the 12-row
+ * kernel, stored the same way: the same bits. A block's last rows go
+ * through it where 12-row panels would compute rows for nothing
+ * (row_panels_of, sn_gemm.c): the training step's 128 rows as 10 x 12 + 8
+ * instead of 11 x 12, 392 (a part of 784 inputs) as 32 x 12 + 8, 256 as
+ * 20 x 12 + 2 x 8. */
+SN_TARGET_AVX512
+static void ukernel_tail_avx512(int64_t kc, const float *a, int64_t a_ks, const float *b,
+                                int64_t b_ks, float *c, int64_t ldc, float alpha, float beta)
+{
+    __m512 acc[MR_TAIL][2];
+    for (int i = 0; i < MR_TAIL; ++i) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
+    const int64_t every = c_prefetch_every(kc, MR_TAIL);
+    for (int64_t k = 0, next = 0, line = 0; k < kc; ++k) {
+        SN_PREFETCH_C_STEP(k, MR_TAIL);
+        const __m512 b0 = _mm512_loadu_ps(b), b1 = _mm512_loadu_ps(b + 16);
+        SN_FMA_ROW(0, a + 0); SN_FMA_ROW(1, a + 1); SN_FMA_ROW(2, a + 2);
+        SN_FMA_ROW(3, a + 3); SN_FMA_ROW(4, a + 4); SN_FMA_ROW(5, a + 5);
+        SN_FMA_ROW(6, a + 6); SN_FMA_ROW(7, a + 7);
+        a += a_ks;
+        b += b_ks;
+    }
+    store_tile(MR_TAIL, acc, c, ldc, alpha, beta);
 }
 
 /* The same tile with A read in place from 12 rows lda apart (A not
@@ -95,9 +130,9 @@ static void ukernel_rows_avx512(int64_t kc, const float *a, int64_t lda, const f
     for (int i = 0; i < MR; ++i) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
     const float *a0 = a, *a4 = a + 4 * lda, *a8 = a + 8 * lda;
     const int64_t l1 = lda, l2 = 2 * lda, l3 = 3 * lda;
-    const int64_t every = c_prefetch_every(kc);
+    const int64_t every = c_prefetch_every(kc, MR);
     for (int64_t k = 0, next = 0, line = 0; k < kc; ++k) {
-        SN_PREFETCH_C_STEP(k);
+        SN_PREFETCH_C_STEP(k, MR);
         const __m512 b0 = _mm512_loadu_ps(b), b1 = _mm512_loadu_ps(b + 16);
         SN_FMA_ROW(0, a0); SN_FMA_ROW(1, a0 + l1); SN_FMA_ROW(2, a0 + l2);
         SN_FMA_ROW(3, a0 + l3); SN_FMA_ROW(4, a4); SN_FMA_ROW(5, a4 + l1);
@@ -108,7 +143,7 @@ static void ukernel_rows_avx512(int64_t kc, const float *a, int64_t lda, const f
         ++a8;
         b += b_ks;
     }
-    store_tile(acc, c, ldc, alpha, beta);
+    store_tile(MR, acc, c, ldc, alpha, beta);
 }
 #undef SN_FMA_ROW
 #undef SN_PREFETCH_C_STEP
@@ -332,6 +367,8 @@ const sn_gemm_kernel_info sn_gemm_kernel_avx512 = {
     .kernel = ukernel_avx512,
     .small = small_gemm_avx512,   /* up to SN_SMALL_M rows, columns in blocks of 128 */
     .kernel_rows = ukernel_rows_avx512,
+    .mr_tail = MR_TAIL, /* 8 rows x 2 zmm: 16 accumulators, 16 FMA chains */
+    .kernel_tail = ukernel_tail_avx512,
     .narrow = narrow_gemm_avx512, /* up to 16 columns: one masked zmm a row */
 };
 #endif
