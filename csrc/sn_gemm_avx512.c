@@ -71,52 +71,56 @@ static inline int64_t c_prefetch_every(int64_t kc, int rows)
         acc[i][1] = _mm512_fmadd_ps(ai, b1, acc[i][1]);                    \
     } while (0)
 
+#if defined(__GNUC__) || defined(__clang__)
+#define SN_UNROLL_ROWS _Pragma("GCC unroll 12")
+#else
+#define SN_UNROLL_ROWS
+#endif
+
+/* A tile of `rows` rows (MR, or MR_TAIL for the tail kernel), A packed
+ * `rows` values a step (or transposed in place: a_ks = lda). Always inlined
+ * with a constant rows: the accumulators stay in registers. */
+SN_TARGET_AVX512 SN_ALWAYS_INLINE
+static inline void packed_tile(const int rows, int64_t kc, const float *a, int64_t a_ks,
+                               const float *b, int64_t b_ks, float *c, int64_t ldc, float alpha,
+                               float beta)
+{
+    __m512 acc[MR][2];
+    SN_UNROLL_ROWS
+    for (int i = 0; i < rows; ++i) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
+    const int64_t every = c_prefetch_every(kc, rows);
+    for (int64_t k = 0, next = 0, line = 0; k < kc; ++k) {
+        SN_PREFETCH_C_STEP(k, rows);
+        const __m512 b0 = _mm512_loadu_ps(b), b1 = _mm512_loadu_ps(b + 16);
+        SN_UNROLL_ROWS
+        for (int i = 0; i < rows; ++i) SN_FMA_ROW(i, a + i);
+        a += a_ks;
+        b += b_ks;
+    }
+    store_tile(rows, acc, c, ldc, alpha, beta);
+}
+
 SN_TARGET_AVX512
 static void ukernel_avx512(int64_t kc, const float *a, int64_t a_ks, const float *b,
                            int64_t b_ks, float *c, int64_t ldc, float alpha, float beta)
 {
-    __m512 acc[MR][2];
-    for (int i = 0; i < MR; ++i) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
-    const int64_t every = c_prefetch_every(kc, MR);
-    for (int64_t k = 0, next = 0, line = 0; k < kc; ++k) {
-        SN_PREFETCH_C_STEP(k, MR);
-        const __m512 b0 = _mm512_loadu_ps(b), b1 = _mm512_loadu_ps(b + 16);
-        SN_FMA_ROW(0, a + 0); SN_FMA_ROW(1, a + 1); SN_FMA_ROW(2, a + 2);
-        SN_FMA_ROW(3, a + 3); SN_FMA_ROW(4, a + 4); SN_FMA_ROW(5, a + 5);
-        SN_FMA_ROW(6, a + 6); SN_FMA_ROW(7, a + 7); SN_FMA_ROW(8, a + 8);
-        SN_FMA_ROW(9, a + 9); SN_FMA_ROW(10, a + 10); SN_FMA_ROW(11, a + 11);
-        a += a_ks;
-        b += b_ks;
-    }
-    store_tile(MR, acc, c, ldc, alpha, beta);
+    packed_tile(MR, kc, a, a_ks, b, b_ks, c, ldc, alpha, beta);
 }
 
 /* The 8 x 32 tail kernel: 16 accumulators (16 FMA chains: enough for 2
- * FMA units of latency 4), A packed 8 values a step or transposed in place.
- * Each element is the same chain of FMAs in k order as in the 12-row
- * kernel, stored the same way: the same bits. A block's last rows go
- * through it where 12-row panels would compute rows for nothing
- * (row_panels_of, sn_gemm.c): the training step's 128 rows as 10 x 12 + 8
- * instead of 11 x 12, 392 (a part of 784 inputs) as 32 x 12 + 8, 256 as
- * 20 x 12 + 2 x 8. */
+ * FMA units of latency 4). Each element is the same chain of FMAs in k
+ * order as in the 12-row kernel, stored the same way: the same bits. A
+ * block's last rows go through it where 12-row panels would compute rows
+ * for nothing (row_panels_of, sn_gemm.c): the training step's 128 rows as
+ * 10 x 12 + 8 instead of 11 x 12, 392 (a part of 784 inputs) as 32 x 12 +
+ * 8, 256 as 20 x 12 + 2 x 8. */
 SN_TARGET_AVX512
 static void ukernel_tail_avx512(int64_t kc, const float *a, int64_t a_ks, const float *b,
                                 int64_t b_ks, float *c, int64_t ldc, float alpha, float beta)
 {
-    __m512 acc[MR_TAIL][2];
-    for (int i = 0; i < MR_TAIL; ++i) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
-    const int64_t every = c_prefetch_every(kc, MR_TAIL);
-    for (int64_t k = 0, next = 0, line = 0; k < kc; ++k) {
-        SN_PREFETCH_C_STEP(k, MR_TAIL);
-        const __m512 b0 = _mm512_loadu_ps(b), b1 = _mm512_loadu_ps(b + 16);
-        SN_FMA_ROW(0, a + 0); SN_FMA_ROW(1, a + 1); SN_FMA_ROW(2, a + 2);
-        SN_FMA_ROW(3, a + 3); SN_FMA_ROW(4, a + 4); SN_FMA_ROW(5, a + 5);
-        SN_FMA_ROW(6, a + 6); SN_FMA_ROW(7, a + 7);
-        a += a_ks;
-        b += b_ks;
-    }
-    store_tile(MR_TAIL, acc, c, ldc, alpha, beta);
+    packed_tile(MR_TAIL, kc, a, a_ks, b, b_ks, c, ldc, alpha, beta);
 }
+#undef SN_UNROLL_ROWS
 
 /* The same tile with A read in place from 12 rows lda apart (A not
  * transposed), instead of from a packed panel: row i of the tile at
