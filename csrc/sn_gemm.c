@@ -25,6 +25,8 @@
 #define SN_HAVE_SSE 0
 #endif
 #include "sn_fpmode.h"
+#include <math.h>
+
 #include "sn_internal.h"
 
 
@@ -406,6 +408,26 @@ static a_panel a_panel_of(const row_panels *rp, const sn_gemm_kernel_info *ki, i
     return p;
 }
 
+/* An edge tile's valid part, v = alpha * acc computed aside, into C as the
+ * kernel would have stored it: v, or beta * c + v rounded once where the
+ * kernel fuses that (fmaf: a library call without FMA in the baseline
+ * build, so only for a beta other than 1, where beta * c is exact), else
+ * twice. Before 2026-11-28 it always rounded twice: with beta 1.5 a row's
+ * bits depended on whether it fell in an edge tile. */
+static void copy_edge(const float *tile, int64_t ld_tile, float *c, int64_t ldc, int64_t rows,
+                      int64_t cols, float beta, int fused)
+{
+    for (int64_t i = 0; i < rows; ++i)
+        for (int64_t j = 0; j < cols; ++j) {
+            const float v = tile[i * ld_tile + j];
+            float *cij = &c[i * ldc + j];
+            *cij = beta == 0.0f              ? v
+                   : beta == 1.0f            ? v + *cij
+                   : fused                   ? fmaf(beta, *cij, v)
+                                             : v + beta * *cij;
+        }
+}
+
 /* The blocked loop nest on one sub-problem, in the calling thread, packing
  * into pa (MC x kc) and pb (kc x NC), rounded up to whole panels. */
 static void gemm_loops(const sn_gemm_plan *plan, int trans_a, int trans_b, int64_t M,
@@ -482,12 +504,7 @@ static void gemm_loops(const sn_gemm_plan *plan, int trans_a, int trans_b, int64
                         } else {
                             /* edge tile: compute the full tile aside, keep the valid part */
                             kernel(kc, ap, a_ks, bp, b_ks, tile, nr, alpha, 0.0f);
-                            for (int64_t i = 0; i < rows; ++i)
-                                for (int64_t j = 0; j < cols; ++j) {
-                                    const float v = tile[i * nr + j];
-                                    c[i * ldc + j] =
-                                        beta_k == 0.0f ? v : v + beta_k * c[i * ldc + j];
-                                }
+                            copy_edge(tile, nr, c, ldc, rows, cols, beta_k, ki->fused_beta);
                         }
                         if (last_k)
                             apply_epilogue(ep, c, ldc, ic + pan.row0, jc + jr * nr, rows, cols);

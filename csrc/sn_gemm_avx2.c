@@ -404,5 +404,6 @@ const sn_gemm_kernel_info sn_gemm_kernel_avx2 = {
     .kernel_rows = ukernel_rows_avx2,
     .mr_tail = 4, /* 4 rows x 2 ymm: 8 accumulators, 8 FMA chains */
     .kernel_tail = ukernel_tail_avx2,
+    .fused_beta = 1, /* SN_STORE_ROW: beta * c + alpha * acc in one FMA */
 };
 #endif

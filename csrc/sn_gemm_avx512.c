@@ -37,7 +37,7 @@ static inline void store_tile(const int rows, __m512 acc[][2], float *c, int64_t
     }
 }
 
-/* The tile's 2 rows lines of C (2 MR, or 2 MR_TAIL in the tail kernel),
+/* The tile's 2 x rows lines of C (2 MR, or 2 MR_TAIL in the tail kernel),
  * asked for to be written, one every c_prefetch_every(kc, rows) k steps of
  * its loop: in a training step another core
  * last read or wrote them (the product's output, the other part's finish or
@@ -111,9 +111,11 @@ static void ukernel_avx512(int64_t kc, const float *a, int64_t a_ks, const float
  * FMA units of latency 4). Each element is the same chain of FMAs in k
  * order as in the 12-row kernel, stored the same way: the same bits. A
  * block's last rows go through it where 12-row panels would compute rows
- * for nothing (row_panels_of, sn_gemm.c): the training step's 128 rows as
- * 10 x 12 + 8 instead of 11 x 12, 392 (a part of 784 inputs) as 32 x 12 +
- * 8, 256 as 20 x 12 + 2 x 8. */
+ * for nothing (row_panels_of, sn_gemm.c, in each mc block): the training
+ * step's 128 rows as 10 x 12 + 8 instead of 11 x 12, 64 as 4 x 12 + 2 x 8,
+ * 32 as 2 x 12 + 8; 392 (a part of 784 inputs, in mc blocks of 252 and
+ * 140) as 21 x 12 and 11 x 12 + 8. (256 rows are blocks of 252 and 4: the
+ * last 4 rows in one 8-row panel, an edge tile, as before in a 12-row one.) */
 SN_TARGET_AVX512
 static void ukernel_tail_avx512(int64_t kc, const float *a, int64_t a_ks, const float *b,
                                 int64_t b_ks, float *c, int64_t ldc, float alpha, float beta)
@@ -281,8 +283,9 @@ static void small_row_avx512(int64_t N, int64_t kc, float alpha, const float *a,
  * time: R fused multiply-add chains in k order, one masked vector a row,
  * each B row loaded once for the R rows. The blocked path computes such a C
  * in edge tiles, 12 x 32 with 10 columns of 32 used (a classifier's
- * logits), then copies the valid part as c = v (beta_k 0) or v + beta_k * c,
- * v = alpha * sum; stored the same way here, so the bits are the same (with
+ * logits), then copies the valid part as c = v (beta_k 0) or beta_k * c + v
+ * rounded once (sn_gemm.c's copy_edge, as the whole tiles store it), v =
+ * alpha * sum; stored the same way here, so the bits are the same (with
  * A transposed, beta 0 and 32 rows or more it took C^T in whole tiles: the
  * same chains, stored as v).
  * A(r, k) is a[r * a_row + k * a_k]. 64 x 10 x 128 on one core of an AMD
@@ -305,8 +308,8 @@ static inline void narrow_rows_avx512(const int R, int64_t kc, const float *a, i
     SN_UNROLL_VECS
     for (int r = 0; r < R; ++r) {
         __m512 v = _mm512_mul_ps(va, s[r]);
-        if (beta != 0.0f) /* two roundings, as the edge tile's copy */
-            v = _mm512_add_ps(v, _mm512_mul_ps(vb, _mm512_maskz_loadu_ps(mask, c + r * ldc)));
+        if (beta != 0.0f) /* one rounding, as the tiles and the edge tile's copy */
+            v = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(mask, c + r * ldc), v);
         _mm512_mask_storeu_ps(c + r * ldc, mask, v);
     }
 }
@@ -374,5 +377,6 @@ const sn_gemm_kernel_info sn_gemm_kernel_avx512 = {
     .mr_tail = MR_TAIL, /* 8 rows x 2 zmm: 16 accumulators, 16 FMA chains */
     .kernel_tail = ukernel_tail_avx512,
     .narrow = narrow_gemm_avx512, /* up to 16 columns: one masked zmm a row */
+    .fused_beta = 1,              /* store_tile: beta * c + alpha * acc in one FMA */
 };
 #endif

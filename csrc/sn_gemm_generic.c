@@ -45,4 +45,5 @@ const sn_gemm_kernel_info sn_gemm_kernel_generic = {
     .kernel = ukernel_generic,
     .small = small_gemm_generic,
     .kernel_rows = NULL, /* A is always packed */
+    .fused_beta = 0,     /* alpha * acc + beta * c, rounded twice (no contraction) */
 };

@@ -55,5 +55,6 @@ const sn_gemm_kernel_info sn_gemm_kernel_neon = {
     .kernel = ukernel_neon,
     .small = small_gemm_neon,
     .kernel_rows = NULL, /* A is always packed */
+    .fused_beta = 1,     /* vfmaq_f32: beta * c + alpha * acc rounded once */
 };
 #endif

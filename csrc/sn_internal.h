@@ -124,6 +124,10 @@ typedef struct {
     /* C of at most SN_NARROW_N columns, B not transposed (NULL: the blocked
      * path, whose tiles are then mostly padding) */
     sn_narrow_gemm_fn narrow;
+    /* 1: the kernels store c = beta * c + alpha * acc rounded once (a fused
+     * multiply-add), else twice; an edge tile's copy (sn_gemm.c) rounds the
+     * same way, so that a row's bits do not depend on where it falls */
+    int fused_beta;
 } sn_gemm_kernel_info;
 
 #define SN_MAX_MR 16

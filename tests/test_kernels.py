@@ -321,14 +321,17 @@ def test_gemm_block_edges(isa, trans_a, trans_b):
 
 
 @pytest.mark.parametrize("trans_a,trans_b", TRANS)
-@pytest.mark.parametrize("narrow", [False, True])
-def test_gemm_a_rows_bits_do_not_depend_on_the_row_count(isa, trans_a, trans_b, narrow):
+@pytest.mark.parametrize("narrow,beta", [(False, -0.25), (False, 1.5), (True, 0.0), (True, 1.5)])
+def test_gemm_a_rows_bits_do_not_depend_on_the_row_count(isa, trans_a, trans_b, narrow, beta):
     """Row i of C gets the same bits whatever M is: however the rows fall
     into register tiles (mr-row panels, the tail kernel's shorter ones, a
     short last panel, the few-rows path) and mc blocks, each element is the
-    same chain of multiply-adds in k order. Two kc blocks, alpha and beta;
-    narrow: fewer columns than the tile and beta 0, where a weight gradient
-    (A transposed) of nr rows or more is computed as its transpose. (With B
+    same chain of multiply-adds in k order, and beta * c is added to it as
+    the kernel stores a whole tile (an edge tile's copy too: with beta 1.5,
+    whose products round, a copy that rounded twice where the FMA kernels'
+    tiles round once gave rows in edge tiles other bits). Two kc blocks;
+    narrow: fewer columns than the tile (with beta 0, a weight gradient, A
+    transposed, of nr rows or more is computed as its transpose). (With B
     transposed the few-rows path takes dot products, summed in another
     order: its row counts are left out there.)"""
     b = BLOCKING[isa]
@@ -338,8 +341,8 @@ def test_gemm_a_rows_bits_do_not_depend_on_the_row_count(isa, trans_a, trans_b, 
                                                             mc + mr + 2, 2 * mc + 4]
                    if m >= first})
     M_all, N, K = rows[-1], nr * 5 // 8 if narrow else 2 * nr + 3, kc + 5
-    alpha, beta = (1.5, 0.0) if narrow else (1.5, -0.25)
-    rng = rng_for("row bits", isa, trans_a, trans_b, narrow)
+    alpha = 1.5
+    rng = rng_for("row bits", isa, trans_a, trans_b, narrow, beta)
     A, B = operands(rng, M_all, N, K, trans_a, trans_b)
     C0 = randn(rng, M_all, N)
     whole = _core.gemm(A, B, C0.copy(), trans_a, trans_b, alpha, beta)
@@ -412,7 +415,8 @@ def test_gemm_narrow_columns_bits_of_the_tiles(isa, trans_a):
     ISA has one (AVX-512: one masked vector a row, 8 rows at a time, then 4,
     then 1). Each element must get the bits the tiles give it: the same
     columns taken from a wider call of fewer than nr columns (an edge tile,
-    c = alpha sum + beta c in two roundings), over two kc blocks, for every
+    c = beta c + alpha sum rounded as the ISA's whole tiles round it: once
+    with FMA), over two kc blocks, for every
     row count up to 3 groups of 8 and a remainder; C's padding untouched.
     (beta -0.3: beta c is rounded, where a power of two would be exact.)"""
     b = BLOCKING[isa]
