@@ -45,8 +45,8 @@ static inline void store_tile(const int rows, __m512 acc[][2], float *c, int64_t
  * for it. All at once at the start, 24 outstanding misses held up the loads
  * of A and B (784-512-256-10's C trainer steps 0.84x); spread over the loop
  * and owned for writing, those steps 1.004x-1.010x with the two vCPUs
- * close, 1.017x-1.042x with them far apart (AMD EPYC Zen 5; 784-128-10 Adam
- * 1.007x, SGD 1.024x). */
+ * close, 1.017x-1.044x with them far apart (AMD EPYC Zen 5; 784-128-10 Adam
+ * 1.007x close, 1.033x far; SGD 1.024x far). */
 static inline int64_t c_prefetch_every(int64_t kc, int rows)
 {
     return kc >= 2 * rows ? kc / (2 * rows) : 1;
