@@ -13,6 +13,7 @@
  * own (see sn_gemm_f32). Every element of C is summed in the same order
  * whatever the thread count, so results are identical run to run and across
  * counts. */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -25,8 +26,6 @@
 #define SN_HAVE_SSE 0
 #endif
 #include "sn_fpmode.h"
-#include <math.h>
-
 #include "sn_internal.h"
 
 
