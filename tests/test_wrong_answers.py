@@ -541,6 +541,75 @@ def test_switching_the_fast_path_off_is_seen_by_a_model_already_compiled(monkeyp
     np.testing.assert_allclose(model.predict_proba(x), fast, rtol=1e-6)
 
 
+# Each way of changing model.layers, in place or by a new list: (5 -> 5 -> 5)
+# Dense, ReLU, Dense before; a network that still chains after (or none).
+# What they add is built before the first call: building a layer moves
+# Parameter.version by itself, which would hide a change that does not.
+LAYER_CHANGES = {
+    "setitem": lambda layers, tanh, dense: layers.__setitem__(1, tanh),
+    "delitem": lambda layers, tanh, dense: layers.__delitem__(1),
+    "iadd": lambda layers, tanh, dense: layers.__iadd__([tanh, dense]),
+    "imul": lambda layers, tanh, dense: layers.__imul__(2),
+    "append": lambda layers, tanh, dense: layers.append(dense),
+    "extend": lambda layers, tanh, dense: layers.extend([tanh, dense]),
+    "insert": lambda layers, tanh, dense: layers.insert(1, tanh),
+    "pop": lambda layers, tanh, dense: layers.pop(1),
+    "remove": lambda layers, tanh, dense: layers.remove(layers[1]),
+    "sort": lambda layers, tanh, dense: layers.sort(key=lambda l: not isinstance(l, sn.ReLU)),
+    "reverse": lambda layers, tanh, dense: layers.reverse(),
+    "clear": lambda layers, tanh, dense: layers.clear(),
+}
+
+
+@pytest.mark.parametrize("change", [*LAYER_CHANGES, "new list"])
+def test_every_change_of_the_layers_list_is_seen_by_the_next_one_image_call(change):
+    """The one-image path trusts its compiled classifier while Parameter.version
+    has not moved (Sequential._fast_classifier): each change of model.layers
+    must move it, or predict_proba and predict answer for the old layers."""
+    sn.manual_seed(8)
+    model = sn.Sequential(sn.Dense(5, 5), sn.ReLU(), sn.Dense(5, 5))
+    tanh, dense = sn.Tanh(), sn.Dense(5, 5)
+    x = np.random.default_rng(4).standard_normal((1, 5)).astype(np.float32)
+    before = model.predict_proba(x)
+    np.testing.assert_array_equal(model.predict_proba(x), before)
+    # the path under test is taken (with the fast path on: training_path)
+    assert (model._fast_classifier[1] is not None) == _fused.ENABLED
+    if change == "new list":
+        model.layers = [model.layers[2], model.layers[1], model.layers[0]]
+    else:
+        LAYER_CHANGES[change](model.layers, tanh, dense)
+    if not model.layers:
+        for method in (model.predict_proba, model.predict):
+            with pytest.raises(ValueError, match="no layers"):
+                method(x)
+        return
+    z = x
+    for layer in model.layers:
+        z = layer.forward(z, training=False)
+    expected = np.exp(z - z.max()) / np.exp(z - z.max()).sum()
+    np.testing.assert_allclose(model.predict_proba(x), expected, rtol=1e-5)
+    np.testing.assert_array_equal(model.predict(x), z.argmax(1))
+    assert not np.allclose(model.predict_proba(x), before)
+
+
+def test_a_model_pickled_with_a_plain_layers_list_still_sees_changes():
+    """Models pickled before layers became a property kept a plain list under
+    "layers": unpickled, it becomes the list that reports its changes."""
+    sn.manual_seed(9)
+    model = sn.Sequential(sn.Dense(5, 5), sn.ReLU(), sn.Dense(5, 5))
+    x = np.random.default_rng(5).standard_normal((1, 5)).astype(np.float32)
+    state = model.__getstate__()
+    state["layers"] = list(state.pop("_layers"))  # the older form
+    old = sn.Sequential.__new__(sn.Sequential)
+    old.__setstate__(state)
+    before = old.predict_proba(x)
+    np.testing.assert_allclose(before, model.predict_proba(x), rtol=1e-6)
+    tanh = sn.Tanh()
+    np.testing.assert_array_equal(old.predict_proba(x), before)
+    old.layers.insert(1, tanh)
+    assert not np.allclose(old.predict_proba(x), before)
+
+
 def test_a_new_leaky_relu_slope_is_seen_by_the_compiled_network():
     sn.manual_seed(5)
     model = sn.Sequential(sn.Dense(4, 6), sn.LeakyReLU(0.01), sn.Dense(6, 3))
