@@ -63,27 +63,31 @@ _FAST_RUN_SECONDS = 0.1
 
 def _moves_the_version(method):
     """A list method that also moves Parameter.version, as a replaced weight
-    array does: a change the compiled networks must see."""
+    array does: a change the compiled networks must see. After the change
+    (a call that checks the version first then sees the change), and also
+    when the method raises part-way (extend from a generator that fails, a
+    sort whose keys do not compare: the list may have changed)."""
     @functools.wraps(method)
     def changed(self, *args, **kwargs):
-        result = method(self, *args, **kwargs)
-        Parameter.version += 1
-        return result
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            Parameter.version += 1
     return changed
 
 
 class _Layers(list):
     """Sequential.layers: a list whose every change in place (layers[i] =
-    layer, append, del, ...) moves Parameter.version, so that the one-image
-    call's check of its compiled classifier (Sequential._fast_classifier) is
-    one comparison, made in predict_proba itself: one image through
-    784-128-10, 2.29 -> 2.16 us (AMD EPYC Zen 5), where the layers' comparison
-    and the call that made it were ~0.13 us."""
+    layer, append, del, ..., even __init__) moves Parameter.version, so
+    that the one-image call's check of its compiled classifier
+    (Sequential._fast_classifier) is one comparison, made in predict_proba
+    itself: one image through 784-128-10, 2.29 -> 2.16 us (AMD EPYC Zen 5),
+    where the layers' comparison and the call that made it were ~0.13 us."""
 
 
 # every list method that changes the list in place
-for _name in ("__setitem__", "__delitem__", "__iadd__", "__imul__", "append", "extend", "insert",
-              "pop", "remove", "clear", "sort", "reverse"):
+for _name in ("__init__", "__setitem__", "__delitem__", "__iadd__", "__imul__", "append",
+              "extend", "insert", "pop", "remove", "clear", "sort", "reverse"):
     setattr(_Layers, _name, _moves_the_version(getattr(list, _name)))
 del _name
 
@@ -92,7 +96,7 @@ class Sequential(Module):
     # (Parameter.version when _fused_classifier last found the model's compiled
     # classifier current, that classifier): while the version has not moved,
     # nothing it depends on has changed (the layers list, a replaced array or
-    # setting, the loss: its setter drops this); -1: never
+    # setting, the loss: each moves the version); -1: never
     _fast_classifier = (-1, None)
 
     def __init__(self, *layers):
@@ -124,7 +128,9 @@ class Sequential(Module):
 
     @layers.setter
     def layers(self, layers):
-        self._layers = _Layers(layers)
+        # a list of the model's own (made from any other: its later changes
+        # would not be seen); kept as it is after `model.layers += [...]`
+        self._layers = layers if isinstance(layers, _Layers) else _Layers(layers)
         Parameter.version += 1
 
     @property
@@ -138,8 +144,12 @@ class Sequential(Module):
                             f"got {type(value).__name__}")
         if value is not None:
             self._check_loss(value, "model.loss")
+        changed = value is not self.__dict__.get("_loss")
         self._loss = value
-        self.__dict__.pop("_fast_classifier", None)
+        if changed:
+            # then: a call that read the version before this and the loss
+            # before the line above keeps its classifier under the older one
+            Parameter.version += 1
 
     def __getstate__(self):
         # the lock and the compiled network are rebuilt, not copied; so is
@@ -151,13 +161,19 @@ class Sequential(Module):
         state.pop("_plan_cache", None)
         state.pop("_net_cache", None)
         state.pop("_classifier_cache", None)
-        state.pop("_fast_classifier", None)
+        # the layers as a plain list (read by versions before _Layers), and no
+        # compiled classifier: a model given this state by __dict__.update
+        # looks again
+        state["layers"] = list(state.pop("_layers"))
+        state["_fast_classifier"] = Sequential._fast_classifier
         state.pop("_finite_x", None)
         return state
 
     def __setstate__(self, state):
-        if "layers" in state:  # pickled before layers was a property
-            state["_layers"] = _Layers(state.pop("layers"))
+        state = dict(state)
+        # (as __getstate__ gives it; a new _Layers moves Parameter.version, so
+        # a model that answered before answers with this state next)
+        state["_layers"] = _Layers(state.pop("layers"))
         self.__dict__.update(state)
         # _lock: the layers' buffers (a forward pass, an epoch's training);
         # _fit_lock: one fit at a time, callbacks included

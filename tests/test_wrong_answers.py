@@ -558,7 +558,19 @@ LAYER_CHANGES = {
     "sort": lambda layers, tanh, dense: layers.sort(key=lambda l: not isinstance(l, sn.ReLU)),
     "reverse": lambda layers, tanh, dense: layers.reverse(),
     "clear": lambda layers, tanh, dense: layers.clear(),
+    "init": lambda layers, tanh, dense: layers.__init__([layers[2], layers[1], layers[0]]),
+    "extend that fails": lambda layers, tanh, dense: _extend_then_fail(layers, tanh),
 }
+
+
+def _extend_then_fail(layers, layer):
+    """extend from a generator that raises after its first layer: the list
+    has changed all the same"""
+    def more():
+        yield layer
+        raise KeyError("a bad layer spec")
+    with pytest.raises(KeyError):
+        layers.extend(more())
 
 
 @pytest.mark.parametrize("change", [*LAYER_CHANGES, "new list"])
@@ -592,6 +604,64 @@ def test_every_change_of_the_layers_list_is_seen_by_the_next_one_image_call(chan
     assert not np.allclose(model.predict_proba(x), before)
 
 
+def test_a_loss_set_while_another_call_compiles_is_seen():
+    """Another thread sets model.loss while a call is between its checks and
+    keeping the classifier it found: that call must not make the next ones
+    trust a classifier of the loss before (here the change is made from
+    inside the call, where the classifier is built)."""
+    sn.manual_seed(10)
+    model = sn.Sequential(sn.Dense(5, 8), sn.ReLU(), sn.Dense(8, 3))
+    x = np.random.default_rng(6).standard_normal((1, 5)).astype(np.float32)
+    build = model._plan
+
+    def build_while_the_loss_changes():
+        plan = build()
+        model.loss = sn.MSE()
+        return plan
+
+    model._plan = build_while_the_loss_changes
+    try:
+        model.predict_proba(x)  # for the loss it began with (or, seeing the change, raising)
+    except ValueError:
+        assert not _fused.ENABLED  # the layer path looks at the loss after the build
+    del model._plan
+    for _ in range(2):
+        with pytest.raises(ValueError, match="MSE.*not probabilities"):
+            model.predict_proba(x)
+        np.testing.assert_array_equal(model.predict(x), model.predict_logits(x))
+
+
+def test_a_state_given_to_a_used_model_is_what_it_answers_with():
+    """__setstate__ (or the state put into __dict__) on a model that has
+    answered already: its next answers are the new state's; the state holds
+    the layers as a plain list (what versions before the changes-seeing list
+    read)."""
+    sn.manual_seed(11)
+    x = np.random.default_rng(7).standard_normal((1, 5)).astype(np.float32)
+    for give in ("setstate", "dict"):
+        other = sn.Sequential(sn.Dense(5, 5), sn.Tanh(), sn.Dense(5, 5))
+        expected = other.predict_proba(x)
+        other.loss = sn.MSE() if give == "dict" else None
+        used = sn.Sequential(sn.Dense(5, 5), sn.ReLU(), sn.Dense(5, 5))
+        used.predict_proba(x), used.predict_proba(x)
+        state = other.__getstate__()
+        assert type(state["layers"]) is list
+        if give == "setstate":
+            used.__setstate__(state)
+            np.testing.assert_allclose(used.predict_proba(x), expected, rtol=1e-6)
+        else:  # the layers stay the model's own (the property), the loss is other's
+            used.__dict__.update(state)
+            with pytest.raises(ValueError, match="MSE.*not probabilities"):
+                used.predict_proba(x)
+
+
+def test_adding_to_the_layers_in_place_keeps_the_list():
+    model = sn.Sequential(sn.Dense(5, 5), sn.ReLU())
+    layers = model.layers
+    model.layers += [sn.Dense(5, 3)]
+    assert model.layers is layers and len(layers) == 3
+
+
 def test_a_model_pickled_with_a_plain_layers_list_still_sees_changes():
     """Models pickled before layers became a property kept a plain list under
     "layers": unpickled, it becomes the list that reports its changes."""
@@ -599,7 +669,7 @@ def test_a_model_pickled_with_a_plain_layers_list_still_sees_changes():
     model = sn.Sequential(sn.Dense(5, 5), sn.ReLU(), sn.Dense(5, 5))
     x = np.random.default_rng(5).standard_normal((1, 5)).astype(np.float32)
     state = model.__getstate__()
-    state["layers"] = list(state.pop("_layers"))  # the older form
+    del state["_fast_classifier"]  # as versions before it pickled a model
     old = sn.Sequential.__new__(sn.Sequential)
     old.__setstate__(state)
     before = old.predict_proba(x)
