@@ -720,26 +720,32 @@ static int gemm_small_parallel(gemm_strips *g, int nthreads)
  * sums the kc blocks before the last into C (with beta), as the few-rows
  * path does; the helper the last block into t (beta 0, ldc N). Then C += t
  * is that path's last step exactly (c = alpha * sum + 1 * c, one rounding,
- * as c + t rounds it). */
+ * as c + t rounds it). A flat value (sn_run_pair_copy: the helper reads a
+ * copy sent with the offer), so it holds what each half needs, not the
+ * caller's gemm_strips. */
 typedef struct {
-    const gemm_strips *g;
+    sn_small_gemm_fn small;
+    const float *A, *B;
+    float *C, *t; /* t: M x N */
+    int64_t M, N, K, lda, ldb, ldc, kc;
     int64_t k_last; /* where the last kc block starts */
-    float *t;       /* M x N */
+    float alpha, beta;
+    int trans_a;
 } k_halves;
+
+_Static_assert(sizeof(k_halves) <= SN_PAIR_COPY_MAX, "k_halves: sent with the offer");
 
 static int k_half(const void *ctx, int64_t half)
 {
     const k_halves *h = ctx;
-    const gemm_strips *g = h->g;
     const unsigned fp = sn_fp_enter();
     if (half == 0) {
-        g->plan.ki->small(g->trans_a, 0, g->M, g->N, h->k_last, g->alpha, g->A, g->lda, g->B,
-                          g->ldb, g->beta, g->C, g->ldc, g->plan.blocks.kc);
+        h->small(h->trans_a, 0, h->M, h->N, h->k_last, h->alpha, h->A, h->lda, h->B, h->ldb,
+                 h->beta, h->C, h->ldc, h->kc);
     } else {
-        const float *A_last = g->trans_a ? g->A + h->k_last * g->lda : g->A + h->k_last;
-        g->plan.ki->small(g->trans_a, 0, g->M, g->N, g->K - h->k_last, g->alpha, A_last,
-                          g->lda, g->B + h->k_last * g->ldb, g->ldb, 0.0f, h->t, g->N,
-                          g->plan.blocks.kc);
+        const float *A_last = h->trans_a ? h->A + h->k_last * h->lda : h->A + h->k_last;
+        h->small(h->trans_a, 0, h->M, h->N, h->K - h->k_last, h->alpha, A_last, h->lda,
+                 h->B + h->k_last * h->ldb, h->ldb, 0.0f, h->t, h->N, h->kc);
     }
     sn_fp_leave(fp);
     return SN_OK;
@@ -772,8 +778,9 @@ static int gemm_small_pair(gemm_strips *g)
     if (!g->trans_b && k_last > 0 && 4 * (g->K - k_last) >= g->K &&
         g->M * g->N <= SN_PAIR_K_BUFFER) {
         _Alignas(64) float t[SN_PAIR_K_BUFFER];
-        const k_halves h = {g, k_last, t};
-        const int status = sn_run_pair(k_half, &h);
+        const k_halves h = {g->plan.ki->small, g->A, g->B, g->C, t, g->M, g->N, g->K, g->lda,
+                            g->ldb, g->ldc, kc, k_last, g->alpha, g->beta, g->trans_a};
+        const int status = sn_run_pair_copy(k_half, &h, sizeof h);
         /* C += t, then the epilogue over the whole of C (in the library's
          * floating-point mode, as the serial path's last block). In locals:
          * built with -fno-strict-aliasing (setup.py), a store to C could

@@ -11,13 +11,20 @@
  * computing its half, which is as short as the caller's.
  *
  * The protocol, on one atomic int `state` = sequence << 2 | phase:
- *   the caller writes fn, ctx, then state = seq | OFFERED (release);
+ *   the caller writes fn, ctx (or a copy of it, below), then
+ *   state = seq | OFFERED (release);
  *   the helper claims with compare-and-swap OFFERED -> BEGUN, only then reads
  *   fn, ctx, computes, writes status, then state = seq | IDLE (release);
  *   the caller, after its half, swaps OFFERED -> IDLE to take the half back;
  *   if that fails the helper has begun, and the caller waits for seq | IDLE.
  * So fn and ctx are read only by a helper that owns the offer, and the caller
- * writes the next ones only once no one does. One caller at a time (a
+ * writes the next ones only once no one does. A context that is a flat
+ * value (sn_run_pair_copy) travels in the offer's next line: the helper
+ * reads it there, in the lines it fetches with the offer, instead of
+ * following a pointer into the caller's stack, lines the caller has just
+ * written (one image through 784 x 128, the helper's half, AMD EPYC Zen 5
+ * with the vCPUs far apart: 2.25-2.54 us a call paired with the pointer,
+ * 1.87-1.94 with the copy; close: 1.38 / 1.34). One caller at a time (a
  * flag); another thread's call meanwhile computes both halves itself. A
  * helper that has begun and is then descheduled would hold the caller for a
  * time slice: after such a wait the helper is left alone for a while (longer
@@ -55,6 +62,7 @@ static int both_halves(sn_unit_fn fn, const void *ctx)
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
+#include <string.h>
 #include <time.h>
 
 enum { IDLE = 0, OFFERED = 1, BEGUN = 2 }; /* the phase: state & 3 */
@@ -86,10 +94,15 @@ static struct {
     sn_atomic_int caller_cpu; /* the CPU the last caller offered from, or -1 */
     sn_unit_fn fn;   /* the offered half: written by the caller before OFFERED, */
     const void *ctx; /* read by the helper after it took the offer */
+    int copied;      /* 1: the helper's ctx is `copy`, not ctx */
     int status;      /* the helper's half's, written before IDLE */
+    /* the copy of a flat context: the line after the offer's, fetched
+     * with it by the core's adjacent-line prefetch */
+    _Alignas(64) unsigned char copy[SN_PAIR_COPY_MAX];
     pthread_mutex_t lock;
     pthread_cond_t wake;
-} g = {0, 0, 0, 0, -1, NULL, NULL, SN_OK, PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER};
+} g = {0, 0, 0, 0, -1, NULL, NULL, 0, SN_OK, {0}, PTHREAD_MUTEX_INITIALIZER,
+       PTHREAD_COND_INITIALIZER};
 
 /* The callers' own, on a line the helper never writes: taking in_use and
  * the bookkeeping stay in the calling core's cache from call to call (in
@@ -180,7 +193,7 @@ static void *helper_main(void *unused)
     for (unsigned turn = 1;; ++turn) {
         const int s = sn_atomic_load_acquire(&g.state);
         if ((s & 3) == OFFERED && sn_atomic_cas(&g.state, s, (s & ~3) | BEGUN)) {
-            g.status = run_half(g.fn, g.ctx, 1);
+            g.status = run_half(g.fn, g.copied ? (const void *)g.copy : g.ctx, 1);
             __atomic_fetch_add(&g.helped, 1, __ATOMIC_RELAXED);
             sn_atomic_publish(&g.state, s & ~3); /* IDLE, same sequence */
             idle_since = sn_seconds_now();
@@ -313,7 +326,7 @@ void sn_pair_wake(void)
     sn_atomic_release(&callers.in_use);
 }
 
-int sn_run_pair(sn_unit_fn fn, const void *ctx)
+int sn_run_pair_copy(sn_unit_fn fn, const void *ctx, size_t ctx_size)
 {
     if (!helper_running() || !sn_atomic_cas(&callers.in_use, 0, 1)) return both_halves(fn, ctx);
     if (callers.skip > 0) {
@@ -328,6 +341,8 @@ int sn_run_pair(sn_unit_fn fn, const void *ctx)
     }
     g.fn = fn;
     g.ctx = ctx;
+    g.copied = ctx_size > 0 && ctx_size <= SN_PAIR_COPY_MAX;
+    if (g.copied) memcpy(g.copy, ctx, ctx_size);
     sn_atomic_store(&g.caller_cpu, this_cpu());
     /* IDLE now: only the holder of in_use offers. The next sequence number,
      * wrapping within the non-negative ints. */
@@ -370,6 +385,8 @@ int sn_run_pair(sn_unit_fn fn, const void *ctx)
     return first != SN_OK ? first : second;
 }
 
+int sn_run_pair(sn_unit_fn fn, const void *ctx) { return sn_run_pair_copy(fn, ctx, 0); }
+
 #else
 int sn_pair_forget(void) { return 1; }
 
@@ -377,8 +394,11 @@ void sn_pair_wake(void) {}
 
 int sn_pair_halves_helped(void) { return 0; }
 
-int sn_run_pair(sn_unit_fn fn, const void *ctx)
+int sn_run_pair_copy(sn_unit_fn fn, const void *ctx, size_t ctx_size)
 {
+    (void)ctx_size;
     return both_halves(fn, ctx);
 }
+
+int sn_run_pair(sn_unit_fn fn, const void *ctx) { return both_halves(fn, ctx); }
 #endif
