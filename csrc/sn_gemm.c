@@ -733,7 +733,9 @@ typedef struct {
     int trans_a;
 } k_halves;
 
-_Static_assert(sizeof(k_halves) <= SN_PAIR_COPY_MAX, "k_halves: sent with the offer");
+/* k_halves fits the offer's copy (else the helper would follow the pointer):
+ * an array of negative size fails to compile */
+typedef char k_halves_fits_the_copy[sizeof(k_halves) <= SN_PAIR_COPY_MAX ? 1 : -1];
 
 static int k_half(const void *ctx, int64_t half)
 {
