@@ -1069,12 +1069,35 @@ static int pair_half(const void *ctx, int64_t half)
     return half == 1 && c->fail_second ? SN_EINVAL : SN_OK;
 }
 
+/* sn_run_pair_copy's context: a flat value, the call's state behind a
+ * pointer; `at` is where the caller's copy is, so a half run on the copy
+ * sent with the offer can tell */
+typedef struct {
+    pair_call *call;
+    const void *at;
+    sn_atomic_int *on_copy; /* a helper's half ran on the offer's copy */
+} pair_copied;
+
+static int pair_half_copied(const void *ctx, int64_t half)
+{
+    const pair_copied *p = ctx;
+    if (half == 1 && ctx != p->at && !pthread_equal(pthread_self(), p->call->caller))
+        sn_atomic_store(p->on_copy, 1);
+    return pair_half(p->call, half);
+}
+
+static sn_atomic_int pair_on_copy;
+
 static void *pair_caller(void *arg)
 {
     int *helped = arg, ok = 1;
     for (int i = 0; i < SN_PAIR_CALLS; ++i) {
         pair_call c = {{0, 0}, 0, pthread_self(), i % 7 == 3};
-        const int status = sn_run_pair(pair_half, &c);
+        pair_copied copied = {&c, NULL, &pair_on_copy};
+        copied.at = &copied;
+        /* every other call with its context sent as a copy */
+        const int status = i % 2 ? sn_run_pair_copy(pair_half_copied, &copied, sizeof copied)
+                                 : sn_run_pair(pair_half, &c);
         ok &= status == (c.fail_second ? SN_EINVAL : SN_OK);
         ok &= sn_atomic_load(&c.runs[0]) == 1 && sn_atomic_load(&c.runs[1]) == 1;
         *helped += sn_atomic_load(&c.by_other);
@@ -1098,15 +1121,21 @@ static void test_pair_from_several_threads(void)
         total += helped[i];
     }
     check(ok, "pair from several threads: each half once, the failing half's status returned");
-    /* the helper takes part (given time: it may sleep, or wait for a core) */
+    /* the helper takes part (given time: it may sleep, or wait for a core),
+     * a copied context's half on the copy */
     sn_pair_forget();
-    for (int tries = 0; total == 0 && tries < 20000; ++tries) {
+    for (int tries = 0; (total == 0 || !sn_atomic_load(&pair_on_copy)) && tries < 20000; ++tries) {
         pair_call c = {{0, 0}, 0, pthread_self(), 0};
-        sn_run_pair(pair_half, &c);
+        pair_copied copied = {&c, NULL, &pair_on_copy};
+        copied.at = &copied;
+        sn_run_pair_copy(pair_half_copied, &copied, sizeof copied);
         total += sn_atomic_load(&c.by_other);
         if (!sn_atomic_load(&c.by_other)) sched_yield();
     }
-    if (!RUNNING_ON_VALGRIND) check(total > 0, "pair: the helper thread runs halves");
+    if (!RUNNING_ON_VALGRIND) {
+        check(total > 0, "pair: the helper thread runs halves");
+        check(sn_atomic_load(&pair_on_copy), "pair: a copied context's half runs on the copy");
+    }
 }
 
 /* fork() from inside the first half while the helper is computing the
