@@ -19,12 +19,12 @@
  *   if that fails the helper has begun, and the caller waits for seq | IDLE.
  * So fn and ctx are read only by a helper that owns the offer, and the caller
  * writes the next ones only once no one does. A context that is a flat
- * value (sn_run_pair_copy) travels in the offer's next line: the helper
- * reads it there, in the lines it fetches with the offer, instead of
- * following a pointer into the caller's stack, lines the caller has just
- * written (one image through 784 x 128, the helper's half, AMD EPYC Zen 5
- * with the vCPUs far apart: 2.25-2.54 us a call paired with the pointer,
- * 1.87-1.94 with the copy; close: 1.38 / 1.34). One caller at a time (a
+ * value (sn_run_pair_copy) travels in the lines after the offer's: the
+ * helper fetches them at once, where it followed pointers into the caller's
+ * stack, two fetches one after the other of lines the caller had just
+ * written (1 x 784 x 128 paired, AMD EPYC Zen 5, vCPUs far apart:
+ * 2.25-2.54 us a call with the pointer, 1.87-1.90 with the copy, about one
+ * core alone; close: 1.36-1.39 / 1.30-1.31). One caller at a time (a
  * flag); another thread's call meanwhile computes both halves itself. A
  * helper that has begun and is then descheduled would hold the caller for a
  * time slice: after such a wait the helper is left alone for a while (longer
@@ -96,8 +96,7 @@ static struct {
     const void *ctx; /* read by the helper after it took the offer */
     int copied;      /* 1: the helper's ctx is `copy`, not ctx */
     int status;      /* the helper's half's, written before IDLE */
-    /* the copy of a flat context: the line after the offer's, fetched
-     * with it by the core's adjacent-line prefetch */
+    /* the copy of a flat context, in the lines after the offer's */
     _Alignas(64) unsigned char copy[SN_PAIR_COPY_MAX];
     pthread_mutex_t lock;
     pthread_cond_t wake;
