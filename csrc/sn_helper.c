@@ -11,14 +11,14 @@
  * computing its half, which is as short as the caller's.
  *
  * The protocol, on one atomic int `state` = sequence << 2 | phase:
- *   the caller writes fn, ctx (or a copy of it, below), then
- *   state = seq | OFFERED (release);
+ *   the caller writes fn, ctx (and, from sn_run_pair_copy, a copy of ctx:
+ *   below), then state = seq | OFFERED (release);
  *   the helper claims with compare-and-swap OFFERED -> BEGUN, only then reads
  *   fn, ctx, computes, writes status, then state = seq | IDLE (release);
  *   the caller, after its half, swaps OFFERED -> IDLE to take the half back;
  *   if that fails the helper has begun, and the caller waits for seq | IDLE.
- * So fn and ctx are read only by a helper that owns the offer, and the caller
- * writes the next ones only once no one does. A context that is a flat
+ * So fn, ctx and the copy are read only by a helper that owns the offer,
+ * and the caller writes the next ones only once no one does. A context that is a flat
  * value (sn_run_pair_copy) travels in the lines after the offer's: the
  * helper fetches them at once, where it followed pointers into the caller's
  * stack, two fetches one after the other of lines the caller had just
@@ -96,7 +96,10 @@ static struct {
     const void *ctx; /* read by the helper after it took the offer */
     int copied;      /* 1: the helper's ctx is `copy`, not ctx */
     int status;      /* the helper's half's, written before IDLE */
-    /* the copy of a flat context, in the lines after the offer's */
+    /* the copy of a flat context, in the lines after the offer's; the half
+     * reads it as its context's type (the library is built with
+     * -fno-strict-aliasing, and the read is in another file, through a
+     * void pointer) */
     _Alignas(64) unsigned char copy[SN_PAIR_COPY_MAX];
     pthread_mutex_t lock;
     pthread_cond_t wake;
@@ -112,6 +115,23 @@ static struct {
     sn_atomic_int started;
     int skip, backoff, missed, on_time, woken_nap; /* only the holder of in_use */
 } callers = {0, 0, 0, SN_HELPER_BACKOFF_MIN, 0, 0, -1};
+
+/* 1 in the thread that holds callers.in_use: after a fork, the child's one
+ * thread tells whether the holder came with it (after_fork_in_child) */
+static __thread int holding_in_use;
+
+static int take_in_use(void)
+{
+    if (!sn_atomic_cas(&callers.in_use, 0, 1)) return 0;
+    holding_in_use = 1;
+    return 1;
+}
+
+static void release_in_use(void)
+{
+    holding_in_use = 0;
+    sn_atomic_release(&callers.in_use);
+}
 
 static void spin_pause(void)
 {
@@ -217,14 +237,23 @@ static void *helper_main(void *unused)
  * own when it needs one. A half offered at the fork (fork() from inside a
  * half, or from a signal handler) is taken back by its caller; one the
  * helper had begun is lost with it: its caller gets SN_ENOMEM, not a wait
- * for a thread that does not exist. */
+ * for a thread that does not exist. Forked by another thread than the one
+ * making a pair call, the child has no such caller: the call's offer is
+ * dropped and the pair freed for the child's own calls. */
 static void before_fork(void) { pthread_mutex_lock(&g.lock); }
 static void after_fork_in_parent(void) { pthread_mutex_unlock(&g.lock); }
 
 static void after_fork_in_child(void)
 {
     const int s = sn_atomic_load(&g.state);
-    if ((s & 3) == BEGUN) {
+    if (sn_atomic_load(&callers.in_use) && !holding_in_use) {
+        /* the caller that held the pair is not in the child (fork() from
+         * another thread): its offer, taken or not, goes with it, or the
+         * child's helper would run a half of a call no one makes here
+         * (writing into that call's output), and no call here could pair */
+        sn_atomic_publish(&g.state, s & ~3);
+        sn_atomic_store(&callers.in_use, 0);
+    } else if ((s & 3) == BEGUN) {
         g.status = SN_ENOMEM;
         sn_atomic_publish(&g.state, s & ~3);
     }
@@ -288,10 +317,10 @@ static void back_off(void)
 
 int sn_pair_forget(void)
 {
-    if (!sn_atomic_cas(&callers.in_use, 0, 1)) return 0;
+    if (!take_in_use()) return 0;
     callers.skip = callers.missed = callers.on_time = 0;
     callers.backoff = SN_HELPER_BACKOFF_MIN;
-    sn_atomic_release(&callers.in_use);
+    release_in_use();
     return 1;
 }
 
@@ -319,23 +348,23 @@ static int wake_once(void)
 void sn_pair_wake(void)
 {
     if (sn_atomic_load_acquire(&callers.started) != RUNNING ||
-        !sn_atomic_cas(&callers.in_use, 0, 1))
+        !take_in_use())
         return;
     wake_once();
-    sn_atomic_release(&callers.in_use);
+    release_in_use();
 }
 
 int sn_run_pair_copy(sn_unit_fn fn, const void *ctx, size_t ctx_size)
 {
-    if (!helper_running() || !sn_atomic_cas(&callers.in_use, 0, 1)) return both_halves(fn, ctx);
+    if (!helper_running() || !take_in_use()) return both_halves(fn, ctx);
     if (callers.skip > 0) {
         --callers.skip;
-        sn_atomic_release(&callers.in_use);
+        release_in_use();
         return both_halves(fn, ctx);
     }
     if (sn_atomic_load_acquire(&g.sleeping) && sn_atomic_load(&g.naps) == callers.woken_nap) {
         /* woken from this sleep, and not up yet: nothing to offer it meanwhile */
-        sn_atomic_release(&callers.in_use);
+        release_in_use();
         return both_halves(fn, ctx);
     }
     g.fn = fn;
@@ -380,7 +409,7 @@ int sn_run_pair_copy(sn_unit_fn fn, const void *ctx, size_t ctx_size)
             callers.on_time = 0;
         }
     }
-    sn_atomic_release(&callers.in_use);
+    release_in_use();
     return first != SN_OK ? first : second;
 }
 

@@ -215,8 +215,9 @@ int sn_run_units(sn_unit_fn fn, const void *ctx, int64_t units, int nthreads, in
  * OpenMP team costs what it saves (sn_helper.c). Both in the flush-to-zero
  * mode; returns the first status other than SN_OK. */
 int sn_run_pair(sn_unit_fn fn, const void *ctx);
-/* sn_run_pair where ctx is a flat value of ctx_size bytes: nothing in it
- * points into itself, and the halves write only through pointers it holds.
+/* sn_run_pair where ctx is a flat value of ctx_size bytes: no pointer in it
+ * is followed into ctx itself, and the halves write only through pointers
+ * it holds.
  * Up to SN_PAIR_COPY_MAX bytes, the helper runs fn on a copy sent with the
  * offer (sn_helper.c), the caller on ctx itself; larger, as sn_run_pair. */
 #define SN_PAIR_COPY_MAX 128

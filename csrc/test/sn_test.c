@@ -1070,8 +1070,8 @@ static int pair_half(const void *ctx, int64_t half)
 }
 
 /* sn_run_pair_copy's context: a flat value, the call's state behind a
- * pointer; `at` is where the caller's copy is, so a half run on the copy
- * sent with the offer can tell */
+ * pointer; `at` is where the caller's original is (compared, never
+ * followed), so a half run on the copy sent with the offer can tell */
 typedef struct {
     pair_call *call;
     const void *at;
@@ -1191,6 +1191,89 @@ static void test_pair_fork_while_helper_computes(void)
     check(status == SN_OK, "pair, fork inside a half: the parent's call completes");
     check(waited > 0 && WIFEXITED(child_status) && WEXITSTATUS(child_status) == 0,
           "pair, fork inside a half: the child's call returns SN_ENOMEM, no wait");
+}
+
+/* fork() from another thread than one making a pair call, while its
+ * second half is offered: in the child no one makes that call, so its half
+ * must not run there (the child's own helper would write into the dead
+ * call's output), and the child's own calls pair again. The parent's helper
+ * is left to sleep first, so that the half is usually still offered at the
+ * fork (one it has begun goes with it too). */
+static sn_atomic_int stale_offered, stale_forked, stale_ran_in;
+
+static int stale_half(const void *ctx, int64_t half)
+{
+    (void)ctx;
+    if (half == 1) {
+        sn_atomic_store(&stale_ran_in, (int)getpid());
+        return SN_OK;
+    }
+    sn_atomic_publish(&stale_offered, 1);
+    for (int i = 0; i < 200000 && !sn_atomic_load_acquire(&stale_forked); ++i) sched_yield();
+    return SN_OK;
+}
+
+static int quick_half(const void *ctx, int64_t half)
+{
+    (void)ctx, (void)half;
+    volatile float sink = 1.0f; /* long enough for the helper to begin it */
+    for (int i = 0; i < 20000; ++i) sink = sink * 0.999f + 0.001f;
+    return SN_OK;
+}
+
+static void *stale_caller(void *unused)
+{
+    (void)unused;
+    sn_run_pair(stale_half, NULL);
+    return NULL;
+}
+
+static void test_pair_fork_from_another_thread(void)
+{
+    sn_pair_forget();
+    sn_run_pair(quick_half, NULL); /* the helper started */
+    const struct timespec nap = {0, 20 * 1000 * 1000};
+    nanosleep(&nap, NULL); /* and asleep (it spins 200 us after a half) */
+    pthread_t caller;
+    if (pthread_create(&caller, NULL, stale_caller, NULL) != 0) {
+        printf("skipped: fork from another thread (no thread)\n");
+        return;
+    }
+    while (!sn_atomic_load_acquire(&stale_offered)) sched_yield();
+    const pid_t child = fork();
+    if (child == 0) {
+        sn_atomic_store(&stale_ran_in, 0);
+        sn_pair_forget();
+        const int helped_before = sn_pair_halves_helped();
+        int paired = 0;
+        for (int i = 0; i < (RUNNING_ON_VALGRIND ? 10 : 3000) && !paired; ++i) {
+            sn_run_pair(quick_half, NULL);
+            paired = sn_pair_halves_helped() != helped_before;
+            if (!paired && i % 100 == 99) sn_pair_forget();
+        }
+        nanosleep(&nap, NULL);
+        const int stale_here = sn_atomic_load(&stale_ran_in) == (int)getpid();
+        _exit(stale_here ? 5 : paired || RUNNING_ON_VALGRIND ? 0 : 6);
+    }
+    sn_atomic_publish(&stale_forked, 1);
+    pthread_join(caller, NULL);
+    if (child < 0) {
+        printf("skipped: fork from another thread (fork failed)\n");
+        return;
+    }
+    int child_status = -1, waited = 0;
+    const time_t deadline = time(NULL) + 30;
+    while (waited == 0 && time(NULL) < deadline) {
+        waited = (int)waitpid(child, &child_status, WNOHANG);
+        if (waited == 0) sched_yield();
+    }
+    if (waited == 0) {
+        kill(child, SIGKILL);
+        waitpid(child, &child_status, 0);
+    }
+    const int code = waited > 0 && WIFEXITED(child_status) ? WEXITSTATUS(child_status) : -1;
+    check(code != 5, "pair, fork from another thread: the dead call's half does not run in the child");
+    check(code == 0, "pair, fork from another thread: the child's calls pair again");
 }
 
 static void test_pair_gemm_same_bits(void)
@@ -1801,6 +1884,7 @@ int main(int argc, char **argv)
     test_concurrent_gemm();
     test_pair_from_several_threads();
     test_pair_fork_while_helper_computes();
+    test_pair_fork_from_another_thread();
     test_pair_gemm_same_bits();
     test_pair_timing_same_bits();
     test_pair_choice_follows_its_timings();
