@@ -329,6 +329,8 @@ int sn_pair_halves_helped(void)
     return __atomic_load_n(&g.helped, __ATOMIC_RELAXED);
 }
 
+int sn_pair_flag_taken(void) { return sn_atomic_load(&callers.in_use); }
+
 /* Wakes the helper if it sleeps, once each sleep (the holder of in_use);
  * returns whether it was asleep. Only if the lock is free: the helper
  * holds it for a moment around its sleep, and may have been descheduled in
@@ -421,6 +423,8 @@ int sn_pair_forget(void) { return 1; }
 void sn_pair_wake(void) {}
 
 int sn_pair_halves_helped(void) { return 0; }
+
+int sn_pair_flag_taken(void) { return 0; }
 
 int sn_run_pair_copy(sn_unit_fn fn, const void *ctx, size_t ctx_size)
 {

@@ -226,6 +226,8 @@ int sn_run_pair_copy(sn_unit_fn fn, const void *ctx, size_t ctx_size);
  * was in progress and nothing was done), and the halves the helper ran. */
 int sn_pair_forget(void);
 int sn_pair_halves_helped(void);
+/* For tests: whether a thread holds the pair (is making a pair call). */
+int sn_pair_flag_taken(void);
 /* Wakes the helper if it sleeps (a pair is about to be timed). */
 void sn_pair_wake(void);
 /* Whether a GEMM of M x N x K worth a pair offers its second half now
