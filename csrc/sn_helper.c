@@ -18,21 +18,21 @@
  *   the caller, after its half, swaps OFFERED -> IDLE to take the half back;
  *   if that fails the helper has begun, and the caller waits for seq | IDLE.
  * So fn, ctx and the copy are read only by a helper that owns the offer,
- * and the caller writes the next ones only once no one does. A context that is a flat
- * value (sn_run_pair_copy) travels in the lines after the offer's: the
- * helper fetches them at once, where it followed pointers into the caller's
- * stack, two fetches one after the other of lines the caller had just
- * written (1 x 784 x 128 paired, AMD EPYC Zen 5, vCPUs far apart:
- * 2.25-2.54 us a call with the pointer, 1.87-1.90 with the copy, about one
- * core alone; close: 1.36-1.39 / 1.30-1.31). One caller at a time (a
- * flag); another thread's call meanwhile computes both halves itself. A
- * helper that has begun and is then descheduled would hold the caller for a
- * time slice: after such a wait the helper is left alone for a while (longer
- * after each repeat), as sn_parallel_done does for the team. Results do not
- * depend on who computes a half: both run in flush-to-zero, with the
- * default rounding (like the OpenMP workers, the helper does not take up a
- * rounding mode the caller set with fesetround). Without POSIX threads:
- * both halves in the calling thread. */
+ * and the caller writes the next ones only once no one does. A context
+ * that is a flat value (sn_run_pair_copy) travels in the lines after the
+ * offer's: the helper fetches them at once, where it followed pointers
+ * into the caller's stack, two fetches one after the other of lines the
+ * caller had just written (1 x 784 x 128 paired, AMD EPYC Zen 5, vCPUs far
+ * apart: 2.25-2.54 us a call with the pointer, 1.87-1.90 with the copy,
+ * about one core alone; close: 1.36-1.39 / 1.30-1.31). One caller at a
+ * time (a flag); another thread's call meanwhile computes both halves
+ * itself. A helper that has begun and is then descheduled would hold the
+ * caller for a time slice: after such a wait the helper is left alone for
+ * a while (longer after each repeat), as sn_parallel_done does for the
+ * team. Results do not depend on who computes a half: both run in
+ * flush-to-zero, with the default rounding (like the OpenMP workers, the
+ * helper does not take up a rounding mode the caller set with fesetround).
+ * Without POSIX threads: both halves in the calling thread. */
 /* clock_gettime, CLOCK_MONOTONIC (POSIX 2008) and, on Linux, the CPU
  * affinity calls (GNU) under -std=c11; musl declares none of them without */
 #if !defined(_GNU_SOURCE) && (defined(__linux__) || defined(__unix__))

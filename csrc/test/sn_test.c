@@ -1280,7 +1280,7 @@ static void test_pair_fork_from_another_thread(void)
     }
     const int code = waited > 0 && WIFEXITED(child_status) ? WEXITSTATUS(child_status) : -1;
     check(code != 7, "pair, fork from another thread: the pair is free in the child");
-    check(code != 5, "pair, fork from another thread: the dead call's half does not run in the child");
+    check(code != 5, "pair, fork from another thread: the dead call's half does not run there");
     if (code != 0) printf("pair, fork from another thread: the child's exit %d\n", code);
     check(code == 0, "pair, fork from another thread: the child's calls pair again");
 }
