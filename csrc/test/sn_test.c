@@ -1168,6 +1168,23 @@ static int fork_half(const void *ctx, int64_t half)
     return SN_OK;
 }
 
+/* a forked child's exit code, or -1 if it did not exit of itself within
+ * 30 s (then killed) */
+static int child_exit_code(pid_t child)
+{
+    int child_status = -1, waited = 0;
+    const time_t deadline = time(NULL) + 30;
+    while (waited == 0 && time(NULL) < deadline) {
+        waited = (int)waitpid(child, &child_status, WNOHANG);
+        if (waited == 0) sched_yield();
+    }
+    if (waited == 0) {
+        kill(child, SIGKILL);
+        waitpid(child, &child_status, 0);
+    }
+    return waited > 0 && WIFEXITED(child_status) ? WEXITSTATUS(child_status) : -1;
+}
+
 static void test_pair_fork_while_helper_computes(void)
 {
     sn_pair_forget();
@@ -1178,19 +1195,9 @@ static void test_pair_fork_while_helper_computes(void)
         printf("skipped: the helper did not take the half (or fork failed)\n");
         return;
     }
-    int child_status = -1, waited = 0;
-    const time_t deadline = time(NULL) + 30;
-    while (waited == 0 && time(NULL) < deadline) {
-        waited = (int)waitpid(c.child, &child_status, WNOHANG);
-        if (waited == 0) sched_yield();
-    }
-    if (waited == 0) {
-        kill(c.child, SIGKILL);
-        waitpid(c.child, &child_status, 0);
-    }
+    const int code = child_exit_code(c.child);
     check(status == SN_OK, "pair, fork inside a half: the parent's call completes");
-    check(waited > 0 && WIFEXITED(child_status) && WEXITSTATUS(child_status) == 0,
-          "pair, fork inside a half: the child's call returns SN_ENOMEM, no wait");
+    check(code == 0, "pair, fork inside a half: the child's call returns SN_ENOMEM, no wait");
 }
 
 /* fork() from another thread than one making a pair call, while its
@@ -1268,17 +1275,7 @@ static void test_pair_fork_from_another_thread(void)
         printf("skipped: fork from another thread (fork failed)\n");
         return;
     }
-    int child_status = -1, waited = 0;
-    const time_t deadline = time(NULL) + 30;
-    while (waited == 0 && time(NULL) < deadline) {
-        waited = (int)waitpid(child, &child_status, WNOHANG);
-        if (waited == 0) sched_yield();
-    }
-    if (waited == 0) {
-        kill(child, SIGKILL);
-        waitpid(child, &child_status, 0);
-    }
-    const int code = waited > 0 && WIFEXITED(child_status) ? WEXITSTATUS(child_status) : -1;
+    const int code = child_exit_code(child);
     check(code != 7, "pair, fork from another thread: the pair is free in the child");
     check(code != 5, "pair, fork from another thread: the dead call's half does not run there");
     if (code != 0) printf("pair, fork from another thread: the child's exit %d\n", code);
