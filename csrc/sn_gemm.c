@@ -325,6 +325,19 @@ typedef struct {
     int b, a_transposed, a_rows;
 } in_place_panels;
 
+/* The rows of one mc block: mc, or all M rows where A's main panels are
+ * read in place through the row kernel (nothing of them packed) and
+ * A's M x K, K shorter than the kc mc was sized for, takes no more bytes
+ * than an mc x kc block. 128 rows of K 392 (the step's first product) were
+ * 126 + 2 with mc 126, and the last 2 rows read all of a packed B again;
+ * as one block, B's panels can be packed as they are used (gemm_loops). */
+static int64_t block_rows(const sn_gemm_plan *plan, int a_rows, int64_t M, int64_t K)
+{
+    const int64_t mc = plan->blocks.mc, kc = plan->blocks.kc;
+    if (M <= mc) return M;
+    return a_rows && K < kc && M <= mc * kc / K ? M : mc;
+}
+
 static in_place_panels panels_in_place(const sn_gemm_plan *plan, int trans_a, int trans_b,
                                        int64_t lda, int64_t ldb, int64_t M, int64_t K)
 {
@@ -332,6 +345,7 @@ static in_place_panels panels_in_place(const sn_gemm_plan *plan, int trans_a, in
     const int64_t kc = K < plan->blocks.kc ? K : plan->blocks.kc;
     const int ways = plan->blocks.panel_ways;
     in_place_panels p;
+    p.a_rows = !trans_a && ki->kernel_rows != NULL && panel_fits_l1(lda, ki->mr, kc, ways);
     /* a plain B whose panel would not stay in L1 even packed (more than
      * L1d: on a 48 KB L1d the AVX-512 tile's 32 columns by kc 385 or more)
      * is read in place too: packing would only add a pass over B (the
@@ -341,10 +355,9 @@ static in_place_panels panels_in_place(const sn_gemm_plan *plan, int trans_a, in
      * 784-512-256-10 1.018x (AMD EPYC Zen 5; the AVX2 kernel's 16-column
      * panels, timed either way there: no difference) */
     const int packed_fits_l1 = kc * ki->nr * (int64_t)sizeof(float) <= plan->blocks.l1d;
-    p.b = !trans_b && M <= plan->blocks.mc &&
+    p.b = !trans_b && block_rows(plan, p.a_rows, M, K) == M &&
           (!packed_fits_l1 || panel_fits_l1(ldb, kc, ki->nr, ways));
     p.a_transposed = trans_a && panel_fits_l1(lda, kc, ki->mr, ways);
-    p.a_rows = !trans_a && ki->kernel_rows != NULL && panel_fits_l1(lda, ki->mr, kc, ways);
     return p;
 }
 
@@ -427,6 +440,22 @@ static void copy_edge(const float *tile, int64_t ld_tile, float *c, int64_t ldc,
         }
 }
 
+/* Share `share` of `shares` of the lines of the panel of op(B) at rows k0 ..
+ * k0 + kc, columns j0 .. j0 + cols, asked for into the cache: a plain B's
+ * kc rows of the panel's width, or a transposed B's cols rows of kc. */
+static void prefetch_b_share(const float *B, int64_t ldb, int trans_b, int64_t k0, int64_t j0,
+                             int64_t kc, int64_t cols, int64_t share, int64_t shares)
+{
+    if (!trans_b) {
+        for (int64_t k = share * kc / shares; k < (share + 1) * kc / shares; ++k)
+            SN_PREFETCH(B + (k0 + k) * ldb + j0);
+        return;
+    }
+    const int64_t lines = (kc + 15) / 16, total = cols * lines; /* 16 floats a line */
+    for (int64_t q = share * total / shares; q < (share + 1) * total / shares; ++q)
+        SN_PREFETCH(B + (j0 + q / lines) * ldb + k0 + 16 * (q % lines));
+}
+
 /* The blocked loop nest on one sub-problem, in the calling thread, packing
  * into pa (MC x kc) and pb (kc x NC), rounded up to whole panels. */
 static void gemm_loops(const sn_gemm_plan *plan, int trans_a, int trans_b, int64_t M,
@@ -437,13 +466,22 @@ static void gemm_loops(const sn_gemm_plan *plan, int trans_a, int trans_b, int64
     const sn_gemm_kernel_info *ki = plan->ki;
     const int nr = ki->nr;
     const int64_t KC = plan->blocks.kc;
-    const int64_t MC = M < plan->blocks.mc ? M : plan->blocks.mc;
     const int64_t NC = N < plan->blocks.nc ? N : plan->blocks.nc;
     float tile[SN_MAX_MR * SN_MAX_NR];
     /* Reading panels in place saves a copy when the whole of op(A) fits in
      * one mc block (small problems, where the copy is a large share). */
     const in_place_panels in_place = panels_in_place(plan, trans_a, trans_b, lda, ldb, M, K);
     const int direct_b = in_place.b, direct_a = in_place.a_transposed, rows_a = in_place.a_rows;
+    const int64_t MC = block_rows(plan, rows_a, M, K);
+    /* With one mc block each panel of B is used by one pass of tiles: it is
+     * packed just before them, into one slot that stays in L1, while the
+     * tiles ask for the next panel's lines (a share each), instead of a
+     * pass over all of B first (its lines ld floats apart, a stride the
+     * prefetchers do not follow across pages) whose packed copy was read
+     * back from L2 or L3. The step's first product, 128 x 512 x 392 with
+     * B's rows 512 floats apart, 1.04-1.06x; 784-512-256-10 training steps
+     * 1.025-1.032x (AMD EPYC Zen 3, one thread). */
+    const int b_as_used = !direct_b && MC == M;
     /* The epilogue goes over each tile as it is made, while it is in L1;
      * but with a short K a tile takes less time to make than a call over
      * its 6 rows of 16, so over a small block (still in L1 or L2) it goes
@@ -464,7 +502,7 @@ static void gemm_loops(const sn_gemm_plan *plan, int trans_a, int trans_b, int64
             const int last_k = pc + kc == K && ep != NULL && !epilogue_by_block;
             /* B not transposed already has the panel layout, rows ldb apart:
              * read it in place, packing only a ragged last panel */
-            for (int64_t p = direct_b ? n_jr - 1 : 0; p < n_jr; ++p)
+            for (int64_t p = direct_b ? n_jr - 1 : 0; p < n_jr && !b_as_used; ++p)
                 if (!direct_b || nc - p * nr < nr)
                     pack_b_panel(pb, B, ldb, trans_b, pc, jc, kc, nc, nr, p);
             for (int64_t ic = 0; ic < M; ic += MC) {
@@ -482,9 +520,17 @@ static void gemm_loops(const sn_gemm_plan *plan, int trans_a, int trans_b, int64
                 for (int64_t jr = 0; jr < n_jr; ++jr) {
                     const int64_t cols = nc - jr * nr < nr ? nc - jr * nr : nr;
                     const int b_in_place = direct_b && cols == nr;
-                    const float *bp = b_in_place ? B + pc * ldb + jc + jr * nr : pb + jr * kc * nr;
+                    /* pack_b_panel puts panel jr at dst + jr * kc * nr */
+                    if (b_as_used) pack_b_panel(pb - jr * kc * nr, B, ldb, trans_b, pc, jc, kc, nc, nr, jr);
+                    const float *bp = b_in_place ? B + pc * ldb + jc + jr * nr
+                                      : b_as_used ? pb
+                                                  : pb + jr * kc * nr;
                     const int64_t b_ks = b_in_place ? ldb : nr;
                     for (int64_t ir = 0; ir < n_ir; ++ir) {
+                        if (b_as_used && jr + 1 < n_jr)
+                            prefetch_b_share(B, ldb, trans_b, pc, jc + (jr + 1) * nr, kc,
+                                             nc - (jr + 1) * nr < nr ? nc - (jr + 1) * nr : nr,
+                                             ir, n_ir);
                         const a_panel pan = a_panel_of(&rp, ki, mc, kc, ir);
                         const int64_t rows = pan.rows;
                         const int full = rows == pan.height;
@@ -549,7 +595,11 @@ static int gemm_blocked(const sn_gemm_plan *plan, int trans_a, int trans_b, int6
      * (N x M) after the packed B */
     const int64_t rows = transposed ? N : M, cols = transposed ? M : N;
     const int mr = plan->ki->mr, nr = plan->ki->nr;
-    const int64_t MC = rows < plan->blocks.mc ? rows : plan->blocks.mc;
+    /* as gemm_loops cuts its rows: the A operand it gets is B when transposed */
+    const int64_t MC = block_rows(plan,
+                                  transposed ? panels_in_place(plan, !trans_b, 0, ldb, lda, N, K).a_rows
+                                             : panels_in_place(plan, trans_a, trans_b, lda, ldb, M, K).a_rows,
+                                  rows, K);
     const int64_t NC = cols < plan->blocks.nc ? cols : plan->blocks.nc;
     const int64_t kc_max = K < plan->blocks.kc ? K : plan->blocks.kc;
     const int64_t b_panels = ((NC + nr - 1) / nr) * nr * kc_max;

@@ -117,6 +117,22 @@ static void test_gemm(void)
             ok &= gemm_matches_lda(t & 1, t >> 1, 97, 45, 300, 4096, 0.75f, 0.5f, seed++);
         snprintf(what, sizeof what, "gemm with A packed, isa %s", sn_isa_name(isa));
         check(ok, what);
+        /* On one thread, a few rows more than mc with K short of kc: where
+         * A's rows are read in place (plain A, rows close together) they
+         * are one block, and B's panels are packed as they are used (the
+         * last one ragged); else mc blocks, B packed first */
+        int64_t blk[10];
+        sn_gemm_blocking(isa, blk);
+        const int64_t nr = blk[1], kc = blk[2], mc = blk[3];
+        sn_set_num_threads(1);
+        ok = 1;
+        for (int t = 0; t < 4; ++t)
+            ok &= gemm_matches_lda(t & 1, t >> 1, mc + 2, 2 * nr + 5, kc * 3 / 4,
+                                   (t & 1 ? mc + 2 : kc * 3 / 4) + 8, 0.75f, t == 3 ? 0.0f : 0.5f,
+                                   seed++);
+        sn_set_num_threads(sn_max_threads());
+        snprintf(what, sizeof what, "gemm of mc + 2 rows, K short of kc, isa %s", sn_isa_name(isa));
+        check(ok, what);
     }
     sn_set_isa(sn_isa_best());
 }
