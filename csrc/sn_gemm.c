@@ -276,6 +276,27 @@ static void apply_epilogue(const sn_epilogue *ep, float *c, int64_t ldc, int64_t
         sn_dact_rows_f32(c, ldc, rows, cols, ep->y + i0 * ep->ldy + j0,
                          ep->mask ? ep->mask + i0 * ep->ldy + j0 : NULL, ep->ldy, ep->act,
                          ep->act_param);
+    for (int64_t i = 0; ep->nonfinite && i < rows; ++i)
+        if (!sn_all_finite_serial_f32(c + i * ldc, cols)) {
+            sn_atomic_store(ep->nonfinite, 1);
+            break;
+        }
+}
+
+/* an epilogue that does nothing: none */
+static const sn_epilogue *epilogue_or_null(const sn_epilogue *ep)
+{
+    return ep && ep->kind == SN_EPI_NONE && !ep->nonfinite ? NULL : ep;
+}
+
+/* Where the work of a claimed call (sn_gemm_claimed_f32) is not cut into
+ * panels: 1 for the caller whose claim is the first, which computes the
+ * whole product, 0 for the others; 1 without claims. Panel claims count
+ * from 0, far below this one's size. */
+#define SN_CLAIM_WHOLE (1 << 24)
+static int claims_whole(sn_atomic_int *claims)
+{
+    return !claims || sn_atomic_fetch_sub(claims, -SN_CLAIM_WHOLE) == 0;
 }
 
 /* Whether a panel read in place stays in L1 while the micro-kernel goes
@@ -461,7 +482,7 @@ static void prefetch_b_share(const float *B, int64_t ldb, int trans_b, int64_t k
 static void gemm_loops(const sn_gemm_plan *plan, int trans_a, int trans_b, int64_t M,
                        int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
                        const float *B, int64_t ldb, float beta, float *C, int64_t ldc,
-                       const sn_epilogue *ep, float *pa, float *pb)
+                       const sn_epilogue *ep, float *pa, float *pb, sn_atomic_int *claims)
 {
     const sn_gemm_kernel_info *ki = plan->ki;
     const int nr = ki->nr;
@@ -482,6 +503,12 @@ static void gemm_loops(const sn_gemm_plan *plan, int trans_a, int trans_b, int64
      * B's rows 512 floats apart, 1.04-1.06x; 784-512-256-10 training steps
      * 1.025-1.032x (AMD EPYC Zen 3, one thread). */
     const int b_as_used = !direct_b && MC == M;
+    /* claimed panels: one block of rows, columns and the shared dimension,
+     * so that a panel of C is made whole where it is claimed */
+    if (claims && !(b_as_used && N <= NC && K <= KC)) {
+        if (!claims_whole(claims)) return;
+        claims = NULL;
+    }
     /* The epilogue goes over each tile as it is made, while it is in L1;
      * but with a short K a tile takes less time to make than a call over
      * its 6 rows of 16, so over a small block (still in L1 or L2) it goes
@@ -489,7 +516,7 @@ static void gemm_loops(const sn_gemm_plan *plan, int trans_a, int trans_b, int64
      * derivative (784-128-10's last layer backward): 6.5 -> 4.6 us, 3.5
      * without the epilogue (AMD EPYC Zen 3). */
     const int epilogue_by_block =
-        ep != NULL && K < SN_EPILOGUE_TILE_MIN_K &&
+        ep != NULL && !claims && K < SN_EPILOGUE_TILE_MIN_K &&
         MC * NC * (int64_t)sizeof(float) <= SN_EPILOGUE_BLOCK_MAX_BYTES;
 
     for (int64_t jc = 0; jc < N; jc += NC) {
@@ -517,7 +544,9 @@ static void gemm_loops(const sn_gemm_plan *plan, int trans_a, int trans_b, int64
                         pack_a_panel(pa + ap.packed_at, A, lda, trans_a, ic + ap.row0, pc,
                                      ap.rows, kc, ap.height);
                 }
-                for (int64_t jr = 0; jr < n_jr; ++jr) {
+                for (int64_t jr_next = 0;;) {
+                    const int64_t jr = claims ? sn_atomic_fetch_sub(claims, -1) : jr_next++;
+                    if (jr >= n_jr) break;
                     const int64_t cols = nc - jr * nr < nr ? nc - jr * nr : nr;
                     const int b_in_place = direct_b && cols == nr;
                     /* pack_b_panel puts panel jr at dst + jr * kc * nr */
@@ -568,13 +597,15 @@ static void gemm_loops(const sn_gemm_plan *plan, int trans_a, int trans_b, int64
  * tail kernel takes what mr-row panels leave) and reads A plain: computed
  * instead, then copied into C. Each element is the same chain of
  * multiply-adds either way (a b and b a round alike), so the same bits.
- * Not with beta (C would be read transposed) or an epilogue. 64 x 10 x 128
+ * Not with beta (C would be read transposed) or an epilogue but the finiteness
+ * check (made on C after). 64 x 10 x 128
  * with A transposed (784-128-10's last layer, half the inputs): 21 GFLOPS
  * as it is, 49 as 10 x 64 x 128 (AMD EPYC Zen 3, one thread). */
 static int transposed_is_narrower(const sn_gemm_plan *plan, int trans_a, int64_t M, int64_t N,
                                   float beta, const sn_epilogue *ep)
 {
-    return trans_a && N < plan->ki->nr && M >= plan->ki->nr && beta == 0.0f && ep == NULL;
+    return trans_a && N < plan->ki->nr && M >= plan->ki->nr && beta == 0.0f &&
+           (ep == NULL || ep->kind == SN_EPI_NONE);
 }
 
 /* gemm_loops with packing buffers from the pool (or, all slots busy, this
@@ -582,10 +613,11 @@ static int transposed_is_narrower(const sn_gemm_plan *plan, int trans_a, int64_t
 static int gemm_blocked(const sn_gemm_plan *plan, int trans_a, int trans_b, int64_t M,
                         int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
                         const float *B, int64_t ldb, float beta, float *C, int64_t ldc,
-                        const sn_epilogue *ep)
+                        const sn_epilogue *ep, sn_atomic_int *claims)
 {
     /* a few columns: the ISA's narrow kernel, no packing (same bits) */
     if (!trans_b && N <= SN_NARROW_N && plan->ki->narrow) {
+        if (!claims_whole(claims)) return SN_OK;
         plan->ki->narrow(trans_a, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, plan->blocks.kc);
         if (ep) apply_epilogue(ep, C, ldc, 0, 0, M, N);
         return SN_OK;
@@ -609,15 +641,17 @@ static int gemm_blocked(const sn_gemm_plan *plan, int trans_a, int trans_b, int6
     sn_buffer *buf_b = slot >= 0 ? &g_slots[slot].s.b : &own_b;
     float *pa = buffer_reserve(buf_a, (size_t)(((MC + mr - 1) / mr) * mr * kc_max));
     float *pb = buffer_reserve(buf_b, (size_t)(b_panels + (transposed ? M * N : 0)));
-    if (pa && pb && transposed) {
+    if (pa && pb && transposed && claims_whole(claims)) {
         /* C^T = op(B)^T A: op(B)^T is B read with the other transpose */
         float *T = pb + b_panels;
-        gemm_loops(plan, !trans_b, 0, N, M, K, alpha, B, ldb, A, lda, 0.0f, T, M, NULL, pa, pb);
+        gemm_loops(plan, !trans_b, 0, N, M, K, alpha, B, ldb, A, lda, 0.0f, T, M, NULL, pa, pb,
+                   NULL);
         for (int64_t i = 0; i < M; ++i)
             for (int64_t j = 0; j < N; ++j) C[i * ldc + j] = T[j * M + i];
-    } else if (pa && pb) {
+        if (ep) apply_epilogue(ep, C, ldc, 0, 0, M, N); /* a check only (transposed_is_narrower) */
+    } else if (pa && pb && !transposed) {
         gemm_loops(plan, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, ep, pa,
-                   pb);
+                   pb, claims);
     }
     if (slot >= 0) {
         sn_atomic_release(&g_slots[slot].s.busy);
@@ -671,9 +705,8 @@ static void small_strip(const sn_gemm_plan *plan, int trans_a, int trans_b, int6
  * (the helper takes the last block, gemm_small_pair): 1.80-1.82 us with
  * 512 + 272, 1.63-1.70 with 392 + 392; one thread 2.11-2.16 either way;
  * training steps 0.994x-1.014x (C trainer, AMD EPYC Zen 5). */
-static sn_gemm_plan plan_for_k(int64_t K)
+static sn_gemm_plan plan_of_k(sn_gemm_plan plan, int64_t K)
 {
-    sn_gemm_plan plan = sn_active_gemm_plan();
     const int64_t kc = plan.blocks.kc;
     if (K > kc) {
         const int64_t blocks = (K + kc - 1) / kc;
@@ -682,27 +715,43 @@ static sn_gemm_plan plan_for_k(int64_t K)
     return plan;
 }
 
-/* The GEMM in the calling thread, arguments already checked, M, N > 0. */
+static sn_gemm_plan plan_for_k(int64_t K) { return plan_of_k(sn_active_gemm_plan(), K); }
+
+/* The GEMM in the calling thread, arguments already checked, M, N > 0,
+ * with the plan's kernel and blocks (kc made equal for K here); claims as
+ * sn_gemm_claimed_f32, or NULL. */
+static int gemm_serial_with(sn_gemm_plan base, int trans_a, int trans_b, int64_t M, int64_t N,
+                            int64_t K, float alpha, const float *A, int64_t lda, const float *B,
+                            int64_t ldb, float beta, float *C, int64_t ldc,
+                            const sn_epilogue *ep, sn_atomic_int *claims)
+{
+    ep = epilogue_or_null(ep);
+    const sn_gemm_plan plan = plan_of_k(base, K);
+    const unsigned fp = sn_fp_enter();
+    int status = SN_OK;
+    if (K == 0 || alpha == 0.0f) {
+        if (claims_whole(claims)) {
+            scale_c(C, ldc, M, N, beta);
+            if (ep) apply_epilogue(ep, C, ldc, 0, 0, M, N);
+        }
+    } else if (M <= SN_SMALL_M) {
+        if (claims_whole(claims))
+            small_strip(&plan, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc,
+                        ep, 0, N);
+    } else {
+        status = gemm_blocked(&plan, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C,
+                              ldc, ep, claims);
+    }
+    sn_fp_leave(fp);
+    return status;
+}
+
 static int gemm_serial(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha,
                        const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
                        float *C, int64_t ldc, const sn_epilogue *ep)
 {
-    if (ep && ep->kind == SN_EPI_NONE) ep = NULL;
-    const sn_gemm_plan plan = plan_for_k(K);
-    const unsigned fp = sn_fp_enter();
-    int status = SN_OK;
-    if (K == 0 || alpha == 0.0f) {
-        scale_c(C, ldc, M, N, beta);
-        if (ep) apply_epilogue(ep, C, ldc, 0, 0, M, N);
-    } else if (M <= SN_SMALL_M) {
-        small_strip(&plan, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, ep, 0,
-                    N);
-    } else {
-        status = gemm_blocked(&plan, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C,
-                              ldc, ep);
-    }
-    sn_fp_leave(fp);
-    return status;
+    return gemm_serial_with(sn_active_gemm_plan(), trans_a, trans_b, M, N, K, alpha, A, lda, B,
+                            ldb, beta, C, ldc, ep, NULL);
 }
 
 int sn_gemm_serial_f32(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha,
@@ -712,6 +761,17 @@ int sn_gemm_serial_f32(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K
     const int status = check_args(trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc);
     if (status != SN_OK || M == 0 || N == 0) return status;
     return gemm_serial(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, ep);
+}
+
+int sn_gemm_claimed_f32(const sn_gemm_plan *plan, int trans_a, int trans_b, int64_t M,
+                        int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
+                        const float *B, int64_t ldb, float beta, float *C, int64_t ldc,
+                        const sn_epilogue *ep, sn_atomic_int *claims)
+{
+    const int status = check_args(trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc);
+    if (status != SN_OK || M == 0 || N == 0) return status;
+    return gemm_serial_with(*plan, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C,
+                            ldc, ep, claims);
 }
 
 /* One GEMM cut into strips of C (sn_gemm_epi_f32), each computed whole by
@@ -748,12 +808,12 @@ static int strip_unit(const void *ctx, int64_t s)
         /* rows start.. of op(A) and C */
         const float *As = g->trans_a ? g->A + start : g->A + start * g->lda;
         return gemm_blocked(&g->plan, g->trans_a, g->trans_b, len, g->N, g->K, g->alpha, As, g->lda,
-                            g->B, g->ldb, g->beta, g->C + start * g->ldc, g->ldc, sub_ep);
+                            g->B, g->ldb, g->beta, g->C + start * g->ldc, g->ldc, sub_ep, NULL);
     }
     /* columns start.. of op(B) and C */
     const float *Bs = g->trans_b ? g->B + start * g->ldb : g->B + start;
     return gemm_blocked(&g->plan, g->trans_a, g->trans_b, g->M, len, g->K, g->alpha, g->A, g->lda,
-                        Bs, g->ldb, g->beta, g->C + start, g->ldc, sub_ep);
+                        Bs, g->ldb, g->beta, g->C + start, g->ldc, sub_ep, NULL);
 }
 
 /* Few rows: one column strip per thread, the same thread's call after call
@@ -918,7 +978,7 @@ int sn_gemm_epi_f32(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, f
     const int pair = nthreads == 1 && pair_worth(M, N, K, alpha) && sn_parallel_threads() > 1;
     if (nthreads == 1 && !pair)
         return gemm_serial(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, ep);
-    if (ep && ep->kind == SN_EPI_NONE) ep = NULL;
+    ep = epilogue_or_null(ep);
     gemm_strips g = {plan_for_k(K), trans_a, trans_b, M, N, K, alpha, beta, A, B,
                      lda, ldb, ldc, C, ep, 0, 0, 0};
     if (pair) {

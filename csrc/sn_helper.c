@@ -133,15 +133,6 @@ static void release_in_use(void)
     sn_atomic_release(&callers.in_use);
 }
 
-static void spin_pause(void)
-{
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#elif defined(__aarch64__)
-    __asm__ __volatile__("yield");
-#endif
-}
-
 /* Sleeps until a half is offered (or a second has passed: a wake-up missed
  * would cost only this helper's turns, never a caller's time). The caller
  * checks `sleeping` after offering; both sides store, then load the other's
@@ -226,7 +217,7 @@ static void *helper_main(void *unused)
              * the other) gets it back: returns at once otherwise */
             sched_yield();
         } else {
-            spin_pause();
+            sn_spin_pause();
         }
     }
     return NULL;
@@ -399,7 +390,7 @@ int sn_run_pair_copy(sn_unit_fn fn, const void *ctx, size_t ctx_size)
             if (turn % SN_HELPER_WAIT_YIELD_EVERY == 0)
                 sched_yield(); /* the helper may be waiting for this core */
             else
-                spin_pause();
+                sn_spin_pause();
         second = g.status;
         callers.missed = 0;
         if (sn_seconds_now() - t0 > SN_HELPER_LATE_SECONDS) {

@@ -21,6 +21,7 @@
 #include <stdint.h>
 
 #include "scratchnet.h"
+#include "sn_atomic.h"
 
 typedef void (*sn_ukernel_fn)(int64_t kc, const float *a, int64_t a_ks, const float *b,
                               int64_t b_ks, float *c, int64_t ldc, float alpha, float beta);
@@ -162,6 +163,9 @@ typedef struct {
     const float *y;      /* SN_EPI_DACT: M x N, leading dimension ldy */
     const float *mask;   /* SN_EPI_DACT: M x N (ldy) or NULL */
     int64_t ldy;
+    /* not NULL: set to 1 if a value written to C (after the epilogue's
+     * kind) is not finite; each tile checked while it is in L1 */
+    sn_atomic_int *nonfinite;
 } sn_epilogue;
 
 /* C = alpha op(A) op(B) + beta C, then the epilogue (NULL: none) */
@@ -178,6 +182,7 @@ int sn_gemm_epi_f32(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, f
 int sn_gemm_serial_f32(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha,
                        const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
                        float *C, int64_t ldc, const sn_epilogue *ep);
+
 
 /* softmax of one row of N into p; returns its log-sum-exp (sn_act.c) */
 double sn_softmax_row_f32(float *p, const float *z, int64_t N);
@@ -209,6 +214,17 @@ void sn_parallel_done(double wall, double work, int nthreads);
 #define SN_UNITS_FP_AS_IS 2
 typedef int (*sn_unit_fn)(const void *ctx, int64_t u);
 int sn_run_units(sn_unit_fn fn, const void *ctx, int64_t units, int nthreads, int flags);
+/* the threads running the caller's parallel region (1 outside one) */
+int sn_team_size(void);
+/* one turn of a loop that waits for another thread */
+static inline void sn_spin_pause(void)
+{
+#if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__))
+    __builtin_ia32_pause();
+#elif (defined(__GNUC__) || defined(__clang__)) && defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
 /* fn(ctx, 0) in the calling thread and fn(ctx, 1) in a helper thread if it
  * is free to begin before the caller is done with the first, else in the
  * calling thread too: for work of a few microseconds, where waking an
@@ -319,6 +335,20 @@ typedef struct {
 } sn_gemm_plan;
 sn_gemm_plan sn_gemm_plan_for(int isa);
 sn_gemm_plan sn_active_gemm_plan(void); /* of sn_get_isa() */
+
+/* sn_gemm_serial_f32 (with the plan given, the same for every caller) by
+ * several threads at once: each that calls it with the same arguments and
+ * counter (from 0) computes the column panels of C it claims from *claims
+ * and returns when none are left, so that a thread done with its own work
+ * takes what another has not begun (sn_mlp_step.c). Every element is
+ * computed as the serial call computes it. Panels are claimed where the
+ * product is one block of rows, of columns and of the shared dimension
+ * with B's panels packed as they are used; otherwise the first claim takes
+ * the whole product. A call that fails (SN_ENOMEM) claims nothing. */
+int sn_gemm_claimed_f32(const sn_gemm_plan *plan, int trans_a, int trans_b, int64_t M,
+                        int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
+                        const float *B, int64_t ldb, float beta, float *C, int64_t ldc,
+                        const sn_epilogue *ep, sn_atomic_int *claims);
 
 #ifdef SN_X86_64
 void sn_cpuid(unsigned leaf, unsigned sub, unsigned r[4]);

@@ -135,9 +135,22 @@ static span strip_of(span whole, int s, int strips)
     return r;
 }
 
+/* a counter alone on its cache line: the two threads' claims on their own
+ * parts' counters do not pass one line back and forth */
+typedef union {
+    sn_atomic_int v;
+    char line[64];
+} line_counter;
+
 typedef struct {
     const sn_mlp *net;
     const sn_optim_cfg *opt;
+    sn_gemm_plan plan;              /* the GEMMs' kernel and blocks, one for every unit */
+    int steal;                      /* run_phase: two threads, one part each, may take
+                                       each other's product panels (take_the_rest) */
+    line_counter *claims;           /* [SN_STEP_PARTS]: each part's panels claimed */
+    line_counter *ready;            /* [SN_STEP_PARTS]: 1 once the part's panels may be
+                                       taken, -1 if they will not be made */
     const float *X;                 /* the data set, gathered from by order */
     const int64_t *labels, *order;
     int64_t M;                      /* rows in the batch */
@@ -176,8 +189,9 @@ static void gather(const step_ctx *c, int p, int s)
         for (int64_t i = 0; i < c->M; ++i) c->net->yb[i] = c->labels[c->order[i]];
 }
 
-/* P_p[:, strip s of the outputs] = X_l[:, K_p] W_l[K_p, strip] */
-static int product(const step_ctx *c, int l, int p, int s)
+/* P_p[:, strip s of the outputs] = X_l[:, K_p] W_l[K_p, strip]; with
+ * claims, the panels this thread claims (sn_gemm_claimed_f32) */
+static int product(const step_ctx *c, int l, int p, int s, sn_atomic_int *claims)
 {
     const sn_mlp_layer *L = &c->net->layers[l];
     const span k = input_part(c->net, l, p);
@@ -186,9 +200,9 @@ static int product(const step_ctx *c, int l, int p, int s)
     float *P = p == 0 ? L->y : L->dz;
     int64_t ld;
     const float *x = input_at(c->net, l, p, k.lo, &ld);
-    return sn_gemm_serial_f32(0, 0, c->M, cols.hi - cols.lo, k.hi - k.lo, 1.0f, x, ld,
-                              L->W + k.lo * L->out + cols.lo, L->out, 0.0f, P + cols.lo, L->out,
-                              NULL);
+    return sn_gemm_claimed_f32(&c->plan, 0, 0, c->M, cols.hi - cols.lo, k.hi - k.lo, 1.0f, x,
+                               ld, L->W + k.lo * L->out + cols.lo, L->out, 0.0f, P + cols.lo,
+                               L->out, NULL, claims);
 }
 
 /* y[:, cols] = act((P_0 + P_1) + b) for rows [rows0, rows1) of layer l.
@@ -344,11 +358,11 @@ static int sum_last_shares(const step_ctx *c, int p, int s)
     return finite;
 }
 
-/* layer l backward over part p's inputs (strip s): its rows of dW_l and its
- * columns of the gradient reaching the layer below; unit 0 also db_l. Every
- * gradient is made even when one is not finite (so which ones are does not
- * depend on the threads, and the caller can name the first). */
-static int backward(const step_ctx *c, int l, int p, int s)
+/* layer l backward over part p's inputs (strip s): its rows of dW_l; unit 0
+ * also db_l. Every gradient is made even when one is not finite (so which
+ * ones are does not depend on the threads, and the caller can name the
+ * first). */
+static int weight_gradient(const step_ctx *c, int l, int p, int s)
 {
     const sn_mlp_layer *L = &c->net->layers[l];
     const span k = strip_of(input_part(c->net, l, p), s, c->strips);
@@ -367,18 +381,24 @@ static int backward(const step_ctx *c, int l, int p, int s)
                                     L->out, 0.0f, L->dW + k.lo * L->out, L->out, NULL);
         if (c->check && finite) finite = sn_all_finite_serial_f32(L->dW + k.lo * L->out, n * L->out);
     }
-    if (status == SN_OK && n > 0 && l > 0) {
-        /* dZ_below[:, K] = (dZ W[K, :]^T) * act'(y_below[:, K]) * mask[:, K] */
-        const sn_mlp_layer *below = &c->net->layers[l - 1];
-        const sn_epilogue ep = {SN_EPI_DACT, below->act, below->act_param, NULL,
-                                below->y + k.lo,
-                                below->dropout > 0.0f ? below->mask + k.lo : NULL, L->in};
-        status = sn_gemm_serial_f32(0, 1, c->M, n, L->out, 1.0f, L->dz, L->out,
-                                    L->W + k.lo * L->out, L->out, 0.0f, below->dz + k.lo, L->in,
-                                    &ep);
-    }
     if (!finite) sn_atomic_store(c->nonfinite, 1);
     return status;
+}
+
+/* layer l > 0 backward over part p's inputs (strip s): its columns of the
+ * gradient reaching the layer below (with claims, the panels this thread
+ * claims),
+ *   dZ_below[:, K] = (dZ W[K, :]^T) * act'(y_below[:, K]) * mask[:, K] */
+static int input_gradient(const step_ctx *c, int l, int p, int s, sn_atomic_int *claims)
+{
+    const sn_mlp_layer *L = &c->net->layers[l], *below = &c->net->layers[l - 1];
+    const span k = strip_of(input_part(c->net, l, p), s, c->strips);
+    if (k.hi == k.lo) return SN_OK;
+    const sn_epilogue ep = {SN_EPI_DACT, below->act, below->act_param, NULL, below->y + k.lo,
+                            below->dropout > 0.0f ? below->mask + k.lo : NULL, L->in, NULL};
+    return sn_gemm_claimed_f32(&c->plan, 0, 1, c->M, k.hi - k.lo, L->out, 1.0f, L->dz, L->out,
+                               L->W + k.lo * L->out, L->out, 0.0f, below->dz + k.lo, L->in, &ep,
+                               claims);
 }
 
 /* the optimizer over part p's rows of every W (strip s); unit 0 the biases */
@@ -469,6 +489,39 @@ int64_t sn_step_profile_report(FILE *out)
 }
 #endif
 
+/* The GEMM a unit's phase ends with, for part p: layer 0's product
+ * (PH_GATHER), the next layer's (PH_FINISH) or the gradient reaching the
+ * layer below (PH_BACKWARD); with claims, the panels this thread claims. */
+static int last_gemm(const step_ctx *c, int phase, int p, sn_atomic_int *claims)
+{
+    if (phase == PH_GATHER) return product(c, 0, p, 0, claims);
+    if (phase == PH_FINISH) return product(c, c->layer + 1, p, 0, claims);
+    return input_gradient(c, c->layer, p, 0, claims);
+}
+
+/* Part p's last GEMM of a phase, once the rest of its unit is done with
+ * status `begun` (else none of it is made). Without stealing, all of it
+ * here. With it (two threads, one unit each, running at once), the part's
+ * panels may be taken from then on: this thread makes those it claims,
+ * then waits until the other part's may be taken and makes what is left
+ * of them, so that the first thread done does not wait at the region's
+ * end while the other still has panels to make (the two vCPUs here often
+ * run at speeds a few percent apart for seconds). A take that fails
+ * (SN_ENOMEM) claims nothing, and the part's own thread makes it all: only
+ * this part's status is returned. */
+static int last_gemm_shared(const step_ctx *c, int phase, int p, int begun)
+{
+    if (!c->steal || sn_team_size() != SN_STEP_PARTS)
+        return begun == SN_OK ? last_gemm(c, phase, p, NULL) : begun;
+    sn_atomic_publish(&c->ready[p].v, begun == SN_OK ? 1 : -1);
+    const int status = begun == SN_OK ? last_gemm(c, phase, p, &c->claims[p].v) : begun;
+    const int q = 1 - p;
+    int other;
+    while ((other = sn_atomic_load_acquire(&c->ready[q].v)) == 0) sn_spin_pause();
+    if (other > 0) (void)last_gemm(c, phase, q, &c->claims[q].v);
+    return status;
+}
+
 static int phase_work(const void *ctx, int64_t u)
 {
     const phase_job *job = ctx;
@@ -481,29 +534,34 @@ static int phase_work(const void *ctx, int64_t u)
         /* the step before's update first: it writes only this unit's rows
          * of each W (and unit 0 the biases), which the product reads */
         const int status = c->opt ? optimize(c, p, s) : SN_OK;
-        if (status != SN_OK) return status;
-        gather(c, p, s);
+        if (status == SN_OK) gather(c, p, s);
+        if (!merged || status != SN_OK)
+            return merged ? last_gemm_shared(c, PH_GATHER, p, status) : status;
         /* a failed product (SN_ENOMEM) must not stop the units after this
          * one from making their part of the update (one thread runs the
          * units in turn and stops at the first error): kept, returned
          * once the whole update is made and counted */
-        const int made = merged ? product(c, 0, p, s) : SN_OK;
+        const int made = last_gemm_shared(c, PH_GATHER, p, SN_OK);
         if (made != SN_OK) sn_atomic_store(c->product_failed, made);
         return SN_OK;
     }
     case PH_FORWARD:
-        return product(c, l, p, s);
+        return product(c, l, p, s, NULL);
     case PH_FINISH:
         if (l == last) return finish_last(c, p, s);
         {
             const int status = finish_hidden(c, l, p, s);
-            return status == SN_OK && merged ? product(c, l + 1, p, s) : status;
+            return merged ? last_gemm_shared(c, PH_FINISH, p, status) : status;
         }
     case PH_LAST:
         return last_layer(c, p, s);
-    case PH_BACKWARD:
+    case PH_BACKWARD: {
         if (l == last - 1 && !sum_last_shares(c, p, s)) sn_atomic_store(c->nonfinite, 1);
-        return backward(c, l, p, s);
+        const int status = weight_gradient(c, l, p, s);
+        if (l == 0) return status;
+        if (merged) return last_gemm_shared(c, PH_BACKWARD, p, status);
+        return status == SN_OK ? input_gradient(c, l, p, s, NULL) : status;
+    }
     default:
         return optimize(c, p, s);
     }
@@ -531,6 +589,11 @@ static int run_phase(step_ctx *c, int phase, int layer, int parallel)
     c->layer = layer;
     const int nthreads = parallel ? sn_parallel_threads() : 1;
     const phase_job job = {c, phase};
+    c->steal = nthreads == SN_STEP_PARTS && c->strips == 1 && c->claims != NULL;
+    for (int p = 0; c->claims && p < SN_STEP_PARTS; ++p) {
+        sn_atomic_store(&c->claims[p].v, 0);
+        sn_atomic_store(&c->ready[p].v, 0);
+    }
     /* static: unit u runs on the same thread every phase and every step, so
      * each part's data stays in one core's cache */
 #ifdef SN_STEP_PROFILE
@@ -570,7 +633,9 @@ int sn_mlp_step_forward(sn_mlp_step *st, const sn_mlp *net, sn_optim_cfg *pendin
                         int64_t batch, uint64_t first_row, float scale)
 {
     sn_atomic_int product_failed = SN_OK;
-    step_ctx c = {.net = net, .opt = pending, .X = X, .labels = labels, .order = order, .M = M,
+    _Alignas(64) line_counter claims[SN_STEP_PARTS], ready[SN_STEP_PARTS];
+    step_ctx c = {.net = net, .opt = pending, .plan = sn_active_gemm_plan(), .claims = claims,
+                  .ready = ready, .X = X, .labels = labels, .order = order, .M = M,
                   .dropout_batch = (uint64_t)batch, .first_row = first_row, .scale = scale,
                   .strips = st->strips, .loss = st->loss, .correct = st->correct,
                   .finite = st->finite, .product_failed = &product_failed};
@@ -593,8 +658,9 @@ int sn_mlp_step_forward(sn_mlp_step *st, const sn_mlp *net, sn_optim_cfg *pendin
 int sn_mlp_step_backward(const sn_mlp_step *st, const sn_mlp *net, int64_t M, int check)
 {
     sn_atomic_int nonfinite = 0;
-    step_ctx c = {.net = net, .M = M, .strips = st->strips, .check = check,
-                  .nonfinite = &nonfinite};
+    _Alignas(64) line_counter claims[SN_STEP_PARTS], ready[SN_STEP_PARTS];
+    step_ctx c = {.net = net, .plan = sn_active_gemm_plan(), .claims = claims, .ready = ready,
+                  .M = M, .strips = st->strips, .check = check, .nonfinite = &nonfinite};
     int status = SN_OK;
     /* with two layers or more, the last one's backward was made by PH_LAST,
      * but for the sum of its shares, made with the layer below's */

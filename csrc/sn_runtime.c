@@ -392,6 +392,15 @@ int sn_run_units(sn_unit_fn fn, const void *ctx, int64_t units, int nthreads, in
     return failed;
 }
 
+int sn_team_size(void)
+{
+#ifdef _OPENMP
+    return omp_get_num_threads();
+#else
+    return 1;
+#endif
+}
+
 void sn_parallel_backoff(int on)
 {
     sn_atomic_store(&g_backoff_on, on != 0);

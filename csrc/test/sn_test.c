@@ -1666,6 +1666,98 @@ static void test_net(void)
  * of the register tile; mc and nc set by the tuner change no bit of any
  * result (every transpose case, a ragged shape, 1 and 2 threads); bad
  * sizes are refused. */
+/* ---- a GEMM's panels claimed by several threads (sn_gemm_claimed_f32) ----
+ * Every thread that calls it with the same arguments and counter makes the
+ * column panels it claims: together, every element, with the bits of the
+ * serial call. A counter already at 2 leaves panels 0 and 1 to others where
+ * panels are claimed, and the whole product where it is not (the first
+ * claim takes all). */
+typedef struct {
+    sn_gemm_plan plan;
+    int ta, tb;
+    int64_t M, N, K, lda, ldb;
+    const float *A, *B;
+    float *C;
+    sn_atomic_int *claims;
+    sn_atomic_int *nonfinite;
+} claimed_call;
+
+static int claimed_run(const claimed_call *g)
+{
+    const sn_epilogue ep = {SN_EPI_NONE, 0, 0.0f, NULL, NULL, NULL, 0, g->nonfinite};
+    return sn_gemm_claimed_f32(&g->plan, g->ta, g->tb, g->M, g->N, g->K, 0.75f, g->A, g->lda,
+                               g->B, g->ldb, 0.0f, g->C, g->N, &ep, g->claims);
+}
+
+static void *claimed_thread(void *arg) { return (void *)(intptr_t)claimed_run(arg); }
+
+static void test_claimed_gemm(void)
+{
+    for (int isa = SN_ISA_GENERIC; isa <= sn_isa_best(); ++isa) {
+        const sn_gemm_plan plan = sn_gemm_plan_for(isa);
+        const int64_t nr = plan.ki->nr, kc = plan.blocks.kc;
+        /* {trans_a, trans_b, M, N, K, claimed}: plain A and B, B's rows a
+         * power of two apart (packed as used); B transposed; then A
+         * transposed, K longer than kc, a few rows, a few columns */
+        const int64_t shapes[][6] = {{0, 0, 50, 4 * nr, kc / 2, 1}, {0, 1, 50, 3 * nr + 5, kc / 2, 1},
+                                     {1, 0, 3 * plan.blocks.mc, 3 * nr, 40, 0},
+                                     {0, 0, 50, 3 * nr, kc + 9, 0}, {0, 0, 2, 3 * nr, 30, 0},
+                                     {0, 0, 50, 3, 30, 0}};
+        int serial_ok = 1, pair_ok = 1, claim_ok = 1, check_ok = 1;
+        for (int i = 0; i < (int)(sizeof shapes / sizeof shapes[0]); ++i) {
+            const int ta = (int)shapes[i][0], tb = (int)shapes[i][1];
+            const int64_t M = shapes[i][2], N = shapes[i][3], K = shapes[i][4];
+            const int64_t lda = ta ? M : K + 8, ldb = tb ? K : (shapes[i][5] ? 512 : N);
+            const float *A = random_floats((ta ? K : M) * lda, 11u + (unsigned)i, 0);
+            float *B = random_floats((tb ? N : K) * ldb, 23u + (unsigned)i, 0);
+            float *want = floats(M * N), *got = floats(M * N), *pair = floats(M * N);
+            float *left = floats(M * N);
+            sn_set_isa(isa);
+            const sn_epilogue none = {0};
+            serial_ok &= sn_gemm_serial_f32(ta, tb, M, N, K, 0.75f, A, lda, B, ldb, 0.0f, want,
+                                            N, &none) == SN_OK;
+            sn_atomic_int claims = 0, nonfinite = 0;
+            claimed_call g = {plan, ta, tb, M, N, K, lda, ldb, A, B, got, &claims, &nonfinite};
+            serial_ok &= claimed_run(&g) == SN_OK && same(want, got, M * N) && nonfinite == 0;
+            /* two threads at once, one counter */
+            claims = 0;
+            g.C = pair;
+            pthread_t other;
+            const int started = pthread_create(&other, NULL, claimed_thread, &g) == 0;
+            void *other_status = NULL;
+            const int mine = claimed_run(&g);
+            if (started) pthread_join(other, &other_status);
+            pair_ok &= started && mine == SN_OK && other_status == NULL && same(want, pair, M * N);
+            /* panels 0 and 1 taken already */
+            claims = 2;
+            g.C = left;
+            claim_ok &= claimed_run(&g) == SN_OK;
+            for (int64_t r = 0; r < M; ++r)
+                for (int64_t j = 0; j < N; ++j) {
+                    const float v = left[r * N + j];
+                    const int taken = shapes[i][5] ? j < 2 * nr : 1;
+                    claim_ok &= taken ? v == POISON : v == want[r * N + j];
+                }
+            /* the finiteness check of what was written */
+            B[(tb ? N - 1 : K - 1) * ldb + (tb ? K - 1 : N - 1)] = NAN;
+            claims = 0;
+            g.C = got;
+            check_ok &= claimed_run(&g) == SN_OK && nonfinite == 1;
+        }
+        char what[96];
+        snprintf(what, sizeof what, "claimed gemm, isa %s: one thread, the serial bits", sn_isa_name(isa));
+        check(serial_ok, what);
+        snprintf(what, sizeof what, "claimed gemm, isa %s: two threads, one counter, the serial bits", sn_isa_name(isa));
+        check(pair_ok, what);
+        snprintf(what, sizeof what, "claimed gemm, isa %s: panels claimed before are left", sn_isa_name(isa));
+        check(claim_ok, what);
+        snprintf(what, sizeof what, "claimed gemm, isa %s: a NaN written is reported", sn_isa_name(isa));
+        check(check_ok, what);
+        arena_free();
+    }
+    sn_set_isa(sn_isa_best());
+}
+
 static void test_blocks(void)
 {
     int64_t caches[5];
@@ -1897,12 +1989,14 @@ int main(int argc, char **argv)
     printf("scratchnet C kernels: best isa %s, %s, %d threads\n", sn_isa_name(sn_isa_best()),
            sn_compiler(), sn_get_num_threads());
     if (argc > 1 && strcmp(argv[1], "threads") == 0) {
+        test_claimed_gemm();
         test_concurrent_gemm();
         test_pair_from_several_threads();
         printf("%d passed, %d failed\n", passed, failed);
         return failed != 0;
     }
     test_gemm();
+    test_claimed_gemm();
     test_concurrent_gemm();
     test_pair_from_several_threads();
     test_pair_fork_while_helper_computes();
