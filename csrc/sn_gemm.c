@@ -276,17 +276,12 @@ static void apply_epilogue(const sn_epilogue *ep, float *c, int64_t ldc, int64_t
         sn_dact_rows_f32(c, ldc, rows, cols, ep->y + i0 * ep->ldy + j0,
                          ep->mask ? ep->mask + i0 * ep->ldy + j0 : NULL, ep->ldy, ep->act,
                          ep->act_param);
-    for (int64_t i = 0; ep->nonfinite && i < rows; ++i)
-        if (!sn_all_finite_serial_f32(c + i * ldc, cols)) {
-            sn_atomic_store(ep->nonfinite, 1);
-            break;
-        }
 }
 
 /* an epilogue that does nothing: none */
 static const sn_epilogue *epilogue_or_null(const sn_epilogue *ep)
 {
-    return ep && ep->kind == SN_EPI_NONE && !ep->nonfinite ? NULL : ep;
+    return ep && ep->kind == SN_EPI_NONE ? NULL : ep;
 }
 
 /* Where the work of a claimed call (sn_gemm_claimed_f32) is not cut into
@@ -597,15 +592,13 @@ static void gemm_loops(const sn_gemm_plan *plan, int trans_a, int trans_b, int64
  * tail kernel takes what mr-row panels leave) and reads A plain: computed
  * instead, then copied into C. Each element is the same chain of
  * multiply-adds either way (a b and b a round alike), so the same bits.
- * Not with beta (C would be read transposed) or an epilogue but the finiteness
- * check (made on C after). 64 x 10 x 128
+ * Not with beta (C would be read transposed) or an epilogue. 64 x 10 x 128
  * with A transposed (784-128-10's last layer, half the inputs): 21 GFLOPS
  * as it is, 49 as 10 x 64 x 128 (AMD EPYC Zen 3, one thread). */
 static int transposed_is_narrower(const sn_gemm_plan *plan, int trans_a, int64_t M, int64_t N,
                                   float beta, const sn_epilogue *ep)
 {
-    return trans_a && N < plan->ki->nr && M >= plan->ki->nr && beta == 0.0f &&
-           (ep == NULL || ep->kind == SN_EPI_NONE);
+    return trans_a && N < plan->ki->nr && M >= plan->ki->nr && beta == 0.0f && ep == NULL;
 }
 
 /* gemm_loops with packing buffers from the pool (or, all slots busy, this
@@ -648,7 +641,6 @@ static int gemm_blocked(const sn_gemm_plan *plan, int trans_a, int trans_b, int6
                    NULL);
         for (int64_t i = 0; i < M; ++i)
             for (int64_t j = 0; j < N; ++j) C[i * ldc + j] = T[j * M + i];
-        if (ep) apply_epilogue(ep, C, ldc, 0, 0, M, N); /* a check only (transposed_is_narrower) */
     } else if (pa && pb && !transposed) {
         gemm_loops(plan, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, ep, pa,
                    pb, claims);

@@ -163,9 +163,6 @@ typedef struct {
     const float *y;      /* SN_EPI_DACT: M x N, leading dimension ldy */
     const float *mask;   /* SN_EPI_DACT: M x N (ldy) or NULL */
     int64_t ldy;
-    /* not NULL: set to 1 if a value written to C (after the epilogue's
-     * kind) is not finite; each tile checked while it is in L1 */
-    sn_atomic_int *nonfinite;
 } sn_epilogue;
 
 /* C = alpha op(A) op(B) + beta C, then the epilogue (NULL: none) */

@@ -395,7 +395,7 @@ static int input_gradient(const step_ctx *c, int l, int p, int s, sn_atomic_int 
     const span k = strip_of(input_part(c->net, l, p), s, c->strips);
     if (k.hi == k.lo) return SN_OK;
     const sn_epilogue ep = {SN_EPI_DACT, below->act, below->act_param, NULL, below->y + k.lo,
-                            below->dropout > 0.0f ? below->mask + k.lo : NULL, L->in, NULL};
+                            below->dropout > 0.0f ? below->mask + k.lo : NULL, L->in};
     return sn_gemm_claimed_f32(&c->plan, 0, 1, c->M, k.hi - k.lo, L->out, 1.0f, L->dz, L->out,
                                L->W + k.lo * L->out, L->out, 0.0f, below->dz + k.lo, L->in, &ep,
                                claims);

@@ -1679,14 +1679,12 @@ typedef struct {
     const float *A, *B;
     float *C;
     sn_atomic_int *claims;
-    sn_atomic_int *nonfinite;
 } claimed_call;
 
 static int claimed_run(const claimed_call *g)
 {
-    const sn_epilogue ep = {SN_EPI_NONE, 0, 0.0f, NULL, NULL, NULL, 0, g->nonfinite};
     return sn_gemm_claimed_f32(&g->plan, g->ta, g->tb, g->M, g->N, g->K, 0.75f, g->A, g->lda,
-                               g->B, g->ldb, 0.0f, g->C, g->N, &ep, g->claims);
+                               g->B, g->ldb, 0.0f, g->C, g->N, NULL, g->claims);
 }
 
 static void *claimed_thread(void *arg) { return (void *)(intptr_t)claimed_run(arg); }
@@ -1703,22 +1701,22 @@ static void test_claimed_gemm(void)
                                      {1, 0, 3 * plan.blocks.mc, 3 * nr, 40, 0},
                                      {0, 0, 50, 3 * nr, kc + 9, 0}, {0, 0, 2, 3 * nr, 30, 0},
                                      {0, 0, 50, 3, 30, 0}};
-        int serial_ok = 1, pair_ok = 1, claim_ok = 1, check_ok = 1;
+        int serial_ok = 1, pair_ok = 1, claim_ok = 1;
         for (int i = 0; i < (int)(sizeof shapes / sizeof shapes[0]); ++i) {
             const int ta = (int)shapes[i][0], tb = (int)shapes[i][1];
             const int64_t M = shapes[i][2], N = shapes[i][3], K = shapes[i][4];
             const int64_t lda = ta ? M : K + 8, ldb = tb ? K : (shapes[i][5] ? 512 : N);
             const float *A = random_floats((ta ? K : M) * lda, 11u + (unsigned)i, 0);
-            float *B = random_floats((tb ? N : K) * ldb, 23u + (unsigned)i, 0);
+            const float *B = random_floats((tb ? N : K) * ldb, 23u + (unsigned)i, 0);
             float *want = floats(M * N), *got = floats(M * N), *pair = floats(M * N);
             float *left = floats(M * N);
             sn_set_isa(isa);
             const sn_epilogue none = {0};
             serial_ok &= sn_gemm_serial_f32(ta, tb, M, N, K, 0.75f, A, lda, B, ldb, 0.0f, want,
                                             N, &none) == SN_OK;
-            sn_atomic_int claims = 0, nonfinite = 0;
-            claimed_call g = {plan, ta, tb, M, N, K, lda, ldb, A, B, got, &claims, &nonfinite};
-            serial_ok &= claimed_run(&g) == SN_OK && same(want, got, M * N) && nonfinite == 0;
+            sn_atomic_int claims = 0;
+            claimed_call g = {plan, ta, tb, M, N, K, lda, ldb, A, B, got, &claims};
+            serial_ok &= claimed_run(&g) == SN_OK && same(want, got, M * N);
             /* two threads at once, one counter */
             claims = 0;
             g.C = pair;
@@ -1738,11 +1736,6 @@ static void test_claimed_gemm(void)
                     const int taken = shapes[i][5] ? j < 2 * nr : 1;
                     claim_ok &= taken ? v == POISON : v == want[r * N + j];
                 }
-            /* the finiteness check of what was written */
-            B[(tb ? N - 1 : K - 1) * ldb + (tb ? K - 1 : N - 1)] = NAN;
-            claims = 0;
-            g.C = got;
-            check_ok &= claimed_run(&g) == SN_OK && nonfinite == 1;
         }
         char what[96];
         snprintf(what, sizeof what, "claimed gemm, isa %s: one thread, the serial bits", sn_isa_name(isa));
@@ -1751,8 +1744,6 @@ static void test_claimed_gemm(void)
         check(pair_ok, what);
         snprintf(what, sizeof what, "claimed gemm, isa %s: panels claimed before are left", sn_isa_name(isa));
         check(claim_ok, what);
-        snprintf(what, sizeof what, "claimed gemm, isa %s: a NaN written is reported", sn_isa_name(isa));
-        check(check_ok, what);
         arena_free();
     }
     sn_set_isa(sn_isa_best());
