@@ -286,12 +286,24 @@ static const sn_epilogue *epilogue_or_null(const sn_epilogue *ep)
 
 /* Where the work of a claimed call (sn_gemm_claimed_f32) is not cut into
  * panels: 1 for the caller whose claim is the first, which computes the
- * whole product, 0 for the others; 1 without claims. Panel claims count
- * from 0, far below this one's size. */
+ * whole product, 0 for the others and for a helper; 1 without claims.
+ * Panel claims count from 0, far below this one's size. */
 #define SN_CLAIM_WHOLE (1 << 24)
-static int claims_whole(sn_atomic_int *claims)
+static int claims_whole(const sn_claims *claims)
 {
-    return !claims || sn_atomic_fetch_sub(claims, -SN_CLAIM_WHOLE) == 0;
+    return !claims ||
+           (!claims->helping && sn_atomic_fetch_sub(claims->next, -SN_CLAIM_WHOLE) == 0);
+}
+
+/* The next of n panels for this caller, n when none is left for it */
+static int64_t claim_panel(const sn_claims *claims, int64_t n)
+{
+    if (!claims->helping) return sn_atomic_fetch_sub(claims->next, -1);
+    for (;;) {
+        const int taken = sn_atomic_load(claims->next);
+        if (taken >= n - 1) return n;
+        if (sn_atomic_cas(claims->next, taken, taken + 1)) return taken;
+    }
 }
 
 /* Whether a panel read in place stays in L1 while the micro-kernel goes
@@ -477,7 +489,7 @@ static void prefetch_b_share(const float *B, int64_t ldb, int trans_b, int64_t k
 static void gemm_loops(const sn_gemm_plan *plan, int trans_a, int trans_b, int64_t M,
                        int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
                        const float *B, int64_t ldb, float beta, float *C, int64_t ldc,
-                       const sn_epilogue *ep, float *pa, float *pb, sn_atomic_int *claims)
+                       const sn_epilogue *ep, float *pa, float *pb, const sn_claims *claims)
 {
     const sn_gemm_kernel_info *ki = plan->ki;
     const int nr = ki->nr;
@@ -540,7 +552,7 @@ static void gemm_loops(const sn_gemm_plan *plan, int trans_a, int trans_b, int64
                                      ap.rows, kc, ap.height);
                 }
                 for (int64_t jr_next = 0;;) {
-                    const int64_t jr = claims ? sn_atomic_fetch_sub(claims, -1) : jr_next++;
+                    const int64_t jr = claims ? claim_panel(claims, n_jr) : jr_next++;
                     if (jr >= n_jr) break;
                     const int64_t cols = nc - jr * nr < nr ? nc - jr * nr : nr;
                     const int b_in_place = direct_b && cols == nr;
@@ -606,7 +618,7 @@ static int transposed_is_narrower(const sn_gemm_plan *plan, int trans_a, int64_t
 static int gemm_blocked(const sn_gemm_plan *plan, int trans_a, int trans_b, int64_t M,
                         int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
                         const float *B, int64_t ldb, float beta, float *C, int64_t ldc,
-                        const sn_epilogue *ep, sn_atomic_int *claims)
+                        const sn_epilogue *ep, const sn_claims *claims)
 {
     /* a few columns: the ISA's narrow kernel, no packing (same bits) */
     if (!trans_b && N <= SN_NARROW_N && plan->ki->narrow) {
@@ -715,7 +727,7 @@ static sn_gemm_plan plan_for_k(int64_t K) { return plan_of_k(sn_active_gemm_plan
 static int gemm_serial_with(sn_gemm_plan base, int trans_a, int trans_b, int64_t M, int64_t N,
                             int64_t K, float alpha, const float *A, int64_t lda, const float *B,
                             int64_t ldb, float beta, float *C, int64_t ldc,
-                            const sn_epilogue *ep, sn_atomic_int *claims)
+                            const sn_epilogue *ep, const sn_claims *claims)
 {
     ep = epilogue_or_null(ep);
     const sn_gemm_plan plan = plan_of_k(base, K);
@@ -758,7 +770,7 @@ int sn_gemm_serial_f32(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K
 int sn_gemm_claimed_f32(const sn_gemm_plan *plan, int trans_a, int trans_b, int64_t M,
                         int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
                         const float *B, int64_t ldb, float beta, float *C, int64_t ldc,
-                        const sn_epilogue *ep, sn_atomic_int *claims)
+                        const sn_epilogue *ep, const sn_claims *claims)
 {
     const int status = check_args(trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc);
     if (status != SN_OK || M == 0 || N == 0) return status;

@@ -191,7 +191,7 @@ static void gather(const step_ctx *c, int p, int s)
 
 /* P_p[:, strip s of the outputs] = X_l[:, K_p] W_l[K_p, strip]; with
  * claims, the panels this thread claims (sn_gemm_claimed_f32) */
-static int product(const step_ctx *c, int l, int p, int s, sn_atomic_int *claims)
+static int product(const step_ctx *c, int l, int p, int s, const sn_claims *claims)
 {
     const sn_mlp_layer *L = &c->net->layers[l];
     const span k = input_part(c->net, l, p);
@@ -389,7 +389,7 @@ static int weight_gradient(const step_ctx *c, int l, int p, int s)
  * gradient reaching the layer below (with claims, the panels this thread
  * claims),
  *   dZ_below[:, K] = (dZ W[K, :]^T) * act'(y_below[:, K]) * mask[:, K] */
-static int input_gradient(const step_ctx *c, int l, int p, int s, sn_atomic_int *claims)
+static int input_gradient(const step_ctx *c, int l, int p, int s, const sn_claims *claims)
 {
     const sn_mlp_layer *L = &c->net->layers[l], *below = &c->net->layers[l - 1];
     const span k = strip_of(input_part(c->net, l, p), s, c->strips);
@@ -492,7 +492,7 @@ int64_t sn_step_profile_report(FILE *out)
 /* The GEMM a unit's phase ends with, for part p: layer 0's product
  * (PH_GATHER), the next layer's (PH_FINISH) or the gradient reaching the
  * layer below (PH_BACKWARD); with claims, the panels this thread claims. */
-static int last_gemm(const step_ctx *c, int phase, int p, sn_atomic_int *claims)
+static int last_gemm(const step_ctx *c, int phase, int p, const sn_claims *claims)
 {
     if (phase == PH_GATHER) return product(c, 0, p, 0, claims);
     if (phase == PH_FINISH) return product(c, c->layer + 1, p, 0, claims);
@@ -503,22 +503,26 @@ static int last_gemm(const step_ctx *c, int phase, int p, sn_atomic_int *claims)
  * status `begun` (else none of it is made). Without stealing, all of it
  * here. With it (two threads, one unit each, running at once), the part's
  * panels may be taken from then on: this thread makes those it claims,
- * then waits until the other part's may be taken and makes what is left
- * of them, so that the first thread done does not wait at the region's
- * end while the other still has panels to make (the two vCPUs here often
- * run at speeds a few percent apart for seconds). A take that fails
- * (SN_ENOMEM) claims nothing, and the part's own thread makes it all: only
- * this part's status is returned. */
+ * then waits until the other part's may be taken and helps with them (a
+ * helper takes panels while two or more are left: sn_gemm_claimed_f32),
+ * so that the first thread done does not wait at the region's end while
+ * the other still has panels to make (the two vCPUs here often run a few
+ * percent apart for seconds, and the second thread starts its unit 1-20
+ * us after the first). A take that fails (SN_ENOMEM) claims nothing, and
+ * the part's own thread makes it all: only this part's status is
+ * returned. */
 static int last_gemm_shared(const step_ctx *c, int phase, int p, int begun)
 {
     if (!c->steal || sn_team_size() != SN_STEP_PARTS)
         return begun == SN_OK ? last_gemm(c, phase, p, NULL) : begun;
     sn_atomic_publish(&c->ready[p].v, begun == SN_OK ? 1 : -1);
-    const int status = begun == SN_OK ? last_gemm(c, phase, p, &c->claims[p].v) : begun;
+    const sn_claims mine = {&c->claims[p].v, 0};
+    const int status = begun == SN_OK ? last_gemm(c, phase, p, &mine) : begun;
     const int q = 1 - p;
+    const sn_claims theirs = {&c->claims[q].v, 1};
     int other;
     while ((other = sn_atomic_load_acquire(&c->ready[q].v)) == 0) sn_spin_pause();
-    if (other > 0) (void)last_gemm(c, phase, q, &c->claims[q].v);
+    if (other > 0) (void)last_gemm(c, phase, q, &theirs);
     return status;
 }
 

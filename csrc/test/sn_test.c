@@ -1671,20 +1671,21 @@ static void test_net(void)
  * column panels it claims: together, every element, with the bits of the
  * serial call. A counter already at 2 leaves panels 0 and 1 to others where
  * panels are claimed, and the whole product where it is not (the first
- * claim takes all). */
+ * claim takes all). A helper leaves the last panel, and a product not cut
+ * into panels. */
 typedef struct {
     sn_gemm_plan plan;
     int ta, tb;
     int64_t M, N, K, lda, ldb;
     const float *A, *B;
     float *C;
-    sn_atomic_int *claims;
+    sn_claims claims;
 } claimed_call;
 
 static int claimed_run(const claimed_call *g)
 {
     return sn_gemm_claimed_f32(&g->plan, g->ta, g->tb, g->M, g->N, g->K, 0.75f, g->A, g->lda,
-                               g->B, g->ldb, 0.0f, g->C, g->N, NULL, g->claims);
+                               g->B, g->ldb, 0.0f, g->C, g->N, NULL, &g->claims);
 }
 
 static void *claimed_thread(void *arg) { return (void *)(intptr_t)claimed_run(arg); }
@@ -1701,7 +1702,7 @@ static void test_claimed_gemm(void)
                                      {1, 0, 3 * plan.blocks.mc, 3 * nr, 40, 0},
                                      {0, 0, 50, 3 * nr, kc + 9, 0}, {0, 0, 2, 3 * nr, 30, 0},
                                      {0, 0, 50, 3, 30, 0}};
-        int serial_ok = 1, pair_ok = 1, claim_ok = 1;
+        int serial_ok = 1, pair_ok = 1, claim_ok = 1, help_ok = 1;
         for (int i = 0; i < (int)(sizeof shapes / sizeof shapes[0]); ++i) {
             const int ta = (int)shapes[i][0], tb = (int)shapes[i][1];
             const int64_t M = shapes[i][2], N = shapes[i][3], K = shapes[i][4];
@@ -1715,13 +1716,15 @@ static void test_claimed_gemm(void)
             serial_ok &= sn_gemm_serial_f32(ta, tb, M, N, K, 0.75f, A, lda, B, ldb, 0.0f, want,
                                             N, &none) == SN_OK;
             sn_atomic_int claims = 0;
-            claimed_call g = {plan, ta, tb, M, N, K, lda, ldb, A, B, got, &claims};
+            claimed_call g = {plan, ta, tb, M, N, K, lda, ldb, A, B, got, {&claims, 0}};
             serial_ok &= claimed_run(&g) == SN_OK && same(want, got, M * N);
-            /* two threads at once, one counter */
+            /* two threads at once, one counter: the other a helper */
             claims = 0;
             g.C = pair;
+            claimed_call helper = g;
+            helper.claims.helping = 1;
             pthread_t other;
-            const int started = pthread_create(&other, NULL, claimed_thread, &g) == 0;
+            const int started = pthread_create(&other, NULL, claimed_thread, &helper) == 0;
             void *other_status = NULL;
             const int mine = claimed_run(&g);
             if (started) pthread_join(other, &other_status);
@@ -1736,6 +1739,19 @@ static void test_claimed_gemm(void)
                     const int taken = shapes[i][5] ? j < 2 * nr : 1;
                     claim_ok &= taken ? v == POISON : v == want[r * N + j];
                 }
+            /* a helper, from panel 0: all but the last panel, or nothing */
+            float *helped = floats(M * N);
+            claims = 0;
+            g.C = helped;
+            g.claims.helping = 1;
+            help_ok &= claimed_run(&g) == SN_OK;
+            const int64_t last_panel = (N - 1) / nr * nr;
+            for (int64_t r = 0; r < M; ++r)
+                for (int64_t j = 0; j < N; ++j) {
+                    const float v = helped[r * N + j];
+                    const int left = shapes[i][5] ? j >= last_panel : 1;
+                    help_ok &= left ? v == POISON : v == want[r * N + j];
+                }
         }
         char what[96];
         snprintf(what, sizeof what, "claimed gemm, isa %s: one thread, the serial bits", sn_isa_name(isa));
@@ -1744,6 +1760,8 @@ static void test_claimed_gemm(void)
         check(pair_ok, what);
         snprintf(what, sizeof what, "claimed gemm, isa %s: panels claimed before are left", sn_isa_name(isa));
         check(claim_ok, what);
+        snprintf(what, sizeof what, "claimed gemm, isa %s: a helper leaves the last panel", sn_isa_name(isa));
+        check(help_ok, what);
         arena_free();
     }
     sn_set_isa(sn_isa_best());
