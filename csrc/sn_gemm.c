@@ -468,20 +468,26 @@ static void copy_edge(const float *tile, int64_t ld_tile, float *c, int64_t ldc,
         }
 }
 
-/* Share `share` of `shares` of the lines of the panel of op(B) at rows k0 ..
- * k0 + kc, columns j0 .. j0 + cols, asked for into the cache: a plain B's
- * kc rows of the panel's width, or a transposed B's cols rows of kc. */
+/* the lines holding n floats from p, asked for into the cache */
+static void prefetch_floats(const float *p, int64_t n)
+{
+    const uintptr_t end = (uintptr_t)(p + n);
+    for (uintptr_t at = (uintptr_t)p & ~(uintptr_t)63; at < end; at += 64)
+        SN_PREFETCH((const char *)at);
+}
+
+/* Share `share` of `shares` of the panel of op(B) at rows k0 .. k0 + kc,
+ * columns j0 .. j0 + cols, asked for into the cache: a plain B's kc rows,
+ * cols floats of each, or a transposed B's cols rows, kc floats of each. */
 static void prefetch_b_share(const float *B, int64_t ldb, int trans_b, int64_t k0, int64_t j0,
                              int64_t kc, int64_t cols, int64_t share, int64_t shares)
 {
-    if (!trans_b) {
+    if (!trans_b)
         for (int64_t k = share * kc / shares; k < (share + 1) * kc / shares; ++k)
-            SN_PREFETCH(B + (k0 + k) * ldb + j0);
-        return;
-    }
-    const int64_t lines = (kc + 15) / 16, total = cols * lines; /* 16 floats a line */
-    for (int64_t q = share * total / shares; q < (share + 1) * total / shares; ++q)
-        SN_PREFETCH(B + (j0 + q / lines) * ldb + k0 + 16 * (q % lines));
+            prefetch_floats(B + (k0 + k) * ldb + j0, cols);
+    else
+        for (int64_t j = share * cols / shares; j < (share + 1) * cols / shares; ++j)
+            prefetch_floats(B + (j0 + j) * ldb + k0, kc);
 }
 
 /* The blocked loop nest on one sub-problem, in the calling thread, packing
@@ -614,7 +620,8 @@ static int transposed_is_narrower(const sn_gemm_plan *plan, int trans_a, int64_t
 }
 
 /* gemm_loops with packing buffers from the pool (or, all slots busy, this
- * call's own). Returns SN_ENOMEM if they cannot grow; C is then untouched. */
+ * call's own). Returns SN_ENOMEM if they cannot grow; C is then untouched
+ * (but for panels that other threads of a claimed call made). */
 static int gemm_blocked(const sn_gemm_plan *plan, int trans_a, int trans_b, int64_t M,
                         int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
                         const float *B, int64_t ldb, float beta, float *C, int64_t ldc,

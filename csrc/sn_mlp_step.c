@@ -62,6 +62,11 @@
  * following it (79 -> 65 us for 128 rows on one AMD EPYC Zen 3 core). */
 #define SN_GATHER_AHEAD 2
 
+/* Seconds a thread done with its part waits for the other to come to its
+ * product before it gives up helping (last_gemm_shared): the second thread
+ * of a region begins 1-20 us after the first (AMD EPYC Zen 3). */
+#define SN_HELP_WAIT 50e-6
+
 /* The i-th of `pieces` cut points of [0, n): cut(0) = 0, cut(pieces) = n,
  * and in between ceil(n i / pieces) rounded up to a multiple of align (or
  * n). So the first piece is never empty when n >= 1; later pieces may be
@@ -147,7 +152,7 @@ typedef struct {
     const sn_optim_cfg *opt;
     sn_gemm_plan plan;              /* the GEMMs' kernel and blocks, one for every unit */
     int steal;                      /* run_phase: two threads, one part each, may take
-                                       each other's product panels (take_the_rest) */
+                                       each other's product panels (last_gemm_shared) */
     line_counter *claims;           /* [SN_STEP_PARTS]: each part's panels claimed */
     line_counter *ready;            /* [SN_STEP_PARTS]: 1 once the part's panels may be
                                        taken, -1 if they will not be made */
@@ -503,8 +508,9 @@ static int last_gemm(const step_ctx *c, int phase, int p, const sn_claims *claim
  * status `begun` (else none of it is made). Without stealing, all of it
  * here. With it (two threads, one unit each, running at once), the part's
  * panels may be taken from then on: this thread makes those it claims,
- * then waits until the other part's may be taken and helps with them (a
- * helper takes panels while two or more are left: sn_gemm_claimed_f32),
+ * then waits (a while at most) until the other part's may be taken and
+ * helps with them (a helper takes panels while two or more are left:
+ * sn_gemm_claimed_f32),
  * so that the first thread done does not wait at the region's end while
  * the other still has panels to make (the two vCPUs here often run a few
  * percent apart for seconds, and the second thread starts its unit 1-20
@@ -520,8 +526,16 @@ static int last_gemm_shared(const step_ctx *c, int phase, int p, int begun)
     const int status = begun == SN_OK ? last_gemm(c, phase, p, &mine) : begun;
     const int q = 1 - p;
     const sn_claims theirs = {&c->claims[q].v, 1};
+    /* not for longer than SN_HELP_WAIT: a partner that has not come to its
+     * product by then (descheduled, the CPU busy with another program) is
+     * left to make it all, as before helping, and its core is not kept busy
+     * by this wait */
+    const double give_up = SN_NOW() + SN_HELP_WAIT;
     int other;
-    while ((other = sn_atomic_load_acquire(&c->ready[q].v)) == 0) sn_spin_pause();
+    for (int turn = 1; (other = sn_atomic_load_acquire(&c->ready[q].v)) == 0; ++turn) {
+        sn_spin_pause();
+        if (turn % 64 == 0 && SN_NOW() > give_up) break;
+    }
     if (other > 0) (void)last_gemm(c, phase, q, &theirs);
     return status;
 }
