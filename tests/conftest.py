@@ -83,6 +83,8 @@ def pytest_configure(config):
     # here rather than in pyproject.toml: tools/check_wheel.sh runs a copy of tests/ alone
     config.addinivalue_line("markers", "sanitizer_skip(reason): skipped under "
                             "tools/check_sanitizers.sh (see pytest_collection_modifyitems)")
+    config.addinivalue_line("markers", "full_mnist: tests/test_decoded_cache.py loads all of "
+                            "MNIST rather than its first images")
     # Loading a dataset writes its decoded copy to the user cache (55 MB for MNIST):
     # the tests' copies, and anything else cached, go to a folder of this session,
     # never the user's. Subprocesses inherit it.

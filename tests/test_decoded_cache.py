@@ -2,11 +2,17 @@
 load, identical to decoding the IDX files, and never trusted when it or its
 sources changed; a cache folder that cannot be written only makes loads slower.
 
-Each test loads real MNIST from its own folder into its own cache folder."""
+Each test loads MNIST from its own folder into its own cache folder. The first
+test loads the real files; the others, which damage and reload the copy several
+times, load the first SMALL_TRAIN / SMALL_TEST images of them, with the counts
+and SHA-256 digests the loader expects patched to match (the same code runs,
+on 1% of the bytes)."""
 import builtins
 import gzip
+import hashlib
 import json
 import os
+import struct
 
 import numpy as np
 import pytest
@@ -15,29 +21,71 @@ from scratchnet import _decoded_cache, datasets
 
 FILES = datasets.FILES
 TRAIN_IMAGES = "train-images-idx3-ubyte"
+SMALL_TRAIN, SMALL_TEST = 600, 100
 
 
 @pytest.fixture(scope="session")
-def mnist_gz(mnist):
-    """The four MNIST files gzip-compressed, as bytes."""
+def mnist_idx(mnist):
+    """The four decompressed MNIST IDX files, as bytes."""
     folder = datasets.find("mnist")
     found = {}
     for base in FILES:
         raw = folder / base
-        found[base] = (gzip.compress(raw.read_bytes(), compresslevel=1) if raw.is_file()
-                       else (folder / f"{base}.gz").read_bytes())
+        found[base] = raw.read_bytes() if raw.is_file() else gzip.decompress((folder / f"{base}.gz").read_bytes())
     return found
 
 
-@pytest.fixture(scope="session")
-def reference(mnist_gz):
+def first_images(idx, count):
+    """An IDX file cut to its first `count` items, its header saying so."""
+    dims = idx[3]
+    header = struct.unpack(f">{dims}I", idx[4:4 + 4 * dims])
+    item = int(np.prod(header[1:], dtype=np.int64))
+    start = 4 + 4 * dims
+    return idx[:4] + struct.pack(f">{dims}I", count, *header[1:]) + idx[start:start + count * item]
+
+
+def decoded_here(idx_files, counts):
     """What loading must give, decoded here without scratchnet: pixels / 255 as float32."""
-    arrays = {base: np.frombuffer(gzip.decompress(data), np.uint8) for base, data in mnist_gz.items()}
+    arrays = {base: np.frombuffer(data, np.uint8) for base, data in idx_files.items()}
     split = {}
-    for part, count in (("train", 60000), ("t10k", 10000)):
+    for part, count in counts.items():
         images = arrays[f"{part}-images-idx3-ubyte"][16:].reshape(count, 784).astype(np.float32)
         split[part] = (images / np.float32(255), arrays[f"{part}-labels-idx1-ubyte"][8:].astype(np.int64))
     return split["train"], split["t10k"]
+
+
+@pytest.fixture(scope="session")
+def full_files(mnist_idx):
+    return {base: gzip.compress(data, compresslevel=1) for base, data in mnist_idx.items()}, \
+        decoded_here(mnist_idx, {"train": 60000, "t10k": 10000})
+
+
+@pytest.fixture(scope="session")
+def small_files(mnist_idx):
+    counts = {"train": SMALL_TRAIN, "t10k": SMALL_TEST}
+    idx = {base: first_images(data, counts[base.split("-")[0]]) for base, data in mnist_idx.items()}
+    return {base: gzip.compress(data) for base, data in idx.items()}, decoded_here(idx, counts), \
+        {base: hashlib.sha256(data).hexdigest() for base, data in idx.items()}
+
+
+@pytest.fixture
+def mnist_gz(request, monkeypatch, small_files):
+    """The four (gzip) files the test loads: the small ones, the loader's expected
+    counts and digests patched to match, unless the test is marked `full_mnist`."""
+    if request.node.get_closest_marker("full_mnist"):
+        return request.getfixturevalue("full_files")[0]
+    files, _, digests = small_files
+    monkeypatch.setattr(datasets, "_COUNTS", {"train": SMALL_TRAIN, "t10k": SMALL_TEST})
+    monkeypatch.setitem(datasets.SHA256, "mnist", digests)
+    return files
+
+
+@pytest.fixture
+def reference(request, mnist_gz, small_files):
+    """What loading the test's files must give."""
+    if request.node.get_closest_marker("full_mnist"):
+        return request.getfixturevalue("full_files")[1]
+    return small_files[1]
 
 
 @pytest.fixture
@@ -77,6 +125,7 @@ def assert_same(loaded, expected):
         assert y.dtype == np.int64
 
 
+@pytest.mark.full_mnist
 def test_second_load_reads_the_decoded_copy_not_the_gzip_files(source, decodes, reference):
     assert_same(datasets.load_mnist(root=source), reference)
     assert len(decodes) == 4
@@ -88,8 +137,8 @@ def test_second_load_reads_the_decoded_copy_not_the_gzip_files(source, decodes, 
 def test_images_from_the_copy_keep_their_layout(source, reference):
     datasets.load_mnist(root=source)
     (X, _), (Xt, _) = datasets.load_mnist(root=source, flatten=False)
-    assert X.shape == (60000, 1, 28, 28) and Xt.shape == (10000, 1, 28, 28)
-    np.testing.assert_array_equal(X.reshape(60000, 784), reference[0][0])
+    assert X.shape == (SMALL_TRAIN, 1, 28, 28) and Xt.shape == (SMALL_TEST, 1, 28, 28)
+    np.testing.assert_array_equal(X.reshape(SMALL_TRAIN, 784), reference[0][0])
 
 
 def damage_flip_a_pixel(path):
@@ -107,7 +156,7 @@ def damage_empty(path):
 
 
 def damage_other_shape(path):
-    np.save(path, np.zeros((59999, 28, 28), np.uint8))
+    np.save(path, np.zeros((SMALL_TRAIN - 1, 28, 28), np.uint8))
 
 
 def damage_pickled(path):
