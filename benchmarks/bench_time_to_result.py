@@ -2,6 +2,13 @@
 load MNIST, train a 784-128-10 MLP for two epochs, print the test accuracy) run as
 new processes, timed from the start of each process to its end.
 
+The runs import scratchnet with bytecode compiled, as a user's installed package
+has it (pip compiles it on install): where the scratchnet they import has
+modules without it (a source tree run with PYTHONDONTWRITEBYTECODE set, as on
+the project's machine, would compile them again in every run, about 0.1 s), it
+is compiled first, untimed, into their __pycache__ folders, and the line after
+the CPU's says so.
+
 Cold runs start from an empty user cache (XDG_CACHE_HOME is a new temporary
 folder), so they gunzip and verify MNIST and write its decoded copy; warm runs
 find that copy and memory-map it. Cold and warm runs take turns, so a change in
@@ -11,6 +18,8 @@ load average and the share of the CPUs that other processes used meanwhile.
     python benchmarks/bench_time_to_result.py [--cold 3] [--warm 7]
 """
 import argparse
+import compileall
+import importlib.util
 import os
 import re
 import shlex
@@ -32,6 +41,29 @@ def one_liner():
     if found is None:
         sys.exit(f"{README} has no line `python -c \"import scratchnet as sn; ...\"`")
     return found.group(0)
+
+
+def bytecode(python):
+    """Where the runs' scratchnet is and whether its bytecode is there: compiled
+    now (untimed) for any module without it. Returns the line that says so."""
+    where = subprocess.run([python, "-c", "import os, scratchnet; "
+                            "print(os.path.dirname(os.path.abspath(scratchnet.__file__)))"],
+                           capture_output=True, text=True)
+    if where.returncode != 0:
+        sys.exit(f"cannot import scratchnet:\n{where.stderr}")
+    folder = where.stdout.strip()
+    sources = [os.path.join(root, name) for root, _, names in os.walk(folder)
+               for name in names if name.endswith(".py")]
+    missing = [path for path in sources
+               if not os.path.exists(importlib.util.cache_from_source(path))]
+    if not missing:
+        return f"scratchnet from {folder}: bytecode compiled"
+    compileall.compile_dir(folder, quiet=2)
+    left = [path for path in missing if not os.path.exists(importlib.util.cache_from_source(path))]
+    done = f"{len(missing) - len(left)} of its {len(sources)} modules compiled now (untimed)"
+    if left:
+        done += f"; {len(left)} could not be (each run compiles them again)"
+    return f"scratchnet from {folder}: {done}"
 
 
 def timed_run(command, cache):
@@ -83,6 +115,7 @@ def main(argv=None):
     print(text)
     print(f"cpu: {bench.cpu_name()}, {os.cpu_count()} cores; load average before: "
           f"{load_average()}")
+    print(bytecode(sys.executable))
     times = {"cold": [], "warm": []}
     with tempfile.TemporaryDirectory() as folder:
         warm_cache = os.path.join(folder, "warm")

@@ -171,20 +171,29 @@ def test_time_to_result_runs_the_readme_one_liner_cold_and_warm(tmp_path):
     lines = run_script(tmp_path, "bench_time_to_result.py", "--cold", "1", "--warm", "1")
     assert lines[0].startswith('python -c "import scratchnet as sn; ')
     assert lines[1].startswith(f"cpu: {cpu_name()}, ")
+    # the scratchnet it times, its bytecode compiled (now, or found)
+    found = re.fullmatch(r"scratchnet from (.+): (bytecode compiled|\d+ of its \d+ modules "
+                         r"compiled now \(untimed\)(; \d+ could not be .*)?)", lines[2])
+    assert found, lines[2]
+    assert os.path.samefile(found[1], os.path.join(SCRATCHNET_PATH, "scratchnet"))
+    if not found[3]:  # none left uncompiled: each module's bytecode is there for the runs
+        for root, _, names in os.walk(found[1]):
+            for name in (n for n in names if n.endswith(".py")):
+                assert os.path.exists(importlib.util.cache_from_source(os.path.join(root, name)))
     runs = {}
-    for line in lines[2:4]:
+    for line in lines[3:5]:
         run = re.fullmatch(r"(cold|warm) run 1: ([\d.]+) s, test accuracy ([\d.]+), "
                            r"load average .*", line)
         assert run, line
         runs[run[1]] = float(run[2])
         assert float(run[3]) >= 0.9742  # the seed's result, which the one-liner is to reach
     assert sorted(runs) == ["cold", "warm"]
-    for kind, line in zip(("cold", "warm"), lines[4:6]):
+    for kind, line in zip(("cold", "warm"), lines[5:7]):
         median = re.fullmatch(rf"{kind}: median ([\d.]+) s of 1 runs \(([\d.]+) to ([\d.]+) s\)",
                               line)
         assert median, line
         assert float(median[1]) == float(median[2]) == float(median[3]) == runs[kind]
-    assert lines[6].startswith("load average after: ")
+    assert lines[7].startswith("load average after: ")
 
 
 def test_one_image_alternates_thread_counts_and_reports_their_ratio(tmp_path):
