@@ -43,26 +43,37 @@ def one_liner():
     return found.group(0)
 
 
-def bytecode(python):
-    """Where the runs' scratchnet is and whether its bytecode is there: compiled
-    now (untimed) for any module without it. Returns the line that says so."""
+def scratchnet_folder(python):
+    """The folder of the scratchnet that `python -c` imports here (the runs' own)."""
     where = subprocess.run([python, "-c", "import os, scratchnet; "
                             "print(os.path.dirname(os.path.abspath(scratchnet.__file__)))"],
                            capture_output=True, text=True)
     if where.returncode != 0:
         sys.exit(f"cannot import scratchnet:\n{where.stderr}")
-    folder = where.stdout.strip()
+    return where.stdout.strip()
+
+
+def compile_bytecode(folder):
+    """Compile the modules under folder whose bytecode is missing or older than
+    their source (compileall skips the others), as the runs read it: no -O
+    whatever this process has. Returns what was done, as printed."""
     sources = [os.path.join(root, name) for root, _, names in os.walk(folder)
                for name in names if name.endswith(".py")]
-    missing = [path for path in sources
-               if not os.path.exists(importlib.util.cache_from_source(path))]
-    if not missing:
+
+    def stamp(path):
+        cached = importlib.util.cache_from_source(path, optimization="")
+        return os.stat(cached).st_mtime_ns if os.path.exists(cached) else None
+
+    before = {path: stamp(path) for path in sources}
+    compileall.compile_dir(folder, quiet=2, optimize=0)
+    after = {path: stamp(path) for path in sources}
+    compiled = sum(after[p] is not None and after[p] != before[p] for p in sources)
+    left = sum(after[p] is None for p in sources)
+    if not compiled and not left:
         return f"scratchnet from {folder}: bytecode compiled"
-    compileall.compile_dir(folder, quiet=2)
-    left = [path for path in missing if not os.path.exists(importlib.util.cache_from_source(path))]
-    done = f"{len(missing) - len(left)} of its {len(sources)} modules compiled now (untimed)"
+    done = f"{compiled} of its {len(sources)} modules compiled now (untimed)"
     if left:
-        done += f"; {len(left)} could not be (each run compiles them again)"
+        done += f"; {left} could not be (each run compiles them again)"
     return f"scratchnet from {folder}: {done}"
 
 
@@ -115,7 +126,7 @@ def main(argv=None):
     print(text)
     print(f"cpu: {bench.cpu_name()}, {os.cpu_count()} cores; load average before: "
           f"{load_average()}")
-    print(bytecode(sys.executable))
+    print(compile_bytecode(scratchnet_folder(sys.executable)))
     times = {"cold": [], "warm": []}
     with tempfile.TemporaryDirectory() as folder:
         warm_cache = os.path.join(folder, "warm")

@@ -196,6 +196,37 @@ def test_time_to_result_runs_the_readme_one_liner_cold_and_warm(tmp_path):
     assert lines[7].startswith("load average after: ")
 
 
+def test_time_to_result_compiles_missing_or_stale_bytecode_as_the_runs_read_it(tmp_path,
+                                                                             monkeypatch):
+    """compile_bytecode: what it reports and leaves for a folder whose modules
+    have no bytecode, have it, have it older than an edited source, or cannot
+    get it; always the bytecode a run without -O reads."""
+    script = load_script("bench_time_to_result.py")
+    folder = tmp_path / "pkg"
+    (folder / "sub").mkdir(parents=True)
+    sources = [folder / "a.py", folder / "sub" / "b.py"]
+    for path in sources:
+        path.write_text("X = 1\n")
+
+    def cached(path):
+        return Path(importlib.util.cache_from_source(str(path), optimization=""))
+
+    said = f"scratchnet from {folder}: "
+    assert script.compile_bytecode(str(folder)) == said + "2 of its 2 modules compiled now (untimed)"
+    assert all(cached(path).exists() for path in sources)
+    assert script.compile_bytecode(str(folder)) == said + "bytecode compiled"
+    sources[0].write_text("X = 2  # edited after it was compiled\n")
+    later = cached(sources[0]).stat().st_mtime + 10
+    os.utime(sources[0], (later, later))
+    assert script.compile_bytecode(str(folder)) == said + "1 of its 2 modules compiled now (untimed)"
+    assert script.compile_bytecode(str(folder)) == said + "bytecode compiled"
+    # a folder it cannot write to (root ignores the mode bits: compileall made to fail)
+    (folder / "c.py").write_text("X = 3\n")
+    monkeypatch.setattr(script.compileall, "compile_dir", lambda *args, **kwargs: False)
+    assert script.compile_bytecode(str(folder)) == said + (
+        "0 of its 3 modules compiled now (untimed); 1 could not be (each run compiles them again)")
+
+
 def test_one_image_alternates_thread_counts_and_reports_their_ratio(tmp_path):
     """bench_one_image.py with 2 rounds of 50 calls: the CPU line, each thread
     count's median call and the ratio, in that form (no timing is asserted)."""
