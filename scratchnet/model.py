@@ -92,6 +92,25 @@ for _name in ("__init__", "__setitem__", "__delitem__", "__iadd__", "__imul__", 
 del _name
 
 
+def _check_each_layer_once(layers, where):
+    """Raise ValueError where one layer object is in `layers` twice. A layer
+    keeps what its last forward pass saw (its input, its output buffer) for
+    the backward pass, so the second use overwrote the first's and the
+    gradients came out wrong with no error: Sequential(d, act, d2, act) with
+    one ReLU `act` trained otherwise than with two (PyTorch's modules keep
+    no such state, so a reused nn.ReLU is right there)."""
+    seen = {}
+    for i, layer in enumerate(layers):
+        first = seen.setdefault(id(layer), i)
+        if first != i:
+            name = type(layer).__name__
+            tie = "; to tie weights, write a Module of your own" if layer.parameters() else ""
+            raise ValueError(f"{where}: layers {first} and {i} are the same {name} object; a "
+                             f"layer keeps the values of its own forward pass for backward, so "
+                             f"one used twice would train on the wrong ones. Use a new {name} "
+                             f"for each place{tie}")
+
+
 class Sequential(Module):
     # (Parameter.version when _fused_classifier last found the model's compiled
     # classifier current, that classifier): while the version has not moved,
@@ -130,6 +149,7 @@ class Sequential(Module):
     def layers(self, layers):
         # a list of the model's own (made from any other: its later changes
         # would not be seen); kept as it is after `model.layers += [...]`
+        _check_each_layer_once(layers, "Sequential")
         self._layers = layers if isinstance(layers, _Layers) else _Layers(layers)
         Parameter.version += 1
 
@@ -247,7 +267,10 @@ class Sequential(Module):
     def _layers_forward(self, x, training):
         """The layers' own forward: their last output (a buffer of the last
         layer's); the layers keep what a backward pass needs of it. The
-        caller marks whose it is (_last_forward)."""
+        caller marks whose it is (_last_forward). Training, each layer must
+        be there once (the list may have changed in place since it was set)."""
+        if training:
+            _check_each_layer_once(self.layers, "forward")
         for layer in self.layers:
             x = layer.forward(x, training=training)
         return x
@@ -739,6 +762,7 @@ class Sequential(Module):
                             "the optimizer it wraps, with distributed=True")
         if not isinstance(optimizer, Optimizer):
             raise TypeError(f"fit: optimizer must be an Optimizer, got {type(optimizer).__name__}")
+        _check_each_layer_once(self.layers, "fit")
         self._check_optimizer(optimizer)
         optimizer.check_param_groups("fit")
         loss = loss if loss is not None else (self.loss or CrossEntropy())

@@ -484,3 +484,29 @@ def test_backward_after_a_failed_forward_says_so_and_predict_uses_a_subclass_for
         model.forward(np.zeros((6, 7), np.float32), training=True)
     with pytest.raises(RuntimeError, match="after a forward pass that raised"):
         model.backward(loss.backward())
+
+
+def test_a_layer_object_used_twice_is_refused_for_training():
+    """A layer keeps its forward pass's values for backward: one object in two
+    places trained on the wrong ones (a shared ReLU through the layer-by-layer
+    path, a Dense used twice anywhere) with no error. Refused where the layers
+    are set, and where the list changed in place since, by a training forward
+    and by fit; inference through such a list stays allowed (it is right)."""
+    act, dense = sn.ReLU(), sn.Dense(4, 4)
+    with pytest.raises(ValueError, match=r"Sequential: layers 1 and 3 are the same ReLU object"):
+        sn.Sequential(sn.Dense(4, 16), act, sn.Dense(16, 16), act, sn.Dense(16, 3))
+    with pytest.raises(ValueError, match=r"layers 0 and 2 are the same Dense object.*tie weights"):
+        sn.Sequential(dense, sn.Tanh(), dense)
+    model = sn.Sequential(sn.Dense(4, 16), act, sn.Dense(16, 3))
+    with pytest.raises(ValueError, match=r"layers 1 and 2 are the same ReLU"):
+        model.layers = [model.layers[0], act, act, sn.Dense(16, 3)]
+    model.layers[2:2] = [sn.Dense(16, 16), act]  # in place: Dense, ReLU, Dense, ReLU, Dense
+    X = np.random.default_rng(0).standard_normal((32, 4)).astype(np.float32)
+    y = np.arange(32) % 3
+    with pytest.raises(ValueError, match=r"forward: layers 1 and 3 are the same ReLU"):
+        model.forward(X, training=True)
+    with pytest.raises(ValueError, match=r"fit: layers 1 and 3 are the same ReLU"):
+        model.fit(X, y, sn.SGD(model.parameters(), lr=0.1), epochs=1, verbose=0)
+    assert model.predict(X).shape == (32,)
+    model.layers[3] = sn.ReLU()  # one object each: trains
+    model.fit(X, y, sn.SGD(model.parameters(), lr=0.1), epochs=1, verbose=0)
