@@ -27,8 +27,10 @@
 # Usage: bash tools/check_wheel.sh
 #   PYTHON=python3.X picks the Python; KEEP=1 keeps the temporary folder;
 #   CHECK_WHEEL_FULL=1 / CHECK_WHEEL_FAST=1 run more / fewer tests per kernel
-#   path (step 6); CHECK_WHEEL_CHOSEN_FAST=1 fewer on the run-time path only. SCRATCHNET_DATA and SCRATCHNET_REQUIRE_DATA are passed on
-#   to the tests as they are. About 5-8 minutes on 2 cores (two kernel paths).
+#   path (step 6); CHECK_WHEEL_CHOSEN_FAST=1 fewer on the run-time path only.
+#   SCRATCHNET_DATA and SCRATCHNET_REQUIRE_DATA are passed on to the tests as
+#   they are. About 7-8 minutes on 2 cores with two kernel paths (3 with
+#   CHECK_WHEEL_CHOSEN_FAST=1; AMD EPYC Zen 3, 2026-11-29).
 # Needs network access to PyPI (build tools, build requirements, test deps).
 set -euo pipefail
 
@@ -280,6 +282,7 @@ else
     PER_ISA=(tests --ignore=tests/test_training.py --ignore=tests/test_bench.py)
 fi
 CHOSEN=$("$VENV/bin/python" -c "import scratchnet; print(scratchnet._core.get_isa())")
+echo "(kernel path chosen at run time: $CHOSEN)"
 for isa in $ISAS; do
     tests=("${PER_ISA[@]}")
     if [[ "$isa" == "$CHOSEN" && "${CHECK_WHEEL_CHOSEN_FAST:-0}" == 1 ]]; then
