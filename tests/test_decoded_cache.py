@@ -31,7 +31,8 @@ def mnist_idx(mnist):
     found = {}
     for base in FILES:
         raw = folder / base
-        found[base] = raw.read_bytes() if raw.is_file() else gzip.decompress((folder / f"{base}.gz").read_bytes())
+        found[base] = (raw.read_bytes() if raw.is_file()
+                       else gzip.decompress((folder / f"{base}.gz").read_bytes()))
     return found
 
 
@@ -69,23 +70,26 @@ def small_files(mnist_idx):
 
 
 @pytest.fixture
-def mnist_gz(request, monkeypatch, small_files):
-    """The four (gzip) files the test loads: the small ones, the loader's expected
-    counts and digests patched to match, unless the test is marked `full_mnist`."""
+def test_files(request, monkeypatch, small_files):
+    """(the four gzip files the test loads, what loading them must give): the
+    small ones, the loader's expected counts and digests patched to match,
+    unless the test is marked `full_mnist`."""
     if request.node.get_closest_marker("full_mnist"):
-        return request.getfixturevalue("full_files")[0]
-    files, _, digests = small_files
+        return request.getfixturevalue("full_files")
+    files, expected, digests = small_files
     monkeypatch.setattr(datasets, "_COUNTS", {"train": SMALL_TRAIN, "t10k": SMALL_TEST})
     monkeypatch.setitem(datasets.SHA256, "mnist", digests)
-    return files
+    return files, expected
 
 
 @pytest.fixture
-def reference(request, mnist_gz, small_files):
-    """What loading the test's files must give."""
-    if request.node.get_closest_marker("full_mnist"):
-        return request.getfixturevalue("full_files")[1]
-    return small_files[1]
+def mnist_gz(test_files):
+    return test_files[0]
+
+
+@pytest.fixture
+def reference(test_files):
+    return test_files[1]
 
 
 @pytest.fixture

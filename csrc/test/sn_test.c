@@ -1326,7 +1326,8 @@ static void test_pair_gemm_same_bits(void)
          * has not begun waits out its time slice (0.02 s a call there, which
          * was 90 s of check_c_kernels.sh), so fewer calls there and no wait
          * for a helped half below (which is not checked there) */
-        const int reps = RUNNING_ON_VALGRIND ? 20 : 300, reps_to_help = RUNNING_ON_VALGRIND ? 0 : 3000;
+        const int reps = RUNNING_ON_VALGRIND ? 20 : 300;
+        const int reps_to_help = RUNNING_ON_VALGRIND ? 0 : 3000;
         for (int rep = 0; rep < reps && ok; ++rep) {
             memset(y2, 0xff, sizeof(float) * M * N); /* NaN: a column left unwritten shows */
             ok &= sn_dense_forward_f32(y2, x, W, b, M, K, N, SN_ACT_RELU, 0.0f) == SN_OK &&
